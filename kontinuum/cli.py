@@ -1,0 +1,92 @@
+"""The `kontinuum` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kontinuum import __version__
+
+app = typer.Typer(
+    name="kontinuum",
+    help="Multi-cluster service mesh control plane: one xDS server for a whole fleet.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+XdsAddress = Annotated[
+    str, typer.Option("--xds-address", help="host:port of the xDS (gRPC) server.")
+]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command("serve-resources")
+def serve_resources(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Directory of <view>.yaml files of Envoy resources."
+        ),
+    ],
+    xds_address: XdsAddress = "127.0.0.1:18000",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve raw Envoy resources over ADS (SotW and Delta), one view per file.
+
+    A node receives the view named by its `node.cluster`. Files are re-read when they
+    change; a bad file is reported and its view keeps its last good resources.
+    """
+    from kontinuum.app import serve_resources as run
+
+    _logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(directory, xds_address))
+
+
+@app.command()
+def status(xds_address: XdsAddress = "127.0.0.1:18000") -> None:
+    """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT."""
+    from kontinuum.status import fetch_status, render_status
+
+    try:
+        proxies = fetch_status(xds_address)
+    except ConnectionError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    render_status(proxies)
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds to run; Ctrl-C ends it earlier.")] = 30.0,
+) -> None:
+    """Run a real Envoy against kontinuum with backends in two sites and live traffic.
+
+    Midway the local site's endpoints are withdrawn: traffic fails over to the other site.
+    """
+    from kontinuum.demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        counts = asyncio.run(run_demo(duration))
+        typer.echo(f"requests: {dict(counts)}")
+
+
+@app.command()
+def version() -> None:
+    """Print the kontinuum version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

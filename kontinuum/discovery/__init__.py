@@ -1,0 +1,1 @@
+"""Sources of service discovery (static files, Kubernetes, DNS) and their aggregation."""

@@ -1,0 +1,77 @@
+"""The snapshot cache: one consistent snapshot per view, fanned out to watching streams.
+
+The server's only seam into the cache is `watch`/`cancel` plus the watcher callback, in
+the spirit of go-control-plane's `CreateWatch`: the cache owns resources, versions and
+fan-out; streams own nonces, subscriptions and ACK state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from kontinuum.xds.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """A stream that wants to hear about changes to its view."""
+
+    def on_snapshot(self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]]) -> None:
+        """Called synchronously with the new snapshot and, per type, the changed names."""
+
+
+class SnapshotCache:
+    """Holds the current snapshot of every view and notifies the streams watching it."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+
+    def set_snapshot(self, view: str, snapshot: Snapshot) -> dict[str, frozenset[str]]:
+        """Replace a view's snapshot; returns the changed names per type.
+
+        Only watchers of this view are told, and each decides from the changed names
+        whether anything it subscribed to is among them.
+        """
+        changes = snapshot.changes_from(self._snapshots.get(view))
+        self._snapshots[view] = snapshot
+        if changes:
+            for watcher in tuple(self._watchers.get(view, ())):
+                watcher.on_snapshot(snapshot, changes)
+        return changes
+
+    def set_resources(self, view: str, messages: Iterable[Any]) -> dict[str, frozenset[str]]:
+        """Build a snapshot from xds-protos messages (checked for consistency) and set it."""
+        return self.set_snapshot(view, Snapshot.of(messages))
+
+    def snapshot(self, view: str) -> Snapshot | None:
+        return self._snapshots.get(view)
+
+    def views(self) -> list[str]:
+        return sorted(self._snapshots)
+
+    def remove_view(self, view: str) -> None:
+        """Forget a view's snapshot; its streams are told every resource is gone."""
+        if view in self._snapshots:
+            self.set_snapshot(view, Snapshot(()))
+            del self._snapshots[view]
+
+    def watch(self, view: str, watcher: Watcher) -> Snapshot | None:
+        """Start telling `watcher` about changes to `view`; returns the current snapshot."""
+        self._watchers.setdefault(view, set()).add(watcher)
+        return self._snapshots.get(view)
+
+    def cancel(self, view: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(view)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[view]
+
+    def watcher_count(self, view: str | None = None) -> int:
+        if view is not None:
+            return len(self._watchers.get(view, ()))
+        return sum(len(w) for w in self._watchers.values())

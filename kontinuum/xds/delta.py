@@ -1,0 +1,114 @@
+"""Incremental ADS (`DeltaAggregatedResources`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from kontinuum.xds import types
+from kontinuum.xds.state import InFlight, TypeState
+from kontinuum.xds.stream import ProtocolViolationError, Stream
+
+
+class DeltaStream(Stream):
+    """Delta: responses carry only what changed, per resource, and what was removed.
+
+    A client that reconnects presents `initial_resource_versions` and is sent only the
+    resources whose versions differ. A name the client subscribes to that does not
+    exist is answered in `removed_resources`, so it does not wait for it.
+    """
+
+    protocol = "delta"
+
+    def handle(self, request: Any) -> None:
+        type_url = request.type_url
+        if not type_url:
+            raise ProtocolViolationError(
+                grpc.StatusCode.INVALID_ARGUMENT, "a delta ADS request must carry a type_url"
+            )
+        first = type_url not in self.types
+        state = self.state_for(type_url)
+        if state is None:
+            return
+        subscribe = request.resource_names_subscribe
+        unsubscribe = request.resource_names_unsubscribe
+        initial_versions = request.initial_resource_versions
+        self.check_names(subscribe)
+        self.check_names(unsubscribe)
+        self.check_names(initial_versions)
+        if request.response_nonce:
+            # A stale nonce settles nothing, but the subscription changes still apply.
+            self.settle(
+                state,
+                request.response_nonce,
+                request.error_detail if request.HasField("error_detail") else None,
+            )
+        if first:
+            state.sent = dict(initial_versions)
+            state.acked = dict(initial_versions)
+            if not subscribe and type_url in types.WILDCARD_TYPES:
+                state.wildcard = True  # legacy wildcard
+            state.dirty = None
+        for name in subscribe:
+            if name == types.WILDCARD:
+                state.wildcard = True
+                state.dirty = None
+            elif name not in state.names:
+                state.names.add(name)
+                state.announce_missing.add(name)
+                if state.dirty is not None:
+                    state.dirty.add(name)
+        for name in unsubscribe:
+            if name == types.WILDCARD:
+                state.wildcard = False
+                continue
+            state.names.discard(name)
+            state.announce_missing.discard(name)
+            if not state.wildcard:
+                state.sent.pop(name, None)
+                state.acked.pop(name, None)
+
+    def build_update(self, state: TypeState) -> bytes | None:
+        available = self.snapshot.resources(state.type_url)
+        candidates = (
+            state.dirty if state.dirty is not None else available.keys() | state.sent.keys()
+        )
+        state.dirty = set()
+        sent = state.sent
+        updated: list[str] = []
+        for name in candidates:
+            resource = available.get(name)
+            if resource is None:
+                if name in sent:
+                    state.pending_removed.add(name)
+            elif sent.get(name) != resource.version and state.subscribed(name):
+                updated.append(name)
+        missing = sorted(n for n in state.announce_missing if n not in available and n not in sent)
+        state.announce_missing.clear()
+        state.removals_pending = bool(state.pending_removed)
+        if not updated and not missing:
+            return None
+        updated.sort()
+        versions = {n: available[n].version for n in updated}
+        sent.update(versions)
+        body = self.snapshot.delta_body(state.type_url, tuple(updated), tuple(missing))
+        return self._send(state, body, versions, frozenset(missing))
+
+    def build_removal(self, state: TypeState) -> bytes | None:
+        state.removals_pending = False
+        available = self.snapshot.resources(state.type_url)
+        removed = sorted(n for n in state.pending_removed if n in state.sent and n not in available)
+        state.pending_removed.clear()
+        if not removed:
+            return None
+        for name in removed:
+            del state.sent[name]
+        body = self.snapshot.delta_body(state.type_url, (), tuple(removed))
+        return self._send(state, body, {}, frozenset(removed))
+
+    def _send(
+        self, state: TypeState, body: bytes, versions: dict[str, str], removed: frozenset[str]
+    ) -> bytes:
+        flight = InFlight(nonce=self.next_nonce(), version="", versions=versions, removed=removed)
+        return body + self.start_response(state, flight)

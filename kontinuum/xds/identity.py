@@ -1,0 +1,47 @@
+"""The seam where a stream's peer identity is established and mapped to a view.
+
+The server asks an `Authenticator` who is on the other end of a stream (from the TLS
+peer certificate, a bearer token in the metadata, or nothing at all) and then asks a
+`ViewResolver` which view that node, so authenticated, may receive. Either may refuse
+with `PermissionError`, which ends the stream with PERMISSION_DENIED. The xDS layer
+never looks at node metadata itself: deciding what a node may claim is policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The authenticated caller of a stream."""
+
+    address: str
+    # e.g. a SPIFFE ID from the client certificate; None when the transport proves nothing.
+    identity: str | None = None
+    claims: dict[str, str] = field(default_factory=dict)
+
+
+class Authenticator(Protocol):
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+        """Establish the peer of a stream; raise PermissionError to refuse it."""
+
+
+class ViewResolver(Protocol):
+    def __call__(self, node: Any, peer: Peer) -> str:
+        """The view a node receives; raise PermissionError to refuse it."""
+
+
+class AnonymousAuthenticator:
+    """Trusts the transport to have done nothing: the peer is only an address."""
+
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+        return Peer(address=str(context.peer()))
+
+
+def view_by_node_cluster(node: Any, peer: Peer) -> str:
+    """Default resolver: a node's view is its `node.cluster` (as Envoy's `--service-cluster`)."""
+    return str(node.cluster)

@@ -1,0 +1,175 @@
+"""The gRPC server: ADS (SotW and Delta), CSDS, health checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kontinuum.xds.cache import SnapshotCache
+from kontinuum.xds.csds import ClientStatusService
+from kontinuum.xds.delta import DeltaStream
+from kontinuum.xds.identity import (
+    AnonymousAuthenticator,
+    Authenticator,
+    ViewResolver,
+    view_by_node_cluster,
+)
+from kontinuum.xds.sotw import SotwStream
+from kontinuum.xds.stats import ServerStats
+from kontinuum.xds.stream import Connection, ProtocolViolationError, Stream
+
+log = logging.getLogger("kontinuum.xds")
+
+ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
+CSDS_SERVICE = csds_pb2.DESCRIPTOR.services_by_name["ClientStatusDiscoveryService"].full_name
+
+# Envoy's node alone is ~61 KB; allow generous requests but not unbounded ones.
+MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_concurrent_streams", 1_000_000),
+]
+
+
+class XdsServer:
+    """Serves the views of a `SnapshotCache` to xDS clients.
+
+    Responses are written as pre-assembled bytes (grpc sends them unchanged), so the
+    per-stream work of a push is choosing the bytes and appending a nonce.
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        *,
+        resolve_view: ViewResolver = view_by_node_cluster,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self.cache = cache
+        self._resolve_view = resolve_view
+        self._authenticator: Authenticator = authenticator or AnonymousAuthenticator()
+        self._streams: dict[int, Stream] = {}
+        self.stats = ServerStats()
+        self._server: grpc.aio.Server | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(
+        self, address: str = "127.0.0.1:18000", credentials: grpc.ServerCredentials | None = None
+    ) -> int:
+        """Bind and start; returns the bound port (useful with port 0)."""
+        server = grpc.aio.server(options=_OPTIONS)
+        server.add_generic_rpc_handlers((self._ads_handler(),))
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            ClientStatusService(self.streams), server
+        )
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (ADS_SERVICE, CSDS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+        if port == 0:
+            raise OSError(f"cannot bind the xDS server to {address}")
+        await server.start()
+        for service in ("", ADS_SERVICE, CSDS_SERVICE):
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("xDS server listening on %s (port %d)", address, port)
+        return port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def streams(self) -> Iterable[Stream]:
+        return tuple(self._streams.values())
+
+    # -- ADS -------------------------------------------------------------------------------
+
+    def _ads_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self._stream_sotw,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=None,  # responses are already bytes
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self._stream_delta,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=None,
+                ),
+            },
+        )
+
+    async def _stream_sotw(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        await self._serve(SotwStream, requests, context)
+
+    async def _stream_delta(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        await self._serve(DeltaStream, requests, context)
+
+    async def _serve(
+        self,
+        kind: type[SotwStream] | type[DeltaStream],
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, bytes],
+    ) -> None:
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        if not first.HasField("node"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must carry a node"
+            )
+        try:
+            peer = self._authenticator.authenticate(context)
+            view = self._resolve_view(first.node, peer)
+        except PermissionError as denied:
+            self.stats.streams_refused += 1
+            log.warning(
+                "refused xDS stream from %s (node %r): %s", context.peer(), first.node.id, denied
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
+        stream = kind(self.cache, Connection(node=first.node, view=view, peer=peer), self.stats)
+        self._streams[stream.id] = stream
+        self.stats.streams_opened += 1
+        log.info(
+            "%s stream %d opened: node %r, view %r", kind.protocol, stream.id, first.node.id, view
+        )
+        try:
+            await stream.run(first, requests, context.write)
+        except ProtocolViolationError as violation:
+            log.warning("closing stream %d of %r: %s", stream.id, first.node.id, violation)
+            await context.abort(violation.code, str(violation))
+        finally:
+            del self._streams[stream.id]
+            self.stats.streams_closed += 1
+            log.info("%s stream %d closed (node %r)", kind.protocol, stream.id, first.node.id)

@@ -1,0 +1,90 @@
+"""State-of-the-World ADS (`StreamAggregatedResources`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from kontinuum.xds import types
+from kontinuum.xds.state import InFlight, TypeState
+from kontinuum.xds.stream import ProtocolViolationError, Stream
+
+
+class SotwStream(Stream):
+    """SotW: every response for a type carries the client's whole subscription.
+
+    LDS and CDS responses carry every resource the client subscribed to (all of them for
+    a wildcard subscription); EDS and RDS responses carry every subscribed resource that
+    exists. A request whose nonce is not the latest one sent for its type is stale and
+    ignored, as the protocol prescribes.
+    """
+
+    protocol = "sotw"
+
+    def handle(self, request: Any) -> None:
+        type_url = request.type_url
+        if not type_url:
+            raise ProtocolViolationError(
+                grpc.StatusCode.INVALID_ARGUMENT, "an ADS request must carry a type_url"
+            )
+        state = self.state_for(type_url)
+        if state is None:
+            return
+        names = request.resource_names
+        self.check_names(names)
+        nonce = request.response_nonce
+        if nonce and state.last_nonce:
+            if nonce != state.last_nonce:
+                return  # stale: a newer response is on its way to the client
+            self.settle(
+                state, nonce, request.error_detail if request.HasField("error_detail") else None
+            )
+        else:
+            # A first request (or one sent as if first): the client expects the full state.
+            state.last_sotw_body = b""
+            state.dirty = None
+        self._subscribe(state, names, initial=not nonce)
+
+    def _subscribe(self, state: TypeState, requested: Any, *, initial: bool) -> None:
+        names = set(requested)
+        wildcard = types.WILDCARD in names
+        names.discard(types.WILDCARD)
+        if not requested and state.type_url in types.WILDCARD_TYPES and (initial or state.wildcard):
+            wildcard = True  # legacy wildcard: an empty first request, and it stays so
+        if wildcard == state.wildcard and names == state.names:
+            return
+        state.wildcard = wildcard
+        state.names = names
+        state.names_key = None if wildcard else frozenset(names)
+        state.dirty = None  # the response body tells whether anything is due
+
+    def build_update(self, state: TypeState) -> bytes | None:
+        state.dirty = set()
+        available = self.snapshot.resources(state.type_url)
+        kept: tuple[Any, ...] = ()
+        if state.type_url in types.WILDCARD_TYPES:
+            # Make-before-break: keep carrying what was removed until every other
+            # update of this push has been sent; `build_removal` then drops it.
+            kept = tuple(r for r in state.last_sotw_carried if r.name not in available)
+        state.removals_pending = bool(kept)
+        return self._respond(state, kept)
+
+    def build_removal(self, state: TypeState) -> bytes | None:
+        state.removals_pending = False
+        return self._respond(state, ())
+
+    def _respond(self, state: TypeState, kept: tuple[Any, ...]) -> bytes | None:
+        body, carried, version = self.snapshot.sotw_body(state.type_url, state.names_key, kept)
+        if body == state.last_sotw_body:
+            return None  # the client has exactly this, or rejected exactly this
+        versions = {r.name: r.version for r in carried}
+        flight = InFlight(nonce=self.next_nonce(), version=version, versions=versions)
+        state.sent = versions
+        state.last_sotw_body = body
+        state.last_sotw_carried = carried
+        return body + self.start_response(state, flight)
+
+    def acknowledge(self, state: TypeState, flight: InFlight) -> None:
+        state.acked = dict(flight.versions)
+        state.acked_version = flight.version

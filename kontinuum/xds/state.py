@@ -1,0 +1,90 @@
+"""Per-stream, per-type protocol state: subscriptions, what was sent, ACKed and NACKed."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from kontinuum.xds.resource import Resource
+
+
+class SyncStatus(enum.Enum):
+    """Per-resource sync state, with the meaning `istioctl proxy-status` gives it."""
+
+    SYNCED = "SYNCED"  # the client ACKed the version the server holds now
+    STALE = "STALE"  # sent (or due to be sent) but not yet ACKed
+    NACKED = "NACKED"  # the client rejected the last version sent
+    NOT_SENT = "NOT_SENT"  # subscribed to, but nothing has been sent
+
+
+@dataclass(slots=True)
+class Nack:
+    """A rejected response: its nonce, version, what it carried and the client's message."""
+
+    nonce: str
+    version: str
+    versions: dict[str, str]  # name -> rejected version
+    message: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """The one response per type that is sent and not yet ACKed or NACKed."""
+
+    nonce: str
+    version: str
+    versions: dict[str, str]  # name -> version carried (SotW: the whole state carried)
+    removed: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class TypeState:
+    """Everything a stream knows about one resource type."""
+
+    type_url: str
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    # SotW: the subscription as a hashable key, shared with the snapshot's body cache.
+    names_key: frozenset[str] | None = None
+    # Names that may need sending (changed in the view or newly subscribed); None = all.
+    dirty: set[str] | None = field(default_factory=set)
+    # Delta: newly subscribed names the client must be told do not exist (if they do not).
+    announce_missing: set[str] = field(default_factory=set)
+    # Removals held back until every addition of this push is sent (make-before-break).
+    removals_pending: bool = False
+    pending_removed: set[str] = field(default_factory=set)  # Delta: names to remove
+    last_nonce: str = ""
+    in_flight: InFlight | None = None
+    sent: dict[str, str] = field(default_factory=dict)  # what the client has been sent
+    acked: dict[str, str] = field(default_factory=dict)  # what the client accepted
+    last_sotw_body: bytes = b""
+    last_sotw_carried: tuple[Resource, ...] = ()
+    acked_version: str = ""
+    nack: Nack | None = None
+    responses: int = 0
+
+    def subscribed(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def mark_dirty(self, names: frozenset[str] | set[str] | None) -> None:
+        if names is None:
+            self.dirty = None
+        elif self.dirty is not None:
+            self.dirty.update(names if self.wildcard else names & self.names)
+
+    @property
+    def has_work(self) -> bool:
+        return self.dirty is None or bool(self.dirty) or bool(self.announce_missing)
+
+    def status_of(self, name: str, current: Resource | None) -> SyncStatus:
+        acked = self.acked.get(name)
+        current_version = current.version if current is not None else None
+        if self.nack is not None and self.nack.versions.get(name, "") == current_version:
+            return SyncStatus.NACKED
+        if acked == current_version:
+            return SyncStatus.SYNCED if acked is not None or self.responses else SyncStatus.NOT_SENT
+        if name not in self.sent and acked is None:
+            return SyncStatus.NOT_SENT
+        return SyncStatus.STALE

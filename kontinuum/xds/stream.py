@@ -1,0 +1,235 @@
+"""What SotW and Delta ADS streams share: the run loop, nonces, ACK/NACK bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import grpc
+
+from kontinuum.xds import types, wire
+from kontinuum.xds.cache import SnapshotCache
+from kontinuum.xds.identity import Peer
+from kontinuum.xds.snapshot import Snapshot
+from kontinuum.xds.state import InFlight, Nack, TypeState
+from kontinuum.xds.stats import ServerStats
+
+log = logging.getLogger("kontinuum.xds")
+
+# Bounds on what one client may make the server hold.
+MAX_NAMES_PER_TYPE = 100_000
+MAX_NAME_LENGTH = 4_096
+
+_stream_ids = itertools.count(1)
+
+
+class ProtocolViolationError(Exception):
+    """A request that breaks the protocol badly enough to end the stream."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Who is on the other end of a stream, as the server resolved it."""
+
+    node: Any  # envoy.config.core.v3.Node
+    view: str
+    peer: Peer
+
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class Stream:
+    """One ADS stream. Subclasses speak SotW or Delta; this class runs the loop.
+
+    A reader task applies requests to per-type state and the writer (this coroutine)
+    sends what the state says is due, one response at a time, in push order. Every type
+    has at most one response in flight: until it is ACKed or NACKed, changes only mark
+    the type dirty, so a client that stops reading holds the latest state and nothing
+    more, and blocks no one but itself.
+    """
+
+    protocol: ClassVar[str] = ""
+
+    def __init__(
+        self, cache: SnapshotCache, connection: Connection, stats: ServerStats | None = None
+    ) -> None:
+        self.id = next(_stream_ids)
+        self.cache = cache
+        self.stats = stats if stats is not None else ServerStats()
+        self.connection = connection
+        self.types: dict[str, TypeState] = {}
+        self.snapshot: Snapshot = Snapshot(())
+        self.ignored_types: set[str] = set()
+        self._nonces = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    @property
+    def view(self) -> str:
+        return self.connection.view
+
+    # -- cache side ----------------------------------------------------------------------
+
+    def on_snapshot(self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]]) -> None:
+        self.snapshot = snapshot
+        woken = False
+        for type_url, names in changes.items():
+            state = self.types.get(type_url)
+            if state is None:
+                continue
+            state.mark_dirty(names)
+            woken = woken or state.has_work
+        if woken:
+            self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, first: Any, requests: AsyncIterator[Any], write: Write) -> None:
+        current = self.cache.watch(self.view, self)
+        if current is not None:
+            self.snapshot = current
+        reader = asyncio.create_task(self._read(first, requests), name=f"xds-read-{self.id}")
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if reader.done():
+                    reader.result()  # re-raise a protocol violation
+                    return
+                while (payload := self._next_response()) is not None:
+                    await write(payload)
+        finally:
+            self._closed = True
+            self.cache.cancel(self.view, self)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self, first: Any, requests: AsyncIterator[Any]) -> None:
+        try:
+            self.handle(first)
+            self._wake.set()
+            async for request in requests:
+                self.handle(request)
+                self._wake.set()
+        finally:
+            self._wake.set()
+
+    def handle(self, request: Any) -> None:
+        """Apply one request to the stream state."""
+        raise NotImplementedError
+
+    def _next_response(self) -> bytes | None:
+        """The next response due, in make-before-break order, or None."""
+        for state in self._ordered():
+            if state.in_flight is None and state.has_work:
+                payload = self.build_update(state)
+                if payload is not None:
+                    return payload
+        if any(s.has_work for s in self.types.values()):
+            return None  # additions still due (waiting for an ACK): removals wait too
+        for state in self._ordered():
+            if state.in_flight is None and state.removals_pending:
+                payload = self.build_removal(state)
+                if payload is not None:
+                    return payload
+        return None
+
+    def _ordered(self) -> list[TypeState]:
+        states = self.types
+        return [states[t] for t in types.PUSH_ORDER if t in states]
+
+    def build_update(self, state: TypeState) -> bytes | None:
+        raise NotImplementedError
+
+    def build_removal(self, state: TypeState) -> bytes | None:
+        raise NotImplementedError
+
+    # -- shared bookkeeping -----------------------------------------------------------------
+
+    def start_response(self, state: TypeState, flight: InFlight) -> bytes:
+        """Record a response as in flight; returns its nonce field to append to the body."""
+        state.in_flight = flight
+        state.last_nonce = flight.nonce
+        state.responses += 1
+        self.stats.responses[state.type_url] += 1
+        self.stats.resources[state.type_url] += len(flight.versions)
+        return wire.text_field(wire.RESPONSE_NONCE, flight.nonce)
+
+    def next_nonce(self) -> str:
+        return str(next(self._nonces))
+
+    def state_for(self, type_url: str) -> TypeState | None:
+        """The state of a type, created on first use; None for types this server does not serve."""
+        state = self.types.get(type_url)
+        if state is None:
+            if type_url not in types.KNOWN_TYPES:
+                if type_url not in self.ignored_types:
+                    self.ignored_types.add(type_url)
+                    log.warning(
+                        "stream %d (%s): ignoring subscription to unknown type %r",
+                        self.id,
+                        self.connection.node.id,
+                        type_url[:200],
+                    )
+                return None
+            state = self.types[type_url] = TypeState(type_url)
+        return state
+
+    def settle(self, state: TypeState, nonce: str, error: Any | None) -> bool:
+        """Apply an ACK (error None) or NACK for `nonce`; False if the nonce is not in flight."""
+        flight = state.in_flight
+        if flight is None or flight.nonce != nonce:
+            return False
+        state.in_flight = None
+        (self.stats.acks if error is None else self.stats.nacks)[state.type_url] += 1
+        if error is None:
+            self.acknowledge(state, flight)
+            if state.nack is not None:
+                for name in flight.versions:
+                    state.nack.versions.pop(name, None)
+                if not state.nack.versions:
+                    state.nack = None
+        else:
+            state.nack = Nack(
+                nonce=nonce,
+                version=flight.version,
+                versions=dict(flight.versions),
+                message=str(error.message)[:4096],
+            )
+            log.warning(
+                "%s NACK from %s for %s version %s: %s",
+                self.protocol,
+                self.connection.node.id,
+                types.short_name(state.type_url),
+                flight.version,
+                state.nack.message,
+            )
+        return True
+
+    def acknowledge(self, state: TypeState, flight: InFlight) -> None:
+        state.acked.update(flight.versions)
+        for name in flight.removed:
+            state.acked.pop(name, None)
+        state.acked_version = flight.version
+
+    def check_names(self, names: Any) -> None:
+        if len(names) > MAX_NAMES_PER_TYPE:
+            raise ProtocolViolationError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a request may name at most {MAX_NAMES_PER_TYPE} resources per type",
+            )
+        for name in names:
+            if len(name) > MAX_NAME_LENGTH:
+                raise ProtocolViolationError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"resource names are limited to {MAX_NAME_LENGTH} characters",
+                )

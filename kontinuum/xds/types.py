@@ -1,0 +1,43 @@
+"""xDS v3 type URLs and the order in which an ADS stream applies them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_PREFIX: Final = "type.googleapis.com/"
+
+CLUSTER: Final = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT: Final = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER: Final = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE: Final = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SECRET: Final = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# Make-before-break: a cluster exists before endpoints are assigned to it, both before a
+# listener points at a route, and the route last. Secrets are named by clusters and
+# listeners and are warmed by Envoy independently, so they come last.
+PUSH_ORDER: Final[tuple[str, ...]] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+KNOWN_TYPES: Final[frozenset[str]] = frozenset(PUSH_ORDER)
+
+# Types whose SotW responses carry the full state of the world, and which a client may
+# subscribe to with an empty name list (legacy wildcard).
+WILDCARD_TYPES: Final[frozenset[str]] = frozenset({CLUSTER, LISTENER})
+
+WILDCARD: Final = "*"
+
+SHORT_NAMES: Final[dict[str, str]] = {
+    CLUSTER: "CDS",
+    ENDPOINT: "EDS",
+    LISTENER: "LDS",
+    ROUTE: "RDS",
+    SECRET: "SDS",
+}
+
+
+def short_name(type_url: str) -> str:
+    """`CDS` for the Cluster type URL and so on; the bare message name for others."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+def type_url_for(full_name: str) -> str:
+    """The type URL of a protobuf message given its full name."""
+    return _PREFIX + full_name

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: ports, polling, Envoy resource builders."""
