@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import grpc
 
 from kontinuum.xds import types
 from kontinuum.xds.state import InFlight, TypeState
 from kontinuum.xds.stream import ProtocolViolationError, Stream
+
+
+def _own(versions: Mapping[str, str]) -> dict[str, str]:
+    """A Delta stream's sent/acked maps are its own dicts (SotW shares read-only ones)."""
+    return cast(dict[str, str], versions)
 
 
 class DeltaStream(Stream):
@@ -21,7 +27,7 @@ class DeltaStream(Stream):
 
     protocol = "delta"
 
-    def handle(self, request: Any) -> None:
+    def handle(self, request: Any) -> TypeState | None:
         type_url = request.type_url
         if not type_url:
             raise ProtocolViolationError(
@@ -30,7 +36,7 @@ class DeltaStream(Stream):
         first = type_url not in self.types
         state = self.state_for(type_url)
         if state is None:
-            return
+            return None
         subscribe = request.resource_names_subscribe
         unsubscribe = request.resource_names_unsubscribe
         initial_versions = request.initial_resource_versions
@@ -66,8 +72,9 @@ class DeltaStream(Stream):
             state.names.discard(name)
             state.announce_missing.discard(name)
             if not state.wildcard:
-                state.sent.pop(name, None)
-                state.acked.pop(name, None)
+                _own(state.sent).pop(name, None)
+                _own(state.acked).pop(name, None)
+        return state
 
     def build_update(self, state: TypeState) -> bytes | None:
         available = self.snapshot.resources(state.type_url)
@@ -75,7 +82,7 @@ class DeltaStream(Stream):
             state.dirty if state.dirty is not None else available.keys() | state.sent.keys()
         )
         state.dirty = set()
-        sent = state.sent
+        sent = _own(state.sent)
         updated: list[str] = []
         for name in candidates:
             resource = available.get(name)
@@ -102,10 +109,17 @@ class DeltaStream(Stream):
         state.pending_removed.clear()
         if not removed:
             return None
+        sent = _own(state.sent)
         for name in removed:
-            del state.sent[name]
+            del sent[name]
         body = self.snapshot.delta_body(state.type_url, (), tuple(removed))
         return self._send(state, body, {}, frozenset(removed))
+
+    def acknowledge(self, state: TypeState, flight: InFlight) -> None:
+        acked = _own(state.acked)
+        acked.update(flight.versions)
+        for name in flight.removed:
+            acked.pop(name, None)
 
     def _send(
         self, state: TypeState, body: bytes, versions: dict[str, str], removed: frozenset[str]

@@ -24,6 +24,7 @@ class SotwBody(NamedTuple):
     body: bytes
     carried: tuple[Resource, ...]
     version: str
+    versions: Mapping[str, str]  # name -> version of what is carried; shared, read-only
 
 
 class InconsistentSnapshotError(ValueError):
@@ -99,7 +100,8 @@ class Snapshot:
                     wire.text_field(wire.RESPONSE_TYPE_URL, type_url),
                 )
             )
-            cached = self._bodies[key] = SotwBody(body, carried, version)
+            versions = MappingProxyType({r.name: r.version for r in carried})
+            cached = self._bodies[key] = SotwBody(body, carried, version, versions)
         return cached  # type: ignore[return-value]
 
     def delta_body(

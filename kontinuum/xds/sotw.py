@@ -22,7 +22,7 @@ class SotwStream(Stream):
 
     protocol = "sotw"
 
-    def handle(self, request: Any) -> None:
+    def handle(self, request: Any) -> TypeState | None:
         type_url = request.type_url
         if not type_url:
             raise ProtocolViolationError(
@@ -30,13 +30,13 @@ class SotwStream(Stream):
             )
         state = self.state_for(type_url)
         if state is None:
-            return
+            return None
         names = request.resource_names
         self.check_names(names)
         nonce = request.response_nonce
         if nonce and state.last_nonce:
             if nonce != state.last_nonce:
-                return  # stale: a newer response is on its way to the client
+                return None  # stale: a newer response is on its way to the client
             self.settle(
                 state, nonce, request.error_detail if request.HasField("error_detail") else None
             )
@@ -45,6 +45,7 @@ class SotwStream(Stream):
             state.last_sotw_body = b""
             state.dirty = None
         self._subscribe(state, names, initial=not nonce)
+        return state
 
     def _subscribe(self, state: TypeState, requested: Any, *, initial: bool) -> None:
         names = set(requested)
@@ -75,10 +76,17 @@ class SotwStream(Stream):
         return self._respond(state, ())
 
     def _respond(self, state: TypeState, kept: tuple[Any, ...]) -> bytes | None:
-        body, carried, version = self.snapshot.sotw_body(state.type_url, state.names_key, kept)
+        body, carried, version, versions = self.snapshot.sotw_body(
+            state.type_url, state.names_key, kept
+        )
         if body == state.last_sotw_body:
             return None  # the client has exactly this, or rejected exactly this
-        versions = {r.name: r.version for r in carried}
+        if (
+            not carried
+            and not state.last_sotw_carried
+            and state.type_url not in types.WILDCARD_TYPES
+        ):
+            return None  # EDS/RDS names that do not exist (yet): nothing to send until they do
         flight = InFlight(nonce=self.next_nonce(), version=version, versions=versions)
         state.sent = versions
         state.last_sotw_body = body
@@ -86,5 +94,4 @@ class SotwStream(Stream):
         return body + self.start_response(state, flight)
 
     def acknowledge(self, state: TypeState, flight: InFlight) -> None:
-        state.acked = dict(flight.versions)
-        state.acked_version = flight.version
+        state.acked = flight.versions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kontinuum.xds.resource import Resource
@@ -35,7 +36,7 @@ class InFlight:
 
     nonce: str
     version: str
-    versions: dict[str, str]  # name -> version carried (SotW: the whole state carried)
+    versions: Mapping[str, str]  # name -> version carried (SotW: the whole state carried)
     removed: frozenset[str] = frozenset()
 
 
@@ -57,11 +58,12 @@ class TypeState:
     pending_removed: set[str] = field(default_factory=set)  # Delta: names to remove
     last_nonce: str = ""
     in_flight: InFlight | None = None
-    sent: dict[str, str] = field(default_factory=dict)  # what the client has been sent
-    acked: dict[str, str] = field(default_factory=dict)  # what the client accepted
+    # What the client has been sent and what it accepted, name -> version. SotW replaces
+    # these wholesale with mappings shared between streams; Delta updates its own dicts.
+    sent: Mapping[str, str] = field(default_factory=dict)
+    acked: Mapping[str, str] = field(default_factory=dict)
     last_sotw_body: bytes = b""
     last_sotw_carried: tuple[Resource, ...] = ()
-    acked_version: str = ""
     nack: Nack | None = None
     responses: int = 0
 

@@ -115,16 +115,24 @@ class Stream:
 
     async def _read(self, first: Any, requests: AsyncIterator[Any]) -> None:
         try:
-            self.handle(first)
-            self._wake.set()
+            self._apply(first)
             async for request in requests:
-                self.handle(request)
-                self._wake.set()
+                self._apply(request)
         finally:
             self._wake.set()
 
-    def handle(self, request: Any) -> None:
-        """Apply one request to the stream state."""
+    def _apply(self, request: Any) -> None:
+        state = self.handle(request)
+        # Most requests are plain ACKs that leave nothing to send: don't wake the writer.
+        if (
+            state is not None
+            and state.in_flight is None
+            and (state.has_work or state.removals_pending)
+        ):
+            self._wake.set()
+
+    def handle(self, request: Any) -> TypeState | None:
+        """Apply one request to the stream state; returns the state of the type it touched."""
         raise NotImplementedError
 
     def _next_response(self) -> bytes | None:
@@ -216,10 +224,8 @@ class Stream:
         return True
 
     def acknowledge(self, state: TypeState, flight: InFlight) -> None:
-        state.acked.update(flight.versions)
-        for name in flight.removed:
-            state.acked.pop(name, None)
-        state.acked_version = flight.version
+        """Record that the client accepted `flight`."""
+        raise NotImplementedError
 
     def check_names(self, names: Any) -> None:
         if len(names) > MAX_NAMES_PER_TYPE:

@@ -1,0 +1,3 @@
+from kontinuum.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""The `kontinuum` command as a user runs it: `serve-resources`, `status`, `version`."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kontinuum import __version__
+from kontinuum.xds import types
+from tests.support.net import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "resources"
+KONTINUUM = [sys.executable, "-m", "kontinuum"]
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """`kontinuum serve-resources` on a copy of the examples: (address, view dir, log)."""
+    views = tmp_path / "views"
+    views.mkdir()
+    shutil.copy(EXAMPLES / "demo.yaml", views / "demo.yaml")
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*KONTINUUM, "serve-resources", str(views), "--xds-address", address],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: _serving(address), timeout=20, what="the server to serve")
+        yield address, views, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _sotw_client(address: str, cluster: str) -> tuple[grpc.Channel, queue.Queue[object]]:
+    """A SotW client that subscribes to all clusters and ACKs every response."""
+    channel = grpc.insecure_channel(address)
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    outbox: queue.Queue[object] = queue.Queue()
+    outbox.put(
+        discovery_pb2.DiscoveryRequest(
+            node=base_pb2.Node(id="cli-test-proxy", cluster=cluster), type_url=types.CLUSTER
+        )
+    )
+
+    def requests() -> Iterator[discovery_pb2.DiscoveryRequest]:
+        while (item := outbox.get()) is not None:
+            yield item
+
+    def ack_all() -> None:
+        try:
+            for response in stub.StreamAggregatedResources(requests()):
+                outbox.put(
+                    discovery_pb2.DiscoveryRequest(
+                        type_url=response.type_url,
+                        version_info=response.version_info,
+                        response_nonce=response.nonce,
+                    )
+                )
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=ack_all, daemon=True).start()
+    return channel, outbox
+
+
+def _status(address: str) -> str:
+    result = subprocess.run(
+        [*KONTINUUM, "status", "--xds-address", address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    return result.stdout
+
+
+def _synced(address: str) -> bool:
+    return "SYNCED" in _status(address)
+
+
+def test_status_shows_a_connected_proxy_synced(served: tuple[str, Path, Path]) -> None:
+    address, _, _ = served
+    channel, outbox = _sotw_client(address, "demo")
+    try:
+        output = wait_until(lambda: _status(address) if _synced(address) else "", timeout=10)
+        line = next(line for line in output.splitlines() if "cli-test-proxy" in line)
+        assert "demo" in line
+        assert "SYNCED" in line  # CDS, the one type this client asked for
+        assert "1 connected proxies" in output
+    finally:
+        outbox.put(None)
+        channel.close()
+
+
+def test_bad_edit_is_reported_and_the_view_keeps_serving(served: tuple[str, Path, Path]) -> None:
+    address, views, log = served
+    (views / "demo.yaml").write_text("- {name: broken}\n")
+    wait_until(lambda: "needs an '@type'" in log.read_text(), timeout=10, what="the error log")
+    assert "keeps its last good configuration" in log.read_text()
+
+    channel, outbox = _sotw_client(address, "demo")
+    try:
+        wait_until(lambda: _synced(address), timeout=10, what="a synced proxy")
+    finally:
+        outbox.put(None)
+        channel.close()
+
+
+def test_status_without_a_server_fails_clearly() -> None:
+    result = subprocess.run(
+        [*KONTINUUM, "status", "--xds-address", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot read client status" in result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run([*KONTINUUM, "version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == __version__
