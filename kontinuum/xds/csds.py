@@ -31,7 +31,7 @@ def resource_names(stream: Stream, state: TypeState) -> list[str]:
     """The names a client's status covers: what it subscribed to, was sent or holds."""
     names = set(state.names) | state.sent.keys() | state.acked.keys()
     if state.wildcard:
-        names.update(stream.snapshot.resources(state.type_url))
+        names.update(stream.resources.resources(state.type_url))
     return sorted(names)
 
 
@@ -41,7 +41,7 @@ def resource_statuses(stream: Stream) -> Iterable[tuple[str, str, SyncStatus, Ty
         state = stream.types.get(type_url)
         if state is None:
             continue
-        available = stream.snapshot.resources(type_url)
+        available = stream.resources.resources(type_url)
         for name in resource_names(stream, state):
             yield type_url, name, state.status_of(name, available.get(name)), state
 
@@ -57,7 +57,7 @@ def client_config(stream: Stream) -> Any:
             config_status=_CONFIG_STATUS[status],
             client_status=_CLIENT_STATUS[status],
         )
-        if name not in stream.snapshot.resources(type_url) and name not in state.sent:
+        if name not in stream.resources.resources(type_url) and name not in state.sent:
             entry.client_status = dump_pb2.DOES_NOT_EXIST
         sent = state.sent.get(name)
         if status is SyncStatus.NACKED and state.nack is not None:

@@ -8,6 +8,7 @@ from typing import Any, cast
 import grpc
 
 from kontinuum.xds import types
+from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.state import InFlight, TypeState
 from kontinuum.xds.stream import ProtocolViolationError, Stream
 
@@ -76,8 +77,8 @@ class DeltaStream(Stream):
                 _own(state.acked).pop(name, None)
         return state
 
-    def build_update(self, state: TypeState) -> bytes | None:
-        available = self.snapshot.resources(state.type_url)
+    def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
+        available = snapshot.resources(state.type_url)
         candidates = (
             state.dirty if state.dirty is not None else available.keys() | state.sent.keys()
         )
@@ -99,12 +100,12 @@ class DeltaStream(Stream):
         updated.sort()
         versions = {n: available[n].version for n in updated}
         sent.update(versions)
-        body = self.snapshot.delta_body(state.type_url, tuple(updated), tuple(missing))
+        body = snapshot.delta_body(state.type_url, tuple(updated), tuple(missing))
         return self._send(state, body, versions, frozenset(missing))
 
-    def build_removal(self, state: TypeState) -> bytes | None:
+    def build_removal(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
         state.removals_pending = False
-        available = self.snapshot.resources(state.type_url)
+        available = snapshot.resources(state.type_url)
         removed = sorted(n for n in state.pending_removed if n in state.sent and n not in available)
         state.pending_removed.clear()
         if not removed:
@@ -112,7 +113,7 @@ class DeltaStream(Stream):
         sent = _own(state.sent)
         for name in removed:
             del sent[name]
-        body = self.snapshot.delta_body(state.type_url, (), tuple(removed))
+        body = snapshot.delta_body(state.type_url, (), tuple(removed))
         return self._send(state, body, {}, frozenset(removed))
 
     def acknowledge(self, state: TypeState, flight: InFlight) -> None:

@@ -202,3 +202,6 @@ def _rds_names(listener: Any) -> list[str]:
         if hcm.HasField("rds"):
             names.append(hcm.rds.route_config_name)
     return names
+
+
+EMPTY_SNAPSHOT = Snapshot(())

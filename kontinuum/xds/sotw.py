@@ -7,6 +7,8 @@ from typing import Any
 import grpc
 
 from kontinuum.xds import types
+from kontinuum.xds.resource import Resource
+from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.state import InFlight, TypeState
 from kontinuum.xds.stream import ProtocolViolationError, Stream
 
@@ -60,25 +62,25 @@ class SotwStream(Stream):
         state.names_key = None if wildcard else frozenset(names)
         state.dirty = None  # the response body tells whether anything is due
 
-    def build_update(self, state: TypeState) -> bytes | None:
+    def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
         state.dirty = set()
-        available = self.snapshot.resources(state.type_url)
-        kept: tuple[Any, ...] = ()
+        available = snapshot.resources(state.type_url)
+        kept: tuple[Resource, ...] = ()
         if state.type_url in types.WILDCARD_TYPES:
             # Make-before-break: keep carrying what was removed until every other
             # update of this push has been sent; `build_removal` then drops it.
             kept = tuple(r for r in state.last_sotw_carried if r.name not in available)
         state.removals_pending = bool(kept)
-        return self._respond(state, kept)
+        return self._respond(state, snapshot, kept)
 
-    def build_removal(self, state: TypeState) -> bytes | None:
+    def build_removal(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
         state.removals_pending = False
-        return self._respond(state, ())
+        return self._respond(state, snapshot, ())
 
-    def _respond(self, state: TypeState, kept: tuple[Any, ...]) -> bytes | None:
-        body, carried, version, versions = self.snapshot.sotw_body(
-            state.type_url, state.names_key, kept
-        )
+    def _respond(
+        self, state: TypeState, snapshot: Snapshot, kept: tuple[Resource, ...]
+    ) -> bytes | None:
+        body, carried, version, versions = snapshot.sotw_body(state.type_url, state.names_key, kept)
         if body == state.last_sotw_body:
             return None  # the client has exactly this, or rejected exactly this
         if (

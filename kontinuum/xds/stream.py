@@ -14,7 +14,7 @@ import grpc
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.identity import Peer
-from kontinuum.xds.snapshot import Snapshot
+from kontinuum.xds.snapshot import EMPTY_SNAPSHOT, Snapshot
 from kontinuum.xds.state import InFlight, Nack, TypeState
 from kontinuum.xds.stats import ServerStats
 
@@ -67,15 +67,21 @@ class Stream:
         self.stats = stats if stats is not None else ServerStats()
         self.connection = connection
         self.types: dict[str, TypeState] = {}
-        self.snapshot: Snapshot = Snapshot(())
+        # The view's snapshot; until the view has one, nothing is sent (an empty answer
+        # would wipe a reconnecting proxy's configuration before the server has loaded).
+        self.snapshot: Snapshot | None = None
         self.ignored_types: set[str] = set()
         self._nonces = itertools.count(1)
         self._wake = asyncio.Event()
-        self._closed = False
 
     @property
     def view(self) -> str:
         return self.connection.view
+
+    @property
+    def resources(self) -> Snapshot:
+        """The snapshot this stream serves from (empty while its view has none)."""
+        return self.snapshot if self.snapshot is not None else EMPTY_SNAPSHOT
 
     # -- cache side ----------------------------------------------------------------------
 
@@ -94,9 +100,7 @@ class Stream:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, first: Any, requests: AsyncIterator[Any], write: Write) -> None:
-        current = self.cache.watch(self.view, self)
-        if current is not None:
-            self.snapshot = current
+        self.snapshot = self.cache.watch(self.view, self)
         reader = asyncio.create_task(self._read(first, requests), name=f"xds-read-{self.id}")
         try:
             while True:
@@ -108,7 +112,6 @@ class Stream:
                 while (payload := self._next_response()) is not None:
                     await write(payload)
         finally:
-            self._closed = True
             self.cache.cancel(self.view, self)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -137,16 +140,21 @@ class Stream:
 
     def _next_response(self) -> bytes | None:
         """The next response due, in make-before-break order, or None."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return None
         for state in self._ordered():
-            if state.in_flight is None and state.has_work:
-                payload = self.build_update(state)
+            if state.has_work and state.in_flight is not None:
+                break  # make-before-break: later types wait for this type's update to go out
+            if state.has_work:
+                payload = self.build_update(state, snapshot)
                 if payload is not None:
                     return payload
         if any(s.has_work for s in self.types.values()):
             return None  # additions still due (waiting for an ACK): removals wait too
         for state in self._ordered():
             if state.in_flight is None and state.removals_pending:
-                payload = self.build_removal(state)
+                payload = self.build_removal(state, snapshot)
                 if payload is not None:
                     return payload
         return None
@@ -155,10 +163,12 @@ class Stream:
         states = self.types
         return [states[t] for t in types.PUSH_ORDER if t in states]
 
-    def build_update(self, state: TypeState) -> bytes | None:
+    def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
+        """The response carrying what changed for a type, if anything is to be sent."""
         raise NotImplementedError
 
-    def build_removal(self, state: TypeState) -> bytes | None:
+    def build_removal(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
+        """The response carrying the removals held back by `build_update`, if any."""
         raise NotImplementedError
 
     # -- shared bookkeeping -----------------------------------------------------------------
