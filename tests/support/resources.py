@@ -13,7 +13,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2
 
 
 def _ads_source() -> Any:
@@ -25,7 +25,7 @@ def _ads_source() -> Any:
 def cluster(name: str, *, connect_timeout_s: float = 1.0, http2: bool = False) -> Any:
     """An EDS cluster whose endpoints come over ADS under the cluster's own name."""
     c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
-    c.connect_timeout.CopyFrom(duration_pb2.Duration(nanos=int(connect_timeout_s * 1e9)))
+    c.connect_timeout.FromNanoseconds(int(connect_timeout_s * 1e9))
     c.eds_cluster_config.eds_config.CopyFrom(_ads_source())
     if http2:
         from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo

