@@ -32,11 +32,15 @@ def envoy_bootstrap(
     admin_port: int,
     delta: bool = True,
     metadata: dict[str, str] | None = None,
+    reconnect_backoff: tuple[str, str] = ("0.25s", "5s"),
 ) -> dict[str, Any]:
     """An Envoy bootstrap that takes everything from kontinuum over ADS.
 
     Delta ADS by default; the node (tens of KB in Envoy) is sent on the first request only.
+    `reconnect_backoff` is the (base, max) interval between attempts to reach the control
+    plane again (Envoy adds jitter); admin port 0 lets Envoy pick a free one.
     """
+    base_interval, max_interval = reconnect_backoff
     host, port = split_address(xds_address)
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata or {}},
@@ -48,7 +52,19 @@ def envoy_bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            "retry_policy": {
+                                "retry_back_off": {
+                                    "base_interval": base_interval,
+                                    "max_interval": max_interval,
+                                }
+                            },
+                        }
+                    }
+                ],
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},

