@@ -36,9 +36,10 @@ class SnapshotCache:
         Only watchers of this view are told, and each decides from the changed names
         whether anything it subscribed to is among them.
         """
-        changes = snapshot.changes_from(self._snapshots.get(view))
+        previous = self._snapshots.get(view)
+        changes = snapshot.changes_from(previous)
         self._snapshots[view] = snapshot
-        if changes:
+        if changes or previous is None:  # a view's first snapshot, even empty, is news
             for watcher in tuple(self._watchers.get(view, ())):
                 watcher.on_snapshot(snapshot, changes)
         return changes

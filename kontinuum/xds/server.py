@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -142,7 +143,10 @@ class XdsServer:
         requests: AsyncIterator[Any],
         context: grpc.aio.ServicerContext[Any, bytes],
     ) -> None:
-        first = await anext(aiter(requests), None)
+        try:
+            first = await anext(aiter(requests), None)
+        except DecodeError as error:  # garbage bytes are the client's error, not UNKNOWN
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
         if first is None:
             return
         if not first.HasField("node"):
@@ -169,6 +173,9 @@ class XdsServer:
         except ProtocolViolationError as violation:
             log.warning("closing stream %d of %r: %s", stream.id, first.node.id, violation)
             await context.abort(violation.code, str(violation))
+        except DecodeError as error:
+            log.warning("closing stream %d of %r: malformed request", stream.id, first.node.id)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
         finally:
             del self._streams[stream.id]
             self.stats.streams_closed += 1

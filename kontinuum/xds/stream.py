@@ -86,8 +86,9 @@ class Stream:
     # -- cache side ----------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]]) -> None:
+        first = self.snapshot is None  # requests held back until the view existed are due
         self.snapshot = snapshot
-        woken = False
+        woken = first and any(s.has_work for s in self.types.values())
         for type_url, names in changes.items():
             state = self.types.get(type_url)
             if state is None:
@@ -220,7 +221,9 @@ class Stream:
             state.nack = Nack(
                 nonce=nonce,
                 version=flight.version,
-                versions=dict(flight.versions),
+                # Only what the client did not already hold at that version was rejected:
+                # a SotW response also carries the unchanged, accepted resources.
+                versions={n: v for n, v in flight.versions.items() if state.acked.get(n) != v},
                 message=str(error.message)[:4096],
             )
             log.warning(
