@@ -60,10 +60,11 @@ def client_config(stream: Stream) -> Any:
         if name not in stream.resources.resources(type_url) and name not in state.sent:
             entry.client_status = dump_pb2.DOES_NOT_EXIST
         sent = state.sent.get(name)
-        if status is SyncStatus.NACKED and state.nack is not None:
-            entry.error_state.version_info = state.nack.versions.get(name, "")
-            entry.error_state.details = state.nack.message
-            entry.error_state.last_update_attempt.FromSeconds(int(state.nack.at))
+        rejection = state.rejected.get(name)
+        if status is SyncStatus.NACKED and rejection is not None:
+            entry.error_state.version_info = rejection.version
+            entry.error_state.details = rejection.message
+            entry.error_state.last_update_attempt.FromSeconds(int(rejection.at))
         elif status is SyncStatus.STALE and sent is not None and sent != entry.version_info:
             # The version sent and not yet accepted; no details: nothing was rejected.
             entry.error_state.version_info = sent

@@ -18,6 +18,10 @@ from kontinuum.xds.resource import Resource
 _HCM_TYPE_URL = types.type_url_for(hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name)
 
 
+# Distinct response bodies one snapshot keeps for sharing between streams.
+MAX_SHARED_BODIES = 4096
+
+
 class SotwBody(NamedTuple):
     """A SotW response without its nonce, the resources it carries and its version."""
 
@@ -101,7 +105,8 @@ class Snapshot:
                 )
             )
             versions = MappingProxyType({r.name: r.version for r in carried})
-            cached = self._bodies[key] = SotwBody(body, carried, version, versions)
+            cached = SotwBody(body, carried, version, versions)
+            self._remember(key, cached)
         return cached  # type: ignore[return-value]
 
     def delta_body(
@@ -112,14 +117,21 @@ class Snapshot:
         body = self._bodies.get(key)
         if body is None:
             available = self.resources(type_url)
-            body = self._bodies[key] = b"".join(
+            body = b"".join(
                 (
                     *(available[n].delta_entry for n in updated),
                     wire.text_field(wire.DELTA_TYPE_URL, type_url),
                     *(wire.text_field(wire.DELTA_REMOVED_RESOURCES, n) for n in removed),
                 )
             )
+            self._remember(key, body)
         return body  # type: ignore[return-value]
+
+    def _remember(self, key: tuple[object, ...], body: object) -> None:
+        # Streams in step share a handful of bodies; clients with odd subscriptions would
+        # add one each, so past a bound they are built for every response instead.
+        if len(self._bodies) < MAX_SHARED_BODIES:
+            self._bodies[key] = body
 
     def changes_from(self, previous: Snapshot | None) -> dict[str, frozenset[str]]:
         """Per type, the names that were added, changed or removed since `previous`."""

@@ -19,13 +19,11 @@ class SyncStatus(enum.Enum):
     NOT_SENT = "NOT_SENT"  # subscribed to, but nothing has been sent
 
 
-@dataclass(slots=True)
-class Nack:
-    """A rejected response: its nonce, version, what it carried and the client's message."""
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A resource version the client NACKed (in the response with this message)."""
 
-    nonce: str
     version: str
-    versions: dict[str, str]  # name -> rejected version
     message: str
     at: float = field(default_factory=time.time)
 
@@ -64,7 +62,8 @@ class TypeState:
     acked: Mapping[str, str] = field(default_factory=dict)
     last_sotw_body: bytes = b""
     last_sotw_carried: tuple[Resource, ...] = ()
-    nack: Nack | None = None
+    # name -> the version the client rejected; cleared when a later version is ACKed.
+    rejected: dict[str, Rejection] = field(default_factory=dict)
     responses: int = 0
 
     def subscribed(self, name: str) -> bool:
@@ -83,7 +82,8 @@ class TypeState:
     def status_of(self, name: str, current: Resource | None) -> SyncStatus:
         acked = self.acked.get(name)
         current_version = current.version if current is not None else None
-        if self.nack is not None and self.nack.versions.get(name, "") == current_version:
+        rejection = self.rejected.get(name)
+        if rejection is not None and rejection.version == current_version:
             return SyncStatus.NACKED
         if acked == current_version:
             return SyncStatus.SYNCED if acked is not None or self.responses else SyncStatus.NOT_SENT

@@ -15,7 +15,7 @@ from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.identity import Peer
 from kontinuum.xds.snapshot import EMPTY_SNAPSHOT, Snapshot
-from kontinuum.xds.state import InFlight, Nack, TypeState
+from kontinuum.xds.state import InFlight, Rejection, TypeState
 from kontinuum.xds.stats import ServerStats
 
 log = logging.getLogger("kontinuum.xds")
@@ -23,6 +23,7 @@ log = logging.getLogger("kontinuum.xds")
 # Bounds on what one client may make the server hold.
 MAX_NAMES_PER_TYPE = 100_000
 MAX_NAME_LENGTH = 4_096
+MAX_IGNORED_TYPES_LOGGED = 16
 
 _stream_ids = itertools.count(1)
 
@@ -191,7 +192,9 @@ class Stream:
         state = self.types.get(type_url)
         if state is None:
             if type_url not in types.KNOWN_TYPES:
-                if type_url not in self.ignored_types:
+                if len(self.ignored_types) < MAX_IGNORED_TYPES_LOGGED and (
+                    type_url not in self.ignored_types
+                ):
                     self.ignored_types.add(type_url)
                     log.warning(
                         "stream %d (%s): ignoring subscription to unknown type %r",
@@ -212,27 +215,23 @@ class Stream:
         (self.stats.acks if error is None else self.stats.nacks)[state.type_url] += 1
         if error is None:
             self.acknowledge(state, flight)
-            if state.nack is not None:
+            if state.rejected:
                 for name in flight.versions:
-                    state.nack.versions.pop(name, None)
-                if not state.nack.versions:
-                    state.nack = None
+                    state.rejected.pop(name, None)
         else:
-            state.nack = Nack(
-                nonce=nonce,
-                version=flight.version,
-                # Only what the client did not already hold at that version was rejected:
-                # a SotW response also carries the unchanged, accepted resources.
-                versions={n: v for n, v in flight.versions.items() if state.acked.get(n) != v},
-                message=str(error.message)[:4096],
-            )
+            message = str(error.message)[:4096]
+            # Only what the client did not already hold at that version was rejected:
+            # a SotW response also carries the unchanged, accepted resources.
+            for name, version in flight.versions.items():
+                if state.acked.get(name) != version:
+                    state.rejected[name] = Rejection(version, message)
             log.warning(
-                "%s NACK from %s for %s version %s: %s",
+                "%s NACK from %s for %s (nonce %s): %s",
                 self.protocol,
                 self.connection.node.id,
                 types.short_name(state.type_url),
-                flight.version,
-                state.nack.message,
+                nonce,
+                message,
             )
         return True
 

@@ -218,6 +218,30 @@ async def test_nack_is_recorded_and_not_resent(cache: SnapshotCache) -> None:
         assert csds_entries(fake)["CDS", "b"].config_status == csds_pb2.SYNCED
 
 
+async def test_each_rejected_resource_keeps_its_own_nack(cache: SnapshotCache) -> None:
+    async with delta_stream(cache, delta_request(CDS)) as fake:
+        await fake.send(delta_ack(await fake.recv()))
+        cache.set_resources(VIEW, base_resources(cluster_a=cluster("a", connect_timeout_s=0.2)))
+        await fake.send(delta_nack(await fake.recv(), "a is wrong"))
+        cache.set_resources(
+            VIEW,
+            base_resources(
+                cluster_a=cluster("a", connect_timeout_s=0.2),
+                cluster_b=cluster("b", connect_timeout_s=0.2),
+            ),
+        )
+        only_b = await fake.recv()
+        assert names_of(only_b) == ["b"]
+        await fake.send(delta_nack(only_b, "b is wrong"))
+        await fake.expect_silence(0.1)
+
+        entries = csds_entries(fake)
+        assert entries["CDS", "a"].config_status == csds_pb2.ERROR
+        assert entries["CDS", "a"].error_state.details == "a is wrong"
+        assert entries["CDS", "b"].config_status == csds_pb2.ERROR
+        assert entries["CDS", "b"].error_state.details == "b is wrong"
+
+
 async def test_a_stale_nonce_settles_nothing(cache: SnapshotCache) -> None:
     async with delta_stream(cache, delta_request(CDS)) as fake:
         first = await fake.recv()
