@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kontinuum.app import ResourceDirectory
+from kontinuum.bootstrap import envoy_bootstrap
 from kontinuum.xds import SnapshotCache, types
 from kontinuum.xds.files import ResourceFileError, load_snapshot
 
@@ -91,3 +93,11 @@ def test_deleted_file_removes_its_view(tmp_path: Path) -> None:
 
     assert directory.reload()
     assert cache.snapshot("demo") is None
+
+
+def test_example_bootstrap_is_what_kontinuum_generates() -> None:
+    path = EXAMPLE.parent / "envoy-bootstrap.yaml"
+    expected = envoy_bootstrap(
+        node_id="sidecar-1", cluster="demo", xds_address="127.0.0.1:18000", admin_port=9901
+    )
+    assert yaml.safe_load(path.read_text()) == expected
