@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kontinuum import __version__
+
+# The demo starts Envoy from a process that serves gRPC; grpc's fork handlers only warn
+# about that. kontinuum never forks a process that then uses gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 app = typer.Typer(
     name="kontinuum",
@@ -47,11 +51,12 @@ def serve_resources(
     A node receives the view named by its `node.cluster`. Files are re-read when they
     change; a bad file is reported and its view keeps its last good resources.
     """
+    from kontinuum.app import run_event_loop
     from kontinuum.app import serve_resources as run
 
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(directory, xds_address))
+        run_event_loop(run(directory, xds_address))
 
 
 @app.command()
@@ -75,10 +80,11 @@ def demo(
 
     Midway the local site's endpoints are withdrawn: traffic fails over to the other site.
     """
+    from kontinuum.app import run_event_loop
     from kontinuum.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        counts = asyncio.run(run_demo(duration))
+        counts = run_event_loop(run_demo(duration))
         typer.echo(f"requests: {dict(counts)}")
 
 

@@ -43,6 +43,10 @@ _OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_concurrent_streams", 1_000_000),
+    # A fleet reconnecting at once after a restart opens thousands of streams together;
+    # grpc's default of 1,000 pending calls would cancel the rest.
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
 ]
 
 

@@ -33,8 +33,6 @@ class SotwStream(Stream):
         state = self.state_for(type_url)
         if state is None:
             return None
-        names = request.resource_names
-        self.check_names(names)
         nonce = request.response_nonce
         if nonce and state.last_nonce:
             if nonce != state.last_nonce:
@@ -46,7 +44,19 @@ class SotwStream(Stream):
             # A first request (or one sent as if first): the client expects the full state.
             state.last_sotw_body = b""
             state.dirty = None
-        self._subscribe(state, names, initial=not nonce)
+            state.subscription_key = b""
+        # Nearly every request is an ACK repeating the same names. What is left of it once
+        # the ACK fields are cleared, serialized in C, identifies the subscription for far
+        # less than turning every name into a Python string.
+        request.ClearField("version_info")
+        request.ClearField("response_nonce")
+        request.ClearField("error_detail")
+        key = request.SerializeToString()
+        if key != state.subscription_key:
+            names = request.resource_names
+            self.check_names(names)
+            self._subscribe(state, names, initial=not nonce)
+            state.subscription_key = key
         return state
 
     def _subscribe(self, state: TypeState, requested: Any, *, initial: bool) -> None:

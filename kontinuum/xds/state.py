@@ -47,6 +47,8 @@ class TypeState:
     names: set[str] = field(default_factory=set)
     # SotW: the subscription as a hashable key, shared with the snapshot's body cache.
     names_key: frozenset[str] | None = None
+    # SotW: the last request without its ACK fields, to spot unchanged subscriptions.
+    subscription_key: bytes = b""
     # Names that may need sending (changed in the view or newly subscribed); None = all.
     dirty: set[str] | None = field(default_factory=set)
     # Delta: newly subscribed names the client must be told do not exist (if they do not).

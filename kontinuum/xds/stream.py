@@ -68,6 +68,7 @@ class Stream:
         self.stats = stats if stats is not None else ServerStats()
         self.connection = connection
         self.types: dict[str, TypeState] = {}
+        self._ordered: list[TypeState] = []  # self.types in push order
         # The view's snapshot; until the view has one, nothing is sent (an empty answer
         # would wipe a reconnecting proxy's configuration before the server has loaded).
         self.snapshot: Snapshot | None = None
@@ -145,25 +146,23 @@ class Stream:
         snapshot = self.snapshot
         if snapshot is None:
             return None
-        for state in self._ordered():
-            if state.has_work and state.in_flight is not None:
-                break  # make-before-break: later types wait for this type's update to go out
+        removals = False
+        for state in self._ordered:
             if state.has_work:
+                if state.in_flight is not None:
+                    return None  # make-before-break: later types, and removals, wait for it
                 payload = self.build_update(state, snapshot)
                 if payload is not None:
                     return payload
-        if any(s.has_work for s in self.types.values()):
+            removals = removals or state.removals_pending
+        if not removals or any(s.has_work for s in self._ordered):
             return None  # additions still due (waiting for an ACK): removals wait too
-        for state in self._ordered():
+        for state in self._ordered:
             if state.in_flight is None and state.removals_pending:
                 payload = self.build_removal(state, snapshot)
                 if payload is not None:
                     return payload
         return None
-
-    def _ordered(self) -> list[TypeState]:
-        states = self.types
-        return [states[t] for t in types.PUSH_ORDER if t in states]
 
     def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
         """The response carrying what changed for a type, if anything is to be sent."""
@@ -204,6 +203,7 @@ class Stream:
                     )
                 return None
             state = self.types[type_url] = TypeState(type_url)
+            self._ordered = [self.types[t] for t in types.PUSH_ORDER if t in self.types]
         return state
 
     def settle(self, state: TypeState, nonce: str, error: Any | None) -> bool:
@@ -245,9 +245,8 @@ class Stream:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"a request may name at most {MAX_NAMES_PER_TYPE} resources per type",
             )
-        for name in names:
-            if len(name) > MAX_NAME_LENGTH:
-                raise ProtocolViolationError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"resource names are limited to {MAX_NAME_LENGTH} characters",
-                )
+        if names and max(map(len, names)) > MAX_NAME_LENGTH:
+            raise ProtocolViolationError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"resource names are limited to {MAX_NAME_LENGTH} characters",
+            )
