@@ -285,7 +285,7 @@ async def _client(conn: Connection, cfg: Config, port: int, first: int, count: i
     tasks: list[asyncio.Task[None]] = []
     for start in range(0, count, cfg.connect_batch):
         # Open streams a batch at a time: a burst of more new calls than grpc's
-        # `grpc.server.max_pending_requests` (1000 by default) is refused by the server.
+        # `grpc.server.max_pending_requests` (1000 by default; XdsServer raises it) is refused.
         for i in range(start, min(start + cfg.connect_batch, count)):
             channel = channels[i // cfg.streams_per_channel]
             tasks.append(asyncio.create_task(run(channel, f"bench-node-{first + i}", stats)))

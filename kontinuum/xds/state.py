@@ -46,7 +46,7 @@ class TypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
     # SotW: the subscription as a hashable key, shared with the snapshot's body cache.
-    names_key: frozenset[str] | None = None
+    names_key: frozenset[str] | None = frozenset()  # None: wildcard
     # SotW: the last request without its ACK fields, to spot unchanged subscriptions.
     subscription_key: bytes = b""
     # Names that may need sending (changed in the view or newly subscribed); None = all.
