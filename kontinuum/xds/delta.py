@@ -38,12 +38,6 @@ class DeltaStream(Stream):
         state = self.state_for(type_url)
         if state is None:
             return None
-        subscribe = request.resource_names_subscribe
-        unsubscribe = request.resource_names_unsubscribe
-        initial_versions = request.initial_resource_versions
-        self.check_names(subscribe)
-        self.check_names(unsubscribe)
-        self.check_names(initial_versions)
         if request.response_nonce:
             # A stale nonce settles nothing, but the subscription changes still apply.
             self.settle(
@@ -51,6 +45,14 @@ class DeltaStream(Stream):
                 request.response_nonce,
                 request.error_detail if request.HasField("error_detail") else None,
             )
+        subscribe = request.resource_names_subscribe
+        unsubscribe = request.resource_names_unsubscribe
+        if not first and not subscribe and not unsubscribe:
+            return state  # a plain ACK or NACK, by far the most common request
+        initial_versions = request.initial_resource_versions
+        self.check_names(subscribe)
+        self.check_names(unsubscribe)
+        self.check_names(initial_versions)
         if first:
             state.sent = dict(initial_versions)
             state.acked = dict(initial_versions)
