@@ -21,7 +21,7 @@ _CONFIG_STATUS = {
 }
 _CLIENT_STATUS = {
     SyncStatus.SYNCED: dump_pb2.ACKED,
-    SyncStatus.STALE: dump_pb2.REQUESTED,
+    SyncStatus.STALE: dump_pb2.ACKED,  # holds an older ACKed version (REQUESTED if none)
     SyncStatus.NACKED: dump_pb2.NACKED,
     SyncStatus.NOT_SENT: dump_pb2.REQUESTED,
 }
@@ -59,6 +59,8 @@ def client_config(stream: Stream) -> Any:
         )
         if name not in stream.resources.resources(type_url) and name not in state.sent:
             entry.client_status = dump_pb2.DOES_NOT_EXIST
+        elif status is SyncStatus.STALE and name not in state.acked:
+            entry.client_status = dump_pb2.REQUESTED
         sent = state.sent.get(name)
         rejection = state.rejected.get(name)
         if status is SyncStatus.NACKED and rejection is not None:

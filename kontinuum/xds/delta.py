@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import grpc
 
-from kontinuum.xds import types
+from kontinuum.xds import types, wire
 from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.state import InFlight, TypeState
 from kontinuum.xds.stream import ProtocolViolationError, Stream
@@ -27,6 +27,7 @@ class DeltaStream(Stream):
     """
 
     protocol = "delta"
+    nonce_tag = wire.DELTA_NONCE
 
     def handle(self, request: Any) -> TypeState | None:
         type_url = request.type_url
@@ -68,9 +69,14 @@ class DeltaStream(Stream):
                 state.announce_missing.add(name)
                 if state.dirty is not None:
                     state.dirty.add(name)
+        self.check_names(state.names)  # subscriptions add up across requests
         for name in unsubscribe:
             if name == types.WILDCARD:
                 state.wildcard = False
+                # What only the wildcard covered is forgotten: a later `*` resends it.
+                for held in (_own(state.sent), _own(state.acked)):
+                    for forgotten in [n for n in held if n not in state.names]:
+                        del held[forgotten]
                 continue
             state.names.discard(name)
             state.announce_missing.discard(name)
@@ -97,8 +103,8 @@ class DeltaStream(Stream):
         missing = sorted(n for n in state.announce_missing if n not in available and n not in sent)
         state.announce_missing.clear()
         state.removals_pending = bool(state.pending_removed)
-        if not updated and not missing:
-            return None
+        if not updated and not missing and (state.responses or not state.wildcard or sent):
+            return None  # (a client with nothing is answered even when there is nothing)
         updated.sort()
         versions = {n: available[n].version for n in updated}
         sent.update(versions)
@@ -120,12 +126,13 @@ class DeltaStream(Stream):
 
     def acknowledge(self, state: TypeState, flight: InFlight) -> None:
         acked = _own(state.acked)
-        acked.update(flight.versions)
+        # A name unsubscribed while the response was in flight is forgotten, not ACKed.
+        acked.update((n, v) for n, v in flight.versions.items() if state.subscribed(n))
         for name in flight.removed:
             acked.pop(name, None)
 
     def _send(
         self, state: TypeState, body: bytes, versions: dict[str, str], removed: frozenset[str]
     ) -> bytes:
-        flight = InFlight(nonce=self.next_nonce(), version="", versions=versions, removed=removed)
+        flight = InFlight(nonce=self.next_nonce(), versions=versions, removed=removed)
         return body + self.start_response(state, flight)

@@ -23,11 +23,10 @@ MAX_SHARED_BODIES = 4096
 
 
 class SotwBody(NamedTuple):
-    """A SotW response without its nonce, the resources it carries and its version."""
+    """A SotW response without its nonce, and the resources (and versions) it carries."""
 
     body: bytes
     carried: tuple[Resource, ...]
-    version: str
     versions: Mapping[str, str]  # name -> version of what is carried; shared, read-only
 
 
@@ -105,7 +104,7 @@ class Snapshot:
                 )
             )
             versions = MappingProxyType({r.name: r.version for r in carried})
-            cached = SotwBody(body, carried, version, versions)
+            cached = SotwBody(body, carried, versions)
             self._remember(key, cached)
         return cached  # type: ignore[return-value]
 

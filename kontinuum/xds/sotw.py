@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from kontinuum.xds import types
+from kontinuum.xds import types, wire
 from kontinuum.xds.resource import Resource
 from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.state import InFlight, TypeState
@@ -23,8 +23,10 @@ class SotwStream(Stream):
     """
 
     protocol = "sotw"
+    nonce_tag = wire.RESPONSE_NONCE
 
     def handle(self, request: Any) -> TypeState | None:
+        """Apply a DiscoveryRequest. The request is consumed: its ACK fields are cleared."""
         type_url = request.type_url
         if not type_url:
             raise ProtocolViolationError(
@@ -51,6 +53,7 @@ class SotwStream(Stream):
         request.ClearField("version_info")
         request.ClearField("response_nonce")
         request.ClearField("error_detail")
+        request.ClearField("node")  # Envoy may resend its ~61 KB node on every request
         key = request.SerializeToString()
         if key != state.subscription_key:
             names = request.resource_names
@@ -63,8 +66,11 @@ class SotwStream(Stream):
         names = set(requested)
         wildcard = types.WILDCARD in names
         names.discard(types.WILDCARD)
-        if not requested and state.type_url in types.WILDCARD_TYPES and (initial or state.wildcard):
-            wildcard = True  # legacy wildcard: an empty first request, and it stays so
+        if requested:
+            state.legacy_wildcard = False  # once names are sent, an empty list means none
+        elif initial and state.type_url in types.WILDCARD_TYPES:
+            state.legacy_wildcard = True  # an empty first request, for as long as it stays so
+        wildcard = wildcard or state.legacy_wildcard
         if wildcard == state.wildcard and names == state.names:
             return
         state.wildcard = wildcard
@@ -90,7 +96,7 @@ class SotwStream(Stream):
     def _respond(
         self, state: TypeState, snapshot: Snapshot, kept: tuple[Resource, ...]
     ) -> bytes | None:
-        body, carried, version, versions = snapshot.sotw_body(state.type_url, state.names_key, kept)
+        body, carried, versions = snapshot.sotw_body(state.type_url, state.names_key, kept)
         if body == state.last_sotw_body:
             return None  # the client has exactly this, or rejected exactly this
         if (
@@ -99,7 +105,7 @@ class SotwStream(Stream):
             and state.type_url not in types.WILDCARD_TYPES
         ):
             return None  # EDS/RDS names that do not exist (yet): nothing to send until they do
-        flight = InFlight(nonce=self.next_nonce(), version=version, versions=versions)
+        flight = InFlight(nonce=self.next_nonce(), versions=versions)
         state.sent = versions
         state.last_sotw_body = body
         state.last_sotw_carried = carried

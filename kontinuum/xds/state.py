@@ -33,7 +33,6 @@ class InFlight:
     """The one response per type that is sent and not yet ACKed or NACKed."""
 
     nonce: str
-    version: str
     versions: Mapping[str, str]  # name -> version carried (SotW: the whole state carried)
     removed: frozenset[str] = frozenset()
 
@@ -44,6 +43,7 @@ class TypeState:
 
     type_url: str
     wildcard: bool = False
+    legacy_wildcard: bool = False  # wildcard by an empty first request (LDS/CDS only)
     names: set[str] = field(default_factory=set)
     # SotW: the subscription as a hashable key, shared with the snapshot's body cache.
     names_key: frozenset[str] | None = frozenset()  # None: wildcard

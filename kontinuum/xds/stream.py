@@ -59,6 +59,7 @@ class Stream:
     """
 
     protocol: ClassVar[str] = ""
+    nonce_tag: ClassVar[int] = 0  # the field tag of the response's nonce
 
     def __init__(
         self, cache: SnapshotCache, connection: Connection, stats: ServerStats | None = None
@@ -147,10 +148,16 @@ class Stream:
         if snapshot is None:
             return None
         removals = False
+        held: frozenset[str] = frozenset()
         for state in self._ordered:
             if state.has_work:
                 if state.in_flight is not None:
-                    return None  # make-before-break: later types, and removals, wait for it
+                    # Make-before-break across pushes: what references this type waits
+                    # until its pending update has gone out.
+                    held |= types.REFERENCED_BY.get(state.type_url, frozenset())
+                    continue
+                if state.type_url in held:
+                    continue
                 payload = self.build_update(state, snapshot)
                 if payload is not None:
                     return payload
@@ -181,7 +188,7 @@ class Stream:
         state.responses += 1
         self.stats.responses[state.type_url] += 1
         self.stats.resources[state.type_url] += len(flight.versions)
-        return wire.text_field(wire.RESPONSE_NONCE, flight.nonce)
+        return wire.text_field(self.nonce_tag, flight.nonce)
 
     def next_nonce(self) -> str:
         return str(next(self._nonces))

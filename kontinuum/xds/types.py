@@ -18,6 +18,11 @@ SECRET: Final = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 PUSH_ORDER: Final[tuple[str, ...]] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 KNOWN_TYPES: Final[frozenset[str]] = frozenset(PUSH_ORDER)
 
+# Which types name resources of a type: listeners and routes name clusters. An update of
+# those waits while a Cluster update is due but cannot be sent yet (its last response is
+# un-ACKed). Endpoints and secrets are fetched by name once their referrer arrives.
+REFERENCED_BY: Final[dict[str, frozenset[str]]] = {CLUSTER: frozenset({LISTENER, ROUTE})}
+
 # Types whose SotW responses carry the full state of the world, and which a client may
 # subscribe to with an empty name list (legacy wildcard).
 WILDCARD_TYPES: Final[frozenset[str]] = frozenset({CLUSTER, LISTENER})

@@ -19,7 +19,6 @@ RESPONSE_RESOURCES: Final = 0x12  # DiscoveryResponse.resources = 2
 RESPONSE_TYPE_URL: Final = 0x22  # DiscoveryResponse.type_url = 4
 RESPONSE_NONCE: Final = 0x2A  # DiscoveryResponse.nonce = 5
 
-DELTA_SYSTEM_VERSION_INFO: Final = 0x0A  # DeltaDiscoveryResponse.system_version_info = 1
 DELTA_RESOURCES: Final = 0x12  # DeltaDiscoveryResponse.resources = 2
 DELTA_TYPE_URL: Final = 0x22  # DeltaDiscoveryResponse.type_url = 4
 DELTA_NONCE: Final = 0x2A  # DeltaDiscoveryResponse.nonce = 5

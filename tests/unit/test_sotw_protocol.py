@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.resource import Resource
-from kontinuum.xds.snapshot import InconsistentSnapshotError, Snapshot
+from kontinuum.xds.snapshot import InconsistentSnapshotError, Snapshot, combined_version
 from tests.support.resources import (
     api_listener,
     cluster,
@@ -515,7 +515,7 @@ def test_sotw_wire_bytes_parse_back_equal_to_what_protobuf_builds() -> None:
         expected = _protobuf_response(
             snapshot, type_url, names or list(snapshot.resources(type_url)), "42"
         )
-        expected.version_info = body.version
+        expected.version_info = combined_version(body.carried)
         parsed = discovery_pb2.DiscoveryResponse.FromString(payload)
         assert parsed == expected
         # Fields are assembled in field-number order: protobuf's own bytes, exactly.
