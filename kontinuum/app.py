@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.xds import SnapshotCache, XdsServer
-from kontinuum.xds.files import ResourceFileError, load_snapshot, view_files
 
 log = logging.getLogger("kontinuum")
 
@@ -56,12 +56,17 @@ class ResourceDirectory:
     cache: SnapshotCache
     errors: dict[str, str] = field(default_factory=dict)
     _seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _missing: set[str] = field(default_factory=set)
 
     def reload(self) -> bool:
         """Apply what changed on disk; True if any view changed."""
         changed = False
         files = view_files(self.directory)
-        for view in set(self._seen) - set(files):
+        gone = set(self._seen) - set(files)
+        # A file must be gone on two reloads in a row: an editor that deletes and then
+        # rewrites a file must not wipe the view's proxies in between.
+        confirmed, self._missing = gone & self._missing, gone
+        for view in confirmed:
             del self._seen[view]
             self.errors.pop(view, None)
             self.cache.remove_view(view)

@@ -33,8 +33,9 @@ from rich.live import Live
 from rich.table import Table
 
 from kontinuum.bootstrap import envoy_bootstrap, find_envoy
+from kontinuum.status import summarize
 from kontinuum.xds import SnapshotCache, XdsServer, types
-from kontinuum.xds.csds import resource_statuses
+from kontinuum.xds.csds import client_config
 
 VIEW = "demo"
 SERVICE = "hello"
@@ -173,14 +174,13 @@ def _view(server: XdsServer, backends: list[Backend], counts: Counter[str], phas
     for column in ("node", *(types.short_name(t) for t in types.PUSH_ORDER[:4])):
         sync.add_column(column)
     for stream in server.streams():
-        worst: dict[str, str] = {}
-        for type_url, _name, status, _state in resource_statuses(stream):
-            short = types.short_name(type_url)
-            if worst.get(short, "SYNCED") == "SYNCED":
-                worst[short] = status.value
+        proxy = summarize(client_config(stream))  # what `kontinuum status` shows
         sync.add_row(
-            str(stream.connection.node.id),
-            *(worst.get(types.short_name(t), "-") for t in types.PUSH_ORDER[:4]),
+            proxy.node_id,
+            *(
+                proxy.by_type[short].value if short in proxy.by_type else "-"
+                for short in (types.short_name(t) for t in types.PUSH_ORDER[:4])
+            ),
         )
     return Group(traffic, sync)
 

@@ -51,9 +51,6 @@ class SnapshotCache:
     def snapshot(self, view: str) -> Snapshot | None:
         return self._snapshots.get(view)
 
-    def views(self) -> list[str]:
-        return sorted(self._snapshots)
-
     def remove_view(self, view: str) -> None:
         """Forget a view's snapshot; its streams are told every resource is gone."""
         if view in self._snapshots:

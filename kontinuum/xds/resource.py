@@ -70,8 +70,3 @@ class Resource:
             sotw_entry=wire.field(wire.RESPONSE_RESOURCES, any_bytes),
             delta_entry=wire.field(wire.DELTA_RESOURCES, delta_resource),
         )
-
-    @property
-    def size(self) -> int:
-        """Size of the serialized Any, in bytes."""
-        return len(self.sotw_entry)

@@ -44,7 +44,7 @@ class Snapshot:
 
     __slots__ = ("_bodies", "_by_type")
 
-    def __init__(self, resources: Iterable[Resource], *, check: bool = True) -> None:
+    def __init__(self, resources: Iterable[Resource]) -> None:
         by_type: dict[str, dict[str, Resource]] = {}
         for resource in resources:
             named = by_type.setdefault(resource.type_url, {})
@@ -59,10 +59,9 @@ class Snapshot:
         # Response bodies by content key: shared by every stream that needs the same
         # response, and dropped together with the snapshot.
         self._bodies: dict[tuple[object, ...], object] = {}
-        if check:
-            problems = consistency_problems(self._by_type)
-            if problems:
-                raise InconsistentSnapshotError("; ".join(problems))
+        problems = consistency_problems(self._by_type)
+        if problems:
+            raise InconsistentSnapshotError("; ".join(problems))
 
     @classmethod
     def of(cls, messages: Iterable[Any]) -> Snapshot:

@@ -87,8 +87,8 @@ class TypeState:
         rejection = self.rejected.get(name)
         if rejection is not None and rejection.version == current_version:
             return SyncStatus.NACKED
+        if acked is None and name not in self.sent:
+            return SyncStatus.NOT_SENT  # never sent: not yet, or it does not exist
         if acked == current_version:
-            return SyncStatus.SYNCED if acked is not None or self.responses else SyncStatus.NOT_SENT
-        if name not in self.sent and acked is None:
-            return SyncStatus.NOT_SENT
+            return SyncStatus.SYNCED
         return SyncStatus.STALE

@@ -1,4 +1,4 @@
-"""Counters the xDS server keeps about itself (telemetry exports them)."""
+"""Counters the xDS server keeps about itself: for operators, tests and benchmarks."""
 
 from __future__ import annotations
 

@@ -363,7 +363,7 @@ async def test_control_plane_restart_keeps_traffic_and_resyncs(
         # Envoy presented initial_resource_versions that all match: nothing is resent.
         assert total(server.stats.resources) == 0, dict(server.stats.resources)
     else:
-        # SotW has no versions on reconnect: the new server resends the state of the world.
+        # A new SotW stream is answered with the state of the world (same versions).
         for type_url in NAMES:
             assert server.stats.responses[type_url] >= 1, types.short_name(type_url)
     assert total(server.stats.nacks) == 0

@@ -11,8 +11,8 @@ import yaml
 
 from kontinuum.app import ResourceDirectory
 from kontinuum.bootstrap import envoy_bootstrap
+from kontinuum.resource_files import ResourceFileError, load_snapshot
 from kontinuum.xds import SnapshotCache, types
-from kontinuum.xds.files import ResourceFileError, load_snapshot
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "resources" / "demo.yaml"
 
@@ -84,15 +84,40 @@ def test_bad_edit_keeps_the_last_good_view_and_reports_it(tmp_path: Path) -> Non
     assert cla.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value == 8082
 
 
-def test_deleted_file_removes_its_view(tmp_path: Path) -> None:
+def test_deleted_file_removes_its_view_once_it_stays_deleted(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, tmp_path / "demo.yaml")
     cache = SnapshotCache()
     directory = ResourceDirectory(tmp_path, cache)
     directory.reload()
     (tmp_path / "demo.yaml").unlink()
 
+    assert not directory.reload()  # maybe an editor rewriting it: keep serving
+    assert cache.snapshot("demo") is not None
     assert directory.reload()
     assert cache.snapshot("demo") is None
+
+
+def test_a_file_rewritten_between_reloads_keeps_its_view(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLE, tmp_path / "demo.yaml")
+    cache = SnapshotCache()
+    directory = ResourceDirectory(tmp_path, cache)
+    directory.reload()
+    (tmp_path / "demo.yaml").unlink()
+    directory.reload()
+    shutil.copy(EXAMPLE, tmp_path / "demo.yaml")
+
+    directory.reload()
+    directory.reload()
+    assert cache.snapshot("demo") is not None
+
+
+def test_an_empty_file_is_refused_but_an_explicit_empty_list_is_a_view(tmp_path: Path) -> None:
+    path = tmp_path / "demo.yaml"
+    path.write_text("")
+    with pytest.raises(ResourceFileError, match="no resources"):
+        load_snapshot(path)
+    path.write_text("resources: []\n")
+    assert not list(load_snapshot(path).type_urls)
 
 
 def test_example_bootstrap_is_what_kontinuum_generates() -> None:

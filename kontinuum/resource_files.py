@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 
-from kontinuum.xds.resource import Resource
-from kontinuum.xds.snapshot import Snapshot
+from kontinuum.xds import Resource, Snapshot
 
 _TYPE_PREFIX = "type.googleapis.com/"
 
@@ -69,10 +68,13 @@ def load_snapshot(path: Path) -> Snapshot:
         documents = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ResourceFileError(f"{path}: {error}") from error
+    explicitly_empty = isinstance(documents, Mapping) and documents.get("resources") == []
     if isinstance(documents, Mapping):
         documents = documents.get("resources")
-    if documents is None:
-        documents = []
+    if not documents and not explicitly_empty:
+        # Refused so that a file caught half-written keeps its view: to empty a view,
+        # write `resources: []`; to remove it, delete the file.
+        raise ResourceFileError(f"{path}: no resources (write `resources: []` for none)")
     if not isinstance(documents, list):
         raise ResourceFileError(f"{path}: expected a list of resources")
     resources = []
