@@ -8,7 +8,7 @@ import grpc
 
 from kontinuum.xds import types, wire
 from kontinuum.xds.resource import Resource
-from kontinuum.xds.snapshot import Snapshot
+from kontinuum.xds.snapshot import Snapshot, combined_version
 from kontinuum.xds.state import InFlight, TypeState
 from kontinuum.xds.stream import ProtocolViolationError, Stream
 
@@ -36,6 +36,7 @@ class SotwStream(Stream):
         if state is None:
             return None
         nonce = request.response_nonce
+        held_version = request.version_info
         if nonce and state.last_nonce:
             if nonce != state.last_nonce:
                 return None  # stale: a newer response is on its way to the client
@@ -60,6 +61,8 @@ class SotwStream(Stream):
             self.check_names(names)
             self._subscribe(state, names, initial=not nonce)
             state.subscription_key = key
+        if not nonce and held_version:
+            self._resume(state, held_version)
         return state
 
     def _subscribe(self, state: TypeState, requested: Any, *, initial: bool) -> None:
@@ -77,6 +80,20 @@ class SotwStream(Stream):
         state.names = names
         state.names_key = None if wildcard else frozenset(names)
         state.dirty = None  # the response body tells whether anything is due
+
+    def _resume(self, state: TypeState, held_version: str) -> None:
+        """A client reconnecting with the version it holds: if that is exactly what this
+        subscription has now (versions are content hashes, the same on every replica),
+        record it as sent and ACKed instead of sending it again."""
+        if self.snapshot is None:
+            return
+        body, carried, versions = self.snapshot.sotw_body(state.type_url, state.names_key)
+        if combined_version(carried) != held_version:
+            return
+        state.last_sotw_body = body
+        state.last_sotw_carried = carried
+        state.sent = state.acked = versions
+        state.dirty = set()
 
     def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
         state.dirty = set()

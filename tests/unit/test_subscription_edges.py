@@ -4,6 +4,7 @@ and a type's backlog holding back only what references it."""
 from __future__ import annotations
 
 import pytest
+from envoy.service.status.v3 import csds_pb2
 
 from kontinuum.xds import types
 from kontinuum.xds.cache import SnapshotCache
@@ -114,3 +115,15 @@ async def test_sotw_ack_carrying_the_node_again_is_still_an_unchanged_subscripti
         await fake.send(again)
         await fake.expect_silence()
         assert fake.stream.types[CDS].subscription_key.find(b"node-1") == -1
+
+
+async def test_sotw_reconnect_with_the_current_version_downloads_nothing(
+    cache: SnapshotCache,
+) -> None:
+    async with open_stream(cache, request(CDS)) as fake:
+        current = (await fake.recv()).version_info
+    async with open_stream(cache, request(CDS, version=current)) as fake:
+        await fake.expect_silence()
+        assert csds_entries(fake)["CDS", "a"].config_status == csds_pb2.SYNCED
+    async with open_stream(cache, request(CDS, version="an-old-version")) as fake:
+        assert names_of(await fake.recv()) == ["a", "b"]
