@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from kontinuum.xds.wire import varint
+
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 SOTW_METHOD = ADS + "StreamAggregatedResources"
 DELTA_METHOD = ADS + "DeltaAggregatedResources"
@@ -135,20 +137,11 @@ def _percentile(values: list[float], q: float) -> float:
 # -- protobuf framing for the clients' requests ------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(number: int, payload: bytes | str) -> bytes:
     """One length-delimited field."""
     if isinstance(payload, str):
         payload = payload.encode()
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _node(node_id: str) -> bytes:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-import grpc
-
 from kontinuum.xds import types, wire
 from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.state import InFlight, TypeState
-from kontinuum.xds.stream import ProtocolViolationError, Stream
+from kontinuum.xds.stream import Stream
 
 
 def _own(versions: Mapping[str, str]) -> dict[str, str]:
@@ -31,12 +29,8 @@ class DeltaStream(Stream):
 
     def handle(self, request: Any) -> TypeState | None:
         type_url = request.type_url
-        if not type_url:
-            raise ProtocolViolationError(
-                grpc.StatusCode.INVALID_ARGUMENT, "a delta ADS request must carry a type_url"
-            )
         first = type_url not in self.types
-        state = self.state_for(type_url)
+        state = self.state_of(request)
         if state is None:
             return None
         if request.response_nonce:

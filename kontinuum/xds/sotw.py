@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from kontinuum.xds import types, wire
 from kontinuum.xds.resource import Resource
 from kontinuum.xds.snapshot import Snapshot, combined_version
 from kontinuum.xds.state import InFlight, TypeState
-from kontinuum.xds.stream import ProtocolViolationError, Stream
+from kontinuum.xds.stream import Stream
 
 
 class SotwStream(Stream):
@@ -27,12 +25,7 @@ class SotwStream(Stream):
 
     def handle(self, request: Any) -> TypeState | None:
         """Apply a DiscoveryRequest. The request is consumed: its ACK fields are cleared."""
-        type_url = request.type_url
-        if not type_url:
-            raise ProtocolViolationError(
-                grpc.StatusCode.INVALID_ARGUMENT, "an ADS request must carry a type_url"
-            )
-        state = self.state_for(type_url)
+        state = self.state_of(request)
         if state is None:
             return None
         nonce = request.response_nonce

@@ -193,6 +193,14 @@ class Stream:
     def next_nonce(self) -> str:
         return str(next(self._nonces))
 
+    def state_of(self, request: Any) -> TypeState | None:
+        """The state of a request's type; None for types this server does not serve."""
+        if not request.type_url:
+            raise ProtocolViolationError(
+                grpc.StatusCode.INVALID_ARGUMENT, "an ADS request must carry a type_url"
+            )
+        return self.state_for(request.type_url)
+
     def state_for(self, type_url: str) -> TypeState | None:
         """The state of a type, created on first use; None for types this server does not serve."""
         state = self.types.get(type_url)
