@@ -106,7 +106,9 @@ def envoy_bootstrap(
     }
 
 
-def grpc_bootstrap(*, node_id: str, cluster: str, xds_address: str) -> dict[str, Any]:
+def grpc_bootstrap(
+    *, node_id: str, cluster: str, xds_address: str, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A bootstrap for gRPC's own xDS client (`GRPC_XDS_BOOTSTRAP`, `xds:///` targets)."""
     return {
         "xds_servers": [
@@ -116,5 +118,28 @@ def grpc_bootstrap(*, node_id: str, cluster: str, xds_address: str) -> dict[str,
                 "server_features": ["xds_v3"],
             }
         ],
-        "node": {"id": node_id, "cluster": cluster},
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata or {}},
     }
+
+
+METADATA_PREFIX = "kontinuum.io/"
+
+
+def proxy_metadata(
+    *,
+    namespace: str,
+    role: str,
+    service: str | None = None,
+    inbound_port: int | None = None,
+    outbound_port: int | None = None,
+) -> dict[str, str]:
+    """What a proxy declares about itself in `node.metadata` (the server decides what it
+    may receive: its workspace is its namespace unless the fleet says otherwise)."""
+    declared = {
+        "namespace": namespace,
+        "role": role,
+        "service": service,
+        "inbound-port": None if inbound_port is None else str(inbound_port),
+        "outbound-port": None if outbound_port is None else str(outbound_port),
+    }
+    return {METADATA_PREFIX + k: v for k, v in declared.items() if v is not None}

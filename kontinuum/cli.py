@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -57,6 +58,61 @@ def serve_resources(
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
         run_event_loop(run(directory, xds_address))
+
+
+@app.command()
+def bootstrap(
+    node_id: Annotated[str, typer.Option("--node-id", help="The proxy's unique node id.")],
+    cluster: Annotated[str, typer.Option(help="The fleet cluster (site) the proxy runs in.")],
+    namespace: Annotated[str, typer.Option(help="The proxy's namespace (its workspace).")],
+    service: Annotated[
+        str | None, typer.Option(help="The service this proxy fronts (sidecars).")
+    ] = None,
+    inbound_port: Annotated[
+        int | None, typer.Option("--inbound-port", help="Port of the local workload.")
+    ] = None,
+    outbound_port: Annotated[
+        int, typer.Option("--outbound-port", help="Port of the outbound listener.")
+    ] = 15001,
+    admin_port: Annotated[int, typer.Option("--admin-port", help="Envoy admin port.")] = 15000,
+    xds_address: XdsAddress = "127.0.0.1:18000",
+    role: Annotated[str, typer.Option(help="sidecar, gateway or ingress.")] = "sidecar",
+    grpc: Annotated[
+        bool, typer.Option("--grpc", help="A gRPC xDS bootstrap (GRPC_XDS_BOOTSTRAP) instead.")
+    ] = False,
+    sotw: Annotated[
+        bool, typer.Option("--sotw", help="State-of-the-World ADS instead of Delta.")
+    ] = False,
+) -> None:
+    """Print a bootstrap (JSON) that connects an Envoy, or a proxyless gRPC client, to kontinuum.
+
+    Envoy: ADS over gRPC, Delta by default, the node sent on the first request only.
+    """
+    from kontinuum.bootstrap import envoy_bootstrap, grpc_bootstrap, proxy_metadata
+
+    if role not in {"sidecar", "gateway", "ingress"}:
+        raise typer.BadParameter("must be sidecar, gateway or ingress", param_hint="--role")
+    metadata = proxy_metadata(
+        namespace=namespace,
+        role=role,
+        service=service,
+        inbound_port=inbound_port,
+        outbound_port=None if grpc else outbound_port,
+    )
+    if grpc:
+        document = grpc_bootstrap(
+            node_id=node_id, cluster=cluster, xds_address=xds_address, metadata=metadata
+        )
+    else:
+        document = envoy_bootstrap(
+            node_id=node_id,
+            cluster=cluster,
+            xds_address=xds_address,
+            admin_port=admin_port,
+            delta=not sotw,
+            metadata=metadata,
+        )
+    typer.echo(json.dumps(document, indent=2))
 
 
 @app.command()

@@ -15,7 +15,6 @@ state with the test process.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,18 +40,14 @@ def backend_handler(name: str) -> grpc.GenericRpcHandler[bytes, bytes]:
 
 
 def write_bootstrap(path: Path, xds_port: int, *, node_id: str, cluster: str) -> Path:
-    """A gRPC xDS bootstrap file pointing at an insecure xDS server on 127.0.0.1."""
-    bootstrap = {
-        "xds_servers": [
-            {
-                "server_uri": f"127.0.0.1:{xds_port}",
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": node_id, "cluster": cluster},
-    }
-    path.write_text(json.dumps(bootstrap, indent=2))
+    """The gRPC xDS bootstrap `kontinuum bootstrap --grpc` prints, written to `path`."""
+    import subprocess
+
+    command = [sys.executable, "-m", "kontinuum", "bootstrap", "--grpc", "--node-id", node_id]
+    command += ["--cluster", cluster, "--namespace", "default"]
+    command += ["--xds-address", f"127.0.0.1:{xds_port}"]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=30)
+    path.write_text(printed.stdout)
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import subprocess
@@ -149,3 +150,47 @@ def test_status_without_a_server_fails_clearly() -> None:
 def test_version() -> None:
     result = subprocess.run([*KONTINUUM, "version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == __version__
+
+
+@pytest.mark.parametrize("delta", [True, False])
+def test_bootstrap_is_a_valid_envoy_configuration(tmp_path: Path, delta: bool) -> None:
+    from kontinuum.bootstrap import find_envoy
+
+    args = ["--node-id", "web-1", "--cluster", "eu-central", "--namespace", "demo"]
+    args += ["--service", "web", "--inbound-port", "8080", "--admin-port", "0"]
+    printed = subprocess.run(
+        [*KONTINUUM, "bootstrap", *args, *([] if delta else ["--sotw"])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    document = json.loads(printed)
+    assert document["node"]["metadata"]["kontinuum.io/namespace"] == "demo"
+    assert document["node"]["metadata"]["kontinuum.io/inbound-port"] == "8080"
+    ads = document["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
+    assert ads["set_node_on_first_message_only"] is True
+    path = tmp_path / "bootstrap.json"
+    path.write_text(printed)
+    envoy = find_envoy()
+    assert envoy is not None
+    validated = subprocess.run(
+        [envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+def test_bootstrap_refuses_an_unknown_role() -> None:
+    result = subprocess.run(
+        [*KONTINUUM, "bootstrap", "--node-id", "x", "--cluster", "c", "--namespace", "n",
+         "--role", "router"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "sidecar, gateway or ingress" in result.stderr
