@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry
+
+from kontinuum.admin import AdminServer
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
+from kontinuum.telemetry.metrics import XdsCollector
 from kontinuum.xds import SnapshotCache, XdsServer
 
 log = logging.getLogger("kontinuum")
@@ -94,12 +98,18 @@ class ResourceDirectory:
         return changed
 
 
-async def serve_resources(directory: Path, xds_address: str, poll_interval: float = 0.5) -> None:
+async def serve_resources(
+    directory: Path, xds_address: str, admin_address: str, poll_interval: float = 0.5
+) -> None:
     """Serve the Envoy resources of a directory over ADS until cancelled."""
     cache = SnapshotCache()
     resources = ResourceDirectory(directory, cache)
     resources.reload()
     server = XdsServer(cache)
+    registry = CollectorRegistry()
+    registry.register(XdsCollector(server))
+    admin = AdminServer(registry, ready=lambda: server.serving)
+    await admin.start(admin_address)
     await server.start(xds_address)
     settle_garbage_collector()
     try:
@@ -108,3 +118,4 @@ async def serve_resources(directory: Path, xds_address: str, poll_interval: floa
             resources.reload()
     finally:
         await server.stop(1.0)
+        await admin.stop()

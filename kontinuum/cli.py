@@ -45,6 +45,10 @@ def serve_resources(
         ),
     ],
     xds_address: XdsAddress = "127.0.0.1:18000",
+    admin_address: Annotated[
+        str,
+        typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics."),
+    ] = "127.0.0.1:18001",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve raw Envoy resources over ADS (SotW and Delta), one view per file.
@@ -57,7 +61,7 @@ def serve_resources(
 
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
-        run_event_loop(run(directory, xds_address))
+        run_event_loop(run(directory, xds_address, admin_address))
 
 
 @app.command()

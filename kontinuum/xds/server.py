@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -109,7 +109,12 @@ class XdsServer:
         if self._server is not None:
             await self._server.wait_for_termination()
 
-    def streams(self) -> Iterable[Stream]:
+    @property
+    def serving(self) -> bool:
+        """Whether the server is listening."""
+        return self._server is not None
+
+    def streams(self) -> tuple[Stream, ...]:
         return tuple(self._streams.values())
 
     # -- ADS -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,10 +47,20 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     views.mkdir()
     shutil.copy(EXAMPLES / "demo.yaml", views / "demo.yaml")
     address = f"127.0.0.1:{free_port()}"
+    admin = f"127.0.0.1:{free_port()}"
+    (tmp_path / "admin").write_text(admin)
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*KONTINUUM, "serve-resources", str(views), "--xds-address", address],
+            [
+                *KONTINUUM,
+                "serve-resources",
+                str(views),
+                "--xds-address",
+                address,
+                "--admin-address",
+                admin,
+            ],  # fmt: skip
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -134,6 +146,34 @@ def test_bad_edit_is_reported_and_the_view_keeps_serving(served: tuple[str, Path
     finally:
         outbox.put(None)
         channel.close()
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_admin_endpoint_serves_probes_and_metrics(
+    served: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    address, _, _ = served
+    admin = "http://" + (tmp_path / "admin").read_text()
+    assert _get(admin + "/healthz") == (200, "ok\n")
+    assert _get(admin + "/readyz") == (200, "ready\n")
+    assert _get(admin + "/nope")[0] == 404
+    channel, outbox = _sotw_client(address, "demo")
+    try:
+        wait_until(lambda: _synced(address), timeout=10, what="a synced proxy")
+        _, metrics = _get(admin + "/metrics")
+    finally:
+        outbox.put(None)
+        channel.close()
+    assert "kontinuum_xds_connected_streams 1.0" in metrics
+    assert 'kontinuum_xds_acks_total{type="CDS"} 1.0' in metrics
+    assert 'kontinuum_xds_nacks_total{type="CDS"} 0.0' in metrics
 
 
 def test_status_without_a_server_fails_clearly() -> None:

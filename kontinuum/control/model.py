@@ -1,0 +1,209 @@
+"""The mesh model (IR): small immutable values that every source produces and translation reads.
+
+Nothing here knows Kubernetes or Envoy types. Sources (`kontinuum.discovery`) turn their input
+(YAML files, the Kubernetes API, DNS) into these values; `kontinuum.control.fleet` does it for
+the standard YAML resources. Collections are tuples so that every value is immutable, and
+comparisons of whole snapshots are cheap equality checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+PortProtocol = Literal["TCP", "UDP", "SCTP"]
+ServiceType = Literal["ClusterIP", "Headless"]
+AddressType = Literal["IPv4", "IPv6"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSite:
+    """One cluster (site) of the fleet and where it runs.
+
+    `region` and `zone` come from the standard `topology.kubernetes.io/*` labels of its
+    ClusterProfile and `network` from `kontinuum.io/network`; an empty string means "not
+    declared". Sites on the same network reach each other's endpoints directly.
+    """
+
+    name: str
+    region: str = ""
+    zone: str = ""
+    network: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """A port of a Service. `target_port` is a number or the name of a container port."""
+
+    port: int
+    name: str = ""
+    protocol: PortProtocol = "TCP"
+    app_protocol: str | None = None
+    target_port: int | str = 0
+
+    def __post_init__(self) -> None:
+        if self.target_port == 0:
+            object.__setattr__(self, "target_port", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    """The identity of a service inside one cluster."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A Service of one cluster. Its workspace is its namespace unless stated otherwise."""
+
+    cluster: str
+    namespace: str
+    name: str
+    ports: tuple[ServicePort, ...] = ()
+    type: ServiceType = "ClusterIP"
+    workspace: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.workspace:
+            object.__setattr__(self, "workspace", self.namespace)
+
+    @property
+    def ref(self) -> ServiceRef:
+        return ServiceRef(self.namespace, self.name)
+
+    def port_named(self, name: str) -> ServicePort | None:
+        return next((p for p in self.ports if p.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    """A port on which an endpoint serves; `name` matches the Service port's name."""
+
+    port: int
+    name: str = ""
+    protocol: PortProtocol = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One backend of a service in one cluster (one entry of an EndpointSlice).
+
+    The conditions mean what they mean in `discovery.k8s.io/v1`: `ready` is "should receive
+    new traffic", `serving` is the same regardless of termination, and `terminating` says
+    the backend is going away. The addresses are fungible: consumers use the first one.
+    """
+
+    cluster: str
+    namespace: str
+    service: str
+    addresses: tuple[str, ...]
+    ports: tuple[EndpointPort, ...] = ()
+    address_type: AddressType = "IPv4"
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    zone: str = ""
+    node_name: str = ""
+    hostname: str = ""
+
+    @property
+    def service_ref(self) -> ServiceRef:
+        return ServiceRef(self.namespace, self.service)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceExport:
+    """A Multi-Cluster Services export of the same-named Service of `cluster`.
+
+    `created` is when the export was created (its `creationTimestamp`); the MCS API resolves
+    conflicts between exports in favour of the oldest. None when the input did not say.
+    """
+
+    cluster: str
+    namespace: str
+    name: str
+    created: datetime | None = None
+
+    @property
+    def ref(self) -> ServiceRef:
+        return ServiceRef(self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSnapshot:
+    """One source's whole view of one cluster; a newer snapshot replaces it entirely.
+
+    `stale` says the source lost contact with the cluster and this is the last view it had:
+    consumers keep using it (bad input never breaks the mesh) and surface the staleness.
+    """
+
+    cluster: str
+    services: tuple[Service, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    exports: tuple[ServiceExport, ...] = ()
+    stale: bool = False
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return next(
+            (s for s in self.services if s.namespace == namespace and s.name == name), None
+        )
+
+    def endpoints_of(self, namespace: str, name: str) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.namespace == namespace and e.service == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """Every site of the fleet and the current snapshot of each, both sorted by cluster name."""
+
+    sites: tuple[ClusterSite, ...] = ()
+    snapshots: tuple[SiteSnapshot, ...] = ()
+
+    def site(self, name: str) -> ClusterSite | None:
+        return next((s for s in self.sites if s.name == name), None)
+
+    def snapshot(self, cluster: str) -> SiteSnapshot | None:
+        return next((s for s in self.snapshots if s.cluster == cluster), None)
+
+    def __iter__(self) -> Iterator[SiteSnapshot]:
+        return iter(self.snapshots)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """A problem with one input object (or a whole file), located precisely enough to fix it.
+
+    Rendered as `<file>: <Kind> <namespace>/<name>: <field>: <message>`, leaving out the
+    parts that do not apply (an unreadable file has no object; a missing name is shown as the
+    position of the document in its file).
+    """
+
+    file: str
+    message: str
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    field: str = ""
+    document: int | None = None
+
+    @property
+    def object(self) -> str:
+        if not self.kind and not self.name:
+            return f"document {self.document}" if self.document is not None else ""
+        if self.name:
+            ident = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        else:
+            ident = f"(document {self.document})" if self.document is not None else "(unnamed)"
+        return f"{self.kind} {ident}".strip()
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.object, self.field) if p]
+        return ": ".join([*parts, self.message])

@@ -1,0 +1,1 @@
+"""Telemetry of the control plane: every metric is declared in `metrics`."""
