@@ -60,7 +60,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
                 address,
                 "--admin-address",
                 admin,
-            ],  # fmt: skip
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
