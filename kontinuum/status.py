@@ -10,6 +10,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from kontinuum.bootstrap import METADATA_PREFIX
 from kontinuum.xds import types
 from kontinuum.xds.state import SyncStatus
 
@@ -27,13 +28,21 @@ _URGENCY = (SyncStatus.NACKED, SyncStatus.STALE, SyncStatus.NOT_SENT, SyncStatus
 class ProxyStatus:
     node_id: str
     cluster: str
+    workspace: str = ""  # as the proxy declared it (kontinuum bootstrap --namespace)
+    role: str = ""
     by_type: dict[str, SyncStatus] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
 def summarize(config: Any) -> ProxyStatus:
     """Fold one CSDS ClientConfig into a per-type status."""
-    proxy = ProxyStatus(node_id=config.node.id, cluster=config.node.cluster)
+    declared = config.node.metadata.fields
+    proxy = ProxyStatus(
+        node_id=config.node.id,
+        cluster=config.node.cluster,
+        workspace=_declared(declared, "namespace"),
+        role=_declared(declared, "role"),
+    )
     seen: dict[str, set[SyncStatus]] = {}
     for entry in config.generic_xds_configs:
         status = _FROM_CONFIG_STATUS.get(entry.config_status, SyncStatus.NOT_SENT)
@@ -45,6 +54,11 @@ def summarize(config: Any) -> ProxyStatus:
     for short, statuses in seen.items():
         proxy.by_type[short] = next(s for s in _URGENCY if s in statuses)
     return proxy
+
+
+def _declared(fields: Any, key: str) -> str:
+    value = fields.get(METADATA_PREFIX + key)
+    return str(value.string_value) if value is not None else ""
 
 
 def fetch_status(xds_address: str, timeout: float = 5.0) -> list[ProxyStatus]:
@@ -65,6 +79,8 @@ def render_status(proxies: list[ProxyStatus], console: Console | None = None) ->
     table = Table(title=f"{len(proxies)} connected proxies")
     table.add_column("NODE")
     table.add_column("CLUSTER")
+    table.add_column("WORKSPACE")
+    table.add_column("ROLE")
     columns = [types.short_name(t) for t in types.PUSH_ORDER]
     for column in columns:
         table.add_column(column)
@@ -72,6 +88,8 @@ def render_status(proxies: list[ProxyStatus], console: Console | None = None) ->
         table.add_row(
             proxy.node_id,
             proxy.cluster,
+            proxy.workspace or "-",
+            proxy.role or "-",
             *(proxy.by_type[c].value if c in proxy.by_type else "-" for c in columns),
         )
     console.print(table)
