@@ -65,6 +65,24 @@ def serve_resources(
 
 
 @app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A fleet directory (see README: the fleet format).")],
+) -> None:
+    """Check a fleet directory; print every error (file, object, field) and exit 1 if any."""
+    from kontinuum.discovery.static import load_fleet
+
+    fleet, errors = load_fleet(path)
+    for error in errors:
+        typer.echo(str(error), err=True)
+    services = sum(len(s.services) for s in fleet.snapshots)
+    summary = f"{len(fleet.sites)} clusters, {services} services, {len(errors)} errors"
+    if errors:
+        typer.echo(f"{path}: {summary}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{path}: {summary}")
+
+
+@app.command()
 def bootstrap(
     node_id: Annotated[str, typer.Option("--node-id", help="The proxy's unique node id.")],
     cluster: Annotated[str, typer.Option(help="The fleet cluster (site) the proxy runs in.")],

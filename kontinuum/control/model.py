@@ -152,9 +152,7 @@ class SiteSnapshot:
     stale: bool = False
 
     def service(self, namespace: str, name: str) -> Service | None:
-        return next(
-            (s for s in self.services if s.namespace == namespace and s.name == name), None
-        )
+        return next((s for s in self.services if s.namespace == namespace and s.name == name), None)
 
     def endpoints_of(self, namespace: str, name: str) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints if e.namespace == namespace and e.service == name)
@@ -196,13 +194,17 @@ class ConfigError:
 
     @property
     def object(self) -> str:
-        if not self.kind and not self.name:
-            return f"document {self.document}" if self.document is not None else ""
-        if self.name:
-            ident = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        else:
-            ident = f"(document {self.document})" if self.document is not None else "(unnamed)"
-        return f"{self.kind} {ident}".strip()
+        """`Kind namespace/name`, or where the document is when it names no object."""
+        at = f"document {self.document}" if self.document is not None else ""
+        if not self.kind:
+            return at
+        if not self.name:
+            return f"{self.kind} ({at or 'unnamed'})"
+        return (
+            f"{self.kind} {self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind} {self.name}"
+        )
 
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.object, self.field) if p]

@@ -234,3 +234,30 @@ def test_bootstrap_refuses_an_unknown_role() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "sidecar, gateway or ingress" in result.stderr
+
+
+def test_validate_accepts_the_example_fleet() -> None:
+    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    result = subprocess.run(
+        [*KONTINUUM, "validate", str(fleet)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 clusters" in result.stdout
+    assert "0 errors" in result.stdout
+
+
+def test_validate_reports_every_error_and_fails(tmp_path: Path) -> None:
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "fleet", tmp_path / "fleet")
+    broken = next((tmp_path / "fleet" / "clusters" / "eu-central").glob("*.yaml"))
+    broken.write_text(broken.read_text() + "\n---\napiVersion: v1\nkind: Nonsense\n")
+    (tmp_path / "fleet" / "clusters" / "nowhere").mkdir()
+    result = subprocess.run(
+        [*KONTINUUM, "validate", str(tmp_path / "fleet")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "Nonsense" in result.stderr
+    assert "no ClusterProfile named 'nowhere'" in result.stderr
+    assert "2 errors" in result.stderr

@@ -1,0 +1,392 @@
+"""The fleet's standard resources, parsed and validated into the model. Pure: no I/O.
+
+Input is already-parsed YAML documents, each with the file it came from. Output is model
+values and a list of `ConfigError`s. The resources are the existing standards, read the way
+`kubectl get -o yaml` prints them (unknown fields such as `status` or `managedFields` are
+ignored):
+
+- `multicluster.x-k8s.io/v1alpha1 ClusterProfile` (Cluster Inventory API), fleet-wide: one per
+  cluster, with the labels `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`
+  and `kontinuum.io/network`;
+- per cluster: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice` (linked to its Service by
+  the `kubernetes.io/service-name` label) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
+- `v1 List`, whose `items` are read as if they were documents of their own.
+
+The fields used are validated as the Kubernetes API server would, with these differences:
+endpoint addresses may be loopback (a whole fleet runs on one laptop), and what kontinuum
+cannot serve (`ExternalName` Services, `FQDN` EndpointSlices, slice ports without a number)
+is rejected instead of ignored. Across objects, an EndpointSlice needs its Service in the same
+cluster and port names the Service has, and a ServiceExport needs its Service. An object with
+any error is left out whole; the other objects still load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Final
+
+from kontinuum.control.model import (
+    AddressType,
+    ClusterSite,
+    ConfigError,
+    Endpoint,
+    EndpointPort,
+    Service,
+    ServiceExport,
+    ServicePort,
+    ServiceType,
+    SiteSnapshot,
+)
+from kontinuum.control.objects import (
+    Document,
+    ObjectReader,
+    dns1035_label,
+    dns_label,
+    dns_subdomain,
+    iana_port_name,
+    type_name,
+)
+
+REGION_LABEL: Final = "topology.kubernetes.io/region"
+ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+NETWORK_LABEL: Final = "kontinuum.io/network"
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+
+MCS_API: Final = "multicluster.x-k8s.io/v1alpha1"
+DISCOVERY_API: Final = "discovery.k8s.io/v1"
+FLEET_KINDS: Final = {"ClusterProfile": MCS_API}
+CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
+_NAMESPACED: Final = frozenset(CLUSTER_KINDS)
+_SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+
+
+def _header(
+    doc: Document, allowed: dict[str, str], elsewhere: dict[str, str], where: str
+) -> tuple[ObjectReader, str]:
+    """Identify a document's object and check its apiVersion and kind for this place.
+
+    Returns the object (whose errors say whether it may be read further) and its kind.
+    """
+    body = doc.body
+    if not isinstance(body, dict):
+        obj = ObjectReader(doc, "", "", "")
+        obj.error("", f"must be a Kubernetes object (a mapping), got {type_name(body)}")
+        return obj, ""
+    kind = body.get("kind")
+    metadata = body.get("metadata")
+    meta = metadata if isinstance(metadata, dict) else {}
+    name = meta.get("name")
+    # As the API server does, an absent or empty namespace is the `default` namespace.
+    namespaced = isinstance(kind, str) and kind in _NAMESPACED
+    namespace = (meta.get("namespace") or "default") if namespaced else ""
+    obj = ObjectReader(
+        doc,
+        kind if isinstance(kind, str) else "",
+        namespace if isinstance(namespace, str) else "",
+        name if isinstance(name, str) else "",
+    )
+    if kind is None or kind == "":
+        obj.error("kind", "required")
+        return obj, ""
+    if not isinstance(kind, str):
+        obj.error("kind", f"must be a string, got {type_name(kind)}")
+        return obj, ""
+    api_version = body.get("apiVersion")
+    if kind in elsewhere:
+        obj.error("kind", f"a {kind} does not belong {where}")
+    elif kind not in allowed:
+        known = ", ".join(sorted(allowed))
+        obj.error("kind", f"unknown kind {kind!r} here (expected one of {known})")
+    elif api_version != allowed[kind]:
+        obj.error("apiVersion", f"must be {allowed[kind]} for kind {kind}, got {api_version!r}")
+    if obj.errors:
+        return obj, kind
+    if metadata is None or not isinstance(metadata, dict):
+        obj.mapping(body, "metadata", "metadata", required=True)
+        return obj, kind
+    check = dns1035_label if kind in ("Service", "ServiceExport") else dns_label
+    if kind == "EndpointSlice":
+        check = dns_subdomain
+    obj.string(meta, "name", "metadata.name", required=True, check=check)
+    if namespaced and meta.get("namespace") != "":
+        obj.string(meta, "namespace", "metadata.namespace", check=dns_label)
+    return obj, kind
+
+
+def _cluster_profile(obj: ObjectReader) -> ClusterSite:
+    labels = obj.labels()
+    return ClusterSite(
+        name=obj.name,
+        region=labels.get(REGION_LABEL, ""),
+        zone=labels.get(ZONE_LABEL, ""),
+        network=labels.get(NETWORK_LABEL, ""),
+    )
+
+
+def _service(obj: ObjectReader, cluster: str) -> Service:
+    obj.labels()
+    spec = obj.mapping(obj.body, "spec", "spec", required=True)
+    service_type: ServiceType = "ClusterIP"
+    kube_type = obj.string(spec, "type", "spec.type") or "ClusterIP"
+    if kube_type == "ExternalName":
+        obj.error("spec.type", "ExternalName Services are not supported (no endpoints to route to)")
+    elif kube_type not in _SERVICE_TYPES:
+        expected = ", ".join(_SERVICE_TYPES)
+        obj.error("spec.type", f"must be one of {expected}, got {kube_type!r}")
+    cluster_ip = obj.string(spec, "clusterIP", "spec.clusterIP")
+    if cluster_ip == "None":
+        service_type = "Headless"
+    elif cluster_ip:
+        try:
+            ipaddress.ip_address(cluster_ip)
+        except ValueError:
+            obj.error("spec.clusterIP", f"must be an IP address, '' or 'None', got {cluster_ip!r}")
+    raw_ports = list(obj.items(spec, "ports", "spec.ports"))
+    if not raw_ports and service_type != "Headless" and not obj.errors:
+        obj.error("spec.ports", "required: a Service that is not headless needs a port")
+    ports: list[ServicePort] = []
+    names: dict[str, str] = {}
+    numbers: dict[tuple[int, str], str] = {}
+    for path, raw in raw_ports:
+        name = obj.string(raw, "name", f"{path}.name", check=dns_label) or ""
+        if not name and len(raw_ports) > 1:
+            obj.error(f"{path}.name", "required when a Service has more than one port")
+        elif name and name in names:
+            obj.error(f"{path}.name", f"duplicate port name {name!r} (also {names[name]})")
+        names.setdefault(name, path)
+        port = obj.integer(raw, "port", f"{path}.port", required=True)
+        protocol = obj.protocol(raw, path)
+        if port and (port, protocol) in numbers:
+            where = numbers[port, protocol]
+            obj.error(f"{path}.port", f"duplicate port {port}/{protocol} (also {where})")
+        numbers.setdefault((port, protocol), path)
+        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol")
+        target: int | str = port
+        raw_target = raw.get("targetPort")
+        if isinstance(raw_target, str):
+            target = obj.string(raw, "targetPort", f"{path}.targetPort", check=iana_port_name) or 0
+        elif raw_target is not None:
+            target = obj.integer(raw, "targetPort", f"{path}.targetPort")
+        ports.append(ServicePort(port, name, protocol, app_protocol, target))
+    return Service(cluster, obj.namespace, obj.name, tuple(ports), service_type)
+
+
+def _endpoint_slice(
+    obj: ObjectReader, cluster: str
+) -> tuple[tuple[EndpointPort, ...], tuple[Endpoint, ...]]:
+    body = obj.body
+    service = obj.labels().get(SERVICE_NAME_LABEL)
+    label_path = f"metadata.labels[{SERVICE_NAME_LABEL}]"
+    if service is None:
+        if not any(e.field == label_path for e in obj.errors):
+            obj.error(label_path, "required: it names the Service this EndpointSlice belongs to")
+        service = ""
+    elif problem := dns1035_label(service):
+        obj.error(label_path, problem)
+    address_type: AddressType = "IPv4"
+    raw_type = obj.string(body, "addressType", "addressType", required=True)
+    if raw_type == "IPv6":
+        address_type = "IPv6"
+    elif raw_type == "FQDN":
+        obj.error("addressType", "FQDN is not supported: use IPv4 or IPv6 addresses")
+    elif raw_type is not None and raw_type != "IPv4":
+        obj.error("addressType", f"must be one of IPv4, IPv6, FQDN, got {raw_type!r}")
+    ports: list[EndpointPort] = []
+    names: dict[str, str] = {}
+    for path, raw in obj.items(body, "ports", "ports"):
+        name = obj.string(raw, "name", f"{path}.name", check=dns_label) or ""
+        if name in names:
+            obj.error(f"{path}.name", f"duplicate port name {name!r} (also {names[name]})")
+        names.setdefault(name, path)
+        port = obj.integer(raw, "port", f"{path}.port", required=True)
+        protocol = obj.protocol(raw, path)
+        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol")
+        ports.append(EndpointPort(port, name, protocol, app_protocol))
+    endpoints: list[Endpoint] = []
+    for path, raw in obj.items(body, "endpoints", "endpoints"):
+        addresses: list[str] = []
+        raw_addresses = list(obj.strings(raw, "addresses", f"{path}.addresses"))
+        if not raw_addresses and "addresses" in raw:
+            obj.error(f"{path}.addresses", "must hold at least one address")
+        elif len(raw_addresses) > 100:
+            obj.error(
+                f"{path}.addresses", f"must hold at most 100 addresses, got {len(raw_addresses)}"
+            )
+        for address_path, address in raw_addresses:
+            problem = _address(address, address_type)
+            if problem:
+                obj.error(address_path, problem)
+            addresses.append(address)
+        conditions = obj.mapping(raw, "conditions", f"{path}.conditions")
+        cpath = f"{path}.conditions"
+        ready = obj.boolean(conditions, "ready", f"{cpath}.ready")
+        serving = obj.boolean(conditions, "serving", f"{cpath}.serving")
+        terminating = obj.boolean(conditions, "terminating", f"{cpath}.terminating")
+        endpoints.append(
+            Endpoint(
+                cluster=cluster,
+                namespace=obj.namespace,
+                service=service,
+                addresses=tuple(addresses),
+                ports=tuple(ports),
+                address_type=address_type,
+                # Kubernetes: an unknown ready or serving is read as ready; terminating as false.
+                ready=True if ready is None else ready,
+                serving=(True if ready is None else ready) if serving is None else serving,
+                terminating=bool(terminating),
+                zone=obj.string(raw, "zone", f"{path}.zone") or "",
+                node_name=obj.string(raw, "nodeName", f"{path}.nodeName", check=dns_subdomain)
+                or "",
+                hostname=obj.string(raw, "hostname", f"{path}.hostname", check=dns_label) or "",
+            )
+        )
+    return tuple(ports), tuple(endpoints)
+
+
+def _address(address: str, address_type: AddressType) -> str | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"must be a valid {address_type} address, got {address!r}"
+    if (ip.version == 4) != (address_type == "IPv4"):
+        return f"must be a valid {address_type} address, got {address!r}"
+    if ip.is_unspecified or ip.is_multicast:
+        return f"must be a unicast address, got {address!r}"
+    return None
+
+
+def _service_export(obj: ObjectReader, cluster: str) -> ServiceExport:
+    obj.labels()
+    metadata = obj.body.get("metadata")
+    assert isinstance(metadata, dict)
+    raw = metadata.get("creationTimestamp")
+    created: datetime | None = None
+    path = "metadata.creationTimestamp"
+    if isinstance(raw, datetime):
+        created = raw
+    elif isinstance(raw, str):
+        try:
+            created = datetime.fromisoformat(raw)
+        except ValueError:
+            obj.error(path, f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {raw!r}")
+    elif raw is not None:
+        obj.error(path, f"must be an RFC 3339 time, got {type_name(raw)}")
+    if created is not None and created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return ServiceExport(cluster, obj.namespace, obj.name, created)
+
+
+def _expand(docs: Iterable[Document], errors: list[ConfigError]) -> Iterator[Document]:
+    """Documents, with the items of a `v1 List` (as `kubectl get -o yaml` prints) inlined."""
+    for doc in docs:
+        body = doc.body
+        if body is None:
+            continue
+        if isinstance(body, dict) and body.get("kind") == "List" and body.get("apiVersion") == "v1":
+            items = body.get("items") or []
+            if isinstance(items, list):
+                yield from (Document(doc.file, item, doc.index) for item in items)
+            else:
+                obj = ObjectReader(doc, "List", "", "")
+                obj.error("items", f"must be a list, got {type_name(items)}")
+                errors.extend(obj.errors)
+        else:
+            yield doc
+
+
+def parse_fleet_objects(
+    docs: Iterable[Document],
+) -> tuple[tuple[ClusterSite, ...], list[ConfigError]]:
+    """The sites declared by the fleet-wide documents (ClusterProfiles), sorted by name."""
+    sites: dict[str, ClusterSite] = {}
+    seen: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for doc in _expand(docs, errors):
+        obj, _ = _header(doc, FLEET_KINDS, CLUSTER_KINDS, _NOT_FLEET_WIDE)
+        if not obj.errors:
+            if obj.name in seen:
+                obj.error("metadata.name", f"duplicate ClusterProfile, also in {seen[obj.name]}")
+            seen.setdefault(obj.name, doc.file)
+        if not obj.errors:
+            site = _cluster_profile(obj)
+            if not obj.errors:
+                sites[site.name] = site
+        errors.extend(obj.errors)
+    return tuple(sites[name] for name in sorted(sites)), errors
+
+
+_NOT_FLEET_WIDE: Final = "to the whole fleet: put it in clusters/<cluster>/"
+_NOT_PER_CLUSTER: Final = "to one cluster: put it in the fleet directory's *.yaml"
+
+
+def parse_cluster_objects(
+    cluster: str, docs: Iterable[Document]
+) -> tuple[SiteSnapshot, list[ConfigError]]:
+    """One cluster's Services, EndpointSlices and ServiceExports as a snapshot of that site."""
+    errors: list[ConfigError] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    services: dict[tuple[str, str], Service] = {}
+    slices: list[tuple[ObjectReader, tuple[EndpointPort, ...], tuple[Endpoint, ...]]] = []
+    exports: list[tuple[ObjectReader, ServiceExport]] = []
+    for doc in _expand(docs, errors):
+        obj, kind = _header(doc, CLUSTER_KINDS, FLEET_KINDS, _NOT_PER_CLUSTER)
+        key = (kind, obj.namespace, obj.name)
+        if not obj.errors:
+            if key in seen:
+                obj.error("metadata.name", f"duplicate {kind}, also in {seen[key]}")
+            seen.setdefault(key, doc.file)
+        if obj.errors:
+            errors.extend(obj.errors)
+            continue
+        if kind == "Service":
+            service = _service(obj, cluster)
+            if not obj.errors:
+                services[obj.namespace, obj.name] = service
+        elif kind == "EndpointSlice":
+            ports, endpoints = _endpoint_slice(obj, cluster)
+            if not obj.errors:
+                slices.append((obj, ports, endpoints))
+        else:
+            export = _service_export(obj, cluster)
+            if not obj.errors:
+                exports.append((obj, export))
+        errors.extend(obj.errors)
+
+    # Across objects: a slice or an export of a Service this cluster does not have is dropped.
+    kept_endpoints: list[tuple[str, str, tuple[Endpoint, ...]]] = []
+    for obj, ports, endpoints in slices:
+        service_name = obj.labels()[SERVICE_NAME_LABEL]
+        found = services.get((obj.namespace, service_name))
+        if found is None:
+            obj.error(
+                f"metadata.labels[{SERVICE_NAME_LABEL}]",
+                f"no Service {obj.namespace}/{service_name} in cluster {cluster}",
+            )
+        else:
+            for i, port in enumerate(ports):
+                if found.port_named(port.name) is None:
+                    obj.error(
+                        f"ports[{i}].name",
+                        f"Service {found.ref} has no port named {port.name!r}",
+                    )
+        if obj.errors:
+            errors.extend(obj.errors)
+        else:
+            kept_endpoints.append((obj.namespace, obj.name, endpoints))
+    kept_exports: list[ServiceExport] = []
+    for obj, export in exports:
+        if (export.namespace, export.name) not in services:
+            obj.error("metadata.name", f"no Service {export.ref} in cluster {cluster} to export")
+            errors.extend(obj.errors)
+        else:
+            kept_exports.append(export)
+
+    snapshot = SiteSnapshot(
+        cluster=cluster,
+        services=tuple(services[key] for key in sorted(services)),
+        endpoints=tuple(e for *_, group in sorted(kept_endpoints) for e in group),
+        exports=tuple(sorted(kept_exports, key=lambda e: (e.namespace, e.name))),
+    )
+    return snapshot, errors

@@ -1,0 +1,239 @@
+"""Reading Kubernetes-style objects field by field, with an error for each problem.
+
+`ObjectReader` wraps one parsed YAML document; its getters check the type (and optionally the
+format) of a field and record a `ConfigError` under the field's path (`spec.ports[1].port`)
+instead of raising, so one pass reports every problem of an object. The format checks are the
+ones the Kubernetes API server applies to names, labels and ports. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Final
+
+from kontinuum.control.model import ConfigError, PortProtocol
+
+_DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_IANA_SVC_NAME: Final = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+PROTOCOLS: Final[tuple[PortProtocol, ...]] = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One parsed YAML document and where it came from (`index` counts from 1 in its file)."""
+
+    file: str
+    body: object
+    index: int = 1
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, date):
+        return "timestamp"
+    return type(value).__name__
+
+
+def dns_label(value: str) -> str | None:
+    if len(value) <= 63 and _DNS1123_LABEL.match(value):
+        return None
+    return f"must be a DNS label (a-z, 0-9 and '-', at most 63 characters), got {value!r}"
+
+
+def dns1035_label(value: str) -> str | None:
+    if len(value) <= 63 and _DNS1035_LABEL.match(value):
+        return None
+    return (
+        "must be a DNS label starting with a letter (a-z, 0-9 and '-', at most 63 "
+        f"characters), got {value!r}"
+    )
+
+
+def dns_subdomain(value: str) -> str | None:
+    if 0 < len(value) <= 253 and all(_DNS1123_LABEL.match(p) for p in value.split(".")):
+        return None
+    return f"must be a DNS subdomain (DNS labels joined by '.'), got {value!r}"
+
+
+def label_value(value: str) -> str | None:
+    if len(value) <= 63 and _LABEL_VALUE.match(value):
+        return None
+    return (
+        "must be a label value (at most 63 characters: letters, digits, '-', '_' and '.', "
+        f"starting and ending with a letter or digit), got {value!r}"
+    )
+
+
+def port_number(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else f"must be between 1 and 65535, got {value}"
+
+
+class ObjectReader:
+    """Reads one object's fields, recording an error for each problem under its field path."""
+
+    def __init__(self, doc: Document, kind: str, namespace: str, name: str) -> None:
+        self.doc = doc
+        self.kind, self.namespace, self.name = kind, namespace, name
+        self.errors: list[ConfigError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(
+            ConfigError(
+                file=self.doc.file,
+                message=message,
+                kind=self.kind,
+                namespace=self.namespace,
+                name=self.name,
+                field=path,
+                document=self.doc.index,
+            )
+        )
+
+    def _get(self, m: dict[str, object], key: str, path: str, required: bool) -> object:
+        value = m.get(key)
+        if value is None and required:
+            self.error(path, "required")
+        return value
+
+    def mapping(
+        self, m: dict[str, object], key: str, path: str, required: bool = False
+    ) -> dict[str, object]:
+        value = self._get(m, key, path, required)
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return value
+        self.error(path, f"must be a mapping, got {type_name(value)}")
+        return {}
+
+    def items(
+        self, m: dict[str, object], key: str, path: str, required: bool = False
+    ) -> Iterator[tuple[str, dict[str, object]]]:
+        """The (path, mapping) of each element of a list of mappings."""
+        value = self._get(m, key, path, required)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.error(path, f"must be a list, got {type_name(value)}")
+            return
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                yield f"{path}[{i}]", item
+            else:
+                self.error(f"{path}[{i}]", f"must be a mapping, got {type_name(item)}")
+
+    def string(
+        self,
+        m: dict[str, object],
+        key: str,
+        path: str,
+        required: bool = False,
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None:
+        value = self._get(m, key, path, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.error(path, f"must be a string, got {type_name(value)}")
+            return None
+        problem = check(value) if check else None
+        if problem:
+            self.error(path, problem)
+            return None
+        return value
+
+    def integer(self, m: dict[str, object], key: str, path: str, required: bool = False) -> int:
+        """A port number; 0 when absent or invalid (the error is recorded)."""
+        value = self._get(m, key, path, required)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, f"must be an integer, got {type_name(value)}")
+            return 0
+        problem = port_number(value)
+        if problem:
+            self.error(path, problem)
+            return 0
+        return value
+
+    def boolean(self, m: dict[str, object], key: str, path: str) -> bool | None:
+        value = m.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.error(path, f"must be true or false, got {type_name(value)}")
+        return None
+
+    def protocol(self, m: dict[str, object], path: str) -> PortProtocol:
+        value = self.string(m, "protocol", f"{path}.protocol") or "TCP"
+        for known in PROTOCOLS:
+            if value == known:
+                return known
+        self.error(f"{path}.protocol", f"must be one of TCP, UDP, SCTP, got {value!r}")
+        return "TCP"
+
+    def labels(self) -> dict[str, str]:
+        body = self.doc.body
+        assert isinstance(body, dict)
+        metadata = body.get("metadata")
+        raw = (
+            self.mapping(metadata, "labels", "metadata.labels")
+            if isinstance(metadata, dict)
+            else {}
+        )
+        labels: dict[str, str] = {}
+        for key in raw:
+            value = self.string(raw, key, f"metadata.labels[{key}]", check=label_value)
+            if value is not None:
+                labels[key] = value
+        return labels
+
+    def strings(self, m: dict[str, object], key: str, path: str) -> Iterator[tuple[str, str]]:
+        """The (path, string) of each element of a required list of strings."""
+        value = self._get(m, key, path, required=True)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.error(path, f"must be a list, got {type_name(value)}")
+            return
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                yield f"{path}[{i}]", item
+            else:
+                self.error(f"{path}[{i}]", f"must be a string, got {type_name(item)}")
+
+    @property
+    def body(self) -> dict[str, object]:
+        assert isinstance(self.doc.body, dict)
+        return self.doc.body
+
+
+def iana_port_name(value: str) -> str | None:
+    if (
+        len(value) <= 15
+        and _IANA_SVC_NAME.match(value)
+        and "--" not in value
+        and any(c.isalpha() for c in value)
+    ):
+        return None
+    return (
+        "must be a port number or a port name (at most 15 characters: a-z, 0-9 and '-', "
+        f"with at least one letter), got {value!r}"
+    )
