@@ -10,6 +10,8 @@ ignored):
   and `kontinuum.io/network`;
 - per cluster: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice` (linked to its Service by
   the `kubernetes.io/service-name` label) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
+- `gateway.networking.k8s.io/v1beta1 ReferenceGrant`, fleet-wide, in the provider's namespace:
+  a workspace's grant to another workspace to reach its services (see `parse_grants`);
 - `v1 List`, whose `items` are read as if they were documents of their own.
 
 The fields used are validated as the Kubernetes API server would, with these differences:
@@ -48,6 +50,7 @@ from kontinuum.control.objects import (
     iana_port_name,
     type_name,
 )
+from kontinuum.control.plane import Grant
 
 REGION_LABEL: Final = "topology.kubernetes.io/region"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
@@ -56,9 +59,10 @@ SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 
 MCS_API: Final = "multicluster.x-k8s.io/v1alpha1"
 DISCOVERY_API: Final = "discovery.k8s.io/v1"
-FLEET_KINDS: Final = {"ClusterProfile": MCS_API}
+GATEWAY_API: Final = "gateway.networking.k8s.io/v1beta1"
+FLEET_KINDS: Final = {"ClusterProfile": MCS_API, "ReferenceGrant": GATEWAY_API}
 CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
-_NAMESPACED: Final = frozenset(CLUSTER_KINDS)
+_NAMESPACED: Final = frozenset({*CLUSTER_KINDS, "ReferenceGrant"})
 _SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
 
@@ -107,7 +111,7 @@ def _header(
         obj.mapping(body, "metadata", "metadata", required=True)
         return obj, kind
     check = dns1035_label if kind in ("Service", "ServiceExport") else dns_label
-    if kind == "EndpointSlice":
+    if kind in ("EndpointSlice", "ReferenceGrant"):
         check = dns_subdomain
     obj.string(meta, "name", "metadata.name", required=True, check=check)
     if namespaced and meta.get("namespace") != "":
@@ -304,7 +308,9 @@ def parse_fleet_objects(
     seen: dict[str, str] = {}
     errors: list[ConfigError] = []
     for doc in _expand(docs, errors):
-        obj, _ = _header(doc, FLEET_KINDS, CLUSTER_KINDS, _NOT_FLEET_WIDE)
+        obj, kind = _header(doc, FLEET_KINDS, CLUSTER_KINDS, _NOT_FLEET_WIDE)
+        if kind == "ReferenceGrant":
+            continue  # read (and reported) by parse_grants
         if not obj.errors:
             if obj.name in seen:
                 obj.error("metadata.name", f"duplicate ClusterProfile, also in {seen[obj.name]}")
@@ -390,3 +396,96 @@ def parse_cluster_objects(
         exports=tuple(sorted(kept_exports, key=lambda e: (e.namespace, e.name))),
     )
     return snapshot, errors
+
+
+# --- grants --------------------------------------------------------------------------------
+#
+# A workspace opens its services to another workspace with a Gateway API `ReferenceGrant`
+# (`gateway.networking.k8s.io/v1beta1`), the standard "this namespace may refer to my objects"
+# handshake, in the fleet-wide *.yaml files and in the provider's namespace:
+#
+#     kind: ReferenceGrant
+#     metadata: {name: demo-reaches-billing, namespace: payments}
+#     spec:
+#       from: [{group: "", kind: Namespace, namespace: demo}]
+#       to: [{group: "", kind: Service, name: billing}]    # no name: every Service
+#
+# `from` names kind `Namespace` rather than a route kind: what is granted is reachability for a
+# whole consumer workspace (every proxy of it), not one referring object. Other `from` or `to`
+# kinds are rejected, so a grant never silently means less than its author thinks.
+
+MAX_GRANT_ENTRIES: Final = 16  # as the Gateway API CRD limits spec.from and spec.to
+
+
+def _grant_entries(
+    obj: ObjectReader, spec: dict[str, object], key: str, kind: str, reason: str
+) -> list[tuple[str, dict[str, object]]]:
+    path = f"spec.{key}"
+    entries = list(obj.items(spec, key, path, required=True))
+    raw = spec.get(key)
+    if isinstance(raw, list) and not raw:
+        obj.error(path, "must hold at least one entry")
+    elif isinstance(raw, list) and len(raw) > MAX_GRANT_ENTRIES:
+        obj.error(path, f"must hold at most {MAX_GRANT_ENTRIES} entries, got {len(raw)}")
+    for entry_path, entry in entries:
+        group = obj.string(entry, "group", f"{entry_path}.group", required=True)
+        if group:
+            obj.error(
+                f"{entry_path}.group", f'must be "" (the core API group of {kind}), got {group!r}'
+            )
+        found = obj.string(entry, "kind", f"{entry_path}.kind", required=True)
+        if found is not None and found != kind:
+            obj.error(f"{entry_path}.kind", f"must be {kind} ({reason}), got {found!r}")
+    return entries
+
+
+def _reference_grant(obj: ObjectReader) -> list[Grant]:
+    obj.labels()
+    spec = obj.mapping(obj.body, "spec", "spec", required=True)
+    if obj.errors:
+        return []
+    consumers: list[str] = []
+    for path, entry in _grant_entries(
+        obj, spec, "from", "Namespace", "a grant opens services to a whole workspace"
+    ):
+        namespace = obj.string(
+            entry, "namespace", f"{path}.namespace", required=True, check=dns_label
+        )
+        if namespace is not None:
+            consumers.append(namespace)
+    services: list[str | None] = []
+    for path, entry in _grant_entries(
+        obj, spec, "to", "Service", "a grant opens services, all or one by name"
+    ):
+        services.append(obj.string(entry, "name", f"{path}.name", check=dns1035_label))
+    return [
+        Grant(obj.namespace, consumer, service) for consumer in consumers for service in services
+    ]
+
+
+def parse_grants(docs: Iterable[Document]) -> tuple[tuple[Grant, ...], list[ConfigError]]:
+    """The grants declared by the fleet-wide documents' ReferenceGrants, sorted.
+
+    Reads the same documents as `parse_fleet_objects` and reports only the ReferenceGrants'
+    errors (the other documents' errors are that function's). A ReferenceGrant with any error
+    grants nothing.
+    """
+    grants: set[Grant] = set()
+    seen: dict[tuple[str, str], str] = {}
+    errors: list[ConfigError] = []
+    for doc in _expand(docs, []):
+        obj, kind = _header(doc, FLEET_KINDS, CLUSTER_KINDS, _NOT_FLEET_WIDE)
+        if kind != "ReferenceGrant":
+            continue
+        if not obj.errors:
+            key = (obj.namespace, obj.name)
+            if key in seen:
+                obj.error("metadata.name", f"duplicate ReferenceGrant, also in {seen[key]}")
+            seen.setdefault(key, doc.file)
+        if not obj.errors:
+            found = _reference_grant(obj)
+            if not obj.errors:
+                grants.update(found)
+        errors.extend(obj.errors)
+    ordered = sorted(grants, key=lambda g: (g.provider, g.consumer, g.service or ""))
+    return tuple(ordered), errors
