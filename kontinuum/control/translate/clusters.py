@@ -1,0 +1,132 @@
+"""Envoy Clusters and ClusterLoadAssignments of service ports.
+
+Locality priority (the heart of multi-cluster failover): an endpoint in the proxy's own
+fleet cluster is preferred, then one in the same region, then any other. The three tiers
+are ranked densely from 0: when a tier has no ready endpoint, the next one takes its
+number. Envoy would accept gaps, but gRPC's xDS client rejects a "sparse priority list"
+(a priority with no locality), so `priority` 0/1/2 appear as such only when every tier
+has endpoints.
+
+Each locality is one `LocalityLbEndpoints` per (fleet cluster, zone): region and zone are
+the site's topology and `sub_zone` is the fleet cluster, so telemetry and Envoy's stats
+can tell clusters apart even where they share a zone name. Every locality carries a
+`load_balancing_weight` (its number of endpoints): gRPC ignores a locality without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from kontinuum.control.model import ClusterSite
+from kontinuum.control.plane import PlaneEndpoint, PlanePort, ProxyView
+from kontinuum.control.translate import envoy
+from kontinuum.control.translate.options import OutlierDetection, SidecarOptions
+
+# Tiers before dense ranking: own cluster, same region, anywhere else.
+_OWN_CLUSTER, _SAME_REGION, _ELSEWHERE = 0, 1, 2
+
+
+def outbound_cluster(name: str, port: PlanePort, options: SidecarOptions) -> Any:
+    """An EDS cluster over ADS whose ClusterLoadAssignment has the cluster's own name."""
+    cluster = cluster_pb2.Cluster(
+        name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
+    )
+    cluster.connect_timeout.CopyFrom(envoy.duration(options.connect_timeout))
+    cluster.eds_cluster_config.eds_config.CopyFrom(envoy.ads_source())
+    if options.outlier_detection is not None:
+        cluster.outlier_detection.CopyFrom(_outlier_detection(options.outlier_detection))
+    if envoy.is_http2(port.app_protocol):
+        cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
+            envoy.http2_protocol_options()
+        )
+    return cluster
+
+
+def _outlier_detection(settings: OutlierDetection) -> Any:
+    detection = outlier_detection_pb2.OutlierDetection()
+    detection.consecutive_5xx.value = settings.consecutive_5xx
+    detection.interval.CopyFrom(envoy.duration(settings.interval))
+    detection.base_ejection_time.CopyFrom(envoy.duration(settings.base_ejection_time))
+    detection.max_ejection_percent.value = settings.max_ejection_percent
+    return detection
+
+
+def priority_tier(endpoint: PlaneEndpoint, view: ProxyView, site: ClusterSite | None) -> int:
+    """0 in the proxy's own cluster, 1 in the same (declared) region, 2 elsewhere."""
+    if endpoint.locality.cluster == view.cluster:
+        return _OWN_CLUSTER
+    if site is not None and site.region and endpoint.locality.region == site.region:
+        return _SAME_REGION
+    return _ELSEWHERE
+
+
+def load_assignment(
+    name: str, endpoints: Sequence[PlaneEndpoint], view: ProxyView, site: ClusterSite | None
+) -> Any:
+    """The ready endpoints of a port, grouped by locality, in priority order.
+
+    An endpoint that is not ready is left out. An address:port listed twice is kept once,
+    in its best locality. No ready endpoint gives an empty (but present) assignment.
+    """
+    # (tier, cluster, zone) -> (region, {(address, port)})
+    groups: dict[tuple[int, str, str], tuple[str, set[tuple[str, int]]]] = {}
+    for endpoint in endpoints:
+        if not endpoint.ready:
+            continue
+        key = (
+            priority_tier(endpoint, view, site),
+            endpoint.locality.cluster,
+            endpoint.locality.zone,
+        )
+        groups.setdefault(key, (endpoint.locality.region, set()))[1].add(
+            (endpoint.address, endpoint.port)
+        )
+    # Drop repeats (keeping the best locality) before ranking, so no priority is empty.
+    seen: set[tuple[str, int]] = set()
+    kept: list[tuple[int, str, str, str, list[tuple[str, int]]]] = []
+    for key in sorted(groups):
+        region, addresses = groups[key]
+        fresh = sorted(addresses - seen)
+        if fresh:
+            seen.update(fresh)
+            kept.append((*key, region, fresh))
+    ranks = {tier: rank for rank, tier in enumerate(sorted({k[0] for k in kept}))}
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for tier, cluster, zone, region, fresh in kept:
+        locality = cla.endpoints.add(priority=ranks[tier])
+        locality.locality.CopyFrom(base_pb2.Locality(region=region, zone=zone, sub_zone=cluster))
+        locality.load_balancing_weight.value = len(fresh)
+        for address, port in fresh:
+            locality.lb_endpoints.append(_lb_endpoint(address, port))
+    return cla
+
+
+def _lb_endpoint(address: str, port: int) -> Any:
+    lb_endpoint = endpoint_components_pb2.LbEndpoint(health_status=health_check_pb2.HEALTHY)
+    socket_address = lb_endpoint.endpoint.address.socket_address
+    socket_address.address = address
+    socket_address.port_value = port
+    return lb_endpoint
+
+
+def inbound_cluster(
+    name: str, workload_port: int, app_protocol: str | None, options: SidecarOptions
+) -> Any:
+    """A STATIC cluster for the local workload on 127.0.0.1:`workload_port`."""
+    cluster = cluster_pb2.Cluster(
+        name=name, type=cluster_pb2.Cluster.STATIC, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
+    )
+    cluster.connect_timeout.CopyFrom(envoy.duration(options.connect_timeout))
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    cla.endpoints.add().lb_endpoints.append(_lb_endpoint("127.0.0.1", workload_port))
+    cluster.load_assignment.CopyFrom(cla)
+    if envoy.is_http2(app_protocol):
+        cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
+            envoy.http2_protocol_options()
+        )
+    return cluster

@@ -1,0 +1,82 @@
+"""Small builders of Envoy messages shared by the translation modules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import any_pb2, duration_pb2
+
+HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER: Final = "envoy.filters.http.router"
+HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+# Kubernetes `appProtocol` values that mean the upstream speaks HTTP/2 (h2c).
+HTTP2_APP_PROTOCOLS: Final = frozenset({"grpc", "h2", "h2c", "http2", "kubernetes.io/h2c"})
+
+
+def is_http2(app_protocol: str | None) -> bool:
+    return app_protocol is not None and app_protocol.lower() in HTTP2_APP_PROTOCOLS
+
+
+def duration(value: timedelta) -> Any:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def pack(message: Any) -> Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def ads_source() -> Any:
+    """A ConfigSource meaning "over the same ADS stream", API version 3."""
+    source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
+    source.ads.SetInParent()
+    return source
+
+
+def http2_protocol_options() -> Any:
+    """`typed_extension_protocol_options` value that makes a cluster speak HTTP/2 upstream."""
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    options.explicit_http_config.http2_protocol_options.SetInParent()
+    return pack(options)
+
+
+def http_connection_manager(
+    stat_prefix: str, *, rds: str | None = None, route_config: Any = None
+) -> Any:
+    """An HCM with the router filter, routes from RDS (`rds`) or inline (`route_config`)."""
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
+    if rds is not None:
+        hcm.rds.route_config_name = rds
+        hcm.rds.config_source.CopyFrom(ads_source())
+    else:
+        hcm.route_config.CopyFrom(route_config)
+    router = hcm.http_filters.add(name=ROUTER_FILTER)
+    router.typed_config.CopyFrom(pack(router_pb2.Router()))
+    return hcm
+
+
+def virtual_host(name: str, domains: list[str], cluster: str) -> Any:
+    """A virtual host sending every request (prefix `/`) to one cluster."""
+    vhost = route_components_pb2.VirtualHost(name=name, domains=domains)
+    route = vhost.routes.add()
+    route.match.CopyFrom(route_components_pb2.RouteMatch(prefix="/"))
+    route.route.cluster = cluster
+    return vhost
+
+
+def route_configuration(name: str, vhosts: list[Any]) -> Any:
+    config = route_pb2.RouteConfiguration(name=name)
+    config.virtual_hosts.extend(vhosts)
+    return config

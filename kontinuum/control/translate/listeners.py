@@ -1,0 +1,43 @@
+"""The Listeners of a sidecar view and of proxyless gRPC clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.listener.v3 import listener_pb2
+
+from kontinuum.control.translate import envoy, routes
+
+
+def _http_listener(name: str, address: str, port: int, hcm: Any) -> Any:
+    listener = listener_pb2.Listener(name=name)
+    listener.address.socket_address.address = address
+    listener.address.socket_address.port_value = port
+    chain = listener.filter_chains.add()
+    chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+    return listener
+
+
+def outbound_listener(port: int) -> Any:
+    """`outbound` on 127.0.0.1:`port`: routes by Host/:authority, routes from RDS `outbound`."""
+    hcm = envoy.http_connection_manager(routes.OUTBOUND, rds=routes.OUTBOUND)
+    return _http_listener(routes.OUTBOUND, "127.0.0.1", port, hcm)
+
+
+def inbound_listener(port: int, cluster: str) -> Any:
+    """`inbound` on 127.0.0.1:`port`: everything to the local workload's STATIC cluster.
+
+    The route is inline: it depends on nothing but the cluster name, so it needs no RDS.
+    """
+    hcm = envoy.http_connection_manager(
+        routes.INBOUND, route_config=routes.inbound_route_configuration(cluster)
+    )
+    return _http_listener(routes.INBOUND, "127.0.0.1", port, hcm)
+
+
+def api_listener(target: routes.Target) -> Any:
+    """`<host>:<port>`: what a gRPC client of `xds:///<host>:<port>` asks LDS for."""
+    listener = listener_pb2.Listener(name=target.authority)
+    hcm = envoy.http_connection_manager(target.authority, rds=target.authority)
+    listener.api_listener.api_listener.CopyFrom(envoy.pack(hcm))
+    return listener

@@ -1,0 +1,161 @@
+"""Translation of a sidecar view: the services it may see -> Envoy resources and errors.
+
+Best effort: a service that cannot be translated gives one error naming it and is left
+out; everything else is translated. A service port with no ready endpoint is not an
+error: it gets its Cluster and an empty ClusterLoadAssignment, so that the endpoints can
+arrive later without a change to the Cluster.
+
+Only TCP ports are translated (HTTP runs over TCP); a UDP or SCTP port of a service is
+skipped without an error, so `dns` with 53/UDP and 53/TCP is fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kontinuum.control.model import ClusterSite
+from kontinuum.control.naming import ClusterName, parse_cluster_name
+from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
+from kontinuum.control.translate import clusters, listeners, routes
+from kontinuum.control.translate.options import SidecarOptions, Translation
+
+
+def _valid_port(port: int) -> bool:
+    return 1 <= port <= 65535
+
+
+def _tcp_ports(service: PlaneService) -> list[PlanePort]:
+    return sorted((p for p in service.ports if p.protocol == "TCP"), key=lambda p: p.port)
+
+
+def _service_problem(service: PlaneService, view: ProxyView) -> str | None:
+    """Why a service cannot be translated for the view, or None."""
+    if not service.reachable_from(view.cluster):
+        return (
+            f"reachable only in cluster {service.scope!r}, "
+            f"not from the view's cluster {view.cluster!r}"
+        )
+    ports = _tcp_ports(service)
+    numbers = [p.port for p in ports]
+    if len(set(numbers)) != len(numbers):
+        return f"port numbers listed more than once: {numbers}"
+    for port in ports:
+        if not _valid_port(port.port):
+            return f"port {port.port} is outside 1-65535"
+        if parse_cluster_name(str(_outbound_name(service, port.port))) is None:
+            return "name and namespace must be DNS labels (RFC 1123)"
+        for endpoint in port.endpoints:
+            if not endpoint.address or not _valid_port(endpoint.port):
+                return (
+                    f"port {port.port}: endpoint {endpoint.address or '(no address)'}"
+                    f":{endpoint.port} is not an address and a port in 1-65535"
+                )
+    return None
+
+
+def _outbound_name(service: PlaneService, port: int) -> ClusterName:
+    # The cluster-set target "": a one-cluster service is named the same way (its scope
+    # is implied by the view), so it clashes with a cluster-set service of the same name.
+    return ClusterName("outbound", service.name, service.namespace, port)
+
+
+def translate_sidecar(
+    services: Sequence[PlaneService],
+    view: ProxyView,
+    site: ClusterSite | None,
+    options: SidecarOptions,
+) -> Translation:
+    """Envoy resources for the sidecars (and proxyless gRPC clients) of one view.
+
+    `services` are exactly those the view may see; `site` is the view's cluster, for the
+    region that decides locality priority (None: only the own cluster is preferred).
+    """
+    errors: list[str] = []
+    cluster_msgs: list[Any] = []
+    assignments: list[Any] = []
+    listener_msgs: list[Any] = [listeners.outbound_listener(options.outbound_port)]
+    route_configs: list[Any] = []
+    targets: list[routes.Target] = []
+    taken: dict[str, str] = {}  # Envoy cluster name -> host it was given to
+
+    # Cluster-set services ("" scope) first, so they win a name clash.
+    for service in sorted(services, key=lambda s: (s.namespace, s.name, s.scope)):
+        problem = _service_problem(service, view)
+        ports = _tcp_ports(service)
+        names = [str(_outbound_name(service, p.port)) for p in ports]
+        if problem is None:
+            clash = next((n for n in names if n in taken), None)
+            if clash is not None:
+                problem = (
+                    f"Envoy cluster {clash!r} is already the name of {taken[clash]}"
+                    if taken[clash] != service.host
+                    else "listed more than once"
+                )
+        if problem is not None:
+            errors.append(f"service {service.host}: {problem}")
+            continue
+        for port, name in zip(ports, names, strict=True):
+            taken[name] = service.host
+            cluster_msgs.append(clusters.outbound_cluster(name, port, options))
+            assignments.append(clusters.load_assignment(name, port.endpoints, view, site))
+            target = routes.Target(service, port.port, name)
+            targets.append(target)
+            if options.api_listeners:
+                listener_msgs.append(listeners.api_listener(target))
+                route_configs.append(routes.grpc_route_configuration(target))
+
+    route_configs.append(routes.outbound_route_configuration(targets, view))
+    inbound = _inbound(services, view, options, errors)
+    if inbound is not None:
+        cluster_msgs.append(inbound[0])
+        listener_msgs.append(inbound[1])
+
+    resources = [
+        *sorted(cluster_msgs, key=_name),
+        *sorted(assignments, key=lambda a: str(a.cluster_name)),
+        *sorted(listener_msgs, key=_name),
+        *sorted(route_configs, key=_name),
+    ]
+    return Translation(tuple(resources), tuple(errors))
+
+
+def _name(message: Any) -> str:
+    return str(message.name)
+
+
+def _inbound(
+    services: Sequence[PlaneService],
+    view: ProxyView,
+    options: SidecarOptions,
+    errors: list[str],
+) -> tuple[Any, Any] | None:
+    """The inbound STATIC cluster and listener for the proxy's own service, if asked for."""
+    if options.inbound_service is None:
+        return None
+    ref, port = options.inbound_service
+    workload_port = options.inbound_port
+    if workload_port is None:
+        errors.append(f"inbound {ref}:{port}: no inbound (workload) port given")
+        return None
+    bad = [p for p in (port, workload_port, options.inbound_listen_port) if not _valid_port(p)]
+    if bad:
+        errors.append(f"inbound {ref}:{port}: port {bad[0]} is outside 1-65535")
+        return None
+    name = ClusterName("inbound", ref.name, ref.namespace, port)
+    if parse_cluster_name(str(name)) is None:
+        errors.append(f"inbound {ref}:{port}: name and namespace must be DNS labels (RFC 1123)")
+        return None
+    # The protocol of the own service's port, when the view can see the service.
+    app_protocol = next(
+        (
+            p.app_protocol
+            for s in sorted(services, key=lambda s: (s.scope != view.cluster, s.scope))
+            if (s.namespace, s.name) == (ref.namespace, ref.name)
+            for p in s.ports
+            if p.port == port and p.protocol == "TCP"
+        ),
+        None,
+    )
+    cluster = clusters.inbound_cluster(str(name), workload_port, app_protocol, options)
+    return cluster, listeners.inbound_listener(options.inbound_listen_port, str(name))

@@ -1,0 +1,135 @@
+"""Golden tests of the translator (the way Envoy Gateway tests `internal/xds/translator`).
+
+Each `<case>.in.yaml` describes services, a view, its site and options; the translation is
+written as `<case>.out.yaml` (every resource through `MessageToDict`, with its `@type`) and
+compared exactly. `pytest tests/golden --update-golden` rewrites the outputs and deletes
+outputs whose input is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import any_pb2, json_format
+
+from kontinuum.control.model import ClusterSite, ServiceRef
+from kontinuum.control.plane import Locality, PlaneEndpoint, PlanePort, PlaneService, ProxyView
+from kontinuum.control.translate import (
+    OutlierDetection,
+    SidecarOptions,
+    Translation,
+    translate_sidecar,
+)
+
+HERE = Path(__file__).parent
+CASES = sorted(p.name.removesuffix(".in.yaml") for p in HERE.glob("*.in.yaml"))
+
+
+def _endpoint(raw: dict[str, Any]) -> PlaneEndpoint:
+    locality = Locality(
+        raw["cluster"], raw.get("region", ""), raw.get("zone", ""), raw.get("network", "")
+    )
+    return PlaneEndpoint(raw["address"], raw["port"], locality, raw.get("ready", True))
+
+
+def _port(raw: dict[str, Any]) -> PlanePort:
+    return PlanePort(
+        port=raw["port"],
+        name=raw.get("name", ""),
+        protocol=raw.get("protocol", "TCP"),
+        app_protocol=raw.get("app_protocol"),
+        endpoints=tuple(_endpoint(e) for e in raw.get("endpoints", ())),
+    )
+
+
+def _service(raw: dict[str, Any]) -> PlaneService:
+    return PlaneService(
+        namespace=raw["namespace"],
+        name=raw["name"],
+        workspace=raw.get("workspace", raw["namespace"]),
+        ports=tuple(_port(p) for p in raw.get("ports", ())),
+        scope=raw.get("scope", ""),
+    )
+
+
+def _options(raw: dict[str, Any]) -> SidecarOptions:
+    inbound = raw.get("inbound_service")
+    outlier = raw.get("outlier_detection", {})
+    return SidecarOptions(
+        outbound_port=raw.get("outbound_port", 15001),
+        connect_timeout=timedelta(seconds=raw.get("connect_timeout_s", 1)),
+        outlier_detection=None if outlier is None else OutlierDetection(**outlier),
+        api_listeners=raw.get("api_listeners", True),
+        inbound_service=(
+            None
+            if inbound is None
+            else (ServiceRef(inbound["namespace"], inbound["name"]), inbound["port"])
+        ),
+        inbound_port=raw.get("inbound_port"),
+        inbound_listen_port=raw.get("inbound_listen_port", 15006),
+    )
+
+
+Case = tuple[list[PlaneService], ProxyView, ClusterSite | None, SidecarOptions]
+
+
+def load_case(path: Path) -> Case:
+    raw = yaml.safe_load(path.read_text())
+    site = raw.get("site")
+    return (
+        [_service(s) for s in raw.get("services", ())],
+        ProxyView(**raw["view"]),
+        None if site is None else ClusterSite(**site),
+        _options(raw.get("options") or {}),
+    )
+
+
+def translate_case(name: str) -> Translation:
+    return translate_sidecar(*load_case(HERE / f"{name}.in.yaml"))
+
+
+def to_yaml(translation: Translation) -> str:
+    resources = []
+    for message in translation.resources:
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        # Through JSON text: plain dicts and lists, whatever containers protobuf returns.
+        text = json_format.MessageToJson(packed, preserving_proto_field_name=True)
+        resources.append(json.loads(text))
+    document = {"errors": list(translation.errors), "resources": resources}
+    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=100)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str, update_golden: bool) -> None:
+    actual = to_yaml(translate_case(case))
+    out = HERE / f"{case}.out.yaml"
+    if update_golden:
+        out.write_text(actual)
+        return
+    assert out.exists(), f"{out.name} is missing: run pytest tests/golden --update-golden"
+    assert actual == out.read_text(), f"{case}: run pytest tests/golden --update-golden, review"
+
+
+def test_no_orphaned_outputs(update_golden: bool) -> None:
+    orphans = [p for p in HERE.glob("*.out.yaml") if p.name.removesuffix(".out.yaml") not in CASES]
+    if update_golden:
+        for orphan in orphans:
+            orphan.unlink()
+        return
+    assert not orphans, f"outputs without input (run --update-golden): {orphans}"
+
+
+def test_translation_is_deterministic() -> None:
+    for case in CASES:
+        services, view, site, options = load_case(HERE / f"{case}.in.yaml")
+        first = translate_sidecar(services, view, site, options)
+        again = translate_sidecar(list(reversed(services)), view, site, options)
+        assert [m.SerializeToString(deterministic=True) for m in first.resources] == [
+            m.SerializeToString(deterministic=True) for m in again.resources
+        ], case
