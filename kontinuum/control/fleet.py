@@ -35,6 +35,7 @@ from kontinuum.control.model import (
     ConfigError,
     Endpoint,
     EndpointPort,
+    Grant,
     Service,
     ServiceExport,
     ServicePort,
@@ -50,7 +51,6 @@ from kontinuum.control.objects import (
     iana_port_name,
     type_name,
 )
-from kontinuum.control.plane import Grant
 
 REGION_LABEL: Final = "topology.kubernetes.io/region"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"

@@ -164,8 +164,12 @@ def _plane_service(
     )
 
 
-def build_plane(fleet: Fleet, grants: Iterable[Grant] = ()) -> ServicePlane:
-    """The service plane of a fleet by MCS rules (see the module docstring)."""
+def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServicePlane:
+    """The service plane of a fleet by MCS rules (see the module docstring).
+
+    `grants` default to the fleet's own (its ReferenceGrants)."""
+    if grants is None:
+        grants = fleet.grants
     sites = {site.name: site for site in fleet.sites}
     exports: dict[tuple[str, str], list[_Export]] = defaultdict(list)
     statuses: list[ExportStatus] = []

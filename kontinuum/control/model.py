@@ -159,11 +159,22 @@ class SiteSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """The provider workspace (the namespace of its ReferenceGrant) lets workspace `consumer`
+    reach its service `service` (None: all of its services)."""
+
+    provider: str
+    consumer: str
+    service: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Fleet:
     """Every site of the fleet and the current snapshot of each, both sorted by cluster name."""
 
     sites: tuple[ClusterSite, ...] = ()
     snapshots: tuple[SiteSnapshot, ...] = ()
+    grants: tuple[Grant, ...] = ()
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kontinuum.control.model import ClusterSite, ConfigError, PortProtocol, ServiceType
+from kontinuum.control.model import ClusterSite, ConfigError, Grant, PortProtocol, ServiceType
 from kontinuum.control.naming import CLUSTERSET_DOMAIN, LOCAL_DOMAIN
+
+__all__ = ["Grant"]  # grants are part of the plane; declared with the model they come from
 
 Role = Literal["sidecar", "gateway", "ingress"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -96,15 +98,6 @@ class ExportStatus:
     namespace: str
     name: str
     conditions: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A provider workspace lets `consumer` reach its service `service` (None: all of them)."""
-
-    provider: str
-    consumer: str
-    service: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

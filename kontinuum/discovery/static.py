@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects
+from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects, parse_grants
 from kontinuum.control.model import ConfigError, Fleet, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.source import Health, SourceStatus
@@ -57,6 +57,8 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
     fleet_docs = [doc for f in _yaml_files(root) for doc in _read(f, root, errors)]
     sites, site_errors = parse_fleet_objects(fleet_docs)
     errors.extend(site_errors)
+    grants, grant_errors = parse_grants(fleet_docs)
+    errors.extend(grant_errors)
     known = {site.name for site in sites}
     snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
     clusters = root / CLUSTERS_DIR
@@ -76,7 +78,11 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
             snapshot, cluster_errors = parse_cluster_objects(directory.name, docs)
             snapshots[directory.name] = snapshot
             errors.extend(cluster_errors)
-    fleet = Fleet(sites=sites, snapshots=tuple(snapshots[name] for name in sorted(snapshots)))
+    fleet = Fleet(
+        sites=sites,
+        snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
+        grants=grants,
+    )
     return fleet, errors
 
 
