@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Coroutine
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from kontinuum.admin import AdminServer
+from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.telemetry.metrics import XdsCollector
 from kontinuum.xds import SnapshotCache, XdsServer
@@ -96,6 +98,43 @@ class ResourceDirectory:
                 log.info("view %r updated from %s", view, path)
                 changed = True
         return changed
+
+
+def _fleet_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when any file of a fleet directory changes."""
+    stamps = []
+    for file in sorted(path.rglob("*.y*ml")):
+        with contextlib.suppress(OSError):
+            stat = file.stat()
+            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+async def serve_fleet(
+    path: Path, xds_address: str, admin_address: str, poll_interval: float = 0.5
+) -> None:
+    """Serve a fleet directory to sidecars until cancelled; changes apply within a second."""
+    cache = SnapshotCache()
+    mesh = Mesh(path, cache)
+    stamp = _fleet_stamp(path)
+    mesh.load()
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
+    registry = CollectorRegistry()
+    registry.register(XdsCollector(server))
+    admin = AdminServer(registry, ready=lambda: server.serving)
+    await admin.start(admin_address)
+    await server.start(xds_address)
+    settle_garbage_collector()
+    try:
+        while True:
+            await asyncio.sleep(poll_interval)
+            if (current := _fleet_stamp(path)) != stamp:
+                stamp = current
+                mesh.load()
+                log.info("fleet reloaded from %s", path)
+    finally:
+        await server.stop(1.0)
+        await admin.stop()
 
 
 async def serve_resources(

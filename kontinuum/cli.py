@@ -36,6 +36,32 @@ def _logging(verbose: bool) -> None:
     )
 
 
+@app.command()
+def serve(
+    config: Annotated[
+        Path,
+        typer.Option("--config", exists=True, file_okay=False, help="The fleet directory."),
+    ],
+    xds_address: XdsAddress = "127.0.0.1:18000",
+    admin_address: Annotated[
+        str,
+        typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics."),
+    ] = "127.0.0.1:18001",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
+
+    A proxy declares its cluster, namespace and role in its bootstrap (`kontinuum
+    bootstrap`) and receives what its workspace may reach from its cluster. Files are
+    re-read when they change; objects with errors are reported and left out.
+    """
+    from kontinuum.app import run_event_loop, serve_fleet
+
+    _logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_event_loop(serve_fleet(config, xds_address, admin_address))
+
+
 @app.command("serve-resources")
 def serve_resources(
     directory: Annotated[

@@ -47,7 +47,14 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
     started: list[Envoy] = []
     request.node.stash[_ENVOYS] = started
 
-    def start(*, view: str, xds_port: int, mode: Mode, node_id: str | None = None) -> Envoy:
+    def start(
+        *,
+        view: str,
+        xds_port: int,
+        mode: Mode,
+        node_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Envoy:
         index = len(started)
         envoy = Envoy(
             tmp_path / f"envoy-{index}",
@@ -56,6 +63,7 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
             xds_port=xds_port,
             mode=mode,
             binary=envoy_path,
+            metadata=metadata,
         )
         started.append(envoy)
         envoy.start()

@@ -22,7 +22,9 @@ from kontinuum.bootstrap import envoy_bootstrap
 Mode = Literal["sotw", "delta"]
 
 
-def bootstrap(node_id: str, view: str, xds_port: int, mode: Mode) -> dict[str, Any]:
+def bootstrap(
+    node_id: str, view: str, xds_port: int, mode: Mode, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     """kontinuum's Envoy bootstrap, reconnecting quickly after a control-plane restart."""
     return envoy_bootstrap(
         node_id=node_id,
@@ -31,6 +33,7 @@ def bootstrap(node_id: str, view: str, xds_port: int, mode: Mode) -> dict[str, A
         admin_port=0,
         delta=mode == "delta",
         reconnect_backoff=("0.1s", "1s"),
+        metadata=metadata,
     )
 
 
@@ -47,6 +50,7 @@ class Envoy:
         mode: Mode,
         binary: str,
         log_level: str = "info",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.node_id = node_id
@@ -56,7 +60,9 @@ class Envoy:
         self.bootstrap_path = workdir / "bootstrap.json"
         self.log_path = workdir / "envoy.log"
         self.admin_path = workdir / "admin.address"
-        self.bootstrap_path.write_text(json.dumps(bootstrap(node_id, view, xds_port, mode)))
+        self.bootstrap_path.write_text(
+            json.dumps(bootstrap(node_id, view, xds_port, mode, metadata))
+        )
         self._command = [
             binary,
             "--config-path",

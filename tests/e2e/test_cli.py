@@ -154,6 +154,8 @@ def _get(url: str) -> tuple[int, str]:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+    except urllib.error.URLError as error:  # not listening (yet)
+        return 0, str(error.reason)
 
 
 def test_admin_endpoint_serves_probes_and_metrics(
@@ -261,3 +263,42 @@ def test_validate_reports_every_error_and_fails(tmp_path: Path) -> None:
     assert "Nonsense" in result.stderr
     assert "no ClusterProfile named 'nowhere'" in result.stderr
     assert "2 errors" in result.stderr
+
+
+def test_serve_config_serves_the_example_fleet_to_a_declared_sidecar(tmp_path: Path) -> None:
+    from google.protobuf import struct_pb2
+
+    from kontinuum.bootstrap import proxy_metadata
+
+    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    address, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*KONTINUUM, "serve", "--config", str(fleet), "--xds-address", address,
+             "--admin-address", admin],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: _get(f"http://{admin}/readyz")[0] == 200, timeout=20, what="ready")
+        channel = grpc.insecure_channel(address)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        node = base_pb2.Node(id="frontend-1", cluster="eu-central")
+        node.metadata.CopyFrom(struct_pb2.Struct())
+        node.metadata.update(proxy_metadata(namespace="demo", role="sidecar"))
+        request = discovery_pb2.DiscoveryRequest(node=node, type_url=types.CLUSTER)
+        responses = stub.StreamAggregatedResources(iter([request]), timeout=10)
+        clusters = {cluster_name(any_value.value) for any_value in next(responses).resources}
+        channel.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert "outbound|80||hello.demo.svc.clusterset.local" in clusters
+    assert not [c for c in clusters if "billing" in c]  # another workspace, not granted
+
+
+def cluster_name(value: bytes) -> str:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    return str(cluster_pb2.Cluster.FromString(value).name)

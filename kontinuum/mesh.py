@@ -1,0 +1,99 @@
+"""The mesh server: a fleet directory in, one view per (role, cluster, workspace) out.
+
+The composition of the layers for `kontinuum serve --config`: the static source reads the
+fleet, `control.mcs` builds the service plane, `control.translate` turns what a view may
+see into Envoy resources, and the xDS cache serves them. A proxy's view comes from what it
+declares in its bootstrap (`kontinuum bootstrap`): its fleet cluster (`node.cluster`), its
+namespace (its workspace) and role, and its outbound port (proxies that share a view share
+every byte, so the port is part of the view).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kontinuum.bootstrap import METADATA_PREFIX
+from kontinuum.control.mcs import build_plane, visible_services
+from kontinuum.control.model import ConfigError
+from kontinuum.control.plane import ProxyView, ServicePlane
+from kontinuum.control.translate import SidecarOptions, translate_sidecar
+from kontinuum.discovery.static import load_fleet
+from kontinuum.xds import Peer, Snapshot, SnapshotCache
+
+log = logging.getLogger("kontinuum.mesh")
+
+
+@dataclass(frozen=True, slots=True)
+class ViewKey:
+    """What decides a proxy's configuration."""
+
+    view: ProxyView
+    outbound_port: int
+
+    def __str__(self) -> str:
+        return f"{self.view}:{self.outbound_port}"
+
+
+def _declared(node: Any, key: str) -> str:
+    value = node.metadata.fields.get(METADATA_PREFIX + key)
+    return str(value.string_value) if value is not None else ""
+
+
+class Mesh:
+    """Keeps the cache's views in step with the fleet directory."""
+
+    def __init__(self, path: Path, cache: SnapshotCache) -> None:
+        self.path = path
+        self.cache = cache
+        self.plane = ServicePlane()
+        self.errors: tuple[ConfigError, ...] = ()
+        self._views: dict[str, ViewKey] = {}
+
+    def load(self) -> None:
+        """Read the fleet and re-translate every view in use.
+
+        Objects with errors are left out (and reported); everything else applies.
+        """
+        fleet, errors = load_fleet(self.path)
+        for error in errors:
+            log.error("%s", error)
+        self.errors = tuple(errors)
+        self.plane = build_plane(fleet)
+        for name, key in self._views.items():
+            self._translate(name, key)
+
+    def resolve_view(self, node: Any, peer: Peer) -> str:
+        """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""
+        cluster = str(node.cluster)
+        namespace = _declared(node, "namespace")
+        role = _declared(node, "role") or "sidecar"
+        if self.plane.site(cluster) is None:
+            raise PermissionError(f"cluster {cluster!r} is not in the fleet")
+        if not namespace:
+            raise PermissionError("the node declares no namespace (kontinuum bootstrap)")
+        if role != "sidecar":
+            raise PermissionError(f"role {role!r} is not served yet (only sidecar)")
+        port_text = _declared(node, "outbound-port") or "15001"
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise PermissionError(f"outbound port {port_text!r} is not a port")
+        key = ViewKey(ProxyView(namespace, cluster, "sidecar"), int(port_text))
+        name = str(key)
+        if name not in self._views:
+            self._views[name] = key
+            self._translate(name, key)
+        return name
+
+    def _translate(self, name: str, key: ViewKey) -> None:
+        services = visible_services(self.plane, key.view.workspace, key.view.cluster)
+        translation = translate_sidecar(
+            services,
+            key.view,
+            self.plane.site(key.view.cluster),
+            SidecarOptions(outbound_port=key.outbound_port),
+        )
+        for error in translation.errors:
+            log.error("view %s: %s", name, error)
+        self.cache.set_snapshot(name, Snapshot.of(translation.resources))

@@ -1,0 +1,199 @@
+"""`kontinuum serve --config`: a three-site fleet in standard YAML programs a real sidecar.
+
+The consumer's Envoy runs in `eu-central`; `hello` is exported from all three sites.
+Traffic prefers its own cluster, then the same region (`edge-paris`), then the rest
+(`us-east`); a workspace sees another workspace's service only once it is granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kontinuum.bootstrap import proxy_metadata
+from kontinuum.mesh import Mesh
+from kontinuum.xds import SnapshotCache, XdsServer
+from tests.e2e.backends import Backend
+from tests.e2e.conftest import StartEnvoy
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.e2e
+
+SITES = {"eu-central": "eu-central-1", "edge-paris": "eu-central-1", "us-east": "us-east-1"}
+HELLO = "hello.demo.svc.clusterset.local"
+BILLING = "billing.payments.svc.clusterset.local"
+
+
+def _profile(name: str, region: str) -> str:
+    return f"""apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: {name}
+  namespace: fleet
+  labels:
+    topology.kubernetes.io/region: {region}
+    topology.kubernetes.io/zone: {region}a
+    kontinuum.io/network: backbone
+spec:
+  displayName: {name}
+"""
+
+
+def _service(namespace: str, name: str, port: int) -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}, protocol: TCP}}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: "2026-01-01T00:00:00Z"}}
+"""
+
+
+def _slice(namespace: str, name: str, port: int) -> str:
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+"""
+
+
+GRANT = """apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: demo-may-bill, namespace: payments}
+spec:
+  from: [{group: "", kind: Namespace, namespace: demo}]
+  to: [{group: "", kind: Service, name: billing}]
+"""
+
+
+def _write_fleet(root: Path, backends: dict[str, Backend], billing: Backend) -> None:
+    root.mkdir()
+    (root / "clusters.yaml").write_text("---\n".join(_profile(n, r) for n, r in SITES.items()))
+    for site, backend in backends.items():
+        directory = root / "clusters" / site
+        directory.mkdir(parents=True)
+        (directory / "hello.yaml").write_text(_service("demo", "hello", backend.port))
+        (directory / "hello-endpoints.yaml").write_text(_slice("demo", "hello", backend.port))
+    eu = root / "clusters" / "eu-central"
+    (eu / "billing.yaml").write_text(
+        _service("payments", "billing", billing.port)
+        + "---\n"
+        + _slice("payments", "billing", billing.port)
+    )
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/", headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as error:
+        return 0, str(error)
+    finally:
+        connection.close()
+
+
+async def _answered_by(port: int, host: str, expected: str, seconds: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    last: tuple[int, str] = (0, "")
+    while asyncio.get_running_loop().time() < deadline:
+        last = await asyncio.to_thread(_get, port, host)
+        if last[0] == 200 and last[1].strip() == f"backend {expected}":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{host} never answered by {expected}; last answer {last}")
+
+
+@pytest.fixture
+async def fleet(
+    tmp_path: Path, backends: Callable[[str], Backend]
+) -> AsyncIterator[tuple[Path, Mesh, int]]:
+    hello = {site: backends(site) for site in SITES}
+    _write_fleet(tmp_path / "fleet", hello, backends("billing"))
+    cache = SnapshotCache()
+    mesh = Mesh(tmp_path / "fleet", cache)
+    mesh.load()
+    assert not mesh.errors, mesh.errors
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
+    port = await server.start("127.0.0.1:0")
+    yield tmp_path / "fleet", mesh, port
+    await server.stop(0)
+
+
+def _sidecar(envoys: StartEnvoy, xds_port: int, outbound: int, namespace: str = "demo") -> Any:
+    return envoys(
+        view="eu-central",
+        xds_port=xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace=namespace, role="sidecar", outbound_port=outbound),
+    )
+
+
+async def test_locality_failover_follows_the_fleet_files(
+    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+) -> None:
+    root, mesh, xds_port = fleet
+    outbound = free_port()
+    _sidecar(envoys, xds_port, outbound)
+
+    await _answered_by(outbound, HELLO, "eu-central")
+    await _answered_by(outbound, "hello.demo", "eu-central")  # same-namespace short form
+
+    (root / "clusters" / "eu-central" / "hello-endpoints.yaml").unlink()
+    mesh.load()
+    await _answered_by(outbound, HELLO, "edge-paris")  # same region next
+
+    (root / "clusters" / "edge-paris" / "hello-endpoints.yaml").unlink()
+    mesh.load()
+    await _answered_by(outbound, HELLO, "us-east")  # then the rest
+
+
+async def test_an_ungranted_service_is_invisible_until_granted(
+    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+) -> None:
+    root, mesh, xds_port = fleet
+    outbound = free_port()
+    envoy = _sidecar(envoys, xds_port, outbound)
+    await _answered_by(outbound, HELLO, "eu-central")
+
+    await asyncio.to_thread(envoy.wait_admin)
+    dump = json.dumps(await asyncio.to_thread(envoy.config_dump))
+    assert "billing" not in dump
+    assert (await asyncio.to_thread(_get, outbound, BILLING))[0] == 404
+
+    (root / "grants.yaml").write_text(GRANT)
+    mesh.load()
+    await _answered_by(outbound, BILLING, "billing")
+
+
+async def test_a_proxy_of_an_unknown_cluster_is_refused(
+    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+) -> None:
+    _, _, xds_port = fleet
+    envoy = envoys(
+        view="mars",
+        xds_port=xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="demo", role="sidecar"),
+    )
+    await asyncio.to_thread(envoy.wait_admin)
+    await asyncio.sleep(1.0)
+    assert await asyncio.to_thread(envoy.stat, "control_plane.connected_state") == 0
+    assert "cluster 'mars' is not in the fleet" in envoy.log_tail()
