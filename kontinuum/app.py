@@ -130,8 +130,8 @@ async def serve_fleet(
             await asyncio.sleep(poll_interval)
             if (current := _fleet_stamp(path)) != stamp:
                 stamp = current
-                mesh.load()
-                log.info("fleet reloaded from %s", path)
+                if mesh.load():
+                    log.info("fleet reloaded from %s", path)
     finally:
         await server.stop(1.0)
         await admin.stop()

@@ -51,19 +51,27 @@ class Mesh:
         self.plane = ServicePlane()
         self.errors: tuple[ConfigError, ...] = ()
         self._views: dict[str, ViewKey] = {}
+        self._loaded = False
 
-    def load(self) -> None:
-        """Read the fleet and re-translate every view in use.
+    def load(self) -> bool:
+        """Read the fleet and re-translate every view in use; False if nothing was applied.
 
-        Objects with errors are left out (and reported); everything else applies.
+        A change with any error is not applied at all: the last good fleet stays in force
+        and the errors are reported (a typo must not take a service out of the mesh). On
+        the first load there is no last good fleet, so what is valid applies.
         """
         fleet, errors = load_fleet(self.path)
+        self.errors = tuple(errors)
         for error in errors:
             log.error("%s", error)
-        self.errors = tuple(errors)
+        if errors and self._loaded:
+            log.error("%d error(s): the last good fleet stays in force", len(errors))
+            return False
+        self._loaded = True
         self.plane = build_plane(fleet)
         for name, key in self._views.items():
             self._translate(name, key)
+        return True
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""

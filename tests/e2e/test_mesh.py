@@ -156,6 +156,16 @@ async def test_locality_failover_follows_the_fleet_files(
     await _answered_by(outbound, HELLO, "eu-central")
     await _answered_by(outbound, "hello.demo", "eu-central")  # same-namespace short form
 
+    endpoints = root / "clusters" / "eu-central" / "hello-endpoints.yaml"
+    good = endpoints.read_text()
+    endpoints.write_text(good.replace("port: ", "port: [", 1))  # broken YAML
+    assert not mesh.load()
+    assert "hello-endpoints.yaml" in str(mesh.errors[0])
+    await asyncio.sleep(0.5)
+    await _answered_by(outbound, HELLO, "eu-central", seconds=2)  # the last good fleet
+    endpoints.write_text(good)
+    assert mesh.load()
+
     (root / "clusters" / "eu-central" / "hello-endpoints.yaml").unlink()
     mesh.load()
     await _answered_by(outbound, HELLO, "edge-paris")  # same region next
