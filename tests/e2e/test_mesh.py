@@ -207,3 +207,40 @@ async def test_a_proxy_of_an_unknown_cluster_is_refused(
     await asyncio.sleep(1.0)
     assert await asyncio.to_thread(envoy.stat, "control_plane.connected_state") == 0
     assert "cluster 'mars' is not in the fleet" in envoy.log_tail()
+
+
+async def test_a_killed_backend_is_ejected_and_traffic_goes_on(
+    tmp_path: Path, backends: Callable[[str], Backend], envoys: StartEnvoy
+) -> None:
+    alive, doomed = backends("alive"), backends("doomed")
+    _write_fleet(tmp_path / "fleet", {"eu-central": alive}, backends("billing"))
+    endpoints = tmp_path / "fleet" / "clusters" / "eu-central"
+    (endpoints / "hello-endpoints-2.yaml").write_text(
+        _slice("demo", "hello", doomed.port).replace("name: hello-1", "name: hello-2")
+    )
+    for site in ("edge-paris", "us-east"):
+        (tmp_path / "fleet" / "clusters" / site).mkdir(parents=True)
+    cache = SnapshotCache()
+    mesh = Mesh(tmp_path / "fleet", cache)
+    assert mesh.load()
+    assert not mesh.errors, mesh.errors
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
+    xds_port = await server.start("127.0.0.1:0")
+    try:
+        outbound = free_port()
+        _sidecar(envoys, xds_port, outbound)
+        await _answered_by(outbound, HELLO, "doomed")
+        await _answered_by(outbound, HELLO, "alive")
+
+        doomed.stop()
+        # Outlier detection ejects it after 3 consecutive failures (no retries configured);
+        # from then on every request succeeds, on the surviving backend.
+        failures = 0
+        for _ in range(20):
+            status, _ = await asyncio.to_thread(_get, outbound, HELLO)
+            failures += status != 200
+        assert failures <= 3, failures
+        answers = [await asyncio.to_thread(_get, outbound, HELLO) for _ in range(30)]
+        assert all(a == (200, "backend alive\n") for a in answers), answers
+    finally:
+        await server.stop(0)
