@@ -179,17 +179,22 @@ def status(xds_address: XdsAddress = "127.0.0.1:18000") -> None:
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run; Ctrl-C ends it earlier.")] = 30.0,
+    config: Annotated[
+        Path, typer.Option("--config", exists=True, file_okay=False, help="The fleet to run.")
+    ] = Path("examples/fleet"),
 ) -> None:
-    """Run a real Envoy against kontinuum with backends in two sites and live traffic.
-
-    Midway the local site's endpoints are withdrawn: traffic fails over to the other site.
-    """
+    """Run the example fleet: real backends per endpoint, a real Envoy sidecar per site,
+    live traffic to hello.demo.svc.clusterset.local, and a site failing midway."""
     from kontinuum.app import run_event_loop
     from kontinuum.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        counts = run_event_loop(run_demo(duration))
-        typer.echo(f"requests: {dict(counts)}")
+        consumers = run_event_loop(run_demo(duration, config))
+        for consumer in consumers:
+            typer.echo(
+                f"{consumer.site}: {dict(consumer.answers)}, "
+                f"failed after the ejection window: {consumer.failed_after_window}"
+            )
 
 
 @app.command()

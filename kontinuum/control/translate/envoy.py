@@ -11,6 +11,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
@@ -67,9 +68,27 @@ def http_connection_manager(
     return hcm
 
 
-def virtual_host(name: str, domains: list[str], cluster: str) -> Any:
+# Retries a sidecar makes by default, as Istio's do: a request that could not reach an
+# endpoint (refused, reset) is retried on another one, so an endpoint that just died costs
+# no failed request while outlier detection ejects it.
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset"
+DEFAULT_RETRIES = 2
+
+
+def default_retry_policy() -> Any:
+    policy = route_components_pb2.RetryPolicy(retry_on=DEFAULT_RETRY_ON)
+    policy.num_retries.value = DEFAULT_RETRIES
+    predicate = policy.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts")
+    predicate.typed_config.CopyFrom(pack(previous_hosts_pb2.PreviousHostsPredicate()))
+    policy.host_selection_retry_max_attempts = 3
+    return policy
+
+
+def virtual_host(name: str, domains: list[str], cluster: str, *, retries: bool = False) -> Any:
     """A virtual host sending every request (prefix `/`) to one cluster."""
     vhost = route_components_pb2.VirtualHost(name=name, domains=domains)
+    if retries:
+        vhost.retry_policy.CopyFrom(default_retry_policy())
     route = vhost.routes.add()
     route.match.CopyFrom(route_components_pb2.RouteMatch(prefix="/"))
     route.route.cluster = cluster

@@ -64,7 +64,7 @@ def outbound_route_configuration(targets: Sequence[Target], view: ProxyView) -> 
         domains = [d for d in candidate_domains(target, view) if d not in claimed]
         claimed.update(domains)
         # `<host>:<port>` is unique per target, so no virtual host is left without domains.
-        vhosts.append(envoy.virtual_host(target.authority, domains, target.cluster))
+        vhosts.append(envoy.virtual_host(target.authority, domains, target.cluster, retries=True))
     return envoy.route_configuration(OUTBOUND, vhosts)
 
 
