@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -270,7 +271,8 @@ def test_serve_config_serves_the_example_fleet_to_a_declared_sidecar(tmp_path: P
 
     from kontinuum.bootstrap import proxy_metadata
 
-    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    fleet = tmp_path / "fleet"
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "fleet", fleet)
     address, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     log = tmp_path / "serve.log"
     with log.open("w") as out:
@@ -287,15 +289,34 @@ def test_serve_config_serves_the_example_fleet_to_a_declared_sidecar(tmp_path: P
         node = base_pb2.Node(id="frontend-1", cluster="eu-central")
         node.metadata.CopyFrom(struct_pb2.Struct())
         node.metadata.update(proxy_metadata(namespace="demo", role="sidecar"))
-        request = discovery_pb2.DiscoveryRequest(node=node, type_url=types.CLUSTER)
-        responses = stub.StreamAggregatedResources(iter([request]), timeout=10)
-        clusters = {cluster_name(any_value.value) for any_value in next(responses).resources}
+        outbox: queue.Queue[object] = queue.Queue()
+        outbox.put(discovery_pb2.DiscoveryRequest(node=node, type_url=types.CLUSTER))
+        responses = stub.StreamAggregatedResources(iter(outbox.get, None), timeout=20)
+        first = next(responses)
+        clusters = {cluster_name(any_value.value) for any_value in first.resources}
+        outbox.put(
+            discovery_pb2.DiscoveryRequest(
+                type_url=types.CLUSTER, version_info=first.version_info, response_nonce=first.nonce
+            )
+        )
+        # A new service in the files reaches the connected proxy within about a second.
+        hello = fleet / "clusters" / "us-east" / "hello.yaml"
+        (fleet / "clusters" / "us-east" / "greeter.yaml").write_text(
+            hello.read_text().replace("hello", "greeter")
+        )
+        written = time.monotonic()
+        update = next(responses)
+        elapsed = time.monotonic() - written
+        updated = {cluster_name(any_value.value) for any_value in update.resources}
+        outbox.put(None)
         channel.close()
     finally:
         process.terminate()
         process.wait(timeout=10)
     assert "outbound|80||hello.demo.svc.clusterset.local" in clusters
     assert not [c for c in clusters if "billing" in c]  # another workspace, not granted
+    assert "outbound|80||greeter.demo.svc.clusterset.local" in updated
+    assert elapsed < 2.0, elapsed
 
 
 def cluster_name(value: bytes) -> str:
