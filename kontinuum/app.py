@@ -117,7 +117,7 @@ async def serve_fleet(
     cache = SnapshotCache()
     mesh = Mesh(path, cache)
     stamp = _fleet_stamp(path)
-    mesh.load()
+    await mesh.load_async()
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     registry = CollectorRegistry()
     registry.register(XdsCollector(server))
@@ -128,10 +128,14 @@ async def serve_fleet(
     try:
         while True:
             await asyncio.sleep(poll_interval)
-            if (current := _fleet_stamp(path)) != stamp:
+            current = await asyncio.to_thread(_fleet_stamp, path)
+            if current != stamp:
                 stamp = current
-                if mesh.load():
-                    log.info("fleet reloaded from %s", path)
+                try:
+                    if await mesh.load_async():
+                        log.info("fleet reloaded from %s", path)
+                except Exception:  # a bug must not stop the control plane: keep serving
+                    log.exception("reloading %s failed; the last good fleet stays", path)
     finally:
         await server.stop(1.0)
         await admin.stop()

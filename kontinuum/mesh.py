@@ -10,14 +10,16 @@ every byte, so the port is part of the view).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kontinuum.bootstrap import METADATA_PREFIX
 from kontinuum.control.mcs import build_plane, visible_services
-from kontinuum.control.model import ConfigError
+from kontinuum.control.model import ConfigError, Fleet
 from kontinuum.control.plane import ProxyView, ServicePlane
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
 from kontinuum.discovery.static import load_fleet
@@ -37,9 +39,16 @@ class ViewKey:
         return f"{self.view}:{self.outbound_port}"
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def _declared(node: Any, key: str) -> str:
     value = node.metadata.fields.get(METADATA_PREFIX + key)
-    return str(value.string_value) if value is not None else ""
+    if value is None:
+        return ""
+    if value.WhichOneof("kind") != "string_value":
+        raise PermissionError(f"node metadata {METADATA_PREFIX + key} must be a string")
+    return str(value.string_value)
 
 
 class Mesh:
@@ -54,13 +63,21 @@ class Mesh:
         self._loaded = False
 
     def load(self) -> bool:
-        """Read the fleet and re-translate every view in use; False if nothing was applied.
+        """Read the fleet and apply it (see `apply`)."""
+        return self.apply(*load_fleet(self.path))
+
+    async def load_async(self) -> bool:
+        """`load`, with the file reading and parsing off the event loop."""
+        return self.apply(*await asyncio.to_thread(load_fleet, self.path))
+
+    def apply(self, fleet: Fleet, errors: list[ConfigError]) -> bool:
+        """Re-translate every view in use for `fleet`; False if nothing was applied.
 
         A change with any error is not applied at all: the last good fleet stays in force
         and the errors are reported (a typo must not take a service out of the mesh). On
-        the first load there is no last good fleet, so what is valid applies.
+        the first load there is no last good fleet, so what is valid applies. Views of a
+        cluster that left the fleet are dropped (their proxies get nothing more).
         """
-        fleet, errors = load_fleet(self.path)
         self.errors = tuple(errors)
         for error in errors:
             log.error("%s", error)
@@ -69,7 +86,10 @@ class Mesh:
             return False
         self._loaded = True
         self.plane = build_plane(fleet)
-        for name, key in self._views.items():
+        for name, key in list(self._views.items()):
+            if self.plane.site(key.view.cluster) is None:
+                del self._views[name]
+                continue
             self._translate(name, key)
         return True
 
@@ -80,12 +100,14 @@ class Mesh:
         role = _declared(node, "role") or "sidecar"
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
-        if not namespace:
-            raise PermissionError("the node declares no namespace (kontinuum bootstrap)")
+        if not _DNS_LABEL.fullmatch(namespace):
+            raise PermissionError(
+                f"the node declares no valid namespace ({namespace!r}; kontinuum bootstrap)"
+            )
         if role != "sidecar":
             raise PermissionError(f"role {role!r} is not served yet (only sidecar)")
         port_text = _declared(node, "outbound-port") or "15001"
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise PermissionError(f"outbound port {port_text!r} is not a port")
         key = ViewKey(ProxyView(namespace, cluster, "sidecar"), int(port_text))
         name = str(key)

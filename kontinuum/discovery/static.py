@@ -35,7 +35,7 @@ def _read(path: Path, root: Path, errors: list[ConfigError]) -> Iterator[Documen
     try:
         text = path.read_text(encoding="utf-8")
         bodies = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad dates raise ValueError
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
