@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,6 +110,24 @@ def _fleet_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamps)
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    server: XdsServer, xds_address: str, admin_address: str
+) -> AsyncIterator[XdsServer]:
+    """The xDS server and its admin endpoint, started and, on the way out, stopped."""
+    registry = CollectorRegistry()
+    registry.register(XdsCollector(server))
+    admin = AdminServer(registry, ready=lambda: server.serving)
+    await admin.start(admin_address)
+    try:
+        await server.start(xds_address)
+        settle_garbage_collector()
+        yield server
+    finally:
+        await server.stop(1.0)
+        await admin.stop()
+
+
 async def serve_fleet(
     path: Path, xds_address: str, admin_address: str, poll_interval: float = 0.5
 ) -> None:
@@ -119,13 +137,7 @@ async def serve_fleet(
     stamp = _fleet_stamp(path)
     await mesh.load_async()
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
-    registry = CollectorRegistry()
-    registry.register(XdsCollector(server))
-    admin = AdminServer(registry, ready=lambda: server.serving)
-    await admin.start(admin_address)
-    await server.start(xds_address)
-    settle_garbage_collector()
-    try:
+    async with _serving(server, xds_address, admin_address):
         while True:
             await asyncio.sleep(poll_interval)
             current = await asyncio.to_thread(_fleet_stamp, path)
@@ -136,9 +148,6 @@ async def serve_fleet(
                         log.info("fleet reloaded from %s", path)
                 except Exception:  # a bug must not stop the control plane: keep serving
                     log.exception("reloading %s failed; the last good fleet stays", path)
-    finally:
-        await server.stop(1.0)
-        await admin.stop()
 
 
 async def serve_resources(
@@ -148,17 +157,7 @@ async def serve_resources(
     cache = SnapshotCache()
     resources = ResourceDirectory(directory, cache)
     resources.reload()
-    server = XdsServer(cache)
-    registry = CollectorRegistry()
-    registry.register(XdsCollector(server))
-    admin = AdminServer(registry, ready=lambda: server.serving)
-    await admin.start(admin_address)
-    await server.start(xds_address)
-    settle_garbage_collector()
-    try:
+    async with _serving(XdsServer(cache), xds_address, admin_address):
         while True:
             await asyncio.sleep(poll_interval)
             resources.reload()
-    finally:
-        await server.stop(1.0)
-        await admin.stop()
