@@ -21,6 +21,7 @@ from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
 from tests.e2e.conftest import StartEnvoy
+from tests.support.fleet import cluster_profile
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -28,21 +29,6 @@ pytestmark = pytest.mark.e2e
 SITES = {"eu-central": "eu-central-1", "edge-paris": "eu-central-1", "us-east": "us-east-1"}
 HELLO = "hello.demo.svc.clusterset.local"
 BILLING = "billing.payments.svc.clusterset.local"
-
-
-def _profile(name: str, region: str) -> str:
-    return f"""apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ClusterProfile
-metadata:
-  name: {name}
-  namespace: fleet
-  labels:
-    topology.kubernetes.io/region: {region}
-    topology.kubernetes.io/zone: {region}a
-    kontinuum.io/network: backbone
-spec:
-  displayName: {name}
-"""
 
 
 def _service(namespace: str, name: str, port: int) -> str:
@@ -84,7 +70,9 @@ spec:
 
 def _write_fleet(root: Path, backends: dict[str, Backend], billing: Backend) -> None:
     root.mkdir()
-    (root / "clusters.yaml").write_text("---\n".join(_profile(n, r) for n, r in SITES.items()))
+    (root / "clusters.yaml").write_text(
+        "---\n".join(cluster_profile(n, r) for n, r in SITES.items())
+    )
     for site, backend in backends.items():
         directory = root / "clusters" / site
         directory.mkdir(parents=True)

@@ -21,6 +21,7 @@ import pytest
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e import grpc_client
+from tests.support.fleet import cluster_profile
 
 pytestmark = pytest.mark.e2e
 
@@ -32,21 +33,6 @@ CLIENT_SCRIPT = Path(grpc_client.__file__)
 CLIENT_SECONDS = 45.0  # the client's own bound; the test is done long before
 CLIENT_CALLS = 2000
 STEP_TIMEOUT = 20.0  # for one observable step (first answer, following a change)
-
-
-def _profile(name: str, region: str) -> str:
-    return f"""apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ClusterProfile
-metadata:
-  name: {name}
-  namespace: fleet
-  labels:
-    topology.kubernetes.io/region: {region}
-    topology.kubernetes.io/zone: {region}a
-    kontinuum.io/network: backbone
-spec:
-  displayName: {name}
-"""
 
 
 def _service(port: int) -> str:
@@ -79,7 +65,9 @@ endpoints:
 
 def _write_fleet(root: Path, ports: dict[str, int]) -> None:
     root.mkdir()
-    (root / "clusters.yaml").write_text("---\n".join(_profile(n, r) for n, r in SITES.items()))
+    (root / "clusters.yaml").write_text(
+        "---\n".join(cluster_profile(n, r) for n, r in SITES.items())
+    )
     for site, port in ports.items():
         directory = root / "clusters" / site
         directory.mkdir(parents=True)
