@@ -114,10 +114,6 @@ class Endpoint:
     node_name: str = ""
     hostname: str = ""
 
-    @property
-    def service_ref(self) -> ServiceRef:
-        return ServiceRef(self.namespace, self.service)
-
 
 @dataclass(frozen=True, slots=True)
 class ServiceExport:
