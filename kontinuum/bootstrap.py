@@ -125,6 +125,19 @@ def grpc_bootstrap(
 METADATA_PREFIX = "kontinuum.io/"
 
 
+def declared(node: Any, key: str) -> str:
+    """What a node declared under `kontinuum.io/<key>`: "" when absent.
+
+    Raises TypeError when the value is not a string (a hand-written bootstrap).
+    """
+    value = node.metadata.fields.get(METADATA_PREFIX + key)
+    if value is None:
+        return ""
+    if value.WhichOneof("kind") != "string_value":
+        raise TypeError(f"node metadata {METADATA_PREFIX + key} must be a string")
+    return str(value.string_value)
+
+
 def proxy_metadata(
     *,
     namespace: str,

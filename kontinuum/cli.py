@@ -27,6 +27,10 @@ app = typer.Typer(
 XdsAddress = Annotated[
     str, typer.Option("--xds-address", help="host:port of the xDS (gRPC) server.")
 ]
+AdminAddress = Annotated[
+    str, typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics.")
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
 def _logging(verbose: bool) -> None:
@@ -43,11 +47,8 @@ def serve(
         typer.Option("--config", exists=True, file_okay=False, help="The fleet directory."),
     ],
     xds_address: XdsAddress = "127.0.0.1:18000",
-    admin_address: Annotated[
-        str,
-        typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics."),
-    ] = "127.0.0.1:18001",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    admin_address: AdminAddress = "127.0.0.1:18001",
+    verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
 
@@ -71,11 +72,8 @@ def serve_resources(
         ),
     ],
     xds_address: XdsAddress = "127.0.0.1:18000",
-    admin_address: Annotated[
-        str,
-        typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics."),
-    ] = "127.0.0.1:18001",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    admin_address: AdminAddress = "127.0.0.1:18001",
+    verbose: Verbose = False,
 ) -> None:
     """Serve raw Envoy resources over ADS (SotW and Delta), one view per file.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kontinuum.bootstrap import METADATA_PREFIX
+from kontinuum.bootstrap import declared
 from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import ConfigError, Fleet
 from kontinuum.control.plane import ProxyView, ServicePlane
@@ -43,12 +43,10 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _declared(node: Any, key: str) -> str:
-    value = node.metadata.fields.get(METADATA_PREFIX + key)
-    if value is None:
-        return ""
-    if value.WhichOneof("kind") != "string_value":
-        raise PermissionError(f"node metadata {METADATA_PREFIX + key} must be a string")
-    return str(value.string_value)
+    try:
+        return declared(node, key)
+    except TypeError as error:
+        raise PermissionError(str(error)) from None
 
 
 class Mesh:

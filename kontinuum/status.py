@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from kontinuum.bootstrap import METADATA_PREFIX
+from kontinuum.bootstrap import declared
 from kontinuum.xds import types
 from kontinuum.xds.state import SyncStatus
 
@@ -36,12 +37,11 @@ class ProxyStatus:
 
 def summarize(config: Any) -> ProxyStatus:
     """Fold one CSDS ClientConfig into a per-type status."""
-    declared = config.node.metadata.fields
     proxy = ProxyStatus(
         node_id=config.node.id,
         cluster=config.node.cluster,
-        workspace=_declared(declared, "namespace"),
-        role=_declared(declared, "role"),
+        workspace=_declared(config.node, "namespace"),
+        role=_declared(config.node, "role"),
     )
     seen: dict[str, set[SyncStatus]] = {}
     for entry in config.generic_xds_configs:
@@ -56,9 +56,10 @@ def summarize(config: Any) -> ProxyStatus:
     return proxy
 
 
-def _declared(fields: Any, key: str) -> str:
-    value = fields.get(METADATA_PREFIX + key)
-    return str(value.string_value) if value is not None else ""
+def _declared(node: Any, key: str) -> str:
+    with contextlib.suppress(TypeError):
+        return declared(node, key)
+    return ""
 
 
 def fetch_status(xds_address: str, timeout: float = 5.0) -> list[ProxyStatus]:

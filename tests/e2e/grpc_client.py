@@ -39,12 +39,14 @@ def backend_handler(name: str) -> grpc.GenericRpcHandler[bytes, bytes]:
     )
 
 
-def write_bootstrap(path: Path, xds_port: int, *, node_id: str, cluster: str) -> Path:
+def write_bootstrap(
+    path: Path, xds_port: int, *, node_id: str, cluster: str, namespace: str = "default"
+) -> Path:
     """The gRPC xDS bootstrap `kontinuum bootstrap --grpc` prints, written to `path`."""
     import subprocess
 
     command = [sys.executable, "-m", "kontinuum", "bootstrap", "--grpc", "--node-id", node_id]
-    command += ["--cluster", cluster, "--namespace", "default"]
+    command += ["--cluster", cluster, "--namespace", namespace]
     command += ["--xds-address", f"127.0.0.1:{xds_port}"]
     printed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=30)
     path.write_text(printed.stdout)

@@ -8,11 +8,8 @@ real gRPC backends, plus what CSDS reports about the client.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,8 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 
 from kontinuum.xds import SnapshotCache, XdsServer, types
-from tests.e2e import grpc_client
+from tests.e2e import grpc_client, proxyless
+from tests.e2e.proxyless import STEP_TIMEOUT, ProxylessClient, grpc_backends
 from tests.support.net import async_wait_until
 from tests.support.resources import api_listener, cluster, load_assignment, route_config
 
@@ -36,9 +34,6 @@ NODE_ID = "grpc-client-1"
 SERVICE = "echo.default.svc.clusterset.local:50051"
 ROUTE = "echo-route"
 CLUSTER = "outbound|50051||echo.default.svc.clusterset.local"
-CLIENT_SCRIPT = Path(grpc_client.__file__)
-CLIENT_SECONDS = 45.0  # the client's own bound; every test is done long before
-STEP_TIMEOUT = 20.0  # for one observable step (first answer, following a change)
 FOUR_TYPES = {types.LISTENER, types.ROUTE, types.CLUSTER, types.ENDPOINT}
 
 
@@ -72,20 +67,8 @@ def resources(
 @pytest.fixture
 async def backends() -> AsyncIterator[dict[str, int]]:
     """Two real gRPC servers, each answering every call with its own name."""
-    servers: list[grpc.aio.Server] = []
-    ports: dict[str, int] = {}
-    try:
-        for name in ("backend-a", "backend-b"):
-            server = grpc.aio.server()
-            server.add_generic_rpc_handlers((grpc_client.backend_handler(name),))
-            port = server.add_insecure_port("127.0.0.1:0")
-            assert port, f"cannot bind {name}"
-            servers.append(server)
-            await server.start()
-            ports[name] = port
+    async with grpc_backends(("backend-a", "backend-b")) as ports:
         yield ports
-    finally:
-        await asyncio.gather(*(s.stop(0) for s in servers))
 
 
 @dataclass
@@ -106,86 +89,13 @@ async def control() -> AsyncIterator[Control]:
         await server.stop(0)
 
 
-class ProxylessClient:
-    """The client subprocess: its output, line by line, and everything it said so far."""
-
-    def __init__(self, process: asyncio.subprocess.Process, stderr_path: Path) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-        self.lines: list[str] = []
-
-    async def next_line(self, deadline: float) -> str:
-        assert self.process.stdout is not None
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise TimeoutError
-        raw = await asyncio.wait_for(self.process.stdout.readline(), remaining)
-        if not raw:
-            raise AssertionError(f"the client exited early{self.describe()}")
-        line = raw.decode().rstrip("\n")
-        self.lines.append(line)
-        return line
-
-    async def until(self, wanted: Callable[[str], bool], what: str) -> str:
-        """Read lines until one is `wanted`; fail after STEP_TIMEOUT."""
-        deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
-        try:
-            while not wanted(line := await self.next_line(deadline)):
-                pass
-        except TimeoutError:
-            raise AssertionError(
-                f"no call {what} within {STEP_TIMEOUT}s{self.describe()}"
-            ) from None
-        return line
-
-    async def take(self, count: int) -> list[str]:
-        """The next `count` lines; fail if they do not come within STEP_TIMEOUT."""
-        deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
-        try:
-            return [await self.next_line(deadline) for _ in range(count)]
-        except TimeoutError:
-            raise AssertionError(
-                f"fewer than {count} calls within {STEP_TIMEOUT}s{self.describe()}"
-            ) from None
-
-    def describe(self) -> str:
-        stderr = self.stderr_path.read_text(errors="replace")[-3000:]
-        return f"\n--- client stdout (last 20) ---\n{chr(10).join(self.lines[-20:])}" + (
-            f"\n--- client stderr ---\n{stderr}" if stderr else ""
-        )
-
-
 @contextlib.asynccontextmanager
 async def proxyless_client(tmp_path: Path, xds_port: int) -> AsyncIterator[ProxylessClient]:
     bootstrap = grpc_client.write_bootstrap(
         tmp_path / "bootstrap.json", xds_port, node_id=NODE_ID, cluster=VIEW
     )
-    stderr_path = tmp_path / "client.stderr"
-    env = {"GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONUNBUFFERED": "1"}
-    env.update({k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ})
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(CLIENT_SCRIPT),
-            f"xds:///{SERVICE}",
-            "--seconds",
-            str(CLIENT_SECONDS),
-            "--calls",
-            "2000",
-            "--interval",
-            "0.02",
-            "--timeout",
-            "1",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        )
-    try:
-        yield ProxylessClient(process, stderr_path)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+    async with proxyless.proxyless_client(tmp_path, bootstrap, f"xds:///{SERVICE}") as client:
+        yield client
 
 
 # -- helpers --------------------------------------------------------------------------------
