@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from kontinuum.bootstrap import declared
 from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import ConfigError, Fleet
+from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import ProxyView, ServicePlane
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
 from kontinuum.discovery.static import load_fleet
@@ -37,9 +37,6 @@ class ViewKey:
 
     def __str__(self) -> str:
         return f"{self.view}:{self.outbound_port}"
-
-
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _declared(node: Any, key: str) -> str:
@@ -98,7 +95,7 @@ class Mesh:
         role = _declared(node, "role") or "sidecar"
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
-        if not _DNS_LABEL.fullmatch(namespace):
+        if not namespace or dns_label(namespace) is not None:
             raise PermissionError(
                 f"the node declares no valid namespace ({namespace!r}; kontinuum bootstrap)"
             )
