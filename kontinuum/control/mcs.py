@@ -6,14 +6,19 @@ Pure: no I/O. The rules, as the MCS API states them and where kontinuum decides:
   Every export of one namespace/name across the fleet forms ONE cluster-set service
   (`<name>.<namespace>.svc.clusterset.local`, `scope=""`) whose endpoints are the union of the
   exporting clusters' endpoints, each tagged with its cluster's locality.
-- Exports conflict when their Services differ in type (Headless vs ClusterIP: `TypeConflict`,
-  checked first) or in their set of ports as other clusters see them (port, protocol, name,
-  appProtocol; not targetPort, which is internal to a cluster: `PortConflict`). The oldest
-  export (`creationTimestamp`) wins and defines the cluster-set service; an export without a
-  timestamp counts as newer than any with one, and equal ages (or none) go to the first
-  cluster by name, so every replica decides the same. A losing export is not merged: its
-  status says `Conflict=True` naming the winner, and its Service stays reachable in its own
-  cluster as an unexported one would.
+- Exports conflict in type (Headless vs ClusterIP: `TypeConflict`) or in ports as other
+  clusters see them (port, protocol, name, appProtocol; not targetPort, which is internal to
+  a cluster: `PortConflict`). Precedence goes to the oldest export (`creationTimestamp`); an
+  export without a timestamp counts as newer than any with one, and equal ages (or none) go
+  to the first cluster by name, so every replica decides the same.
+  - A type conflict: the oldest export's type wins; an export of another type is not
+    merged and stays reachable in its own cluster as an unexported Service would.
+  - A port conflict: the cluster-set service exposes the union of the exports' ports. A
+    port that clashes with an older export's port of the same name, or of the same number
+    and protocol, is left out. Each port's endpoints come only from the exports whose
+    Service has exactly that port, so traffic never reaches an endpoint that does not
+    serve it. Every export whose ports are not exactly the cluster-set service's gets
+    `Conflict=True` with `PortConflict`, yet is merged (`Ready=True`).
 - Every export gets `Valid` (False with reason `NoService` when its cluster has no such
   Service), `Conflict` (for valid ones) and `Ready` (True when merged).
 - A Service that is not exported is reachable only in its cluster (`scope=<cluster>`).
@@ -28,7 +33,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from kontinuum.control.model import ClusterSite, Endpoint, Fleet, Service, ServiceExport
+from kontinuum.control.model import (
+    ClusterSite,
+    Endpoint,
+    Fleet,
+    Service,
+    ServiceExport,
+    ServicePort,
+)
 from kontinuum.control.naming import clusterset_host
 from kontinuum.control.plane import (
     Condition,
@@ -59,14 +71,15 @@ def _sort_key(item: _Export) -> tuple[bool, float, str]:
     return (created is None, created.timestamp() if created else 0.0, item.export.cluster)
 
 
-def _port_set(service: Service) -> tuple[tuple[int, str, str, str], ...]:
-    return tuple(sorted((p.port, p.protocol, p.name, p.app_protocol or "") for p in service.ports))
+def _port_key(port: ServicePort) -> tuple[int, str, str, str]:
+    """A port as other clusters see it (targetPort is internal to its cluster)."""
+    return (port.port, port.protocol, port.name, port.app_protocol or "")
 
 
-def _describe_ports(service: Service) -> str:
+def _describe_ports(ports: Iterable[ServicePort]) -> str:
     parts = [
-        f"{name + ':' if name else ''}{port}/{protocol}{' (' + app + ')' if app else ''}"
-        for port, protocol, name, app in _port_set(service)
+        f"{name + ':' if name else ''}{number}/{protocol}{' (' + app + ')' if app else ''}"
+        for number, protocol, name, app in sorted(_port_key(p) for p in ports)
     ]
     return "[" + ", ".join(parts) + "]"
 
@@ -81,42 +94,87 @@ def _why(winner: ServiceExport, loser: ServiceExport) -> str:
     return "the oldest export"
 
 
-def _conflict(winner: _Export, loser: _Export) -> Condition | None:
+def _type_conflict(winner: _Export, loser: _Export) -> Condition:
     w, lo = winner.service, loser.service
-    host = clusterset_host(w.name, w.namespace)
-    tail = (
-        f"the export in cluster {winner.export.cluster} wins "
-        f"({_why(winner.export, loser.export)}); this cluster's endpoints are not part of {host}"
+    message = (
+        f"type {lo.type} differs from {w.type}: the export in cluster {winner.export.cluster} "
+        f"wins ({_why(winner.export, loser.export)}); this cluster's endpoints are not part "
+        f"of {clusterset_host(w.name, w.namespace)}"
     )
-    if w.type != lo.type:
-        return Condition(
-            "Conflict", "True", "TypeConflict", f"type {lo.type} differs from {w.type}: {tail}"
+    return Condition("Conflict", "True", "TypeConflict", message)
+
+
+@dataclass(frozen=True, slots=True)
+class _PortUnion:
+    """The ports of a cluster-set service and, per export, the ports it had to give up."""
+
+    ports: tuple[ServicePort, ...]
+    # by cluster: each dropped port with the export whose port it clashes with
+    dropped: dict[str, tuple[tuple[ServicePort, _Export], ...]]
+
+
+def _union_ports(ordered: list[_Export]) -> _PortUnion:
+    """The union of the exports' ports, oldest first; a port clashing with a kept one is dropped.
+
+    Two ports clash when they share a name or a number and protocol but differ otherwise
+    (the KEP's rule that a service has no duplicate names and no duplicate port/protocol).
+    """
+    kept: list[tuple[ServicePort, _Export]] = []
+    dropped: dict[str, tuple[tuple[ServicePort, _Export], ...]] = {}
+    for item in ordered:
+        lost: list[tuple[ServicePort, _Export]] = []
+        for port in item.service.ports:
+            same = [
+                (k, owner)
+                for k, owner in kept
+                if k.name == port.name or (k.port, k.protocol) == (port.port, port.protocol)
+            ]
+            if not same:
+                kept.append((port, item))
+            elif clash := next((o for k, o in same if _port_key(k) != _port_key(port)), None):
+                lost.append((port, clash))
+        dropped[item.export.cluster] = tuple(lost)
+    return _PortUnion(tuple(k for k, _ in kept), dropped)
+
+
+def _port_conflict(item: _Export, union: _PortUnion) -> Condition | None:
+    own = {_port_key(p) for p in item.service.ports}
+    if own == {_port_key(p) for p in union.ports}:
+        return None
+    message = (
+        f"ports {_describe_ports(item.service.ports)} differ from the cluster-set service's "
+        f"{_describe_ports(union.ports)}, the union of every export's ports"
+    )
+    owners = sorted({o.export.cluster: o for _, o in union.dropped[item.export.cluster]}.items())
+    for cluster, owner in owners:
+        lost = [p for p, o in union.dropped[item.export.cluster] if o is owner]
+        message += (
+            f"; {_describe_ports(lost)} clash with the ports of the export in cluster "
+            f"{cluster}, which wins ({_why(owner.export, item.export)}): left out"
         )
-    if _port_set(w) != _port_set(lo):
-        message = f"ports {_describe_ports(lo)} differ from {_describe_ports(w)}: {tail}"
-        return Condition("Conflict", "True", "PortConflict", message)
-    return None
+    message += "; this cluster's endpoints serve only the ports its Service has"
+    return Condition("Conflict", "True", "PortConflict", message)
 
 
 def _endpoints(
     members: Iterable[tuple[Service, tuple[Endpoint, ...]]],
-    port_name: str,
+    port: ServicePort,
     sites: dict[str, ClusterSite],
 ) -> tuple[PlaneEndpoint, ...]:
-    """The endpoints of the port named `port_name` of each cluster's own Service.
+    """The endpoints of `port` from each cluster whose Service has exactly that port.
 
     An endpoint serves a Service port on the endpoint port of the same name (as EndpointSlices
     say); an endpoint that declares no ports at all serves it on the numeric target port.
     """
     found: set[PlaneEndpoint] = set()
     for service, endpoints in members:
-        service_port = service.port_named(port_name)
-        if service_port is None:
+        service_port = service.port_named(port.name)
+        if service_port is None or _port_key(service_port) != _port_key(port):
             continue
         for endpoint in endpoints:
             if not endpoint.addresses:
                 continue
-            number = next((p.port for p in endpoint.ports if p.name == port_name), 0)
+            number = next((p.port for p in endpoint.ports if p.name == port.name), 0)
             if not number and not endpoint.ports and isinstance(service_port.target_port, int):
                 number = service_port.target_port
             if not number:
@@ -140,28 +198,35 @@ def _endpoints(
 
 def _plane_service(
     shape: Service,
+    ports: Iterable[ServicePort],
     members: list[tuple[Service, tuple[Endpoint, ...]]],
     sites: dict[str, ClusterSite],
     scope: str,
 ) -> PlaneService:
-    ports = tuple(
-        PlanePort(
-            port=p.port,
-            name=p.name,
-            protocol=p.protocol,
-            app_protocol=p.app_protocol,
-            endpoints=_endpoints(members, p.name, sites),
-        )
-        for p in shape.ports
-    )
     return PlaneService(
         namespace=shape.namespace,
         name=shape.name,
         workspace=shape.workspace,
-        ports=ports,
+        ports=tuple(
+            PlanePort(
+                port=p.port,
+                name=p.name,
+                protocol=p.protocol,
+                app_protocol=p.app_protocol,
+                endpoints=_endpoints(members, p, sites),
+            )
+            for p in ports
+        ),
         scope=scope,
         type=shape.type,
     )
+
+
+def _local(
+    service: Service, endpoints: tuple[Endpoint, ...], sites: dict[str, ClusterSite]
+) -> PlaneService:
+    """A Service as only its own cluster sees it."""
+    return _plane_service(service, service.ports, [(service, endpoints)], sites, service.cluster)
 
 
 def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServicePlane:
@@ -186,38 +251,33 @@ def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServiceP
                 )
                 statuses.append(ExportStatus(snapshot.cluster, namespace, name, conditions))
                 continue
-            members = exports[namespace, name]
-            members.append(_Export(export, service, snapshot.endpoints_of(namespace, name)))
+            exports[namespace, name].append(
+                _Export(export, service, snapshot.endpoints_of(namespace, name))
+            )
         for service in snapshot.services:
             if (service.namespace, service.name) not in exported:
                 endpoints = snapshot.endpoints_of(service.namespace, service.name)
-                local.append(
-                    _plane_service(service, [(service, endpoints)], sites, snapshot.cluster)
-                )
+                local.append(_local(service, endpoints, sites))
 
     clusterset: list[PlaneService] = []
     for group in exports.values():
         ordered = sorted(group, key=_sort_key)
-        winner, merged = ordered[0], []
+        oldest = ordered[0]
+        merged = [item for item in ordered if item.service.type == oldest.service.type]
+        union = _union_ports(merged)
         for item in ordered:
-            conflict = _conflict(winner, item) if item is not winner else None
             export = item.export
-            if conflict is None:
-                merged.append((item.service, item.endpoints))
-                conditions = (VALID, NO_CONFLICT, READY)
-            else:
-                not_ready = Condition(
-                    "Ready", "False", "Conflict", "not merged: " + conflict.reason
-                )
+            if item.service.type != oldest.service.type:
+                conflict = _type_conflict(oldest, item)
+                not_ready = Condition("Ready", "False", "Conflict", "not merged: TypeConflict")
                 conditions = (VALID, conflict, not_ready)
-                # Not part of the cluster set, it stays what an unexported Service is.
-                local.append(
-                    _plane_service(
-                        item.service, [(item.service, item.endpoints)], sites, export.cluster
-                    )
-                )
+                local.append(_local(item.service, item.endpoints, sites))
+            else:
+                conflict_or_none = _port_conflict(item, union)
+                conditions = (VALID, conflict_or_none or NO_CONFLICT, READY)
             statuses.append(ExportStatus(export.cluster, export.namespace, export.name, conditions))
-        clusterset.append(_plane_service(winner.service, merged, sites, ""))
+        shares = [(item.service, item.endpoints) for item in merged]
+        clusterset.append(_plane_service(oldest.service, union.ports, shares, sites, ""))
 
     services = sorted([*clusterset, *local], key=lambda s: (s.namespace, s.name, s.scope))
     return ServicePlane(

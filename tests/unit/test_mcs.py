@@ -193,7 +193,7 @@ def test_an_unnamed_port_uses_the_target_port_of_endpoints_without_ports() -> No
     )
 
 
-def test_a_port_conflict_is_won_by_the_oldest_export() -> None:
+def test_a_clashing_port_is_left_out_and_the_oldest_export_wins_it() -> None:
     plane = build_plane(
         Fleet(
             (EU, US),
@@ -205,24 +205,61 @@ def test_a_port_conflict_is_won_by_the_oldest_export() -> None:
             ),
         )
     )
-    assert ids(plane.services) == ["shop/web@*", "shop/web@eu"]
-    winner = find(plane, "web")
-    assert winner.ports[0].port == 80
-    assert [e.address for e in winner.ports[0].endpoints] == ["10.1.0.1"]
-    assert [e.address for e in find(plane, "web", "eu").ports[0].endpoints] == ["10.0.0.1"]
+    # Both exports are merged, but eu's http:81 clashes with us's older http:80.
+    assert ids(plane.services) == ["shop/web@*"]
+    merged = find(plane, "web")
+    assert [(p.name, p.port) for p in merged.ports] == [("http", 80)]
+    assert [e.address for e in merged.ports[0].endpoints] == ["10.1.0.1"]
     assert conditions(plane, "eu") == (
         Condition("Valid", "True", "Valid", "the Service to export exists"),
         Condition(
             "Conflict",
             "True",
             "PortConflict",
-            "ports [http:81/TCP] differ from [http:80/TCP]: the export in cluster us wins "
-            "(the oldest export); this cluster's endpoints are not part of "
-            "web.shop.svc.clusterset.local",
+            "ports [http:81/TCP] differ from the cluster-set service's [http:80/TCP], the "
+            "union of every export's ports; [http:81/TCP] clash with the ports of the export "
+            "in cluster us, which wins (the oldest export): left out; this cluster's "
+            "endpoints serve only the ports its Service has",
         ),
-        Condition("Ready", "False", "Conflict", "not merged: PortConflict"),
+        Condition("Ready", "True", "Ready", "merged into the cluster-set service"),
     )
     assert conditions(plane, "us")[1] == Condition("Conflict", "False", "NoConflicts")
+
+
+def test_the_cluster_set_service_exposes_the_union_of_the_exports_ports() -> None:
+    grpc = ServicePort(9090, "grpc", app_protocol="grpc")
+    plane = build_plane(
+        Fleet(
+            (EU, US),
+            (
+                site("eu", web("eu"), endpoint("eu", "10.0.0.1"), created=T0),
+                site(
+                    "us",
+                    web("us", ServicePort(80, "http", target_port=8080), grpc),
+                    endpoint(
+                        "us", "10.1.0.1", EndpointPort(8080, "http"), EndpointPort(9090, "grpc")
+                    ),
+                    created=T1,
+                ),
+            ),
+        )
+    )
+    merged = find(plane, "web")
+    by_name = {p.name: [e.address for e in p.endpoints] for p in merged.ports}
+    # Traffic to grpc reaches only the cluster whose Service has that port.
+    assert by_name == {"http": ["10.0.0.1", "10.1.0.1"], "grpc": ["10.1.0.1"]}
+    eu_conflict = conditions(plane, "eu")[1]
+    assert (eu_conflict.status, eu_conflict.reason) == ("True", "PortConflict")
+    assert (
+        "[http:80/TCP] differ from the cluster-set service's [http:80/TCP, grpc:9090/TCP (grpc)]"
+        in (eu_conflict.message)
+    )
+    assert "clash" not in eu_conflict.message
+    assert conditions(plane, "us")[1] == Condition("Conflict", "False", "NoConflicts")
+    assert all(
+        c[2] == Condition("Ready", "True", "Ready", "merged into the cluster-set service")
+        for c in (conditions(plane, "eu"), conditions(plane, "us"))
+    )
 
 
 def test_a_type_conflict_is_won_by_the_oldest_export() -> None:
@@ -265,7 +302,7 @@ def test_ties_and_missing_timestamps_go_to_the_first_cluster_by_name(
     )
     assert find(plane, "web").ports[0].port == 80
     assert conditions(plane, "eu")[1].status == "False"
-    assert f"cluster eu wins ({why})" in conditions(plane, "us")[1].message
+    assert f"cluster eu, which wins ({why})" in conditions(plane, "us")[1].message
 
 
 def test_an_export_without_a_timestamp_loses_to_one_with_it() -> None:
@@ -276,7 +313,7 @@ def test_an_export_without_a_timestamp_loses_to_one_with_it() -> None:
         )
     )
     assert find(plane, "web").ports[0].port == 80
-    assert "(the oldest export: this one has no creationTimestamp)" in (
+    assert "cluster us, which wins (the oldest export: this one has no creationTimestamp)" in (
         conditions(plane, "eu")[1].message
     )
 
@@ -487,3 +524,26 @@ def test_a_reference_grant_belongs_to_the_whole_fleet() -> None:
         f"{OBJECT}: kind: a ReferenceGrant does not belong to one cluster: put it in the "
         "fleet directory's *.yaml"
     ]
+
+
+def test_a_clash_names_the_export_that_owns_the_port() -> None:
+    ap = ClusterSite("ap", "ap-south-1")
+    t2 = datetime(2026, 1, 7, 9, tzinfo=UTC)
+    plane = build_plane(
+        Fleet(
+            (EU, US, ap),
+            (
+                site("eu", web("eu"), created=T0),
+                site(
+                    "us", web("us", ServicePort(80, "http"), ServicePort(9090, "grpc")), created=T1
+                ),
+                site(
+                    "ap", web("ap", ServicePort(80, "http"), ServicePort(9091, "grpc")), created=t2
+                ),
+            ),
+        )
+    )
+    assert [(p.name, p.port) for p in find(plane, "web").ports] == [("http", 80), ("grpc", 9090)]
+    assert "[grpc:9091/TCP] clash with the ports of the export in cluster us, which wins" in (
+        conditions(plane, "ap")[1].message
+    )
