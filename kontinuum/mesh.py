@@ -1,28 +1,25 @@
-"""The mesh server: a fleet directory in, one view per (role, cluster, workspace) out.
+"""The mesh server: a fleet in, one view per (role, cluster, workspace) out.
 
-The composition of the layers for `kontinuum serve --config`: the static source reads the
-fleet, `control.mcs` builds the service plane, `control.translate` turns what a view may
-see into Envoy resources, and the xDS cache serves them. A proxy's view comes from what it
-declares in its bootstrap (`kontinuum bootstrap`): its fleet cluster (`node.cluster`), its
-namespace (its workspace) and role, and its outbound port (proxies that share a view share
-every byte, so the port is part of the view).
+The composition of the layers for `kontinuum serve --config`: the aggregator hands over the
+fleet its sources see, `control.mcs` builds the service plane, `control.translate` turns what
+a view may see into Envoy resources, and the xDS cache serves them. A proxy's view comes from
+what it declares in its bootstrap (`kontinuum bootstrap`): its fleet cluster
+(`node.cluster`), its namespace (its workspace) and role, and its outbound port (proxies that
+share a view share every byte, so the port is part of the view).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kontinuum.bootstrap import declared
 from kontinuum.control.mcs import build_plane, visible_services
-from kontinuum.control.model import ConfigError, Fleet
+from kontinuum.control.model import Fleet
 from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import ProxyView, ServicePlane
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
-from kontinuum.discovery.static import load_fleet
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 
 log = logging.getLogger("kontinuum.mesh")
@@ -47,46 +44,24 @@ def _declared(node: Any, key: str) -> str:
 
 
 class Mesh:
-    """Keeps the cache's views in step with the fleet directory."""
+    """Keeps the cache's views in step with the fleet the aggregator applies."""
 
-    def __init__(self, path: Path, cache: SnapshotCache) -> None:
-        self.path = path
+    def __init__(self, cache: SnapshotCache) -> None:
         self.cache = cache
         self.plane = ServicePlane()
-        self.errors: tuple[ConfigError, ...] = ()
         self._views: dict[str, ViewKey] = {}
-        self._loaded = False
 
-    def load(self) -> bool:
-        """Read the fleet and apply it (see `apply`)."""
-        return self.apply(*load_fleet(self.path))
+    def apply(self, fleet: Fleet) -> None:
+        """Re-translate every view in use for `fleet`.
 
-    async def load_async(self) -> bool:
-        """`load`, with the file reading and parsing off the event loop."""
-        return self.apply(*await asyncio.to_thread(load_fleet, self.path))
-
-    def apply(self, fleet: Fleet, errors: list[ConfigError]) -> bool:
-        """Re-translate every view in use for `fleet`; False if nothing was applied.
-
-        A change with any error is not applied at all: the last good fleet stays in force
-        and the errors are reported (a typo must not take a service out of the mesh). On
-        the first load there is no last good fleet, so what is valid applies. Views of a
-        cluster that left the fleet are dropped (their proxies get nothing more).
+        Views of a cluster that left the fleet are dropped (their proxies get nothing more).
         """
-        self.errors = tuple(errors)
-        for error in errors:
-            log.error("%s", error)
-        if errors and self._loaded:
-            log.error("%d error(s): the last good fleet stays in force", len(errors))
-            return False
-        self._loaded = True
         self.plane = build_plane(fleet)
         for name, key in list(self._views.items()):
             if self.plane.site(key.view.cluster) is None:
                 del self._views[name]
                 continue
             self._translate(name, key)
-        return True
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""

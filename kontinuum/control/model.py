@@ -165,12 +165,24 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """The fleet-wide objects: which clusters there are and where, and the grants."""
+
+    sites: tuple[ClusterSite, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Fleet:
     """Every site of the fleet and the current snapshot of each, both sorted by cluster name."""
 
     sites: tuple[ClusterSite, ...] = ()
     snapshots: tuple[SiteSnapshot, ...] = ()
     grants: tuple[Grant, ...] = ()
+
+    @property
+    def config(self) -> FleetConfig:
+        return FleetConfig(self.sites, self.grants)
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)

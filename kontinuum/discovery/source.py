@@ -1,15 +1,17 @@
 """The seam every source of service discovery implements: static files, Kubernetes, DNS.
 
-A source watches some clusters of the fleet and reports, per cluster, its whole current view
-as a `SiteSnapshot`. The aggregator (later) merges the snapshots of every source, coalesces
-and debounces them, and hands one model to translation.
+A source watches part of the fleet and reports its whole current view of each part: a
+`SiteSnapshot` per cluster it covers and, if it holds fleet-wide objects (the static
+directory, later a Kubernetes config cluster), a `FleetConfig`. The aggregator
+(`kontinuum.discovery.aggregate`) merges the latest of every source, coalesces and debounces
+them, and hands one `Fleet` to translation.
 
-The contract of `Source.snapshots()`:
+The contract of `Source.updates()`:
 
-- It yields one `SiteSnapshot` for each cluster the source covers as soon as it has a first
-  view of it, then a new one whenever that view changes. A snapshot replaces the source's
-  previous snapshot of the same cluster entirely (no deltas), so the consumer only needs the
-  latest per (source, cluster) and may skip intermediate ones.
+- It yields a `SiteSnapshot` for each cluster the source covers as soon as it has a first
+  view of it, then a new one whenever that view changes; likewise a `FleetConfig`. An update
+  replaces the source's previous one of the same cluster (or its previous config) entirely
+  (no deltas), so the consumer only needs the latest and may skip intermediate ones.
 - When the source loses contact with a cluster, it yields the last view it had with
   `stale=True` instead of an empty one (bad input never breaks the mesh), and a fresh
   snapshot once it is back.
@@ -24,9 +26,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-from kontinuum.control.model import ConfigError, SiteSnapshot
+from kontinuum.control.model import ConfigError, FleetConfig, SiteSnapshot
+
+SourceUpdate: TypeAlias = SiteSnapshot | FleetConfig
 
 
 class Health(Enum):
@@ -52,6 +56,6 @@ class Source(Protocol):
         """How the source is doing right now; cheap, never blocks."""
         ...
 
-    def snapshots(self) -> AsyncIterator[SiteSnapshot]:
-        """The views of the clusters this source covers, as described in the module doc."""
+    def updates(self) -> AsyncIterator[SourceUpdate]:
+        """The views of what this source covers, as described in the module doc."""
         ...

@@ -12,17 +12,21 @@ ClusterProfile without a directory is a site with nothing in it yet.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import yaml
 
 from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects, parse_grants
-from kontinuum.control.model import ConfigError, Fleet, SiteSnapshot
+from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
-from kontinuum.discovery.source import Health, SourceStatus
+from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
 CLUSTERS_DIR = "clusters"
+log = logging.getLogger("kontinuum.discovery.static")
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -86,11 +90,30 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
     return fleet, errors
 
 
-class StaticSource:
-    """A fleet directory as a `Source`. For now it reads once; watching the files comes next."""
+def fleet_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when any file of a fleet directory changes (name, mtime, size)."""
+    stamps = []
+    for file in sorted(path.rglob("*.y*ml")):
+        with contextlib.suppress(OSError):
+            stat = file.stat()
+            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
 
-    def __init__(self, path: str | Path) -> None:
+
+class StaticSource:
+    """A fleet directory as a `Source`, polled for changes every `poll_interval` seconds.
+
+    A change with any error yields nothing: the last good fleet stays in force and the
+    errors are in `status()` (a typo must not take a service out of the mesh). On the first
+    read there is no last good fleet, so what is valid is yielded. Only what changed is
+    yielded again: the config when the fleet-wide files changed, a cluster's snapshot when
+    its objects did. With `watch=False` the directory is read once.
+    """
+
+    def __init__(self, path: str | Path, poll_interval: float = 0.5, watch: bool = True) -> None:
         self._path = Path(path)
+        self._poll_interval = poll_interval
+        self._watch = watch
         self._status = SourceStatus(Health.STARTING)
 
     @property
@@ -100,10 +123,32 @@ class StaticSource:
     def status(self) -> SourceStatus:
         return self._status
 
-    async def snapshots(self) -> AsyncIterator[SiteSnapshot]:
-        fleet, errors = load_fleet(self._path)
-        health = Health.DEGRADED if errors else Health.HEALTHY
-        detail = f"{len(errors)} configuration error(s)" if errors else ""
-        self._status = SourceStatus(health, detail, tuple(errors))
-        for snapshot in fleet.snapshots:
-            yield snapshot
+    async def updates(self) -> AsyncIterator[SourceUpdate]:
+        config: FleetConfig | None = None
+        snapshots: dict[str, SiteSnapshot] = {}
+        stamp = None
+        while True:
+            current = await asyncio.to_thread(fleet_stamp, self._path)
+            if current != stamp:
+                stamp = current
+                fleet, errors = await asyncio.to_thread(load_fleet, self._path)
+                for error in errors:
+                    log.error("%s", error)
+                if errors and config is not None:
+                    log.error("%d error(s): the last good fleet stays in force", len(errors))
+                    detail = f"{len(errors)} configuration error(s); the last good fleet serves"
+                    self._status = SourceStatus(Health.DEGRADED, detail, tuple(errors))
+                else:
+                    detail = f"{len(errors)} configuration error(s)" if errors else ""
+                    health = Health.DEGRADED if errors else Health.HEALTHY
+                    self._status = SourceStatus(health, detail, tuple(errors))
+                    if fleet.config != config:
+                        config = fleet.config
+                        yield config
+                    for snapshot in fleet.snapshots:
+                        if snapshots.get(snapshot.cluster) != snapshot:
+                            snapshots[snapshot.cluster] = snapshot
+                            yield snapshot
+            if not self._watch:
+                return
+            await asyncio.sleep(self._poll_interval)

@@ -8,6 +8,7 @@ Traffic prefers its own cluster, then the same region (`edge-paris`), then the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 from collections.abc import AsyncIterator, Callable
@@ -17,11 +18,13 @@ from typing import Any
 import pytest
 
 from kontinuum.bootstrap import proxy_metadata
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
 from tests.e2e.conftest import StartEnvoy
-from tests.support.fleet import cluster_profile
+from tests.support.fleet import cluster_profile, load_into
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -109,20 +112,35 @@ async def _answered_by(port: int, host: str, expected: str, seconds: float = 20)
     raise AssertionError(f"{host} never answered by {expected}; last answer {last}")
 
 
+async def _reported(source: StaticSource, file: str) -> None:
+    for _ in range(100):  # polled every 0.1 s by the source: 5 s at most
+        if any(file in str(error) for error in source.status().errors):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{file} was never reported: {source.status()}")
+
+
 @pytest.fixture
 async def fleet(
     tmp_path: Path, backends: Callable[[str], Backend]
-) -> AsyncIterator[tuple[Path, Mesh, int]]:
+) -> AsyncIterator[tuple[Path, StaticSource, int]]:
     hello = {site: backends(site) for site in SITES}
     _write_fleet(tmp_path / "fleet", hello, backends("billing"))
     cache = SnapshotCache()
-    mesh = Mesh(tmp_path / "fleet", cache)
-    mesh.load()
-    assert not mesh.errors, mesh.errors
+    mesh = Mesh(cache)
+    # The files are watched as `kontinuum serve` watches them: a test edits them and waits.
+    source = StaticSource(tmp_path / "fleet", poll_interval=0.1)
+    aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
+    discovery = asyncio.create_task(aggregator.run())
+    await asyncio.wait_for(aggregator.synced.wait(), 10)
+    assert source.status().errors == ()
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     port = await server.start("127.0.0.1:0")
-    yield tmp_path / "fleet", mesh, port
+    yield tmp_path / "fleet", source, port
     await server.stop(0)
+    discovery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await discovery
 
 
 def _sidecar(envoys: StartEnvoy, xds_port: int, outbound: int, namespace: str = "demo") -> Any:
@@ -135,9 +153,9 @@ def _sidecar(envoys: StartEnvoy, xds_port: int, outbound: int, namespace: str = 
 
 
 async def test_locality_failover_follows_the_fleet_files(
-    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+    fleet: tuple[Path, StaticSource, int], envoys: StartEnvoy
 ) -> None:
-    root, mesh, xds_port = fleet
+    root, source, xds_port = fleet
     outbound = free_port()
     _sidecar(envoys, xds_port, outbound)
 
@@ -147,26 +165,23 @@ async def test_locality_failover_follows_the_fleet_files(
     endpoints = root / "clusters" / "eu-central" / "hello-endpoints.yaml"
     good = endpoints.read_text()
     endpoints.write_text(good.replace("port: ", "port: [", 1))  # broken YAML
-    assert not mesh.load()
-    assert "hello-endpoints.yaml" in str(mesh.errors[0])
+    await _reported(source, "hello-endpoints.yaml")
     await asyncio.sleep(0.5)
     await _answered_by(outbound, HELLO, "eu-central", seconds=2)  # the last good fleet
     endpoints.write_text(good)
-    assert mesh.load()
 
     (root / "clusters" / "eu-central" / "hello-endpoints.yaml").unlink()
-    mesh.load()
     await _answered_by(outbound, HELLO, "edge-paris")  # same region next
+    assert source.status().errors == ()
 
     (root / "clusters" / "edge-paris" / "hello-endpoints.yaml").unlink()
-    mesh.load()
     await _answered_by(outbound, HELLO, "us-east")  # then the rest
 
 
 async def test_an_ungranted_service_is_invisible_until_granted(
-    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+    fleet: tuple[Path, StaticSource, int], envoys: StartEnvoy
 ) -> None:
-    root, mesh, xds_port = fleet
+    root, _, xds_port = fleet
     outbound = free_port()
     envoy = _sidecar(envoys, xds_port, outbound)
     await _answered_by(outbound, HELLO, "eu-central")
@@ -177,12 +192,11 @@ async def test_an_ungranted_service_is_invisible_until_granted(
     assert (await asyncio.to_thread(_get, outbound, BILLING))[0] == 404
 
     (root / "grants.yaml").write_text(GRANT)
-    mesh.load()
     await _answered_by(outbound, BILLING, "billing")
 
 
 async def test_a_proxy_of_an_unknown_cluster_is_refused(
-    fleet: tuple[Path, Mesh, int], envoys: StartEnvoy
+    fleet: tuple[Path, StaticSource, int], envoys: StartEnvoy
 ) -> None:
     _, _, xds_port = fleet
     envoy = envoys(
@@ -209,9 +223,8 @@ async def test_a_killed_backend_is_ejected_and_traffic_goes_on(
     for site in ("edge-paris", "us-east"):
         (tmp_path / "fleet" / "clusters" / site).mkdir(parents=True)
     cache = SnapshotCache()
-    mesh = Mesh(tmp_path / "fleet", cache)
-    assert mesh.load()
-    assert not mesh.errors, mesh.errors
+    mesh = Mesh(cache)
+    load_into(mesh, tmp_path / "fleet")
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     xds_port = await server.start("127.0.0.1:0")
     try:

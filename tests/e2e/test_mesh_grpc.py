@@ -17,7 +17,7 @@ from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e import grpc_client
 from tests.e2e.proxyless import ProxylessClient, grpc_backends, proxyless_client
-from tests.support.fleet import cluster_profile
+from tests.support.fleet import cluster_profile, load_into
 
 pytestmark = pytest.mark.e2e
 
@@ -80,9 +80,8 @@ async def test_proxyless_client_fails_over_to_the_other_region(
     root = tmp_path / "fleet"
     _write_fleet(root, backends)
     cache = SnapshotCache()
-    mesh = Mesh(root, cache)
-    assert mesh.load()
-    assert not mesh.errors, mesh.errors
+    mesh = Mesh(cache)
+    load_into(mesh, root)
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     xds_port = await server.start("127.0.0.1:0")
     try:
@@ -100,8 +99,7 @@ async def test_proxyless_client_fails_over_to_the_other_region(
             assert "ok us-east" not in client.lines  # us-east is up, but priority 1
 
             (root / "clusters" / "eu-central" / "echo-endpoints.yaml").unlink()
-            assert mesh.load()
-            assert not mesh.errors, mesh.errors
+            load_into(mesh, root)
 
             await _answered_by(client, "us-east")
             following = await client.take(10)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from kontinuum.discovery.static import load_fleet
+from kontinuum.mesh import Mesh
+
 
 def cluster_profile(name: str, region: str, network: str = "backbone") -> str:
     """A ClusterProfile placing cluster `name` in `region` (zone `<region>a`)."""
@@ -17,3 +22,10 @@ metadata:
 spec:
   displayName: {name}
 """
+
+
+def load_into(mesh: Mesh, path: Path) -> None:
+    """Read the fleet directory at `path` and apply it to `mesh`; the fleet must be valid."""
+    fleet, errors = load_fleet(path)
+    assert errors == [], errors
+    mesh.apply(fleet)

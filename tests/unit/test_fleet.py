@@ -20,8 +20,7 @@ from kontinuum.control.model import (
     SiteSnapshot,
 )
 from kontinuum.control.objects import Document
-from kontinuum.discovery.source import Health, Source
-from kontinuum.discovery.static import StaticSource, load_fleet
+from kontinuum.discovery.static import load_fleet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet"
 FILE = "clusters/eu/web.yaml"
@@ -131,15 +130,6 @@ def test_the_example_fleet_loads_without_errors() -> None:
     assert eu.exports[0] == ServiceExport(
         "eu-central", "demo", "hello", datetime(2026, 1, 5, 9, tzinfo=UTC)
     )
-
-
-async def test_the_static_source_yields_one_snapshot_per_site() -> None:
-    source: Source = StaticSource(EXAMPLE)
-    assert source.status().health is Health.STARTING
-    got = [snapshot.cluster async for snapshot in source.snapshots()]
-    assert got == ["edge-paris", "eu-central", "us-east"]
-    assert source.status().health is Health.HEALTHY
-    assert source.name == f"static:{EXAMPLE}"
 
 
 def test_a_valid_cluster_loads_with_kubernetes_defaults() -> None:

@@ -1,0 +1,166 @@
+"""The aggregator: the latest update of every source, merged into one `Fleet`, debounced.
+
+Sources report whenever anything changes; translating and pushing on every report would
+turn a flapping cluster or a rolling deployment into a push storm. So, like Istio's
+`PILOT_DEBOUNCE_AFTER` / `PILOT_DEBOUNCE_MAX`, a change starts a quiet period: the fleet is
+applied once no update arrived for `debounce_after` seconds, or at the latest
+`debounce_max` seconds after the first change, whichever comes first. Updates in between
+are coalesced: only the latest per (source, cluster) and per source config counts.
+
+The first fleet is applied once every source has reported at least once (or ended), or
+after `sync_timeout`, so proxies are never served a half-discovered fleet at start-up.
+
+Merging: the fleet's clusters are those of the sources' `FleetConfig`s (a cluster declared
+twice keeps the first source's declaration). A cluster's snapshot is the union of what
+every source reports for it; it is stale when any part of it is. Snapshots of clusters no
+config declares are kept (the cluster may be declared again) but not applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kontinuum.control.model import ClusterSite, Fleet, FleetConfig, Grant, SiteSnapshot
+from kontinuum.discovery.source import Source, SourceUpdate
+
+log = logging.getLogger("kontinuum.discovery.aggregate")
+
+
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    after: float = 0.1  # quiet time that ends a burst
+    max: float = 1.0  # longest a change may wait behind a continuing burst
+    sync_timeout: float = 10.0  # longest the first fleet waits for a slow source
+
+
+def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> Fleet:
+    """One fleet from every source's config and snapshots (see the module doc)."""
+    sites: dict[str, ClusterSite] = {}
+    grants: set[Grant] = set()
+    for config in configs:
+        for site in config.sites:
+            sites.setdefault(site.name, site)
+        grants.update(config.grants)
+    parts: dict[str, list[SiteSnapshot]] = {}
+    for snapshot in snapshots:
+        if snapshot.cluster in sites:
+            parts.setdefault(snapshot.cluster, []).append(snapshot)
+    merged = []
+    for name in sorted(sites):
+        found = parts.get(name, [])
+        if len(found) == 1:
+            merged.append(found[0])
+            continue
+        merged.append(
+            SiteSnapshot(
+                name,
+                services=tuple(s for part in found for s in part.services),
+                endpoints=tuple(e for part in found for e in part.endpoints),
+                exports=tuple(e for part in found for e in part.exports),
+                stale=any(part.stale for part in found),
+            )
+        )
+    return Fleet(
+        sites=tuple(sites[name] for name in sorted(sites)),
+        snapshots=tuple(merged),
+        grants=tuple(sorted(grants, key=lambda g: (g.provider, g.consumer, g.service or ""))),
+    )
+
+
+class Aggregator:
+    """Runs the sources and applies their merged, debounced fleet (see the module doc)."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        apply: Callable[[Fleet], object],
+        debounce: Debounce = Debounce(),
+    ) -> None:
+        self.sources = tuple(sources)
+        self._apply = apply
+        self._debounce = debounce
+        self._configs: dict[str, FleetConfig] = {}
+        self._snapshots: dict[tuple[str, str], SiteSnapshot] = {}
+        self._reported: set[str] = set()
+        self._changed = asyncio.Event()
+        self.synced = asyncio.Event()  # set once the first fleet is applied
+        self.applied = 0  # fleets applied so far
+        self.updates = 0  # source updates received so far
+
+    def fleet(self) -> Fleet:
+        """The fleet as the sources report it right now."""
+        return merge(
+            [self._configs[s.name] for s in self.sources if s.name in self._configs],
+            [self._snapshots[key] for key in sorted(self._snapshots)],
+        )
+
+    async def run(self) -> None:
+        """Run until cancelled; a source that fails is logged and its last view kept."""
+        async with asyncio.TaskGroup() as group:
+            for source in self.sources:
+                group.create_task(self._follow(source), name=f"source {source.name}")
+            group.create_task(self._push())
+
+    def _take(self, source: Source, update: SourceUpdate) -> None:
+        if isinstance(update, FleetConfig):
+            self._configs[source.name] = update
+        else:
+            self._snapshots[source.name, update.cluster] = update
+        self.updates += 1
+        self._changed.set()
+
+    async def _follow(self, source: Source) -> None:
+        try:
+            async for update in source.updates():
+                self._take(source, update)
+                if source.name not in self._reported:
+                    self._reported.add(source.name)
+                    self._changed.set()
+        except Exception:  # one source's bug must not stop the others
+            log.exception("source %s failed; its last view stays in force", source.name)
+        finally:
+            self._reported.add(source.name)  # an ended source no longer holds back the start
+            self._changed.set()
+
+    async def _wait_for_sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._debounce.sync_timeout
+        while len(self._reported) < len(self.sources):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = sorted({s.name for s in self.sources} - self._reported)
+                log.warning("applying the fleet without a first view from %s", ", ".join(missing))
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def _quiet(self) -> None:
+        """Return once updates pause for `after` seconds, or `max` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._debounce.max
+        while True:
+            self._changed.clear()
+            timeout = min(self._debounce.after, deadline - loop.time())
+            if timeout <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return
+
+    async def _push(self) -> None:
+        await self._wait_for_sync()
+        while True:
+            await self._quiet()
+            try:
+                self._apply(self.fleet())
+            except Exception:  # a bug in translation must not stop discovery: keep serving
+                log.exception("applying the fleet failed; the last good one stays in force")
+            self.applied += 1
+            self.synced.set()
+            await self._changed.wait()
