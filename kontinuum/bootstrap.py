@@ -144,6 +144,7 @@ def proxy_metadata(
     role: str,
     service: str | None = None,
     inbound_port: int | None = None,
+    inbound_address: str | None = None,
     outbound_port: int | None = None,
 ) -> dict[str, str]:
     """What a proxy declares about itself in `node.metadata` (the server decides what it
@@ -153,6 +154,7 @@ def proxy_metadata(
         "role": role,
         "service": service,
         "inbound-port": None if inbound_port is None else str(inbound_port),
+        "inbound-address": inbound_address,
         "outbound-port": None if outbound_port is None else str(outbound_port),
     }
     return {METADATA_PREFIX + k: v for k, v in declared.items() if v is not None}

@@ -115,7 +115,16 @@ def bootstrap(
         str | None, typer.Option(help="The service this proxy fronts (sidecars).")
     ] = None,
     inbound_port: Annotated[
-        int | None, typer.Option("--inbound-port", help="Port of the local workload.")
+        int | None,
+        typer.Option("--inbound-port", help="Port of the local workload (on 127.0.0.1)."),
+    ] = None,
+    inbound_address: Annotated[
+        str | None,
+        typer.Option(
+            "--inbound-address",
+            help="IP:PORT where the sidecar accepts traffic for its service "
+            "(default 0.0.0.0:15006; on a shared host, the EndpointSlice address).",
+        ),
     ] = None,
     outbound_port: Annotated[
         int, typer.Option("--outbound-port", help="Port of the outbound listener.")
@@ -143,6 +152,7 @@ def bootstrap(
         role=role,
         service=service,
         inbound_port=inbound_port,
+        inbound_address=inbound_address,
         outbound_port=None if grpc else outbound_port,
     )
     if grpc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -193,10 +194,14 @@ class Envoy:
         if filter_regex:
             path += "&filter=" + urllib.parse.quote(filter_regex)
         entries = json.loads(self.admin(path)).get("stats", [])
-        return {e["name"]: int(e["value"]) for e in entries if "value" in e}
+        return {
+            e["name"]: int(e["value"])
+            for e in entries
+            if isinstance(e.get("value"), int | str) and str(e["value"]).isdigit()
+        }
 
     def stat(self, name: str) -> int | None:
-        return self.stats("^" + name.replace(".", r"\.") + "$").get(name)
+        return self.stats("^" + re.escape(name) + "$").get(name)
 
     def clusters(self) -> dict[str, Any]:
         return dict(json.loads(self.admin("/clusters?format=json")))

@@ -245,3 +245,48 @@ async def test_a_killed_backend_is_ejected_and_traffic_goes_on(
         assert all(a == (200, "backend alive\n") for a in answers), answers
     finally:
         await server.stop(0)
+
+
+async def test_a_sidecar_serves_its_own_service_through_its_inbound_listener(
+    tmp_path: Path, backends: Callable[[str], Backend], envoys: StartEnvoy
+) -> None:
+    """Client sidecar -> the endpoint address (the server sidecar's inbound) -> workload."""
+    workload = backends("eu-central")
+    inbound = free_port()
+    _write_fleet(tmp_path / "fleet", {"eu-central": workload}, backends("billing"))
+    eu = tmp_path / "fleet" / "clusters" / "eu-central"
+    # Other proxies reach hello at its endpoint, which is where its sidecar listens.
+    (eu / "hello-endpoints.yaml").write_text(_slice("demo", "hello", inbound))
+    (eu / "hello.yaml").write_text(_service("demo", "hello", inbound))
+    for site in ("edge-paris", "us-east"):
+        (tmp_path / "fleet" / "clusters" / site).mkdir(parents=True)
+    cache = SnapshotCache()
+    mesh = Mesh(cache)
+    load_into(mesh, tmp_path / "fleet")
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
+    xds_port = await server.start("127.0.0.1:0")
+    try:
+        server_sidecar = envoys(
+            view="eu-central",
+            xds_port=xds_port,
+            mode="delta",
+            metadata=proxy_metadata(
+                namespace="demo",
+                role="sidecar",
+                service="hello",
+                inbound_port=workload.port,
+                inbound_address=f"127.0.0.1:{inbound}",
+                outbound_port=free_port(),
+            ),
+        )
+        outbound = free_port()
+        _sidecar(envoys, xds_port, outbound)
+        await _answered_by(outbound, HELLO, "eu-central")
+        await asyncio.to_thread(server_sidecar.wait_admin)
+        served = await asyncio.to_thread(
+            server_sidecar.stat, "cluster.inbound|80||hello.demo.svc.cluster.local.upstream_rq_2xx"
+        )
+        assert served is not None
+        assert served >= 1
+    finally:
+        await server.stop(0)

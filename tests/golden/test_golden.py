@@ -72,6 +72,7 @@ def _options(raw: dict[str, Any]) -> SidecarOptions:
         ),
         inbound_port=raw.get("inbound_port"),
         inbound_listen_port=raw.get("inbound_listen_port", 15006),
+        inbound_listen_address=raw.get("inbound_listen_address", "127.0.0.1"),
     )
 
 

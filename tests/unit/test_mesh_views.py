@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
 
 from kontinuum.bootstrap import METADATA_PREFIX, proxy_metadata
 from kontinuum.mesh import Mesh
 from kontinuum.xds import Peer, SnapshotCache
+from kontinuum.xds.types import LISTENER
 from tests.support.fleet import load_into
 
 FLEET = Path(__file__).parents[2] / "examples" / "fleet"
@@ -53,6 +56,11 @@ def test_a_declared_sidecar_gets_its_view(mesh: Mesh) -> None:
         (node(outbound_port="²"), "is not a port"),
         (node(outbound_port="70000"), "is not a port"),
         (node(outbound_port=15002), "must be a string"),
+        (node(service="hello"), "declared without its inbound-port"),
+        (node(inbound_port="8080"), "need a service"),
+        (node(service="Hello", inbound_port="8080"), "is not a DNS label"),
+        (node(service="hello", inbound_port="0"), "inbound port '0' is not a port"),
+        (node(service="hello", inbound_port="8080", inbound_address="here:1"), "not IP:PORT"),
     ],
 )
 def test_claims_the_fleet_cannot_serve_are_refused(
@@ -72,3 +80,35 @@ def test_views_of_a_cluster_that_left_the_fleet_are_dropped(mesh: Mesh, fleet_di
     assert mesh.resolve_view(node(), PEER)  # the others go on
     with pytest.raises(PermissionError, match="us-east"):
         mesh.resolve_view(node(cluster="us-east"), PEER)
+
+
+def inbound_listener(mesh: Mesh, view: str) -> dict[str, object] | None:
+    snapshot = mesh.cache.snapshot(view)
+    assert snapshot is not None
+    resource = snapshot.resources(LISTENER).get("inbound")
+    return None if resource is None else json_format.MessageToDict(resource.message)
+
+
+def test_a_sidecar_of_a_service_gets_an_inbound_listener(mesh: Mesh) -> None:
+    claim = node(service="hello", inbound_port="9080", inbound_address="127.0.0.11:8080")
+    view = mesh.resolve_view(claim, PEER)
+    assert view == "sidecar/eu-central/demo:15001/hello@127.0.0.11:8080>9080"
+    listener = inbound_listener(mesh, view)
+    assert listener is not None
+    assert listener["address"] == {"socketAddress": {"address": "127.0.0.11", "portValue": 8080}}
+    assert "inbound|80||hello.demo.svc.cluster.local" in json.dumps(listener)
+
+
+def test_the_inbound_listener_listens_on_0_0_0_0_15006_by_default(mesh: Mesh) -> None:
+    view = mesh.resolve_view(node(service="hello", inbound_port="9080"), PEER)
+    listener = inbound_listener(mesh, view)
+    assert listener is not None
+    assert listener["address"] == {"socketAddress": {"address": "0.0.0.0", "portValue": 15006}}
+
+
+def test_a_service_the_fleet_lacks_gets_no_inbound_listener(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    view = mesh.resolve_view(node(service="nothing", inbound_port="9080"), PEER)
+    assert inbound_listener(mesh, view) is None
+    assert "no Service demo/nothing with a TCP port in cluster eu-central" in caplog.text

@@ -24,15 +24,15 @@ def outbound_listener(port: int) -> Any:
     return _http_listener(routes.OUTBOUND, "127.0.0.1", port, hcm)
 
 
-def inbound_listener(port: int, cluster: str) -> Any:
-    """`inbound` on 127.0.0.1:`port`: everything to the local workload's STATIC cluster.
+def inbound_listener(address: str, port: int, cluster: str) -> Any:
+    """`inbound` on `address`:`port`: everything to the local workload's STATIC cluster.
 
     The route is inline: it depends on nothing but the cluster name, so it needs no RDS.
     """
     hcm = envoy.http_connection_manager(
         routes.INBOUND, route_config=routes.inbound_route_configuration(cluster)
     )
-    return _http_listener(routes.INBOUND, "127.0.0.1", port, hcm)
+    return _http_listener(routes.INBOUND, address, port, hcm)
 
 
 def api_listener(target: routes.Target) -> Any:

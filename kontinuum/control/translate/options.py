@@ -33,8 +33,9 @@ class SidecarOptions:
       ask for by name (`xds:///<host>:<port>`). Envoy never adds an `api_listener`
       received over LDS, so they cost a sidecar nothing but bytes.
     - `inbound_service`: the proxy's own service and service port; with `inbound_port`
-      (where the local workload listens) it gives the `inbound` listener on
-      127.0.0.1:`inbound_listen_port`.
+      (where the local workload listens, on 127.0.0.1) it gives the `inbound` listener on
+      `inbound_listen_address`:`inbound_listen_port`, the address other proxies reach the
+      workload at (its EndpointSlice address, or 0.0.0.0 behind traffic redirection).
     """
 
     outbound_port: int = 15001
@@ -44,6 +45,7 @@ class SidecarOptions:
     inbound_service: tuple[ServiceRef, int] | None = None
     inbound_port: int | None = None
     inbound_listen_port: int = 15006
+    inbound_listen_address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ skipped without an error, so `dns` with 53/UDP and 53/TCP is fine.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,6 +121,14 @@ def translate_sidecar(
     return Translation(tuple(resources), tuple(errors))
 
 
+def _ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _name(message: Any) -> str:
     return str(message.name)
 
@@ -142,6 +151,12 @@ def _inbound(
     if bad:
         errors.append(f"inbound {ref}:{port}: port {bad[0]} is outside 1-65535")
         return None
+    if not _ip_address(options.inbound_listen_address):
+        errors.append(
+            f"inbound {ref}:{port}: listen address {options.inbound_listen_address!r} "
+            "is not an IP address"
+        )
+        return None
     name = ClusterName("inbound", ref.name, ref.namespace, port)
     if parse_cluster_name(str(name)) is None:
         errors.append(f"inbound {ref}:{port}: name and namespace must be DNS labels (RFC 1123)")
@@ -158,4 +173,7 @@ def _inbound(
         None,
     )
     cluster = clusters.inbound_cluster(str(name), workload_port, app_protocol, options)
-    return cluster, listeners.inbound_listener(options.inbound_listen_port, str(name))
+    listener = listeners.inbound_listener(
+        options.inbound_listen_address, options.inbound_listen_port, str(name)
+    )
+    return cluster, listener
