@@ -11,7 +11,11 @@ ignored):
 - per cluster: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice` (linked to its Service by
   the `kubernetes.io/service-name` label) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
 - `gateway.networking.k8s.io/v1beta1 ReferenceGrant`, fleet-wide, in the provider's namespace:
-  a workspace's grant to another workspace to reach its services (see `parse_grants`);
+  a workspace's grant to another workspace to reach its services, or the Gateway API's grant
+  to another namespace's routes to name its services as backends (see `parse_grants`);
+- fleet-wide too, read by `kontinuum.control.gateway_api.parse_routing` and skipped here:
+  `gateway.networking.k8s.io/v1` `HTTPRoute`, `GRPCRoute` and `Gateway`, and
+  `policy.kontinuum.io/v1alpha1 LocalityPolicy`;
 - `v1 List`, whose `items` are read as if they were documents of their own.
 
 The fields used are validated as the Kubernetes API server would, with these differences:
@@ -41,6 +45,7 @@ from kontinuum.control.model import (
     ServicePort,
     ServiceType,
     SiteSnapshot,
+    grant_order,
 )
 from kontinuum.control.objects import (
     Document,
@@ -60,9 +65,17 @@ SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 MCS_API: Final = "multicluster.x-k8s.io/v1alpha1"
 DISCOVERY_API: Final = "discovery.k8s.io/v1"
 GATEWAY_API: Final = "gateway.networking.k8s.io/v1beta1"
-FLEET_KINDS: Final = {"ClusterProfile": MCS_API, "ReferenceGrant": GATEWAY_API}
+FLEET_KINDS: Final = {
+    "ClusterProfile": MCS_API,
+    "ReferenceGrant": GATEWAY_API,
+    # read by kontinuum.control.gateway_api.parse_routing
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "GRPCRoute": "gateway.networking.k8s.io/v1",
+    "Gateway": "gateway.networking.k8s.io/v1",
+    "LocalityPolicy": "policy.kontinuum.io/v1alpha1",
+}
 CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
-_NAMESPACED: Final = frozenset({*CLUSTER_KINDS, "ReferenceGrant"})
+_NAMESPACED: Final = frozenset({*CLUSTER_KINDS, *FLEET_KINDS} - {"ClusterProfile"})
 _SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
 
@@ -111,7 +124,7 @@ def _header(
         obj.mapping(body, "metadata", "metadata", required=True)
         return obj, kind
     check = dns1035_label if kind in ("Service", "ServiceExport") else dns_label
-    if kind in ("EndpointSlice", "ReferenceGrant"):
+    if kind not in ("ClusterProfile", "Service", "ServiceExport"):  # those are DNS labels
         check = dns_subdomain
     obj.string(meta, "name", "metadata.name", required=True, check=check)
     if namespaced and meta.get("namespace") != "":
@@ -309,8 +322,8 @@ def parse_fleet_objects(
     errors: list[ConfigError] = []
     for doc in _expand(docs, errors):
         obj, kind = _header(doc, FLEET_KINDS, CLUSTER_KINDS, _NOT_FLEET_WIDE)
-        if kind == "ReferenceGrant":
-            continue  # read (and reported) by parse_grants
+        if kind in FLEET_KINDS and kind != "ClusterProfile":
+            continue  # read (and reported) by parse_grants and parse_routing
         if not obj.errors:
             if obj.name in seen:
                 obj.error("metadata.name", f"duplicate ClusterProfile, also in {seen[obj.name]}")
@@ -411,15 +424,34 @@ def parse_cluster_objects(
 #       to: [{group: "", kind: Service, name: billing}]    # no name: every Service
 #
 # `from` names kind `Namespace` rather than a route kind: what is granted is reachability for a
-# whole consumer workspace (every proxy of it), not one referring object. Other `from` or `to`
-# kinds are rejected, so a grant never silently means less than its author thinks.
+# whole consumer workspace (every proxy of it), not one referring object.
+#
+# The Gateway API's own use parses too: `from` HTTPRoutes or GRPCRoutes of a namespace
+# (group gateway.networking.k8s.io) lets those routes name the provider's Services (or, group
+# multicluster.x-k8s.io, ServiceImports) as backends. Such a grant opens nothing to proxies.
+# Other `from` or `to` kinds are rejected, so a grant never silently means less than its
+# author thinks.
 
 MAX_GRANT_ENTRIES: Final = 16  # as the Gateway API CRD limits spec.from and spec.to
+_ROUTE_GROUP: Final = "gateway.networking.k8s.io"
+_MCS_GROUP: Final = "multicluster.x-k8s.io"
+# Per side: the kinds each group may name, and why a group's other kinds are refused.
+_GRANT_KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], str]]]] = {
+    "from": {
+        "": (("Namespace",), "a grant opens services to a whole workspace"),
+        _ROUTE_GROUP: (("HTTPRoute", "GRPCRoute"), "the routes that may name backends"),
+    },
+    "to": {
+        "": (("Service",), "a grant opens services, all or one by name"),
+        _MCS_GROUP: (("ServiceImport",), "the cluster-set services routes may name"),
+    },
+}
 
 
 def _grant_entries(
-    obj: ObjectReader, spec: dict[str, object], key: str, kind: str, reason: str
-) -> list[tuple[str, dict[str, object]]]:
+    obj: ObjectReader, spec: dict[str, object], key: str
+) -> list[tuple[str, dict[str, object], str]]:
+    """The (path, entry, kind) of each valid-looking entry of `spec.<key>`."""
     path = f"spec.{key}"
     entries = list(obj.items(spec, key, path, required=True))
     raw = spec.get(key)
@@ -427,16 +459,27 @@ def _grant_entries(
         obj.error(path, "must hold at least one entry")
     elif isinstance(raw, list) and len(raw) > MAX_GRANT_ENTRIES:
         obj.error(path, f"must hold at most {MAX_GRANT_ENTRIES} entries, got {len(raw)}")
+    groups = _GRANT_KINDS[key]
+    found: list[tuple[str, dict[str, object], str]] = []
     for entry_path, entry in entries:
         group = obj.string(entry, "group", f"{entry_path}.group", required=True)
-        if group:
-            obj.error(
-                f"{entry_path}.group", f'must be "" (the core API group of {kind}), got {group!r}'
-            )
-        found = obj.string(entry, "kind", f"{entry_path}.kind", required=True)
-        if found is not None and found != kind:
-            obj.error(f"{entry_path}.kind", f"must be {kind} ({reason}), got {found!r}")
-    return entries
+        kind = obj.string(entry, "kind", f"{entry_path}.kind", required=True)
+        if group is not None and group not in groups:
+            # Name the group of the kind the author wrote; the core group for an unknown kind.
+            home = next((g for g, (kinds, _) in groups.items() if kind in kinds), "")
+            owner = kind if home else groups[""][0][0]
+            what = f"{home} (the API group" if home else '"" (the core API group'
+            obj.error(f"{entry_path}.group", f"must be {what} of {owner}), got {group!r}")
+        elif kind is not None:
+            kinds, reason = groups[group or ""]
+            if group is None and any(kind in k for k, _ in groups.values()):
+                continue  # only the missing group is wrong (and already reported)
+            if kind not in kinds:
+                expected = " or ".join(kinds)
+                obj.error(f"{entry_path}.kind", f"must be {expected} ({reason}), got {kind!r}")
+            else:
+                found.append((entry_path, entry, kind))
+    return found
 
 
 def _reference_grant(obj: ObjectReader) -> list[Grant]:
@@ -444,22 +487,27 @@ def _reference_grant(obj: ObjectReader) -> list[Grant]:
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
     if obj.errors:
         return []
-    consumers: list[str] = []
-    for path, entry in _grant_entries(
-        obj, spec, "from", "Namespace", "a grant opens services to a whole workspace"
-    ):
+    consumers: list[tuple[str, str]] = []
+    for path, entry, kind in _grant_entries(obj, spec, "from"):
         namespace = obj.string(
             entry, "namespace", f"{path}.namespace", required=True, check=dns_label
         )
         if namespace is not None:
-            consumers.append(namespace)
-    services: list[str | None] = []
-    for path, entry in _grant_entries(
-        obj, spec, "to", "Service", "a grant opens services, all or one by name"
-    ):
-        services.append(obj.string(entry, "name", f"{path}.name", check=dns1035_label))
+            consumers.append((kind, namespace))
+    workspace = any(kind == "Namespace" for kind, _ in consumers)
+    services: list[tuple[str, str | None]] = []
+    for path, entry, kind in _grant_entries(obj, spec, "to"):
+        if kind == "ServiceImport" and workspace:
+            obj.error(
+                f"{path}.kind",
+                "a ServiceImport can be granted to routes only (from HTTPRoute or GRPCRoute): "
+                "a Namespace grant opens Services",
+            )
+        services.append((kind, obj.string(entry, "name", f"{path}.name", check=dns1035_label)))
     return [
-        Grant(obj.namespace, consumer, service) for consumer in consumers for service in services
+        Grant(obj.namespace, consumer, service, from_kind, to_kind)
+        for from_kind, consumer in consumers
+        for to_kind, service in services
     ]
 
 
@@ -487,5 +535,5 @@ def parse_grants(docs: Iterable[Document]) -> tuple[tuple[Grant, ...], list[Conf
             if not obj.errors:
                 grants.update(found)
         errors.extend(obj.errors)
-    ordered = sorted(grants, key=lambda g: (g.provider, g.consumer, g.service or ""))
+    ordered = sorted(grants, key=grant_order)
     return tuple(ordered), errors

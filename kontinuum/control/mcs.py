@@ -40,6 +40,7 @@ from kontinuum.control.model import (
     Service,
     ServiceExport,
     ServicePort,
+    grant_order,
 )
 from kontinuum.control.naming import clusterset_host
 from kontinuum.control.plane import (
@@ -283,7 +284,7 @@ def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServiceP
     return ServicePlane(
         sites=fleet.sites,
         services=tuple(services),
-        grants=tuple(sorted(set(grants), key=lambda g: (g.provider, g.consumer, g.service or ""))),
+        grants=tuple(sorted(set(grants), key=grant_order)),
         exports=tuple(sorted(statuses, key=lambda s: (s.namespace, s.name, s.cluster))),
     )
 
@@ -293,7 +294,8 @@ def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
     if service.workspace == workspace:
         return True
     return any(
-        g.provider == service.workspace
+        g.from_kind == "Namespace"
+        and g.provider == service.workspace
         and g.consumer == workspace
         and g.service in (None, service.name)
         for g in plane.grants

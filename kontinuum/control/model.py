@@ -9,9 +9,11 @@ comparisons of whole snapshots are cheap equality checks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+
+from kontinuum.control.routing import RoutingConfig
 
 PortProtocol = Literal["TCP", "UDP", "SCTP"]
 ServiceType = Literal["ClusterIP", "Headless"]
@@ -157,19 +159,33 @@ class SiteSnapshot:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """The provider workspace (the namespace of its ReferenceGrant) lets workspace `consumer`
-    reach its service `service` (None: all of its services)."""
+    reach its service `service` (None: all of its services).
+
+    With `from_kind` `Namespace` it is a workspace grant: every proxy of `consumer` may reach
+    the service. With `HTTPRoute` or `GRPCRoute` it is the Gateway API's own use: routes of
+    that kind in namespace `consumer` may name the provider's `to_kind` (`Service` or
+    `ServiceImport`) as a backend; it opens nothing to proxies by itself.
+    """
 
     provider: str
     consumer: str
     service: str | None = None
+    from_kind: str = "Namespace"
+    to_kind: str = "Service"
+
+
+def grant_order(grant: Grant) -> tuple[str, str, str, str, str]:
+    """The order grants are listed in, the same on every replica."""
+    return (grant.provider, grant.consumer, grant.service or "", grant.from_kind, grant.to_kind)
 
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    """The fleet-wide objects: which clusters there are and where, and the grants."""
+    """The fleet-wide objects: which clusters there are and where, grants, and routing."""
 
     sites: tuple[ClusterSite, ...] = ()
     grants: tuple[Grant, ...] = ()
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +195,11 @@ class Fleet:
     sites: tuple[ClusterSite, ...] = ()
     snapshots: tuple[SiteSnapshot, ...] = ()
     grants: tuple[Grant, ...] = ()
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     @property
     def config(self) -> FleetConfig:
-        return FleetConfig(self.sites, self.grants)
+        return FleetConfig(self.sites, self.grants, self.routing)
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)

@@ -11,8 +11,9 @@ The first fleet is applied once every source has reported at least once (or ende
 after `sync_timeout`, so proxies are never served a half-discovered fleet at start-up.
 
 Merging: the fleet's clusters are those of the sources' `FleetConfig`s (a cluster declared
-twice keeps the first source's declaration). A cluster's snapshot is the union of what
-every source reports for it; it is stale when any part of it is. Snapshots of clusters no
+twice keeps the first source's declaration; so does a route, Gateway or policy). A
+cluster's snapshot is the union of what every source reports for it; it is stale when any
+part of it is. Snapshots of clusters no
 config declares are kept (the cluster may be declared again) but not applied.
 """
 
@@ -24,7 +25,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kontinuum.control.model import ClusterSite, Fleet, FleetConfig, Grant, SiteSnapshot
+from kontinuum.control.model import (
+    ClusterSite,
+    Fleet,
+    FleetConfig,
+    Grant,
+    SiteSnapshot,
+    grant_order,
+)
+from kontinuum.control.routing import RoutingConfig
 from kontinuum.discovery.source import Source, SourceUpdate
 
 log = logging.getLogger("kontinuum.discovery.aggregate")
@@ -41,10 +50,12 @@ def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> 
     """One fleet from every source's config and snapshots (see the module doc)."""
     sites: dict[str, ClusterSite] = {}
     grants: set[Grant] = set()
+    routing: list[RoutingConfig] = []
     for config in configs:
         for site in config.sites:
             sites.setdefault(site.name, site)
         grants.update(config.grants)
+        routing.append(config.routing)
     parts: dict[str, list[SiteSnapshot]] = {}
     for snapshot in snapshots:
         if snapshot.cluster in sites:
@@ -67,7 +78,23 @@ def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> 
     return Fleet(
         sites=tuple(sites[name] for name in sorted(sites)),
         snapshots=tuple(merged),
-        grants=tuple(sorted(grants, key=lambda g: (g.provider, g.consumer, g.service or ""))),
+        grants=tuple(sorted(grants, key=grant_order)),
+        routing=merge_routing(routing),
+    )
+
+
+def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
+    """Every source's routes, Gateways and policies; an object several sources declare
+    (same kind, namespace and name) keeps the first source's version."""
+    if len(configs) == 1:
+        return configs[0]
+    routes = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.routes}
+    gateways = {(g.namespace, g.name): g for c in reversed(configs) for g in c.gateways}
+    policies = {(p.namespace, p.name): p for c in reversed(configs) for p in c.policies}
+    return RoutingConfig(
+        routes=tuple(routes[k] for k in sorted(routes)),
+        gateways=tuple(gateways[k] for k in sorted(gateways)),
+        policies=tuple(policies[k] for k in sorted(policies)),
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects, parse_grants
+from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
@@ -63,6 +64,8 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
     errors.extend(site_errors)
     grants, grant_errors = parse_grants(fleet_docs)
     errors.extend(grant_errors)
+    routing, routing_errors = parse_routing(fleet_docs)
+    errors.extend(routing_errors)
     known = {site.name for site in sites}
     snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
     clusters = root / CLUSTERS_DIR
@@ -86,6 +89,7 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
         sites=sites,
         snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
         grants=grants,
+        routing=routing,
     )
     return fleet, errors
 

@@ -16,6 +16,7 @@ can tell clusters apart even where they share a zone name. Every locality carrie
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
@@ -24,18 +25,29 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from kontinuum.control.model import ClusterSite
 from kontinuum.control.plane import PlaneEndpoint, PlanePort, ProxyView
+from kontinuum.control.routing import FailoverStep
 from kontinuum.control.translate import envoy
 from kontinuum.control.translate.options import OutlierDetection, SidecarOptions
 
 # Tiers before dense ranking: own cluster, same region, anywhere else.
 _OWN_CLUSTER, _SAME_REGION, _ELSEWHERE = 0, 1, 2
+# Locality weights of a weighted spread are multiplied by this, so that a cluster's weight
+# divides among its zones without rounding to zero.
+_WEIGHT_SCALE = 100
 
 
-def outbound_cluster(name: str, port: PlanePort, options: SidecarOptions) -> Any:
-    """An EDS cluster over ADS whose ClusterLoadAssignment has the cluster's own name."""
+def outbound_cluster(
+    name: str, port: PlanePort, options: SidecarOptions, spread: Spread | None = None
+) -> Any:
+    """An EDS cluster over ADS whose ClusterLoadAssignment has the cluster's own name.
+
+    A weighted spread needs locality-weighted load balancing, which is a Cluster setting.
+    """
     cluster = cluster_pb2.Cluster(
         name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
     )
+    if spread is not None and spread.weights:
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     cluster.connect_timeout.CopyFrom(envoy.duration(options.connect_timeout))
     cluster.eds_cluster_config.eds_config.CopyFrom(envoy.ads_source())
     if options.outlier_detection is not None:
@@ -56,17 +68,51 @@ def _outlier_detection(settings: OutlierDetection) -> Any:
     return detection
 
 
-def priority_tier(endpoint: PlaneEndpoint, view: ProxyView, site: ClusterSite | None) -> int:
-    """0 in the proxy's own cluster, 1 in the same (declared) region, 2 elsewhere."""
-    if endpoint.locality.cluster == view.cluster:
-        return _OWN_CLUSTER
-    if site is not None and site.region and endpoint.locality.region == site.region:
-        return _SAME_REGION
-    return _ELSEWHERE
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """How a service owner spreads traffic over fleet clusters (a `LocalityPolicy`).
+
+    - `weights` (cluster -> weight): the named clusters share priority 0 in these
+      proportions (Envoy's locality-weighted load balancing, which also scales a locality
+      down by its share of healthy endpoints); the other clusters come next, in the
+      default order, so they still take over if every named cluster fails.
+    - `failover`: priority follows the steps, the first step holding an endpoint's cluster
+      (or its region) wins; clusters no step names come last.
+    """
+
+    weights: tuple[tuple[str, int], ...] = ()
+    failover: tuple[FailoverStep, ...] = ()
+
+
+def priority_tier(
+    endpoint: PlaneEndpoint, view: ProxyView, site: ClusterSite | None, spread: Spread = Spread()
+) -> int:
+    """The tier of an endpoint: by the spread if there is one, else 0 in the proxy's own
+    cluster, 1 in the same (declared) region, 2 elsewhere."""
+    cluster, region = endpoint.locality.cluster, endpoint.locality.region
+    if spread.failover:
+        for tier, step in enumerate(spread.failover):
+            if cluster in step.clusters or (region and region in step.regions):
+                return tier
+        return len(spread.failover)
+    offset = 0
+    if spread.weights:
+        if any(name == cluster and weight > 0 for name, weight in spread.weights):
+            return 0
+        offset = 1
+    if cluster == view.cluster:
+        return offset + _OWN_CLUSTER
+    if site is not None and site.region and region == site.region:
+        return offset + _SAME_REGION
+    return offset + _ELSEWHERE
 
 
 def load_assignment(
-    name: str, endpoints: Sequence[PlaneEndpoint], view: ProxyView, site: ClusterSite | None
+    name: str,
+    endpoints: Sequence[PlaneEndpoint],
+    view: ProxyView,
+    site: ClusterSite | None,
+    spread: Spread = Spread(),
 ) -> Any:
     """The ready endpoints of a port, grouped by locality, in priority order.
 
@@ -79,7 +125,7 @@ def load_assignment(
         if not endpoint.ready:
             continue
         key = (
-            priority_tier(endpoint, view, site),
+            priority_tier(endpoint, view, site, spread),
             endpoint.locality.cluster,
             endpoint.locality.zone,
         )
@@ -96,11 +142,22 @@ def load_assignment(
             seen.update(fresh)
             kept.append((*key, region, fresh))
     ranks = {tier: rank for rank, tier in enumerate(sorted({k[0] for k in kept}))}
+    weights = dict(spread.weights)
+    zones: dict[tuple[int, str], int] = {}
+    for tier, cluster, *_ in kept:
+        zones[tier, cluster] = zones.get((tier, cluster), 0) + 1
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for tier, cluster, zone, region, fresh in kept:
         locality = cla.endpoints.add(priority=ranks[tier])
         locality.locality.CopyFrom(base_pb2.Locality(region=region, zone=zone, sub_zone=cluster))
-        locality.load_balancing_weight.value = len(fresh)
+        if tier == 0 and weights.get(cluster, 0) > 0:
+            # The cluster's weight, shared by its zones (scaled so integer shares stay fair).
+            share = weights[cluster] * _WEIGHT_SCALE // zones[tier, cluster]
+            locality.load_balancing_weight.value = max(1, share)
+        else:
+            locality.load_balancing_weight.value = len(fresh) * (
+                _WEIGHT_SCALE if spread.weights else 1
+            )
         for address, port in fresh:
             locality.lb_endpoints.append(_lb_endpoint(address, port))
     return cla

@@ -1,0 +1,453 @@
+"""Routes, Gateways and LocalityPolicies bound to the service plane, with their status.
+
+Pure: no I/O, no Envoy types. `bind_routes` decides what the routing IR (`routing.py`) means
+for the current plane and grants, and writes the status a Gateway API controller would. The
+rules, as the Gateway API and GEP-713 state them and where kontinuum decides:
+
+Routes, per parentRef, condition `Accepted`:
+- A `Gateway` parent (group gateway.networking.k8s.io) needs a Gateway of the fleet files and
+  a listener matching its sectionName and port (else `NoMatchingParent`), accepted (see below)
+  and admitting the route's kind and namespace (else `NotAllowedByListeners`), whose hostname
+  intersects the route's (else `NoMatchingListenerHostname`).
+- A `Service` parent (group ""), the GAMMA mesh attachment, needs a Service of that name in
+  some cluster; a `ServiceImport` parent (group multicluster.x-k8s.io) needs the cluster-set
+  service (exported from some cluster). Either must be visible to the route's workspace (its
+  own namespace's, or granted to it by a workspace ReferenceGrant), else `NoMatchingParent`
+  with the same message as for a missing one, so status reveals nothing that workspace
+  isolation hides. sectionName names a Service port, port numbers one. Other kinds:
+  `NoMatchingParent`.
+- Then `UnsupportedValue` when the route holds what kontinuum cannot serve: a regular
+  expression that Python's `re` rejects or that uses what RE2 (Envoy's dialect) lacks
+  (lookaround, backreferences, atomic groups, possessive quantifiers, conditionals, comments,
+  inline flags other than i, m, s); a `CORS` or `ExternalAuth` filter; per-backend filters.
+
+Condition `ResolvedRefs` is about the route's references, so it is the same for every parent;
+False with the reason of the first problem, and every problem in the message:
+`InvalidKind` (a backendRef neither a core Service nor a ServiceImport, or an ExtensionRef
+filter: kontinuum has no extensions), `RefNotPermitted` (a backendRef to another namespace
+without a ReferenceGrant there from the route's kind and namespace to that kind and name),
+`BackendNotFound` (a `Service`: none of that name in any cluster; a `ServiceImport`: no cluster
+exports it; or no such port; a ServiceImport without a port must have exactly one).
+
+A `BoundRoute` holds a route's accepted parents only (a route no parent accepts is left out)
+and every rule with its valid backends. As the Gateway API says, requests an invalid backend
+would have had get HTTP 500 (gRPC: UNAVAILABLE): its weight is the rule's `invalid_weight`.
+A rule with no backend weight left and no redirect, or with an unresolved ExtensionRef,
+answers every request so (`invalid_backends`). An invalid mirror is dropped. A `Service`
+backend means that Service in the proxy's own cluster, a `ServiceImport` the cluster-set
+service: `ResolvedBackend.services` holds the plane services the translator chooses from.
+
+Gateways and LocalityPolicies are bound by `gateway_binding` (its docstring has their rules);
+`bind_routes` returns every binding and status at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kontinuum.control.gateway_binding import (
+    SERVICE_KINDS,
+    BoundGateway,
+    BoundPolicy,
+    GatewayStatus,
+    PolicyStatus,
+    bind_policies,
+    gateway_status,
+    kind_label,
+    listener_condition,
+    listener_kinds,
+    plane_services,
+)
+from kontinuum.control.gateway_fields import regex_problem
+from kontinuum.control.model import Grant
+from kontinuum.control.plane import Condition, PlaneService, ServicePlane
+from kontinuum.control.routing import (
+    GATEWAY_GROUP,
+    MCS_GROUP,
+    BackendRef,
+    ExtensionRef,
+    Gateway,
+    GatewayListener,
+    ParentRef,
+    RequestMirror,
+    RequestRedirect,
+    Route,
+    RouteRule,
+    RoutingConfig,
+    UnsupportedFilter,
+    intersect_hostnames,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParentStatus:
+    ref: ParentRef
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStatus:
+    """A route's status as the Gateway API writes it: conditions per parentRef."""
+
+    kind: str
+    namespace: str
+    name: str
+    file: str
+    generation: int
+    parents: tuple[ParentStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedBackend:
+    """A valid backendRef and the plane services it may lead to, on `port`."""
+
+    ref: BackendRef
+    services: tuple[PlaneService, ...]
+    port: int
+
+    @property
+    def weight(self) -> int:
+        return self.ref.weight
+
+
+@dataclass(frozen=True, slots=True)
+class BoundMirror:
+    backend: ResolvedBackend
+    percent: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRule:
+    """A rule with its valid backends; `invalid_weight` of the weight answers HTTP 500."""
+
+    rule: RouteRule
+    backends: tuple[ResolvedBackend, ...] = ()
+    invalid_weight: int = 0
+    mirrors: tuple[BoundMirror, ...] = ()
+    invalid_filters: bool = False
+
+    @property
+    def invalid_backends(self) -> bool:
+        """Whether every request matching this rule gets HTTP 500 (gRPC: UNAVAILABLE)."""
+        if self.invalid_filters:
+            return True
+        if any(isinstance(f, RequestRedirect) for f in self.rule.filters):
+            return False  # the redirect answers (a redirect rule has no backends)
+        return not any(b.weight for b in self.backends)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundParent:
+    """An accepted parent: the Service/ServiceImport (and ports) or the Gateway listeners."""
+
+    ref: ParentRef
+    services: tuple[PlaneService, ...] = ()
+    ports: tuple[int, ...] = ()
+    gateway: Gateway | None = None
+    listeners: tuple[GatewayListener, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRoute:
+    route: Route
+    parents: tuple[BoundParent, ...]
+    rules: tuple[BoundRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBinding:
+    routes: tuple[BoundRoute, ...] = ()
+    statuses: tuple[RouteStatus, ...] = ()
+    policies: tuple[BoundPolicy, ...] = ()
+    policy_statuses: tuple[PolicyStatus, ...] = ()
+    gateways: tuple[BoundGateway, ...] = ()
+    gateway_statuses: tuple[GatewayStatus, ...] = ()
+
+
+# --- what kontinuum cannot serve ------------------------------------------------------------
+
+
+def _regexes(route: Route) -> Iterable[tuple[str, str]]:
+    """The (field path, pattern) of every regular expression of a route."""
+    for i, rule in enumerate(route.rules):
+        for j, match in enumerate(rule.matches):
+            at = f"spec.rules[{i}].matches[{j}]"
+            if match.path and match.path.type == "RegularExpression":
+                yield f"{at}.path.value", match.path.value
+            for k, header in enumerate(match.headers):
+                if header.type == "RegularExpression":
+                    yield f"{at}.headers[{k}].value", header.value
+            for k, param in enumerate(match.query_params):
+                if param.type == "RegularExpression":
+                    yield f"{at}.queryParams[{k}].value", param.value
+            grpc = match.grpc
+            if grpc and grpc.type == "RegularExpression":
+                for part, value in (("service", grpc.service), ("method", grpc.method)):
+                    if value is not None:
+                        yield f"{at}.method.{part}", value
+
+
+def _unsupported(route: Route) -> list[str]:
+    found = [f"{at}: {problem}" for at, v in _regexes(route) if (problem := regex_problem(v))]
+    for i, rule in enumerate(route.rules):
+        for j, f in enumerate(rule.filters):
+            if isinstance(f, UnsupportedFilter):
+                found.append(f"spec.rules[{i}].filters[{j}]: {f.type} filters are not supported")
+        for j, backend in enumerate(rule.backends):
+            if backend.filters:
+                found.append(
+                    f"spec.rules[{i}].backendRefs[{j}].filters: per-backend filters are not "
+                    f"supported: put them in spec.rules[{i}].filters"
+                )
+    return found
+
+
+# --- references ------------------------------------------------------------------------------
+
+
+def _visible(service: PlaneService, workspace: str, grants: tuple[Grant, ...]) -> bool:
+    """As `mcs.granted`: the workspace's own, or opened to it by a workspace grant."""
+    return service.workspace == workspace or any(
+        g.from_kind == "Namespace"
+        and g.provider == service.workspace
+        and g.consumer == workspace
+        and g.service in (None, service.name)
+        for g in grants
+    )
+
+
+def _resolve(
+    route: Route, ref: BackendRef, at: str, plane: ServicePlane, grants: tuple[Grant, ...]
+) -> ResolvedBackend | tuple[str, str]:
+    """The backend, or the (ResolvedRefs reason, message) of why it is invalid."""
+    kind = SERVICE_KINDS.get((ref.group, ref.kind))
+    where = f"{ref.namespace}/{ref.name}"
+    if kind is None:
+        return "InvalidKind", (
+            f"{at}: kontinuum sends to Services and {MCS_GROUP} ServiceImports, not to a "
+            f"{kind_label(ref.group, ref.kind)}"
+        )
+    if ref.namespace != route.namespace and not any(
+        g.from_kind == route.kind
+        and g.to_kind == kind
+        and g.provider == ref.namespace
+        and g.consumer == route.namespace
+        and g.service in (None, ref.name)
+        for g in grants
+    ):
+        return "RefNotPermitted", (
+            f"{at}: {kind} {where} is in another namespace and no ReferenceGrant in "
+            f"{ref.namespace} lets {route.kind}s of {route.namespace} refer to it"
+        )
+    services = plane_services(plane, kind, ref.namespace, ref.name)
+    if not services:
+        missing = "in any cluster" if kind == "Service" else "(no cluster exports it)"
+        return "BackendNotFound", f"{at}: no {kind} {where} {missing}"
+    ports = sorted({p.port for s in services for p in s.ports})
+    port = ref.port
+    if port is None and len(ports) != 1:
+        listed = ", ".join(map(str, ports)) or "none"
+        return "BackendNotFound", f"{at}: {kind} {where} has ports {listed}: port must say which"
+    if port is not None and port not in ports:
+        return "BackendNotFound", f"{at}: {kind} {where} has no port {port}"
+    return ResolvedBackend(ref, services, ports[0] if port is None else port)
+
+
+def _bind_rules(
+    route: Route, plane: ServicePlane, grants: tuple[Grant, ...]
+) -> tuple[tuple[BoundRule, ...], list[tuple[str, str]]]:
+    """Every rule with its resolved references, and each reference problem."""
+    problems: list[tuple[str, str]] = []
+    rules: list[BoundRule] = []
+    for i, rule in enumerate(route.rules):
+        backends: list[ResolvedBackend] = []
+        invalid_weight = 0
+        for j, ref in enumerate(rule.backends):
+            found = _resolve(route, ref, f"spec.rules[{i}].backendRefs[{j}]", plane, grants)
+            if isinstance(found, ResolvedBackend):
+                backends.append(found)
+            else:
+                problems.append(found)
+                invalid_weight += ref.weight
+        mirrors: list[BoundMirror] = []
+        invalid_filters = False
+        for j, f in enumerate(rule.filters):
+            at = f"spec.rules[{i}].filters[{j}]"
+            if isinstance(f, RequestMirror):
+                found = _resolve(route, f.backend, f"{at}.requestMirror.backendRef", plane, grants)
+                if isinstance(found, ResolvedBackend):
+                    mirrors.append(BoundMirror(found, f.percent))
+                else:
+                    problems.append(found)
+            elif isinstance(f, ExtensionRef):
+                problems.append(
+                    ("InvalidKind", f"{at}: no filter {kind_label(f.group, f.kind)} {f.name}")
+                )
+                invalid_filters = True
+        rules.append(
+            BoundRule(rule, tuple(backends), invalid_weight, tuple(mirrors), invalid_filters)
+        )
+    return tuple(rules), problems
+
+
+# --- parents ---------------------------------------------------------------------------------
+
+
+def _section(ref: ParentRef) -> str:
+    parts = [f"named {ref.section_name!r}"] if ref.section_name else []
+    return " and ".join([*parts, *([f"on port {ref.port}"] if ref.port else [])])
+
+
+def _admits(listener: GatewayListener, gateway: Gateway, route: Route) -> bool:
+    if route.kind not in listener_kinds(listener)[0]:
+        return False
+    return listener.allowed_namespaces == "All" or (
+        listener.allowed_namespaces == "Same" and route.namespace == gateway.namespace
+    )
+
+
+def _gateway_parent(
+    route: Route, ref: ParentRef, gateway: Gateway | None, accepted: frozenset[str]
+) -> BoundParent | tuple[str, str]:
+    """The listeners a route attaches to on a Gateway, or the (reason, message) why none."""
+    where = f"Gateway {ref.namespace}/{ref.name}"
+    if gateway is None:
+        return "NoMatchingParent", f"no {where}"
+    candidates = [
+        listener
+        for listener in gateway.listeners
+        if ref.section_name in (None, listener.name) and ref.port in (None, listener.port)
+    ]
+    if not candidates:
+        return "NoMatchingParent", f"{where} has no listener {_section(ref)}"
+    allowed = [
+        listener
+        for listener in candidates
+        if listener.name in accepted and _admits(listener, gateway, route)
+    ]
+    if not allowed:
+        names = ", ".join(listener.name for listener in candidates)
+        return "NotAllowedByListeners", (
+            f"no accepted listener of {where} ({names}) admits {route.kind}s from namespace "
+            f"{route.namespace}"
+        )
+    matching = tuple(
+        listener
+        for listener in allowed
+        if intersect_hostnames(listener.hostname, route.hostnames) != ()
+    )
+    if not matching:
+        return "NoMatchingListenerHostname", (
+            f"no listener of {where} shares a hostname with {', '.join(route.hostnames)}"
+        )
+    return BoundParent(ref, gateway=gateway, listeners=matching)
+
+
+def _service_parent(
+    route: Route, ref: ParentRef, plane: ServicePlane, grants: tuple[Grant, ...]
+) -> BoundParent | tuple[str, str]:
+    kind = SERVICE_KINDS.get((ref.group, ref.kind))
+    if kind is None:
+        return "NoMatchingParent", (
+            'routes attach to a Gateway, a Service (group "") or a ServiceImport '
+            f"({MCS_GROUP}), not to a {kind_label(ref.group, ref.kind)}"
+        )
+    services = tuple(
+        s
+        for s in plane_services(plane, kind, ref.namespace, ref.name)
+        if _visible(s, route.namespace, grants)
+    )
+    if not services:
+        return "NoMatchingParent", (
+            f"no {kind} {ref.namespace}/{ref.name} visible to namespace {route.namespace}"
+        )
+    ports = sorted(
+        {
+            p.port
+            for s in services
+            for p in s.ports
+            if ref.section_name in (None, p.name) and ref.port in (None, p.port)
+        }
+    )
+    if not ports:
+        return "NoMatchingParent", f"{kind} {ref.namespace}/{ref.name} has no port {_section(ref)}"
+    return BoundParent(ref, services=services, ports=tuple(ports))
+
+
+# --- everything ------------------------------------------------------------------------------
+
+
+def bind_routes(
+    config: RoutingConfig, plane: ServicePlane, grants: Iterable[Grant] = ()
+) -> RouteBinding:
+    """What the routing config means for this plane and these grants, with every status."""
+    grants = tuple(grants)
+    gateways = {(g.namespace, g.name): g for g in config.gateways}
+    accepted = {
+        key: frozenset(
+            listener.name
+            for listener in g.listeners
+            if plane.site(g.cluster) is not None and listener_condition(listener).status == "True"
+        )
+        for key, g in gateways.items()
+    }
+    attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
+    routes: list[BoundRoute] = []
+    statuses: list[RouteStatus] = []
+    for route in config.routes:
+        rules, problems = _bind_rules(route, plane, grants)
+        resolved = (
+            Condition("ResolvedRefs", "False", problems[0][0], "; ".join(m for _, m in problems))
+            if problems
+            else Condition("ResolvedRefs", "True", "ResolvedRefs")
+        )
+        unsupported = _unsupported(route)
+        parents: list[BoundParent] = []
+        parent_statuses: list[ParentStatus] = []
+        for ref in route.parents:
+            key = (ref.namespace, ref.name)
+            found = (
+                _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
+                if (ref.group, ref.kind) == (GATEWAY_GROUP, "Gateway")
+                else _service_parent(route, ref, plane, grants)
+            )
+            if not isinstance(found, BoundParent):
+                condition = Condition("Accepted", "False", *found)
+            elif unsupported:
+                message = "; ".join(unsupported)
+                condition = Condition("Accepted", "False", "UnsupportedValue", message)
+            else:
+                condition = Condition("Accepted", "True", "Accepted")
+                parents.append(found)
+                for listener in found.listeners:
+                    at = (ref.namespace, ref.name, listener.name)
+                    attached.setdefault(at, set()).add((route.kind, route.namespace, route.name))
+            parent_statuses.append(ParentStatus(ref, (condition, resolved)))
+        status = RouteStatus(
+            route.kind,
+            route.namespace,
+            route.name,
+            route.file,
+            route.generation,
+            tuple(parent_statuses),
+        )
+        statuses.append(status)
+        if parents:
+            routes.append(BoundRoute(route, tuple(parents), rules))
+    counts = {key: len(names) for key, names in attached.items()}
+    gateway_statuses = tuple(gateway_status(g, plane, counts) for g in config.gateways)
+    bound_gateways = tuple(
+        BoundGateway(g, tuple(li for li in g.listeners if li.name in accepted[g.namespace, g.name]))
+        for g, s in zip(config.gateways, gateway_statuses, strict=True)
+        if s.conditions[0].status == "True"
+    )
+    policies, policy_statuses = bind_policies(config.policies, plane)
+    return RouteBinding(
+        routes=tuple(routes),
+        statuses=tuple(statuses),
+        policies=policies,
+        policy_statuses=policy_statuses,
+        gateways=bound_gateways,
+        gateway_statuses=gateway_statuses,
+    )

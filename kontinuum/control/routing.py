@@ -1,0 +1,294 @@
+"""The routing IR: what Gateway API routes, Gateways and locality policies ask for.
+
+Small immutable values with no Kubernetes or Envoy types, read from the standard resources
+by `kontinuum.control.gateway_api` and bound to the service plane by
+`kontinuum.control.route_binding`. They keep what the author wrote, with the Gateway API
+defaults filled in (a path match on `/`, weight 1, redirect status 302), so that a value
+means the same whatever produced it. References (`ParentRef`, `BackendRef`) keep their group
+and kind as written: whether kontinuum can serve them is the binding's decision, reported
+in status, not a reason to drop the object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+
+PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
+MatchType = Literal["Exact", "RegularExpression"]
+RedirectCode = Literal[301, 302, 303, 307, 308]
+PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+RouteKind = Literal["HTTPRoute", "GRPCRoute"]
+NamespacesFrom = Literal["Same", "All", "Selector"]
+
+CORE_GROUP: Final = ""
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
+MCS_GROUP: Final = "multicluster.x-k8s.io"
+
+Header = tuple[str, str]  # (name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    type: PathType
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """A request header to match; names compare case-insensitively, as HTTP says."""
+
+    name: str
+    value: str
+    type: MatchType = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParamMatch:
+    name: str
+    value: str
+    type: MatchType = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcMethodMatch:
+    """A gRPC service and/or method (None: any)."""
+
+    service: str | None
+    method: str | None
+    type: MatchType = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """One way a request selects a rule: every part that is set must hold (AND)."""
+
+    path: PathMatch | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryParamMatch, ...] = ()
+    method: str | None = None
+    grpc: GrpcMethodMatch | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderModifier:
+    """Set, add or remove headers of the request (or, with `response`, of the response)."""
+
+    set: tuple[Header, ...] = ()
+    add: tuple[Header, ...] = ()
+    remove: tuple[str, ...] = ()
+    response: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PathModifier:
+    type: PathModifierType
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRedirect:
+    """Answer with a redirect; None parts keep the request's own (scheme, host, path)."""
+
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path: PathModifier | None = None
+    status_code: RedirectCode = 302
+
+
+@dataclass(frozen=True, slots=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMirror:
+    """Send a copy of `percent` % of requests (None: all) to `backend`; ignore its answers."""
+
+    backend: BackendRef
+    percent: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionRef:
+    """An implementation-specific filter, named by reference (kontinuum has none yet)."""
+
+    group: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedFilter:
+    """A standard filter type kontinuum does not serve yet (`CORS`, `ExternalAuth`)."""
+
+    type: str
+
+
+Filter = (
+    HeaderModifier | RequestRedirect | URLRewrite | RequestMirror | ExtensionRef | UnsupportedFilter
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRef:
+    """Where a rule sends requests: `kind` is `Service` (the Service of that name in the
+    proxy's own cluster) or `ServiceImport` (the cluster-set service); any other group/kind
+    is kept so that status can name it."""
+
+    kind: str
+    namespace: str
+    name: str
+    port: int | None = None
+    weight: int = 1
+    group: str = CORE_GROUP
+    filters: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; 0 disables the timeout, None leaves it to kontinuum's default."""
+
+    request: float | None = None
+    backend_request: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry up to `attempts` times (0: never) on these status codes, `backoff` seconds apart."""
+
+    attempts: int | None = None
+    codes: tuple[int, ...] = ()
+    backoff: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """Matches (any of them selects the rule), then filters in order, then the backends.
+
+    No matches: every request (an HTTPRoute rule gets the API's default, a path prefix `/`).
+    """
+
+    name: str = ""
+    matches: tuple[RouteMatch, ...] = ()
+    filters: tuple[Filter, ...] = ()
+    backends: tuple[BackendRef, ...] = ()
+    timeouts: Timeouts | None = None
+    retry: Retry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    """What a route attaches to: a `Gateway` (ingress) or a `Service`/`ServiceImport` (mesh)."""
+
+    kind: str
+    namespace: str
+    name: str
+    port: int | None = None
+    section_name: str | None = None
+    group: str = GATEWAY_GROUP
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTPRoute or GRPCRoute. `created` orders routes of equal precedence (oldest first)."""
+
+    kind: RouteKind
+    namespace: str
+    name: str
+    file: str
+    hostnames: tuple[str, ...] = ()
+    parents: tuple[ParentRef, ...] = ()
+    rules: tuple[RouteRule, ...] = ()
+    created: datetime | None = None
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    """A port a Gateway listens on; which routes may attach to it, by namespace and kind.
+
+    `allowed_kinds` holds (group, kind) pairs; empty means the protocol's default kinds.
+    """
+
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None = None
+    allowed_namespaces: NamespacesFrom = "Same"
+    allowed_kinds: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """An ingress gateway and the fleet cluster it runs in (label `kontinuum.io/cluster`)."""
+
+    namespace: str
+    name: str
+    file: str
+    gateway_class: str
+    cluster: str
+    listeners: tuple[GatewayListener, ...] = ()
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverStep:
+    """One priority level of a failover order: these clusters, or the clusters of these
+    regions."""
+
+    clusters: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityPolicy:
+    """How a service's traffic is spread over clusters: by `weights` (cluster, weight), or by
+    the `failover` priority order. At most one of the two is set.
+
+    `targets` are (kind, name) pairs, `Service` or `ServiceImport`, in the policy's namespace.
+    """
+
+    namespace: str
+    name: str
+    file: str
+    targets: tuple[tuple[str, str], ...] = ()
+    weights: tuple[tuple[str, int], ...] = ()
+    failover: tuple[FailoverStep, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """Every valid route, Gateway and LocalityPolicy of the fleet, each sorted by identity."""
+
+    routes: tuple[Route, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    policies: tuple[LocalityPolicy, ...] = ()
+
+
+def _within(host: str, wildcard: str) -> bool:
+    """Whether `host` (exact, or itself a wildcard) lies inside `wildcard` (`*.example.com`)."""
+    body = host[2:] if host.startswith("*.") else host
+    return body.endswith(wildcard[1:])
+
+
+def intersect_hostnames(listener: str | None, route: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The hostnames a route serves on a listener, by the Gateway API's intersection rules.
+
+    None: no restriction (neither names a hostname). An empty tuple: no hostname in common,
+    so the route cannot attach to this listener. A wildcard matches one or more labels.
+    """
+    if not route:
+        return None if listener is None else (listener,)
+    if listener is None:
+        return route
+    found: list[str] = []
+    for host in route:
+        if host == listener or (listener.startswith("*.") and _within(host, listener)):
+            found.append(host)
+        elif host.startswith("*.") and _within(listener, host):
+            found.append(listener)
+    return tuple(dict.fromkeys(found))
