@@ -20,7 +20,9 @@ from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import Fleet, ServiceRef
 from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import ProxyView, ServicePlane
+from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
+from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 
 log = logging.getLogger("kontinuum.mesh")
@@ -123,6 +125,8 @@ class Mesh:
     def __init__(self, cache: SnapshotCache) -> None:
         self.cache = cache
         self.plane = ServicePlane()
+        self.routing_state = RoutingState()
+        self._routing = MeshRouting()
         self._views: dict[str, ViewKey] = {}
 
     def apply(self, fleet: Fleet) -> None:
@@ -131,6 +135,7 @@ class Mesh:
         Views of a cluster that left the fleet are dropped (their proxies get nothing more).
         """
         self.plane = build_plane(fleet)
+        self._routing = self.routing_state.update(fleet, self.plane)
         for name, key in list(self._views.items()):
             if self.plane.site(key.view.cluster) is None:
                 del self._views[name]
@@ -178,7 +183,11 @@ class Mesh:
     def _translate(self, name: str, key: ViewKey) -> None:
         services = visible_services(self.plane, key.view.workspace, key.view.cluster)
         translation = translate_sidecar(
-            services, key.view, self.plane.site(key.view.cluster), self._options(name, key)
+            services,
+            key.view,
+            self.plane.site(key.view.cluster),
+            self._options(name, key),
+            self._routing,
         )
         for error in translation.errors:
             log.error("view %s: %s", name, error)

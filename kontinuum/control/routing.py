@@ -191,6 +191,12 @@ class ParentRef:
     section_name: str | None = None
     group: str = GATEWAY_GROUP
 
+    def __str__(self) -> str:
+        where = f"{self.kind} {self.namespace}/{self.name}"
+        if self.section_name:
+            where += f" section {self.section_name}"
+        return where + (f" port {self.port}" if self.port else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Route:

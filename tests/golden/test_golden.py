@@ -1,8 +1,10 @@
 """Golden tests of the translator (the way Envoy Gateway tests `internal/xds/translator`).
 
-Each `<case>.in.yaml` describes services, a view, its site and options; the translation is
-written as `<case>.out.yaml` (every resource through `MessageToDict`, with its `@type`) and
-compared exactly. `pytest tests/golden --update-golden` rewrites the outputs and deletes
+Each `<case>.in.yaml` describes services, a view, its site and options, and optionally
+`gateway_api`: Gateway API objects (routes, ReferenceGrants, LocalityPolicies) as the fleet
+files hold them. The translation is written as `<case>.out.yaml` (every resource through
+`MessageToDict`, with its `@type`, and the routes' status conditions) and compared exactly.
+`pytest tests/golden --update-golden` rewrites the outputs and deletes
 outputs whose input is gone.
 """
 
@@ -17,14 +19,27 @@ import pytest
 import yaml
 from google.protobuf import any_pb2, json_format
 
+from kontinuum.control.fleet import parse_grants
+from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.model import ClusterSite, ServiceRef
-from kontinuum.control.plane import Locality, PlaneEndpoint, PlanePort, PlaneService, ProxyView
+from kontinuum.control.objects import Document
+from kontinuum.control.plane import (
+    Locality,
+    PlaneEndpoint,
+    PlanePort,
+    PlaneService,
+    ProxyView,
+    ServicePlane,
+)
+from kontinuum.control.route_binding import RouteBinding, bind_routes
+from kontinuum.control.routing_state import mesh_routing
 from kontinuum.control.translate import (
     OutlierDetection,
     SidecarOptions,
     Translation,
     translate_sidecar,
 )
+from kontinuum.control.translate.backends import MeshRouting
 
 HERE = Path(__file__).parent
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in HERE.glob("*.in.yaml"))
@@ -76,25 +91,68 @@ def _options(raw: dict[str, Any]) -> SidecarOptions:
     )
 
 
-Case = tuple[list[PlaneService], ProxyView, ClusterSite | None, SidecarOptions]
+Case = tuple[list[PlaneService], ProxyView, ClusterSite | None, SidecarOptions, MeshRouting]
 
 
-def load_case(path: Path) -> Case:
-    raw = yaml.safe_load(path.read_text())
-    site = raw.get("site")
-    return (
-        [_service(s) for s in raw.get("services", ())],
-        ProxyView(**raw["view"]),
-        None if site is None else ClusterSite(**site),
-        _options(raw.get("options") or {}),
+def _routing(
+    raw: list[dict[str, Any]], services: list[PlaneService], site: ClusterSite | None
+) -> tuple[MeshRouting, RouteBinding]:
+    docs = [Document("gateway-api.yaml", body, i) for i, body in enumerate(raw, start=1)]
+    config, errors = parse_routing(docs)
+    grants, grant_errors = parse_grants(docs)
+    assert errors + grant_errors == [], errors + grant_errors
+    sites = tuple({e.locality.cluster for s in services for p in s.ports for e in p.endpoints})
+    plane = ServicePlane(
+        sites=tuple(
+            site if site is not None and site.name == name else ClusterSite(name)
+            for name in sorted(set(sites) | ({site.name} if site else set()))
+        ),
+        services=tuple(services),
+        grants=grants,
     )
+    binding = bind_routes(config, plane, grants)
+    return mesh_routing(binding), binding
 
 
-def translate_case(name: str) -> Translation:
-    return translate_sidecar(*load_case(HERE / f"{name}.in.yaml"))
+def load_case(path: Path) -> tuple[Case, RouteBinding | None]:
+    raw = yaml.safe_load(path.read_text())
+    site_raw = raw.get("site")
+    site = None if site_raw is None else ClusterSite(**site_raw)
+    services = [_service(s) for s in raw.get("services", ())]
+    routing, binding = MeshRouting(), None
+    if raw.get("gateway_api"):
+        routing, binding = _routing(raw["gateway_api"], services, site)
+    case = (
+        services,
+        ProxyView(**raw["view"]),
+        site,
+        _options(raw.get("options") or {}),
+        routing,
+    )
+    return case, binding
 
 
-def to_yaml(translation: Translation) -> str:
+def translate_case(name: str) -> tuple[Translation, RouteBinding | None]:
+    case, binding = load_case(HERE / f"{name}.in.yaml")
+    return translate_sidecar(*case), binding
+
+
+def _statuses(binding: RouteBinding) -> list[dict[str, Any]]:
+    return [
+        {
+            "route": f"{status.kind} {status.namespace}/{status.name}",
+            "parents": {
+                str(parent.ref): [
+                    f"{c.type}={c.status} {c.reason}: {c.message}" for c in parent.conditions
+                ]
+                for parent in status.parents
+            },
+        }
+        for status in binding.statuses
+    ]
+
+
+def to_yaml(translation: Translation, binding: RouteBinding | None = None) -> str:
     resources = []
     for message in translation.resources:
         packed = any_pb2.Any()
@@ -102,13 +160,15 @@ def to_yaml(translation: Translation) -> str:
         # Through JSON text: plain dicts and lists, whatever containers protobuf returns.
         text = json_format.MessageToJson(packed, preserving_proto_field_name=True)
         resources.append(json.loads(text))
-    document = {"errors": list(translation.errors), "resources": resources}
+    document: dict[str, Any] = {"errors": list(translation.errors), "resources": resources}
+    if binding is not None:
+        document["route_statuses"] = _statuses(binding)
     return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=100)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str, update_golden: bool) -> None:
-    actual = to_yaml(translate_case(case))
+    actual = to_yaml(*translate_case(case))
     out = HERE / f"{case}.out.yaml"
     if update_golden:
         out.write_text(actual)
@@ -128,9 +188,9 @@ def test_no_orphaned_outputs(update_golden: bool) -> None:
 
 def test_translation_is_deterministic() -> None:
     for case in CASES:
-        services, view, site, options = load_case(HERE / f"{case}.in.yaml")
-        first = translate_sidecar(services, view, site, options)
-        again = translate_sidecar(list(reversed(services)), view, site, options)
+        (services, view, site, options, routing), _ = load_case(HERE / f"{case}.in.yaml")
+        first = translate_sidecar(services, view, site, options, routing)
+        again = translate_sidecar(list(reversed(services)), view, site, options, routing)
         assert [m.SerializeToString(deterministic=True) for m in first.resources] == [
             m.SerializeToString(deterministic=True) for m in again.resources
         ], case

@@ -21,9 +21,11 @@ request). How each Gateway API field maps:
   the connection failures a sidecar always retries) and the base back-off interval.
 
 Precedence between routes of one host follows the Gateway API: an exact path first, then
-the longest prefix, then (kontinuum's choice where the API leaves it open) regular
-expressions, longest first; then a method match, more header matches, more query
-parameter matches; then the older route, its namespace/name, rule order and match order.
+(kontinuum's choice where the API leaves it open, as Envoy Gateway does) regular
+expressions, longest first, then the longest prefix; then a method match, more header
+matches, more query parameter matches; then the older route, its namespace/name, rule
+order and match order. A regular expression ranks before prefixes because a prefix `/`
+would otherwise hide every expression.
 """
 
 from __future__ import annotations
@@ -153,9 +155,9 @@ def match_rank(match: RouteMatch) -> tuple[int, ...]:
         )
     path = match.path
     if path is None:
-        kind, length = 1, 1
+        kind, length = 2, 1
     else:
-        kind = {"Exact": 0, "PathPrefix": 1, "RegularExpression": 2}[path.type]
+        kind = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}[path.type]
         length = (
             len(path.value.rstrip("/") or "/") if path.type == "PathPrefix" else len(path.value)
         )

@@ -41,6 +41,7 @@ class Target:
     service: PlaneService
     port: int
     cluster: str
+    routes: tuple[Any, ...] = ()  # Envoy routes of the attached Gateway API routes, if any
 
     @property
     def authority(self) -> str:
@@ -56,6 +57,15 @@ def candidate_domains(target: Target, view: ProxyView) -> list[str]:
     return [form for name in names for form in (name, f"{name}:{port}")]
 
 
+def _virtual_host(target: Target, domains: list[str], *, retries: bool) -> Any:
+    """The target's own routes if routes attach to it, else everything to its cluster."""
+    vhost = envoy.virtual_host(target.authority, domains, target.cluster, retries=retries)
+    if target.routes:
+        del vhost.routes[:]
+        vhost.routes.extend(target.routes)
+    return vhost
+
+
 def outbound_route_configuration(targets: Sequence[Target], view: ProxyView) -> Any:
     """The `outbound` RouteConfiguration: one virtual host per target, domains unique."""
     claimed: set[str] = set()
@@ -64,15 +74,17 @@ def outbound_route_configuration(targets: Sequence[Target], view: ProxyView) -> 
         domains = [d for d in candidate_domains(target, view) if d not in claimed]
         claimed.update(domains)
         # `<host>:<port>` is unique per target, so no virtual host is left without domains.
-        vhosts.append(envoy.virtual_host(target.authority, domains, target.cluster, retries=True))
-    return envoy.route_configuration(OUTBOUND, vhosts)
+        vhosts.append(_virtual_host(target, domains, retries=True))
+    config = envoy.route_configuration(OUTBOUND, vhosts)
+    # Routes may name `INVALID_BACKEND` on purpose (a share answered with 500): never make
+    # Envoy refuse the whole RouteConfiguration for it.
+    config.validate_clusters.value = False
+    return config
 
 
 def grpc_route_configuration(target: Target) -> Any:
     """The RouteConfiguration a proxyless gRPC client of `xds:///<host>:<port>` reads."""
-    vhost = envoy.virtual_host(
-        target.authority, [target.authority, target.service.host], target.cluster
-    )
+    vhost = _virtual_host(target, [target.authority, target.service.host], retries=False)
     return envoy.route_configuration(target.authority, [vhost])
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from kontinuum.control.model import ClusterSite
 from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
-from kontinuum.control.translate import clusters, listeners, routes
+from kontinuum.control.translate import clusters, http_routes, listeners, routes
+from kontinuum.control.translate.backends import BackendClusters, MeshRouting, routes_for
+from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.options import SidecarOptions, Translation
 
 
@@ -66,12 +69,15 @@ def translate_sidecar(
     view: ProxyView,
     site: ClusterSite | None,
     options: SidecarOptions,
+    routing: MeshRouting | None = None,
 ) -> Translation:
     """Envoy resources for the sidecars (and proxyless gRPC clients) of one view.
 
     `services` are exactly those the view may see; `site` is the view's cluster, for the
     region that decides locality priority (None: only the own cluster is preferred).
+    `routing` holds the fleet's accepted routes and locality policies.
     """
+    routing = routing or MeshRouting()
     errors: list[str] = []
     cluster_msgs: list[Any] = []
     assignments: list[Any] = []
@@ -96,16 +102,31 @@ def translate_sidecar(
         if problem is not None:
             errors.append(f"service {service.host}: {problem}")
             continue
+        spread = (
+            routing.spreads.get((service.namespace, service.name)) if not service.scope else None
+        )
         for port, name in zip(ports, names, strict=True):
             taken[name] = service.host
-            cluster_msgs.append(clusters.outbound_cluster(name, port, options))
-            assignments.append(clusters.load_assignment(name, port.endpoints, view, site))
-            target = routes.Target(service, port.port, name)
-            targets.append(target)
-            if options.api_listeners:
-                listener_msgs.append(listeners.api_listener(target))
-                route_configs.append(routes.grpc_route_configuration(target))
+            cluster_msgs.append(clusters.outbound_cluster(name, port, options, spread))
+            assignments.append(
+                clusters.load_assignment(name, port.endpoints, view, site, spread or Spread())
+            )
+            targets.append(routes.Target(service, port.port, name))
 
+    # The routes that attach to each target, with the clusters their backends need.
+    backends = BackendClusters(view, site, options, routing.spreads, set(taken))
+    for i, target in enumerate(targets):
+        attached = routes_for(routing, view, target.service, target.port)
+        if attached:
+            targets[i] = replace(
+                target, routes=tuple(http_routes.ranked_routes(attached, backends))
+            )
+    cluster_msgs.extend(backends.clusters)
+    assignments.extend(backends.assignments)
+    if options.api_listeners:
+        for target in targets:
+            listener_msgs.append(listeners.api_listener(target))
+            route_configs.append(routes.grpc_route_configuration(target))
     route_configs.append(routes.outbound_route_configuration(targets, view))
     inbound = _inbound(services, view, options, errors)
     if inbound is not None:

@@ -1,0 +1,101 @@
+"""The fleet's routing, bound to each new service plane, with last-good versions kept.
+
+A route that is no longer accepted by any parent (an edit made it unservable) does not take
+its traffic down: its last accepted version is bound again in its place, and its status
+reports the new version's problem, saying the last good version stays in force. A route
+that is deleted is gone. Pure state: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kontinuum.control.model import Fleet
+from kontinuum.control.plane import Condition, ServicePlane
+from kontinuum.control.route_binding import RouteBinding, RouteStatus, bind_routes
+from kontinuum.control.routing import Route
+from kontinuum.control.translate.backends import MeshRouting
+from kontinuum.control.translate.clusters import Spread
+
+RouteKey = tuple[str, str, str]  # (kind, namespace, name)
+
+KEPT_NOTE = "; its last accepted version stays in force"
+
+
+def _key(route: Route) -> RouteKey:
+    return (route.kind, route.namespace, route.name)
+
+
+def _with_note(status: RouteStatus) -> RouteStatus:
+    parents = tuple(
+        replace(
+            parent,
+            conditions=tuple(
+                replace(c, message=c.message + KEPT_NOTE)
+                if c.type == "Accepted" and c.status == "False"
+                else c
+                for c in parent.conditions
+            ),
+        )
+        for parent in status.parents
+    )
+    return replace(status, parents=parents)
+
+
+class RoutingState:
+    """Binds each fleet's routing to its plane (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._last_good: dict[RouteKey, Route] = {}
+        self.binding = RouteBinding()
+
+    @property
+    def statuses(self) -> tuple[RouteStatus, ...]:
+        return self.binding.statuses
+
+    def update(self, fleet: Fleet, plane: ServicePlane) -> MeshRouting:
+        config = fleet.routing
+        binding = bind_routes(config, plane, fleet.grants)
+        accepted = {_key(bound.route) for bound in binding.routes}
+        present = {_key(route) for route in config.routes}
+        kept = {k for k in present - accepted if k in self._last_good}
+        if kept:
+            routes = tuple(
+                self._last_good[_key(r)] if _key(r) in kept else r for r in config.routes
+            )
+            fallback = bind_routes(replace(config, routes=routes), plane, fleet.grants)
+            statuses = tuple(
+                _with_note(s) if (s.kind, s.namespace, s.name) in kept else s
+                for s in binding.statuses
+            )
+            binding = replace(fallback, statuses=statuses)
+        # A deleted route is forgotten; an accepted one is the new last good version.
+        self._last_good = {k: v for k, v in self._last_good.items() if k in present}
+        self._last_good.update(
+            (_key(b.route), b.route) for b in binding.routes if _key(b.route) in accepted
+        )
+        self.binding = binding
+        return mesh_routing(binding)
+
+
+def mesh_routing(binding: RouteBinding) -> MeshRouting:
+    """What sidecar translation needs: mesh-attached routes, and each service's spread."""
+    routes = tuple(
+        bound for bound in binding.routes if any(p.gateway is None for p in bound.parents)
+    )
+    spreads: dict[tuple[str, str], Spread] = {}
+    for bound in binding.policies:
+        policy = bound.policy
+        for service in bound.services:
+            spreads[service.namespace, service.name] = Spread(policy.weights, policy.failover)
+    return MeshRouting(routes, spreads)
+
+
+def failing_conditions(status: RouteStatus) -> list[tuple[str, Condition]]:
+    """(parent, condition) of every condition that is not as it should be."""
+    return [
+        (str(parent.ref), c)
+        for parent in status.parents
+        for c in parent.conditions
+        if c.type in ("Accepted", "ResolvedRefs") and c.status != "True"
+    ]
