@@ -1,7 +1,12 @@
-"""Real HTTP backends on loopback, and a plain HTTP client for requests through Envoy."""
+"""Real HTTP backends on loopback, and a plain HTTP client for requests through Envoy.
+
+`python -m tests.e2e.backends --name X [--address A] [--port P]` runs one backend as its
+own process (so it can live in another network namespace) and prints `A:P` once it listens.
+"""
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import threading
 import time
@@ -27,12 +32,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Backend(ThreadingHTTPServer):
-    """An HTTP server on 127.0.0.1 whose every answer names it: `backend <name>`."""
+    """An HTTP server (on 127.0.0.1 unless told) whose every answer names it: `backend <name>`."""
 
     daemon_threads = True
 
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, name: str, *, address: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((address, port), _Handler)
         self.name = name
         self.requests = 0
         self._lock = threading.Lock()
@@ -128,3 +133,19 @@ class Traffic:
     @property
     def total(self) -> int:
         return len(self.answers) + len(self.failures)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one backend until killed; the first stdout line `address:port` says it is up."""
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.backends")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    backend = Backend(args.name, address=args.address, port=args.port)
+    print(f"{args.address}:{backend.port}", flush=True)
+    backend.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    main()

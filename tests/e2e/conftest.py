@@ -6,7 +6,8 @@ fails; a failed test's report carries the tail of every Envoy log it started.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from kontinuum.bootstrap import find_envoy
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy, Mode
+from tests.e2e.netns import FleetNetwork, netns_unavailable
 
 _ENVOYS = pytest.StashKey[list[Envoy]]()
 
@@ -106,3 +108,16 @@ async def xds_servers() -> AsyncIterator[StartServer]:
     yield start
     for server in started:
         await server.stop(0)
+
+
+@pytest.fixture
+def fleet_network() -> Iterator[Callable[[Iterable[str]], FleetNetwork]]:
+    """Clusters on separate networks: `fleet_network(["eu", "us"])`; all deleted at the end.
+
+    Fails (never skips) without root or `ip`: CI runs these tests as root.
+    """
+    problem = netns_unavailable()
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    with ExitStack() as stack:
+        yield lambda clusters: stack.enter_context(FleetNetwork(clusters))

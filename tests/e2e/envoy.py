@@ -2,14 +2,23 @@
 
 Every method here blocks (subprocess and HTTP calls to the admin port); tests that run
 the xDS server in their own event loop call them through `asyncio.to_thread`.
+
+An Envoy given `netns` runs under `ip netns exec` and binds its admin to a Unix socket in
+its workdir instead of a TCP port: a socket path is reachable from the test's own network
+namespace, a loopback port inside the Envoy's namespace is not.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -21,6 +30,9 @@ from typing import Any, Literal
 from kontinuum.bootstrap import envoy_bootstrap
 
 Mode = Literal["sotw", "delta"]
+
+# sun_path holds 108 bytes; pytest's tmp_path for a long test name can exceed it.
+_MAX_SOCKET_PATH = 100
 
 
 def bootstrap(
@@ -52,7 +64,11 @@ class Envoy:
         binary: str,
         log_level: str = "info",
         metadata: dict[str, str] | None = None,
+        config: dict[str, Any] | None = None,
+        netns: str | None = None,
     ) -> None:
+        """`config` replaces kontinuum's ADS bootstrap (a static Envoy); `netns` is the
+        network namespace to run in (see the module docstring for its admin)."""
         self.workdir = workdir
         self.node_id = node_id
         self.view = view
@@ -61,10 +77,23 @@ class Envoy:
         self.bootstrap_path = workdir / "bootstrap.json"
         self.log_path = workdir / "envoy.log"
         self.admin_path = workdir / "admin.address"
-        self.bootstrap_path.write_text(
-            json.dumps(bootstrap(node_id, view, xds_port, mode, metadata))
-        )
+        self.netns = netns
+        self._socket_dir: Path | None = None
+        self.admin_socket: Path | None = None
+        document = bootstrap(node_id, view, xds_port, mode, metadata) if config is None else config
+        if netns is not None:
+            self.admin_socket = workdir / "admin.sock"
+            if len(str(self.admin_socket)) > _MAX_SOCKET_PATH:
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="envoy-admin-"))
+                self.admin_socket = self._socket_dir / "admin.sock"
+            document = {
+                **document,
+                "admin": {"address": {"pipe": {"path": str(self.admin_socket)}}},
+            }
+        self.bootstrap_path.write_text(json.dumps(document))
+        prefix = ["ip", "netns", "exec", netns] if netns is not None else []
         self._command = [
+            *prefix,
             binary,
             "--config-path",
             str(self.bootstrap_path),
@@ -87,7 +116,11 @@ class Envoy:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.admin_socket is not None:  # a restart binds it afresh
+            self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.admin_socket.unlink(missing_ok=True)
         # Envoy logs to stderr, line by line: the file also catches startup errors.
+        # `ip netns exec` execs the command, so the child process is Envoy itself.
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self._command,
@@ -117,6 +150,8 @@ class Envoy:
                 process.kill()
                 process.wait(timeout)
         self._process = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def wait_admin(self, timeout: float = 10.0) -> str:
         """Wait until the admin endpoint answers; returns its base URL."""
@@ -126,7 +161,7 @@ class Envoy:
             if self._admin is None and self.admin_path.exists():
                 address = self.admin_path.read_text().strip()
                 if address:
-                    self._admin = f"http://{address}"
+                    self._admin = f"unix:{address}" if self.admin_socket else f"http://{address}"
             if self._admin is not None:
                 try:
                     self.admin("/server_info")
@@ -181,6 +216,8 @@ class Envoy:
     def admin(self, path: str, timeout: float = 5.0) -> str:
         if self._admin is None:
             raise AssertionError("Envoy admin address not known yet (call wait_admin)")
+        if self.admin_socket is not None:
+            return _unix_get(str(self.admin_socket), path, timeout)
         with urllib.request.urlopen(self._admin + path, timeout=timeout) as response:
             return str(response.read().decode())
 
@@ -229,3 +266,39 @@ class Envoy:
             return f"(no Envoy log at {self.log_path})"
         tail = "\n".join(text.splitlines()[-lines:])
         return f"--- Envoy {self.node_id} ({self.mode}) log tail: {self.log_path} ---\n{tail}"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _unix_get(socket_path: str, path: str, timeout: float) -> str:
+    """A GET over a Unix socket that fails like `urlopen` (HTTPError on 4xx/5xx)."""
+    connection = _UnixConnection(socket_path, timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status >= 400:
+            raise urllib.error.HTTPError(
+                f"unix:{socket_path}{path}",
+                response.status,
+                response.reason,
+                response.msg,
+                io.BytesIO(body),
+            )
+        return body.decode()
+    finally:
+        connection.close()
