@@ -92,18 +92,39 @@ def serve_resources(
 def validate(
     path: Annotated[Path, typer.Argument(help="A fleet directory (see README: the fleet format).")],
 ) -> None:
-    """Check a fleet directory; print every error (file, object, field) and exit 1 if any."""
-    from kontinuum.discovery.static import load_fleet
+    """Check a fleet directory; print every error (file, object, field) and every route,
+    Gateway or LocalityPolicy condition that is not as it should be; exit 1 if any."""
+    from kontinuum.route_report import load_binding, status_lines
 
-    fleet, errors = load_fleet(path)
+    fleet, binding, errors = load_binding(path)
+    problems = [line for line in status_lines(binding) if not line.ok]
     for error in errors:
         typer.echo(str(error), err=True)
+    for line in problems:
+        typer.echo(str(line), err=True)
     services = sum(len(s.services) for s in fleet.snapshots)
-    summary = f"{len(fleet.sites)} clusters, {services} services, {len(errors)} errors"
-    if errors:
+    summary = (
+        f"{len(fleet.sites)} clusters, {services} services, {len(binding.statuses)} routes, "
+        f"{len(errors)} errors, {len(problems)} status problems"
+    )
+    if errors or problems:
         typer.echo(f"{path}: {summary}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{path}: {summary}")
+
+
+@app.command()
+def routes(
+    path: Annotated[Path, typer.Argument(help="A fleet directory (see README: the fleet format).")],
+) -> None:
+    """Show every HTTPRoute, GRPCRoute, Gateway and LocalityPolicy of a fleet directory with
+    its Gateway API status conditions (Accepted, ResolvedRefs, ...) as `serve` binds them."""
+    from kontinuum.route_report import load_binding, render_routes
+
+    _, binding, errors = load_binding(path)
+    for error in errors:
+        typer.echo(str(error), err=True)
+    render_routes(binding)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from kontinuum.control.plane import ProxyView, ServicePlane
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
+from kontinuum.route_report import status_lines
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 
 log = logging.getLogger("kontinuum.mesh")
@@ -128,6 +129,7 @@ class Mesh:
         self.routing_state = RoutingState()
         self._routing = MeshRouting()
         self._views: dict[str, ViewKey] = {}
+        self._problems: set[str] = set()
 
     def apply(self, fleet: Fleet) -> None:
         """Re-translate every view in use for `fleet`.
@@ -136,11 +138,19 @@ class Mesh:
         """
         self.plane = build_plane(fleet)
         self._routing = self.routing_state.update(fleet, self.plane)
+        self._report_status()
         for name, key in list(self._views.items()):
             if self.plane.site(key.view.cluster) is None:
                 del self._views[name]
                 continue
             self._translate(name, key)
+
+    def _report_status(self) -> None:
+        """Log each route, Gateway or policy condition that newly went wrong, once."""
+        problems = {str(x) for x in status_lines(self.routing_state.binding) if not x.ok}
+        for problem in sorted(problems - self._problems):
+            log.warning("%s", problem)
+        self._problems = problems
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -264,6 +265,43 @@ def test_validate_reports_every_error_and_fails(tmp_path: Path) -> None:
     assert "Nonsense" in result.stderr
     assert "no ClusterProfile named 'nowhere'" in result.stderr
     assert "2 errors" in result.stderr
+
+
+BROKEN_ROUTE = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hello-canary, namespace: demo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: hello}]
+  rules:
+  - backendRefs: [{name: hello-canary, port: 80}]
+"""
+
+
+def test_validate_and_routes_report_route_conditions(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "fleet", fleet)
+    (fleet / "routes.yaml").write_text(BROKEN_ROUTE)
+    result = subprocess.run(
+        [*KONTINUUM, "validate", str(fleet)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert (
+        "routes.yaml: HTTPRoute demo/hello-canary: Service demo/hello: "
+        "ResolvedRefs=False BackendNotFound"
+    ) in result.stderr
+    assert "1 routes, 0 errors, 1 status problems" in result.stderr
+
+    shown = subprocess.run(
+        [*KONTINUUM, "routes", str(fleet)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "HTTPRoute demo/hello-canary" in shown.stdout
+    assert "Accepted=True" in shown.stdout
+    assert "BackendNotFound" in shown.stdout
 
 
 def test_serve_config_serves_the_example_fleet_to_a_declared_sidecar(tmp_path: Path) -> None:
