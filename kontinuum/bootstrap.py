@@ -146,6 +146,7 @@ def proxy_metadata(
     inbound_port: int | None = None,
     inbound_address: str | None = None,
     outbound_port: int | None = None,
+    gateway: str | None = None,
 ) -> dict[str, str]:
     """What a proxy declares about itself in `node.metadata` (the server decides what it
     may receive: its workspace is its namespace unless the fleet says otherwise)."""
@@ -155,6 +156,7 @@ def proxy_metadata(
         "service": service,
         "inbound-port": None if inbound_port is None else str(inbound_port),
         "inbound-address": inbound_address,
+        "gateway": gateway,
         "outbound-port": None if outbound_port is None else str(outbound_port),
     }
     return {METADATA_PREFIX + k: v for k, v in declared.items() if v is not None}

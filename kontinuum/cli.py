@@ -152,7 +152,16 @@ def bootstrap(
     ] = 15001,
     admin_port: Annotated[int, typer.Option("--admin-port", help="Envoy admin port.")] = 15000,
     xds_address: XdsAddress = "127.0.0.1:18000",
-    role: Annotated[str, typer.Option(help="sidecar, gateway or ingress.")] = "sidecar",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="sidecar; gateway (the cluster's east-west gateway); ingress (runs --gateway)."
+        ),
+    ] = "sidecar",
+    gateway: Annotated[
+        str | None,
+        typer.Option(help="With --role ingress: the Gateway (in --namespace) it runs."),
+    ] = None,
     grpc: Annotated[
         bool, typer.Option("--grpc", help="A gRPC xDS bootstrap (GRPC_XDS_BOOTSTRAP) instead.")
     ] = False,
@@ -168,13 +177,18 @@ def bootstrap(
 
     if role not in {"sidecar", "gateway", "ingress"}:
         raise typer.BadParameter("must be sidecar, gateway or ingress", param_hint="--role")
+    if (role == "ingress") != (gateway is not None):
+        raise typer.BadParameter(
+            "is needed with --role ingress, and only then", param_hint="--gateway"
+        )
     metadata = proxy_metadata(
         namespace=namespace,
         role=role,
         service=service,
         inbound_port=inbound_port,
         inbound_address=inbound_address,
-        outbound_port=None if grpc else outbound_port,
+        outbound_port=None if grpc or role != "sidecar" else outbound_port,
+        gateway=gateway,
     )
     if grpc:
         document = grpc_bootstrap(

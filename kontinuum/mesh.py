@@ -10,79 +10,23 @@ share a view share every byte, so the port is part of the view).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from kontinuum.bootstrap import declared
+from kontinuum.claims import ViewKey, claim
+from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import Fleet, ServiceRef
-from kontinuum.control.objects import dns_label
-from kontinuum.control.plane import ProxyView, ServicePlane
+from kontinuum.control.plane import ServicePlane
 from kontinuum.control.routing_state import RoutingState
-from kontinuum.control.translate import SidecarOptions, translate_sidecar
+from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
+from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
 from kontinuum.route_report import status_lines
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 
 log = logging.getLogger("kontinuum.mesh")
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A sidecar's own service: where it accepts traffic and where its workload listens."""
-
-    service: str
-    workload_port: int  # on 127.0.0.1
-    listen_address: str = "0.0.0.0"
-    listen_port: int = 15006
-
-    def __str__(self) -> str:
-        return f"{self.service}@{self.listen_address}:{self.listen_port}>{self.workload_port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ViewKey:
-    """What decides a proxy's configuration."""
-
-    view: ProxyView
-    outbound_port: int
-    inbound: Inbound | None = None
-
-    def __str__(self) -> str:
-        own = f"/{self.inbound}" if self.inbound else ""
-        return f"{self.view}:{self.outbound_port}{own}"
-
-
-def _port(text: str, what: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise PermissionError(f"{what} {text!r} is not a port")
-    return int(text)
-
-
-def _inbound(node: Any) -> Inbound | None:
-    """The node's own service, if it declares one (`kontinuum bootstrap --service`)."""
-    service = _declared(node, "service")
-    workload = _declared(node, "inbound-port")
-    listen = _declared(node, "inbound-address")
-    if not service:
-        if workload or listen:
-            raise PermissionError("inbound-port and inbound-address need a service")
-        return None
-    if dns_label(service) is not None:
-        raise PermissionError(f"service {service!r} is not a DNS label")
-    if not workload:
-        raise PermissionError(f"service {service!r} is declared without its inbound-port")
-    inbound = Inbound(service, _port(workload, "inbound port"))
-    if listen:
-        host, _, port = listen.rpartition(":")
-        try:
-            address = str(ipaddress.ip_address(host.strip("[]")))
-        except ValueError:
-            raise PermissionError(f"inbound address {listen!r} is not IP:PORT") from None
-        inbound = replace(inbound, listen_address=address, listen_port=_port(port, "port"))
-    return inbound
 
 
 def _own_service_port(
@@ -111,13 +55,6 @@ def _own_service_port(
         f"Service {ref} has ports {numbers} and none has endpoints on the inbound port "
         f"{listen_port} in cluster {cluster}: no inbound listener"
     )
-
-
-def _declared(node: Any, key: str) -> str:
-    try:
-        return declared(node, key)
-    except TypeError as error:
-        raise PermissionError(str(error)) from None
 
 
 class Mesh:
@@ -154,24 +91,32 @@ class Mesh:
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""
-        cluster = str(node.cluster)
-        namespace = _declared(node, "namespace")
-        role = _declared(node, "role") or "sidecar"
+        key = claim(node)
+        cluster = key.view.cluster
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
-        if not namespace or dns_label(namespace) is not None:
+        if key.view.role == "ingress" and self._ingress(key) is None:
             raise PermissionError(
-                f"the node declares no valid namespace ({namespace!r}; kontinuum bootstrap)"
+                f"no accepted Gateway {key.view.workspace}/{key.gateway} in cluster {cluster}"
             )
-        if role != "sidecar":
-            raise PermissionError(f"role {role!r} is not served yet (only sidecar)")
-        outbound = _port(_declared(node, "outbound-port") or "15001", "outbound port")
-        key = ViewKey(ProxyView(namespace, cluster, "sidecar"), outbound, _inbound(node))
         name = str(key)
         if name not in self._views:
             self._views[name] = key
             self._translate(name, key)
         return name
+
+    def _ingress(self, key: ViewKey) -> BoundGateway | None:
+        return next(
+            (
+                bound
+                for bound in self.routing_state.binding.gateways
+                if (bound.gateway.namespace, bound.gateway.name)
+                == (key.view.workspace, key.gateway)
+                and bound.gateway.cluster == key.view.cluster
+                and bound.listeners
+            ),
+            None,
+        )
 
     def _options(self, name: str, key: ViewKey) -> SidecarOptions:
         options = SidecarOptions(outbound_port=key.outbound_port)
@@ -191,14 +136,34 @@ class Mesh:
         )
 
     def _translate(self, name: str, key: ViewKey) -> None:
-        services = visible_services(self.plane, key.view.workspace, key.view.cluster)
-        translation = translate_sidecar(
-            services,
-            key.view,
-            self.plane.site(key.view.cluster),
-            self._options(name, key),
-            self._routing,
-        )
+        view, site = key.view, self.plane.site(key.view.cluster)
+        if view.role == "gateway":
+            gateway = self._routing.networks.gateways.get(view.cluster)
+            if gateway is None:
+                log.error(
+                    "view %s: no east-west Gateway (class kontinuum-east-west, with an "
+                    "address and a TLS listener) is declared for cluster %s",
+                    name,
+                    view.cluster,
+                )
+                translation = Translation()
+            else:
+                translation = east_west_gateway(self.plane.services, gateway, SidecarOptions())
+        elif view.role == "ingress":
+            bound = self._ingress(key)
+            if bound is None:
+                log.error("view %s: its Gateway is gone or no longer accepted", name)
+                translation = Translation()
+            else:
+                routes = [r for r in self.routing_state.binding.routes if r.parents]
+                translation = ingress_gateway(
+                    bound, routes, view, site, SidecarOptions(), self._routing
+                )
+        else:
+            services = visible_services(self.plane, view.workspace, view.cluster)
+            translation = translate_sidecar(
+                services, view, site, self._options(name, key), self._routing
+            )
         for error in translation.errors:
             log.error("view %s: %s", name, error)
         self.cache.set_snapshot(name, Snapshot.of(translation.resources))

@@ -44,6 +44,7 @@ Routes are read by `gateway_routes`, the Gateway API's field formats by `gateway
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -146,6 +147,17 @@ def _gateway(obj: ObjectReader) -> Gateway:
             obj.error(path, f"same port, protocol and hostname as {distinct[key]}")
         distinct.setdefault(key, path)
         listeners.append(listener)
+    addresses: list[str] = []
+    for path, raw in limited(obj, spec, "addresses", "spec.addresses", 16):
+        kind = obj.string(raw, "type", f"{path}.type") or "IPAddress"
+        value = obj.string(raw, "value", f"{path}.value", required=True)
+        if kind != "IPAddress":
+            obj.error(f"{path}.type", f"kontinuum listens on IP addresses only, got {kind!r}")
+        elif value is not None:
+            try:
+                addresses.append(str(ipaddress.ip_address(value)))
+            except ValueError:
+                obj.error(f"{path}.value", f"must be an IP address, got {value!r}")
     return Gateway(
         obj.namespace,
         obj.name,
@@ -154,6 +166,7 @@ def _gateway(obj: ObjectReader) -> Gateway:
         cluster or "",
         tuple(listeners),
         generation,
+        tuple(addresses),
     )
 
 

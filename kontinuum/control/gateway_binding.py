@@ -8,7 +8,9 @@ The rules (`route_binding` says how routes attach to what this binds):
   have no namespace labels to select by); `ResolvedRefs` False `InvalidRouteKinds` for route
   kinds other than HTTPRoute and GRPCRoute, which are the default kinds. A Gateway is
   `Accepted` while one of its listeners is (`ListenersNotValid` names the others), and
-  `Programmed` follows `Accepted`: what is accepted is handed to the translator.
+  `Programmed` follows `Accepted`: what is accepted is handed to the translator. A Gateway
+  of class `kontinuum-east-west` is a cluster's east-west gateway: its listener is TLS
+  (mode Passthrough, so that end-to-end mTLS passes through it) and no route attaches.
 - LocalityPolicies, per target (GEP-713 `Accepted`): False `TargetNotFound` when the Service
   or ServiceImport does not exist; False `Invalid` when the policy names a cluster or region
   the fleet does not have (a typo would otherwise silently send no traffic there); False
@@ -26,6 +28,7 @@ from typing import Final
 from kontinuum.control.plane import Condition, PlaneService, ServicePlane
 from kontinuum.control.routing import (
     CORE_GROUP,
+    EAST_WEST_CLASS,
     GATEWAY_GROUP,
     MCS_GROUP,
     Gateway,
@@ -118,8 +121,19 @@ def listener_kinds(listener: GatewayListener) -> tuple[tuple[str, ...], tuple[st
     return good, bad
 
 
-def listener_condition(listener: GatewayListener) -> Condition:
+def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Condition:
     """The listener's `Accepted`: only what kontinuum can serve is."""
+    if gateway_class == EAST_WEST_CLASS:
+        if listener.protocol != "TLS":
+            return Condition(
+                "Accepted",
+                "False",
+                "UnsupportedProtocol",
+                f"an east-west gateway listens for TLS (mode Passthrough), not {listener.protocol}",
+            )
+        return Condition(
+            "Accepted", "True", "Accepted", "east-west: sidecars of other networks come in here"
+        )
     if listener.protocol != "HTTP":
         tls = " (TLS termination is not supported yet)" if listener.protocol == "HTTPS" else ""
         return Condition(
@@ -147,7 +161,7 @@ def gateway_status(
     listeners: list[ListenerStatus] = []
     invalid: list[str] = []
     for listener in gateway.listeners:
-        accepted = listener_condition(listener)
+        accepted = listener_condition(listener, gateway.gateway_class)
         good, bad = listener_kinds(listener)
         resolved = (
             Condition(

@@ -388,7 +388,9 @@ def bind_routes(
         key: frozenset(
             listener.name
             for listener in g.listeners
-            if plane.site(g.cluster) is not None and listener_condition(listener).status == "True"
+            if plane.site(g.cluster) is not None
+            and not g.east_west
+            and listener_condition(listener).status == "True"
         )
         for key, g in gateways.items()
     }

@@ -22,6 +22,9 @@ PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
 RouteKind = Literal["HTTPRoute", "GRPCRoute"]
 NamespacesFrom = Literal["Same", "All", "Selector"]
 
+# The GatewayClass of east-west gateways: one per cluster, where sidecars of other networks
+# reach the cluster's services; not for routes.
+EAST_WEST_CLASS: Final = "kontinuum-east-west"
 CORE_GROUP: Final = ""
 GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 MCS_GROUP: Final = "multicluster.x-k8s.io"
@@ -239,6 +242,11 @@ class Gateway:
     cluster: str
     listeners: tuple[GatewayListener, ...] = ()
     generation: int = 0
+    addresses: tuple[str, ...] = ()  # `spec.addresses` of type IPAddress: where it listens
+
+    @property
+    def east_west(self) -> bool:
+        return self.gateway_class == EAST_WEST_CLASS
 
 
 @dataclass(frozen=True, slots=True)

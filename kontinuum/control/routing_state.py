@@ -16,6 +16,7 @@ from kontinuum.control.route_binding import RouteBinding, RouteStatus, bind_rout
 from kontinuum.control.routing import Route
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.clusters import Spread
+from kontinuum.control.translate.networks import NetworkGateway, Networks
 
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -75,11 +76,27 @@ class RoutingState:
             (_key(b.route), b.route) for b in binding.routes if _key(b.route) in accepted
         )
         self.binding = binding
-        return mesh_routing(binding)
+        return mesh_routing(binding, networks(fleet, plane))
 
 
-def mesh_routing(binding: RouteBinding) -> MeshRouting:
-    """What sidecar translation needs: mesh-attached routes, and each service's spread."""
+def networks(fleet: Fleet, plane: ServicePlane) -> Networks:
+    """Each cluster's network, and the east-west gateways that can be reached: a Gateway of
+    class `kontinuum-east-west` in a known cluster, with an address and a TLS listener."""
+    gateways: dict[str, NetworkGateway] = {}
+    for gateway in fleet.routing.gateways:
+        listener = next((li for li in gateway.listeners if li.protocol == "TLS"), None)
+        if not gateway.east_west or not gateway.addresses or listener is None:
+            continue
+        if plane.site(gateway.cluster) is not None and gateway.cluster not in gateways:
+            gateways[gateway.cluster] = NetworkGateway(
+                gateway.cluster, gateway.addresses[0], listener.port
+            )
+    return Networks({site.name: site.network for site in plane.sites}, gateways)
+
+
+def mesh_routing(binding: RouteBinding, networks: Networks | None = None) -> MeshRouting:
+    """What sidecar translation needs: mesh-attached routes, each service's spread, and the
+    networks."""
     routes = tuple(
         bound for bound in binding.routes if any(p.gateway is None for p in bound.parents)
     )
@@ -88,7 +105,7 @@ def mesh_routing(binding: RouteBinding) -> MeshRouting:
         policy = bound.policy
         for service in bound.services:
             spreads[service.namespace, service.name] = Spread(policy.weights, policy.failover)
-    return MeshRouting(routes, spreads)
+    return MeshRouting(routes, spreads, networks or Networks())
 
 
 def failing_conditions(status: RouteStatus) -> list[tuple[str, Condition]]:

@@ -52,7 +52,9 @@ def test_a_declared_sidecar_gets_its_view(mesh: Mesh) -> None:
         (node(cluster="mars"), "cluster 'mars' is not in the fleet"),
         (node(namespace=""), "no valid namespace"),
         (node(namespace="Not_A_Label"), "no valid namespace"),
-        (node(role="ingress"), "not served yet"),
+        (node(role="mystery"), "role 'mystery' is not one of sidecar, gateway, ingress"),
+        (node(role="ingress"), "an ingress gateway declares the Gateway it runs"),
+        (node(role="ingress", gateway="front"), "no accepted Gateway demo/front in cluster"),
         (node(outbound_port="²"), "is not a port"),
         (node(outbound_port="70000"), "is not a port"),
         (node(outbound_port=15002), "must be a string"),
@@ -112,3 +114,14 @@ def test_a_service_the_fleet_lacks_gets_no_inbound_listener(
     view = mesh.resolve_view(node(service="nothing", inbound_port="9080"), PEER)
     assert inbound_listener(mesh, view) is None
     assert "no Service demo/nothing with a TCP port in cluster eu-central" in caplog.text
+
+
+def test_an_east_west_gateway_without_a_declared_gateway_gets_nothing(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    view = mesh.resolve_view(node(role="gateway"), PEER)
+    assert view == "gateway/eu-central"
+    snapshot = mesh.cache.snapshot(view)
+    assert snapshot is not None
+    assert not snapshot.resources(LISTENER)
+    assert "no east-west Gateway (class kontinuum-east-west" in caplog.text

@@ -28,18 +28,21 @@ from kontinuum.control.model import ClusterSite
 from kontinuum.control.naming import ClusterName
 from kontinuum.control.plane import PlaneEndpoint, PlanePort, PlaneService, ProxyView
 from kontinuum.control.route_binding import BoundRoute, ResolvedBackend
-from kontinuum.control.translate import clusters
+from kontinuum.control.translate import clusters, envoy
 from kontinuum.control.translate.clusters import Spread
+from kontinuum.control.translate.networks import Networks, service_header_options
 from kontinuum.control.translate.options import SidecarOptions
 
 
 @dataclass(frozen=True, slots=True)
 class MeshRouting:
     """The routing a sidecar view is translated with: the accepted routes of the fleet (the
-    view picks those that apply to it) and each service's spread by (namespace, name)."""
+    view picks those that apply to it), each service's spread by (namespace, name), and the
+    networks with their east-west gateways."""
 
     routes: tuple[BoundRoute, ...] = ()
     spreads: Mapping[tuple[str, str], Spread] = field(default_factory=dict)
+    networks: Networks = field(default_factory=Networks)
 
 
 def routes_for(
@@ -61,6 +64,29 @@ def routes_for(
     return consumer or producer
 
 
+def outbound(
+    name: str,
+    port: PlanePort,
+    endpoints: Sequence[PlaneEndpoint],
+    view: ProxyView,
+    site: ClusterSite | None,
+    options: SidecarOptions,
+    spread: Spread | None,
+    networks: Networks,
+    authority: str,
+) -> tuple[Any, Any]:
+    """An outbound Cluster and its ClusterLoadAssignment; endpoints on other networks are
+    reached through their cluster's east-west gateway, which the cluster's upstream filter
+    tells the service (`authority`) it wants."""
+    reachable, behind = networks.endpoints(endpoints, view.cluster)
+    cluster = clusters.outbound_cluster(name, port, options, spread)
+    if behind and authority:
+        cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
+            service_header_options(authority, envoy.is_http2(port.app_protocol))
+        )
+    return cluster, clusters.load_assignment(name, reachable, view, site, spread or Spread())
+
+
 def _port(service: PlaneService, number: int) -> PlanePort | None:
     return next((p for p in service.ports if p.port == number and p.protocol == "TCP"), None)
 
@@ -73,11 +99,12 @@ class BackendClusters:
         view: ProxyView,
         site: ClusterSite | None,
         options: SidecarOptions,
-        spreads: Mapping[tuple[str, str], Spread],
+        routing: MeshRouting,
         existing: set[str],
     ) -> None:
         self._view, self._site, self._options = view, site, options
-        self._spreads = spreads
+        self._spreads = routing.spreads
+        self._networks = routing.networks
         self._existing = existing
         self.clusters: list[Any] = []
         self.assignments: list[Any] = []
@@ -88,15 +115,16 @@ class BackendClusters:
         port: PlanePort,
         endpoints: Sequence[PlaneEndpoint],
         spread: Spread | None,
+        authority: str = "",
     ) -> str:
         if name not in self._existing:
             self._existing.add(name)
-            self.clusters.append(clusters.outbound_cluster(name, port, self._options, spread))
-            self.assignments.append(
-                clusters.load_assignment(
-                    name, endpoints, self._view, self._site, spread or Spread()
-                )
-            )
+            cluster, assignment = outbound(
+                name, port, endpoints, self._view, self._site, self._options,
+                spread, self._networks, authority,
+            )  # fmt: skip
+            self.clusters.append(cluster)
+            self.assignments.append(assignment)
         return name
 
     def __call__(self, backend: ResolvedBackend) -> str | None:
@@ -107,7 +135,7 @@ class BackendClusters:
                 return None
             name = str(ClusterName("outbound", service.name, service.namespace, port.port))
             spread = self._spreads.get((service.namespace, service.name))
-            return self._make(name, port, port.endpoints, spread)
+            return self._make(name, port, port.endpoints, spread, f"{service.host}:{port.port}")
         here = self._view.cluster
         for service in sorted(backend.services, key=lambda s: s.scope != here):
             port = _port(service, backend.port)

@@ -20,8 +20,12 @@ from kontinuum.control.model import ClusterSite
 from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
 from kontinuum.control.translate import clusters, http_routes, listeners, routes
-from kontinuum.control.translate.backends import BackendClusters, MeshRouting, routes_for
-from kontinuum.control.translate.clusters import Spread
+from kontinuum.control.translate.backends import (
+    BackendClusters,
+    MeshRouting,
+    outbound,
+    routes_for,
+)
 from kontinuum.control.translate.options import SidecarOptions, Translation
 
 
@@ -107,14 +111,16 @@ def translate_sidecar(
         )
         for port, name in zip(ports, names, strict=True):
             taken[name] = service.host
-            cluster_msgs.append(clusters.outbound_cluster(name, port, options, spread))
-            assignments.append(
-                clusters.load_assignment(name, port.endpoints, view, site, spread or Spread())
-            )
+            cluster, assignment = outbound(
+                name, port, port.endpoints, view, site, options, spread,
+                routing.networks, f"{service.host}:{port.port}",
+            )  # fmt: skip
+            cluster_msgs.append(cluster)
+            assignments.append(assignment)
             targets.append(routes.Target(service, port.port, name))
 
     # The routes that attach to each target, with the clusters their backends need.
-    backends = BackendClusters(view, site, options, routing.spreads, set(taken))
+    backends = BackendClusters(view, site, options, routing, set(taken))
     for i, target in enumerate(targets):
         attached = routes_for(routing, view, target.service, target.port)
         if attached:

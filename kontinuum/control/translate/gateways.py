@@ -1,0 +1,154 @@
+"""Gateways: east-west gateways between networks, and ingress gateways from a `Gateway`.
+
+East-west. Clusters on different networks (`kontinuum.io/network` of their ClusterProfiles)
+cannot reach each other's endpoints. Each such cluster runs an east-west gateway, declared
+as a Gateway of class `kontinuum-east-west` with its address and TLS port. A sidecar sees,
+for the share of a service that lives in a cluster of another network, one endpoint: that
+cluster's gateway, weighted by the number of endpoints it stands for (as Istio does). The
+gateway routes to its own cluster's endpoints only.
+
+How the gateway knows the destination: the sidecar's cluster for `<host>:<port>` adds the
+header `x-kontinuum-service: <host>:<port>` upstream (an upstream HTTP filter, so it names
+exactly the Envoy cluster the request took, whatever the route); the gateway routes on it
+and removes it. The header is the plaintext stand-in for an SNI: once sidecars originate
+mTLS, the sidecar sets the SNI `outbound_.<port>_._.<host>` instead and the gateway's TLS
+filter chain passes the connection through to the same local cluster by SNI, unchanged,
+so identity stays end to end. The listener is already split by transport protocol for it.
+
+Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listener per
+listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
+per listener hostname, and the routes attached to that listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.type.matcher.v3 import string_pb2
+
+from kontinuum.control.gateway_binding import BoundGateway
+from kontinuum.control.naming import ClusterName
+from kontinuum.control.plane import PlaneService, ProxyView
+from kontinuum.control.route_binding import BoundRoute
+from kontinuum.control.routing import intersect_hostnames
+from kontinuum.control.translate import clusters, envoy, http_routes
+from kontinuum.control.translate.backends import BackendClusters, MeshRouting
+from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
+from kontinuum.control.translate.options import SidecarOptions, Translation
+
+EAST_WEST: Final = "east-west"
+
+
+def east_west_gateway(
+    services: Sequence[PlaneService], gateway: NetworkGateway, options: SidecarOptions
+) -> Translation:
+    """The east-west gateway of `gateway.cluster`: every cluster-set service port with
+    endpoints in that cluster, reachable by its `x-kontinuum-service` header."""
+    view = ProxyView("", gateway.cluster, "gateway")
+    cluster_msgs: list[Any] = []
+    assignments: list[Any] = []
+    vhost = rc.VirtualHost(name=EAST_WEST, domains=["*"])
+    for service in sorted(services, key=lambda s: (s.namespace, s.name)):
+        if service.scope:
+            continue
+        for port in sorted(service.ports, key=lambda p: p.port):
+            local = [e for e in port.endpoints if e.locality.cluster == gateway.cluster]
+            if port.protocol != "TCP" or not local:
+                continue
+            name = str(
+                ClusterName("outbound", service.name, service.namespace, port.port, gateway.cluster)
+            )
+            cluster_msgs.append(clusters.outbound_cluster(name, port, options))
+            assignments.append(clusters.load_assignment(name, local, view, None))
+            route = vhost.routes.add(name=f"{service.host}:{port.port}")
+            route.match.prefix = "/"
+            route.match.headers.add(
+                name=SERVICE_HEADER,
+                string_match=string_pb2.StringMatcher(exact=f"{service.host}:{port.port}"),
+            )
+            route.request_headers_to_remove.append(SERVICE_HEADER)
+            route.route.cluster = name
+    config = envoy.route_configuration(EAST_WEST, [vhost])
+    listener = listener_pb2.Listener(name=EAST_WEST)
+    listener.address.socket_address.address = gateway.address
+    listener.address.socket_address.port_value = gateway.port
+    inspector = listener.listener_filters.add(name="envoy.filters.listener.tls_inspector")
+    inspector.typed_config.CopyFrom(envoy.pack(tls_inspector_pb2.TlsInspector()))
+    chain = listener.filter_chains.add(name="plaintext")
+    chain.filter_chain_match.CopyFrom(
+        listener_components_pb2.FilterChainMatch(transport_protocol="raw_buffer")
+    )
+    hcm = envoy.http_connection_manager(EAST_WEST, rds=EAST_WEST)
+    chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+    resources = [
+        *sorted(cluster_msgs, key=lambda m: str(m.name)),
+        *sorted(assignments, key=lambda a: str(a.cluster_name)),
+        listener,
+        config,
+    ]
+    return Translation(tuple(resources))
+
+
+def ingress_gateway(
+    bound: BoundGateway,
+    routes: Sequence[BoundRoute],
+    view: ProxyView,
+    site: Any,
+    options: SidecarOptions,
+    routing: MeshRouting,
+) -> Translation:
+    """An ingress gateway from a Gateway: its listeners, hostnames and attached routes."""
+    gateway = bound.gateway
+    address = gateway.addresses[0] if gateway.addresses else "0.0.0.0"
+    backends = BackendClusters(view, site, options, routing, set())
+    by_port: dict[int, list[Any]] = {}
+    for listener in sorted(bound.listeners, key=lambda li: (li.port, li.name)):
+        attached = [
+            r
+            for r in routes
+            if any(p.gateway == gateway and listener in p.listeners for p in r.parents)
+        ]
+        hostnames = {host for r in attached for host in r.route.hostnames}
+        domains = list(intersect_hostnames(listener.hostname, tuple(sorted(hostnames))) or ("*",))
+        vhost = rc.VirtualHost(name=f"{gateway.name}/{listener.name}", domains=domains)
+        vhost.routes.extend(http_routes.ranked_routes(attached, backends))
+        by_port.setdefault(listener.port, []).append(vhost)
+    listeners: list[Any] = []
+    configs: list[Any] = []
+    for port, vhosts in sorted(by_port.items()):
+        name = f"{gateway.namespace}/{gateway.name}/{port}"
+        configs.append(envoy.route_configuration(name, _unique_domains(vhosts)))
+        listener = listener_pb2.Listener(name=name)
+        listener.address.socket_address.address = address
+        listener.address.socket_address.port_value = port
+        hcm = envoy.http_connection_manager(name, rds=name)
+        chain = listener.filter_chains.add()
+        chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+        listeners.append(listener)
+    for config in configs:
+        config.validate_clusters.value = False
+    resources = [
+        *sorted(backends.clusters, key=lambda m: str(m.name)),
+        *sorted(backends.assignments, key=lambda a: str(a.cluster_name)),
+        *listeners,
+        *configs,
+    ]
+    return Translation(tuple(resources))
+
+
+def _unique_domains(vhosts: list[Any]) -> list[Any]:
+    """Envoy refuses a domain two virtual hosts share: the first listener keeps it."""
+    claimed: set[str] = set()
+    kept = []
+    for vhost in vhosts:
+        domains = [d for d in vhost.domains if d not in claimed]
+        claimed.update(domains)
+        if domains:
+            del vhost.domains[:]
+            vhost.domains.extend(domains)
+            kept.append(vhost)
+    return kept

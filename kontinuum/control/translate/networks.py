@@ -1,0 +1,79 @@
+"""Networks: which endpoints a sidecar reaches directly, and which through an east-west
+gateway (see `gateways` for the whole design)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from kontinuum.control.plane import Locality, PlaneEndpoint
+from kontinuum.control.translate import envoy
+
+SERVICE_HEADER: Final = "x-kontinuum-service"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkGateway:
+    """Where the sidecars of other networks reach a cluster."""
+
+    cluster: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    """Which network each fleet cluster is on, and each cluster's east-west gateway."""
+
+    of_cluster: Mapping[str, str] = field(default_factory=dict)
+    gateways: Mapping[str, NetworkGateway] = field(default_factory=dict)
+
+    def endpoints(
+        self, endpoints: Sequence[PlaneEndpoint], view_cluster: str
+    ) -> tuple[list[PlaneEndpoint], int]:
+        """The endpoints a proxy of `view_cluster` can reach, remote networks replaced by
+        their gateway; and how many endpoints are behind gateways."""
+        here = self.of_cluster.get(view_cluster, "")
+        reachable: list[PlaneEndpoint] = []
+        behind: dict[str, int] = {}
+        localities: dict[str, Locality] = {}
+        for endpoint in endpoints:
+            cluster = endpoint.locality.cluster
+            if self.of_cluster.get(cluster, "") == here:
+                reachable.append(endpoint)
+            elif cluster in self.gateways and endpoint.ready:
+                behind[cluster] = behind.get(cluster, 0) + 1
+                localities.setdefault(cluster, endpoint.locality)
+        for cluster, count in sorted(behind.items()):
+            gateway = self.gateways[cluster]
+            for _ in range(count):  # one endpoint per remote endpoint: the weight is right
+                reachable.append(PlaneEndpoint(gateway.address, gateway.port, localities[cluster]))
+        return reachable, sum(behind.values())
+
+
+def service_header_options(authority: str, http2: bool) -> Any:
+    """HttpProtocolOptions whose upstream filter names the service to an east-west gateway."""
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if http2:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    mutation = header_mutation_pb2.HeaderMutation()
+    added = mutation.mutations.request_mutations.add()
+    added.append.header.key = SERVICE_HEADER
+    added.append.header.value = authority
+    added.append.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    options.http_filters.add(
+        name="envoy.filters.http.header_mutation", typed_config=envoy.pack(mutation)
+    )
+    options.http_filters.add(
+        name="envoy.filters.http.upstream_codec",
+        typed_config=envoy.pack(upstream_codec_pb2.UpstreamCodec()),
+    )
+    return envoy.pack(options)

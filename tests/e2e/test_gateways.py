@@ -1,0 +1,264 @@
+"""Gateways end to end: clusters on separate networks (network namespaces) that meet only
+through their east-west gateways, and an ingress gateway programmed from a `Gateway`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from kontinuum.bootstrap import envoy_bootstrap, proxy_metadata
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.static import StaticSource
+from kontinuum.mesh import Mesh
+from kontinuum.xds import SnapshotCache, XdsServer
+from tests.e2e.backends import Backend
+from tests.e2e.conftest import StartEnvoy
+from tests.e2e.netns import FleetNetwork
+from tests.support.fleet import cluster_profile
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.e2e
+
+HELLO = "hello.demo.svc.clusterset.local"
+XDS_PORT, ADMIN_PORT, MESH_PORT, OUTBOUND = 18000, 18001, 15443, 15001
+
+
+def _service(port: int, address: str = "127.0.0.1") -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: hello, namespace: demo}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: hello-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: hello}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: [{address}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: hello, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+"""
+
+
+def _east_west(cluster: str, address: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: east-west-{cluster}
+  namespace: kontinuum-system
+  labels: {{kontinuum.io/cluster: {cluster}}}
+spec:
+  gatewayClassName: kontinuum-east-west
+  addresses: [{{type: IPAddress, value: {address}}}]
+  listeners:
+  - name: mesh
+    port: {MESH_PORT}
+    protocol: TLS
+    tls: {{mode: Passthrough}}
+"""
+
+
+def _write_network_fleet(root: Path, network: FleetNetwork, backend_port: int) -> None:
+    """eu and us on networks of their own; hello runs only in us."""
+    (root / "clusters" / "eu").mkdir(parents=True)
+    (root / "clusters" / "us").mkdir(parents=True)
+    (root / "clusters.yaml").write_text(
+        cluster_profile("eu", "eu-central-1", network="net-eu")
+        + "---\n"
+        + cluster_profile("us", "us-east-1", network="net-us")
+    )
+    (root / "gateways.yaml").write_text(
+        _east_west("us", network.cluster("us").address)
+        + "---\n"
+        + _east_west("eu", network.cluster("eu").address)
+    )
+    (root / "clusters" / "us" / "hello.yaml").write_text(_service(backend_port))
+
+
+def _bootstrap(network: FleetNetwork, node: str, cluster: str, **metadata: object) -> dict:  # type: ignore[type-arg]
+    return envoy_bootstrap(
+        node_id=node,
+        cluster=cluster,
+        xds_address=f"{network.wan.address}:{XDS_PORT}",
+        admin_port=0,
+        delta=True,
+        reconnect_backoff=("0.1s", "1s"),
+        metadata=proxy_metadata(namespace="demo", **metadata),  # type: ignore[arg-type]
+    )
+
+
+def test_clusters_on_separate_networks_meet_only_through_east_west_gateways(
+    tmp_path: Path,
+    fleet_network: Callable[[Iterable[str]], FleetNetwork],
+    envoy_path: str,
+) -> None:
+    network = fleet_network(["eu", "us"])
+    eu, us = network.cluster("eu"), network.cluster("us")
+    backend = us.backend("us-hello")
+    _write_network_fleet(tmp_path / "fleet", network, backend.port)
+    # The control plane runs on the WAN, as a real `kontinuum serve`.
+    network.wan.popen(
+        [sys.executable, "-m", "kontinuum", "serve", "--config", str(tmp_path / "fleet"),
+         "--xds-address", f"{network.wan.address}:{XDS_PORT}",
+         "--admin-address", f"{network.wan.address}:{ADMIN_PORT}"],
+        cwd=str(Path(__file__).parents[2]),
+    )  # fmt: skip
+    network.wan.wait_http(f"http://{network.wan.address}:{ADMIN_PORT}/readyz", timeout=20)
+
+    # The pod in us is not reachable from eu: only its gateway is.
+    status, _ = eu.http_get(f"http://127.0.0.1:{backend.port}/")
+    assert status == 0
+    gateway = us.envoy(
+        tmp_path / "gateway-us",
+        node_id="gateway-us",
+        view="us",
+        xds_port=0,
+        mode="delta",
+        binary=envoy_path,
+        config=_bootstrap(network, "gateway-us", "us", role="gateway"),
+    )
+    eu.envoy(
+        tmp_path / "sidecar-eu",
+        node_id="sidecar-eu",
+        view="eu",
+        xds_port=0,
+        mode="delta",
+        binary=envoy_path,
+        config=_bootstrap(network, "sidecar-eu", "eu", role="sidecar", outbound_port=OUTBOUND),
+    )
+    url = f"http://127.0.0.1:{OUTBOUND}/"
+    answers: list[tuple[int, str]] = []
+    for _ in range(100):  # until both proxies have their configuration: 10 s at most
+        answers.append(eu.http_get(url, headers={"Host": HELLO}))
+        if answers[-1] == (200, "backend us-hello\n"):
+            break
+        network.wan.run(["sleep", "0.1"])
+    assert answers[-1] == (200, "backend us-hello\n"), answers[-5:]
+
+    steady = [eu.http_get(url, headers={"Host": HELLO}) for _ in range(50)]
+    assert steady == [(200, "backend us-hello\n")] * 50
+    gateway.wait_admin()
+    through = gateway.stat("cluster.outbound|80|us|hello.demo.svc.clusterset.local.upstream_rq_2xx")
+    assert through is not None
+    assert through >= 51  # every request crossed the us gateway
+
+    # A request to the gateway without the service header reaches nothing.
+    status, _ = eu.http_get(f"http://{us.address}:{MESH_PORT}/", headers={"Host": HELLO})
+    assert status == 404
+
+
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: demo
+  labels: {kontinuum.io/cluster: eu-central}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - {name: web, port: PORT, protocol: HTTP, hostname: www.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: front, namespace: demo}
+spec:
+  parentRefs: [{name: front, sectionName: web}]
+  hostnames: [www.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /hello}}]
+    backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
+"""
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Mesh, int]]:
+    cache = SnapshotCache()
+    mesh = Mesh(cache)
+    source = StaticSource(tmp_path / "fleet", poll_interval=0.1)
+    aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
+    discovery = asyncio.create_task(aggregator.run())
+    await asyncio.wait_for(aggregator.synced.wait(), 10)
+    assert source.status().errors == ()
+    server = XdsServer(cache, resolve_view=mesh.resolve_view)
+    port = await server.start("127.0.0.1:0")
+    yield tmp_path / "fleet", mesh, port
+    await server.stop(0)
+    discovery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await discovery
+
+
+@pytest.fixture
+def ingress_fleet(tmp_path: Path, backends: Callable[[str], Backend]) -> int:
+    """eu-central with hello exported, and a Gateway `front` on a free port."""
+    listen = free_port()
+    root = tmp_path / "fleet"
+    (root / "clusters" / "eu-central").mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "gateway.yaml").write_text(GATEWAY.replace("PORT", str(listen)))
+    backend = backends("eu-hello")
+    (root / "clusters" / "eu-central" / "hello.yaml").write_text(_service(backend.port))
+    return listen
+
+
+async def test_an_ingress_gateway_serves_a_route_from_outside(
+    ingress_fleet: int, served: tuple[Path, Mesh, int], envoys: StartEnvoy
+) -> None:
+    _, mesh, xds_port = served
+    statuses = {(s.kind, s.name): s for s in mesh.routing_state.binding.statuses}
+    (parent,) = statuses["HTTPRoute", "front"].parents
+    assert [(c.type, c.status) for c in parent.conditions] == [
+        ("Accepted", "True"),
+        ("ResolvedRefs", "True"),
+    ]
+    envoys(
+        view="eu-central",
+        xds_port=xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
+    )
+    url = f"http://127.0.0.1:{ingress_fleet}/hello/world"
+    answer = await _until_ok(url, "www.example.com")
+    assert answer == (200, "backend eu-hello\n")
+    assert await asyncio.to_thread(_get, url, "other.example.com") == (404, "")
+    other_path = f"http://127.0.0.1:{ingress_fleet}/elsewhere"
+    assert (await asyncio.to_thread(_get, other_path, "www.example.com"))[0] == 404
+
+
+def _get(url: str, host: str) -> tuple[int, str]:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=2)
+    try:
+        connection.request("GET", parts.path, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as error:
+        return 0, str(error)
+    finally:
+        connection.close()
+
+
+async def _until_ok(url: str, host: str) -> tuple[int, str]:
+    answer: tuple[int, str] = (0, "")
+    for _ in range(100):  # 10 s at most
+        answer = await asyncio.to_thread(_get, url, host)
+        if answer[0] == 200:
+            return answer
+        await asyncio.sleep(0.1)
+    return answer
