@@ -36,12 +36,16 @@ class Locality:
 
 @dataclass(frozen=True, slots=True)
 class PlaneEndpoint:
-    """One backend of one service port: the address and port to connect to."""
+    """One backend of one service port: the address and port to connect to.
+
+    `weight` is how many backends it stands for: an east-west gateway stands for the
+    endpoints of its cluster behind it."""
 
     address: str
     port: int
     locality: Locality
     ready: bool = True  # ready for new traffic (serving and not terminating)
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ outputs whose input is gone.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from kontinuum.control.translate import (
     translate_sidecar,
 )
 from kontinuum.control.translate.backends import MeshRouting
+from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
+from kontinuum.control.translate.networks import NetworkGateway, Networks
 
 HERE = Path(__file__).parent
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in HERE.glob("*.in.yaml"))
@@ -114,6 +117,11 @@ def _routing(
     return mesh_routing(binding), binding
 
 
+def _networks(raw: dict[str, Any]) -> Networks:
+    gateways = {g["cluster"]: NetworkGateway(**g) for g in raw.get("gateways", ())}
+    return Networks(raw.get("clusters", {}), gateways)
+
+
 def load_case(path: Path) -> tuple[Case, RouteBinding | None]:
     raw = yaml.safe_load(path.read_text())
     site_raw = raw.get("site")
@@ -122,6 +130,8 @@ def load_case(path: Path) -> tuple[Case, RouteBinding | None]:
     routing, binding = MeshRouting(), None
     if raw.get("gateway_api"):
         routing, binding = _routing(raw["gateway_api"], services, site)
+    if raw.get("networks"):
+        routing = replace(routing, networks=_networks(raw["networks"]))
     case = (
         services,
         ProxyView(**raw["view"]),
@@ -133,7 +143,17 @@ def load_case(path: Path) -> tuple[Case, RouteBinding | None]:
 
 
 def translate_case(name: str) -> tuple[Translation, RouteBinding | None]:
-    case, binding = load_case(HERE / f"{name}.in.yaml")
+    """A sidecar view, or with `role: gateway` / `role: ingress` in the case, a gateway's."""
+    path = HERE / f"{name}.in.yaml"
+    case, binding = load_case(path)
+    services, view, site, options, routing = case
+    if view.role == "gateway":
+        (gateway,) = routing.networks.gateways.values()
+        return east_west_gateway(services, gateway, options), binding
+    if view.role == "ingress":
+        assert binding is not None
+        (bound,) = binding.gateways
+        return ingress_gateway(bound, binding.routes, view, site, options, routing), binding
     return translate_sidecar(*case), binding
 
 
@@ -189,6 +209,8 @@ def test_no_orphaned_outputs(update_golden: bool) -> None:
 def test_translation_is_deterministic() -> None:
     for case in CASES:
         (services, view, site, options, routing), _ = load_case(HERE / f"{case}.in.yaml")
+        if view.role != "sidecar":
+            continue
         first = translate_sidecar(services, view, site, options, routing)
         again = translate_sidecar(list(reversed(services)), view, site, options, routing)
         assert [m.SerializeToString(deterministic=True) for m in first.resources] == [

@@ -119,8 +119,8 @@ def load_assignment(
     An endpoint that is not ready is left out. An address:port listed twice is kept once,
     in its best locality. No ready endpoint gives an empty (but present) assignment.
     """
-    # (tier, cluster, zone) -> (region, {(address, port)})
-    groups: dict[tuple[int, str, str], tuple[str, set[tuple[str, int]]]] = {}
+    # (tier, cluster, zone) -> (region, {(address, port): weight})
+    groups: dict[tuple[int, str, str], tuple[str, dict[tuple[str, int], int]]] = {}
     for endpoint in endpoints:
         if not endpoint.ready:
             continue
@@ -129,17 +129,17 @@ def load_assignment(
             endpoint.locality.cluster,
             endpoint.locality.zone,
         )
-        groups.setdefault(key, (endpoint.locality.region, set()))[1].add(
-            (endpoint.address, endpoint.port)
-        )
+        members = groups.setdefault(key, (endpoint.locality.region, {}))[1]
+        where = (endpoint.address, endpoint.port)
+        members[where] = max(members.get(where, 0), endpoint.weight)
     # Drop repeats (keeping the best locality) before ranking, so no priority is empty.
     seen: set[tuple[str, int]] = set()
-    kept: list[tuple[int, str, str, str, list[tuple[str, int]]]] = []
+    kept: list[tuple[int, str, str, str, list[tuple[str, int, int]]]] = []
     for key in sorted(groups):
-        region, addresses = groups[key]
-        fresh = sorted(addresses - seen)
+        region, members = groups[key]
+        fresh = [(a, p, members[a, p]) for a, p in sorted(members) if (a, p) not in seen]
         if fresh:
-            seen.update(fresh)
+            seen.update((a, p) for a, p, _ in fresh)
             kept.append((*key, region, fresh))
     ranks = {tier: rank for rank, tier in enumerate(sorted({k[0] for k in kept}))}
     weights = dict(spread.weights)
@@ -155,16 +155,18 @@ def load_assignment(
             share = weights[cluster] * _WEIGHT_SCALE // zones[tier, cluster]
             locality.load_balancing_weight.value = max(1, share)
         else:
-            locality.load_balancing_weight.value = len(fresh) * (
+            locality.load_balancing_weight.value = sum(w for *_, w in fresh) * (
                 _WEIGHT_SCALE if spread.weights else 1
             )
-        for address, port in fresh:
-            locality.lb_endpoints.append(_lb_endpoint(address, port))
+        for address, port, weight in fresh:
+            locality.lb_endpoints.append(_lb_endpoint(address, port, weight))
     return cla
 
 
-def _lb_endpoint(address: str, port: int) -> Any:
+def _lb_endpoint(address: str, port: int, weight: int = 1) -> Any:
     lb_endpoint = endpoint_components_pb2.LbEndpoint(health_status=health_check_pb2.HEALTHY)
+    if weight != 1:
+        lb_endpoint.load_balancing_weight.value = weight
     socket_address = lb_endpoint.endpoint.address.socket_address
     socket_address.address = address
     socket_address.port_value = port

@@ -52,8 +52,9 @@ class Networks:
                 localities.setdefault(cluster, endpoint.locality)
         for cluster, count in sorted(behind.items()):
             gateway = self.gateways[cluster]
-            for _ in range(count):  # one endpoint per remote endpoint: the weight is right
-                reachable.append(PlaneEndpoint(gateway.address, gateway.port, localities[cluster]))
+            reachable.append(
+                PlaneEndpoint(gateway.address, gateway.port, localities[cluster], weight=count)
+            )
         return reachable, sum(behind.values())
 
 
