@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Final
 
 from kontinuum.control.model import (
@@ -276,22 +275,7 @@ def _address(address: str, address_type: AddressType) -> str | None:
 
 def _service_export(obj: ObjectReader, cluster: str) -> ServiceExport:
     obj.labels()
-    metadata = obj.body.get("metadata")
-    assert isinstance(metadata, dict)
-    raw = metadata.get("creationTimestamp")
-    created: datetime | None = None
-    path = "metadata.creationTimestamp"
-    if isinstance(raw, datetime):
-        created = raw
-    elif isinstance(raw, str):
-        try:
-            created = datetime.fromisoformat(raw)
-        except ValueError:
-            obj.error(path, f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {raw!r}")
-    elif raw is not None:
-        obj.error(path, f"must be an RFC 3339 time, got {type_name(raw)}")
-    if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
+    created = obj.created()
     return ServiceExport(cluster, obj.namespace, obj.name, created)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final, TypeVar
 
 from kontinuum.control.objects import ObjectReader, dns_subdomain, type_name
@@ -235,21 +235,8 @@ def duration(obj: ObjectReader, m: dict[str, object], key: str, path: str) -> fl
 
 def object_meta(obj: ObjectReader) -> tuple[datetime | None, int]:
     """`metadata.creationTimestamp` (as UTC when it has no zone) and `metadata.generation`."""
+    created = obj.created()
     metadata = obj.body.get("metadata")
     assert isinstance(metadata, dict)
-    raw = metadata.get("creationTimestamp")
-    path = "metadata.creationTimestamp"
-    created: datetime | None = None
-    if isinstance(raw, datetime):
-        created = raw
-    elif isinstance(raw, str):
-        try:
-            created = datetime.fromisoformat(raw)
-        except ValueError:
-            obj.error(path, f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {raw!r}")
-    elif raw is not None:
-        obj.error(path, f"must be an RFC 3339 time, got {type_name(raw)}")
-    if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
     generation = number(obj, metadata, "generation", "metadata.generation", 0, 2**63 - 1)
     return created, generation or 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Final
 
 from kontinuum.control.model import ConfigError, PortProtocol
@@ -218,6 +218,28 @@ class ObjectReader:
                 yield f"{path}[{i}]", item
             else:
                 self.error(f"{path}[{i}]", f"must be a string, got {type_name(item)}")
+
+    def created(self) -> datetime | None:
+        """`metadata.creationTimestamp` (RFC 3339), as UTC when it names no zone."""
+        metadata = self.body.get("metadata")
+        assert isinstance(metadata, dict)
+        raw = metadata.get("creationTimestamp")
+        path = "metadata.creationTimestamp"
+        created: datetime | None = None
+        if isinstance(raw, datetime):
+            created = raw
+        elif isinstance(raw, str):
+            try:
+                created = datetime.fromisoformat(raw)
+            except ValueError:
+                self.error(
+                    path, f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {raw!r}"
+                )
+        elif raw is not None:
+            self.error(path, f"must be an RFC 3339 time, got {type_name(raw)}")
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return created
 
     @property
     def body(self) -> dict[str, object]:
