@@ -146,15 +146,47 @@ def _view(server: XdsServer, consumers: list[Consumer], sites: list[str], phase:
     return Group(traffic, sync)
 
 
-async def _wait_for_port(port: int) -> None:
+async def _wait_for_port(port: int, host: str = "127.0.0.1") -> None:
     while True:
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(host, port)
         except OSError:
             await asyncio.sleep(0.1)
         else:
             writer.close()
             return
+
+
+async def _start_envoy(
+    envoy: str,
+    workdir: Path,
+    node_id: str,
+    cluster: str,
+    xds_port: int,
+    metadata: dict[str, str],
+) -> asyncio.subprocess.Process:
+    bootstrap = workdir / f"{node_id}.json"
+    document = envoy_bootstrap(
+        node_id=node_id,
+        cluster=cluster,
+        xds_address=f"127.0.0.1:{xds_port}",
+        admin_port=0,
+        metadata=metadata,
+    )
+    bootstrap.write_text(json.dumps(document))
+    with (workdir / f"{node_id}.log").open("w") as log:
+        return await asyncio.create_subprocess_exec(
+            envoy,
+            "-c",
+            str(bootstrap),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warning",
+            stdout=log,
+            stderr=log,
+        )
 
 
 async def run_demo(
@@ -180,6 +212,7 @@ async def run_demo(
         for endpoint in snapshot.endpoints
         if endpoint.ports
     ]
+    gateways = list(mesh.routing_state.networks.gateways.values())
     server = XdsServer(cache, resolve_view=mesh.resolve_view)
     workdir = Path(tempfile.mkdtemp(prefix="kontinuum-demo-"))
     consumers = [Consumer(site) for site in sites]
@@ -191,38 +224,27 @@ async def run_demo(
         for backend in backends:
             await backend.start()
         xds_port = await server.start("127.0.0.1:0")
-        for consumer in consumers:
-            bootstrap = workdir / f"envoy-{consumer.site}.json"
-            document = envoy_bootstrap(
-                node_id=f"frontend-{consumer.site}",
-                cluster=consumer.site,
-                xds_address=f"127.0.0.1:{xds_port}",
-                admin_port=0,
-                metadata=proxy_metadata(
-                    namespace=WORKSPACE, role="sidecar", outbound_port=consumer.outbound_port
-                ),
-            )
-            bootstrap.write_text(json.dumps(document))
-            log = (workdir / f"envoy-{consumer.site}.log").open("w")
+        # A sidecar per site, and each site's east-west gateway (edge-paris is on a network
+        # of its own: the others reach it only through its gateway).
+        proxies = [
+            (f"frontend-{c.site}", c.site, proxy_metadata(
+                namespace=WORKSPACE, role="sidecar", outbound_port=c.outbound_port
+            ))
+            for c in consumers
+        ] + [
+            (f"gateway-{g.cluster}", g.cluster, proxy_metadata(namespace=WORKSPACE, role="gateway"))
+            for g in gateways
+        ]  # fmt: skip
+        for node_id, cluster, metadata in proxies:
             processes.append(
-                await asyncio.create_subprocess_exec(
-                    envoy,
-                    "-c",
-                    str(bootstrap),
-                    "--disable-hot-restart",
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warning",
-                    stdout=log,
-                    stderr=log,
-                )
+                await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata)
             )
-            log.close()
         try:
             async with asyncio.timeout(20):
                 for consumer in consumers:
                     await _wait_for_port(consumer.outbound_port)
+                for gateway in gateways:
+                    await _wait_for_port(gateway.port, gateway.address)
         except TimeoutError:
             raise RuntimeError(f"an Envoy did not start (logs in {workdir})") from None
         calls = [asyncio.create_task(c.call(stop, window_closes)) for c in consumers]

@@ -49,6 +49,7 @@ class RoutingState:
     def __init__(self) -> None:
         self._last_good: dict[RouteKey, Route] = {}
         self.binding = RouteBinding()
+        self.networks = Networks()
 
     @property
     def statuses(self) -> tuple[RouteStatus, ...]:
@@ -76,7 +77,8 @@ class RoutingState:
             (_key(b.route), b.route) for b in binding.routes if _key(b.route) in accepted
         )
         self.binding = binding
-        return mesh_routing(binding, networks(fleet, plane))
+        self.networks = networks(fleet, plane)
+        return mesh_routing(binding, self.networks)
 
 
 def networks(fleet: Fleet, plane: ServicePlane) -> Networks:

@@ -1,5 +1,15 @@
 """Real HTTP backends on loopback, and a plain HTTP client for requests through Envoy.
 
+A backend answers every GET with `backend <name>`. Options make it misbehave or report on
+what it received, for routing tests:
+
+- `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
+- `delay=S`: sleep S seconds before answering (cut short when the backend stops);
+- `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
+  for each named request header present;
+- every request is recorded (`received()`: method, path, headers), so a test can assert
+  that a mirrored copy or a header arrived.
+
 `python -m tests.e2e.backends --name X [--address A] [--port P]` runs one backend as its
 own process (so it can live in another network namespace) and prints `A:P` once it listens.
 """
@@ -10,36 +20,89 @@ import argparse
 import http.client
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Most requests a backend records (a bound on memory, far above what a test sends).
+MAX_RECORDED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as a backend saw it; header names in lower case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: Backend
 
     def do_GET(self) -> None:
-        body = f"backend {self.server.name}\n".encode()
-        self.server.count()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Backend", self.server.name)
-        self.end_headers()
-        self.wfile.write(body)
+        server = self.server
+        number = server.count()
+        headers: dict[str, str] = {}
+        for key, value in self.headers.items():  # a repeated header: its values, joined
+            key = key.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        server.record(Received(self.command, self.path, headers))
+        if server.delay > 0:
+            server.stopping.wait(server.delay)
+        status = 200
+        if server.flaky_every > 0 and number % server.flaky_every == 0:
+            status = 503
+        lines = [f"backend {server.name}"]
+        if server.echo is not None:
+            lines.append(f"path {self.path}")
+            lines += [
+                f"header {name.lower()}: {headers[name.lower()]}"
+                for name in server.echo
+                if name.lower() in headers
+            ]
+        body = ("\n".join(lines) + "\n").encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Backend", server.name)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client (Envoy, after a timeout) is gone
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output quiet
 
 
 class Backend(ThreadingHTTPServer):
-    """An HTTP server (on 127.0.0.1 unless told) whose every answer names it: `backend <name>`."""
+    """An HTTP server (on 127.0.0.1 unless told) whose every answer names it: `backend <name>`.
+
+    `flaky_every`, `delay` and `echo` are described in the module doc.
+    """
 
     daemon_threads = True
+    request_queue_size = 128  # a burst of connections from Envoy is not dropped
 
-    def __init__(self, name: str, *, address: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        address: str = "127.0.0.1",
+        port: int = 0,
+        flaky_every: int = 0,
+        delay: float = 0.0,
+        echo: Iterable[str] | None = None,
+    ) -> None:
         super().__init__((address, port), _Handler)
         self.name = name
         self.requests = 0
+        self.flaky_every = flaky_every
+        self.delay = delay
+        self.echo = None if echo is None else tuple(echo)
+        self.stopping = threading.Event()
+        self._received: list[Received] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=f"backend-{name}"
@@ -49,15 +112,28 @@ class Backend(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def count(self) -> None:
+    def count(self) -> int:
+        """Count one request; returns its number (1 for the first)."""
         with self._lock:
             self.requests += 1
+            return self.requests
+
+    def record(self, request: Received) -> None:
+        with self._lock:
+            if len(self._received) < MAX_RECORDED:
+                self._received.append(request)
+
+    def received(self) -> list[Received]:
+        """The requests received so far, oldest first."""
+        with self._lock:
+            return list(self._received)
 
     def start(self) -> Backend:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.stopping.set()  # a slow answer in progress finishes now
         if self._thread.is_alive():
             self.shutdown()
             self._thread.join(5)
@@ -71,6 +147,55 @@ def get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, str]:
         connection.request("GET", path)
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a client saw: status 0 when the request failed (`body` then says why)."""
+
+    status: int
+    body: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    seconds: float = 0.0
+
+    @property
+    def backend(self) -> str | None:
+        """The backend that answered (`backend <name>`), or None."""
+        words = self.body.split()
+        return words[1] if self.status == 200 and words[:1] == ["backend"] else None
+
+    def echoed(self) -> dict[str, str]:
+        """What an echoing backend reported: `path` and each `header <name>` it saw."""
+        found: dict[str, str] = {}
+        for line in self.body.splitlines()[1:]:
+            key, _, value = line.partition(" ")
+            if key == "header":
+                name, _, value = value.partition(": ")
+                key = f"header {name}"
+            found[key] = value
+        return found
+
+
+def request(
+    port: int,
+    host: str,
+    path: str = "/",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Reply:
+    """One GET to 127.0.0.1:`port` with `Host: host` on a fresh connection; never raises OSError."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Host": host, **(headers or {})})
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        found = {k.lower(): v for k, v in response.getheaders()}
+        return Reply(response.status, body, found, time.monotonic() - started)
+    except OSError as error:
+        return Reply(0, f"{type(error).__name__}: {error}", {}, time.monotonic() - started)
     finally:
         connection.close()
 
@@ -141,8 +266,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--flaky-every", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args(argv)
-    backend = Backend(args.name, address=args.address, port=args.port)
+    backend = Backend(
+        args.name,
+        address=args.address,
+        port=args.port,
+        flaky_every=args.flaky_every,
+        delay=args.delay,
+    )
     print(f"{args.address}:{backend.port}", flush=True)
     backend.serve_forever(poll_interval=0.05)
 

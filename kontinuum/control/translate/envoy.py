@@ -12,6 +12,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
@@ -70,7 +73,9 @@ def http_connection_manager(
 
 # Retries a sidecar makes by default, as Istio's do: a request that could not reach an
 # endpoint (refused, reset) is retried on another one, so an endpoint that just died costs
-# no failed request while outlier detection ejects it.
+# no failed request while outlier detection ejects it. A retry also moves to the next
+# priority when the failed one is exhausted: the only endpoint of the preferred cluster
+# dying must not cost the request either.
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset"
 DEFAULT_RETRIES = 2
 
@@ -80,6 +85,10 @@ def default_retry_policy() -> Any:
     policy.num_retries.value = DEFAULT_RETRIES
     predicate = policy.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts")
     predicate.typed_config.CopyFrom(pack(previous_hosts_pb2.PreviousHostsPredicate()))
+    policy.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+    policy.retry_priority.typed_config.CopyFrom(
+        pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1))
+    )
     policy.host_selection_retry_max_attempts = 3
     return policy
 
