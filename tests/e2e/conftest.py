@@ -6,14 +6,20 @@ fails; a failed test's report carries the tail of every Envoy log it started.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kontinuum.bootstrap import find_envoy
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.static import StaticSource
+from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy, Mode
@@ -121,3 +127,42 @@ def fleet_network() -> Iterator[Callable[[Iterable[str]], FleetNetwork]]:
         pytest.fail(problem, pytrace=False)
     with ExitStack() as stack:
         yield lambda clusters: stack.enter_context(FleetNetwork(clusters))
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFleet:
+    mesh: Mesh
+    source: StaticSource
+    xds_port: int
+
+
+ServeFleet = Callable[[Path], Awaitable[ServedFleet]]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def serve_fleet() -> AsyncIterator[ServeFleet]:
+    """Serve a fleet directory as `kontinuum serve --config` does (files watched, changes
+    applied through the aggregator): `await serve_fleet(root)`; stopped at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def serve(root: Path) -> ServedFleet:
+            cache = SnapshotCache()
+            mesh = Mesh(cache)
+            source = StaticSource(root, poll_interval=0.1)
+            aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
+            discovery = asyncio.create_task(aggregator.run())
+            stack.push_async_callback(_cancel, discovery)
+            await asyncio.wait_for(aggregator.synced.wait(), 10)
+            assert source.status().errors == (), source.status().errors
+            server = XdsServer(cache, resolve_view=mesh.resolve_view)
+            port = await server.start("127.0.0.1:0")
+            stack.push_async_callback(server.stop, 0)
+            return ServedFleet(mesh, source, port)
+
+        yield serve

@@ -4,20 +4,15 @@ through their east-west gateways, and an ingress gateway programmed from a `Gate
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from kontinuum.bootstrap import envoy_bootstrap, proxy_metadata
-from kontinuum.discovery.aggregate import Aggregator, Debounce
-from kontinuum.discovery.static import StaticSource
-from kontinuum.mesh import Mesh
-from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
-from tests.e2e.conftest import StartEnvoy
+from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.netns import FleetNetwork
 from tests.support.fleet import cluster_profile
 from tests.support.net import free_port
@@ -184,26 +179,8 @@ spec:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Mesh, int]]:
-    cache = SnapshotCache()
-    mesh = Mesh(cache)
-    source = StaticSource(tmp_path / "fleet", poll_interval=0.1)
-    aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
-    discovery = asyncio.create_task(aggregator.run())
-    await asyncio.wait_for(aggregator.synced.wait(), 10)
-    assert source.status().errors == ()
-    server = XdsServer(cache, resolve_view=mesh.resolve_view)
-    port = await server.start("127.0.0.1:0")
-    yield tmp_path / "fleet", mesh, port
-    await server.stop(0)
-    discovery.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await discovery
-
-
-@pytest.fixture
-def ingress_fleet(tmp_path: Path, backends: Callable[[str], Backend]) -> int:
-    """eu-central with hello exported, and a Gateway `front` on a free port."""
+def ingress_fleet(tmp_path: Path, backends: Callable[[str], Backend]) -> tuple[Path, int]:
+    """eu-central with hello exported, and a Gateway `front` on a free port: (root, port)."""
     listen = free_port()
     root = tmp_path / "fleet"
     (root / "clusters" / "eu-central").mkdir(parents=True)
@@ -211,13 +188,15 @@ def ingress_fleet(tmp_path: Path, backends: Callable[[str], Backend]) -> int:
     (root / "gateway.yaml").write_text(GATEWAY.replace("PORT", str(listen)))
     backend = backends("eu-hello")
     (root / "clusters" / "eu-central" / "hello.yaml").write_text(_service(backend.port))
-    return listen
+    return root, listen
 
 
 async def test_an_ingress_gateway_serves_a_route_from_outside(
-    ingress_fleet: int, served: tuple[Path, Mesh, int], envoys: StartEnvoy
+    ingress_fleet: tuple[Path, int], serve_fleet: ServeFleet, envoys: StartEnvoy
 ) -> None:
-    _, mesh, xds_port = served
+    root, listen = ingress_fleet
+    served = await serve_fleet(root)
+    mesh, xds_port = served.mesh, served.xds_port
     statuses = {(s.kind, s.name): s for s in mesh.routing_state.binding.statuses}
     (parent,) = statuses["HTTPRoute", "front"].parents
     assert [(c.type, c.status) for c in parent.conditions] == [
@@ -230,11 +209,11 @@ async def test_an_ingress_gateway_serves_a_route_from_outside(
         mode="delta",
         metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
     )
-    url = f"http://127.0.0.1:{ingress_fleet}/hello/world"
+    url = f"http://127.0.0.1:{listen}/hello/world"
     answer = await _until_ok(url, "www.example.com")
     assert answer == (200, "backend eu-hello\n")
     assert await asyncio.to_thread(_get, url, "other.example.com") == (404, "")
-    other_path = f"http://127.0.0.1:{ingress_fleet}/elsewhere"
+    other_path = f"http://127.0.0.1:{listen}/elsewhere"
     assert (await asyncio.to_thread(_get, other_path, "www.example.com"))[0] == 404
 
 

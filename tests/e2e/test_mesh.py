@@ -8,22 +8,20 @@ Traffic prefers its own cluster, then the same region (`edge-paris`), then the r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kontinuum.bootstrap import proxy_metadata
-from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
-from tests.e2e.conftest import StartEnvoy
+from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.support.fleet import cluster_profile, load_into
 from tests.support.net import free_port
 
@@ -122,25 +120,13 @@ async def _reported(source: StaticSource, file: str) -> None:
 
 @pytest.fixture
 async def fleet(
-    tmp_path: Path, backends: Callable[[str], Backend]
-) -> AsyncIterator[tuple[Path, StaticSource, int]]:
+    tmp_path: Path, backends: Callable[[str], Backend], serve_fleet: ServeFleet
+) -> tuple[Path, StaticSource, int]:
+    """The three-site fleet, its files watched as `kontinuum serve` watches them."""
     hello = {site: backends(site) for site in SITES}
     _write_fleet(tmp_path / "fleet", hello, backends("billing"))
-    cache = SnapshotCache()
-    mesh = Mesh(cache)
-    # The files are watched as `kontinuum serve` watches them: a test edits them and waits.
-    source = StaticSource(tmp_path / "fleet", poll_interval=0.1)
-    aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
-    discovery = asyncio.create_task(aggregator.run())
-    await asyncio.wait_for(aggregator.synced.wait(), 10)
-    assert source.status().errors == ()
-    server = XdsServer(cache, resolve_view=mesh.resolve_view)
-    port = await server.start("127.0.0.1:0")
-    yield tmp_path / "fleet", source, port
-    await server.stop(0)
-    discovery.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await discovery
+    served = await serve_fleet(tmp_path / "fleet")
+    return tmp_path / "fleet", served.source, served.xds_port
 
 
 def _sidecar(envoys: StartEnvoy, xds_port: int, outbound: int, namespace: str = "demo") -> Any:

@@ -20,21 +20,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.routing_state import failing_conditions
-from kontinuum.discovery.aggregate import Aggregator, Debounce
-from kontinuum.discovery.static import StaticSource
-from kontinuum.mesh import Mesh
-from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend, Reply, request
-from tests.e2e.conftest import StartEnvoy
+from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.envoy import Envoy
 from tests.e2e.routing_fleet import NAMESPACE, Workload, write_fleet
 from tests.support.net import free_port
@@ -46,44 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # --- serving a fleet, backends, a sidecar ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServedFleet:
-    mesh: Mesh
-    source: StaticSource
-    xds_port: int
-
-
-ServeFleet = Callable[[Path], Awaitable[ServedFleet]]
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-@pytest.fixture
-async def serve_fleet() -> AsyncIterator[ServeFleet]:
-    """Serve a fleet directory as `kontinuum serve --config` does; stopped at the end."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def serve(root: Path) -> ServedFleet:
-            cache = SnapshotCache()
-            mesh = Mesh(cache)
-            source = StaticSource(root, poll_interval=0.5)
-            aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
-            discovery = asyncio.create_task(aggregator.run())
-            stack.push_async_callback(_cancel, discovery)
-            await asyncio.wait_for(aggregator.synced.wait(), 10)
-            assert source.status().errors == (), source.status().errors
-            server = XdsServer(cache, resolve_view=mesh.resolve_view)
-            port = await server.start("127.0.0.1:0")
-            stack.push_async_callback(server.stop, 0)
-            return ServedFleet(mesh, source, port)
-
-        yield serve
 
 
 class StartBackend:
