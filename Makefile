@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e bench clean
+.PHONY: demo test system-deps lint typecheck unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kontinuum needs Python >= 3.11")'
@@ -24,13 +24,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# Debian packages (a DNS server, dig, ip): apt-get as root, else a clear message.
+system-deps:
+	scripts/system-deps.sh
+
+test: system-deps lint typecheck
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)
+e2e: $(STAMP) system-deps
 	$(BIN)/python -m pytest tests/e2e
 
 bench: $(STAMP)

@@ -55,6 +55,7 @@ from kontinuum.control.objects import (
     iana_port_name,
     type_name,
 )
+from kontinuum.control.site_access import site_access
 
 REGION_LABEL: Final = "topology.kubernetes.io/region"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
@@ -138,6 +139,7 @@ def _cluster_profile(obj: ObjectReader) -> ClusterSite:
         region=labels.get(REGION_LABEL, ""),
         zone=labels.get(ZONE_LABEL, ""),
         network=labels.get(NETWORK_LABEL, ""),
+        access=site_access(obj),
     )
 
 

@@ -21,18 +21,55 @@ AddressType = Literal["IPv4", "IPv6"]
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesAccess:
+    """How to reach a cluster's Kubernetes API: a kubeconfig file and context ("" = the
+    client's defaults: $KUBECONFIG or ~/.kube/config, and its current context), or the
+    service account of the pod kontinuum runs in."""
+
+    kubeconfig: str = ""
+    context: str = ""
+    in_cluster: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DnsService:
+    """One service port a DNS-described site publishes as `_<port>._<protocol>.<name>`."""
+
+    namespace: str
+    name: str
+    port: str  # the port's name, the SRV record's first label without `_`
+    protocol: PortProtocol = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAccess:
+    """A site described in DNS: its domain, the server to ask ("" = the system's), and the
+    service ports to look up there (DNS cannot be listed)."""
+
+    domain: str
+    server: str = ""  # host:port
+    services: tuple[DnsService, ...] = ()
+
+
+SiteAccess = KubernetesAccess | DnsAccess
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSite:
     """One cluster (site) of the fleet and where it runs.
 
     `region` and `zone` come from the standard `topology.kubernetes.io/*` labels of its
     ClusterProfile and `network` from `kontinuum.io/network`; an empty string means "not
-    declared". Sites on the same network reach each other's endpoints directly.
+    declared". Sites on the same network reach each other's endpoints directly. `access`
+    says where its objects come from: None for the fleet files, else its Kubernetes API or
+    its DNS domain.
     """
 
     name: str
     region: str = ""
     zone: str = ""
     network: str = ""
+    access: SiteAccess | None = None
 
 
 @dataclass(frozen=True, slots=True)

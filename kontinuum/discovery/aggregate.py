@@ -110,6 +110,8 @@ class Aggregator:
         self.sources = tuple(sources)
         self._apply = apply
         self._debounce = debounce
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
         self._configs: dict[str, FleetConfig] = {}
         self._snapshots: dict[tuple[str, str], SiteSnapshot] = {}
         self._reported: set[str] = set()
@@ -128,11 +130,39 @@ class Aggregator:
     async def run(self) -> None:
         """Run until cancelled; a source that fails is logged and its last view kept."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
             for source in self.sources:
-                group.create_task(self._follow(source), name=f"source {source.name}")
+                self._start(source)
             group.create_task(self._push())
 
+    def _start(self, source: Source) -> None:
+        assert self._group is not None
+        task = self._group.create_task(self._follow(source), name=f"source {source.name}")
+        self._followers[source.name] = task
+
+    def add(self, source: Source) -> None:
+        """Follow one more source (a cluster joined the fleet); it does not hold back the
+        first fleet. Call only while `run` runs."""
+        if any(s.name == source.name for s in self.sources):
+            raise ValueError(f"a source named {source.name!r} is already followed")
+        self.sources += (source,)
+        self._reported.add(source.name)
+        self._start(source)
+
+    def remove(self, name: str) -> None:
+        """Stop following a source and forget what it reported (its cluster left)."""
+        self.sources = tuple(s for s in self.sources if s.name != name)
+        task = self._followers.pop(name, None)
+        if task is not None:
+            task.cancel()
+        self._configs.pop(name, None)
+        for key in [k for k in self._snapshots if k[0] == name]:
+            del self._snapshots[key]
+        self._changed.set()
+
     def _take(self, source: Source, update: SourceUpdate) -> None:
+        if source.name not in self._followers:
+            return  # removed while an update was on its way
         if isinstance(update, FleetConfig):
             self._configs[source.name] = update
         else:

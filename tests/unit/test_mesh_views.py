@@ -116,10 +116,15 @@ def test_a_service_the_fleet_lacks_gets_no_inbound_listener(
     assert "no Service demo/nothing with a TCP port in cluster eu-central" in caplog.text
 
 
-def test_an_east_west_gateway_without_a_declared_gateway_gets_nothing(
-    mesh: Mesh, caplog: pytest.LogCaptureFixture
+def test_an_east_west_gateway_gets_its_listener_and_nothing_once_undeclared(
+    mesh: Mesh, fleet_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     view = mesh.resolve_view(node(role="gateway"), PEER)
+    declared = mesh.cache.snapshot(view)
+    assert declared is not None
+    assert list(declared.resources(LISTENER)) == ["east-west"]
+    (fleet_dir / "gateways.yaml").unlink()
+    load_into(mesh, fleet_dir)
     assert view == "gateway/eu-central"
     snapshot = mesh.cache.snapshot(view)
     assert snapshot is not None

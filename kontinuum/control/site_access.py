@@ -1,0 +1,95 @@
+"""Where a cluster's objects come from, read from its ClusterProfile's annotations.
+
+    (none)                              the fleet files: PATH/clusters/<cluster>/*.yaml
+    kontinuum.io/source: kubernetes     its Kubernetes API:
+      kontinuum.io/kubeconfig: PATH       a kubeconfig file (default: $KUBECONFIG, ~/.kube/config)
+      kontinuum.io/context: NAME          a context in it (default: its current context)
+      kontinuum.io/in-cluster: "true"     the service account of the pod kontinuum runs in
+    kontinuum.io/source: dns            a site described in DNS:
+      kontinuum.io/dns-domain: DOMAIN     where `_<port>._<proto>.<service>.DOMAIN` SRV live
+      kontinuum.io/dns-server: HOST:PORT  the server to ask (default: the system's resolver)
+      kontinuum.io/dns-services: LIST     `<namespace>/<name>:<port>[/<protocol>]`, comma
+                                          separated: the service ports to look up
+
+The Cluster Inventory API leaves how to reach a cluster to each implementation; annotations
+keep the ClusterProfile standard. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from kontinuum.control.model import DnsAccess, DnsService, KubernetesAccess, SiteAccess
+from kontinuum.control.objects import PROTOCOLS, ObjectReader, dns_label, dns_subdomain
+
+PREFIX: Final = "kontinuum.io/"
+_HOST_PORT: Final = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+
+
+def _annotations(obj: ObjectReader) -> dict[str, str]:
+    body = obj.body
+    metadata = body.get("metadata")
+    raw = (
+        obj.mapping(metadata, "annotations", "metadata.annotations")
+        if isinstance(metadata, dict)
+        else {}
+    )
+    found: dict[str, str] = {}
+    for key in raw:
+        if isinstance(key, str) and key.startswith(PREFIX):
+            value = obj.string(raw, key, f"metadata.annotations[{key}]")
+            if value is not None:
+                found[key.removeprefix(PREFIX)] = value
+    return found
+
+
+def _dns_services(obj: ObjectReader, text: str, path: str) -> tuple[DnsService, ...]:
+    services: list[DnsService] = []
+    for item in (part.strip() for part in text.split(",")):
+        match = re.fullmatch(r"([^/\s]+)/([^:\s]+):([^/\s]+)(?:/([A-Z]+))?", item)
+        if match is None:
+            obj.error(path, f"{item!r} is not <namespace>/<name>:<port>[/<protocol>]")
+            continue
+        namespace, name, port, protocol = match.groups()
+        problem = dns_label(namespace) or dns_label(name) or dns_label(port)
+        if problem:
+            obj.error(path, f"{item!r}: {problem}")
+            continue
+        found = next((p for p in PROTOCOLS if p == (protocol or "TCP")), None)
+        if found is None:
+            obj.error(path, f"{item!r}: the protocol must be one of {', '.join(PROTOCOLS)}")
+            continue
+        services.append(DnsService(namespace, name, port, found))
+    if not services:
+        obj.error(path, "must name at least one service port")
+    return tuple(services)
+
+
+def site_access(obj: ObjectReader) -> SiteAccess | None:
+    """The cluster's access as its annotations declare it (errors recorded on `obj`)."""
+    found = _annotations(obj)
+    source = found.get("source", "")
+    at = f"metadata.annotations[{PREFIX}"
+    if source == "":
+        return None
+    if source == "kubernetes":
+        in_cluster = found.get("in-cluster", "false")
+        if in_cluster not in ("true", "false"):
+            obj.error(f"{at}in-cluster]", f'must be "true" or "false", got {in_cluster!r}')
+        return KubernetesAccess(
+            kubeconfig=found.get("kubeconfig", ""),
+            context=found.get("context", ""),
+            in_cluster=in_cluster == "true",
+        )
+    if source == "dns":
+        domain = found.get("dns-domain", "")
+        if problem := dns_subdomain(domain.rstrip(".")):
+            obj.error(f"{at}dns-domain]", f"required, {problem}")
+        server = found.get("dns-server", "")
+        if server and not _HOST_PORT.match(server):
+            obj.error(f"{at}dns-server]", f"must be HOST:PORT, got {server!r}")
+        services = _dns_services(obj, found.get("dns-services", ""), f"{at}dns-services]")
+        return DnsAccess(domain.rstrip("."), server, services)
+    obj.error(f"{at}source]", f'must be "kubernetes" or "dns", got {source!r}')
+    return None

@@ -1,0 +1,77 @@
+"""Where a cluster's objects come from: ClusterProfile annotations read into `access`."""
+
+from __future__ import annotations
+
+import pytest
+
+from kontinuum.control.fleet import parse_fleet_objects
+from kontinuum.control.model import DnsAccess, DnsService, KubernetesAccess, SiteAccess
+from kontinuum.control.objects import Document
+
+
+def access(**annotations: str) -> tuple[SiteAccess | None, list[str]]:
+    body = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ClusterProfile",
+        "metadata": {
+            "name": "eu",
+            "namespace": "fleet",
+            "annotations": {
+                f"kontinuum.io/{k.replace('_', '-')}": v for k, v in annotations.items()
+            },
+        },
+    }
+    sites, errors = parse_fleet_objects([Document("clusters.yaml", body)])
+    return (sites[0].access if sites else None), [str(e) for e in errors]
+
+
+def test_no_source_means_the_fleet_files() -> None:
+    assert access() == (None, [])
+
+
+def test_a_kubernetes_cluster() -> None:
+    found = access(source="kubernetes", kubeconfig="/etc/k/eu.yaml", context="eu-admin")
+    assert found == (KubernetesAccess("/etc/k/eu.yaml", "eu-admin"), [])
+    assert access(source="kubernetes", in_cluster="true") == (KubernetesAccess(in_cluster=True), [])
+
+
+def test_a_dns_site() -> None:
+    found = access(
+        source="dns",
+        dns_domain="edge.example.net.",
+        dns_server="127.0.0.1:5353",
+        dns_services="demo/hello:http, demo/hello:dns/UDP",
+    )
+    services = (DnsService("demo", "hello", "http"), DnsService("demo", "hello", "dns", "UDP"))
+    assert found == (DnsAccess("edge.example.net", "127.0.0.1:5353", services), [])
+
+
+@pytest.mark.parametrize(
+    ("annotations", "problem"),
+    [
+        ({"source": "ftp"}, 'must be "kubernetes" or "dns", got \'ftp\''),
+        ({"source": "kubernetes", "in_cluster": "yes"}, '"true" or "false"'),
+        ({"source": "dns", "dns_services": "demo/a:http"}, "dns-domain]: required"),
+        (
+            {"source": "dns", "dns_domain": "x.net", "dns_services": "hello"},
+            "'hello' is not <namespace>/<name>:<port>[/<protocol>]",
+        ),
+        (
+            {
+                "source": "dns",
+                "dns_domain": "x.net",
+                "dns_server": "nowhere",
+                "dns_services": "a/b:c",
+            },
+            "must be HOST:PORT",
+        ),
+        (
+            {"source": "dns", "dns_domain": "x.net", "dns_services": "a/b:c/HTTP"},
+            "protocol must be",
+        ),
+    ],
+)
+def test_bad_annotations_name_the_field(annotations: dict[str, str], problem: str) -> None:
+    _, errors = access(**annotations)
+    assert any(problem in e for e in errors), errors
+    assert all("clusters.yaml: ClusterProfile" in e for e in errors)

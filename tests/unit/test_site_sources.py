@@ -1,0 +1,65 @@
+"""One source per cluster reached through its API or DNS, in step with the fleet's sites."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from kontinuum.control.model import (
+    ClusterSite,
+    DnsAccess,
+    Fleet,
+    FleetConfig,
+    KubernetesAccess,
+    SiteAccess,
+)
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.sites import SiteSources
+from kontinuum.discovery.source import Source
+from tests.unit.test_aggregate import QueueSource, Recorder, snapshot
+
+FAST = Debounce(after=0.05, max=0.3, sync_timeout=1.0)
+EU_API = ClusterSite("eu", access=KubernetesAccess(context="eu"))
+US_DNS = ClusterSite("us", access=DnsAccess("us.example.net"))
+
+
+async def test_sites_get_sources_and_lose_them_with_what_they_reported() -> None:
+    made: dict[str, QueueSource] = {}
+
+    def factory(cluster: str, access: SiteAccess) -> Source:
+        kind = "kubernetes" if isinstance(access, KubernetesAccess) else "dns"
+        made[cluster] = QueueSource(f"{kind}:{cluster}")
+        return made[cluster]
+
+    files = QueueSource("static")
+    recorder = Recorder()
+    aggregator = Aggregator([files], recorder, FAST)
+    sites = SiteSources(aggregator, factory)
+    task = asyncio.create_task(aggregator.run())
+    try:
+        files.queue.put_nowait(FleetConfig((EU_API, US_DNS, ClusterSite("local"))))
+        fleet: Fleet = await recorder.until(1)
+        sites.reconcile(fleet.sites)
+        assert sorted(sites.clusters) == ["eu", "us"]  # "local" is the files' own
+        made["eu"].queue.put_nowait(snapshot("eu", "10.0.0.1"))
+        fleet = await recorder.until(2)
+        eu = fleet.snapshot("eu")
+        assert eu is not None
+        assert [e.addresses[0] for e in eu.endpoints] == ["10.0.0.1"]
+
+        # eu changes context: a new source replaces the old one, whose view is forgotten.
+        moved = ClusterSite("eu", access=KubernetesAccess(context="eu-2"))
+        sites.reconcile((moved, US_DNS))
+        assert sites.clusters["eu"] == KubernetesAccess(context="eu-2")
+        fleet = await recorder.until(3)
+        eu = fleet.snapshot("eu")
+        assert eu is not None
+        assert eu.endpoints == ()
+
+        sites.reconcile((moved,))  # us left the fleet
+        assert sorted(sites.clusters) == ["eu"]
+        assert [s.name for s in aggregator.sources] == ["static", "kubernetes:eu"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
