@@ -206,6 +206,10 @@ def gateway_status(
         if accepted.status == "True"
         else Condition("Programmed", "False", "Invalid", accepted.message)
     )
+    if accepted.status == "True" and gateway.east_west and not gateway.addresses:
+        # Sidecars of other networks need an address to reach it: nothing to program.
+        message = "an east-west gateway needs spec.addresses (type IPAddress)"
+        programmed = Condition("Programmed", "False", "AddressNotAssigned", message)
     return GatewayStatus(
         gateway.namespace,
         gateway.name,

@@ -153,7 +153,7 @@ class BackendRef:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds; 0 disables the timeout, None leaves it to kontinuum's default."""
+    """Seconds; 0 disables the timeout, None leaves Envoy's default (15 s per request)."""
 
     request: float | None = None
     backend_request: float | None = None

@@ -844,3 +844,34 @@ def test_routes_over_the_example_fleet_plane() -> None:
     assert [s.host for s in hello.services] == ["hello.demo.svc.clusterset.local"]
     # Pure and deterministic: the same input binds to the same output.
     assert bind(gateway, ingress, ROUTE, policy, plane=plane) == binding
+
+
+EAST_WEST = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: east-west
+  namespace: demo
+  labels: {kontinuum.io/cluster: eu}
+spec:
+  gatewayClassName: kontinuum-east-west
+  ADDRESSES
+  listeners:
+  - {name: mesh, port: 15443, protocol: TLS, tls: {mode: Passthrough}}
+"""
+
+
+def test_an_east_west_gateway_is_programmed_only_with_an_address() -> None:
+    with_address = bind(EAST_WEST.replace("ADDRESSES", "addresses: [{value: 192.0.2.1}]"))
+    (status,) = with_address.gateway_statuses
+    assert [(c.type, c.status) for c in status.conditions] == [
+        ("Accepted", "True"),
+        ("Programmed", "True"),
+    ]
+    (status,) = bind(EAST_WEST.replace("ADDRESSES", "")).gateway_statuses
+    programmed = status.conditions[1]
+    assert (programmed.status, programmed.reason) == ("False", "AddressNotAssigned")
+    plain = EAST_WEST.replace("ADDRESSES", "").replace(", tls: {mode: Passthrough}", "")
+    http = bind(plain.replace("protocol: TLS", "protocol: HTTP"))
+    (listener,) = http.gateway_statuses[0].listeners
+    assert listener.conditions[0].reason == "UnsupportedProtocol"
