@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from kontinuum.admin import AdminServer
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
-from kontinuum.telemetry.metrics import XdsCollector
+from kontinuum.telemetry.metrics import SourceCollector, XdsCollector
 from kontinuum.xds import SnapshotCache, XdsServer
 
 log = logging.getLogger("kontinuum")
@@ -104,11 +105,16 @@ class ResourceDirectory:
 
 @contextlib.asynccontextmanager
 async def _serving(
-    server: XdsServer, xds_address: str, admin_address: str
+    server: XdsServer,
+    xds_address: str,
+    admin_address: str,
+    collectors: tuple[Collector, ...] = (),
 ) -> AsyncIterator[XdsServer]:
     """The xDS server and its admin endpoint, started and, on the way out, stopped."""
     registry = CollectorRegistry()
     registry.register(XdsCollector(server))
+    for collector in collectors:
+        registry.register(collector)
     admin = AdminServer(registry, ready=lambda: server.serving)
     await admin.start(admin_address)
     try:
@@ -137,7 +143,7 @@ async def serve_fleet(
             discovery.result()  # raises what stopped discovery
             return
         server = XdsServer(cache, resolve_view=mesh.resolve_view)
-        async with _serving(server, xds_address, admin_address):
+        async with _serving(server, xds_address, admin_address, (SourceCollector(aggregator),)):
             await discovery
     finally:
         discovery.cancel()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,9 +35,23 @@ from kontinuum.control.model import (
     grant_order,
 )
 from kontinuum.control.routing import RoutingConfig
-from kontinuum.discovery.source import Source, SourceUpdate
+from kontinuum.discovery.source import Health, Source, SourceUpdate
 
 log = logging.getLogger("kontinuum.discovery.aggregate")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """How one source is doing, for status and metrics."""
+
+    name: str
+    health: Health
+    detail: str
+    stale: bool  # serving the last view of a cluster it lost contact with
+    last_update: float | None  # wall-clock time of its last update
+    clusters: int
+    endpoints: int
+    errors: int  # configuration errors it reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,7 @@ class Aggregator:
         self.synced = asyncio.Event()  # set once the first fleet is applied
         self.applied = 0  # fleets applied so far
         self.updates = 0  # source updates received so far
+        self._last_update: dict[str, float] = {}
 
     def fleet(self) -> Fleet:
         """The fleet as the sources report it right now."""
@@ -126,6 +142,26 @@ class Aggregator:
             [self._configs[s.name] for s in self.sources if s.name in self._configs],
             [self._snapshots[key] for key in sorted(self._snapshots)],
         )
+
+    def source_states(self) -> list[SourceState]:
+        """Every followed source's state, by name."""
+        states = []
+        for source in sorted(self.sources, key=lambda s: s.name):
+            status = source.status()
+            snapshots = [v for (name, _), v in self._snapshots.items() if name == source.name]
+            states.append(
+                SourceState(
+                    name=source.name,
+                    health=status.health,
+                    detail=status.detail,
+                    stale=any(s.stale for s in snapshots),
+                    last_update=self._last_update.get(source.name),
+                    clusters=len(snapshots),
+                    endpoints=sum(len(s.endpoints) for s in snapshots),
+                    errors=len(status.errors),
+                )
+            )
+        return states
 
     async def run(self) -> None:
         """Run until cancelled; a source that fails is logged and its last view kept."""
@@ -168,6 +204,7 @@ class Aggregator:
         else:
             self._snapshots[source.name, update.cluster] = update
         self.updates += 1
+        self._last_update[source.name] = time.time()
         self._changed.set()
 
     async def _follow(self, source: Source) -> None:

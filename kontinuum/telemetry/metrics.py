@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kontinuum.discovery.aggregate import Aggregator
+from kontinuum.discovery.source import Health
 from kontinuum.xds import XdsServer, types
 
 
@@ -63,4 +65,56 @@ class XdsCollector(Collector):
             "kontinuum_xds_streams_refused",
             "Streams refused by authentication or view resolution.",
             value=stats.streams_refused,
+        )
+
+
+class SourceCollector(Collector):
+    """Discovery: each source's health, staleness, last update and size (one label value
+    per source, that is per cluster reached through its API or DNS: bounded by the fleet)."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self._aggregator = aggregator
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        states = self._aggregator.source_states()
+        up = GaugeMetricFamily(
+            "kontinuum_source_up",
+            "1 when the source has a current view of everything it covers.",
+            labels=["source"],
+        )
+        stale = GaugeMetricFamily(
+            "kontinuum_source_stale",
+            "1 while the source serves the last view of a cluster it lost contact with.",
+            labels=["source"],
+        )
+        last = GaugeMetricFamily(
+            "kontinuum_source_last_update_timestamp_seconds",
+            "When the source last reported a change (Unix time).",
+            labels=["source"],
+        )
+        endpoints = GaugeMetricFamily(
+            "kontinuum_source_endpoints", "Endpoints the source reports now.", labels=["source"]
+        )
+        errors = GaugeMetricFamily(
+            "kontinuum_source_config_errors",
+            "Invalid objects the source reports (left out; the last good view serves).",
+            labels=["source"],
+        )
+        for state in states:
+            up.add_metric([state.name], 1.0 if state.health is Health.HEALTHY else 0.0)
+            stale.add_metric([state.name], 1.0 if state.stale else 0.0)
+            if state.last_update is not None:
+                last.add_metric([state.name], state.last_update)
+            endpoints.add_metric([state.name], state.endpoints)
+            errors.add_metric([state.name], state.errors)
+        yield from (up, stale, last, endpoints, errors)
+        yield CounterMetricFamily(
+            "kontinuum_fleet_applies",
+            "Fleets applied after debouncing the sources' updates.",
+            value=self._aggregator.applied,
+        )
+        yield CounterMetricFamily(
+            "kontinuum_source_updates",
+            "Updates received from the sources, before debouncing.",
+            value=self._aggregator.updates,
         )

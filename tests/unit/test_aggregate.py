@@ -226,3 +226,31 @@ async def test_the_static_source_feeds_the_aggregator(stop_all: list[Running]) -
     assert all(fleet.snapshot(site.name) for site in fleet.sites)
     await asyncio.sleep(3 * FAST.after)
     assert len(running.applied) == 1  # config and three snapshots: one push
+
+
+async def test_source_states_and_their_metrics(stop_all: list[Running]) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kontinuum.telemetry.metrics import SourceCollector
+
+    source = QueueSource("kubernetes:eu")
+    running = Running(source)
+    stop_all.append(running)
+    source.queue.put_nowait(FleetConfig((EU,)))
+    source.queue.put_nowait(snapshot("eu", "10.0.0.1", "10.0.0.2", stale=True))
+    await running.until_applied(1)
+    (state,) = running.aggregator.source_states()
+    assert (state.name, state.stale, state.clusters, state.endpoints) == (
+        "kubernetes:eu",
+        True,
+        1,
+        2,
+    )
+    assert state.last_update is not None
+    registry = CollectorRegistry()
+    registry.register(SourceCollector(running.aggregator))
+    text = generate_latest(registry).decode()
+    assert 'kontinuum_source_stale{source="kubernetes:eu"} 1.0' in text
+    assert 'kontinuum_source_endpoints{source="kubernetes:eu"} 2.0' in text
+    assert 'kontinuum_source_up{source="kubernetes:eu"} 1.0' in text  # QueueSource: healthy
+    assert "kontinuum_fleet_applies_total 1.0" in text
