@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from kontinuum.admin import AdminServer
+from kontinuum.bootstrap import split_address
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.static import StaticSource
+from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.telemetry.metrics import SourceCollector, XdsCollector
@@ -126,10 +128,34 @@ async def _serving(
         await admin.stop()
 
 
+@contextlib.asynccontextmanager
+async def _clusterset_dns(
+    mesh: Mesh, address: str | None, options: ZoneOptions | None
+) -> AsyncIterator[None]:
+    """The `clusterset.local` DNS server of the mesh's current plane, if an address is set."""
+    if address is None:
+        yield
+        return
+    server = DnsServer(ClusterSetResponder(lambda: mesh.plane, options))
+    await server.start(*split_address(address))
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
 async def serve_fleet(
-    path: Path, xds_address: str, admin_address: str, poll_interval: float = 0.5
+    path: Path,
+    xds_address: str,
+    admin_address: str,
+    poll_interval: float = 0.5,
+    dns_address: str | None = None,
+    dns_options: ZoneOptions | None = None,
 ) -> None:
-    """Serve a fleet directory to sidecars until cancelled; changes apply within a second."""
+    """Serve a fleet directory to sidecars until cancelled; changes apply within a second.
+
+    With `dns_address`, also answer `clusterset.local` DNS there (UDP and TCP), from the
+    first fleet on: a name asked before would be cached as absent."""
     cache = SnapshotCache()
     mesh = Mesh(cache)
     aggregator = Aggregator([StaticSource(path, poll_interval)], mesh.apply)
@@ -143,7 +169,10 @@ async def serve_fleet(
             discovery.result()  # raises what stopped discovery
             return
         server = XdsServer(cache, resolve_view=mesh.resolve_view)
-        async with _serving(server, xds_address, admin_address, (SourceCollector(aggregator),)):
+        async with (
+            _serving(server, xds_address, admin_address, (SourceCollector(aggregator),)),
+            _clusterset_dns(mesh, dns_address, dns_options),
+        ):
             await discovery
     finally:
         discovery.cancel()

@@ -48,19 +48,54 @@ def serve(
     ],
     xds_address: XdsAddress = "127.0.0.1:18000",
     admin_address: AdminAddress = "127.0.0.1:18001",
+    dns_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-address",
+            help="host:port where to answer clusterset.local DNS (UDP and TCP); none: no DNS.",
+        ),
+    ] = None,
+    dns_service_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dns-service-address",
+            help="Address that A (IPv4) or AAAA (IPv6) answers give for a service with a "
+            "ClusterSetIP: one that reaches the sidecar (default 127.0.0.1). Repeat for both.",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
 
     A proxy declares its cluster, namespace and role in its bootstrap (`kontinuum
     bootstrap`) and receives what its workspace may reach from its cluster. Files are
-    re-read when they change; objects with errors are reported and left out.
+    re-read when they change; objects with errors are reported and left out. With
+    --dns-address, the cluster set's names are answered over DNS (docs/dns.md).
     """
     from kontinuum.app import run_event_loop, serve_fleet
+    from kontinuum.bootstrap import split_address
+    from kontinuum.dns import ZoneOptions
 
+    try:
+        dns_options = ZoneOptions.of(dns_service_address or ["127.0.0.1"])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--dns-service-address") from error
+    if dns_address is not None:
+        try:
+            split_address(dns_address)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--dns-address") from error
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
-        run_event_loop(serve_fleet(config, xds_address, admin_address))
+        run_event_loop(
+            serve_fleet(
+                config,
+                xds_address,
+                admin_address,
+                dns_address=dns_address,
+                dns_options=dns_options,
+            )
+        )
 
 
 @app.command("serve-resources")

@@ -1,0 +1,163 @@
+"""The `clusterset.local` DNS server: UDP and TCP on one port, on asyncio.
+
+The server reads the current service plane through a callable (the mesh keeps the plane;
+this package knows only `kontinuum.control`) and rebuilds its zone when the plane object
+changes, so a fleet change is answered from the next query on. Every query is answered in
+the event loop without awaiting anything (the zone is a dictionary), so UDP needs no queue.
+
+Bounds, so that no client can hold the server: a TCP connection may stay idle 10 s between
+queries, must deliver a query within 5 s of its length and take a response within 5 s;
+queries over TCP are at most 4096 bytes (a DNS query is a few dozen bytes; more is not a
+query) and a longer one ends its connection; at most 256 TCP connections are open at once,
+more are closed on arrival. A message that is a response, or too short to have a header,
+gets no answer (and ends a TCP connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final, cast
+
+from kontinuum.control.plane import ServicePlane
+from kontinuum.dns.answer import respond
+from kontinuum.dns.zone import Zone, ZoneOptions, build_zone
+
+log = logging.getLogger("kontinuum.dns")
+
+PlaneProvider = Callable[[], ServicePlane]
+
+TCP_IDLE_TIMEOUT: Final = 10.0
+TCP_IO_TIMEOUT: Final = 5.0
+MAX_TCP_QUERY: Final = 4096
+MAX_TCP_CONNECTIONS: Final = 256
+
+
+class ClusterSetResponder:
+    """Answers wire-format queries from the zone of the current plane.
+
+    The zone is rebuilt when `plane()` returns another object (planes are immutable); its
+    SOA serial moves on only when the records changed, to the current Unix time or one past
+    the last serial, whichever is greater (as serials go, RFC 1982)."""
+
+    def __init__(
+        self,
+        plane: PlaneProvider,
+        options: ZoneOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._plane = plane
+        self._options = options or ZoneOptions()
+        self._clock = clock
+        self._source: ServicePlane | None = None
+        self._zone: Zone | None = None
+
+    def zone(self) -> Zone:
+        """The zone of the current plane."""
+        plane = self._plane()
+        if self._zone is not None and plane is self._source:
+            return self._zone
+        previous = self._zone
+        zone = build_zone(plane, self._options, serial=previous.serial if previous else 0)
+        if previous is None or zone.nodes != previous.nodes:
+            zone = zone.with_serial(max(int(self._clock()), previous.serial + 1 if previous else 0))
+            log.debug("clusterset.local zone: %d names, serial %d", len(zone.nodes), zone.serial)
+        self._source, self._zone = plane, zone
+        return zone
+
+    def respond(self, wire: bytes, *, tcp: bool) -> bytes | None:
+        return respond(wire, self.zone(), tcp=tcp)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, responder: ClusterSetResponder) -> None:
+        self._responder = responder
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an instance of DatagramTransport in asyncio or uvloop, yet it is one.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        reply = self._responder.respond(data, tcp=False)
+        if reply is not None and self._transport is not None:
+            self._transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("DNS over UDP: %s", exc)
+
+
+class DnsServer:
+    """Serves a `ClusterSetResponder` over UDP and TCP on one address and port."""
+
+    def __init__(
+        self,
+        responder: ClusterSetResponder,
+        idle_timeout: float = TCP_IDLE_TIMEOUT,
+        io_timeout: float = TCP_IO_TIMEOUT,
+    ) -> None:
+        self.responder = responder
+        self._idle_timeout = idle_timeout
+        self._io_timeout = io_timeout
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host`, UDP and TCP on `port` (0: one free for both); returns the port."""
+        loop = asyncio.get_running_loop()
+        for _ in range(20 if port == 0 else 1):
+            tcp = await asyncio.start_server(self._serve_tcp, host, port)
+            bound = int(tcp.sockets[0].getsockname()[1])
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self.responder), local_addr=(host, bound)
+                )
+            except OSError:
+                tcp.close()
+                await tcp.wait_closed()
+                if port:
+                    raise
+                continue
+            self._tcp, self._udp = tcp, udp
+            log.info("clusterset.local DNS on %s port %d (UDP and TCP)", host, bound)
+            return bound
+        raise OSError(f"no port free for both UDP and TCP on {host}")
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._connections):
+                writer.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_TCP_CONNECTIONS:
+            writer.close()
+            return
+        self._connections.add(writer)
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                while True:
+                    prefix = await asyncio.wait_for(reader.readexactly(2), self._idle_timeout)
+                    length = int.from_bytes(prefix, "big")
+                    if not 0 < length <= MAX_TCP_QUERY:
+                        break
+                    wire = await asyncio.wait_for(reader.readexactly(length), self._io_timeout)
+                    reply = self.responder.respond(wire, tcp=True)
+                    if reply is None:
+                        break
+                    writer.write(len(reply).to_bytes(2, "big") + reply)
+                    await asyncio.wait_for(writer.drain(), self._io_timeout)
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), self._io_timeout)
