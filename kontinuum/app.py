@@ -16,7 +16,12 @@ from prometheus_client.registry import Collector
 
 from kontinuum.admin import AdminServer
 from kontinuum.bootstrap import split_address
+from kontinuum.control.model import KubernetesAccess, SiteAccess
 from kontinuum.discovery.aggregate import Aggregator
+from kontinuum.discovery.dns import DnsSource
+from kontinuum.discovery.kubernetes import KubernetesSource
+from kontinuum.discovery.sites import SiteSources
+from kontinuum.discovery.source import Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
@@ -144,6 +149,14 @@ async def _clusterset_dns(
         await server.stop()
 
 
+def site_source(cluster: str, access: SiteAccess) -> Source:
+    """The source of a cluster that its ClusterProfile says is reached through its Kubernetes
+    API or described in DNS."""
+    if isinstance(access, KubernetesAccess):
+        return KubernetesSource(cluster, access)
+    return DnsSource(cluster, access)
+
+
 async def serve_fleet(
     path: Path,
     xds_address: str,
@@ -158,7 +171,10 @@ async def serve_fleet(
     first fleet on: a name asked before would be cached as absent."""
     cache = SnapshotCache()
     mesh = Mesh(cache)
+
     aggregator = Aggregator([StaticSource(path, poll_interval)], mesh.apply)
+    # Clusters reached through their API or DNS get a source each, as the fleet declares them.
+    aggregator.on_sites = SiteSources(aggregator, site_source).reconcile
     discovery = asyncio.create_task(aggregator.run(), name="discovery")
     try:
         # A proxy served before the first fleet would be refused as of an unknown cluster.

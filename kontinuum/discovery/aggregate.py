@@ -135,6 +135,10 @@ class Aggregator:
         self.applied = 0  # fleets applied so far
         self.updates = 0  # source updates received so far
         self._last_update: dict[str, float] = {}
+        # Called with the fleet's sites whenever a source's config changes, so that the
+        # sources of newly declared clusters start (and, before the first fleet, are waited
+        # for) without waiting for a push.
+        self.on_sites: Callable[[tuple[ClusterSite, ...]], None] | None = None
 
     def fleet(self) -> Fleet:
         """The fleet as the sources report it right now."""
@@ -177,12 +181,14 @@ class Aggregator:
         self._followers[source.name] = task
 
     def add(self, source: Source) -> None:
-        """Follow one more source (a cluster joined the fleet); it does not hold back the
-        first fleet. Call only while `run` runs."""
+        """Follow one more source (a cluster joined the fleet). Before the first fleet it is
+        waited for like the others; after, it joins when it reports. Call only while `run`
+        runs."""
         if any(s.name == source.name for s in self.sources):
             raise ValueError(f"a source named {source.name!r} is already followed")
         self.sources += (source,)
-        self._reported.add(source.name)
+        if self.synced.is_set():
+            self._reported.add(source.name)
         self._start(source)
 
     def remove(self, name: str) -> None:
@@ -201,6 +207,11 @@ class Aggregator:
             return  # removed while an update was on its way
         if isinstance(update, FleetConfig):
             self._configs[source.name] = update
+            if self.on_sites is not None:
+                try:
+                    self.on_sites(self.fleet().sites)
+                except Exception:  # a bad cluster must not stop discovery of the others
+                    log.exception("starting the sources of the fleet's clusters failed")
         else:
             self._snapshots[source.name, update.cluster] = update
         self.updates += 1

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from kontinuum.app import site_source
 from kontinuum.bootstrap import find_envoy
 from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.sites import SiteSources
 from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
@@ -133,6 +135,7 @@ def fleet_network() -> Iterator[Callable[[Iterable[str]], FleetNetwork]]:
 class ServedFleet:
     mesh: Mesh
     source: StaticSource
+    aggregator: Aggregator
     xds_port: int
 
 
@@ -156,6 +159,7 @@ async def serve_fleet() -> AsyncIterator[ServeFleet]:
             mesh = Mesh(cache)
             source = StaticSource(root, poll_interval=0.1)
             aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
+            aggregator.on_sites = SiteSources(aggregator, site_source).reconcile
             discovery = asyncio.create_task(aggregator.run())
             stack.push_async_callback(_cancel, discovery)
             await asyncio.wait_for(aggregator.synced.wait(), 10)
@@ -163,6 +167,6 @@ async def serve_fleet() -> AsyncIterator[ServeFleet]:
             server = XdsServer(cache, resolve_view=mesh.resolve_view)
             port = await server.start("127.0.0.1:0")
             stack.push_async_callback(server.stop, 0)
-            return ServedFleet(mesh, source, port)
+            return ServedFleet(mesh, source, aggregator, port)
 
         yield serve

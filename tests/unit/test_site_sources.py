@@ -63,3 +63,34 @@ async def test_sites_get_sources_and_lose_them_with_what_they_reported() -> None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_first_fleet_waits_for_the_sources_its_config_declares() -> None:
+    made: dict[str, QueueSource] = {}
+
+    def factory(cluster: str, access: SiteAccess) -> Source:
+        made[cluster] = QueueSource(f"dns:{cluster}")
+        return made[cluster]
+
+    files = QueueSource("static")
+    recorder = Recorder()
+    aggregator = Aggregator([files], recorder, FAST)
+    aggregator.on_sites = SiteSources(aggregator, factory).reconcile
+    task = asyncio.create_task(aggregator.run())
+    try:
+        files.queue.put_nowait(FleetConfig((US_DNS,)))
+        for _ in range(50):  # the config starts the us source at once: 1 s at most
+            if "us" in made:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(3 * FAST.after)
+        assert recorder.applied == []  # held back: the new source has not reported yet
+        made["us"].queue.put_nowait(snapshot("us", "10.1.0.1"))
+        fleet = await recorder.until(1)
+        us = fleet.snapshot("us")
+        assert us is not None
+        assert [e.addresses[0] for e in us.endpoints] == ["10.1.0.1"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,220 @@
+"""The Kubernetes source: one cluster's Services, EndpointSlices and ServiceExports, read from
+its API server.
+
+A ClusterProfile annotated `kontinuum.io/source: kubernetes` (`kontinuum.control.site_access`)
+names how to reach the cluster: a kubeconfig file and context, or the service account of the
+pod kontinuum runs in. `KubernetesSource` lists and watches the three kinds in all
+namespaces (`kontinuum.discovery.kube_watch`, one thread each on the official client) and
+reads the objects exactly as the fleet files are read (`kontinuum.discovery.kube_view`), so
+a cluster means the same whether it is described by files or by its API.
+
+What it yields (the `Source` contract of `kontinuum.discovery.source`):
+
+- the cluster's first snapshot once all three kinds were listed, so it is complete;
+- a new snapshot whenever the view changes, debounced: a burst of events (a rolling
+  deployment, a relist) becomes one snapshot once it pauses for `debounce` seconds (at the
+  latest ten times that after its first event), and a change undone within the burst
+  (a watch that drops and comes straight back) yields nothing;
+- when the API server cannot be reached or answers with errors: the last view in sync,
+  marked stale, once; after `stale_after` seconds out of sync, the same without its
+  endpoints; when the server answers again, the kinds are listed anew and a fresh
+  snapshot follows;
+- never an invalid object: each is left out on its own and reported in `status()`.
+
+`updates()` is meant to be consumed by one task; cancelling it stops the watcher threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from kontinuum.control.model import ConfigError, KubernetesAccess, SiteSnapshot
+from kontinuum.discovery.kube_view import ClusterView, Debouncer, WatchEvent
+from kontinuum.discovery.kube_watch import Backoff, Watches, new_api_client
+from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+
+log = logging.getLogger("kontinuum.discovery.kubernetes")
+
+DEBOUNCE_LIMIT: Final = 10  # a burst is cut after this many `debounce` periods
+
+
+def _where(access: KubernetesAccess) -> str:
+    if access.in_cluster:
+        return "the pod's service account"
+    config = access.kubeconfig or "the default kubeconfig"
+    return f"{config}, context {access.context}" if access.context else config
+
+
+class KubernetesSource:
+    """One cluster reached through its Kubernetes API, as a `Source` (see the module doc).
+
+    `backoff` bounds the delay between retries of a failing request (it doubles, with
+    jitter, from the first to the second); `stale_after` is how long a cluster out of sync
+    keeps its endpoints.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        access: KubernetesAccess,
+        *,
+        stale_after: float = 300.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        debounce: float = 0.1,
+    ) -> None:
+        if stale_after <= 0:
+            raise ValueError(f"stale_after must be positive, got {stale_after}")
+        if not 0 < backoff[0] <= backoff[1]:
+            raise ValueError(
+                f"backoff must be (initial, maximum) with 0 < initial <= maximum, got {backoff}"
+            )
+        if debounce < 0:
+            raise ValueError(f"debounce must not be negative, got {debounce}")
+        self._cluster = cluster
+        self._access = access
+        self._stale_after = stale_after
+        self._backoff = backoff
+        self._debounce = debounce
+        self._view = ClusterView(cluster, stale_after)
+        self._status = SourceStatus(Health.STARTING, f"connecting ({_where(access)})")
+        self._yielded: SiteSnapshot | None = None
+        self._logged: frozenset[ConfigError] = frozenset()  # invalid objects already logged
+        self._watches: Watches | None = None
+
+    @property
+    def name(self) -> str:
+        return f"kubernetes:{self._cluster}"
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    def status(self) -> SourceStatus:
+        return self._status
+
+    @property
+    def last_sync(self) -> float | None:
+        """When (Unix time) the view was last known current: the API server last answered
+        while every kind was in sync. None before the first sync."""
+        return self._view.last_sync
+
+    @property
+    def objects(self) -> int:
+        """Objects (of the three kinds) held from the API, valid or not."""
+        return self._view.objects
+
+    @property
+    def endpoints(self) -> int:
+        """Endpoints in the snapshot last yielded."""
+        return len(self._yielded.endpoints) if self._yielded is not None else 0
+
+    def watching(self) -> bool:
+        """Whether watcher threads still run (they end promptly once `updates()` stops)."""
+        return self._watches is not None and self._watches.alive()
+
+    async def updates(self) -> AsyncIterator[SourceUpdate]:
+        loop = asyncio.get_running_loop()
+        view = self._view = ClusterView(self._cluster, self._stale_after)
+        self._yielded = None
+        inbox: asyncio.Queue[WatchEvent] = asyncio.Queue()
+
+        def post(event: WatchEvent) -> None:  # called from the watcher threads
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
+                loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+        api = await self._connect()
+        watches = self._watches = Watches(self._cluster, api, post, self._backoff)
+        watches.start()
+        debouncer = Debouncer(self._debounce, self._debounce * DEBOUNCE_LIMIT)
+        try:
+            while True:
+                deadlines = [d for d in (debouncer.deadline, view.deadline) if d is not None]
+                timeout = max(min(deadlines) - loop.time(), 0.0) if deadlines else None
+                events = await self._receive(inbox, wait=timeout)
+                now, wall = loop.time(), time.time()
+                changed = False
+                for event in events:
+                    changed = view.apply(event, now, wall) or changed
+                changed = view.expire(now) or changed
+                if changed:
+                    debouncer.touch(now)
+                if debouncer.due(now):
+                    debouncer.reset()
+                    snapshot = view.snapshot()
+                    self._status = view.status(now)
+                    self._log_errors()
+                    if snapshot is not None and snapshot != self._yielded:
+                        self._report(snapshot)
+                        self._yielded = snapshot
+                        yield snapshot
+                self._status = view.status(loop.time())
+        finally:
+            watches.stop()
+
+    @staticmethod
+    async def _receive(inbox: asyncio.Queue[WatchEvent], wait: float | None) -> list[WatchEvent]:
+        """The events waiting, or the next one within `wait` seconds (None: no limit)."""
+        events: list[WatchEvent] = []
+        while not inbox.empty():
+            events.append(inbox.get_nowait())
+        if events:
+            return events
+        try:
+            events.append(await asyncio.wait_for(inbox.get(), wait))
+        except TimeoutError:
+            return events
+        while not inbox.empty():
+            events.append(inbox.get_nowait())
+        return events
+
+    async def _connect(self) -> Any:
+        """The API client, once the configuration loads (retried with backoff: a kubeconfig
+        may appear later, a credential plugin may fail for a while)."""
+        backoff = Backoff(*self._backoff)
+        while True:
+            try:
+                return await asyncio.to_thread(new_api_client, self._access)
+            except Exception as exc:  # the loaders raise many kinds; every one is retried
+                delay = backoff.next()
+                detail = f"cannot load the client configuration ({_where(self._access)}): {exc}"
+                log.log(
+                    logging.ERROR if backoff.attempts == 1 else logging.DEBUG,
+                    "%s: %s; retrying in %.1f s",
+                    self.name,
+                    detail,
+                    delay,
+                )
+                self._status = SourceStatus(Health.STARTING, detail)
+                await asyncio.sleep(delay)
+
+    def _log_errors(self) -> None:
+        """Log each invalid object once (until it is fixed; then again if it recurs)."""
+        for error in self._status.errors:
+            if error not in self._logged:
+                log.error("%s", error)
+        self._logged = frozenset(self._status.errors)
+
+    def _report(self, snapshot: SiteSnapshot) -> None:
+        """Log what the snapshot about to be yielded changes in the source's health."""
+        previous = self._yielded
+        if snapshot.stale and (
+            previous is None
+            or not previous.stale
+            or len(previous.endpoints) != len(snapshot.endpoints)
+        ):
+            log.warning("%s: %s", self.name, self._status.detail)
+        elif not snapshot.stale and previous is not None and previous.stale:
+            log.info("%s: in sync again", self.name)
+        log.debug(
+            "%s: %d service(s), %d endpoint(s), %d export(s)%s",
+            self.name,
+            len(snapshot.services),
+            len(snapshot.endpoints),
+            len(snapshot.exports),
+            " (stale)" if snapshot.stale else "",
+        )
