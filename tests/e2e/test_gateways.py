@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from kontinuum.bootstrap import envoy_bootstrap, proxy_metadata
-from tests.e2e.backends import Backend
+from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.netns import FleetNetwork
 from tests.support.fleet import cluster_profile
@@ -218,19 +219,9 @@ async def test_an_ingress_gateway_serves_a_route_from_outside(
 
 
 def _get(url: str, host: str) -> tuple[int, str]:
-    import http.client
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=2)
-    try:
-        connection.request("GET", parts.path, headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    except OSError as error:
-        return 0, str(error)
-    finally:
-        connection.close()
+    reply = request(parts.port or 80, host, parts.path, timeout=2)
+    return reply.status, reply.body
 
 
 async def _until_ok(url: str, host: str) -> tuple[int, str]:

@@ -8,7 +8,6 @@ Traffic prefers its own cluster, then the same region (`edge-paris`), then the r
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from kontinuum.bootstrap import proxy_metadata
 from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
-from tests.e2e.backends import Backend
+from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.support.fleet import cluster_profile, load_into
 from tests.support.net import free_port
@@ -88,15 +87,8 @@ def _write_fleet(root: Path, backends: dict[str, Backend], billing: Backend) -> 
 
 
 def _get(port: int, host: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/", headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    except OSError as error:
-        return 0, str(error)
-    finally:
-        connection.close()
+    reply = request(port, host, timeout=2)
+    return reply.status, reply.body
 
 
 async def _answered_by(port: int, host: str, expected: str, seconds: float = 20) -> None:

@@ -4,14 +4,13 @@ DNS source, and a real sidecar reaches the service the zone's SRV records point 
 from __future__ import annotations
 
 import asyncio
-import http.client
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kontinuum.bootstrap import proxy_metadata
-from tests.e2e.backends import Backend
+from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.support.dns_server import INSTALL_HINT, DnsServer, find_named
 from tests.support.fleet import cluster_profile
@@ -43,22 +42,11 @@ def _edge_profile(server: str) -> str:
     )
 
 
-def _get(port: int) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/", headers={"Host": HELLO})
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    except OSError as error:
-        return 0, str(error)
-    finally:
-        connection.close()
-
-
 async def _until(port: int, expected: tuple[int, str]) -> tuple[int, str]:
     answer: tuple[int, str] = (0, "")
     for _ in range(150):  # 15 s at most
-        answer = await asyncio.to_thread(_get, port)
+        reply = await asyncio.to_thread(request, port, HELLO, timeout=2)
+        answer = (reply.status, reply.body)
         if answer == expected:
             break
         await asyncio.sleep(0.1)
