@@ -1,11 +1,12 @@
-"""The mesh server: a fleet in, one view per (role, cluster, workspace) out.
+"""The mesh server: a fleet in, one view per proxy role, cluster and workspace out.
 
 The composition of the layers for `kontinuum serve --config`: the aggregator hands over the
-fleet its sources see, `control.mcs` builds the service plane, `control.translate` turns what
-a view may see into Envoy resources, and the xDS cache serves them. A proxy's view comes from
-what it declares in its bootstrap (`kontinuum bootstrap`): its fleet cluster
-(`node.cluster`), its namespace (its workspace) and role, and its outbound port (proxies that
-share a view share every byte, so the port is part of the view).
+fleet its sources see, `control.mcs` builds the service plane, `control.routing_state` binds
+the fleet's routes, Gateways and policies to it, `control.translate` turns what a view may
+see into Envoy resources, and the xDS cache serves them. A proxy's view comes from what it
+claims in its bootstrap (`kontinuum.claims`): a sidecar of a workspace in a cluster (with
+its ports and own service), the cluster's east-west gateway, or an ingress gateway running
+a Gateway. Proxies that share a view share every byte.
 """
 
 from __future__ import annotations
