@@ -16,17 +16,27 @@ from prometheus_client.registry import Collector
 
 from kontinuum.admin import AdminServer
 from kontinuum.bootstrap import split_address
-from kontinuum.control.model import KubernetesAccess, SiteAccess
-from kontinuum.discovery.aggregate import Aggregator
+from kontinuum.control.model import Fleet, KubernetesAccess, SiteAccess
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.config_cluster import ConfigClusterSource
 from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kubernetes import KubernetesSource
-from kontinuum.discovery.sites import SiteSources
+from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from kontinuum.kube import (
+    DesiredStatus,
+    KubeClients,
+    LeaderElection,
+    LeaseConfig,
+    StatusSync,
+    StatusWriter,
+)
+from kontinuum.kube.desired import export_statuses, routing_statuses
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
-from kontinuum.telemetry.metrics import SourceCollector, XdsCollector
+from kontinuum.telemetry.metrics import SourceCollector, StatusCollector, XdsCollector
 from kontinuum.xds import SnapshotCache, XdsServer
 
 log = logging.getLogger("kontinuum")
@@ -157,43 +167,168 @@ def site_source(cluster: str, access: SiteAccess) -> Source:
     return DnsSource(cluster, access)
 
 
-async def serve_fleet(
-    path: Path,
-    xds_address: str,
-    admin_address: str,
-    poll_interval: float = 0.5,
-    dns_address: str | None = None,
-    dns_options: ZoneOptions | None = None,
-) -> None:
-    """Serve a fleet directory to sidecars until cancelled; changes apply within a second.
+@dataclass(frozen=True, slots=True)
+class StatusOptions:
+    """Writing status back into Kubernetes objects, as the holder of a Lease.
 
-    With `dns_address`, also answer `clusterset.local` DNS there (UDP and TCP), from the
-    first fleet on: a name asked before would be cached as absent."""
-    cache = SnapshotCache()
-    mesh = Mesh(cache)
+    The Lease is in the config cluster, or in the fleet cluster `lease_cluster` names
+    (which must be reached through its Kubernetes API); `retry` is how soon failed writes
+    are tried again."""
 
-    aggregator = Aggregator([StaticSource(path, poll_interval)], mesh.apply)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
+    lease_cluster: str = ""
+    retry: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    """Where the fleet comes from, how fast changes apply, and whether status is written
+    (`status=None`: never)."""
+
+    path: Path | None = None  # the fleet directory
+    config_cluster: KubernetesAccess | None = None  # where fleet-wide objects are read too
+    poll_interval: float = 0.5
+    debounce: Debounce = field(default_factory=Debounce)
+    status: StatusOptions | None = field(default_factory=StatusOptions)
+    site_source: SourceFactory = site_source
+
+
+class StatusRuntime:
+    """Leader election and the status writes of a running fleet: ServiceExports in their
+    clusters, and the routing objects read from the config cluster, into that cluster."""
+
+    def __init__(self, mesh: Mesh, options: StatusOptions, config: ConfigClusterSource | None):
+        self._mesh = mesh
+        self._config = config
+        self.lease_api = options.lease_cluster or (config.name if config else "")
+        self.clients = KubeClients()
+        self.election = LeaderElection(
+            lambda: self.clients(self.lease_api),
+            options.lease,
+            on_change=lambda _: self.sync.changed(),
+        )
+        self.writer = StatusWriter(self.clients, self.election)
+        self.sync = StatusSync(self.writer, self.desired, self.election.leading, options.retry)
+        self.clients.know(self._accesses())
+
+    def _accesses(self) -> dict[str, KubernetesAccess]:
+        """The Kubernetes APIs of the fleet as the mesh has it, and the config cluster's."""
+        accesses = {
+            site.name: site.access
+            for site in self._mesh.plane.sites
+            if isinstance(site.access, KubernetesAccess)
+        }
+        if self._config is not None:
+            accesses[self._config.name] = self._config.access
+        return accesses
+
+    def applied(self) -> None:
+        """A fleet was applied: the APIs to write to, and what to write, may have changed."""
+        self.clients.know(self._accesses())
+        self.sync.changed()
+
+    def desired(self) -> list[DesiredStatus]:
+        plane = self._mesh.plane
+        kubernetes = {s.name for s in plane.sites if isinstance(s.access, KubernetesAccess)}
+        desired = export_statuses(plane.exports, kubernetes)
+        if self._config is not None:
+            routing = self._mesh.routing_state
+            desired += routing_statuses(routing.binding, self._config.name, routing.rejections)
+        return desired
+
+    async def run(self) -> None:
+        log.info(
+            "%s: status is written while holding Lease %s/%s in %s",
+            self.election.identity,
+            self.election.config.namespace,
+            self.election.config.name,
+            self.lease_api,
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.election.run())
+                tasks.create_task(self.sync.run())
+        finally:
+            self.clients.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RunningFleet:
+    """A fleet being discovered, applied to a mesh, and (if enabled) written status of."""
+
+    mesh: Mesh
+    aggregator: Aggregator
+    static: StaticSource | None
+    config: ConfigClusterSource | None
+    status: StatusRuntime | None
+    discovery: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
+    """Discover the fleet (files, a config cluster, and a source per cluster they declare),
+    keep a mesh in step with it, and write status as the Lease's holder; entered once the
+    first fleet is applied (a proxy served before would be refused as of an unknown
+    cluster). Everything stops on the way out."""
+    if options.path is None and options.config_cluster is None:
+        raise ValueError("a fleet needs a directory, a config cluster, or both")
+    mesh = Mesh(SnapshotCache())
+    static = StaticSource(options.path, options.poll_interval) if options.path else None
+    config = ConfigClusterSource(options.config_cluster) if options.config_cluster else None
+    status = None
+    if options.status is not None and (options.status.lease_cluster or config is not None):
+        status = StatusRuntime(mesh, options.status, config)
+    elif options.status is not None:
+        log.info("status is not written: there is no config cluster, and no --lease-cluster")
+
+    def apply(fleet: Fleet) -> None:
+        mesh.apply(fleet)
+        if status is not None:
+            status.applied()
+
+    aggregator = Aggregator([s for s in (static, config) if s is not None], apply, options.debounce)
     # Clusters reached through their API or DNS get a source each, as the fleet declares them.
-    aggregator.on_sites = SiteSources(aggregator, site_source).reconcile
+    aggregator.on_sites = SiteSources(aggregator, options.site_source).reconcile
     discovery = asyncio.create_task(aggregator.run(), name="discovery")
+    writing = asyncio.create_task(status.run(), name="status") if status else None
     try:
-        # A proxy served before the first fleet would be refused as of an unknown cluster.
         synced = asyncio.ensure_future(aggregator.synced.wait())
         await asyncio.wait((synced, discovery), return_when=asyncio.FIRST_COMPLETED)
         synced.cancel()
         if discovery.done():
             discovery.result()  # raises what stopped discovery
-            return
-        server = XdsServer(cache, resolve_view=mesh.resolve_view)
+            raise RuntimeError("discovery ended before the first fleet")
+        yield RunningFleet(mesh, aggregator, static, config, status, discovery)
+    finally:
+        for task in (discovery, writing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def serve_fleet(
+    options: FleetOptions,
+    xds_address: str,
+    admin_address: str,
+    dns_address: str | None = None,
+    dns_options: ZoneOptions | None = None,
+) -> None:
+    """Serve a fleet to sidecars until cancelled; changes apply within a second.
+
+    With `dns_address`, also answer `clusterset.local` DNS there (UDP and TCP), from the
+    first fleet on: a name asked before would be cached as absent."""
+    async with running_fleet(options) as fleet:
+        mesh = fleet.mesh
+        server = XdsServer(mesh.cache, resolve_view=mesh.resolve_view)
+        collectors: list[Collector] = [SourceCollector(fleet.aggregator)]
+        if fleet.status is not None:
+            collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
         async with (
-            _serving(server, xds_address, admin_address, (SourceCollector(aggregator),)),
+            _serving(server, xds_address, admin_address, tuple(collectors)),
             _clusterset_dns(mesh, dns_address, dns_options),
         ):
-            await discovery
-    finally:
-        discovery.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await discovery
+            await fleet.discovery
 
 
 async def serve_resources(

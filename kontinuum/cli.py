@@ -43,9 +43,47 @@ def _logging(verbose: bool) -> None:
 @app.command()
 def serve(
     config: Annotated[
-        Path,
+        Path | None,
         typer.Option("--config", exists=True, file_okay=False, help="The fleet directory."),
-    ],
+    ] = None,
+    config_cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--config-cluster",
+            help="Read the fleet-wide objects (ClusterProfiles, routes, Gateways, grants, "
+            "policies) from this cluster too: a context of --kubeconfig, or `in-cluster` for "
+            "the pod's service account. The Lease and route status are written there.",
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            dir_okay=False,
+            help="The kubeconfig of --config-cluster (default: $KUBECONFIG, ~/.kube/config).",
+        ),
+    ] = None,
+    lease_cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--lease-cluster",
+            help="The fleet cluster (reached through its Kubernetes API) that holds the "
+            "leader-election Lease (default: the config cluster).",
+        ),
+    ] = None,
+    lease_namespace: Annotated[
+        str, typer.Option("--lease-namespace", help="The Lease's namespace.")
+    ] = "kontinuum-system",
+    lease_name: Annotated[str, typer.Option("--lease-name", help="The Lease's name.")] = (
+        "kontinuum-leader"
+    ),
+    write_status: Annotated[
+        bool,
+        typer.Option(
+            "--write-status/--no-write-status",
+            help="Write status (ServiceExports, routes, Gateways, policies) as the Lease's holder.",
+        ),
+    ] = True,
     xds_address: XdsAddress = "127.0.0.1:18000",
     admin_address: AdminAddress = "127.0.0.1:18001",
     dns_address: Annotated[
@@ -68,14 +106,21 @@ def serve(
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
 
     A proxy declares its cluster, namespace and role in its bootstrap (`kontinuum
-    bootstrap`) and receives what its workspace may reach from its cluster. Files are
-    re-read when they change; objects with errors are reported and left out. With
-    --dns-address, the cluster set's names are answered over DNS (docs/dns.md).
+    bootstrap`) and receives what its workspace may reach from its cluster. The fleet comes
+    from --config, --config-cluster, or both; files are re-read when they change, clusters
+    are watched; objects with errors are reported and left out. With --dns-address, the
+    cluster set's names are answered over DNS (docs/dns.md).
     """
-    from kontinuum.app import run_event_loop, serve_fleet
+    from kontinuum.app import FleetOptions, StatusOptions, run_event_loop, serve_fleet
     from kontinuum.bootstrap import split_address
+    from kontinuum.control.model import KubernetesAccess
     from kontinuum.dns import ZoneOptions
+    from kontinuum.kube import LeaseConfig
 
+    if config is None and config_cluster is None:
+        raise typer.BadParameter(
+            "give a fleet directory, a config cluster, or both", param_hint="--config"
+        )
     try:
         dns_options = ZoneOptions.of(dns_service_address or ["127.0.0.1"])
     except ValueError as error:
@@ -85,11 +130,25 @@ def serve(
             split_address(dns_address)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--dns-address") from error
+    access = None
+    if config_cluster == "in-cluster":
+        access = KubernetesAccess(in_cluster=True)
+    elif config_cluster is not None:
+        access = KubernetesAccess(kubeconfig=str(kubeconfig or ""), context=config_cluster)
+    try:
+        lease = LeaseConfig(name=lease_name, namespace=lease_namespace)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--lease-name/--lease-namespace") from error
+    options = FleetOptions(
+        path=config,
+        config_cluster=access,
+        status=StatusOptions(lease, lease_cluster or "") if write_status else None,
+    )
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
         run_event_loop(
             serve_fleet(
-                config,
+                options,
                 xds_address,
                 admin_address,
                 dns_address=dns_address,

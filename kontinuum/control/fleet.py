@@ -23,7 +23,8 @@ endpoint addresses may be loopback (a whole fleet runs on one laptop), and what 
 cannot serve (`ExternalName` Services, `FQDN` EndpointSlices, slice ports without a number)
 is rejected instead of ignored. Across objects, an EndpointSlice needs its Service in the same
 cluster and port names the Service has, and a ServiceExport needs its Service. An object with
-any error is left out whole; the other objects still load.
+any error is left out whole, but for a ServiceExport whose Service is missing: it is kept
+for its status to say so (MCS `Valid=False`, `NoService`); the other objects still load.
 """
 
 from __future__ import annotations
@@ -380,13 +381,13 @@ def parse_cluster_objects(
             errors.extend(obj.errors)
         else:
             kept_endpoints.append((obj.namespace, obj.name, endpoints))
-    kept_exports: list[ServiceExport] = []
+    # An export of a missing Service is an error, and is kept: MCS gives it `Valid=False`
+    # (`NoService`) in its status, which is where a cluster's operator looks.
+    kept_exports = [export for _, export in exports]
     for obj, export in exports:
         if (export.namespace, export.name) not in services:
             obj.error("metadata.name", f"no Service {export.ref} in cluster {cluster} to export")
             errors.extend(obj.errors)
-        else:
-            kept_exports.append(export)
 
     snapshot = SiteSnapshot(
         cluster=cluster,

@@ -233,6 +233,7 @@ def _policy(obj: ObjectReader) -> LocalityPolicy:
         )
     elif not spec.get("weights") and not spec.get("failover") and not obj.errors:
         obj.error("spec", "one of weights or failover is required")
+    _, generation = object_meta(obj)
     return LocalityPolicy(
         obj.namespace,
         obj.name,
@@ -240,6 +241,7 @@ def _policy(obj: ObjectReader) -> LocalityPolicy:
         tuple(sorted(targets)),
         tuple(sorted(weights.items())),
         tuple(steps),
+        generation,
     )
 
 

@@ -78,6 +78,7 @@ class PolicyStatus:
     file: str
     target: tuple[str, str]  # (kind, name)
     conditions: tuple[Condition, ...]
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,14 @@ def bind_policies(
                 condition = Condition("Accepted", "True", "Accepted")
             target = (kind, name)
             statuses.append(
-                PolicyStatus(policy.namespace, policy.name, policy.file, target, (condition,))
+                PolicyStatus(
+                    policy.namespace,
+                    policy.name,
+                    policy.file,
+                    target,
+                    (condition,),
+                    policy.generation,
+                )
             )
         if governed:
             bound.append(BoundPolicy(policy, tuple(governed[k] for k in sorted(governed))))

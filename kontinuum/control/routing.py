@@ -272,15 +272,31 @@ class LocalityPolicy:
     targets: tuple[tuple[str, str], ...] = ()
     weights: tuple[tuple[str, int], ...] = ()
     failover: tuple[FailoverStep, ...] = ()
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An object whose newest version is invalid while its last good version serves in its
+    place (as a config cluster keeps them): the newest version's generation, and its
+    errors, each `field: message`."""
+
+    kind: str
+    namespace: str
+    name: str
+    generation: int
+    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    """Every valid route, Gateway and LocalityPolicy of the fleet, each sorted by identity."""
+    """Every valid route, Gateway and LocalityPolicy of the fleet, each sorted by identity,
+    and the objects among them whose newest version was rejected."""
 
     routes: tuple[Route, ...] = ()
     gateways: tuple[Gateway, ...] = ()
     policies: tuple[LocalityPolicy, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
 
 
 def _within(host: str, wildcard: str) -> bool:

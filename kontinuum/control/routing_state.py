@@ -13,7 +13,7 @@ from dataclasses import replace
 from kontinuum.control.model import Fleet
 from kontinuum.control.plane import Condition, ServicePlane
 from kontinuum.control.route_binding import RouteBinding, RouteStatus, bind_routes
-from kontinuum.control.routing import Route
+from kontinuum.control.routing import Rejection, Route
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.networks import NetworkGateway, Networks
@@ -49,6 +49,7 @@ class RoutingState:
     def __init__(self) -> None:
         self._last_good: dict[RouteKey, Route] = {}
         self.binding = RouteBinding()
+        self.rejections: tuple[Rejection, ...] = ()  # objects whose newest version is invalid
         self.networks = Networks()
 
     @property
@@ -77,6 +78,7 @@ class RoutingState:
             (_key(b.route), b.route) for b in binding.routes if _key(b.route) in accepted
         )
         self.binding = binding
+        self.rejections = config.rejections
         self.networks = networks(fleet, plane)
         return mesh_routing(binding, self.networks)
 

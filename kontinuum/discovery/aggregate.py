@@ -106,10 +106,12 @@ def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
     routes = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.routes}
     gateways = {(g.namespace, g.name): g for c in reversed(configs) for g in c.gateways}
     policies = {(p.namespace, p.name): p for c in reversed(configs) for p in c.policies}
+    rejections = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.rejections}
     return RoutingConfig(
         routes=tuple(routes[k] for k in sorted(routes)),
         gateways=tuple(gateways[k] for k in sorted(gateways)),
         policies=tuple(policies[k] for k in sorted(policies)),
+        rejections=tuple(rejections[k] for k in sorted(rejections)),
     )
 
 

@@ -1,20 +1,24 @@
-"""What a `KubernetesSource` knows of its cluster, and what follows from it. Pure: no I/O,
-no threads; the time is passed in.
+"""What a Kubernetes source knows of the objects it watches, and what follows from it. Pure:
+no I/O, no threads; the time is passed in.
 
-The source's watcher threads (`kontinuum.discovery.kube_watch`) report `WatchEvent`s; a
-`ClusterView` keeps the objects they report, whether they are current, and turns them
-into the cluster's `SiteSnapshot` and the source's status:
+The source's watcher threads (`kontinuum.discovery.kube_watch`) report `WatchEvent`s about
+the kinds it watches. A `KindsView` keeps the objects they report and whether each kind is
+in sync: there is a view once each kind has been listed, so the first one is complete, and
+the view is in sync while every kind's list-then-watch is unbroken. When one breaks (the
+API server cannot be reached, or answers with an error) the view is out of sync until that
+kind is listed again.
 
-- The objects are read exactly as the fleet files are (`parse_cluster_objects`), each as a
-  `Document` of file `kubernetes:<cluster>` holding the object as `kubectl get -o yaml`
-  prints it. An invalid object is left out and reported; the others still serve.
-- There is a snapshot once each kind has been listed, so the first one is complete.
-- The view is in sync while every kind's list-then-watch is unbroken. When one breaks
-  (the API server cannot be reached, or answers with an error) the last in-sync view is
-  served marked stale; after `stale_after` seconds without sync, its endpoints are dropped
-  (a cluster gone for that long most likely lost them) while its Services and exports
-  stay, so the cluster-set services keep their ports and export precedence and do not
-  flip when the cluster comes back. A kind listed again ends that for the kind.
+Objects are read exactly as the fleet files are, each as a `Document` of file
+`kubernetes:<cluster>` holding the object as `kubectl get -o yaml` prints it. What a view
+turns them into is its subclass's: `ClusterView` here, a workload cluster's `SiteSnapshot`
+(Services, EndpointSlices, ServiceExports); `ConfigView`
+(`kontinuum.discovery.config_cluster`), the fleet-wide objects of a config cluster.
+
+`ClusterView`: an invalid object is left out and reported; the others still serve. Out of
+sync, the last in-sync view is served marked stale; after `stale_after` seconds without
+sync, its endpoints are dropped (a cluster gone for that long most likely lost them) while
+its Services and exports stay, so the cluster-set services keep their ports and export
+precedence and do not flip when the cluster comes back.
 """
 
 from __future__ import annotations
@@ -31,34 +35,54 @@ from kubernetes.client import ApiClient, Configuration  # type: ignore[import-un
 from kontinuum.control.fleet import CLUSTER_KINDS, parse_cluster_objects
 from kontinuum.control.model import ConfigError, SiteSnapshot
 from kontinuum.control.objects import Document
-from kontinuum.discovery.source import Health, SourceStatus
+from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
 
 @dataclass(frozen=True, slots=True)
 class WatchedKind:
-    """A kind the source lists and watches in all namespaces, and where the API serves it."""
+    """A kind a source lists and watches in all namespaces, and where the API serves it.
+
+    `crd` names the custom resource definitions that serve an optional kind: when the API
+    server does not know the kind, it is read as none at all (with a note saying so)
+    rather than as a failure. Built-in kinds have none."""
 
     kind: str
     group: str  # "" for the core group
     version: str
     plural: str
+    crd: str = ""
+    missing: str = ""  # what the absence of an optional kind means, for the note
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def optional(self) -> bool:
+        return bool(self.crd)
+
     def __str__(self) -> str:
         return f"{self.kind}s"
 
 
-def _kind(kind: str, plural: str) -> WatchedKind:
-    group, _, version = CLUSTER_KINDS[kind].rpartition("/")
-    return WatchedKind(kind, group, version, plural)
+def watched_kind(
+    api_version: str, kind: str, plural: str, crd: str = "", missing: str = ""
+) -> WatchedKind:
+    group, _, version = api_version.rpartition("/")
+    return WatchedKind(kind, group, version, plural, crd, missing)
 
 
-SERVICE: Final = _kind("Service", "services")
-ENDPOINT_SLICE: Final = _kind("EndpointSlice", "endpointslices")
-SERVICE_EXPORT: Final = _kind("ServiceExport", "serviceexports")
+SERVICE: Final = watched_kind(CLUSTER_KINDS["Service"], "Service", "services")
+ENDPOINT_SLICE: Final = watched_kind(
+    CLUSTER_KINDS["EndpointSlice"], "EndpointSlice", "endpointslices"
+)
+SERVICE_EXPORT: Final = watched_kind(
+    CLUSTER_KINDS["ServiceExport"],
+    "ServiceExport",
+    "serviceexports",
+    crd="Multi-Cluster Services",
+    missing="nothing is exported",
+)
 KINDS: Final = (SERVICE, ENDPOINT_SLICE, SERVICE_EXPORT)
 
 ObjectKey = tuple[str, str]  # namespace, name
@@ -93,9 +117,10 @@ def object_body(kind: WatchedKind, obj: object) -> dict[str, Any]:
     return body
 
 
-def object_document(cluster: str, kind: WatchedKind, obj: object) -> Document:
-    """An object of the cluster as the fleet parser reads it (see `object_body`)."""
-    return Document(f"kubernetes:{cluster}", object_body(kind, obj))
+def object_document(name: str, kind: WatchedKind, obj: object) -> Document:
+    """An object as the fleet parser reads it (see `object_body`), of the file `name` that
+    errors name (`kubernetes:<cluster>`)."""
+    return Document(name, object_body(kind, obj))
 
 
 def object_key(body: object) -> ObjectKey:
@@ -153,41 +178,47 @@ def _when(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class ClusterView:
-    """One cluster's objects and sync state (see the module doc)."""
+class KindsView:
+    """The objects of some kinds and whether they are in sync (see the module doc).
 
-    def __init__(self, cluster: str, stale_after: float) -> None:
-        self.cluster = cluster
-        self.stale_after = stale_after
-        self._objects: dict[WatchedKind, dict[ObjectKey, Document]] = {k: {} for k in KINDS}
+    Subclasses turn the objects into what their source yields (`result`) and say how they
+    are doing (`status`); `lost_sync` is called when the view goes out of sync, before
+    the event that broke it changes anything, so that the last view in sync can be kept.
+    """
+
+    def __init__(self, name: str, kinds: Sequence[WatchedKind]) -> None:
+        self.name = name  # the `file` of every object's Document, e.g. `kubernetes:eu`
+        self.kinds = tuple(kinds)
+        self._objects: dict[WatchedKind, dict[ObjectKey, Document]] = {k: {} for k in self.kinds}
         self._listed: set[WatchedKind] = set()
         self._notes: dict[WatchedKind, str] = {}
         self._failing: dict[WatchedKind, str] = {}
         self._lost: tuple[float, float] | None = None  # (monotonic, wall) when sync was lost
-        self._dropped = False  # stale_after passed: the endpoints are dropped
-        self._dirty = True  # the objects changed since they were last parsed
-        self._good: SiteSnapshot | None = None  # the last view parsed in sync
-        self._errors: tuple[ConfigError, ...] = ()
+        self._dirty = True  # the objects changed since they were last read
         self.last_sync: float | None = None  # wall time the view was last known current
 
     @property
     def synced(self) -> bool:
-        return len(self._listed) == len(KINDS) and not self._failing
+        return len(self._listed) == len(self.kinds) and not self._failing
 
     @property
     def objects(self) -> int:
         return sum(len(objects) for objects in self._objects.values())
 
+    def documents(self) -> list[Document]:
+        """Every object, kind by kind in the view's order, then by namespace and name."""
+        return [doc for kind in self.kinds for _, doc in sorted(self._objects[kind].items())]
+
     def apply(self, event: WatchEvent, now: float, wall: float) -> bool:
-        """Take one event at monotonic time `now` (wall time `wall`); whether the snapshot
-        may have changed."""
+        """Take one event at monotonic time `now` (wall time `wall`); whether the view may
+        have changed."""
         was_synced = self.synced
         changed = False
         kind = event.kind
         if isinstance(event, Listed):
             objects = {}
             for obj in event.objects:
-                doc = object_document(self.cluster, kind, obj)
+                doc = object_document(self.name, kind, obj)
                 objects[object_key(doc.body)] = doc
             changed = objects != self._objects[kind]
             self._objects[kind] = objects
@@ -195,7 +226,7 @@ class ClusterView:
             self._failing.pop(kind, None)
             self._notes[kind] = event.note
         elif isinstance(event, Changed):
-            doc = object_document(self.cluster, kind, event.object)
+            doc = object_document(self.name, kind, event.object)
             key = object_key(doc.body)
             if event.type == "DELETED":
                 changed = self._objects[kind].pop(key, None) is not None
@@ -206,13 +237,76 @@ class ClusterView:
             self._failing[kind] = event.message
         self._dirty = self._dirty or changed
         if was_synced and not self.synced:
-            self._parse()  # the last view in sync is what serves, marked stale, from now on
+            self.lost_sync()
             self._lost = (now, wall)
         if self.synced:
             self._lost = None
-            self._dropped = False
             self.last_sync = wall
         return changed or was_synced != self.synced
+
+    def lost_sync(self) -> None:
+        """The view goes out of sync (its objects are still the last ones in sync)."""
+
+    @property
+    def deadline(self) -> float | None:
+        """When (monotonic) `expire` has something to do, if ever."""
+        return None
+
+    def expire(self, now: float) -> bool:
+        """Act on the passing of time; whether the view changed."""
+        return False
+
+    def result(self) -> SourceUpdate | None:
+        """What the source yields now; None before every kind was listed once."""
+        raise NotImplementedError
+
+    def status(self, now: float) -> SourceStatus:
+        raise NotImplementedError
+
+    def _notes_of(self) -> list[str]:
+        return [note for note in self._notes.values() if note]
+
+    def _failing_of(self) -> str:
+        by_message: dict[str, list[str]] = {}
+        for kind, message in self._failing.items():
+            by_message.setdefault(message, []).append(str(kind))
+        return "; ".join(f"{', '.join(k)}: {message}" for message, k in by_message.items())
+
+    def _listing(self) -> str:
+        """The status detail before the first sync: what is still to be listed, and why."""
+        waiting = ", ".join(
+            str(k) for k in self.kinds if k not in self._listed or k in self._failing
+        )
+        failing = self._failing_of()
+        return f"listing {waiting}" + (f" ({failing}; retrying)" if failing else "")
+
+    def _since(self) -> str:
+        """The status detail out of sync: since when and why."""
+        assert self._lost is not None
+        return (
+            f"out of sync with the API server since {_when(self._lost[1])} ({self._failing_of()})"
+        )
+
+
+class ClusterView(KindsView):
+    """One workload cluster's objects and sync state (see the module doc)."""
+
+    def __init__(self, cluster: str, stale_after: float) -> None:
+        super().__init__(f"kubernetes:{cluster}", KINDS)
+        self.cluster = cluster
+        self.stale_after = stale_after
+        self._dropped = False  # stale_after passed: the endpoints are dropped
+        self._good: SiteSnapshot | None = None  # the last view parsed in sync
+        self._errors: tuple[ConfigError, ...] = ()
+
+    def apply(self, event: WatchEvent, now: float, wall: float) -> bool:
+        changed = super().apply(event, now, wall)
+        if self.synced:
+            self._dropped = False
+        return changed
+
+    def lost_sync(self) -> None:
+        self._parse()  # the last view in sync is what serves, marked stale, from now on
 
     @property
     def deadline(self) -> float | None:
@@ -231,10 +325,12 @@ class ClusterView:
 
     def _parse(self) -> None:
         if self._dirty or self._good is None:
-            docs = [doc for kind in KINDS for _, doc in sorted(self._objects[kind].items())]
-            self._good, errors = parse_cluster_objects(self.cluster, docs)
+            self._good, errors = parse_cluster_objects(self.cluster, self.documents())
             self._errors = tuple(errors)
             self._dirty = False
+
+    def result(self) -> SiteSnapshot | None:
+        return self.snapshot()
 
     def snapshot(self) -> SiteSnapshot | None:
         """The cluster as it is now (the objects are parsed again if they changed), None
@@ -249,11 +345,7 @@ class ClusterView:
         return dataclasses.replace(self._good, stale=True)
 
     def status(self, now: float) -> SourceStatus:
-        notes = [note for note in self._notes.values() if note]
-        by_message: dict[str, list[str]] = {}
-        for kind, message in self._failing.items():
-            by_message.setdefault(message, []).append(str(kind))
-        failing = "; ".join(f"{', '.join(k)}: {message}" for message, k in by_message.items())
+        notes = self._notes_of()
         if self.synced:
             if self._good is None:
                 return SourceStatus(Health.STARTING, "listed every kind; reading the objects")
@@ -262,20 +354,15 @@ class ClusterView:
                 return SourceStatus(Health.DEGRADED, "; ".join([detail, *notes]), self._errors)
             return SourceStatus(Health.HEALTHY, "; ".join(notes))
         if self._lost is None:  # never in sync yet
-            waiting = ", ".join(
-                str(k) for k in KINDS if k not in self._listed or k in self._failing
-            )
-            detail = f"listing {waiting}" + (f" ({failing}; retrying)" if failing else "")
-            return SourceStatus(Health.STARTING, detail)
-        started, wall = self._lost
-        since = f"out of sync with the API server since {_when(wall)} ({failing})"
+            return SourceStatus(Health.STARTING, self._listing())
+        since = self._since()
         if self._dropped:
             detail = (
                 f"{since}: for more than {self.stale_after:g} s, so its endpoints are dropped; "
                 "its Services and exports stay, marked stale"
             )
         else:
-            left = max(self.stale_after - (now - started), 0.0)
+            left = max(self.stale_after - (now - self._lost[0]), 0.0)
             detail = (
                 f"{since}: serving its last view, marked stale; its endpoints are dropped "
                 f"in {left:.0f} s"

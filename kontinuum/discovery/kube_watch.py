@@ -8,8 +8,8 @@ stream, a dropped connection) is resumed from the last version seen. A watch tha
 (`410 Gone`, as a status or as an `ERROR` event) is replaced by a new list, at once. Any
 other failure reports `Failed`, then lists again after an exponential backoff with jitter:
 a failed kind is always listed again, so nothing that happened while it was out of sync is
-missed. A missing ServiceExport API (its CRD is not installed) is an empty list, looked at
-again every `backoff` maximum.
+missed. A missing API of an optional kind (its CRD is not installed) is an empty list,
+looked at again every `backoff` maximum.
 
 Answers are read as raw JSON rather than the client's typed models: a typed list fails as a
 whole on one object it cannot deserialize (a string where a number belongs), and here one
@@ -28,7 +28,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import kubernetes.config  # type: ignore[import-untyped]
@@ -38,7 +38,6 @@ from kubernetes.client import (  # type: ignore[import-untyped]
     Configuration,
     CoreV1Api,
     CustomObjectsApi,
-    DiscoveryV1Api,
 )
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 from kubernetes.watch.watch import iter_resp_lines  # type: ignore[import-untyped]
@@ -47,7 +46,6 @@ from kontinuum.control.model import KubernetesAccess
 from kontinuum.discovery.kube_view import (
     KINDS,
     SERVICE,
-    SERVICE_EXPORT,
     Changed,
     Failed,
     Heard,
@@ -90,14 +88,16 @@ class Backoff:
         self.attempts = 0
 
 
-def new_api_client(access: KubernetesAccess) -> Any:
-    """A client of the cluster (blocking: reads files, may run a credential plugin).
+def new_api_client(access: KubernetesAccess, connections: int = len(KINDS) + 1) -> Any:
+    """A client of the cluster (blocking: reads files, may run a credential plugin) that
+    keeps up to `connections` connections open: one per watched kind, and one more for
+    the requests in between.
 
     Each client has a configuration of its own; the client library's global default
     configuration is never read or changed, so clusters do not leak into each other."""
     configuration = Configuration()
     configuration.retries = False  # failures surface at once; the watchers retry with backoff
-    configuration.connection_pool_maxsize = len(KINDS) + 1
+    configuration.connection_pool_maxsize = connections
     if access.in_cluster:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
         return ApiClient(configuration)
@@ -153,7 +153,7 @@ class KindWatcher:
 
     def __init__(
         self,
-        cluster: str,
+        source: str,
         kind: WatchedKind,
         api: Any,
         post: Callable[[WatchEvent], None],
@@ -161,7 +161,7 @@ class KindWatcher:
         stop: threading.Event,
         done: Callable[[], None],
     ) -> None:
-        self.cluster = cluster
+        self.source = source  # the source's name, for logs
         self.kind = kind
         self._api = api
         self._post_event = post
@@ -171,7 +171,7 @@ class KindWatcher:
         self._lock = threading.Lock()
         self._response: Any = None  # the request in flight, shut down by `interrupt`
         self.thread = threading.Thread(
-            target=self._run, name=f"kubernetes:{cluster} {kind.plural}", daemon=True
+            target=self._run, name=f"{source} {kind.plural}", daemon=True
         )
 
     def interrupt(self) -> None:
@@ -182,7 +182,7 @@ class KindWatcher:
             try:
                 response.shutdown()
             except Exception:  # already closed or released by its thread: nothing to unblock
-                log.debug("kubernetes:%s: %s: nothing to interrupt", self.cluster, self.kind)
+                log.debug("%s: %s: nothing to interrupt", self.source, self.kind)
 
     def _post(self, event: WatchEvent) -> None:
         if self._stop.is_set():
@@ -199,7 +199,7 @@ class KindWatcher:
         except _Stopped:
             pass
         except Exception:  # a bug: say so, the other kinds carry on (this one stays out of sync)
-            log.exception("kubernetes:%s: the watcher of %s failed", self.cluster, self.kind)
+            log.exception("%s: the watcher of %s failed", self.source, self.kind)
             with contextlib.suppress(_Stopped):
                 self._post(Failed(self.kind, "the watcher failed (see the log); not retried"))
         finally:
@@ -228,8 +228,8 @@ class KindWatcher:
                     self._sleep(self._backoff.next())
             except GoneError as exc:
                 log.info(
-                    "kubernetes:%s: the watch of %s expired (%s): listing again",
-                    self.cluster,
+                    "%s: the watch of %s expired (%s): listing again",
+                    self.source,
                     self.kind,
                     exc,
                 )
@@ -244,8 +244,8 @@ class KindWatcher:
                 level = logging.WARNING if self._backoff.attempts == 1 else logging.DEBUG
                 log.log(
                     level,
-                    "kubernetes:%s: %s: %s; retrying in %.1f s",
-                    self.cluster,
+                    "%s: %s: %s; retrying in %.1f s",
+                    self.source,
                     self.kind,
                     message,
                     delay,
@@ -261,14 +261,12 @@ class KindWatcher:
             raise _Stopped
         kwargs["_preload_content"] = False
         kind = self.kind
-        if kind is SERVICE:
+        if kind is SERVICE:  # the core group is not at /apis/<group>: its own call
             response = CoreV1Api(self._api).list_service_for_all_namespaces(**kwargs)
-        elif kind is SERVICE_EXPORT:
+        else:  # any other group's kind, built in or custom, in all namespaces
             response = CustomObjectsApi(self._api).list_cluster_custom_object(
                 kind.group, kind.version, kind.plural, **kwargs
             )
-        else:
-            response = DiscoveryV1Api(self._api).list_endpoint_slice_for_all_namespaces(**kwargs)
         with self._lock:
             self._response = response
         if self._stop.is_set():
@@ -288,10 +286,11 @@ class KindWatcher:
         try:
             response = self._request(_request_timeout=LIST_TIMEOUT)
         except ApiException as exc:
-            if exc.status == 404 and self.kind is SERVICE_EXPORT:
+            kind = self.kind
+            if exc.status == 404 and kind.optional:
                 note = (
-                    f"the API server has no {self.kind.api_version} serviceexports (is the "
-                    "Multi-Cluster Services CRD installed?): nothing is exported"
+                    f"the API server has no {kind.api_version} {kind.plural} (is the "
+                    f"{kind.crd} CRD installed?): {kind.missing or f'no {kind} are read'}"
                 )
                 self._post(Listed(self.kind, (), note))
                 return ""
@@ -331,7 +330,7 @@ class KindWatcher:
             # server is gone, the next request says so.
             if self._stop.is_set():
                 raise _Stopped from exc
-            log.debug("kubernetes:%s: the watch of %s ended: %s", self.cluster, self.kind, exc)
+            log.debug("%s: the watch of %s ended: %s", self.source, self.kind, exc)
         finally:
             self._close(response)
         if self._stop.is_set():
@@ -357,28 +356,30 @@ class KindWatcher:
         elif kind in ("ADDED", "MODIFIED", "DELETED"):
             self._post(Changed(self.kind, kind, obj))
         else:
-            log.warning("kubernetes:%s: unknown watch event type %r", self.cluster, kind)
+            log.warning("%s: unknown watch event type %r", self.source, kind)
             return version
         return _version(obj) or version
 
 
 class Watches:
-    """The watchers of one cluster's kinds, started and stopped together."""
+    """The watchers of one cluster's kinds, started and stopped together; `source` is the
+    name of the source they work for, for logs."""
 
     def __init__(
         self,
-        cluster: str,
+        source: str,
         api: Any,
         post: Callable[[WatchEvent], None],
         backoff: tuple[float, float],
+        kinds: Sequence[WatchedKind] = KINDS,
     ) -> None:
         self._api = api
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._running = len(KINDS)
+        self._running = len(kinds)
         self.watchers = tuple(
-            KindWatcher(cluster, kind, api, post, Backoff(*backoff), self._stop, self._ended)
-            for kind in KINDS
+            KindWatcher(source, kind, api, post, Backoff(*backoff), self._stop, self._ended)
+            for kind in kinds
         )
 
     def start(self) -> None:

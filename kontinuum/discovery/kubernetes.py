@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from kontinuum.control.model import ConfigError, KubernetesAccess, SiteSnapshot
-from kontinuum.discovery.kube_view import ClusterView, Debouncer, WatchEvent
+from kontinuum.discovery.kube_view import ClusterView, Debouncer, KindsView, WatchEvent
 from kontinuum.discovery.kube_watch import Backoff, Watches, new_api_client
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
@@ -50,49 +50,40 @@ def _where(access: KubernetesAccess) -> str:
     return f"{config}, context {access.context}" if access.context else config
 
 
-class KubernetesSource:
-    """One cluster reached through its Kubernetes API, as a `Source` (see the module doc).
-
-    `backoff` bounds the delay between retries of a failing request (it doubles, with
-    jitter, from the first to the second); `stale_after` is how long a cluster out of sync
-    keeps its endpoints.
-    """
+class ApiSource:
+    """What every source that follows a Kubernetes API does: connect, list and watch the
+    kinds of its view (`new_view`), debounce, and yield the view's `result()` whenever it
+    changes. `backoff` bounds the delay between retries of a failing request (it doubles,
+    with jitter, from the first to the second)."""
 
     def __init__(
         self,
-        cluster: str,
         access: KubernetesAccess,
         *,
-        stale_after: float = 300.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         debounce: float = 0.1,
     ) -> None:
-        if stale_after <= 0:
-            raise ValueError(f"stale_after must be positive, got {stale_after}")
         if not 0 < backoff[0] <= backoff[1]:
             raise ValueError(
                 f"backoff must be (initial, maximum) with 0 < initial <= maximum, got {backoff}"
             )
         if debounce < 0:
             raise ValueError(f"debounce must not be negative, got {debounce}")
-        self._cluster = cluster
         self._access = access
-        self._stale_after = stale_after
         self._backoff = backoff
         self._debounce = debounce
-        self._view = ClusterView(cluster, stale_after)
+        self._view = self.new_view()
         self._status = SourceStatus(Health.STARTING, f"connecting ({_where(access)})")
-        self._yielded: SiteSnapshot | None = None
+        self._yielded: SourceUpdate | None = None
         self._logged: frozenset[ConfigError] = frozenset()  # invalid objects already logged
         self._watches: Watches | None = None
 
     @property
     def name(self) -> str:
-        return f"kubernetes:{self._cluster}"
+        raise NotImplementedError
 
-    @property
-    def cluster(self) -> str:
-        return self._cluster
+    def new_view(self) -> KindsView:
+        raise NotImplementedError
 
     def status(self) -> SourceStatus:
         return self._status
@@ -105,13 +96,8 @@ class KubernetesSource:
 
     @property
     def objects(self) -> int:
-        """Objects (of the three kinds) held from the API, valid or not."""
+        """Objects (of the kinds watched) held from the API, valid or not."""
         return self._view.objects
-
-    @property
-    def endpoints(self) -> int:
-        """Endpoints in the snapshot last yielded."""
-        return len(self._yielded.endpoints) if self._yielded is not None else 0
 
     def watching(self) -> bool:
         """Whether watcher threads still run (they end promptly once `updates()` stops)."""
@@ -119,7 +105,7 @@ class KubernetesSource:
 
     async def updates(self) -> AsyncIterator[SourceUpdate]:
         loop = asyncio.get_running_loop()
-        view = self._view = ClusterView(self._cluster, self._stale_after)
+        view = self._view = self.new_view()
         self._yielded = None
         inbox: asyncio.Queue[WatchEvent] = asyncio.Queue()
 
@@ -127,8 +113,8 @@ class KubernetesSource:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody listens any more
                 loop.call_soon_threadsafe(inbox.put_nowait, event)
 
-        api = await self._connect()
-        watches = self._watches = Watches(self._cluster, api, post, self._backoff)
+        api = await self._connect(len(view.kinds) + 1)
+        watches = self._watches = Watches(self.name, api, post, self._backoff, view.kinds)
         watches.start()
         debouncer = Debouncer(self._debounce, self._debounce * DEBOUNCE_LIMIT)
         try:
@@ -145,13 +131,13 @@ class KubernetesSource:
                     debouncer.touch(now)
                 if debouncer.due(now):
                     debouncer.reset()
-                    snapshot = view.snapshot()
+                    result = view.result()
                     self._status = view.status(now)
                     self._log_errors()
-                    if snapshot is not None and snapshot != self._yielded:
-                        self._report(snapshot)
-                        self._yielded = snapshot
-                        yield snapshot
+                    if result is not None and result != self._yielded:
+                        self.report(result)
+                        self._yielded = result
+                        yield result
                 self._status = view.status(loop.time())
         finally:
             watches.stop()
@@ -172,13 +158,13 @@ class KubernetesSource:
             events.append(inbox.get_nowait())
         return events
 
-    async def _connect(self) -> Any:
+    async def _connect(self, connections: int) -> Any:
         """The API client, once the configuration loads (retried with backoff: a kubeconfig
         may appear later, a credential plugin may fail for a while)."""
         backoff = Backoff(*self._backoff)
         while True:
             try:
-                return await asyncio.to_thread(new_api_client, self._access)
+                return await asyncio.to_thread(new_api_client, self._access, connections)
             except Exception as exc:  # the loaders raise many kinds; every one is retried
                 delay = backoff.next()
                 detail = f"cannot load the client configuration ({_where(self._access)}): {exc}"
@@ -199,9 +185,53 @@ class KubernetesSource:
                 log.error("%s", error)
         self._logged = frozenset(self._status.errors)
 
-    def _report(self, snapshot: SiteSnapshot) -> None:
-        """Log what the snapshot about to be yielded changes in the source's health."""
-        previous = self._yielded
+    def report(self, update: SourceUpdate) -> None:
+        """Log what `update`, about to be yielded, changes in the source's health."""
+
+
+class KubernetesSource(ApiSource):
+    """One cluster reached through its Kubernetes API, as a `Source` (see the module doc).
+
+    `stale_after` is how long a cluster out of sync keeps its endpoints; `backoff` and
+    `debounce` are `ApiSource`'s.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        access: KubernetesAccess,
+        *,
+        stale_after: float = 300.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        debounce: float = 0.1,
+    ) -> None:
+        if stale_after <= 0:
+            raise ValueError(f"stale_after must be positive, got {stale_after}")
+        self._cluster = cluster
+        self._stale_after = stale_after
+        super().__init__(access, backoff=backoff, debounce=debounce)
+
+    @property
+    def name(self) -> str:
+        return f"kubernetes:{self._cluster}"
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    def new_view(self) -> ClusterView:
+        return ClusterView(self._cluster, self._stale_after)
+
+    @property
+    def endpoints(self) -> int:
+        """Endpoints in the snapshot last yielded."""
+        yielded = self._yielded
+        return len(yielded.endpoints) if isinstance(yielded, SiteSnapshot) else 0
+
+    def report(self, update: SourceUpdate) -> None:
+        assert isinstance(update, SiteSnapshot)
+        snapshot = update
+        previous = self._yielded if isinstance(self._yielded, SiteSnapshot) else None
         if snapshot.stale and (
             previous is None
             or not previous.stale

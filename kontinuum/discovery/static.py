@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects, parse_grants
-from kontinuum.control.gateway_api import parse_routing
+from kontinuum.control.fleet import parse_cluster_objects
+from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
@@ -60,13 +60,9 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
     if not root.is_dir():
         return Fleet(), [ConfigError(file=str(path), message="not a directory")]
     fleet_docs = [doc for f in _yaml_files(root) for doc in _read(f, root, errors)]
-    sites, site_errors = parse_fleet_objects(fleet_docs)
-    errors.extend(site_errors)
-    grants, grant_errors = parse_grants(fleet_docs)
-    errors.extend(grant_errors)
-    routing, routing_errors = parse_routing(fleet_docs)
-    errors.extend(routing_errors)
-    known = {site.name for site in sites}
+    config, config_errors = parse_fleet_config(fleet_docs)
+    errors.extend(config_errors)
+    known = {site.name for site in config.sites}
     snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
     clusters = root / CLUSTERS_DIR
     if clusters.is_dir():
@@ -86,10 +82,10 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
             snapshots[directory.name] = snapshot
             errors.extend(cluster_errors)
     fleet = Fleet(
-        sites=sites,
+        sites=config.sites,
         snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
-        grants=grants,
-        routing=routing,
+        grants=config.grants,
+        routing=config.routing,
     )
     return fleet, errors
 

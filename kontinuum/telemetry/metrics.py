@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
+from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.xds import XdsServer, types
 
 
@@ -118,3 +119,33 @@ class SourceCollector(Collector):
             "Updates received from the sources, before debouncing.",
             value=self._aggregator.updates,
         )
+
+
+class StatusCollector(Collector):
+    """Leader election and status writes (labels: the kind written and the outcome, both
+    from fixed sets)."""
+
+    def __init__(self, election: LeaderElection, writer: StatusWriter) -> None:
+        self._election = election
+        self._writer = writer
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily(
+            "kontinuum_leader",
+            "1 while this replica holds the Lease, and so writes status into objects.",
+            value=1.0 if self._election.is_leader else 0.0,
+        )
+        yield CounterMetricFamily(
+            "kontinuum_leader_terms",
+            "Times this replica became the Lease's holder.",
+            value=self._election.term,
+        )
+        writes = CounterMetricFamily(
+            "kontinuum_status_writes",
+            "Status writes by kind and outcome: written, unchanged (already right), failed "
+            "(retried), gone (no such object), skipped (not a Kubernetes API).",
+            labels=["kind", "outcome"],
+        )
+        for (kind, outcome), count in sorted(self._writer.totals.items()):
+            writes.add_metric([kind, outcome], count)
+        yield writes

@@ -6,7 +6,6 @@ fails; a failed test's report carries the tail of every Envoy log it started.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
@@ -16,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from kontinuum.app import site_source
+from kontinuum.app import running_fleet
 from kontinuum.bootstrap import find_envoy
-from kontinuum.discovery.aggregate import Aggregator, Debounce
-from kontinuum.discovery.sites import SiteSources
+from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.static import StaticSource
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy, Mode
 from tests.e2e.netns import FleetNetwork, netns_unavailable
+from tests.support.fleet import fast
 
 _ENVOYS = pytest.StashKey[list[Envoy]]()
 
@@ -142,12 +141,6 @@ class ServedFleet:
 ServeFleet = Callable[[Path], Awaitable[ServedFleet]]
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @pytest.fixture
 async def serve_fleet() -> AsyncIterator[ServeFleet]:
     """Serve a fleet directory as `kontinuum serve --config` does (files watched, changes
@@ -155,18 +148,12 @@ async def serve_fleet() -> AsyncIterator[ServeFleet]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def serve(root: Path) -> ServedFleet:
-            cache = SnapshotCache()
-            mesh = Mesh(cache)
-            source = StaticSource(root, poll_interval=0.1)
-            aggregator = Aggregator([source], mesh.apply, Debounce(after=0.05, max=0.5))
-            aggregator.on_sites = SiteSources(aggregator, site_source).reconcile
-            discovery = asyncio.create_task(aggregator.run())
-            stack.push_async_callback(_cancel, discovery)
-            await asyncio.wait_for(aggregator.synced.wait(), 10)
-            assert source.status().errors == (), source.status().errors
-            server = XdsServer(cache, resolve_view=mesh.resolve_view)
+            fleet = await stack.enter_async_context(running_fleet(fast(path=root)))
+            assert fleet.static is not None
+            assert fleet.static.status().errors == (), fleet.static.status().errors
+            server = XdsServer(fleet.mesh.cache, resolve_view=fleet.mesh.resolve_view)
             port = await server.start("127.0.0.1:0")
             stack.push_async_callback(server.stop, 0)
-            return ServedFleet(mesh, source, aggregator, port)
+            return ServedFleet(fleet.mesh, fleet.static, fleet.aggregator, port)
 
         yield serve

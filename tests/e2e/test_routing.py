@@ -497,6 +497,14 @@ async def test_failover_follows_the_declared_order(
 
     paris.stop()  # the last named step fails too: the sidecar's own cluster comes last
     await until(outbound, HELLO, _answered_by("eu-central"))
+    # Once outlier detection has ejected edge-paris too (after 3 failed attempts on it),
+    # every request goes to eu-central at once; until then an attempt may still meet it.
+    ejected = f"cluster.outbound|80||{HELLO}.outlier_detection.ejections_active"
+    for _ in range(100):  # bounded: 100 requests, a few seconds
+        if await asyncio.to_thread(envoy.stat, ejected) == 2:
+            break
+        await asyncio.to_thread(request, outbound, HELLO, "/", None, 2.0)
+    assert await asyncio.to_thread(envoy.stat, ejected) == 2
     last = await burst(outbound, HELLO, ["/"] * 50, workers=4)
     assert {r.backend for r in last} == {"eu-central"}, shares(last)
 

@@ -1,11 +1,23 @@
-"""Fleet YAML for tests that write a fleet directory."""
+"""Fleet YAML for tests that write a fleet directory, and fleet options for tests."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
+from kontinuum.app import FleetOptions
+from kontinuum.discovery.aggregate import Debounce
 from kontinuum.discovery.static import load_fleet
 from kontinuum.mesh import Mesh
+
+FAST = FleetOptions(poll_interval=0.1, debounce=Debounce(after=0.05, max=0.5), status=None)
+"""Fleet options that apply a change within a fraction of a second; no status written."""
+
+
+def fast(**changes: Any) -> FleetOptions:
+    """`FAST` with `changes` (FleetOptions fields)."""
+    return dataclasses.replace(FAST, **changes)
 
 
 def cluster_profile(name: str, region: str, network: str = "backbone") -> str:

@@ -1,10 +1,13 @@
-"""Simulated Kubernetes clusters for the Kubernetes source: kmock's API emulator over real HTTP
-on 127.0.0.1, one per cluster, spoken to by the official client as a real API server would be.
+"""Simulated Kubernetes clusters for the Kubernetes sources: kmock's API emulator over real
+HTTP on 127.0.0.1, one per cluster, spoken to by the official client as a real API server
+would be.
 
 kmock serves the API's shape (discovery, errors as `Status` objects, chunked watch
 streams); what a watching client depends on beyond that it does not model, so each
-cluster scripts its list and watch answers of Services, EndpointSlices and ServiceExports
-through kmock's request handlers, as an API server backed by etcd answers them:
+cluster scripts its list and watch answers of the kinds kontinuum reads (Services,
+EndpointSlices and ServiceExports; a config cluster's ClusterProfiles, ReferenceGrants,
+routes, Gateways and LocalityPolicies) through kmock's request handlers, as an API server
+backed by etcd answers them:
 
 - every change gets the next `resourceVersion` (one counter for the cluster, like etcd's);
   a list answers the current objects and the version they are at; a watch from version V
@@ -15,6 +18,8 @@ through kmock's request handlers, as an API server backed by etcd answers them:
   `timeoutSeconds` run out; `expire` does both, around a change no open watch sends;
 - list items come without `apiVersion`/`kind` for built-in kinds and with them for custom
   resources, as a real server sends them; watch events always carry them;
+- `metadata.generation` starts at 1 and grows when anything but metadata and status
+  changes, as the API server counts it;
 - the watch parameter the Python client sends (`watch=True`) is honoured case-insensitively,
   as the API server parses booleans (kmock itself expects `true`).
 
@@ -59,12 +64,20 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
+_GATEWAY: Final = "gateway.networking.k8s.io"
 RESOURCES: Final = {
     r.kind: r
     for r in (
         Resource("Service", "", "v1", "services", True),
         Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
         Resource("ServiceExport", "multicluster.x-k8s.io", "v1alpha1", "serviceexports", False),
+        # what a config cluster holds
+        Resource("ClusterProfile", "multicluster.x-k8s.io", "v1alpha1", "clusterprofiles", False),
+        Resource("ReferenceGrant", _GATEWAY, "v1beta1", "referencegrants", False),
+        Resource("HTTPRoute", _GATEWAY, "v1", "httproutes", False),
+        Resource("GRPCRoute", _GATEWAY, "v1", "grpcroutes", False),
+        Resource("Gateway", _GATEWAY, "v1", "gateways", False),
+        Resource("LocalityPolicy", "policy.kontinuum.io", "v1alpha1", "localitypolicies", False),
     )
 }
 GoneAs = Literal["event", "status"]
@@ -85,6 +98,7 @@ class KubeCluster:
     name: str
     bookmark_interval: float = 0.0  # 0: no bookmarks even when asked
     exports_api: bool = True  # False: the ServiceExport CRD is not installed (404)
+    missing_apis: frozenset[str] = frozenset()  # kinds whose CRD is not installed (404)
     port: int = 0  # 0: a free one at the first start, kept across restarts
     lists: Counter[str] = field(default_factory=Counter)  # list requests per kind
     watches: Counter[str] = field(default_factory=Counter)  # watch requests per kind
@@ -155,9 +169,16 @@ class KubeCluster:
             if old is None:
                 metadata.setdefault("uid", f"{self.name}-{self._version}")
                 metadata.setdefault("creationTimestamp", _now())
+                metadata.setdefault("generation", 1)
             else:
                 metadata["uid"] = old["metadata"]["uid"]
                 metadata["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+                # As the API server counts it: a new generation when the spec changes.
+                generation = old["metadata"].get("generation", 1)
+                changed = {k: v for k, v in body.items() if k not in ("metadata", "status")} != {
+                    k: v for k, v in old.items() if k not in ("metadata", "status")
+                }
+                metadata["generation"] = generation + 1 if changed else generation
             self._version += 1
             metadata["resourceVersion"] = str(self._version)
             self._objects[key] = body
@@ -197,6 +218,11 @@ class KubeCluster:
             change()
         self.compact()
 
+    def serves(self, kind: str) -> bool:
+        """Whether the API of `kind` is installed."""
+        missing = self.missing_apis | ({"ServiceExport"} if not self.exports_api else set())
+        return kind not in missing
+
     def objects(self, kind: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (k, _, _), o in sorted(self._objects.items()) if k == kind]
 
@@ -208,7 +234,7 @@ class KubeCluster:
 
     def _responder(self, resource: Resource) -> Callable[[kmock.Request], object]:
         def respond(request: kmock.Request) -> object:
-            if not self.exports_api and resource.kind == "ServiceExport":
+            if not self.serves(resource.kind):
                 raise kmock.KubernetesResourceNotFoundError()
             if request.method != kmock.method.GET or request.name is not None:
                 raise kmock.KubernetesEndpointNotFoundError()

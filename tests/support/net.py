@@ -44,3 +44,18 @@ async def async_wait_until(
         await asyncio.sleep(interval)
         last = await check()
     return last
+
+
+async def eventually(
+    check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll a plain `check` from a coroutine, so that the event loop (and what serves on it,
+    such as a simulated cluster) runs in between; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)
+        last = check()
+    return last

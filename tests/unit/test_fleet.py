@@ -10,16 +10,19 @@ import pytest
 import yaml
 
 from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects
+from kontinuum.control.mcs import build_plane
 from kontinuum.control.model import (
     ClusterSite,
     ConfigError,
     Endpoint,
     EndpointPort,
+    Fleet,
     ServiceExport,
     ServicePort,
     SiteSnapshot,
 )
 from kontinuum.control.objects import Document
+from kontinuum.control.plane import Condition
 from kontinuum.discovery.static import load_fleet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet"
@@ -418,7 +421,6 @@ def test_each_rule_names_file_object_and_field(bad: str, message: str) -> None:
 
 @pytest.mark.parametrize(("bad", "message"), CASES)
 def test_an_object_with_an_error_is_not_applied_at_all(bad: str, message: str) -> None:
-    del message
     body = yaml.safe_load(bad)
     kind = body.get("kind") if isinstance(body, dict) else None
     texts = [bad] if kind == "Service" else [SERVICE, bad]
@@ -427,6 +429,15 @@ def test_an_object_with_an_error_is_not_applied_at_all(bad: str, message: str) -
         assert snapshot.services == ()
     elif kind == "EndpointSlice":
         assert snapshot.endpoints == ()
+    elif kind == "ServiceExport" and "no Service" in message:
+        # kept, for its status to say so (MCS Valid=False, NoService), and merged nowhere
+        (export,) = snapshot.exports
+        plane = build_plane(Fleet((ClusterSite("eu"),), (snapshot,)))
+        (status,) = [s for s in plane.exports if s.name == export.name]
+        assert status.conditions[0] == Condition(
+            "Valid", "False", "NoService", f"no Service default/{export.name} in cluster eu"
+        )
+        assert all(s.name != export.name for s in plane.services)
     elif kind == "ServiceExport":
         assert snapshot.exports == ()
 

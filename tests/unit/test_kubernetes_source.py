@@ -109,9 +109,9 @@ def test_a_typed_object_reads_as_its_json() -> None:
 
 def test_documents_parse_as_the_fleet_files_do() -> None:
     docs = [
-        object_document("eu", SERVICE, service_json()),
-        object_document("eu", ENDPOINT_SLICE, slice_json("web-1", "10.1.0.1")),
-        object_document("eu", SERVICE_EXPORT, export_json()),
+        object_document("kubernetes:eu", SERVICE, service_json()),
+        object_document("kubernetes:eu", ENDPOINT_SLICE, slice_json("web-1", "10.1.0.1")),
+        object_document("kubernetes:eu", SERVICE_EXPORT, export_json()),
     ]
     assert {doc.file for doc in docs} == {"kubernetes:eu"}
     snapshot, errors = parse_cluster_objects("eu", docs)

@@ -1,0 +1,293 @@
+"""`kontinuum serve --config-cluster` end to end: the fleet-wide objects in a config cluster,
+workload clusters reached through their APIs, status written back, two replicas.
+
+Every cluster is kmock's Kubernetes API emulator over real HTTP (tests/support/kube.py,
+kube_writes.py), read and written by the official client; the sidecar is a real Envoy and
+the backends are real HTTP servers on loopback. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kontinuum.app import RunningFleet, StatusOptions, running_fleet
+from kontinuum.bootstrap import proxy_metadata
+from kontinuum.control.model import KubernetesAccess
+from kontinuum.kube import LeaseConfig
+from kontinuum.xds import XdsServer
+from tests.e2e.backends import Backend, Reply, request
+from tests.e2e.conftest import StartEnvoy
+from tests.support.fleet import fast
+from tests.support.kube import endpoint_slice, service, service_export, write_kubeconfig
+from tests.support.kube_writes import WritableKubeCluster
+from tests.support.net import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+
+LEASE = LeaseConfig(lease_duration=1, renew_deadline=0.6, retry_period=0.2)
+STATUS = StatusOptions(LEASE, retry=0.2)
+
+
+def cluster_profile(name: str, kubeconfig: Path) -> dict[str, Any]:
+    """A ClusterProfile, as the hub holds it, for a cluster reached through `kubeconfig`."""
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ClusterProfile",
+        "metadata": {
+            "name": name,
+            "namespace": "fleet-system",
+            "labels": {"topology.kubernetes.io/region": "eu-west-1"},
+            "annotations": {
+                "kontinuum.io/source": "kubernetes",
+                "kontinuum.io/kubeconfig": str(kubeconfig),
+                "kontinuum.io/context": name,
+            },
+        },
+    }
+
+
+def http_route(path: str, backend: str) -> dict[str, Any]:
+    """HTTPRoute shop/front: requests under `path` go to `backend`, the rest to `web`."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "front", "namespace": "shop"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "front", "port": 80}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                    "backendRefs": [{"name": backend, "port": 80}],
+                },
+                {"backendRefs": [{"name": "web", "port": 80}]},
+            ],
+        },
+    }
+
+
+def backed(name: str, backend: Backend) -> list[dict[str, Any]]:
+    """Service shop/`name` on port 80, its one endpoint the backend."""
+    slice_ = endpoint_slice(f"{name}-1", name, ["127.0.0.1"], port=backend.port)
+    slice_["ports"][0]["name"] = "http"
+    return [service(name, port=80), slice_]
+
+
+def route_parent(hub: WritableKubeCluster) -> dict[str, Any] | None:
+    """kontinuum's entry in HTTPRoute shop/front's status, if written."""
+    found = hub.object("HTTPRoute", "shop", "front")
+    parents = (found or {}).get("status", {}).get("parents", [])
+    return next(
+        (p for p in parents if p["controllerName"] == "kontinuum.io/gateway-controller"), None
+    )
+
+
+def accepted(hub: WritableKubeCluster) -> tuple[str, str, int] | None:
+    parent = route_parent(hub)
+    if parent is None:
+        return None
+    (condition,) = [c for c in parent["conditions"] if c["type"] == "Accepted"]
+    return (condition["status"], condition["reason"], condition["observedGeneration"])
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[str], Backend]]:
+    started: list[Backend] = []
+
+    def start(name: str) -> Backend:
+        started.append(Backend(name).start())
+        return started[-1]
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+@contextlib.asynccontextmanager
+async def replica(hub: WritableKubeCluster, kubeconfig: Path) -> AsyncIterator[RunningFleet]:
+    """One kontinuum replica whose config cluster is `hub`, writing status as leader."""
+    access = KubernetesAccess(kubeconfig=str(kubeconfig), context=hub.name)
+    async with running_fleet(fast(config_cluster=access, status=STATUS)) as fleet:
+        yield fleet
+
+
+async def test_routes_from_the_config_cluster_steer_real_traffic(
+    tmp_path: Path, backends: Callable[[str], Backend], envoys: StartEnvoy
+) -> None:
+    """Routes and ClusterProfiles live in the hub; an edit there moves traffic; an invalid
+    edit changes nothing and the route's status says why; a deleted route is gone."""
+    web, v2, v3 = backends("web"), backends("web-v2"), backends("web-v3")
+    async with (
+        WritableKubeCluster("hub") as hub,
+        WritableKubeCluster("eu") as eu,
+    ):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub, eu])
+        eu.put(
+            service("front", port=80), *backed("web", web), *backed("web-v2", v2),
+            *backed("web-v3", v3),
+        )  # fmt: skip
+        hub.put(cluster_profile("eu", kubeconfig), http_route("/v2", "web-v2"))
+        async with replica(hub, kubeconfig) as fleet:
+            server = XdsServer(fleet.mesh.cache, resolve_view=fleet.mesh.resolve_view)
+            xds_port = await server.start("127.0.0.1:0")
+            try:
+                outbound = free_port()
+                envoy = envoys(
+                    view="eu",
+                    xds_port=xds_port,
+                    mode="delta",
+                    metadata=proxy_metadata(
+                        namespace="shop", role="sidecar", outbound_port=outbound
+                    ),
+                )
+                await asyncio.to_thread(envoy.wait_live, 15)
+
+                def answers(path: str) -> Callable[[], Reply | None]:
+                    def ask() -> Reply | None:
+                        reply = request(outbound, "front.shop", path, None, 2.0)
+                        return reply if reply.status == 200 else None
+
+                    return ask
+
+                async def backend_of(path: str, name: str) -> None:
+                    await eventually(
+                        lambda: (answers(path)() or Reply(0, "")).backend == name,
+                        what=f"{path} -> {name}",
+                    )
+
+                await backend_of("/v2/x", "web-v2")
+                await backend_of("/", "web")
+                assert await eventually(lambda: accepted(hub), what="the route's status") == (
+                    "True",
+                    "Accepted",
+                    1,
+                )
+                parent = route_parent(hub)
+                assert parent is not None
+                assert parent["parentRef"] == {
+                    "group": "",
+                    "kind": "Service",
+                    "namespace": "shop",
+                    "name": "front",
+                    "port": 80,
+                }
+
+                hub.put(http_route("/v3", "web-v3"))  # generation 2
+                await backend_of("/v3/x", "web-v3")
+                await backend_of("/v2/x", "web")
+                await eventually(
+                    lambda: accepted(hub) == ("True", "Accepted", 2), what="generation 2"
+                )
+
+                hub.put(http_route("v4", "web-v2"))  # generation 3: not a path
+                await eventually(
+                    lambda: accepted(hub) == ("False", "UnsupportedValue", 3), what="the rejection"
+                )
+                parent = route_parent(hub)
+                assert parent is not None
+                (condition,) = [c for c in parent["conditions"] if c["type"] == "Accepted"]
+                assert "must be an absolute path" in condition["message"]
+                assert condition["message"].endswith(
+                    "its last accepted version (generation 2) stays in force"
+                )
+                replies = [answers("/v3/x")() for _ in range(20)]
+                assert {r.backend if r else None for r in replies} == {"web-v3"}
+                config = fleet.config
+                assert config is not None
+                assert config.status().errors[0].name == "front"
+
+                hub.remove("HTTPRoute", "shop", "front")  # front.shop: its own endpoints, none
+                await eventually(
+                    lambda: request(outbound, "front.shop", "/v3/x", None, 2.0).status == 503,
+                    what="the route is gone",
+                )
+            finally:
+                await server.stop(0)
+
+
+async def test_one_of_two_replicas_writes_export_conflicts_and_the_other_takes_over(
+    tmp_path: Path,
+) -> None:
+    """ServiceExport status (a port conflict, an export of no Service) by the Lease's holder
+    only; when it stops, the other replica takes the Lease and writes what changes next."""
+    async with (
+        WritableKubeCluster("hub") as hub,
+        WritableKubeCluster("eu") as eu,
+        WritableKubeCluster("us") as us,
+    ):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub, eu, us])
+        hub.put(cluster_profile("eu", kubeconfig), cluster_profile("us", kubeconfig))
+        api_export = service_export("api")
+        api_export["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+        eu.put(service("api", port=80), api_export)  # the oldest export: its ports win
+        us.put(service("api", port=8080), service_export("api"))
+        eu.put(service_export("ghost"))  # an export of no Service
+
+        def export_condition(
+            cluster: WritableKubeCluster, kind: str, name: str = "api"
+        ) -> tuple[str, str] | None:
+            found = cluster.object("ServiceExport", "shop", name)
+            for condition in (found or {}).get("status", {}).get("conditions", []):
+                if condition["type"] == kind:
+                    return (condition["status"], condition["reason"])
+            return None
+
+        running: dict[str, tuple[contextlib.AsyncExitStack, RunningFleet]] = {}
+        try:
+            for name in ("a", "b"):
+                stack = contextlib.AsyncExitStack()
+                running[name] = (stack, await stack.enter_async_context(replica(hub, kubeconfig)))
+
+            def leader() -> str | None:
+                leading = [
+                    name
+                    for name, (_, fleet) in running.items()
+                    if fleet.status is not None and fleet.status.election.is_leader
+                ]
+                assert len(leading) <= 1, f"two replicas lead at once: {leading}"
+                return leading[0] if leading else None
+
+            first = await eventually(leader, what="a replica leads")
+            await eventually(
+                lambda: export_condition(us, "Conflict") == ("True", "PortConflict"),
+                what="us's export reports the conflict",
+            )
+            assert export_condition(eu, "Conflict") == ("False", "NoConflicts")
+            assert export_condition(us, "Ready") == ("True", "Ready")
+            found = us.object("ServiceExport", "shop", "api")
+            assert found is not None
+            (conflict,) = [c for c in found["status"]["conditions"] if c["type"] == "Conflict"]
+            assert "clash with the ports of the export in cluster eu" in conflict["message"]
+            await eventually(
+                lambda: export_condition(eu, "Valid", "ghost") == ("False", "NoService"),
+                what="the export of no Service is not valid",
+            )
+
+            (follower,) = set(running) - {first}
+            follower_status = running[follower][1].status
+            assert follower_status is not None
+            await asyncio.sleep(0.5)  # a follower that would write has had its chance
+            assert leader() == first
+            assert not any(outcome == "written" for _, outcome in follower_status.writer.totals)
+            patches = len(us.status_patches)
+
+            # The leader stops; the other takes over once the Lease expires (1 s).
+            stack, _ = running.pop(first)
+            await stack.aclose()
+            assert await eventually(leader, 5, what="the other replica leads") == follower
+            us.put(service("api", port=80))  # the conflict is resolved
+            await eventually(
+                lambda: export_condition(us, "Conflict") == ("False", "NoConflicts"),
+                what="the new leader writes the resolution",
+            )
+            assert len(us.status_patches) > patches
+            written = follower_status.writer.totals["ServiceExport", "written"]
+            assert written >= 1
+        finally:
+            for stack, _ in running.values():
+                await stack.aclose()

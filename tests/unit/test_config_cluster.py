@@ -1,0 +1,199 @@
+"""The config cluster's view: fleet-wide objects read from an API, last good versions kept."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from kontinuum.control.model import FleetConfig, KubernetesAccess
+from kontinuum.control.routing import Rejection
+from kontinuum.discovery.config_cluster import (
+    CONFIG_KINDS,
+    ConfigClusterSource,
+    ConfigView,
+    config_source_name,
+)
+from kontinuum.discovery.kube_view import Changed, Failed, Listed, WatchedKind
+from kontinuum.discovery.source import Health
+
+NAME = "kubernetes-config:hub"
+KINDS = {kind.kind: kind for kind in CONFIG_KINDS}
+
+PROFILE = """
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: eu
+  namespace: fleet-system
+  labels: {topology.kubernetes.io/region: eu-west-1}
+"""
+
+ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: demo, generation: 1}
+spec:
+  parentRefs: [{group: "", kind: Service, name: hello}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: hello, port: 80}]
+"""
+
+
+PROBLEM = (
+    "spec.rules[0].matches[0].path.value: must be an absolute path starting with '/' for a "
+    "PathPrefix match, got 'api'"
+)
+
+
+def body(text: str) -> dict[str, Any]:
+    loaded = yaml.safe_load(text)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def kind(name: str) -> WatchedKind:
+    return KINDS[name]
+
+
+def listed(**objects: list[dict[str, Any]]) -> ConfigView:
+    """A view in which every kind was listed: `objects` by kind, the others empty."""
+    view = ConfigView(NAME)
+    for watched in CONFIG_KINDS:
+        view.apply(Listed(watched, objects.get(watched.kind, [])), 0.0, 1000.0)
+    return view
+
+
+def config(view: ConfigView) -> FleetConfig:
+    result = view.result()
+    assert result is not None
+    return result
+
+
+def broken(generation: int = 2) -> dict[str, Any]:
+    """The route with a path that does not start with `/`."""
+    route = body(ROUTE)
+    route["metadata"]["generation"] = generation
+    route["spec"]["rules"][0]["matches"][0]["path"]["value"] = "api"
+    return route
+
+
+def test_the_kinds_are_the_fleet_wide_ones_and_each_is_optional() -> None:
+    assert [(k.api_version, k.plural) for k in CONFIG_KINDS] == [
+        ("multicluster.x-k8s.io/v1alpha1", "clusterprofiles"),
+        ("gateway.networking.k8s.io/v1beta1", "referencegrants"),
+        ("gateway.networking.k8s.io/v1", "httproutes"),
+        ("gateway.networking.k8s.io/v1", "grpcroutes"),
+        ("gateway.networking.k8s.io/v1", "gateways"),
+        ("policy.kontinuum.io/v1alpha1", "localitypolicies"),
+    ]
+    assert all(k.optional for k in CONFIG_KINDS)
+
+
+def test_nothing_before_every_kind_was_listed() -> None:
+    view = ConfigView(NAME)
+    view.apply(Listed(kind("ClusterProfile"), [body(PROFILE)]), 0.0, 1000.0)
+    assert view.result() is None
+    assert view.status(0.0).health is Health.STARTING
+    assert view.status(0.0).detail.startswith("listing ReferenceGrants, HTTPRoutes")
+
+
+def test_the_objects_read_as_the_fleet_files_do() -> None:
+    view = listed(ClusterProfile=[body(PROFILE)], HTTPRoute=[body(ROUTE)])
+    fleet = config(view)
+    assert [(s.name, s.region) for s in fleet.sites] == [("eu", "eu-west-1")]
+    (route,) = fleet.routing.routes
+    assert (route.namespace, route.name, route.file, route.generation) == ("demo", "web", NAME, 1)
+    assert view.status(0.0).health is Health.HEALTHY
+    assert fleet.routing.rejections == ()
+
+
+def test_an_invalid_new_version_keeps_the_last_good_one_in_force() -> None:
+    view = listed(HTTPRoute=[body(ROUTE)])
+    good = config(view).routing.routes
+    view.apply(Changed(kind("HTTPRoute"), "MODIFIED", broken()), 1.0, 1001.0)
+    assert config(view).routing.routes == good
+    assert config(view).routing.rejections == (
+        Rejection("HTTPRoute", "demo", "web", 2, (PROBLEM,)),
+    )
+    status = view.status(1.0)
+    assert status.health is Health.DEGRADED
+    assert status.detail == "1 error(s) in fleet-wide objects, 1 keep their last good version"
+    assert [str(e) for e in status.errors] == [f"{NAME}: HTTPRoute demo/web: {PROBLEM}"]
+    fixed = body(ROUTE)
+    fixed["metadata"]["generation"] = 3
+    fixed["spec"]["rules"][0]["backendRefs"][0]["port"] = 81
+    view.apply(Changed(kind("HTTPRoute"), "MODIFIED", fixed), 2.0, 1002.0)
+    (route,) = config(view).routing.routes
+    assert (route.generation, route.rules[0].backends[0].port) == (3, 81)
+    assert config(view).routing.rejections == ()
+    assert view.status(2.0).health is Health.HEALTHY
+
+
+def test_an_object_never_valid_is_left_out() -> None:
+    view = listed(HTTPRoute=[broken()])
+    assert config(view).routing.routes == ()
+    assert config(view).routing.rejections == ()
+    assert view.status(0.0).detail == "1 error(s) in fleet-wide objects"
+
+
+def test_a_deleted_object_is_gone_with_its_last_good_version() -> None:
+    view = listed(HTTPRoute=[body(ROUTE)])
+    view.apply(Changed(kind("HTTPRoute"), "MODIFIED", broken()), 1.0, 1001.0)
+    view.apply(Changed(kind("HTTPRoute"), "DELETED", broken()), 1.0, 1001.0)
+    assert config(view).routing.routes == ()
+    # created again, invalid: there is no last good version any more
+    view.apply(Changed(kind("HTTPRoute"), "ADDED", broken(5)), 2.0, 1002.0)
+    assert config(view).routing.routes == ()
+
+
+def test_out_of_sync_the_last_objects_stay_in_force() -> None:
+    view = listed(ClusterProfile=[body(PROFILE)], HTTPRoute=[body(ROUTE)])
+    before = config(view)
+    assert view.apply(Failed(kind("HTTPRoute"), "cannot reach the API server: refused"), 5, 5)
+    assert view.result() == before
+    status = view.status(5.0)
+    assert status.health is Health.DEGRADED
+    assert status.detail == (
+        "out of sync with the API server since 1970-01-01T00:00:05Z (HTTPRoutes: cannot reach "
+        "the API server: refused): the last fleet-wide objects read stay in force"
+    )
+    view.apply(Listed(kind("HTTPRoute"), [body(ROUTE)]), 6.0, 6.0)
+    assert view.status(6.0).health is Health.HEALTHY
+
+
+def test_a_missing_api_is_noted() -> None:
+    view = ConfigView(NAME)
+    note = "the API server has no policy.kontinuum.io/v1alpha1 localitypolicies (...)"
+    for watched in CONFIG_KINDS:
+        view.apply(Listed(watched, [], note if watched.kind == "LocalityPolicy" else ""), 0, 0)
+    assert config(view) == FleetConfig()
+    status = view.status(0.0)
+    assert (status.health, status.detail) == (Health.HEALTHY, note)
+
+
+@pytest.mark.parametrize(
+    ("access", "name"),
+    [
+        (KubernetesAccess(context="hub"), "kubernetes-config:hub"),
+        (KubernetesAccess(kubeconfig="/k", context="hub"), "kubernetes-config:hub"),
+        (KubernetesAccess(in_cluster=True), "kubernetes-config:in-cluster"),
+        (KubernetesAccess(), "kubernetes-config:default"),
+    ],
+)
+def test_the_source_is_named_after_its_context(access: KubernetesAccess, name: str) -> None:
+    assert config_source_name(access) == name
+    source = ConfigClusterSource(access)
+    assert source.name == name
+    assert source.status().health is Health.STARTING
+
+
+def test_documents_keep_what_the_api_sent() -> None:
+    route = body(ROUTE)
+    view = listed(HTTPRoute=[copy.deepcopy(route)])
+    (doc,) = [d for d in view.documents() if d.body.get("kind") == "HTTPRoute"]
+    assert doc.file == NAME
+    assert doc.body == route
