@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,18 +26,10 @@ from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
-from kontinuum.kube import (
-    DesiredStatus,
-    KubeClients,
-    LeaderElection,
-    LeaseConfig,
-    StatusSync,
-    StatusWriter,
-)
-from kontinuum.kube.desired import export_statuses, routing_statuses
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.telemetry.metrics import SourceCollector, StatusCollector, XdsCollector
+from kontinuum.writeback import StatusOptions, StatusRuntime
 from kontinuum.xds import SnapshotCache, XdsServer
 
 log = logging.getLogger("kontinuum")
@@ -44,17 +37,41 @@ log = logging.getLogger("kontinuum")
 T = TypeVar("T")
 
 
-def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T | None:
     """Run the control plane's event loop: uvloop where it is installed, else asyncio.
 
     grpc.aio runs on uvloop, and the xDS fan-out does about 12% more stream-updates per
-    core on it (benchmarks/RESULTS.md).
+    core on it (benchmarks/RESULTS.md). SIGTERM (how Kubernetes stops a pod) ends `main`
+    as Ctrl-C does: cancelled, so that it cleans up (a leader hands its Lease over); the
+    result is then None.
     """
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        return asyncio.run(_until_terminated(main))
+    return uvloop.run(_until_terminated(main))
+
+
+async def _until_terminated(main: Coroutine[Any, Any, T]) -> T | None:
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if task.cancelled() and not _cancelling():
+            return None  # terminated by SIGTERM: a clean stop
+        raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself is being cancelled (Ctrl-C), not only what it awaits."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def settle_garbage_collector() -> None:
@@ -163,21 +180,8 @@ def site_source(cluster: str, access: SiteAccess) -> Source:
     """The source of a cluster that its ClusterProfile says is reached through its Kubernetes
     API or described in DNS."""
     if isinstance(access, KubernetesAccess):
-        return KubernetesSource(cluster, access)
+        return KubernetesSource(cluster, access, stale_after=access.stale_after)
     return DnsSource(cluster, access)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusOptions:
-    """Writing status back into Kubernetes objects, as the holder of a Lease.
-
-    The Lease is in the config cluster, or in the fleet cluster `lease_cluster` names
-    (which must be reached through its Kubernetes API); `retry` is how soon failed writes
-    are tried again."""
-
-    lease: LeaseConfig = field(default_factory=LeaseConfig)
-    lease_cluster: str = ""
-    retry: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,65 +195,6 @@ class FleetOptions:
     debounce: Debounce = field(default_factory=Debounce)
     status: StatusOptions | None = field(default_factory=StatusOptions)
     site_source: SourceFactory = site_source
-
-
-class StatusRuntime:
-    """Leader election and the status writes of a running fleet: ServiceExports in their
-    clusters, and the routing objects read from the config cluster, into that cluster."""
-
-    def __init__(self, mesh: Mesh, options: StatusOptions, config: ConfigClusterSource | None):
-        self._mesh = mesh
-        self._config = config
-        self.lease_api = options.lease_cluster or (config.name if config else "")
-        self.clients = KubeClients()
-        self.election = LeaderElection(
-            lambda: self.clients(self.lease_api),
-            options.lease,
-            on_change=lambda _: self.sync.changed(),
-        )
-        self.writer = StatusWriter(self.clients, self.election)
-        self.sync = StatusSync(self.writer, self.desired, self.election.leading, options.retry)
-        self.clients.know(self._accesses())
-
-    def _accesses(self) -> dict[str, KubernetesAccess]:
-        """The Kubernetes APIs of the fleet as the mesh has it, and the config cluster's."""
-        accesses = {
-            site.name: site.access
-            for site in self._mesh.plane.sites
-            if isinstance(site.access, KubernetesAccess)
-        }
-        if self._config is not None:
-            accesses[self._config.name] = self._config.access
-        return accesses
-
-    def applied(self) -> None:
-        """A fleet was applied: the APIs to write to, and what to write, may have changed."""
-        self.clients.know(self._accesses())
-        self.sync.changed()
-
-    def desired(self) -> list[DesiredStatus]:
-        plane = self._mesh.plane
-        kubernetes = {s.name for s in plane.sites if isinstance(s.access, KubernetesAccess)}
-        desired = export_statuses(plane.exports, kubernetes)
-        if self._config is not None:
-            routing = self._mesh.routing_state
-            desired += routing_statuses(routing.binding, self._config.name, routing.rejections)
-        return desired
-
-    async def run(self) -> None:
-        log.info(
-            "%s: status is written while holding Lease %s/%s in %s",
-            self.election.identity,
-            self.election.config.namespace,
-            self.election.config.name,
-            self.lease_api,
-        )
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.election.run())
-                tasks.create_task(self.sync.run())
-        finally:
-            self.clients.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,11 +220,7 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
     mesh = Mesh(SnapshotCache())
     static = StaticSource(options.path, options.poll_interval) if options.path else None
     config = ConfigClusterSource(options.config_cluster) if options.config_cluster else None
-    status = None
-    if options.status is not None and (options.status.lease_cluster or config is not None):
-        status = StatusRuntime(mesh, options.status, config)
-    elif options.status is not None:
-        log.info("status is not written: there is no config cluster, and no --lease-cluster")
+    status: StatusRuntime | None = None
 
     def apply(fleet: Fleet) -> None:
         mesh.apply(fleet)
@@ -288,9 +229,16 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
 
     aggregator = Aggregator([s for s in (static, config) if s is not None], apply, options.debounce)
     # Clusters reached through their API or DNS get a source each, as the fleet declares them.
-    aggregator.on_sites = SiteSources(aggregator, options.site_source).reconcile
+    sites = SiteSources(aggregator, options.site_source)
+    aggregator.on_sites = sites.reconcile
+    if options.status is not None and (options.status.lease_cluster or config is not None):
+        status = StatusRuntime(mesh, options.status, config, sites.unsettled)
+    elif options.status is not None:
+        log.info("status is not written: there is no config cluster, and no --lease-cluster")
     discovery = asyncio.create_task(aggregator.run(), name="discovery")
     writing = asyncio.create_task(status.run(), name="status") if status else None
+    if writing is not None:
+        writing.add_done_callback(_report_failure)
     try:
         synced = asyncio.ensure_future(aggregator.synced.wait())
         await asyncio.wait((synced, discovery), return_when=asyncio.FIRST_COMPLETED)
@@ -300,11 +248,16 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
             raise RuntimeError("discovery ended before the first fleet")
         yield RunningFleet(mesh, aggregator, static, config, status, discovery)
     finally:
-        for task in (discovery, writing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (discovery, writing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """Log a background task that failed (a cancelled one has not)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 async def serve_fleet(

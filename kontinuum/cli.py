@@ -111,11 +111,12 @@ def serve(
     are watched; objects with errors are reported and left out. With --dns-address, the
     cluster set's names are answered over DNS (docs/dns.md).
     """
-    from kontinuum.app import FleetOptions, StatusOptions, run_event_loop, serve_fleet
+    from kontinuum.app import FleetOptions, run_event_loop, serve_fleet
     from kontinuum.bootstrap import split_address
     from kontinuum.control.model import KubernetesAccess
     from kontinuum.dns import ZoneOptions
     from kontinuum.kube import LeaseConfig
+    from kontinuum.writeback import StatusOptions
 
     if config is None and config_cluster is None:
         raise typer.BadParameter(
@@ -136,7 +137,7 @@ def serve(
     elif config_cluster is not None:
         access = KubernetesAccess(kubeconfig=str(kubeconfig or ""), context=config_cluster)
     try:
-        lease = LeaseConfig(name=lease_name, namespace=lease_namespace)
+        lease = LeaseConfig(name=lease_name, namespace=lease_namespace, release_on_cancel=True)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--lease-name/--lease-namespace") from error
     options = FleetOptions(
@@ -326,7 +327,7 @@ def demo(
     from kontinuum.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        consumers = run_event_loop(run_demo(duration, config))
+        consumers = run_event_loop(run_demo(duration, config)) or []
         for consumer in consumers:
             typer.echo(
                 f"{consumer.site}: {dict(consumer.answers)}, "

@@ -24,11 +24,19 @@ AddressType = Literal["IPv4", "IPv6"]
 class KubernetesAccess:
     """How to reach a cluster's Kubernetes API: a kubeconfig file and context ("" = the
     client's defaults: $KUBECONFIG or ~/.kube/config, and its current context), or the
-    service account of the pod kontinuum runs in."""
+    service account of the pod kontinuum runs in; and how long the cluster's endpoints
+    are kept, marked stale, once its API cannot be reached."""
 
     kubeconfig: str = ""
     context: str = ""
     in_cluster: bool = False
+    stale_after: float = 300.0  # seconds
+
+    @property
+    def connection(self) -> tuple[str, str, bool]:
+        """What the client connects with: a source whose access changes only in the rest
+        is retuned rather than restarted (it keeps its view)."""
+        return (self.kubeconfig, self.context, self.in_cluster)
 
 
 @dataclass(frozen=True, slots=True)

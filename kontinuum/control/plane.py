@@ -92,6 +92,9 @@ class Condition:
     status: ConditionStatus
     reason: str
     message: str = ""
+    # The generation this condition was decided from, when it is not its object's (a
+    # rejected new version's Accepted, beside conditions of the version still in force).
+    observed_generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ NamespacesFrom = Literal["Same", "All", "Selector"]
 # The GatewayClass of east-west gateways: one per cluster, where sidecars of other networks
 # reach the cluster's services; not for routes.
 EAST_WEST_CLASS: Final = "kontinuum-east-west"
+GATEWAY_CONTROLLER: Final = "kontinuum.io/gateway-controller"
+"""kontinuum's `controllerName`: of the GatewayClasses whose Gateways it serves, and of its
+entries in shared status lists."""
 CORE_GROUP: Final = ""
 GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 MCS_GROUP: Final = "multicluster.x-k8s.io"
@@ -277,15 +280,18 @@ class LocalityPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """An object whose newest version is invalid while its last good version serves in its
-    place (as a config cluster keeps them): the newest version's generation, and its
-    errors, each `field: message`."""
+    """An object whose newest version is invalid (as a config cluster reports them): the
+    newest version's generation and errors, each `field: message`, and whether its last
+    good version serves in its place."""
 
     kind: str
     namespace: str
     name: str
     generation: int
     errors: tuple[str, ...]
+    kept: bool = True  # False: no version was ever valid, nothing serves in its place
+    parents: tuple[ParentRef, ...] = ()  # a route's parentRefs, as its newest version has them
+    targets: tuple[tuple[str, str], ...] = ()  # a policy's targetRefs (kind, name), likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +303,7 @@ class RoutingConfig:
     gateways: tuple[Gateway, ...] = ()
     policies: tuple[LocalityPolicy, ...] = ()
     rejections: tuple[Rejection, ...] = ()
+    gateway_classes: tuple[str, ...] = ()  # a config cluster's GatewayClasses of kontinuum
 
 
 def _within(host: str, wildcard: str) -> bool:

@@ -50,6 +50,7 @@ class RoutingState:
         self._last_good: dict[RouteKey, Route] = {}
         self.binding = RouteBinding()
         self.rejections: tuple[Rejection, ...] = ()  # objects whose newest version is invalid
+        self.gateway_classes: tuple[str, ...] = ()  # a config cluster's, of kontinuum
         self.networks = Networks()
 
     @property
@@ -79,6 +80,7 @@ class RoutingState:
         )
         self.binding = binding
         self.rejections = config.rejections
+        self.gateway_classes = config.gateway_classes
         self.networks = networks(fleet, plane)
         return mesh_routing(binding, self.networks)
 

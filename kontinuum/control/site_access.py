@@ -5,6 +5,8 @@
       kontinuum.io/kubeconfig: PATH       a kubeconfig file (default: $KUBECONFIG, ~/.kube/config)
       kontinuum.io/context: NAME          a context in it (default: its current context)
       kontinuum.io/in-cluster: "true"     the service account of the pod kontinuum runs in
+      kontinuum.io/stale-after: DURATION  how long its endpoints are kept, marked stale, once
+                                          its API cannot be reached (default 300s; `5m`)
     kontinuum.io/source: dns            a site described in DNS:
       kontinuum.io/dns-domain: DOMAIN     where `_<port>._<proto>.<service>.DOMAIN` SRV live
       kontinuum.io/dns-server: HOST:PORT  the server to ask (default: the system's resolver)
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from kontinuum.control.gateway_fields import parse_duration
 from kontinuum.control.model import DnsAccess, DnsService, KubernetesAccess, SiteAccess
 from kontinuum.control.objects import PROTOCOLS, ObjectReader, dns_label, dns_subdomain
 
@@ -77,10 +80,18 @@ def site_access(obj: ObjectReader) -> SiteAccess | None:
         in_cluster = found.get("in-cluster", "false")
         if in_cluster not in ("true", "false"):
             obj.error(f"{at}in-cluster]", f'must be "true" or "false", got {in_cluster!r}')
+        stale_after = parse_duration(found.get("stale-after", "300s"))
+        if not stale_after:
+            obj.error(
+                f"{at}stale-after]",
+                "must be a duration above zero such as 300s or 5m, "
+                f"got {found.get('stale-after')!r}",
+            )
         return KubernetesAccess(
             kubeconfig=found.get("kubeconfig", ""),
             context=found.get("context", ""),
             in_cluster=in_cluster == "true",
+            stale_after=stale_after or 300.0,
         )
     if source == "dns":
         domain = found.get("dns-domain", "")

@@ -112,6 +112,7 @@ def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
         gateways=tuple(gateways[k] for k in sorted(gateways)),
         policies=tuple(policies[k] for k in sorted(policies)),
         rejections=tuple(rejections[k] for k in sorted(rejections)),
+        gateway_classes=tuple(sorted({name for c in configs for name in c.gateway_classes})),
     )
 
 
@@ -148,6 +149,10 @@ class Aggregator:
             [self._configs[s.name] for s in self.sources if s.name in self._configs],
             [self._snapshots[key] for key in sorted(self._snapshots)],
         )
+
+    def snapshot_of(self, source: str, cluster: str) -> SiteSnapshot | None:
+        """What `source` last reported of `cluster`, if it reported it at all."""
+        return self._snapshots.get((source, cluster))
 
     def source_states(self) -> list[SourceState]:
         """Every followed source's state, by name."""

@@ -23,6 +23,7 @@ precedence and do not flip when the cluster comes back.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -140,11 +141,13 @@ def object_key(body: object) -> ObjectKey:
 @dataclass(frozen=True, slots=True)
 class Listed:
     """Every object of a kind, as a list answered; replaces what was known of the kind.
-    `note` says why the list is empty when it is not the cluster's doing."""
+    `note` says why the list is empty when it is not the cluster's doing; `forbidden`,
+    that kontinuum may not list the kind (its RBAC lacks it), which degrades the view."""
 
     kind: WatchedKind
     objects: Sequence[Mapping[str, Any]]
     note: str = ""
+    forbidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,7 @@ def _when(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class KindsView:
+class KindsView(abc.ABC):
     """The objects of some kinds and whether they are in sync (see the module doc).
 
     Subclasses turn the objects into what their source yields (`result`) and say how they
@@ -192,6 +195,7 @@ class KindsView:
         self._objects: dict[WatchedKind, dict[ObjectKey, Document]] = {k: {} for k in self.kinds}
         self._listed: set[WatchedKind] = set()
         self._notes: dict[WatchedKind, str] = {}
+        self._forbidden: set[WatchedKind] = set()  # optional kinds kontinuum may not list
         self._failing: dict[WatchedKind, str] = {}
         self._lost: tuple[float, float] | None = None  # (monotonic, wall) when sync was lost
         self._dirty = True  # the objects changed since they were last read
@@ -225,6 +229,10 @@ class KindsView:
             self._listed.add(kind)
             self._failing.pop(kind, None)
             self._notes[kind] = event.note
+            if event.forbidden:
+                self._forbidden.add(kind)
+            else:
+                self._forbidden.discard(kind)
         elif isinstance(event, Changed):
             doc = object_document(self.name, kind, event.object)
             key = object_key(doc.body)
@@ -244,6 +252,7 @@ class KindsView:
             self.last_sync = wall
         return changed or was_synced != self.synced
 
+    @abc.abstractmethod
     def lost_sync(self) -> None:
         """The view goes out of sync (its objects are still the last ones in sync)."""
 
@@ -256,15 +265,21 @@ class KindsView:
         """Act on the passing of time; whether the view changed."""
         return False
 
+    @abc.abstractmethod
     def result(self) -> SourceUpdate | None:
         """What the source yields now; None before every kind was listed once."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def status(self, now: float) -> SourceStatus:
-        raise NotImplementedError
+        """How the view is doing at monotonic time `now`."""
 
     def _notes_of(self) -> list[str]:
         return [note for note in self._notes.values() if note]
+
+    @property
+    def forbidden(self) -> bool:
+        """Whether an optional kind is read as none because listing it is forbidden."""
+        return bool(self._forbidden)
 
     def _failing_of(self) -> str:
         by_message: dict[str, list[str]] = {}
@@ -352,7 +367,8 @@ class ClusterView(KindsView):
             if self._errors:
                 detail = f"{len(self._errors)} invalid object(s) left out"
                 return SourceStatus(Health.DEGRADED, "; ".join([detail, *notes]), self._errors)
-            return SourceStatus(Health.HEALTHY, "; ".join(notes))
+            health = Health.DEGRADED if self.forbidden else Health.HEALTHY
+            return SourceStatus(health, "; ".join(notes))
         if self._lost is None:  # never in sync yet
             return SourceStatus(Health.STARTING, self._listing())
         since = self._since()

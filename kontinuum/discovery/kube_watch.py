@@ -9,7 +9,8 @@ stream, a dropped connection) is resumed from the last version seen. A watch tha
 other failure reports `Failed`, then lists again after an exponential backoff with jitter:
 a failed kind is always listed again, so nothing that happened while it was out of sync is
 missed. A missing API of an optional kind (its CRD is not installed) is an empty list,
-looked at again every `backoff` maximum.
+looked at again every `backoff` maximum; so is one kontinuum may not list (403), which
+also degrades the source's health until it may.
 
 Answers are read as raw JSON rather than the client's typed models: a typed list fails as a
 whole on one object it cannot deserialize (a string where a number belongs), and here one
@@ -287,12 +288,20 @@ class KindWatcher:
             response = self._request(_request_timeout=LIST_TIMEOUT)
         except ApiException as exc:
             kind = self.kind
+            consequence = kind.missing or f"no {kind} are read"
             if exc.status == 404 and kind.optional:
                 note = (
                     f"the API server has no {kind.api_version} {kind.plural} (is the "
-                    f"{kind.crd} CRD installed?): {kind.missing or f'no {kind} are read'}"
+                    f"{kind.crd} CRD installed?): {consequence}"
                 )
                 self._post(Listed(self.kind, (), note))
+                return ""
+            if exc.status == 403 and kind.optional:  # one kind's RBAC must not block the rest
+                note = (
+                    f"kontinuum may not list {kind.api_version} {kind.plural} ({describe(exc)};"
+                    f" see the RBAC in deploy/): {consequence}"
+                )
+                self._post(Listed(self.kind, (), note, forbidden=True))
                 return ""
             raise
         try:

@@ -26,6 +26,7 @@ What it yields (the `Source` contract of `kontinuum.discovery.source`):
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -33,7 +34,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from kontinuum.control.model import ConfigError, KubernetesAccess, SiteSnapshot
+from kontinuum.control.model import ConfigError, KubernetesAccess, SiteAccess, SiteSnapshot
 from kontinuum.discovery.kube_view import ClusterView, Debouncer, KindsView, WatchEvent
 from kontinuum.discovery.kube_watch import Backoff, Watches, new_api_client
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
@@ -50,7 +51,7 @@ def _where(access: KubernetesAccess) -> str:
     return f"{config}, context {access.context}" if access.context else config
 
 
-class ApiSource:
+class ApiSource(abc.ABC):
     """What every source that follows a Kubernetes API does: connect, list and watch the
     kinds of its view (`new_view`), debounce, and yield the view's `result()` whenever it
     changes. `backoff` bounds the delay between retries of a failing request (it doubles,
@@ -79,11 +80,13 @@ class ApiSource:
         self._watches: Watches | None = None
 
     @property
+    @abc.abstractmethod
     def name(self) -> str:
-        raise NotImplementedError
+        """The source's name (see `Source.name`)."""
 
+    @abc.abstractmethod
     def new_view(self) -> KindsView:
-        raise NotImplementedError
+        """A view of the kinds to follow, empty (called again each time `updates()` starts)."""
 
     def status(self) -> SourceStatus:
         return self._status
@@ -185,6 +188,7 @@ class ApiSource:
                 log.error("%s", error)
         self._logged = frozenset(self._status.errors)
 
+    @abc.abstractmethod
     def report(self, update: SourceUpdate) -> None:
         """Log what `update`, about to be yielded, changes in the source's health."""
 
@@ -221,6 +225,17 @@ class KubernetesSource(ApiSource):
 
     def new_view(self) -> ClusterView:
         return ClusterView(self._cluster, self._stale_after)
+
+    @property
+    def stale_after(self) -> float:
+        return self._stale_after
+
+    def retune(self, access: SiteAccess) -> None:
+        """Take a new `stale_after` (the access's); the view and its staleness stay."""
+        if isinstance(access, KubernetesAccess) and access.stale_after > 0:
+            self._stale_after = access.stale_after
+            if isinstance(self._view, ClusterView):
+                self._view.stale_after = access.stale_after
 
     @property
     def endpoints(self) -> int:

@@ -26,11 +26,10 @@ from typing import Any, Final
 
 from kontinuum.control.gateway_binding import GatewayStatus, PolicyStatus
 from kontinuum.control.plane import Condition
-from kontinuum.control.route_binding import ParentStatus, RouteStatus
-from kontinuum.control.routing import GATEWAY_GROUP, MCS_GROUP, ParentRef
+from kontinuum.control.route_binding import RouteStatus
+from kontinuum.control.routing import GATEWAY_CONTROLLER, GATEWAY_GROUP, MCS_GROUP, ParentRef
 
-CONTROLLER: Final = "kontinuum.io/gateway-controller"
-"""The `controllerName` of kontinuum's entries (a GatewayClass naming it is kontinuum's)."""
+CONTROLLER: Final = GATEWAY_CONTROLLER
 
 MAX_PARENTS: Final = 32  # the Gateway API's limit of status.parents and status.ancestors
 
@@ -75,8 +74,9 @@ def conditions_json(
             "message": condition.message,
             "lastTransitionTime": since,
         }
-        if generation is not None:
-            entry["observedGeneration"] = generation
+        observed = condition.observed_generation
+        if observed is not None or generation is not None:
+            entry["observedGeneration"] = observed if observed is not None else generation
         rendered.append(entry)
     return rendered
 
@@ -222,7 +222,6 @@ def policy_status(statuses: Sequence[PolicyStatus]) -> Render:
 
 __all__ = [
     "CONTROLLER",
-    "ParentStatus",
     "Render",
     "conditions_json",
     "export_status",

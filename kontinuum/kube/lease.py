@@ -14,9 +14,11 @@ behaves as every Kubernetes controller an operator already knows:
   never by comparing `renewTime` with the local wall clock, which may be skewed against the
   leader's. A candidate that starts up therefore waits one full duration before taking a
   Lease that a dead leader left behind.
-- A leader that cannot renew for `renew_deadline` steps down (and becomes a candidate
-  again); `renew_deadline < lease_duration` leaves a margin, so it stops acting as leader
-  before any other candidate can consider the Lease expired.
+- A leader that cannot renew steps down (and becomes a candidate again) `renew_deadline`
+  after it sent its last successful renewal; `renew_deadline < lease_duration` leaves a
+  margin, so it stops acting as leader before any other candidate can consider the Lease
+  expired. (client-go measures from the end of a retry period, which can overshoot by up
+  to `retry_period`; measuring from the send time cannot.)
 
 The official client is blocking: each request runs in a thread (`asyncio.to_thread`) with
 a request timeout, so a hung API server costs a renewal, not the event loop.
@@ -134,6 +136,17 @@ def default_identity() -> str:
     return f"{socket.gethostname()}_{secrets.token_hex(4)}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What one try to take or renew the Lease found (made in a thread, taken on the loop)."""
+
+    held: bool  # this candidate holds the Lease now
+    record: LeaseRecord | None = None  # as read, or as written when held
+    read_at: float = 0.0  # monotonic time the record was read
+    lease: Any = None  # the Lease as written (its resourceVersion), when held
+    problem: str = ""  # why it failed, when it did
+
+
 class LeaderElection:
     """Runs for leadership of one Lease until cancelled (`run()`).
 
@@ -144,7 +157,11 @@ class LeaderElection:
 
     `client()` makes the client of the API that holds the Lease; until it succeeds (the
     cluster may not be in the fleet yet, a kubeconfig may not load), it is retried every
-    `retry_period`.
+    `retry_period`. `coordination` turns the client into the Lease API (tests pass fakes).
+
+    A leader steps down exactly `renew_deadline` after it *sent* its last successful
+    renewal, however the requests in between hang: any other candidate waits at least
+    `lease_duration` after it saw that renewal, so two leaders never overlap.
     """
 
     def __init__(
@@ -156,19 +173,22 @@ class LeaderElection:
         on_change: Callable[[bool], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        coordination: Callable[[Any], Any] = CoordinationV1Api,
     ) -> None:
         self.config = config or LeaseConfig()
         self.identity = identity or default_identity()
         self.leading = asyncio.Event()
         self.term = 0
         self._client = client
-        self._api: Any = None  # CoordinationV1Api, once the client is made
+        self._coordination = coordination
+        self._api: Any = None  # the Lease API, once the client is made
         self._on_change = on_change
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
-        self._lease: Any = None  # the Lease as last read or written (its resourceVersion)
+        self._lease: Any = None  # the Lease as last written (its resourceVersion)
+        self._problem = ""  # the last failure logged as a warning, until an attempt succeeds
         self._rng = random.Random()
 
     @property
@@ -176,17 +196,23 @@ class LeaderElection:
         return self.leading.is_set()
 
     async def run(self) -> None:
-        """Acquire, lead while renewals succeed, step down, repeat; until cancelled."""
+        """Acquire, lead while renewals succeed, step down, repeat; until cancelled. A
+        cancelled leader steps down first and then, with `release_on_cancel`, hands the
+        Lease over so that another replica need not wait for it to expire."""
         try:
             await self._connect()
             while True:
-                await self._acquire()
-                await self._renew()
+                renewed_at = await self._acquire()
+                await self._renew(renewed_at)
         finally:
-            if self.is_leader and self.config.release_on_cancel:
+            leading = self.is_leader
+            self._set(False)
+            if leading and self.config.release_on_cancel:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(asyncio.to_thread(self._release))
-            self._set(False)
+
+    def _jittered(self) -> float:
+        return self.config.retry_period * (1 + self._rng.random() * JITTER)
 
     async def _connect(self) -> None:
         warned = False
@@ -198,51 +224,76 @@ class LeaderElection:
             else:
                 problem = "the cluster that holds it is not in the fleet (yet)"
             if client is not None:
-                self._api = CoordinationV1Api(client)
+                self._api = self._coordination(client)
                 return
             if not warned:
                 log.warning(
                     "%s: no client for %s: %s; retrying", self.identity, self._where(), problem
                 )
                 warned = True
-            await asyncio.sleep(self.config.retry_period * (1 + self._rng.random() * JITTER))
+            await asyncio.sleep(self._jittered())
 
-    async def _acquire(self) -> None:
-        while not await asyncio.to_thread(self._try_acquire_or_renew):
-            period = self.config.retry_period
-            await asyncio.sleep(period * (1 + self._rng.random() * JITTER))
+    async def _try(self) -> _Attempt:
+        attempt = await asyncio.to_thread(self._attempt, self._observed, self._observed_at)
+        self._take(attempt)
+        return attempt
+
+    async def _acquire(self) -> float:
+        """Try until the Lease is this candidate's; the time the winning try was sent."""
+        while True:
+            sent = self._monotonic()
+            if (await self._try()).held:
+                break
+            await asyncio.sleep(self._jittered())
         self.term += 1
         log.info("%s leads %s", self.identity, self._where())
         self._set(True)
+        return sent
 
-    async def _renew(self) -> None:
-        last = self._monotonic()
+    async def _renew(self, renewed_at: float) -> None:
+        """Renew every `retry_period`; step down at `renew_deadline` after the last renewal
+        that succeeded was sent, or as soon as another holds the Lease."""
+        config = self.config
         while True:
-            await asyncio.sleep(self.config.retry_period)
-            # A renewal still hanging at the deadline counts as failed: leading on past it
-            # could overlap with a successor's term.
-            remaining = self.config.renew_deadline - (self._monotonic() - last)
-            try:
-                renewed = await asyncio.wait_for(
-                    asyncio.to_thread(self._try_acquire_or_renew), max(remaining, 0.001)
+            deadline = renewed_at + config.renew_deadline
+            await asyncio.sleep(max(min(config.retry_period, deadline - self._monotonic()), 0))
+            sent = self._monotonic()
+            if sent >= deadline:
+                log.warning(
+                    "%s lost %s: not renewed within %.1f s",
+                    self.identity,
+                    self._where(),
+                    config.renew_deadline,
                 )
-            except TimeoutError:
-                renewed = False
-            if renewed:
-                last = self._monotonic()
+                break
+            try:
+                attempt = await asyncio.wait_for(self._try(), deadline - sent)
+            except TimeoutError:  # a renewal still hanging at the deadline has failed
+                continue
+            if attempt.held:
+                renewed_at = sent
                 continue
             holder = self._observed.holder if self._observed is not None else ""
             if holder and holder != self.identity:  # taken over: leading on is unsafe
                 log.warning("%s lost %s to %s", self.identity, self._where(), holder)
-            elif self._monotonic() - last >= self.config.renew_deadline:
-                deadline = self.config.renew_deadline
-                log.warning(
-                    "%s lost %s: not renewed for %.1f s", self.identity, self._where(), deadline
-                )
-            else:
-                continue
-            self._set(False)
-            return
+                break
+        self._set(False)
+
+    def _take(self, attempt: _Attempt) -> None:
+        """Apply what an attempt found, on the event loop (a thread that outlived its
+        deadline must not change the election's state under a later attempt)."""
+        if attempt.record is not None and attempt.record != self._observed:
+            self._observed, self._observed_at = attempt.record, attempt.read_at
+        if attempt.held:
+            self._lease = attempt.lease
+            if self._problem:
+                log.info("%s: %s can be renewed again", self.identity, self._where())
+            self._problem = ""
+        elif attempt.problem and attempt.problem != self._problem:
+            log.warning("%s: %s: %s", self.identity, self._where(), attempt.problem)
+            self._problem = attempt.problem
+        elif attempt.problem:
+            log.debug("%s: %s: %s", self.identity, self._where(), attempt.problem)
 
     def _set(self, leading: bool) -> None:
         if leading == self.is_leader:
@@ -259,19 +310,17 @@ class LeaderElection:
 
     # --- one attempt, in a thread (client-go's tryAcquireOrRenew) ---------------------------
 
-    def _try_acquire_or_renew(self) -> bool:
+    def _attempt(self, observed: LeaseRecord | None, observed_at: float) -> _Attempt:
         try:
-            return self._attempt()
+            return self._read_and_claim(observed, observed_at)
         except ApiException as exc:
-            if exc.status == 409:
-                log.debug("%s: %s was written by another candidate", self.identity, self._where())
-            else:
-                log.warning("%s: %s: %s", self.identity, self._where(), describe(exc))
+            if exc.status == 409:  # another candidate wrote first: not a problem to report
+                return _Attempt(False)
+            return _Attempt(False, problem=describe(exc))
         except Exception as exc:  # connection errors of urllib3 and others: retried
-            log.warning("%s: %s: %s", self.identity, self._where(), describe(exc))
-        return False
+            return _Attempt(False, problem=describe(exc))
 
-    def _attempt(self) -> bool:
+    def _read_and_claim(self, observed: LeaseRecord | None, observed_at: float) -> _Attempt:
         config, timeout = self.config, self.config.renew_deadline
         duration = int(config.lease_duration)
         now = self._wall_clock()
@@ -287,26 +336,21 @@ class LeaderElection:
                 metadata=V1ObjectMeta(name=config.name, namespace=config.namespace),
                 spec=record.spec(),
             )
-            self._lease = self._api.create_namespaced_lease(
+            created = self._api.create_namespaced_lease(
                 config.namespace, body, _request_timeout=timeout
             )
-            self._observe(record)
-            return True
+            return _Attempt(True, record, self._monotonic(), created)
+        read_at = self._monotonic()
         old = LeaseRecord.of(lease)
-        self._observe(old)
-        if old.holder != self.identity and still_held(old, self._observed_at, self._monotonic()):
-            return False
+        since = observed_at if old == observed else read_at
+        if old.holder != self.identity and still_held(old, since, read_at):
+            return _Attempt(False, old, read_at)
         record = claim(old, self.identity, duration, now)
         lease.spec = record.spec()  # same metadata: the update is at the version read
-        self._lease = self._api.replace_namespaced_lease(
+        written = self._api.replace_namespaced_lease(
             config.name, config.namespace, lease, _request_timeout=timeout
         )
-        self._observe(record)
-        return True
-
-    def _observe(self, record: LeaseRecord) -> None:
-        if record != self._observed:
-            self._observed, self._observed_at = record, self._monotonic()
+        return _Attempt(True, record, self._monotonic(), written)
 
     def _release(self) -> None:
         """Hand the Lease over (client-go's release): held by nobody, expiring in 1 s."""

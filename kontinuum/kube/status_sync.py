@@ -1,8 +1,9 @@
 """Keeps the objects' status in step with the mesh, while this replica leads.
 
 A round of writes runs when the mesh applied a new fleet (`changed()`), when this replica
-becomes leader, and, while some write fails (a cluster is unreachable, an object changed
-in between), again every `retry` seconds. Changes that arrive during a round are taken by
+becomes leader, when a failed write is due again (`StatusWriter.next_retry`), and every
+`resync` seconds, when the writer forgets what it wrote and reads every object again (a
+status someone else changed is repaired). Changes that arrive during a round are taken by
 the next one: the writer only ever writes the latest decisions.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from kontinuum.kube.status_writer import DesiredStatus, StatusWriter
@@ -26,30 +28,32 @@ class StatusSync:
         writer: StatusWriter,
         desired: Callable[[], Iterable[DesiredStatus]],
         leading: asyncio.Event,
-        retry: float = 5.0,
+        resync: float = 300.0,
     ) -> None:
         self._writer = writer
         self._desired = desired
         self._leading = leading
-        self._retry = retry
+        self._resync = resync
         self._changed = asyncio.Event()
-        self.rounds = 0
 
     def changed(self) -> None:
         """The decisions may have changed (a fleet was applied, leadership changed)."""
         self._changed.set()
 
     async def run(self) -> None:
+        resync_at = time.monotonic() + self._resync
         while True:
             await self._leading.wait()
             self._changed.clear()
+            if time.monotonic() >= resync_at:
+                self._writer.forget()
+                resync_at = time.monotonic() + self._resync
             try:
-                outcome = await self._writer.write(self._desired())
+                await self._writer.write(self._desired())
             except Exception:  # a bug must not stop status for good: logged, retried
                 log.exception("writing status failed")
-                failed = True
-            else:
-                failed = outcome.failed > 0
-            self.rounds += 1
+                self._changed.set()
+                await asyncio.sleep(1.0)
+            due = [resync_at, self._writer.next_retry() or resync_at]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._retry if failed else None)
+                await asyncio.wait_for(self._changed.wait(), max(min(due) - time.monotonic(), 0))

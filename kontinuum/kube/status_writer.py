@@ -18,14 +18,16 @@ This module only writes them, under these rules:
   touches the object's spec or metadata, carrying the `resourceVersion` that was read: an
   object changed in between is answered `409 Conflict` and written again on the next
   round, from its new version, instead of overwriting what another writer just wrote.
-- A failed write is not remembered, so the next round tries it again; an object that is
-  gone (`404`) is skipped.
+- A failed write is tried again with a backoff; an object that is gone (`404`) is
+  skipped. A refusal (`403`: kontinuum may not write it; `422`: invalid) is logged as an
+  error, once, and tried again with the same backoff, in case it is fixed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from kontinuum.kube.conditions import Render
 log = logging.getLogger("kontinuum.kube.status")
 
 REQUEST_TIMEOUT: Final = 10.0  # seconds, for each GET and PATCH
+DRAIN_TIMEOUT: Final = 5.0  # seconds a stopping leader waits for its writes in flight
 
 
 class Leadership(Protocol):
@@ -67,7 +70,8 @@ class ObjectRef:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name} in {self.api}"
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where} in {self.api}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +88,46 @@ ApiClients = Callable[[str], Awaitable[Any]]
 """The client of an API by name, or None when that API is not Kubernetes (a site of files
 or DNS); raises when the client cannot be made."""
 
+# Answers that will not change by asking again: permissions, validation, a wrong request.
+_REFUSALS: Final = {400: "", 403: " (see the RBAC in deploy/)", 405: "", 422: ""}
+
+
+class _Unreachable(Exception):  # noqa: N818 (an outcome: the API did not answer)
+    """The API could not be reached: its other objects are not tried this round."""
+
+
+@dataclass(slots=True)
+class _Backoff:
+    """A failed object: tried again at `at` (monotonic), or at once for a new decision."""
+
+    decision: Hashable
+    failures: int
+    at: float
+
 
 @dataclass(slots=True)
 class WriteRound:
     """What one `write()` did, by outcome: `written`, `unchanged` (already right in the
-    object), `failed`, `gone` (no such object), `skipped` (not leading, or no API)."""
+    object), `gone` (no such object), `skipped` (no Kubernetes API), `failed` (retried
+    with backoff), `refused` (the API server refuses the write: permissions, validation;
+    retried with backoff too, in case that is fixed)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def failed(self) -> int:
-        return self.outcomes["failed"]
+        return self.outcomes["failed"] + self.outcomes["refused"]
 
 
 class StatusWriter:
-    """Writes desired statuses into their objects (see the module doc)."""
+    """Writes desired statuses into their objects (see the module doc).
+
+    The objects of each API are written one after the other, the APIs side by side, so a
+    cluster that does not answer delays only its own objects, and only once per round: its
+    first failure to answer defers the rest to their next try. A failed object is tried
+    again after `backoff[0]` seconds, doubling up to `backoff[1]`, or at once when its
+    decision changes.
+    """
 
     def __init__(
         self,
@@ -106,14 +135,36 @@ class StatusWriter:
         leadership: Leadership,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = (5.0, 300.0),
     ) -> None:
         self._clients = clients
         self._leadership = leadership
         self._clock = clock
+        self._monotonic = monotonic
+        self._backoff = backoff
         self._written: dict[ObjectRef, Hashable] = {}
+        self._retries: dict[ObjectRef, _Backoff] = {}
         self._failing: set[ObjectRef] = set()  # failures already logged as warnings
+        self._inflight: set[asyncio.Future[str]] = set()
         self._term = -1
         self.totals: Counter[tuple[str, str]] = Counter()  # (kind, outcome), for metrics
+
+    def next_retry(self) -> float | None:
+        """When (monotonic) the earliest failed object is due again, if any."""
+        return min((r.at for r in self._retries.values()), default=None)
+
+    def forget(self) -> None:
+        """Read every object again on the next round (a resync: repairs a status someone
+        else changed, or an object deleted and created again in between)."""
+        self._written.clear()
+
+    async def drain(self) -> None:
+        """Wait for the requests in flight (their threads outlive a cancelled round), at
+        most `DRAIN_TIMEOUT`: one still hanging then is refused by the resourceVersion it
+        carries if a successor has written since."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=DRAIN_TIMEOUT)
 
     async def write(self, desired: Iterable[DesiredStatus]) -> WriteRound:
         """Write what changed since this term's last write, if leading."""
@@ -127,51 +178,100 @@ class StatusWriter:
         current = {item.ref: item for item in desired}
         for ref in set(self._written) - set(current):
             del self._written[ref]  # no longer decided; if it comes back, write it again
+        for ref in set(self._retries) - set(current):
+            del self._retries[ref]
+        now = self._monotonic()
+        due: dict[str, list[DesiredStatus]] = {}
         for ref, item in sorted(current.items(), key=lambda kv: str(kv[0])):
             if self._written.get(ref) == item.decision:
                 continue
-            if not self._leadership.is_leader:  # lost while writing: stop at once
-                break
-            outcome = await self._write_one(item)
-            round_.outcomes[outcome] += 1
-            self.totals[ref.kind, outcome] += 1
-            if outcome != "failed":
-                self._written[ref] = item.decision
+            retry = self._retries.get(ref)
+            if retry is not None and retry.decision == item.decision and retry.at > now:
+                continue
+            due.setdefault(ref.api, []).append(item)
+        await asyncio.gather(*(self._write_api(items, round_) for items in due.values()))
         return round_
+
+    async def _write_api(self, items: list[DesiredStatus], round_: WriteRound) -> None:
+        for index, item in enumerate(items):
+            if not self._leadership.is_leader:  # lost while writing: stop at once
+                return
+            try:
+                outcome = await self._write_one(item)
+            except _Unreachable:
+                for deferred in items[index:]:
+                    self._record(deferred, "failed", round_)
+                return
+            self._record(item, outcome, round_)
+
+    def _record(self, item: DesiredStatus, outcome: str, round_: WriteRound) -> None:
+        ref = item.ref
+        round_.outcomes[outcome] += 1
+        self.totals[ref.kind, outcome] += 1
+        if outcome in ("failed", "refused"):
+            before = self._retries.get(ref)
+            failures = before.failures + 1 if before and before.decision == item.decision else 1
+            delay = min(self._backoff[0] * 2 ** (failures - 1), self._backoff[1])
+            self._retries[ref] = _Backoff(item.decision, failures, self._monotonic() + delay)
+            return
+        self._retries.pop(ref, None)
+        self._written[ref] = item.decision
+        if ref in self._failing:
+            self._failing.discard(ref)
+            log.info("status of %s written again", ref)
 
     async def _write_one(self, item: DesiredStatus) -> str:
         ref = item.ref
         try:
             client = await self._clients(ref.api)
-        except Exception as exc:  # a kubeconfig that does not load: retried next round
+        except Exception as exc:  # a kubeconfig that does not load: retried with backoff
             self._warn(ref, f"no client: {exc}")
-            return "failed"
+            raise _Unreachable from exc
         if client is None:
             return "skipped"
-        api = CustomObjectsApi(client)
+        request = asyncio.ensure_future(
+            asyncio.to_thread(self._read_and_patch, CustomObjectsApi(client), item)
+        )
+        self._inflight.add(request)
+        request.add_done_callback(self._inflight.discard)
         try:
-            outcome = await asyncio.to_thread(self._read_and_patch, api, item)
+            return await asyncio.shield(request)  # cancelled, the request still completes
         except ApiException as exc:
-            if exc.status == 404:
-                log.debug("status of %s: the object is gone", ref)
-                return "gone"
+            if not exc.status:
+                self._warn(ref, describe(exc))
+                raise _Unreachable from exc
             if exc.status == 409:  # changed since it was read: written from its new version
                 log.debug("status of %s: %s; retrying", ref, describe(exc))
-            else:
-                self._warn(ref, describe(exc))
-        except Exception as exc:  # an unreachable cluster, a timeout: retried next round
+                return "failed"
+            if exc.status in _REFUSALS:
+                self._warn(ref, describe(exc) + _REFUSALS[exc.status], logging.ERROR)
+                return "refused"
             self._warn(ref, describe(exc))
-        else:
-            self._recovered(ref)
-            return outcome
-        return "failed"
+            return "failed"
+        except _Gone:
+            log.debug("status of %s: the object is gone", ref)
+            return "gone"
+        except Exception as exc:  # an unreachable cluster, a timeout
+            self._warn(ref, describe(exc))
+            raise _Unreachable from exc
 
     def _read_and_patch(self, api: Any, item: DesiredStatus) -> str:
         ref = item.ref
-        obj = api.get_namespaced_custom_object(
-            ref.group, ref.version, ref.namespace, ref.plural, ref.name,
-            _request_timeout=REQUEST_TIMEOUT,
-        )  # fmt: skip
+        try:
+            if ref.namespace:
+                obj = api.get_namespaced_custom_object(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+            else:  # cluster-scoped (a GatewayClass)
+                obj = api.get_cluster_custom_object(
+                    ref.group, ref.version, ref.plural, ref.name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _Gone from exc
+            raise
         if not isinstance(obj, Mapping):
             raise TypeError(f"the API server answered a {type(obj).__name__}, not an object")
         status = item.render(obj, self._clock())
@@ -182,23 +282,41 @@ class StatusWriter:
         metadata = obj.get("metadata")
         version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
         body = {"metadata": {"resourceVersion": version}, "status": status}
-        api.patch_namespaced_custom_object_status(
-            ref.group, ref.version, ref.namespace, ref.plural, ref.name, body,
-            _request_timeout=REQUEST_TIMEOUT,
-        )  # fmt: skip
+        try:
+            if ref.namespace:
+                api.patch_namespaced_custom_object_status(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, body,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+            else:
+                api.patch_cluster_custom_object_status(
+                    ref.group, ref.version, ref.plural, ref.name, body,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:  # read a moment ago: the status subresource is not served
+                raise ApiException(
+                    status=405,
+                    reason="the API serves no status subresource for it (is the CRD's "
+                    "status subresource enabled?)",
+                ) from exc
+            raise
         log.debug("status of %s written", ref)
         return "written"
 
-    def _warn(self, ref: ObjectRef, problem: str) -> None:
-        """Log a failed write: a warning the first time, then quietly until it succeeds."""
-        level = logging.DEBUG if ref in self._failing else logging.WARNING
-        log.log(level, "status of %s not written: %s; retrying", ref, problem)
+    def _warn(self, ref: ObjectRef, problem: str, level: int = logging.WARNING) -> None:
+        """Log a failed write at `level` the first time, then quietly until it succeeds."""
+        log.log(
+            logging.DEBUG if ref in self._failing else level,
+            "status of %s not written: %s; retrying",
+            ref,
+            problem,
+        )
         self._failing.add(ref)
 
-    def _recovered(self, ref: ObjectRef) -> None:
-        if ref in self._failing:
-            self._failing.discard(ref)
-            log.info("status of %s written again", ref)
+
+class _Gone(Exception):  # noqa: N818 (an outcome: the object is not there)
+    """The object to write the status of does not exist (any more)."""
 
 
 __all__ = [

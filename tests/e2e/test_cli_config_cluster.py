@@ -10,8 +10,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +36,24 @@ def _get(url: str) -> tuple[int, str]:
         return 0, str(error)
 
 
-@contextmanager
-def serving(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+@asynccontextmanager
+async def serving(args: list[str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`kontinuum serve ARGS` in a process of its own, stopped with SIGTERM at the end
+    (waited for on the event loop: the simulated clusters answer its last requests)."""
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [*KONTINUUM, "serve", *args], stdout=out, stderr=subprocess.STDOUT
+        process = await asyncio.create_subprocess_exec(
+            *KONTINUUM, "serve", *args, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         yield process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 def route() -> dict[str, Any]:
@@ -88,7 +95,7 @@ async def test_serve_reads_the_config_cluster_and_writes_status(tmp_path: Path) 
             "--xds-address", f"127.0.0.1:{free_port()}", "--admin-address", admin,
         ]  # fmt: skip
         log = tmp_path / "serve.log"
-        with serving(args, log) as process:
+        async with serving(args, log) as process:
 
             async def metrics() -> str:
                 status, body = await asyncio.to_thread(_get, f"http://{admin}/metrics")
@@ -96,13 +103,13 @@ async def test_serve_reads_the_config_cluster_and_writes_status(tmp_path: Path) 
 
             async def ready() -> bool:
                 status, _ = await asyncio.to_thread(_get, f"http://{admin}/readyz")
-                return status == 200 or process.poll() is not None
+                return status == 200 or process.returncode is not None
 
             for _ in range(300):  # at most about 30 s
                 if await ready():
                     break
                 await asyncio.sleep(0.1)
-            assert process.poll() is None, log.read_text()
+            assert process.returncode is None, log.read_text()
 
             lease = await eventually(lambda: hub.lease("kontinuum-test", "mesh"), 10, what="Lease")
             assert lease["spec"]["holderIdentity"]
@@ -129,6 +136,13 @@ async def test_serve_reads_the_config_cluster_and_writes_status(tmp_path: Path) 
             assert 'kontinuum_status_writes_total{kind="HTTPRoute",outcome="written"} 1.0' in text
             assert 'kontinuum_source_up{source="kubernetes-config:hub"} 1.0' in text
             assert 'kontinuum_source_up{source="kubernetes:eu"} 1.0' in text
+
+            # SIGTERM, as Kubernetes stops a pod: a clean exit that hands the Lease over.
+            process.terminate()
+            assert await asyncio.wait_for(process.wait(), 20) == 0, log.read_text()
+        released = hub.lease("kontinuum-test", "mesh")
+        assert released is not None
+        assert released["spec"]["holderIdentity"] == "", released
 
 
 def refused(*args: str) -> str:

@@ -10,28 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kontinuum.app import RunningFleet, StatusOptions, running_fleet
+from kontinuum.app import RunningFleet, running_fleet
 from kontinuum.bootstrap import proxy_metadata
-from kontinuum.control.model import KubernetesAccess
+from kontinuum.control.model import FleetConfig, KubernetesAccess
+from kontinuum.discovery.aggregate import SourceState
+from kontinuum.discovery.config_cluster import ConfigClusterSource
+from kontinuum.discovery.source import Health
 from kontinuum.kube import LeaseConfig
+from kontinuum.writeback import StatusOptions
 from kontinuum.xds import XdsServer
 from tests.e2e.backends import Backend, Reply, request
 from tests.e2e.conftest import StartEnvoy
 from tests.support.fleet import fast
-from tests.support.kube import endpoint_slice, service, service_export, write_kubeconfig
+from tests.support.kube import (
+    Follower,
+    endpoint_slice,
+    service,
+    service_export,
+    write_kubeconfig,
+)
 from tests.support.kube_writes import WritableKubeCluster
 from tests.support.net import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
-LEASE = LeaseConfig(lease_duration=1, renew_deadline=0.6, retry_period=0.2)
-STATUS = StatusOptions(LEASE, retry=0.2)
+LEASE = LeaseConfig(lease_duration=2, renew_deadline=1.2, retry_period=0.3, release_on_cancel=True)
+STATUS = StatusOptions(LEASE, backoff=(0.2, 1.0))
 
 
 def cluster_profile(name: str, kubeconfig: Path) -> dict[str, Any]:
@@ -71,9 +82,9 @@ def http_route(path: str, backend: str) -> dict[str, Any]:
     }
 
 
-def backed(name: str, backend: Backend) -> list[dict[str, Any]]:
-    """Service shop/`name` on port 80, its one endpoint the backend."""
-    slice_ = endpoint_slice(f"{name}-1", name, ["127.0.0.1"], port=backend.port)
+def endpointed(name: str, port: int) -> list[dict[str, Any]]:
+    """Service shop/`name` on port 80, one endpoint 127.0.0.1:`port`."""
+    slice_ = endpoint_slice(f"{name}-1", name, ["127.0.0.1"], port=port)
     slice_["ports"][0]["name"] = "http"
     return [service(name, port=80), slice_]
 
@@ -128,8 +139,8 @@ async def test_routes_from_the_config_cluster_steer_real_traffic(
     ):
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub, eu])
         eu.put(
-            service("front", port=80), *backed("web", web), *backed("web-v2", v2),
-            *backed("web-v3", v3),
+            service("front", port=80), *endpointed("web", web.port),
+            *endpointed("web-v2", v2.port), *endpointed("web-v3", v3.port),
         )  # fmt: skip
         hub.put(cluster_profile("eu", kubeconfig), http_route("/v2", "web-v2"))
         async with replica(hub, kubeconfig) as fleet:
@@ -276,7 +287,7 @@ async def test_one_of_two_replicas_writes_export_conflicts_and_the_other_takes_o
             assert not any(outcome == "written" for _, outcome in follower_status.writer.totals)
             patches = len(us.status_patches)
 
-            # The leader stops; the other takes over once the Lease expires (1 s).
+            # The leader stops and hands the Lease over: the other takes it at its next try.
             stack, _ = running.pop(first)
             await stack.aclose()
             assert await eventually(leader, 5, what="the other replica leads") == follower
@@ -286,8 +297,165 @@ async def test_one_of_two_replicas_writes_export_conflicts_and_the_other_takes_o
                 what="the new leader writes the resolution",
             )
             assert len(us.status_patches) > patches
-            written = follower_status.writer.totals["ServiceExport", "written"]
-            assert written >= 1
+            await eventually(  # counted once its answer is read, a moment after the write
+                lambda: follower_status.writer.totals["ServiceExport", "written"] >= 1,
+                what="the new leader counts its write",
+            )
+
+            # Every status write, in every cluster, came from the Lease's holder of the
+            # moment: requests name their replica in the User-Agent.
+            def holder_at(moment: float) -> str:
+                before = [holder for when, holder in hub.lease_holders if when <= moment]
+                return before[-1] if before else ""
+
+            writers = set()
+            for cluster in (eu, us):
+                for when, agent in cluster.status_writers:
+                    identity = agent.rpartition("(")[2].rstrip(")")
+                    assert identity == holder_at(when), (cluster.name, agent, hub.lease_holders)
+                    writers.add(identity)
+            assert len(writers) == 2  # the first leader, then the second
         finally:
             for stack, _ in running.values():
                 await stack.aclose()
+
+
+async def test_a_lost_cluster_keeps_its_endpoints_for_its_stale_after(tmp_path: Path) -> None:
+    """`kontinuum.io/stale-after: 1s`: once eu's API is gone, its endpoints stay (stale) for
+    a second, then go; its Service stays; back, it is fresh again."""
+    async with WritableKubeCluster("hub") as hub, WritableKubeCluster("eu") as eu:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub, eu])
+        profile = cluster_profile("eu", kubeconfig)
+        profile["metadata"]["annotations"]["kontinuum.io/stale-after"] = "1s"
+        hub.put(profile)
+        eu.put(*endpointed("web", 8081), service_export("web"))
+        async with replica(hub, kubeconfig) as fleet:
+
+            def endpoints() -> list[int] | None:
+                services = [s for s in fleet.mesh.plane.services if s.name == "web"]
+                if not services:
+                    return None
+                return [e.port for p in services[0].ports for e in p.endpoints]
+
+            def source() -> SourceState:
+                (state,) = [
+                    s for s in fleet.aggregator.source_states() if s.name == "kubernetes:eu"
+                ]
+                return state
+
+            assert await eventually(lambda: endpoints() == [8081], what="eu's endpoint")
+            await eu.stop()
+            lost = time.monotonic()
+            await eventually(lambda: source().stale, what="eu is stale")
+            assert endpoints() == [8081]  # kept while stale
+            await eventually(lambda: endpoints() == [], 5, what="eu's endpoints dropped")
+            assert time.monotonic() - lost >= 0.9
+            assert source().stale  # its Service stays, marked stale
+            await eu.start()
+            await eventually(lambda: endpoints() == [8081], 10, what="eu back")
+            assert not source().stale
+
+
+async def test_a_kind_kontinuum_may_not_list_degrades_but_does_not_block(tmp_path: Path) -> None:
+    """RBAC without LocalityPolicies: the config cluster's routes are read all the same,
+    and its source says what it may not read."""
+    async with WritableKubeCluster("hub", forbidden_apis=frozenset({"LocalityPolicy"})) as hub:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub])
+        hub.put(cluster_profile("eu", kubeconfig), http_route("/v2", "web-v2"))
+        access = KubernetesAccess(kubeconfig=str(kubeconfig), context="hub")
+        source = ConfigClusterSource(access, backoff=(0.05, 0.2), debounce=0.05)
+        async with Follower(source) as follower:
+            config = await eventually(
+                lambda: next((u for u in follower.updates if isinstance(u, FleetConfig)), None),
+                what="the config cluster's objects",
+            )
+            assert [r.name for r in config.routing.routes] == ["front"]
+            status = source.status()
+            assert status.health is Health.DEGRADED
+            assert "kontinuum may not list policy.kontinuum.io/v1alpha1 localitypolicies" in (
+                status.detail
+            )
+            assert "403 Forbidden" in status.detail
+
+
+def gateway_class(name: str, controller: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": controller},
+    }
+
+
+def ingress(name: str, gateway_class: str, cluster: str | None) -> dict[str, Any]:
+    labels = {"kontinuum.io/cluster": cluster} if cluster else {}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "shop", "labels": labels},
+        "spec": {
+            "gatewayClassName": gateway_class,
+            "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}],
+        },
+    }
+
+
+async def test_other_controllers_objects_are_left_alone(tmp_path: Path) -> None:
+    """A shared config cluster: another controller's GatewayClass, Gateway and routes get
+    no status from kontinuum; kontinuum's get theirs, and a route that never was valid
+    says why on the parents it names."""
+    istio_status = {
+        "parents": [
+            {
+                "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "x"},
+                "controllerName": "istio.io/gateway-controller",
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}],
+            }
+        ]
+    }
+    async with WritableKubeCluster("hub") as hub:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub])
+        theirs_route = http_route("/", "web")
+        theirs_route["metadata"]["name"] = "theirs"
+        theirs_route["spec"]["parentRefs"] = [{"name": "x"}]  # istio's Gateway
+        theirs_route["status"] = istio_status
+        never_valid = http_route("no-slash", "web")
+        never_valid["metadata"]["name"] = "broken"
+        hub.put(
+            {**cluster_profile("eu", kubeconfig), "metadata": {"name": "eu", "namespace": "f"}},
+            gateway_class("kontinuum", "kontinuum.io/gateway-controller"),
+            gateway_class("istio", "istio.io/gateway-controller"),
+            ingress("ours", "kontinuum", "eu"),
+            ingress("x", "istio", None),  # no kontinuum.io/cluster label: not kontinuum's
+            theirs_route,
+            never_valid,
+        )
+        async with replica(hub, kubeconfig) as fleet:
+            assert fleet.config is not None
+
+            def condition(kind: str, name: str, namespace: str = "shop") -> Any:
+                found = hub.object(kind, namespace, name) or {}
+                return found.get("status", {}).get("conditions", [{}])[0].get("reason")
+
+            await eventually(lambda: condition("GatewayClass", "kontinuum", "") == "Accepted")
+            await eventually(lambda: condition("Gateway", "ours") is not None, what="ours")
+            broken = await eventually(
+                lambda: (hub.object("HTTPRoute", "shop", "broken") or {}).get("status"),
+                what="the never-valid route's status",
+            )
+            (parent,) = broken["parents"]
+            assert parent["parentRef"]["name"] == "front"
+            (refused,) = parent["conditions"]
+            assert (refused["status"], refused["reason"]) == ("False", "UnsupportedValue")
+            assert refused["message"].endswith("it is not served")
+
+            await asyncio.sleep(0.5)  # time for any wrong write to land
+            written = {(kind, name) for kind, _, name, _ in hub.status_patches}
+            assert ("GatewayClass", "istio") not in written
+            assert ("Gateway", "x") not in written
+            assert ("HTTPRoute", "theirs") not in written
+            theirs = hub.object("HTTPRoute", "shop", "theirs")
+            assert theirs is not None
+            assert theirs["status"] == istio_status
+            assert fleet.config.status().health is Health.DEGRADED  # only for "broken"
+            assert [e.name for e in fleet.config.status().errors] == ["broken"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -264,8 +265,19 @@ def clients_of(tmp_path: Path, *clusters: WritableKubeCluster) -> KubeClients:
     return clients
 
 
-def exports(plane: ServicePlane) -> list[DesiredStatus]:
-    return export_statuses(plane.exports, {"eu", "us"})
+def exports(plane: ServicePlane, name: str = "web") -> list[DesiredStatus]:
+    found = export_statuses(plane.exports, {"eu", "us"})
+    return [replace(d, ref=replace(d.ref, name=name)) for d in found]
+
+
+class Ticks:
+    """A monotonic clock that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_the_leader_writes_export_conditions_once(tmp_path: Path) -> None:
@@ -341,7 +353,8 @@ async def test_an_object_changed_between_read_and_write_is_written_again(tmp_pat
             proceed.wait(5)
             return render(obj, now)
 
-        writer = StatusWriter(clients, Leading())
+        ticks = Ticks()
+        writer = StatusWriter(clients, Leading(), monotonic=ticks)
         pending = asyncio.create_task(writer.write([replace(desired, render=slow)]))
         await eventually(entered.is_set, what="the writer read the export")
         labelled = service_export("web")
@@ -350,6 +363,9 @@ async def test_an_object_changed_between_read_and_write_is_written_again(tmp_pat
         proceed.set()
         assert (await pending).outcomes == {"failed": 1}
         assert "Conflict" not in conditions(eu)
+        assert writer.next_retry() == 5.0
+        assert (await writer.write([desired])).outcomes == {}  # backing off
+        ticks.now = 5.0
         assert (await writer.write([desired])).outcomes == {"written": 1}
         assert conditions(eu)["Conflict"]["status"] == "True"
         export = eu.object("ServiceExport", "shop", "web")
@@ -358,17 +374,82 @@ async def test_an_object_changed_between_read_and_write_is_written_again(tmp_pat
         clients.close()
 
 
-async def test_an_unreachable_cluster_is_retried_and_a_missing_object_skipped(
-    tmp_path: Path,
+async def test_an_unreachable_cluster_delays_only_its_own_objects(tmp_path: Path) -> None:
+    """eu does not answer: its first object fails, its second is not even tried this round,
+    us is written meanwhile; eu's are tried again after the backoff, and written."""
+    async with two_clusters(tmp_path) as (eu, us):
+        eu.put(service("api"), service_export("api"))
+        us.put(service("api"), service_export("api"))
+        us.remove("ServiceExport", "shop", "web")  # gone since the plane was built
+        clients = clients_of(tmp_path, eu, us)
+        ticks = Ticks()
+        writer = StatusWriter(clients, Leading(), monotonic=ticks)
+        desired = [*exports(plane_of(81)), *exports(plane_of(81), "api")]
+        await eu.stop()
+        outcome = await writer.write(desired)
+        assert outcome.outcomes == {"failed": 2, "gone": 1, "written": 1}
+        assert us.reads["ServiceExport"] == 2
+        await eu.start()
+        assert (await writer.write(desired)).outcomes == {}  # not due yet
+        ticks.now = 5.0
+        assert (await writer.write(desired)).outcomes == {"written": 2}
+        assert eu.reads["ServiceExport"] == 2
+        assert conditions(eu)["Conflict"]["status"] == "True"
+        clients.close()
+
+
+async def test_a_refused_write_backs_off_and_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """403 (RBAC without `serviceexports/status` patch) is an error in the log, once; it is
+    tried again after 5 s, 10 s, ... in case the RBAC is fixed, and then written."""
+    async with two_clusters(tmp_path) as (eu, us):
+        clients = clients_of(tmp_path, eu, us)
+        ticks = Ticks()
+        writer = StatusWriter(clients, Leading(), monotonic=ticks)
+        (desired,) = [d for d in exports(plane_of(81)) if d.ref.api == "eu"]
+        eu.refuse_status = 403
+        with caplog.at_level(logging.DEBUG, logger="kontinuum.kube.status"):
+            assert (await writer.write([desired])).outcomes == {"refused": 1}
+            ticks.now = 5.0
+            assert (await writer.write([desired])).outcomes == {"refused": 1}
+            assert writer.next_retry() == 15.0  # 5 s, then 10 s
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1, errors
+        assert "403 Forbidden" in errors[0].getMessage()
+        assert "RBAC in deploy/" in errors[0].getMessage()
+        eu.refuse_status = None
+        ticks.now = 15.0
+        assert (await writer.write([desired])).outcomes == {"written": 1}
+        assert writer.totals["ServiceExport", "refused"] == 2
+        clients.close()
+
+
+async def test_a_resource_without_a_status_subresource_is_reported(tmp_path: Path) -> None:
     async with two_clusters(tmp_path) as (eu, us):
         clients = clients_of(tmp_path, eu, us)
         writer = StatusWriter(clients, Leading())
-        us.remove("ServiceExport", "shop", "web")  # gone since the plane was built
-        await eu.stop()
-        assert (await writer.write(exports(plane_of(81)))).outcomes == {"failed": 1, "gone": 1}
-        await eu.start()
-        assert (await writer.write(exports(plane_of(81)))).outcomes == {"written": 1}
+        (desired,) = [d for d in exports(plane_of(81)) if d.ref.api == "eu"]
+        eu.refuse_status = 404  # the object is there, its status/ is not
+        assert (await writer.write([desired])).outcomes == {"refused": 1}
+        clients.close()
+
+
+async def test_a_resync_repairs_a_status_someone_else_changed(tmp_path: Path) -> None:
+    async with two_clusters(tmp_path) as (eu, us):
+        clients = clients_of(tmp_path, eu, us)
+        writer = StatusWriter(clients, Leading())
+        assert (await writer.write(exports(plane_of(81)))).outcomes == {"written": 2}
+        cleared = eu.object("ServiceExport", "shop", "web")
+        assert cleared is not None
+        del cleared["status"]
+        eu.put(cleared)
+        assert (await writer.write(exports(plane_of(81)))).outcomes == {}  # remembered
+        writer.forget()
+        assert (await writer.write(exports(plane_of(81)))).outcomes == {
+            "written": 1,
+            "unchanged": 1,
+        }
         assert conditions(eu)["Conflict"]["status"] == "True"
         clients.close()
 

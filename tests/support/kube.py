@@ -58,6 +58,7 @@ class Resource:
     version: str
     plural: str
     builtin: bool
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -78,6 +79,7 @@ RESOURCES: Final = {
         Resource("GRPCRoute", _GATEWAY, "v1", "grpcroutes", False),
         Resource("Gateway", _GATEWAY, "v1", "gateways", False),
         Resource("LocalityPolicy", "policy.kontinuum.io", "v1alpha1", "localitypolicies", False),
+        Resource("GatewayClass", _GATEWAY, "v1", "gatewayclasses", False, namespaced=False),
     )
 }
 GoneAs = Literal["event", "status"]
@@ -99,6 +101,7 @@ class KubeCluster:
     bookmark_interval: float = 0.0  # 0: no bookmarks even when asked
     exports_api: bool = True  # False: the ServiceExport CRD is not installed (404)
     missing_apis: frozenset[str] = frozenset()  # kinds whose CRD is not installed (404)
+    forbidden_apis: frozenset[str] = frozenset()  # kinds the client may not list (403)
     port: int = 0  # 0: a free one at the first start, kept across restarts
     lists: Counter[str] = field(default_factory=Counter)  # list requests per kind
     watches: Counter[str] = field(default_factory=Counter)  # watch requests per kind
@@ -163,8 +166,9 @@ class KubeCluster:
             resource = RESOURCES[body["kind"]]
             body["apiVersion"] = resource.api_version
             metadata = body.setdefault("metadata", {})
-            metadata.setdefault("namespace", "default")
-            key = (resource.kind, metadata["namespace"], metadata["name"])
+            if resource.namespaced:
+                metadata.setdefault("namespace", "default")
+            key = (resource.kind, metadata.get("namespace", ""), metadata["name"])
             old = self._objects.get(key)
             if old is None:
                 metadata.setdefault("uid", f"{self.name}-{self._version}")
@@ -236,6 +240,12 @@ class KubeCluster:
         def respond(request: kmock.Request) -> object:
             if not self.serves(resource.kind):
                 raise kmock.KubernetesResourceNotFoundError()
+            if resource.kind in self.forbidden_apis:
+                message = (
+                    f'{resource.plural}.{resource.group} is forbidden: User "tester" cannot '
+                    f'list resource "{resource.plural}" at the cluster scope'
+                )
+                raise kmock.KubernetesError(status=403, reason="Forbidden", message=message)
             if request.method != kmock.method.GET or request.name is not None:
                 raise kmock.KubernetesEndpointNotFoundError()
             if request.params.get("watch", "").lower() in ("true", "1"):
@@ -248,7 +258,7 @@ class KubeCluster:
         self.lists[resource.kind] += 1
         items = []
         for obj in self.objects(resource.kind):
-            if request.namespace in (None, obj["metadata"]["namespace"]):
+            if request.namespace in (None, obj["metadata"].get("namespace", "")):
                 if resource.builtin:
                     del obj["apiVersion"], obj["kind"]
                 items.append(obj)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,11 @@ class WritableKubeCluster(KubeCluster):
     # (kind, namespace, name, patch) of every status PATCH, answered or refused
     status_patches: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
     reads: Counter[str] = field(default_factory=Counter)  # GETs of one object, by kind
+    refuse_status: int | None = None  # answer every status PATCH with this code (403, 404)
+    # (monotonic time, User-Agent) of every status PATCH, and (time, holder) of every
+    # Lease written: who wrote status, and who held a Lease then
+    status_writers: list[tuple[float, str]] = field(default_factory=list)
+    lease_holders: list[tuple[float, str]] = field(default_factory=list)
 
     async def __aenter__(self) -> WritableKubeCluster:
         await self.start()
@@ -142,6 +148,8 @@ class WritableKubeCluster(KubeCluster):
             )
         obj["metadata"] = metadata
         self.leases[namespace, name] = obj
+        holder = (obj.get("spec") or {}).get("holderIdentity") or ""
+        self.lease_holders.append((time.monotonic(), holder))
         return copy.deepcopy(obj)
 
     # --- one object, and its status ----------------------------------------------------------
@@ -175,8 +183,15 @@ class WritableKubeCluster(KubeCluster):
             self.status_patches.append(
                 (resource.kind, namespace, request.name, copy.deepcopy(patch))
             )
+            self.status_writers.append((time.monotonic(), request.headers.get("User-Agent", "")))
             current = self.object(resource.kind, namespace, request.name)
-            if current is None:
+            if self.refuse_status == 403:
+                message = (
+                    f'{resource.plural}.{resource.group} "{request.name}" is forbidden: User '
+                    f'"tester" cannot patch resource "{resource.plural}/status"'
+                )
+                raise _error(403, "Forbidden", message)
+            if current is None or self.refuse_status == 404:
                 message = f'{resource.plural}.{resource.group} "{request.name}" not found'
                 raise _error(404, "NotFound", message)
             wanted = (patch.get("metadata") or {}).get("resourceVersion")
@@ -198,7 +213,7 @@ class WritableKubeCluster(KubeCluster):
             (
                 o
                 for o in self.objects(kind)
-                if (o["metadata"]["namespace"], o["metadata"]["name"]) == (namespace, name)
+                if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) == (namespace, name)
             ),
             None,
         )

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kontinuum.control.model import FleetConfig, KubernetesAccess
-from kontinuum.control.routing import Rejection
+from kontinuum.control.routing import ParentRef, Rejection
 from kontinuum.discovery.config_cluster import (
     CONFIG_KINDS,
     ConfigClusterSource,
@@ -89,6 +89,7 @@ def test_the_kinds_are_the_fleet_wide_ones_and_each_is_optional() -> None:
         ("gateway.networking.k8s.io/v1", "grpcroutes"),
         ("gateway.networking.k8s.io/v1", "gateways"),
         ("policy.kontinuum.io/v1alpha1", "localitypolicies"),
+        ("gateway.networking.k8s.io/v1", "gatewayclasses"),
     ]
     assert all(k.optional for k in CONFIG_KINDS)
 
@@ -116,8 +117,9 @@ def test_an_invalid_new_version_keeps_the_last_good_one_in_force() -> None:
     good = config(view).routing.routes
     view.apply(Changed(kind("HTTPRoute"), "MODIFIED", broken()), 1.0, 1001.0)
     assert config(view).routing.routes == good
+    hello = ParentRef("Service", "demo", "hello", group="")
     assert config(view).routing.rejections == (
-        Rejection("HTTPRoute", "demo", "web", 2, (PROBLEM,)),
+        Rejection("HTTPRoute", "demo", "web", 2, (PROBLEM,), parents=(hello,)),
     )
     status = view.status(1.0)
     assert status.health is Health.DEGRADED
@@ -136,7 +138,9 @@ def test_an_invalid_new_version_keeps_the_last_good_one_in_force() -> None:
 def test_an_object_never_valid_is_left_out() -> None:
     view = listed(HTTPRoute=[broken()])
     assert config(view).routing.routes == ()
-    assert config(view).routing.rejections == ()
+    (rejection,) = config(view).routing.rejections  # for its status to say why
+    assert (rejection.kept, rejection.generation) == (False, 2)
+    assert rejection.parents == (ParentRef("Service", "demo", "hello", group=""),)
     assert view.status(0.0).detail == "1 error(s) in fleet-wide objects"
 
 
@@ -148,6 +152,21 @@ def test_a_deleted_object_is_gone_with_its_last_good_version() -> None:
     # created again, invalid: there is no last good version any more
     view.apply(Changed(kind("HTTPRoute"), "ADDED", broken(5)), 2.0, 1002.0)
     assert config(view).routing.routes == ()
+
+
+def test_an_object_created_again_does_not_inherit_the_old_ones_last_good_version() -> None:
+    """Deleted and created again (a new uid) within one debounce: the view sees only the
+    new, invalid object, which must not be served as the old one."""
+    old = body(ROUTE)
+    old["metadata"]["uid"] = "first"
+    view = listed(HTTPRoute=[old])
+    assert len(config(view).routing.routes) == 1
+    again = broken(1)
+    again["metadata"]["uid"] = "second"
+    view.apply(Changed(kind("HTTPRoute"), "MODIFIED", again), 1.0, 1001.0)
+    assert config(view).routing.routes == ()
+    (rejection,) = config(view).routing.rejections
+    assert not rejection.kept
 
 
 def test_out_of_sync_the_last_objects_stay_in_force() -> None:
@@ -197,3 +216,71 @@ def test_documents_keep_what_the_api_sent() -> None:
     (doc,) = [d for d in view.documents() if d.body.get("kind") == "HTTPRoute"]
     assert doc.file == NAME
     assert doc.body == route
+
+
+# --- what is kontinuum's in a shared cluster ------------------------------------------------
+
+GATEWAY_CLASS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kontinuum}
+spec: {controllerName: kontinuum.io/gateway-controller}
+"""
+
+FOREIGN_CLASS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: istio}
+spec: {controllerName: istio.io/gateway-controller}
+"""
+
+
+def gateway(name: str, gateway_class: str, labelled: bool = True) -> dict[str, Any]:
+    found = body(f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: demo}}
+spec:
+  gatewayClassName: {gateway_class}
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+""")
+    if labelled:
+        found["metadata"]["labels"] = {"kontinuum.io/cluster": "eu"}
+    return found
+
+
+def attached(name: str, *gateways: str, service: str | None = None) -> dict[str, Any]:
+    route = body(ROUTE)
+    route["metadata"]["name"] = name
+    refs: list[dict[str, Any]] = [{"name": g} for g in gateways]
+    if service:
+        refs.append({"group": "", "kind": "Service", "name": service})
+    route["spec"]["parentRefs"] = refs
+    return route
+
+
+def test_only_gateways_of_kontinuums_classes_are_read() -> None:
+    view = listed(
+        ClusterProfile=[body(PROFILE)],
+        GatewayClass=[body(GATEWAY_CLASS), body(FOREIGN_CLASS)],
+        Gateway=[gateway("ours", "kontinuum"), gateway("theirs", "istio", labelled=False)],
+    )
+    fleet = config(view)
+    assert [g.name for g in fleet.routing.gateways] == ["ours"]
+    assert fleet.routing.gateway_classes == ("kontinuum",)
+    assert view.status(0.0).health is Health.HEALTHY  # the other Gateway is not an error
+
+
+def test_routes_keep_only_parents_of_kontinuum() -> None:
+    view = listed(
+        GatewayClass=[body(GATEWAY_CLASS), body(FOREIGN_CLASS)],
+        Gateway=[gateway("ours", "kontinuum"), gateway("theirs", "istio", labelled=False)],
+        HTTPRoute=[
+            attached("both", "ours", "theirs"),
+            attached("foreign", "theirs"),
+            attached("mesh", "theirs", service="hello"),
+        ],
+    )
+    routes = {r.name: [(p.kind, p.name) for p in r.parents] for r in config(view).routing.routes}
+    assert routes == {"both": [("Gateway", "ours")], "mesh": [("Service", "hello")]}
+    assert view.status(0.0).health is Health.HEALTHY

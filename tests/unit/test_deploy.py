@@ -3,15 +3,23 @@ endpoint, and a fleet ConfigMap that kontinuum itself accepts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kontinuum.control.fleet import parse_fleet_objects
+from kontinuum.control.gateway_binding import GatewayStatus, PolicyStatus
 from kontinuum.control.model import KubernetesAccess
 from kontinuum.control.objects import Document
+from kontinuum.control.plane import Condition, ExportStatus
+from kontinuum.control.route_binding import RouteBinding, RouteStatus
+from kontinuum.control.routing import EAST_WEST_CLASS, GATEWAY_CONTROLLER
 from kontinuum.discovery.config_cluster import CONFIG_KINDS
+from kontinuum.discovery.kube_view import KINDS, WatchedKind
+from kontinuum.kube import DesiredStatus, LeaseConfig
+from kontinuum.kube.desired import export_statuses, routing_statuses
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -42,12 +50,37 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 
 READ = {"get", "list", "watch"}
+ACCEPTED = Condition("Accepted", "True", "Accepted")
+
+
+def reads(kinds: Iterable[WatchedKind]) -> dict[tuple[str, str], set[str]]:
+    return {(k.group, k.plural): set(READ) for k in kinds}
+
+
+def status_writes(desired: Iterable[DesiredStatus]) -> dict[tuple[str, str], set[str]]:
+    """What writing these statuses needs: GET of the object (the writer reads it first,
+    which `get` on the resource grants) and PATCH of its status subresource."""
+    return {(d.ref.group, f"{d.ref.plural}/status"): {"patch"} for d in desired}
+
+
+# What the code watches and writes, derived from it: RBAC that drifts from it fails here.
 DISCOVERY = {
-    ("", "services"): READ,
-    ("discovery.k8s.io", "endpointslices"): READ,
-    ("multicluster.x-k8s.io", "serviceexports"): READ,
-    ("multicluster.x-k8s.io", "serviceexports/status"): {"patch"},
+    **reads(KINDS),
+    **status_writes(export_statuses([ExportStatus("eu", "a", "b", (ACCEPTED,))], {"eu"})),
 }
+EVERY_ROUTING_STATUS = routing_statuses(
+    RouteBinding(
+        statuses=(
+            RouteStatus("HTTPRoute", "a", "r", "hub", 1, ()),
+            RouteStatus("GRPCRoute", "a", "g", "hub", 1, ()),
+        ),
+        gateway_statuses=(GatewayStatus("a", "gw", "hub", 1, (), ()),),
+        policy_statuses=(PolicyStatus("a", "p", "hub", ("Service", "s"), ()),),
+    ),
+    "hub",
+    gateway_classes=["kontinuum"],
+)
+CONFIG = {**reads(CONFIG_KINDS), **status_writes(EVERY_ROUTING_STATUS)}
 
 
 def test_rbac_reads_what_discovery_watches_and_writes_only_status() -> None:
@@ -58,24 +91,28 @@ def test_rbac_reads_what_discovery_watches_and_writes_only_status() -> None:
 
 
 def test_rbac_of_the_config_cluster_and_the_lease() -> None:
-    docs = documents("kontinuum.yaml")
-    (config,) = [
-        r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "kontinuum-config"
-    ]
-    gateway = "gateway.networking.k8s.io"
-    assert granted(config) == {
-        ("multicluster.x-k8s.io", "clusterprofiles"): READ,
-        **{(gateway, r): READ for r in ("referencegrants", "httproutes", "grpcroutes", "gateways")},
-        **{(gateway, f"{r}/status"): {"patch"} for r in ("httproutes", "grpcroutes", "gateways")},
-        ("policy.kontinuum.io", "localitypolicies"): READ,
-        ("policy.kontinuum.io", "localitypolicies/status"): {"patch"},
-    }
-    (lease,) = by_kind(docs, "Role")  # namespaced: only the Leases of kontinuum's namespace
-    assert lease["metadata"]["namespace"] == "kontinuum-system"
-    assert granted(lease) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
-    bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
-    bound |= {b["roleRef"]["name"] for b in by_kind(docs, "RoleBinding")}
-    assert bound == {"kontinuum-discovery", "kontinuum-config", "kontinuum-leader-election"}
+    lease_config = LeaseConfig()
+    for name in ("kontinuum.yaml", "config-cluster.yaml"):
+        docs = documents(name)
+        (config,) = [
+            r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "kontinuum-config"
+        ]
+        assert granted(config) == CONFIG, name
+        (lease,) = by_kind(docs, "Role")  # namespaced: only the Leases of kontinuum's namespace
+        assert lease["metadata"]["namespace"] == lease_config.namespace
+        create, by_name = lease["rules"]
+        assert (create["resources"], create["verbs"]) == (["leases"], ["create"])
+        assert by_name["resourceNames"] == [lease_config.name]  # read and renew this one only
+        assert sorted(by_name["verbs"]) == ["get", "update"]
+        bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
+        bound |= {b["roleRef"]["name"] for b in by_kind(docs, "RoleBinding")}
+        assert {"kontinuum-config", "kontinuum-leader-election"} <= bound, name
+
+
+def test_the_gateway_classes_are_kontinuums() -> None:
+    classes = documents("gatewayclasses.yaml")
+    assert {c["metadata"]["name"] for c in classes} == {"kontinuum", EAST_WEST_CLASS}
+    assert {c["spec"]["controllerName"] for c in classes} == {GATEWAY_CONTROLLER}
 
 
 def test_the_locality_policy_crd_matches_what_kontinuum_reads() -> None:
@@ -84,8 +121,9 @@ def test_the_locality_policy_crd_matches_what_kontinuum_reads() -> None:
     assert crd["metadata"]["name"] == f"{spec['names']['plural']}.{spec['group']}"
     (version,) = spec["versions"]
     api_version = f"{spec['group']}/{version['name']}"
-    assert (api_version, spec["names"]["kind"]) == (CONFIG_KINDS[-1].api_version, "LocalityPolicy")
-    assert spec["names"]["plural"] == CONFIG_KINDS[-1].plural
+    (read,) = [k for k in CONFIG_KINDS if k.kind == "LocalityPolicy"]
+    assert (api_version, spec["names"]["kind"]) == (read.api_version, "LocalityPolicy")
+    assert spec["names"]["plural"] == read.plural
     assert version["subresources"] == {"status": {}}  # kontinuum patches status/ only
     assert spec["scope"] == "Namespaced"
 

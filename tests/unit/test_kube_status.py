@@ -3,11 +3,15 @@ from decisions, and which objects get which status."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from kubernetes.client import V1Lease  # type: ignore[import-untyped]
+from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
 from kontinuum.control.gateway_binding import GatewayStatus, ListenerStatus, PolicyStatus
 from kontinuum.control.plane import Condition, ExportStatus
@@ -23,7 +27,14 @@ from kontinuum.kube.conditions import (
     route_status,
 )
 from kontinuum.kube.desired import export_statuses, routing_statuses
-from kontinuum.kube.lease import LeaseConfig, LeaseRecord, claim, default_identity, still_held
+from kontinuum.kube.lease import (
+    LeaderElection,
+    LeaseConfig,
+    LeaseRecord,
+    claim,
+    default_identity,
+    still_held,
+)
 
 T0 = datetime(2026, 1, 5, 9, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=3)
@@ -282,4 +293,142 @@ def test_a_rejected_route_says_so_on_every_parent() -> None:
         "spec.rules[0].matches[0].path.value: must start with '/'; its last accepted version "
         "(generation 2) stays in force"
     )
-    assert {c["observedGeneration"] for c in rendered} == {3}
+    # Accepted is about the newest version; ResolvedRefs about the version in force
+    assert [c["observedGeneration"] for c in rendered] == [3, 2]
+
+
+# --- stepping down in time --------------------------------------------------------------
+
+
+class FlakyLeases:
+    """A Lease API that renews `good` times, then fails at once (`mode="fail"`) or hangs
+    until released (`mode="hang"`); it records when each successful renewal was sent."""
+
+    def __init__(self, good: int, mode: str) -> None:
+        self.good, self.mode = good, mode
+        self.sent: list[float] = []
+        self.release = threading.Event()
+        self._lease: V1Lease | None = None
+        self._version = 0
+
+    def _store(self, lease: V1Lease) -> V1Lease:
+        self._version += 1
+        lease.metadata.resource_version = str(self._version)
+        self._lease = lease
+        return lease
+
+    def read_namespaced_lease(self, name: str, namespace: str, **_: Any) -> V1Lease:
+        if self._lease is None:
+            raise ApiException(status=404, reason="NotFound")
+        return self._lease
+
+    def create_namespaced_lease(self, namespace: str, body: V1Lease, **_: Any) -> V1Lease:
+        self.sent.append(time.monotonic())
+        return self._store(body)
+
+    def replace_namespaced_lease(self, name: str, ns: str, body: V1Lease, **_: Any) -> V1Lease:
+        started = time.monotonic()
+        if len(self.sent) >= self.good:
+            if self.mode == "hang":
+                self.release.wait(10)
+            raise ApiException(status=503, reason="ServiceUnavailable")
+        self.sent.append(started)
+        return self._store(body)
+
+
+@pytest.mark.parametrize("mode", ["fail", "hang"])
+async def test_a_leader_steps_down_at_the_renew_deadline_after_its_last_renewal_was_sent(
+    mode: str,
+) -> None:
+    """With periods that do not divide the deadline, stepping down still comes at
+    `renew_deadline` after the last successful renewal was sent, never later."""
+    config = LeaseConfig(lease_duration=3, renew_deadline=1.0, retry_period=0.45)
+    leases = FlakyLeases(good=3, mode=mode)
+    stepped_down: list[float] = []
+
+    def changed(leading: bool) -> None:
+        if not leading:
+            stepped_down.append(time.monotonic())
+
+    async def client() -> object:
+        return object()
+
+    election = LeaderElection(
+        client, config, identity="a", on_change=changed, coordination=lambda _: leases
+    )
+    task = asyncio.create_task(election.run())
+    try:
+        for _ in range(300):
+            if stepped_down:
+                break
+            await asyncio.sleep(0.01)
+        assert stepped_down, "never stepped down"
+        late = stepped_down[0] - leases.sent[-1]
+        assert 0.95 <= late <= config.renew_deadline + 0.1, late
+        assert len(leases.sent) == 3
+    finally:
+        leases.release.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_a_route_never_valid_is_refused_on_the_parents_it_names() -> None:
+    problem = "spec.rules[0].matches[0].path.value: must start with '/'"
+    rejection = Rejection(
+        "HTTPRoute", "shop", "web", 1, (problem,), kept=False, parents=(SERVICE_PARENT,)
+    )
+    (desired,) = routing_statuses(RouteBinding(), "hub", [rejection])
+    assert str(desired.ref) == "HTTPRoute shop/web in hub"
+    (parent,) = desired.render({}, T0)["parents"]
+    assert parent["parentRef"]["name"] == "web"
+    (condition,) = parent["conditions"]
+    assert (condition["status"], condition["reason"]) == ("False", "UnsupportedValue")
+    assert condition["message"] == f"{problem}; it is not served"
+    assert condition["observedGeneration"] == 1
+
+
+def test_gateways_and_policies_say_when_their_newest_version_is_refused() -> None:
+    listener = ListenerStatus("http", ("HTTPRoute",), 1, (ACCEPTED,))
+    gateway = GatewayStatus("edge", "public", "hub", 4, (ACCEPTED, RESOLVED), (listener,))
+    policy = PolicyStatus("shop", "spread", "hub", ("Service", "web"), (ACCEPTED,), 2)
+    rejections = [
+        Rejection("Gateway", "edge", "public", 5, ("spec.listeners[0].port: required",)),
+        Rejection("LocalityPolicy", "shop", "spread", 3, ("spec: one of weights or failover",)),
+        Rejection(
+            "LocalityPolicy",
+            "shop",
+            "new",
+            1,
+            ("spec.weights[0].weight: too big",),
+            kept=False,
+            targets=(("Service", "api"),),
+        ),
+    ]
+    binding = RouteBinding(gateway_statuses=(gateway,), policy_statuses=(policy,))
+    by_ref = {str(d.ref): d for d in routing_statuses(binding, "hub", rejections)}
+    public = by_ref["Gateway edge/public in hub"].render({}, T0)
+    accepted = public["conditions"][0]
+    assert (accepted["type"], accepted["status"], accepted["reason"]) == (
+        "Accepted",
+        "False",
+        "Invalid",
+    )
+    assert accepted["message"].endswith("its last accepted version (generation 4) stays in force")
+    assert [c["observedGeneration"] for c in public["conditions"]] == [5, 4]
+    assert public["listeners"][0]["attachedRoutes"] == 1  # the version in force's
+    spread = by_ref["LocalityPolicy shop/spread in hub"].render({}, T0)["ancestors"][0]
+    assert spread["conditions"][0]["reason"] == "Invalid"
+    new = by_ref["LocalityPolicy shop/new in hub"].render({}, T0)["ancestors"]
+    assert [a["ancestorRef"]["name"] for a in new] == ["api"]
+
+
+def test_kontinuums_gateway_classes_are_accepted() -> None:
+    (desired,) = routing_statuses(RouteBinding(), "hub", gateway_classes=["kontinuum"])
+    assert (str(desired.ref), desired.ref.namespace) == ("GatewayClass kontinuum in hub", "")
+    (condition,) = desired.render({"metadata": {"generation": 2}}, T0)["conditions"]
+    assert (condition["type"], condition["status"], condition["observedGeneration"]) == (
+        "Accepted",
+        "True",
+        2,
+    )

@@ -363,3 +363,12 @@ async def test_a_configuration_that_does_not_load_is_retried(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_a_new_stale_after_applies_to_the_running_view() -> None:
+    source = KubernetesSource("eu", KubernetesAccess(), stale_after=300)
+    view = source.new_view()
+    assert view.stale_after == 300
+    source.retune(KubernetesAccess(stale_after=5))
+    assert source.stale_after == 5
+    assert source.new_view().stale_after == 5

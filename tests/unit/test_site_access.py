@@ -35,6 +35,12 @@ def test_a_kubernetes_cluster() -> None:
     assert access(source="kubernetes", in_cluster="true") == (KubernetesAccess(in_cluster=True), [])
 
 
+def test_how_long_a_lost_cluster_keeps_its_endpoints() -> None:
+    assert access(source="kubernetes")[0] == KubernetesAccess(stale_after=300.0)
+    assert access(source="kubernetes", stale_after="5m") == (KubernetesAccess(stale_after=300), [])
+    assert access(source="kubernetes", stale_after="90s")[0] == KubernetesAccess(stale_after=90)
+
+
 def test_a_dns_site() -> None:
     found = access(
         source="dns",
@@ -51,6 +57,8 @@ def test_a_dns_site() -> None:
     [
         ({"source": "ftp"}, 'must be "kubernetes" or "dns", got \'ftp\''),
         ({"source": "kubernetes", "in_cluster": "yes"}, '"true" or "false"'),
+        ({"source": "kubernetes", "stale_after": "soon"}, "above zero such as 300s or 5m"),
+        ({"source": "kubernetes", "stale_after": "0s"}, "got '0s'"),
         ({"source": "dns", "dns_services": "demo/a:http"}, "dns-domain]: required"),
         (
             {"source": "dns", "dns_domain": "x.net", "dns_services": "hello"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 from kontinuum.control.model import (
     ClusterSite,
@@ -90,6 +91,75 @@ async def test_the_first_fleet_waits_for_the_sources_its_config_declares() -> No
         us = fleet.snapshot("us")
         assert us is not None
         assert [e.addresses[0] for e in us.endpoints] == ["10.1.0.1"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class TunableSource(QueueSource):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.tuned: list[SiteAccess] = []
+
+    def retune(self, access: SiteAccess) -> None:
+        self.tuned.append(access)
+
+
+async def test_a_new_stale_after_retunes_the_source_and_keeps_its_view() -> None:
+    made: list[TunableSource] = []
+
+    def factory(cluster: str, access: SiteAccess) -> Source:
+        made.append(TunableSource(f"kubernetes:{cluster}"))
+        return made[-1]
+
+    files = QueueSource("static")
+    recorder = Recorder()
+    aggregator = Aggregator([files], recorder, FAST)
+    sites = SiteSources(aggregator, factory)
+    task = asyncio.create_task(aggregator.run())
+    try:
+        files.queue.put_nowait(FleetConfig((EU_API,)))
+        await recorder.until(1)
+        sites.reconcile((EU_API,))
+        made[0].queue.put_nowait(snapshot("eu", "10.0.0.1"))
+        await recorder.until(2)
+        assert sites.unsettled() == (set(), set())
+
+        patient = ClusterSite("eu", access=KubernetesAccess(context="eu", stale_after=3600))
+        sites.reconcile((patient,))
+        assert len(made) == 1  # not restarted
+        assert made[0].tuned == [patient.access]
+        assert sites.clusters["eu"] == patient.access
+        assert aggregator.snapshot_of("kubernetes:eu", "eu") is not None  # its view stays
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_unsettled_clusters_are_the_unreported_and_the_stale() -> None:
+    made: dict[str, QueueSource] = {}
+
+    def factory(cluster: str, access: SiteAccess) -> Source:
+        made[cluster] = QueueSource(f"kubernetes:{cluster}")
+        return made[cluster]
+
+    files = QueueSource("static")
+    recorder = Recorder()
+    aggregator = Aggregator([files], recorder, FAST)
+    sites = SiteSources(aggregator, factory)
+    task = asyncio.create_task(aggregator.run())
+    us_api = ClusterSite("us", access=KubernetesAccess(context="us"))
+    try:
+        files.queue.put_nowait(FleetConfig((EU_API, us_api)))
+        await recorder.until(1)
+        sites.reconcile((EU_API, us_api))
+        assert sites.unsettled() == ({"eu", "us"}, set())
+        made["eu"].queue.put_nowait(snapshot("eu", "10.0.0.1"))
+        made["us"].queue.put_nowait(replace(snapshot("us", "10.1.0.1"), stale=True))
+        await recorder.until(2)
+        assert sites.unsettled() == (set(), {"us"})
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
