@@ -55,23 +55,24 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T | None:
 async def _until_terminated(main: Coroutine[Any, Any, T]) -> T | None:
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
     try:
         return await task
     except asyncio.CancelledError:
-        if task.cancelled() and not _cancelling():
-            return None  # terminated by SIGTERM: a clean stop
+        if terminated:
+            return None  # SIGTERM: a clean stop
         raise
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
-
-
-def _cancelling() -> bool:
-    """Whether the current task itself is being cancelled (Ctrl-C), not only what it awaits."""
-    current = asyncio.current_task()
-    return current is not None and current.cancelling() > 0
 
 
 def settle_garbage_collector() -> None:
@@ -232,7 +233,7 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
     sites = SiteSources(aggregator, options.site_source)
     aggregator.on_sites = sites.reconcile
     if options.status is not None and (options.status.lease_cluster or config is not None):
-        status = StatusRuntime(mesh, options.status, config, sites.unsettled)
+        status = StatusRuntime(mesh, options.status, config, sites.unreported)
     elif options.status is not None:
         log.info("status is not written: there is no config cluster, and no --lease-cluster")
     discovery = asyncio.create_task(aggregator.run(), name="discovery")

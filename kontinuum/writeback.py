@@ -3,13 +3,11 @@ mesh's decisions (`kontinuum.mesh`), the sources' state (`kontinuum.discovery`) 
 writers (`kontinuum.kube`).
 
 Like a controller that waits for its caches to sync before it reconciles, nothing is
-written from a fleet still being discovered:
-
-- until every cluster reached through an API or DNS has been reported once (or `settle`
-  seconds have passed since the start: a cluster that never answers must not hold back
-  the others' status for good), nothing is written;
-- the exports of a service that any stale cluster exports (its last view serves; its
-  exports' conditions may be about to change) keep what they have until it is current.
+written from a fleet still being discovered: while a cluster reached through an API or
+DNS has not been reported yet (at the start, or when its source starts over because it
+is reached another way), nothing is written, for up to `settle` seconds: a cluster that
+never answers must not hold back the others' status for good. (A cluster that is stale
+needs no such wait: its last view, exports included, stays in the fleet.)
 
 Only the Lease's holder writes. Every request carries the replica's identity in its
 `User-Agent` (`kontinuum/<version> (<identity>)`), so the API server's audit log says
@@ -45,8 +43,8 @@ from kontinuum.mesh import Mesh
 
 log = logging.getLogger("kontinuum.writeback")
 
-Unsettled = Callable[[], tuple[set[str], set[str]]]
-"""The clusters not reported yet, and the stale ones (`SiteSources.unsettled`)."""
+Unreported = Callable[[], set[str]]
+"""The clusters whose source has not reported them yet (`SiteSources.unreported`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +72,14 @@ class StatusRuntime:
         mesh: Mesh,
         options: StatusOptions,
         config: ConfigClusterSource | None,
-        unsettled: Unsettled,
+        unreported: Unreported,
     ) -> None:
         self._mesh = mesh
         self._config = config
-        self._unsettled = unsettled
-        self._settle_by = time.monotonic() + options.settle
+        self._unreported = unreported
+        self._settle = options.settle
+        self._unreported_since: dict[str, float] = {}
+        self._wake: asyncio.TimerHandle | None = None
         self._lease_cluster = options.lease_cluster
         self._misplaced = False  # --lease-cluster named a cluster without a Kubernetes API
         self.lease_api = options.lease_cluster or (config.name if config else "")
@@ -129,19 +129,36 @@ class StatusRuntime:
             self._misplaced = False
         self.sync.changed()
 
+    def _holding(self) -> bool:
+        """Whether a cluster not reported yet holds the writes back (see the module doc);
+        when one does, a round is due again when its wait ends."""
+        unreported = self._unreported()
+        now = time.monotonic()
+        since = {c: self._unreported_since.get(c, now) for c in unreported}
+        self._unreported_since = since
+        waits = [started + self._settle - now for started in since.values()]
+        pending = [w for w in waits if w > 0]
+        if not pending:
+            return False
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake = asyncio.get_running_loop().call_later(min(pending), self.sync.changed)
+        return True
+
     def desired(self) -> list[DesiredStatus]:
-        unreported, stale = self._unsettled()
-        if unreported and time.monotonic() < self._settle_by:
+        if self._holding():
             return []  # not every cluster has been seen yet: decisions could still flip
         plane = self._mesh.plane
         kubernetes = {s.name for s in plane.sites if isinstance(s.access, KubernetesAccess)}
-        held = {(e.namespace, e.name) for e in plane.exports if e.cluster in stale}
-        exports = [e for e in plane.exports if (e.namespace, e.name) not in held]
-        desired = export_statuses(exports, kubernetes)
+        desired = export_statuses(plane.exports, kubernetes)
         if self._config is not None:
             config = self._mesh.routing_state
             desired += routing_statuses(
-                config.binding, self._config.name, config.rejections, config.gateway_classes
+                config.binding,
+                self._config.name,
+                config.rejections,
+                config.gateway_classes,
+                config.disowned,
             )
         return desired
 
@@ -165,6 +182,7 @@ class StatusRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await sync
             await self.writer.drain()
+            self.writer.close()
             election.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await election

@@ -304,6 +304,8 @@ class RoutingConfig:
     policies: tuple[LocalityPolicy, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     gateway_classes: tuple[str, ...] = ()  # a config cluster's GatewayClasses of kontinuum
+    # a config cluster's routes that are no longer kontinuum's but carry its status entries
+    disowned: tuple[tuple[str, str, str], ...] = ()
 
 
 def _within(host: str, wildcard: str) -> bool:

@@ -51,6 +51,7 @@ class RoutingState:
         self.binding = RouteBinding()
         self.rejections: tuple[Rejection, ...] = ()  # objects whose newest version is invalid
         self.gateway_classes: tuple[str, ...] = ()  # a config cluster's, of kontinuum
+        self.disowned: tuple[tuple[str, str, str], ...] = ()  # routes no longer kontinuum's
         self.networks = Networks()
 
     @property
@@ -81,6 +82,7 @@ class RoutingState:
         self.binding = binding
         self.rejections = config.rejections
         self.gateway_classes = config.gateway_classes
+        self.disowned = config.disowned
         self.networks = networks(fleet, plane)
         return mesh_routing(binding, self.networks)
 

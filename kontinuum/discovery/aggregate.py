@@ -113,6 +113,7 @@ def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
         policies=tuple(policies[k] for k in sorted(policies)),
         rejections=tuple(rejections[k] for k in sorted(rejections)),
         gateway_classes=tuple(sorted({name for c in configs for name in c.gateway_classes})),
+        disowned=tuple(sorted({key for c in configs for key in c.disowned})),
     )
 
 
@@ -249,7 +250,8 @@ class Aggregator:
                 return
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see _quiet
+                    await self._changed.wait()
 
     async def _quiet(self) -> None:
         """Return once updates pause for `after` seconds, or `max` seconds have passed."""
@@ -261,7 +263,10 @@ class Aggregator:
             if timeout <= 0:
                 return
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a
+                # cancellation that arrives as the wait ends (CPython gh-86296).
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 return
 

@@ -81,12 +81,15 @@ class ConfigView(KindsView):
         self._config: FleetConfig | None = None
         self._errors: tuple[ConfigError, ...] = ()
         self._last_good: dict[ObjectId, Document] = {}
+        self._missing_classes: tuple[str, ...] = ()
 
     def _parse(self) -> None:
         if not self._dirty and self._config is not None:
             return
         self._dirty = False
-        docs, classes = kontinuum_objects(self.documents())
+        owned = kontinuum_objects(self.documents())
+        docs = list(owned.docs)
+        self._missing_classes = owned.missing_classes
         config, errors = parse_fleet_config(docs)
         invalid = {error_id(error) for error in errors}
         current = {object_id(doc): doc for doc in docs}
@@ -110,7 +113,12 @@ class ConfigView(KindsView):
             if key in invalid
         )
         self._errors = tuple(errors)
-        routing = replace(config.routing, rejections=rejections, gateway_classes=classes)
+        routing = replace(
+            config.routing,
+            rejections=rejections,
+            gateway_classes=owned.classes,
+            disowned=owned.disowned,
+        )
         self._config = replace(config, routing=routing)
 
     def result(self) -> FleetConfig | None:
@@ -131,10 +139,17 @@ class ConfigView(KindsView):
             kept = sum(1 for r in rejections if r.kept)
             keep = f", {kept} keep their last good version" if kept else ""
             problems.append(f"{len(self._errors)} error(s) in fleet-wide objects{keep}")
+        if self._missing_classes:
+            names = ", ".join(self._missing_classes)
+            problems.append(
+                f"Gateways name the GatewayClass(es) {names}, which do not exist: their "
+                "Gateways are not read (apply deploy/gatewayclasses.yaml)"
+            )
         if self.synced:
             if self._config is None:
                 return SourceStatus(Health.STARTING, "listed every kind; reading the objects")
-            health = Health.DEGRADED if self._errors or self.forbidden else Health.HEALTHY
+            troubled = self._errors or self.forbidden or self._missing_classes
+            health = Health.DEGRADED if troubled else Health.HEALTHY
             return SourceStatus(health, "; ".join([*problems, *notes]), self._errors)
         if self._lost is None:
             return SourceStatus(Health.STARTING, self._listing())

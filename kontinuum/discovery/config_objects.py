@@ -7,10 +7,16 @@ only for what it controls. So, before anything is parsed (`kontinuum_objects`):
 
 - a GatewayClass whose `spec.controllerName` is `kontinuum.io/gateway-controller` is
   kontinuum's, and so is every Gateway of such a class; other Gateways are not read;
-- a route's parentRefs to Gateways that are not kontinuum's are left out of it, and a
-  route left with no parent is not kontinuum's at all (Service and ServiceImport parents,
-  the GAMMA mesh attachment, are kontinuum's: it is the mesh);
-- GatewayClasses themselves are not fleet objects: only their names are kept.
+- a route keeps the parentRefs that are kontinuum's: Gateways of its classes, Gateways
+  that are not in this cluster at all (they may be the fleet files'; status is written
+  only for Gateways kontinuum knows), and Services and ServiceImports (the GAMMA mesh
+  attachment: kontinuum is the mesh). Any other parent is another controller's and is
+  left out; a route left with none is not kontinuum's at all. Such a route that still
+  carries entries of kontinuum's in `status.parents` (it was kontinuum's) is `disowned`:
+  its entries are to be removed;
+- GatewayClasses themselves are not fleet objects: only their names are kept, and the
+  names of kontinuum's well-known classes that Gateways use but no GatewayClass declares
+  (deploy/gatewayclasses.yaml was not applied) are reported.
 
 An object whose newest version is invalid is described by a `Rejection`
 (`rejection_of`): its generation and errors and, for its status to have something to
@@ -21,11 +27,19 @@ raw object, since it did not parse.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from kontinuum.control.model import ConfigError
 from kontinuum.control.objects import Document
-from kontinuum.control.routing import GATEWAY_CONTROLLER, GATEWAY_GROUP, ParentRef, Rejection
+from kontinuum.control.routing import (
+    EAST_WEST_CLASS,
+    GATEWAY_CONTROLLER,
+    GATEWAY_GROUP,
+    MCS_GROUP,
+    ParentRef,
+    Rejection,
+)
 
 ROUTE_KINDS: Final = ("HTTPRoute", "GRPCRoute")
 _CLUSTER_SCOPED: Final = ("ClusterProfile", "GatewayClass")  # as kontinuum reads them
@@ -67,16 +81,47 @@ def uid(doc: Document) -> str:
     return _string(_mapping(_body(doc).get("metadata")).get("uid"))
 
 
-def _parent_gateway(ref: Mapping[str, Any], route_namespace: str) -> tuple[str, str] | None:
-    """(namespace, name) of the Gateway a parentRef names; None for another kind."""
+_MESH_PARENTS: Final = {("", "Service"), (MCS_GROUP, "ServiceImport")}
+WELL_KNOWN_CLASSES: Final = ("kontinuum", EAST_WEST_CLASS)
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """What of a config cluster is kontinuum's (see the module doc)."""
+
+    docs: tuple[Document, ...]
+    classes: tuple[str, ...]  # kontinuum's GatewayClasses
+    disowned: tuple[ObjectId, ...] = ()  # routes no longer kontinuum's, with its entries
+    missing_classes: tuple[str, ...] = ()  # well-known classes Gateways name, undeclared
+
+
+def _ours(
+    ref: Mapping[str, Any],
+    route_namespace: str,
+    ours: set[tuple[str, str]],
+    others: set[tuple[str, str]],
+) -> bool:
+    """Whether a parentRef is kontinuum's (see the module doc)."""
     group = ref.get("group", GATEWAY_GROUP)
     kind = ref.get("kind", "Gateway")
-    if group != GATEWAY_GROUP or kind != "Gateway":
-        return None
-    return (_string(ref.get("namespace")) or route_namespace, _string(ref.get("name")))
+    if (group, kind) in _MESH_PARENTS:
+        return True
+    if (group, kind) != (GATEWAY_GROUP, "Gateway"):
+        return False
+    gateway = (_string(ref.get("namespace")) or route_namespace, _string(ref.get("name")))
+    return gateway in ours or gateway not in others
 
 
-def _own_parents(doc: Document, gateways: set[tuple[str, str]]) -> Document | None:
+def _carries_our_entries(doc: Document) -> bool:
+    parents = _mapping(_body(doc).get("status")).get("parents")
+    return isinstance(parents, list) and any(
+        isinstance(p, Mapping) and p.get("controllerName") == GATEWAY_CONTROLLER for p in parents
+    )
+
+
+def _own_parents(
+    doc: Document, ours: set[tuple[str, str]], others: set[tuple[str, str]]
+) -> Document | None:
     """The route with only the parentRefs that are kontinuum's; None when none are."""
     body = _body(doc)
     spec = _mapping(body.get("spec"))
@@ -84,11 +129,7 @@ def _own_parents(doc: Document, gateways: set[tuple[str, str]]) -> Document | No
     if not isinstance(refs, list) or not refs:
         return doc  # malformed or missing: the parser says so
     namespace = object_id(doc)[1]
-    kept = []
-    for ref in refs:
-        gateway = _parent_gateway(ref, namespace) if isinstance(ref, Mapping) else None
-        if gateway is None or gateway in gateways:
-            kept.append(ref)
+    kept = [r for r in refs if not isinstance(r, Mapping) or _ours(r, namespace, ours, others)]
     if not kept:
         return None
     if len(kept) == len(refs):
@@ -96,35 +137,40 @@ def _own_parents(doc: Document, gateways: set[tuple[str, str]]) -> Document | No
     return Document(doc.file, {**body, "spec": {**spec, "parentRefs": kept}}, doc.index)
 
 
-def kontinuum_objects(docs: Iterable[Document]) -> tuple[list[Document], tuple[str, ...]]:
-    """The documents that are kontinuum's to read, and its GatewayClasses' names (see the
-    module doc)."""
+def kontinuum_objects(docs: Iterable[Document]) -> Owned:
+    """What of the documents is kontinuum's to read (see the module doc)."""
     documents = list(docs)
+    declared = {object_id(d)[2]: d for d in documents if object_id(d)[0] == "GatewayClass"}
     classes = sorted(
-        object_id(doc)[2]
-        for doc in documents
-        if object_id(doc)[0] == "GatewayClass"
-        and _mapping(_body(doc).get("spec")).get("controllerName") == GATEWAY_CONTROLLER
+        name
+        for name, doc in declared.items()
+        if _mapping(_body(doc).get("spec")).get("controllerName") == GATEWAY_CONTROLLER
     )
-    ours = set(classes)
-    gateways = {
-        object_id(doc)[1:]
-        for doc in documents
-        if object_id(doc)[0] == "Gateway"
-        and _mapping(_body(doc).get("spec")).get("gatewayClassName") in ours
-    }
-    kept: list[Document] = []
+    ours: set[tuple[str, str]] = set()
+    others: set[tuple[str, str]] = set()
+    named: set[str] = set()
     for doc in documents:
         kind, namespace, name = object_id(doc)
-        if kind == "GatewayClass" or (kind == "Gateway" and (namespace, name) not in gateways):
+        if kind == "Gateway":
+            gateway_class = _string(_mapping(_body(doc).get("spec")).get("gatewayClassName"))
+            named.add(gateway_class)
+            (ours if gateway_class in classes else others).add((namespace, name))
+    kept: list[Document] = []
+    disowned: list[ObjectId] = []
+    for doc in documents:
+        kind, namespace, name = object_id(doc)
+        if kind == "GatewayClass" or (kind == "Gateway" and (namespace, name) in others):
             continue
         if kind in ROUTE_KINDS:
-            own = _own_parents(doc, gateways)
+            own = _own_parents(doc, ours, others)
             if own is None:
+                if _carries_our_entries(doc):
+                    disowned.append((kind, namespace, name))
                 continue
             doc = own
         kept.append(doc)
-    return kept, tuple(classes)
+    missing = tuple(c for c in WELL_KNOWN_CLASSES if c in named and c not in declared)
+    return Owned(tuple(kept), tuple(classes), tuple(sorted(disowned)), missing)
 
 
 def _parents(doc: Document) -> tuple[ParentRef, ...]:

@@ -9,8 +9,9 @@ stream, a dropped connection) is resumed from the last version seen. A watch tha
 other failure reports `Failed`, then lists again after an exponential backoff with jitter:
 a failed kind is always listed again, so nothing that happened while it was out of sync is
 missed. A missing API of an optional kind (its CRD is not installed) is an empty list,
-looked at again every `backoff` maximum; so is one kontinuum may not list (403), which
-also degrades the source's health until it may.
+looked at again every `backoff` maximum; so is one kontinuum may not list (403) before
+it was ever listed, which also degrades the source's health until it may (a 403 after a
+list is a failure: the last view serves).
 
 Answers are read as raw JSON rather than the client's typed models: a typed list fails as a
 whole on one object it cannot deserialize (a string where a number belongs), and here one
@@ -171,6 +172,7 @@ class KindWatcher:
         self._done = done
         self._lock = threading.Lock()
         self._response: Any = None  # the request in flight, shut down by `interrupt`
+        self._listed = False  # listed once: a 403 from then on is a failure, not "none"
         self.thread = threading.Thread(
             target=self._run, name=f"{source} {kind.plural}", daemon=True
         )
@@ -296,7 +298,9 @@ class KindWatcher:
                 )
                 self._post(Listed(self.kind, (), note))
                 return ""
-            if exc.status == 403 and kind.optional:  # one kind's RBAC must not block the rest
+            if exc.status == 403 and kind.optional and not self._listed:
+                # One kind's RBAC must not block the others' first view; once listed, a
+                # 403 is a failure like any other (the last view serves, marked stale).
                 note = (
                     f"kontinuum may not list {kind.api_version} {kind.plural} ({describe(exc)};"
                     f" see the RBAC in deploy/): {consequence}"
@@ -313,6 +317,7 @@ class KindWatcher:
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise WatchError(f"the list of {self.kind} is not a Kubernetes list")
         self._post(Listed(self.kind, tuple(items)))
+        self._listed = True
         return _version(answer) or "0"
 
     def _watch(self, version: str) -> str:

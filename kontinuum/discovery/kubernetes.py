@@ -92,6 +92,11 @@ class ApiSource(abc.ABC):
         return self._status
 
     @property
+    def view(self) -> KindsView:
+        """The view of the current (or last) `updates()`, for status and inspection."""
+        return self._view
+
+    @property
     def last_sync(self) -> float | None:
         """When (Unix time) the view was last known current: the API server last answered
         while every kind was in sync. None before the first sync."""
@@ -154,7 +159,10 @@ class ApiSource(abc.ABC):
         if events:
             return events
         try:
-            events.append(await asyncio.wait_for(inbox.get(), wait))
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation
+            # that arrives as the inner await finishes (CPython gh-86296).
+            async with asyncio.timeout(wait):
+                events.append(await inbox.get())
         except TimeoutError:
             return events
         while not inbox.empty():

@@ -48,17 +48,13 @@ class SiteSources:
     def clusters(self) -> dict[str, SiteAccess]:
         return {cluster: access for cluster, (access, _) in self._running.items()}
 
-    def unsettled(self) -> tuple[set[str], set[str]]:
-        """The clusters whose source has not reported them yet, and those it reports stale
-        (out of touch: their last view serves)."""
-        unreported, stale = set(), set()
-        for cluster, (_, source) in self._running.items():
-            snapshot = self._aggregator.snapshot_of(source.name, cluster)
-            if snapshot is None:
-                unreported.add(cluster)
-            elif snapshot.stale:
-                stale.add(cluster)
-        return unreported, stale
+    def unreported(self) -> set[str]:
+        """The clusters whose source has not reported them yet (it has just started)."""
+        return {
+            cluster
+            for cluster, (_, source) in self._running.items()
+            if self._aggregator.snapshot_of(source.name, cluster) is None
+        }
 
     def reconcile(self, sites: Iterable[ClusterSite]) -> None:
         wanted = {site.name: site.access for site in sites if site.access is not None}

@@ -21,7 +21,8 @@ WRITE_CONNECTIONS = 2  # writes go one at a time; one more for the Lease's renew
 
 class KubeClients:
     """The clients of the APIs `known` names (a fleet cluster, the config cluster), as the
-    `ApiClients` of `kontinuum.kube.status_writer`: None for a name that is not known."""
+    `ApiClients` of `kontinuum.kube.status_writer`: None for a name that is not known;
+    `ClientChanged` when its access changed while its client was made."""
 
     def __init__(self, factory: Callable[[KubernetesAccess, int], Any] = new_api_client) -> None:
         self._factory = factory
@@ -29,10 +30,12 @@ class KubeClients:
         self._clients: dict[str, tuple[KubernetesAccess, Any]] = {}
 
     def know(self, accesses: Mapping[str, KubernetesAccess]) -> None:
-        """The APIs there are now and how each is reached; clients of others are closed."""
+        """The APIs there are now and how each is reached; clients of others (or of an
+        API now reached another way) are closed."""
         self._access = dict(accesses)
         for name, (access, client) in list(self._clients.items()):
-            if self._access.get(name) != access:
+            now = self._access.get(name)
+            if now is None or now.connection != access.connection:
                 del self._clients[name]
                 _close(client)
 
@@ -41,12 +44,13 @@ class KubeClients:
         if access is None:
             return None
         found = self._clients.get(name)
-        if found is not None and found[0] == access:
+        if found is not None and found[0].connection == access.connection:
             return found[1]
         client = await asyncio.to_thread(self._factory, access, WRITE_CONNECTIONS)
-        if self._access.get(name) != access:  # the fleet changed meanwhile
+        now = self._access.get(name)
+        if now is None or now.connection != access.connection:
             _close(client)
-            return None
+            raise ClientChanged(f"{name} is reached another way (or left) meanwhile")
         self._clients[name] = (access, client)
         return client
 
@@ -54,6 +58,10 @@ class KubeClients:
         for _, client in self._clients.values():
             _close(client)
         self._clients.clear()
+
+
+class ClientChanged(Exception):  # noqa: N818 (a transient outcome, retried)
+    """The API was reached another way (or left the fleet) while its client was made."""
 
 
 def _close(client: Any) -> None:

@@ -156,22 +156,40 @@ def _gateway_class(name: str, api: str) -> DesiredStatus:
     return DesiredStatus(ref, accepted, export_status((accepted,)))
 
 
+def _known_parents(status: RouteStatus, gateways: set[tuple[str, str]]) -> RouteStatus:
+    """The route's status on the parents kontinuum knows: a parent Gateway neither the
+    files nor the config cluster declare is nobody's to report on."""
+    parents = tuple(
+        p
+        for p in status.parents
+        if (p.ref.group, p.ref.kind) != (GATEWAY_GROUP, "Gateway")
+        or (p.ref.namespace, p.ref.name) in gateways
+    )
+    return replace(status, parents=parents)
+
+
 def routing_statuses(
     binding: RouteBinding,
     api: str,
     rejections: Iterable[Rejection] = (),
     gateway_classes: Iterable[str] = (),
+    disowned: Iterable[tuple[str, str, str]] = (),
 ) -> list[DesiredStatus]:
-    """The statuses of the routing objects that the config cluster `api` holds."""
+    """The statuses of the routing objects that the config cluster `api` holds; routes
+    `disowned` (no longer kontinuum's) get theirs with no entry of kontinuum's left."""
     rejected = {(r.kind, r.namespace, r.name): r for r in rejections}
+    known = {(g.namespace, g.name) for g in binding.gateway_statuses}
     desired = []
     routes = {(s.kind, s.namespace, s.name): s for s in binding.statuses if s.file == api}
+    for kind, namespace, name in disowned:
+        if kind in _ROUTE_PLURALS and (kind, namespace, name) not in routes:
+            routes[kind, namespace, name] = RouteStatus(kind, namespace, name, api, 0, ())
     for key in sorted({*routes, *(k for k in rejected if k[0] in _ROUTE_PLURALS)}):
         route, rejection = routes.get(key), rejected.get(key)
         if rejection is not None:
             route = _rejected_route(route, rejection, api)
         if route is not None:
-            desired.append(_route(route, api))
+            desired.append(_route(_known_parents(route, known), api))
     gateways = {
         ("Gateway", s.namespace, s.name): s for s in binding.gateway_statuses if s.file == api
     }

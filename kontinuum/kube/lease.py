@@ -20,8 +20,10 @@ behaves as every Kubernetes controller an operator already knows:
   expired. (client-go measures from the end of a retry period, which can overshoot by up
   to `retry_period`; measuring from the send time cannot.)
 
-The official client is blocking: each request runs in a thread (`asyncio.to_thread`) with
-a request timeout, so a hung API server costs a renewal, not the event loop.
+The official client is blocking: each request runs in a thread with a request timeout, so
+a hung API server costs a renewal, not the event loop. The threads are the election's own
+(two of them), so that status writes or file polling filling the event loop's default pool
+never delay a renewal past its deadline.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubernetes.client import (  # type: ignore[import-untyped]
     CoordinationV1Api,
@@ -50,6 +53,7 @@ from kontinuum.control.objects import dns_label, dns_subdomain
 from kontinuum.discovery.kube_watch import describe
 
 log = logging.getLogger("kontinuum.kube.lease")
+T = TypeVar("T")
 
 JITTER: Final = 1.2  # client-go's JitterFactor: a retry waits retry_period * [1, 2.2)
 
@@ -143,7 +147,6 @@ class _Attempt:
     held: bool  # this candidate holds the Lease now
     record: LeaseRecord | None = None  # as read, or as written when held
     read_at: float = 0.0  # monotonic time the record was read
-    lease: Any = None  # the Lease as written (its resourceVersion), when held
     problem: str = ""  # why it failed, when it did
 
 
@@ -187,9 +190,10 @@ class LeaderElection:
         self._wall_clock = wall_clock
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
-        self._lease: Any = None  # the Lease as last written (its resourceVersion)
         self._problem = ""  # the last failure logged as a warning, until an attempt succeeds
         self._rng = random.Random()
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="lease")
+        self._pending: asyncio.Future[_Attempt] | None = None  # the attempt in its thread
 
     @property
     def is_leader(self) -> bool:
@@ -207,9 +211,15 @@ class LeaderElection:
         finally:
             leading = self.is_leader
             self._set(False)
+            # An attempt cut off mid-request may still land: let it, so that the release
+            # that follows is not undone by it.
+            pending = self._pending
+            if pending is not None and not pending.done():
+                await asyncio.wait({pending}, timeout=self.config.renew_deadline)
             if leading and self.config.release_on_cancel:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(asyncio.to_thread(self._release))
+                    await asyncio.shield(self._in_thread(self._release))
+            self._threads.shutdown(wait=False)
 
     def _jittered(self) -> float:
         return self.config.retry_period * (1 + self._rng.random() * JITTER)
@@ -233,16 +243,22 @@ class LeaderElection:
                 warned = True
             await asyncio.sleep(self._jittered())
 
+    def _in_thread(self, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
+
     async def _try(self) -> _Attempt:
-        attempt = await asyncio.to_thread(self._attempt, self._observed, self._observed_at)
+        pending = self._pending = self._in_thread(self._attempt, self._observed, self._observed_at)
+        attempt = await asyncio.shield(pending)  # cancelled, the attempt still completes
         self._take(attempt)
         return attempt
 
     async def _acquire(self) -> float:
-        """Try until the Lease is this candidate's; the time the winning try was sent."""
+        """Try until the Lease is this candidate's; the time the winning try was sent. A
+        win that took `renew_deadline` or longer to come back is not trusted to lead on:
+        the next try renews it first."""
         while True:
             sent = self._monotonic()
-            if (await self._try()).held:
+            if (await self._try()).held and self._monotonic() - sent < self.config.renew_deadline:
                 break
             await asyncio.sleep(self._jittered())
         self.term += 1
@@ -267,7 +283,10 @@ class LeaderElection:
                 )
                 break
             try:
-                attempt = await asyncio.wait_for(self._try(), deadline - sent)
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a
+                # cancellation that arrives as the attempt ends (CPython gh-86296).
+                async with asyncio.timeout(deadline - sent):
+                    attempt = await self._try()
             except TimeoutError:  # a renewal still hanging at the deadline has failed
                 continue
             if attempt.held:
@@ -285,7 +304,6 @@ class LeaderElection:
         if attempt.record is not None and attempt.record != self._observed:
             self._observed, self._observed_at = attempt.record, attempt.read_at
         if attempt.held:
-            self._lease = attempt.lease
             if self._problem:
                 log.info("%s: %s can be renewed again", self.identity, self._where())
             self._problem = ""
@@ -336,10 +354,8 @@ class LeaderElection:
                 metadata=V1ObjectMeta(name=config.name, namespace=config.namespace),
                 spec=record.spec(),
             )
-            created = self._api.create_namespaced_lease(
-                config.namespace, body, _request_timeout=timeout
-            )
-            return _Attempt(True, record, self._monotonic(), created)
+            self._api.create_namespaced_lease(config.namespace, body, _request_timeout=timeout)
+            return _Attempt(True, record, self._monotonic())
         read_at = self._monotonic()
         old = LeaseRecord.of(lease)
         since = observed_at if old == observed else read_at
@@ -347,26 +363,26 @@ class LeaderElection:
             return _Attempt(False, old, read_at)
         record = claim(old, self.identity, duration, now)
         lease.spec = record.spec()  # same metadata: the update is at the version read
-        written = self._api.replace_namespaced_lease(
+        self._api.replace_namespaced_lease(
             config.name, config.namespace, lease, _request_timeout=timeout
         )
-        return _Attempt(True, record, self._monotonic(), written)
+        return _Attempt(True, record, self._monotonic())
 
     def _release(self) -> None:
-        """Hand the Lease over (client-go's release): held by nobody, expiring in 1 s."""
-        if self._lease is None or self._observed is None:
+        """Hand the Lease over (client-go's release): held by nobody, expiring in 1 s. Read
+        first, so that it is released at its latest version, and only if still held."""
+        config = self.config
+        lease = self._api.read_namespaced_lease(
+            config.name, config.namespace, _request_timeout=config.retry_period
+        )
+        current = LeaseRecord.of(lease)
+        if current.holder != self.identity:
             return
         now = self._wall_clock()
-        record = replace(
-            self._observed, holder="", duration_seconds=1, renew_time=now, acquire_time=now
-        )
-        lease = self._lease
+        record = replace(current, holder="", duration_seconds=1, renew_time=now, acquire_time=now)
         lease.spec = record.spec()
         self._api.replace_namespaced_lease(
-            self.config.name,
-            self.config.namespace,
-            lease,
-            _request_timeout=self.config.retry_period,
+            config.name, config.namespace, lease, _request_timeout=config.retry_period
         )
 
 

@@ -40,6 +40,11 @@ class StatusSync:
         """The decisions may have changed (a fleet was applied, leadership changed)."""
         self._changed.set()
 
+    @property
+    def due(self) -> bool:
+        """Whether a round is due (`changed()` since the last one began)."""
+        return self._changed.is_set()
+
     async def run(self) -> None:
         resync_at = time.monotonic() + self._resync
         while True:
@@ -55,5 +60,8 @@ class StatusSync:
                 self._changed.set()
                 await asyncio.sleep(1.0)
             due = [resync_at, self._writer.next_retry() or resync_at]
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation
+            # that arrives as the wait ends (CPython gh-86296), and shutdown would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(min(due) - time.monotonic(), 0))
+                async with asyncio.timeout(max(min(due) - time.monotonic(), 0)):
+                    await self._changed.wait()

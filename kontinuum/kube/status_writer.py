@@ -30,10 +30,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import urllib3
 from kubernetes.client import CustomObjectsApi  # type: ignore[import-untyped]
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
@@ -110,23 +112,29 @@ class WriteRound:
     """What one `write()` did, by outcome: `written`, `unchanged` (already right in the
     object), `gone` (no such object), `skipped` (no Kubernetes API), `failed` (retried
     with backoff), `refused` (the API server refuses the write: permissions, validation;
-    retried with backoff too, in case that is fixed)."""
+    retried with backoff too, in case that is fixed), `conflict` (the object changed since
+    it was read: tried again shortly), `deferred` (not tried: its API did not answer)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def failed(self) -> int:
-        return self.outcomes["failed"] + self.outcomes["refused"]
+        return sum(self.outcomes[o] for o in ("failed", "refused", "conflict", "deferred"))
+
+
+_RETRIED: Final = ("failed", "refused", "conflict", "deferred")
+CONFLICT_RETRY: Final = 1.0  # seconds: conflicts are normal where status lists are shared
+WRITE_THREADS: Final = 4  # requests in flight at once, across APIs
 
 
 class StatusWriter:
     """Writes desired statuses into their objects (see the module doc).
 
-    The objects of each API are written one after the other, the APIs side by side, so a
-    cluster that does not answer delays only its own objects, and only once per round: its
-    first failure to answer defers the rest to their next try. A failed object is tried
-    again after `backoff[0]` seconds, doubling up to `backoff[1]`, or at once when its
-    decision changes.
+    The objects of each API are written one after the other, the APIs side by side (in
+    `WRITE_THREADS` threads of the writer's own), so a cluster that does not answer delays
+    only its own objects, and only once per round: its first failure to connect defers
+    the rest to the same next try. A failed object is tried again after `backoff[0]`
+    seconds, doubling up to `backoff[1]`, or at once when its decision changes.
     """
 
     def __init__(
@@ -147,6 +155,7 @@ class StatusWriter:
         self._retries: dict[ObjectRef, _Backoff] = {}
         self._failing: set[ObjectRef] = set()  # failures already logged as warnings
         self._inflight: set[asyncio.Future[str]] = set()
+        self._threads = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="status")
         self._term = -1
         self.totals: Counter[tuple[str, str]] = Counter()  # (kind, outcome), for metrics
 
@@ -158,6 +167,10 @@ class StatusWriter:
         """Read every object again on the next round (a resync: repairs a status someone
         else changed, or an object deleted and created again in between)."""
         self._written.clear()
+
+    def close(self) -> None:
+        """Let the writer's threads end (requests in flight still complete)."""
+        self._threads.shutdown(wait=False)
 
     async def drain(self) -> None:
         """Wait for the requests in flight (their threads outlive a cancelled round), at
@@ -180,10 +193,12 @@ class StatusWriter:
             del self._written[ref]  # no longer decided; if it comes back, write it again
         for ref in set(self._retries) - set(current):
             del self._retries[ref]
+        self._failing &= set(current)  # one that comes back and fails is warned of again
         now = self._monotonic()
         due: dict[str, list[DesiredStatus]] = {}
         for ref, item in sorted(current.items(), key=lambda kv: str(kv[0])):
             if self._written.get(ref) == item.decision:
+                self._retries.pop(ref, None)  # a decision that failed was taken back
                 continue
             retry = self._retries.get(ref)
             if retry is not None and retry.decision == item.decision and retry.at > now:
@@ -199,26 +214,35 @@ class StatusWriter:
             try:
                 outcome = await self._write_one(item)
             except _Unreachable:
-                for deferred in items[index:]:
-                    self._record(deferred, "failed", round_)
+                at = self._record(item, "failed", round_)
+                for deferred in items[index + 1 :]:  # not tried: no failure of their own
+                    self._record(deferred, "deferred", round_, at)
                 return
             self._record(item, outcome, round_)
 
-    def _record(self, item: DesiredStatus, outcome: str, round_: WriteRound) -> None:
+    def _record(
+        self, item: DesiredStatus, outcome: str, round_: WriteRound, at: float | None = None
+    ) -> float:
+        """Count an outcome and schedule what is retried; when (monotonic) it is due."""
         ref = item.ref
         round_.outcomes[outcome] += 1
         self.totals[ref.kind, outcome] += 1
-        if outcome in ("failed", "refused"):
+        if outcome in _RETRIED:
             before = self._retries.get(ref)
-            failures = before.failures + 1 if before and before.decision == item.decision else 1
-            delay = min(self._backoff[0] * 2 ** (failures - 1), self._backoff[1])
-            self._retries[ref] = _Backoff(item.decision, failures, self._monotonic() + delay)
-            return
+            failures = before.failures if before and before.decision == item.decision else 0
+            if outcome in ("failed", "refused"):
+                failures += 1
+            if at is None:
+                delay = min(self._backoff[0] * 2 ** max(failures - 1, 0), self._backoff[1])
+                at = self._monotonic() + (CONFLICT_RETRY if outcome == "conflict" else delay)
+            self._retries[ref] = _Backoff(item.decision, failures, at)
+            return at
         self._retries.pop(ref, None)
         self._written[ref] = item.decision
         if ref in self._failing:
             self._failing.discard(ref)
             log.info("status of %s written again", ref)
+        return self._monotonic()
 
     async def _write_one(self, item: DesiredStatus) -> str:
         ref = item.ref
@@ -229,20 +253,22 @@ class StatusWriter:
             raise _Unreachable from exc
         if client is None:
             return "skipped"
-        request = asyncio.ensure_future(
-            asyncio.to_thread(self._read_and_patch, CustomObjectsApi(client), item)
+        loop = asyncio.get_running_loop()
+        request = loop.run_in_executor(
+            self._threads, self._read_and_patch, CustomObjectsApi(client), item
         )
         self._inflight.add(request)
+        request.add_done_callback(_settled)
         request.add_done_callback(self._inflight.discard)
         try:
             return await asyncio.shield(request)  # cancelled, the request still completes
         except ApiException as exc:
-            if not exc.status:
+            if not exc.status:  # the client's own failure to connect
                 self._warn(ref, describe(exc))
                 raise _Unreachable from exc
             if exc.status == 409:  # changed since it was read: written from its new version
                 log.debug("status of %s: %s; retrying", ref, describe(exc))
-                return "failed"
+                return "conflict"
             if exc.status in _REFUSALS:
                 self._warn(ref, describe(exc) + _REFUSALS[exc.status], logging.ERROR)
                 return "refused"
@@ -251,9 +277,12 @@ class StatusWriter:
         except _Gone:
             log.debug("status of %s: the object is gone", ref)
             return "gone"
-        except Exception as exc:  # an unreachable cluster, a timeout
+        except _CONNECTION_ERRORS as exc:  # the API does not answer: its others wait too
             self._warn(ref, describe(exc))
             raise _Unreachable from exc
+        except Exception as exc:  # this object's own trouble: a read timeout, a bad answer
+            self._warn(ref, describe(exc))
+            return "failed"
 
     def _read_and_patch(self, api: Any, item: DesiredStatus) -> str:
         ref = item.ref
@@ -294,15 +323,36 @@ class StatusWriter:
                     _request_timeout=REQUEST_TIMEOUT,
                 )  # fmt: skip
         except ApiException as exc:
-            if exc.status == 404:  # read a moment ago: the status subresource is not served
-                raise ApiException(
-                    status=405,
-                    reason="the API serves no status subresource for it (is the CRD's "
-                    "status subresource enabled?)",
-                ) from exc
-            raise
+            if exc.status != 404:
+                raise
+            if not self._exists(api, ref):
+                raise _Gone from exc  # deleted between the read and the write
+            raise ApiException(
+                status=405,
+                reason="the API serves no status subresource for it (is the CRD's "
+                "status subresource enabled?)",
+            ) from exc
         log.debug("status of %s written", ref)
         return "written"
+
+    @staticmethod
+    def _exists(api: Any, ref: ObjectRef) -> bool:
+        try:
+            if ref.namespace:
+                api.get_namespaced_custom_object(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+            else:
+                api.get_cluster_custom_object(
+                    ref.group, ref.version, ref.plural, ref.name,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def _warn(self, ref: ObjectRef, problem: str, level: int = logging.WARNING) -> None:
         """Log a failed write at `level` the first time, then quietly until it succeeds."""
@@ -317,6 +367,24 @@ class StatusWriter:
 
 class _Gone(Exception):  # noqa: N818 (an outcome: the object is not there)
     """The object to write the status of does not exist (any more)."""
+
+
+# Failing to connect (not to be answered in time once connected: that is one object's).
+_CONNECTION_ERRORS: Final = (
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.MaxRetryError,
+    urllib3.exceptions.ProtocolError,  # the connection was reset or closed mid-answer
+    ConnectionError,
+    _Unreachable,
+)
+
+
+def _settled(request: asyncio.Future[str]) -> None:
+    """Retrieve what a request raised, also when nobody awaits it any more (a round that
+    was cancelled): asyncio would otherwise report it as never retrieved."""
+    if not request.cancelled():
+        request.exception()
 
 
 __all__ = [

@@ -142,8 +142,9 @@ class StatusCollector(Collector):
         )
         writes = CounterMetricFamily(
             "kontinuum_status_writes",
-            "Status writes by kind and outcome: written, unchanged (already right), failed "
-            "(retried), gone (no such object), skipped (not a Kubernetes API).",
+            "Status writes by kind and outcome: written, unchanged (already right), failed and "
+            "refused (retried with backoff), conflict (retried soon), deferred (its API did "
+            "not answer), gone (no such object), skipped (not a Kubernetes API).",
             labels=["kind", "outcome"],
         )
         for (kind, outcome), count in sorted(self._writer.totals.items()):

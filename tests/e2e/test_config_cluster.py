@@ -377,6 +377,15 @@ async def test_a_kind_kontinuum_may_not_list_degrades_but_does_not_block(tmp_pat
             )
             assert "403 Forbidden" in status.detail
 
+            # Once listed, a 403 is a failure: the routes read stay in force.
+            hub.forbidden_apis = frozenset({"HTTPRoute"})
+            hub.expire()  # the watches end: HTTPRoutes are listed again, and refused
+            await eventually(
+                lambda: "out of sync" in source.status().detail, what="HTTPRoutes out of sync"
+            )
+            latest = [u for u in follower.updates if isinstance(u, FleetConfig)][-1]
+            assert [r.name for r in latest.routing.routes] == ["front"]
+
 
 def gateway_class(name: str, controller: str) -> dict[str, Any]:
     return {
@@ -449,7 +458,13 @@ async def test_other_controllers_objects_are_left_alone(tmp_path: Path) -> None:
             assert (refused["status"], refused["reason"]) == ("False", "UnsupportedValue")
             assert refused["message"].endswith("it is not served")
 
-            await asyncio.sleep(0.5)  # time for any wrong write to land
+            assert fleet.status is not None
+            decided = {str(d.ref) for d in fleet.status.desired()}
+            assert decided == {
+                "GatewayClass kontinuum in kubernetes-config:hub",
+                "Gateway shop/ours in kubernetes-config:hub",
+                "HTTPRoute shop/broken in kubernetes-config:hub",
+            }
             written = {(kind, name) for kind, _, name, _ in hub.status_patches}
             assert ("GatewayClass", "istio") not in written
             assert ("Gateway", "x") not in written

@@ -361,11 +361,11 @@ async def test_an_object_changed_between_read_and_write_is_written_again(tmp_pat
         labelled["metadata"]["labels"] = {"team": "shop"}  # someone else writes meanwhile
         eu.put(labelled)
         proceed.set()
-        assert (await pending).outcomes == {"failed": 1}
+        assert (await pending).outcomes == {"conflict": 1}
         assert "Conflict" not in conditions(eu)
-        assert writer.next_retry() == 5.0
-        assert (await writer.write([desired])).outcomes == {}  # backing off
-        ticks.now = 5.0
+        assert writer.next_retry() == 1.0  # a conflict is retried soon, without backoff
+        assert (await writer.write([desired])).outcomes == {}  # not yet
+        ticks.now = 1.0
         assert (await writer.write([desired])).outcomes == {"written": 1}
         assert conditions(eu)["Conflict"]["status"] == "True"
         export = eu.object("ServiceExport", "shop", "web")
@@ -387,7 +387,7 @@ async def test_an_unreachable_cluster_delays_only_its_own_objects(tmp_path: Path
         desired = [*exports(plane_of(81)), *exports(plane_of(81), "api")]
         await eu.stop()
         outcome = await writer.write(desired)
-        assert outcome.outcomes == {"failed": 2, "gone": 1, "written": 1}
+        assert outcome.outcomes == {"failed": 1, "deferred": 1, "gone": 1, "written": 1}
         assert us.reads["ServiceExport"] == 2
         await eu.start()
         assert (await writer.write(desired)).outcomes == {}  # not due yet
@@ -494,4 +494,42 @@ async def test_route_status_keeps_the_entries_of_other_controllers(tmp_path: Pat
             "name": "web",
         }
         assert parents[1]["conditions"][0]["observedGeneration"] == 1
+        clients.close()
+
+
+async def test_a_decision_taken_back_after_a_failure_leaves_nothing_due(tmp_path: Path) -> None:
+    """D1 written, D2 fails, back to D1: nothing is due any more (no busy loop waiting
+    for a retry of D2)."""
+    async with two_clusters(tmp_path) as (eu, us):
+        clients = clients_of(tmp_path, eu, us)
+        ticks = Ticks()
+        writer = StatusWriter(clients, Leading(), monotonic=ticks)
+        first = [d for d in exports(plane_of(81)) if d.ref.api == "eu"]
+        second = [d for d in exports(plane_of(80)) if d.ref.api == "eu"]
+        assert (await writer.write(first)).outcomes == {"written": 1}
+        await eu.stop()
+        assert (await writer.write(second)).outcomes == {"failed": 1}
+        assert writer.next_retry() == 5.0
+        assert (await writer.write(first)).outcomes == {}  # already written
+        assert writer.next_retry() is None
+        clients.close()
+
+
+async def test_one_objects_trouble_does_not_stop_the_others_of_its_api(tmp_path: Path) -> None:
+    """A failure of one object's own (here its renderer) is that object's: the objects
+    after it in the same cluster are written in the same round."""
+    async with two_clusters(tmp_path) as (eu, us):
+        for name in ("a", "b"):
+            eu.put(service(name), service_export(name))
+        clients = clients_of(tmp_path, eu, us)
+        writer = StatusWriter(clients, Leading())
+        (web,) = [d for d in exports(plane_of(81)) if d.ref.api == "eu"]
+
+        def broken(obj: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+            raise ValueError("a renderer's bug")
+
+        first = replace(web, ref=replace(web.ref, name="a"), render=broken)
+        rest = [replace(web, ref=replace(web.ref, name=n)) for n in ("b", "web")]
+        outcome = await writer.write([first, *rest])
+        assert outcome.outcomes == {"failed": 1, "written": 2}
         clients.close()

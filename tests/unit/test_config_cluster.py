@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kontinuum.control.model import FleetConfig, KubernetesAccess
+from kontinuum.control.routing import GATEWAY_CONTROLLER as CONTROLLER
 from kontinuum.control.routing import ParentRef, Rejection
 from kontinuum.discovery.config_cluster import (
     CONFIG_KINDS,
@@ -284,3 +285,39 @@ def test_routes_keep_only_parents_of_kontinuum() -> None:
     routes = {r.name: [(p.kind, p.name) for p in r.parents] for r in config(view).routing.routes}
     assert routes == {"both": [("Gateway", "ours")], "mesh": [("Service", "hello")]}
     assert view.status(0.0).health is Health.HEALTHY
+
+
+def test_parents_of_other_kinds_are_other_controllers() -> None:
+    """A parentRef to another kind (an XListenerSet, a vendor's) is not kontinuum's; one to
+    a Gateway this cluster does not hold may be the fleet files' and is kept."""
+    route = attached("mixed", "elsewhere")
+    route["spec"]["parentRefs"].append(
+        {"group": "gateway.networking.x-k8s.io", "kind": "XListenerSet", "name": "ls"}
+    )
+    only_theirs = attached("vendor")
+    only_theirs["spec"]["parentRefs"] = [{"group": "example.com", "kind": "Mesh", "name": "m"}]
+    view = listed(HTTPRoute=[route, only_theirs])
+    routes = {r.name: [(p.kind, p.name) for p in r.parents] for r in config(view).routing.routes}
+    assert routes == {"mixed": [("Gateway", "elsewhere")]}
+
+
+def test_a_route_that_stops_being_kontinuums_is_disowned() -> None:
+    """Its Gateway moved to another controller's class: kontinuum's entries are to go."""
+    route = attached("moved", "ours")
+    route["status"] = {"parents": [{"parentRef": {"name": "ours"}, "controllerName": CONTROLLER}]}
+    view = listed(
+        GatewayClass=[body(GATEWAY_CLASS), body(FOREIGN_CLASS)],
+        Gateway=[gateway("ours", "istio", labelled=False)],
+        HTTPRoute=[route, attached("never-ours", "ours")],
+    )
+    assert config(view).routing.routes == ()
+    assert config(view).routing.disowned == (("HTTPRoute", "demo", "moved"),)
+
+
+def test_gateways_of_a_missing_well_known_class_are_reported() -> None:
+    view = listed(Gateway=[gateway("ours", "kontinuum")])
+    assert config(view).routing.gateways == ()
+    status = view.status(0.0)
+    assert status.health is Health.DEGRADED
+    assert "GatewayClass(es) kontinuum, which do not exist" in status.detail
+    assert "deploy/gatewayclasses.yaml" in status.detail

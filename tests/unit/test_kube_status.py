@@ -432,3 +432,20 @@ def test_kontinuums_gateway_classes_are_accepted() -> None:
         "True",
         2,
     )
+
+
+def test_status_is_written_only_on_parents_kontinuum_knows() -> None:
+    """A route's entry for a parent Gateway that neither the files nor the config cluster
+    declare is nobody's to write; a disowned route keeps no entry of kontinuum's."""
+    known = GatewayStatus("edge", "public", "files.yaml", 1, (ACCEPTED,), ())
+    unknown = ParentRef("Gateway", "edge", "nowhere")
+    status = route(ParentStatus(GATEWAY_PARENT, (ACCEPTED,)), ParentStatus(unknown, (ACCEPTED,)))
+    binding = RouteBinding(statuses=(status,), gateway_statuses=(known,))
+    found = {
+        str(d.ref): d
+        for d in routing_statuses(binding, "hub", disowned=[("HTTPRoute", "shop", "gone")])
+    }
+    (parent,) = found["HTTPRoute shop/web in hub"].render({}, T0)["parents"]
+    assert parent["parentRef"]["name"] == "public"
+    held = {"status": {"parents": [{"parentRef": {"name": "x"}, "controllerName": CONTROLLER}]}}
+    assert found["HTTPRoute shop/gone in hub"].render(held, T0) == {"parents": []}

@@ -367,8 +367,9 @@ async def test_a_configuration_that_does_not_load_is_retried(
 
 def test_a_new_stale_after_applies_to_the_running_view() -> None:
     source = KubernetesSource("eu", KubernetesAccess(), stale_after=300)
-    view = source.new_view()
-    assert view.stale_after == 300
+    running = source.view
+    assert isinstance(running, ClusterView)
+    assert running.stale_after == 300
     source.retune(KubernetesAccess(stale_after=5))
-    assert source.stale_after == 5
+    assert (source.stale_after, running.stale_after) == (5, 5)  # the view in use, too
     assert source.new_view().stale_after == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from kontinuum.control.model import (
@@ -20,6 +21,20 @@ from kontinuum.discovery.source import Source
 from tests.unit.test_aggregate import QueueSource, Recorder, snapshot
 
 FAST = Debounce(after=0.05, max=0.3, sync_timeout=1.0)
+
+
+@contextlib.asynccontextmanager
+async def running(aggregator: Aggregator) -> AsyncIterator[None]:
+    """The aggregator's `run()` in a task, cancelled at the end."""
+    task = asyncio.create_task(aggregator.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 EU_API = ClusterSite("eu", access=KubernetesAccess(context="eu"))
 US_DNS = ClusterSite("us", access=DnsAccess("us.example.net"))
 
@@ -36,8 +51,7 @@ async def test_sites_get_sources_and_lose_them_with_what_they_reported() -> None
     recorder = Recorder()
     aggregator = Aggregator([files], recorder, FAST)
     sites = SiteSources(aggregator, factory)
-    task = asyncio.create_task(aggregator.run())
-    try:
+    async with running(aggregator):
         files.queue.put_nowait(FleetConfig((EU_API, US_DNS, ClusterSite("local"))))
         fleet: Fleet = await recorder.until(1)
         sites.reconcile(fleet.sites)
@@ -60,10 +74,6 @@ async def test_sites_get_sources_and_lose_them_with_what_they_reported() -> None
         sites.reconcile((moved,))  # us left the fleet
         assert sorted(sites.clusters) == ["eu"]
         assert [s.name for s in aggregator.sources] == ["static", "kubernetes:eu"]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_first_fleet_waits_for_the_sources_its_config_declares() -> None:
@@ -77,8 +87,7 @@ async def test_the_first_fleet_waits_for_the_sources_its_config_declares() -> No
     recorder = Recorder()
     aggregator = Aggregator([files], recorder, FAST)
     aggregator.on_sites = SiteSources(aggregator, factory).reconcile
-    task = asyncio.create_task(aggregator.run())
-    try:
+    async with running(aggregator):
         files.queue.put_nowait(FleetConfig((US_DNS,)))
         for _ in range(50):  # the config starts the us source at once: 1 s at most
             if "us" in made:
@@ -91,10 +100,6 @@ async def test_the_first_fleet_waits_for_the_sources_its_config_declares() -> No
         us = fleet.snapshot("us")
         assert us is not None
         assert [e.addresses[0] for e in us.endpoints] == ["10.1.0.1"]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class TunableSource(QueueSource):
@@ -117,14 +122,13 @@ async def test_a_new_stale_after_retunes_the_source_and_keeps_its_view() -> None
     recorder = Recorder()
     aggregator = Aggregator([files], recorder, FAST)
     sites = SiteSources(aggregator, factory)
-    task = asyncio.create_task(aggregator.run())
-    try:
+    async with running(aggregator):
         files.queue.put_nowait(FleetConfig((EU_API,)))
         await recorder.until(1)
         sites.reconcile((EU_API,))
         made[0].queue.put_nowait(snapshot("eu", "10.0.0.1"))
         await recorder.until(2)
-        assert sites.unsettled() == (set(), set())
+        assert sites.unreported() == set()
 
         patient = ClusterSite("eu", access=KubernetesAccess(context="eu", stale_after=3600))
         sites.reconcile((patient,))
@@ -132,13 +136,9 @@ async def test_a_new_stale_after_retunes_the_source_and_keeps_its_view() -> None
         assert made[0].tuned == [patient.access]
         assert sites.clusters["eu"] == patient.access
         assert aggregator.snapshot_of("kubernetes:eu", "eu") is not None  # its view stays
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
-async def test_unsettled_clusters_are_the_unreported_and_the_stale() -> None:
+async def test_a_cluster_is_unreported_until_its_source_reports_it() -> None:
     made: dict[str, QueueSource] = {}
 
     def factory(cluster: str, access: SiteAccess) -> Source:
@@ -149,18 +149,13 @@ async def test_unsettled_clusters_are_the_unreported_and_the_stale() -> None:
     recorder = Recorder()
     aggregator = Aggregator([files], recorder, FAST)
     sites = SiteSources(aggregator, factory)
-    task = asyncio.create_task(aggregator.run())
     us_api = ClusterSite("us", access=KubernetesAccess(context="us"))
-    try:
+    async with running(aggregator):
         files.queue.put_nowait(FleetConfig((EU_API, us_api)))
         await recorder.until(1)
         sites.reconcile((EU_API, us_api))
-        assert sites.unsettled() == ({"eu", "us"}, set())
+        assert sites.unreported() == {"eu", "us"}
         made["eu"].queue.put_nowait(snapshot("eu", "10.0.0.1"))
         made["us"].queue.put_nowait(replace(snapshot("us", "10.1.0.1"), stale=True))
         await recorder.until(2)
-        assert sites.unsettled() == (set(), {"us"})
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        assert sites.unreported() == set()  # a stale view is a view
