@@ -28,7 +28,15 @@ from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
-from kontinuum.telemetry.metrics import SourceCollector, StatusCollector, XdsCollector
+from kontinuum.telemetry.metrics import (
+    ProxyCollector,
+    PushMetrics,
+    SourceCollector,
+    StatusCollector,
+    XdsCollector,
+)
+from kontinuum.telemetry.prometheus_sd import ServiceDiscoveryFile
+from kontinuum.telemetry.pushes import PushTelemetry, tracer_provider
 from kontinuum.writeback import StatusOptions, StatusRuntime
 from kontinuum.xds import SnapshotCache, XdsServer
 
@@ -144,9 +152,11 @@ async def _serving(
     xds_address: str,
     admin_address: str,
     collectors: tuple[Collector, ...] = (),
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[XdsServer]:
-    """The xDS server and its admin endpoint, started and, on the way out, stopped."""
-    registry = CollectorRegistry()
+    """The xDS server and its admin endpoint (`registry` on `/metrics`, with the server's
+    own collectors and `collectors` added), started and, on the way out, stopped."""
+    registry = registry if registry is not None else CollectorRegistry()
     registry.register(XdsCollector(server))
     for collector in collectors:
         registry.register(collector)
@@ -196,11 +206,13 @@ class FleetOptions:
     debounce: Debounce = field(default_factory=Debounce)
     status: StatusOptions | None = field(default_factory=StatusOptions)
     site_source: SourceFactory = site_source
+    otlp_endpoint: str | None = None  # where push traces go (OTLP/gRPC); None: no traces
 
 
 @dataclass(frozen=True, slots=True)
 class RunningFleet:
-    """A fleet being discovered, applied to a mesh, and (if enabled) written status of."""
+    """A fleet being discovered, applied to a mesh, and (if enabled) written status of;
+    `registry` holds the metrics observed as it runs (translation, convergence)."""
 
     mesh: Mesh
     aggregator: Aggregator
@@ -208,6 +220,8 @@ class RunningFleet:
     config: ConfigClusterSource | None
     status: StatusRuntime | None
     discovery: asyncio.Task[None]
+    registry: CollectorRegistry
+    pushes: PushTelemetry
 
 
 @contextlib.asynccontextmanager
@@ -219,12 +233,20 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
     if options.path is None and options.config_cluster is None:
         raise ValueError("a fleet needs a directory, a config cluster, or both")
     mesh = Mesh(SnapshotCache())
+    registry = CollectorRegistry()
+    provider = tracer_provider(options.otlp_endpoint)
+    pushes = PushTelemetry(PushMetrics(registry), provider)
+    mesh.translated = pushes.translated
     static = StaticSource(options.path, options.poll_interval) if options.path else None
     config = ConfigClusterSource(options.config_cluster) if options.config_cluster else None
     status: StatusRuntime | None = None
 
     def apply(fleet: Fleet) -> None:
-        mesh.apply(fleet)
+        push = pushes.start(aggregator.change)
+        try:
+            mesh.apply(fleet, push)
+        finally:
+            push.seal()
         if status is not None:
             status.applied()
 
@@ -247,12 +269,14 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
         if discovery.done():
             discovery.result()  # raises what stopped discovery
             raise RuntimeError("discovery ended before the first fleet")
-        yield RunningFleet(mesh, aggregator, static, config, status, discovery)
+        yield RunningFleet(mesh, aggregator, static, config, status, discovery, registry, pushes)
     finally:
         tasks = [t for t in (discovery, writing) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if provider is not None:  # what is buffered goes out, within a few seconds
+            await asyncio.to_thread(provider.shutdown)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -267,22 +291,52 @@ async def serve_fleet(
     admin_address: str,
     dns_address: str | None = None,
     dns_options: ZoneOptions | None = None,
+    prometheus_sd: Path | None = None,
 ) -> None:
     """Serve a fleet to sidecars until cancelled; changes apply within a second.
 
     With `dns_address`, also answer `clusterset.local` DNS there (UDP and TCP), from the
-    first fleet on: a name asked before would be cached as absent."""
-    async with running_fleet(options) as fleet:
-        mesh = fleet.mesh
-        server = XdsServer(mesh.cache, resolve_view=mesh.resolve_view)
-        collectors: list[Collector] = [SourceCollector(fleet.aggregator)]
-        if fleet.status is not None:
-            collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
-        async with (
-            _serving(server, xds_address, admin_address, tuple(collectors)),
-            _clusterset_dns(mesh, dns_address, dns_options),
-        ):
-            await fleet.discovery
+    first fleet on: a name asked before would be cached as absent. With `prometheus_sd`,
+    keep that file-based service discovery file of the connected proxies' stats."""
+    async with (
+        running_fleet(options) as fleet,
+        serving(fleet, xds_address, admin_address, prometheus_sd),
+        _clusterset_dns(fleet.mesh, dns_address, dns_options),
+    ):
+        await fleet.discovery
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    fleet: RunningFleet, xds_address: str, admin_address: str, prometheus_sd: Path | None = None
+) -> AsyncIterator[XdsServer]:
+    """A running fleet's xDS server and admin endpoint (every metric of the mesh on
+    `/metrics`), and with `prometheus_sd` Prometheus' file of the connected Envoys."""
+    mesh = fleet.mesh
+    server = XdsServer(mesh.cache, resolve_view=mesh.resolve_view)
+    collectors: list[Collector] = [SourceCollector(fleet.aggregator), ProxyCollector(server, mesh)]
+    if fleet.status is not None:
+        collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
+    async with (
+        _serving(server, xds_address, admin_address, tuple(collectors), fleet.registry),
+        _discovery_file(server, mesh, prometheus_sd),
+    ):
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def _discovery_file(server: XdsServer, mesh: Mesh, path: Path | None) -> AsyncIterator[None]:
+    """Prometheus' file of the connected proxies, kept up to date, if a path is set."""
+    if path is None:
+        yield
+        return
+    task = asyncio.create_task(ServiceDiscoveryFile(path, server, mesh).run(), name="file_sd")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def serve_resources(

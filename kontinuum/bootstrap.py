@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kontinuum.telemetry.envoy_stats import stats_config, stats_listener
+
 XDS_CLUSTER = "kontinuum-xds"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -33,17 +35,44 @@ def envoy_bootstrap(
     delta: bool = True,
     metadata: dict[str, str] | None = None,
     reconnect_backoff: tuple[str, str] = ("0.25s", "5s"),
+    stats_address: str | None = None,
 ) -> dict[str, Any]:
     """An Envoy bootstrap that takes everything from kontinuum over ADS.
 
     Delta ADS by default; the node (tens of KB in Envoy) is sent on the first request only.
     `reconnect_backoff` is the (base, max) interval between attempts to reach the control
     plane again (Envoy adds jitter); admin port 0 lets Envoy pick a free one.
+
+    The stats carry the mesh's labels (`kontinuum.telemetry.envoy_stats`), and the node's
+    zone is its fleet cluster, as the translator's endpoints have theirs, so that Envoy
+    counts requests from cluster to cluster. With `stats_address` (HOST:PORT), a listener
+    there serves `/stats/prometheus` for Prometheus (it needs a fixed admin port), and the
+    node declares the port (`kontinuum.io/stats-port`) for kontinuum's Prometheus service
+    discovery.
     """
     base_interval, max_interval = reconnect_backoff
     host, port = split_address(xds_address)
+    declared = dict(metadata or {})
+    static_listeners: list[dict[str, Any]] = []
+    static_clusters: list[dict[str, Any]] = []
+    if stats_address is not None:
+        if admin_port == 0:
+            raise ValueError("a stats listener needs a fixed admin port (not 0)")
+        stats_host, stats_port = split_address(stats_address)
+        listener, admin_cluster = stats_listener(stats_host, stats_port, admin_port)
+        static_listeners.append(listener)
+        static_clusters.append(admin_cluster)
+        declared[METADATA_PREFIX + "stats-port"] = str(stats_port)
+    workspace = declared.get(METADATA_PREFIX + "namespace", "")
+    role = declared.get(METADATA_PREFIX + "role", "")
     return {
-        "node": {"id": node_id, "cluster": cluster, "metadata": metadata or {}},
+        "node": {
+            "id": node_id,
+            "cluster": cluster,
+            "locality": {"zone": cluster},
+            "metadata": declared,
+        },
+        "stats_config": stats_config(cluster, workspace, role),
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
         },
@@ -70,7 +99,9 @@ def envoy_bootstrap(
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
+            "listeners": static_listeners,
             "clusters": [
+                *static_clusters,
                 {
                     "name": XDS_CLUSTER,
                     "type": "STATIC",
@@ -100,8 +131,8 @@ def envoy_bootstrap(
                             }
                         ],
                     },
-                }
-            ]
+                },
+            ],
         },
     }
 

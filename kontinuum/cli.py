@@ -101,6 +101,24 @@ def serve(
             "ClusterSetIP: one that reaches the sidecar (default 127.0.0.1). Repeat for both.",
         ),
     ] = None,
+    prometheus_sd_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prometheus-sd-file",
+            dir_okay=False,
+            help="Keep this Prometheus file_sd file of the connected proxies' stats listeners "
+            "(see `kontinuum prometheus-config`).",
+        ),
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export a trace of every push over OTLP/gRPC to HOST:PORT (or a URL); "
+            "none: no traces.",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
@@ -144,6 +162,7 @@ def serve(
         path=config,
         config_cluster=access,
         status=StatusOptions(lease, lease_cluster or "") if write_status else None,
+        otlp_endpoint=otlp_endpoint or None,
     )
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
@@ -154,8 +173,47 @@ def serve(
                 admin_address,
                 dns_address=dns_address,
                 dns_options=dns_options,
+                prometheus_sd=prometheus_sd_file,
             )
         )
+
+
+@app.command("prometheus-config")
+def prometheus_config(
+    sd_file: Annotated[
+        Path,
+        typer.Option(
+            "--sd-file",
+            dir_okay=False,
+            help="The file `kontinuum serve --prometheus-sd-file` keeps.",
+        ),
+    ],
+    admin_address: AdminAddress = "127.0.0.1:18001",
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules",
+            dir_okay=False,
+            help="A rule file for Prometheus to load (repeat; e.g. dashboards/rules/*.yaml).",
+        ),
+    ] = None,
+    scrape_interval: Annotated[
+        str, typer.Option("--scrape-interval", help="How often to scrape (a Prometheus duration).")
+    ] = "15s",
+) -> None:
+    """Print a Prometheus configuration (YAML) that scrapes kontinuum's `/metrics` and every
+    connected Envoy, found through the file `kontinuum serve --prometheus-sd-file` keeps."""
+    import yaml
+
+    from kontinuum.telemetry.prometheus_sd import scrape_config
+
+    config = scrape_config(
+        admin_address=admin_address,
+        sd_file=sd_file.absolute(),
+        rule_files=[r.absolute() for r in rules or []],
+        scrape_interval=scrape_interval,
+    )
+    typer.echo(yaml.safe_dump(config, sort_keys=False), nl=False)
 
 
 @app.command("serve-resources")
@@ -246,6 +304,14 @@ def bootstrap(
         int, typer.Option("--outbound-port", help="Port of the outbound listener.")
     ] = 15001,
     admin_port: Annotated[int, typer.Option("--admin-port", help="Envoy admin port.")] = 15000,
+    stats_address: Annotated[
+        str | None,
+        typer.Option(
+            "--stats-address",
+            help="HOST:PORT of a listener serving /stats/prometheus for Prometheus (as "
+            "Istio's 15090); `none` for no such listener.",
+        ),
+    ] = "0.0.0.0:15090",
     xds_address: XdsAddress = "127.0.0.1:18000",
     role: Annotated[
         str,
@@ -290,14 +356,19 @@ def bootstrap(
             node_id=node_id, cluster=cluster, xds_address=xds_address, metadata=metadata
         )
     else:
-        document = envoy_bootstrap(
-            node_id=node_id,
-            cluster=cluster,
-            xds_address=xds_address,
-            admin_port=admin_port,
-            delta=not sotw,
-            metadata=metadata,
-        )
+        stats = None if stats_address in (None, "", "none") else stats_address
+        try:
+            document = envoy_bootstrap(
+                node_id=node_id,
+                cluster=cluster,
+                xds_address=xds_address,
+                admin_port=admin_port,
+                delta=not sotw,
+                metadata=metadata,
+                stats_address=stats,
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--stats-address") from error
     typer.echo(json.dumps(document, indent=2))
 
 
@@ -322,17 +393,22 @@ def demo(
     ] = Path("examples/fleet"),
 ) -> None:
     """Run the example fleet: real backends per endpoint, a real Envoy sidecar per site,
-    live traffic to hello.demo.svc.clusterset.local, and a site failing midway."""
+    live traffic to hello.demo.svc.clusterset.local, and a site failing midway; with a
+    Prometheus scraping it all when one is installed."""
     from kontinuum.app import run_event_loop
     from kontinuum.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        consumers = run_event_loop(run_demo(duration, config)) or []
-        for consumer in consumers:
+        outcome = run_event_loop(run_demo(duration, config))
+        if outcome is None:
+            return
+        for consumer in outcome.consumers:
             typer.echo(
                 f"{consumer.site}: {dict(consumer.answers)}, "
                 f"failed after the ejection window: {consumer.failed_after_window}"
             )
+        if outcome.prometheus is not None:
+            typer.echo(f"Prometheus scraped {outcome.targets_up} targets at {outcome.prometheus}")
 
 
 @app.command()

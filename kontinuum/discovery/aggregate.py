@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from kontinuum.control.model import (
     ClusterSite,
+    ConfigError,
     Fleet,
     FleetConfig,
     Grant,
@@ -51,7 +52,17 @@ class SourceState:
     last_update: float | None  # wall-clock time of its last update
     clusters: int
     endpoints: int
-    errors: int  # configuration errors it reports
+    errors: tuple[ConfigError, ...]  # configuration errors it reports
+    last_sync: float | None = None  # wall-clock time its view was last known current
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What led to the fleet being applied: when the first update of the burst arrived
+    (monotonic time) and which sources reported in it."""
+
+    started: float
+    sources: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,9 @@ class Aggregator:
         self.applied = 0  # fleets applied so far
         self.updates = 0  # source updates received so far
         self._last_update: dict[str, float] = {}
+        self._burst: tuple[float, set[str]] | None = None  # the updates not applied yet
+        # What led to the fleet being applied, set just before `apply` is called.
+        self.change: Change | None = None
         # Called with the fleet's sites whenever a source's config changes, so that the
         # sources of newly declared clusters start (and, before the first fleet, are waited
         # for) without waiting for a push.
@@ -170,7 +184,8 @@ class Aggregator:
                     last_update=self._last_update.get(source.name),
                     clusters=len(snapshots),
                     endpoints=sum(len(s.endpoints) for s in snapshots),
-                    errors=len(status.errors),
+                    errors=status.errors,
+                    last_sync=status.last_sync,
                 )
             )
         return states
@@ -224,6 +239,9 @@ class Aggregator:
             self._snapshots[source.name, update.cluster] = update
         self.updates += 1
         self._last_update[source.name] = time.time()
+        if self._burst is None:
+            self._burst = (time.monotonic(), set())
+        self._burst[1].add(source.name)
         self._changed.set()
 
     async def _follow(self, source: Source) -> None:
@@ -274,6 +292,9 @@ class Aggregator:
         await self._wait_for_sync()
         while True:
             await self._quiet()
+            burst, self._burst = self._burst, None
+            started, sources = burst if burst is not None else (time.monotonic(), set())
+            self.change = Change(started, tuple(sorted(sources)))
             try:
                 self._apply(self.fleet())
             except Exception:  # a bug in translation must not stop discovery: keep serving

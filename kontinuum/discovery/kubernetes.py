@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -89,7 +90,7 @@ class ApiSource(abc.ABC):
         """A view of the kinds to follow, empty (called again each time `updates()` starts)."""
 
     def status(self) -> SourceStatus:
-        return self._status
+        return dataclasses.replace(self._status, last_sync=self._view.last_sync)
 
     @property
     def view(self) -> KindsView:

@@ -44,6 +44,7 @@ class SourceStatus:
     health: Health
     detail: str = ""
     errors: tuple[ConfigError, ...] = ()  # problems with the input, for `validate` and status
+    last_sync: float | None = None  # when (Unix time) the view was last known current
 
 
 class Source(Protocol):

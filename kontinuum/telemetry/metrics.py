@@ -1,22 +1,34 @@
 """Every metric kontinuum exports, declared in one place (Prometheus naming).
 
-The xDS server keeps plain counters (`ServerStats`) and knows nothing of Prometheus;
-this collector reads them at scrape time, so the fan-out pays nothing for telemetry.
-Labels are bounded: xDS type, never a stream or node id.
+Most are read at scrape time from what the layers keep anyway (the xDS server's plain
+counters, the streams' state, the aggregator's sources), so the fan-out pays nothing for
+telemetry; the histograms of what takes time (translating, converging) are observed as it
+happens (`PushMetrics`). Labels are bounded: xDS type, role, fleet cluster, workspace,
+source, object kind, outcome; never a stream, node id or resource name.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Final
 
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
 from kontinuum.kube import LeaderElection, StatusWriter
-from kontinuum.xds import XdsServer, types
+from kontinuum.mesh import Mesh
+from kontinuum.xds import SyncStatus, XdsServer, types
+
+# Seconds: a push over loopback takes milliseconds, one across a fleet seconds; a minute
+# is far off anything healthy.
+CONVERGENCE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TRANSLATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_SYNC_STATES: Final = (SyncStatus.SYNCED, SyncStatus.STALE, SyncStatus.NACKED, SyncStatus.NOT_SENT)
 
 
 def _by_type(family: CounterMetricFamily, counts: Counter[str]) -> CounterMetricFamily:
@@ -26,21 +38,32 @@ def _by_type(family: CounterMetricFamily, counts: Counter[str]) -> CounterMetric
 
 
 class XdsCollector(Collector):
-    """The xDS server's own counters and gauges."""
+    """The xDS server: streams, pushes, ACKs and NACKs by type, how the proxies stand,
+    and the size of what is served."""
 
     def __init__(self, server: XdsServer) -> None:
         self._server = server
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self._server.stats
+        streams = self._server.streams()
         yield GaugeMetricFamily(
-            "kontinuum_xds_connected_streams",
-            "ADS streams open now.",
-            value=len(self._server.streams()),
+            "kontinuum_xds_connected_streams", "ADS streams open now.", value=len(streams)
         )
+        sync = GaugeMetricFamily(
+            "kontinuum_xds_proxies_sync",
+            "Connected proxies by how they stand: SYNCED (every response ACKed), STALE (a "
+            "response in flight or due), NACKED (rejecting a version sent), NOT_SENT (their "
+            "view has nothing yet).",
+            labels=["state"],
+        )
+        counts = Counter(stream.sync_status() for stream in streams)
+        for state in _SYNC_STATES:
+            sync.add_metric([state.value], counts[state])
+        yield sync
         yield _by_type(
             CounterMetricFamily(
-                "kontinuum_xds_responses", "Discovery responses sent, by type.", labels=["type"]
+                "kontinuum_xds_pushes", "Discovery responses pushed, by type.", labels=["type"]
             ),
             stats.responses,
         )
@@ -67,11 +90,52 @@ class XdsCollector(Collector):
             "Streams refused by authentication or view resolution.",
             value=stats.streams_refused,
         )
+        views = self._server.cache.views()
+        yield GaugeMetricFamily("kontinuum_xds_views", "Views served.", value=len(views))
+        size: Counter[str] = Counter()
+        for snapshot in views.values():
+            for type_url in snapshot.type_urls:
+                size[type_url] += sum(
+                    len(r.sotw_entry) for r in snapshot.resources(type_url).values()
+                )
+        config = GaugeMetricFamily(
+            "kontinuum_xds_config_bytes",
+            "Serialized size of the configuration served, summed over every view, by type.",
+            labels=["type"],
+        )
+        for type_url in types.PUSH_ORDER:
+            config.add_metric([types.short_name(type_url)], size[type_url])
+        yield config
+
+
+class ProxyCollector(Collector):
+    """Connected proxies by role, fleet cluster and workspace (bounded by the fleet)."""
+
+    def __init__(self, server: XdsServer, mesh: Mesh) -> None:
+        self._server = server
+        self._mesh = mesh
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        proxies = GaugeMetricFamily(
+            "kontinuum_xds_proxies",
+            "Proxies connected now, by role, fleet cluster and workspace.",
+            labels=["role", "cluster", "workspace"],
+        )
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for stream in self._server.streams():
+            key = self._mesh.view_key(stream.view)
+            if key is not None:
+                view = key.view
+                counts[view.role, view.cluster, view.workspace] += 1
+        for labels, count in sorted(counts.items()):
+            proxies.add_metric(list(labels), count)
+        yield proxies
 
 
 class SourceCollector(Collector):
-    """Discovery: each source's health, staleness, last update and size (one label value
-    per source, that is per cluster reached through its API or DNS: bounded by the fleet)."""
+    """Discovery: each source's health, staleness, last update and sync, size and errors
+    (one label value per source, that is per cluster reached through its API or DNS:
+    bounded by the fleet), and the errors of every source by object kind."""
 
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator
@@ -93,6 +157,11 @@ class SourceCollector(Collector):
             "When the source last reported a change (Unix time).",
             labels=["source"],
         )
+        synced = GaugeMetricFamily(
+            "kontinuum_source_last_sync_timestamp_seconds",
+            "When the source's view was last known current (Unix time; sources that watch an API).",
+            labels=["source"],
+        )
         endpoints = GaugeMetricFamily(
             "kontinuum_source_endpoints", "Endpoints the source reports now.", labels=["source"]
         )
@@ -101,14 +170,26 @@ class SourceCollector(Collector):
             "Invalid objects the source reports (left out; the last good view serves).",
             labels=["source"],
         )
+        kinds: Counter[str] = Counter()
         for state in states:
             up.add_metric([state.name], 1.0 if state.health is Health.HEALTHY else 0.0)
             stale.add_metric([state.name], 1.0 if state.stale else 0.0)
             if state.last_update is not None:
                 last.add_metric([state.name], state.last_update)
+            if state.last_sync is not None:
+                synced.add_metric([state.name], state.last_sync)
             endpoints.add_metric([state.name], state.endpoints)
-            errors.add_metric([state.name], state.errors)
-        yield from (up, stale, last, endpoints, errors)
+            errors.add_metric([state.name], len(state.errors))
+            kinds.update(error.kind or "file" for error in state.errors)
+        yield from (up, stale, last, synced, endpoints, errors)
+        by_kind = GaugeMetricFamily(
+            "kontinuum_config_errors",
+            "Invalid objects in every source, by kind (`file`: a file that does not parse).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(kinds.items()):
+            by_kind.add_metric([kind], count)
+        yield by_kind
         yield CounterMetricFamily(
             "kontinuum_fleet_applies",
             "Fleets applied after debouncing the sources' updates.",
@@ -118,6 +199,39 @@ class SourceCollector(Collector):
             "kontinuum_source_updates",
             "Updates received from the sources, before debouncing.",
             value=self._aggregator.updates,
+        )
+
+
+class PushMetrics:
+    """What is observed as it happens: translating a fleet, and pushes converging."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.translation = Histogram(
+            "kontinuum_translation_seconds",
+            "Time to translate a fleet into every view in use.",
+            buckets=TRANSLATION_BUCKETS,
+            registry=registry,
+        )
+        self.proxy_convergence = Histogram(
+            "kontinuum_proxy_convergence_seconds",
+            "From a source's change to one proxy's ACK of all it changed for the proxy (as "
+            "Istio's pilot_proxy_convergence_time).",
+            buckets=CONVERGENCE_BUCKETS,
+            registry=registry,
+        )
+        self.push_convergence = Histogram(
+            "kontinuum_push_convergence_seconds",
+            "From a source's change to the last ACK (or NACK, or disconnect) of the proxies "
+            "it changed: how long the fleet took to converge.",
+            buckets=CONVERGENCE_BUCKETS,
+            registry=registry,
+        )
+        self.outcomes = CounterMetric(
+            "kontinuum_push_outcomes",
+            "Proxies' parts in pushes, by how they ended: acked, nacked, gone (disconnected "
+            "or overtaken).",
+            labelnames=["outcome"],
+            registry=registry,
         )
 
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from kontinuum.xds.push import Push
 from kontinuum.xds.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 class Watcher(Protocol):
     """A stream that wants to hear about changes to its view."""
 
-    def on_snapshot(self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]]) -> None:
-        """Called synchronously with the new snapshot and, per type, the changed names."""
+    def on_snapshot(
+        self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]], push: Push | None = None
+    ) -> None:
+        """Called synchronously with the new snapshot, per type the changed names, and the
+        push the change belongs to, if it is followed (`kontinuum.xds.push`)."""
 
 
 class SnapshotCache:
@@ -30,19 +34,25 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: dict[str, set[Watcher]] = {}
 
-    def set_snapshot(self, view: str, snapshot: Snapshot) -> dict[str, frozenset[str]]:
+    def set_snapshot(
+        self, view: str, snapshot: Snapshot, push: Push | None = None
+    ) -> dict[str, frozenset[str]]:
         """Replace a view's snapshot; returns the changed names per type.
 
         Only watchers of this view are told, and each decides from the changed names
-        whether anything it subscribed to is among them.
+        whether anything it subscribed to is among them (and so takes part in `push`).
         """
         previous = self._snapshots.get(view)
         changes = snapshot.changes_from(previous)
         self._snapshots[view] = snapshot
         if changes or previous is None:  # a view's first snapshot, even empty, is news
             for watcher in tuple(self._watchers.get(view, ())):
-                watcher.on_snapshot(snapshot, changes)
+                watcher.on_snapshot(snapshot, changes, push)
         return changes
+
+    def views(self) -> dict[str, Snapshot]:
+        """Every view's current snapshot, by view (a copy)."""
+        return dict(self._snapshots)
 
     def set_resources(self, view: str, messages: Iterable[Any]) -> dict[str, frozenset[str]]:
         """Build a snapshot from xds-protos messages (checked for consistency) and set it."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kontinuum.xds.push import Push
 from kontinuum.xds.resource import Resource
 
 
@@ -35,6 +36,7 @@ class InFlight:
     nonce: str
     versions: Mapping[str, str]  # name -> version carried (SotW: the whole state carried)
     removed: frozenset[str] = frozenset()
+    pushes: tuple[Push, ...] = ()  # the pushes whose changes it carries (set on sending)
 
 
 @dataclass(slots=True)

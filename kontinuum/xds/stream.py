@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import grpc
 
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.identity import Peer
+from kontinuum.xds.push import Push
 from kontinuum.xds.snapshot import EMPTY_SNAPSHOT, Snapshot
-from kontinuum.xds.state import InFlight, Rejection, TypeState
+from kontinuum.xds.state import InFlight, Rejection, SyncStatus, TypeState
 from kontinuum.xds.stats import ServerStats
 
 log = logging.getLogger("kontinuum.xds")
@@ -24,6 +26,8 @@ log = logging.getLogger("kontinuum.xds")
 MAX_NAMES_PER_TYPE = 100_000
 MAX_NAME_LENGTH = 4_096
 MAX_IGNORED_TYPES_LOGGED = 16
+# Pushes a stream still owes an ACK for; a client that stops ACKing gives up the oldest.
+MAX_PENDING_PUSHES = 64
 
 _stream_ids = itertools.count(1)
 
@@ -46,6 +50,14 @@ class Connection:
 
 
 Write = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Part:
+    """A stream's part in a push: the types still to be ACKed, and when it first sent."""
+
+    types: set[str]
+    sent: float | None = None
 
 
 class Stream:
@@ -76,6 +88,7 @@ class Stream:
         self.ignored_types: set[str] = set()
         self._nonces = itertools.count(1)
         self._wake = asyncio.Event()
+        self._pushes: dict[Push, _Part] = {}  # insertion order: oldest first
 
     @property
     def view(self) -> str:
@@ -86,9 +99,23 @@ class Stream:
         """The snapshot this stream serves from (empty while its view has none)."""
         return self.snapshot if self.snapshot is not None else EMPTY_SNAPSHOT
 
+    def sync_status(self) -> SyncStatus:
+        """How the proxy stands as a whole: NACKED while it rejects a version it was
+        sent, STALE while a response is in flight or due, NOT_SENT before its view has
+        anything, SYNCED otherwise."""
+        if self.snapshot is None:
+            return SyncStatus.NOT_SENT
+        if any(state.rejected for state in self._ordered):
+            return SyncStatus.NACKED
+        if any(s.in_flight is not None or s.has_work or s.removals_pending for s in self._ordered):
+            return SyncStatus.STALE
+        return SyncStatus.SYNCED
+
     # -- cache side ----------------------------------------------------------------------
 
-    def on_snapshot(self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]]) -> None:
+    def on_snapshot(
+        self, snapshot: Snapshot, changes: Mapping[str, frozenset[str]], push: Push | None = None
+    ) -> None:
         first = self.snapshot is None  # requests held back until the view existed are due
         self.snapshot = snapshot
         woken = first and any(s.has_work for s in self.types.values())
@@ -97,9 +124,26 @@ class Stream:
             if state is None:
                 continue
             state.mark_dirty(names)
+            if push is not None and state.has_work and not first:
+                self._take_part(push, type_url)
             woken = woken or state.has_work
         if woken:
             self._wake.set()
+
+    def _take_part(self, push: Push, type_url: str) -> None:
+        part = self._pushes.get(push)
+        if part is None:
+            if len(self._pushes) >= MAX_PENDING_PUSHES:
+                oldest = next(iter(self._pushes))
+                self._settle_push(oldest, "gone")
+            part = self._pushes[push] = _Part(set())
+            push.join()
+        part.types.add(type_url)
+
+    def _settle_push(self, push: Push, outcome: Literal["acked", "nacked", "gone"]) -> None:
+        part = self._pushes.pop(push)
+        now = time.monotonic()
+        push.settle(self.connection, outcome, part.sent if part.sent is not None else now, now)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -119,6 +163,8 @@ class Stream:
             self.cache.cancel(self.view, self)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            for push in list(self._pushes):
+                self._settle_push(push, "gone")
 
     async def _read(self, first: Any, requests: AsyncIterator[Any]) -> None:
         try:
@@ -183,6 +229,14 @@ class Stream:
 
     def start_response(self, state: TypeState, flight: InFlight) -> bytes:
         """Record a response as in flight; returns its nonce field to append to the body."""
+        if self._pushes:
+            carried = tuple(p for p, part in self._pushes.items() if state.type_url in part.types)
+            if carried:
+                flight.pushes = carried
+                now = time.monotonic()
+                for push in carried:
+                    part = self._pushes[push]
+                    part.sent = part.sent if part.sent is not None else now
         state.in_flight = flight
         state.last_nonce = flight.nonce
         state.responses += 1
@@ -228,6 +282,16 @@ class Stream:
             return False
         state.in_flight = None
         (self.stats.acks if error is None else self.stats.nacks)[state.type_url] += 1
+        for push in flight.pushes:
+            part = self._pushes.get(push)
+            if part is None:
+                continue
+            if error is not None:
+                self._settle_push(push, "nacked")
+                continue
+            part.types.discard(state.type_url)
+            if not part.types:
+                self._settle_push(push, "acked")
         if error is None:
             self.acknowledge(state, flight)
             if state.rejected:

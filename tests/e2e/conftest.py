@@ -63,6 +63,7 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
         mode: Mode,
         node_id: str | None = None,
         metadata: dict[str, str] | None = None,
+        stats_port: int | None = None,
     ) -> Envoy:
         index = len(started)
         envoy = Envoy(
@@ -73,6 +74,7 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
             mode=mode,
             binary=envoy_path,
             metadata=metadata,
+            stats_port=stats_port,
         )
         started.append(envoy)
         envoy.start()

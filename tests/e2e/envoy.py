@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kontinuum.bootstrap import envoy_bootstrap
+from tests.support.net import free_port
 
 Mode = Literal["sotw", "delta"]
 
@@ -36,17 +37,24 @@ _MAX_SOCKET_PATH = 100
 
 
 def bootstrap(
-    node_id: str, view: str, xds_port: int, mode: Mode, metadata: dict[str, str] | None = None
+    node_id: str,
+    view: str,
+    xds_port: int,
+    mode: Mode,
+    metadata: dict[str, str] | None = None,
+    stats_port: int | None = None,
 ) -> dict[str, Any]:
-    """kontinuum's Envoy bootstrap, reconnecting quickly after a control-plane restart."""
+    """kontinuum's Envoy bootstrap, reconnecting quickly after a control-plane restart;
+    with `stats_port`, Prometheus' listener on 127.0.0.1 there (and a fixed admin port)."""
     return envoy_bootstrap(
         node_id=node_id,
         cluster=view,
         xds_address=f"127.0.0.1:{xds_port}",
-        admin_port=0,
+        admin_port=0 if stats_port is None else free_port(),
         delta=mode == "delta",
         reconnect_backoff=("0.1s", "1s"),
         metadata=metadata,
+        stats_address=None if stats_port is None else f"127.0.0.1:{stats_port}",
     )
 
 
@@ -66,6 +74,7 @@ class Envoy:
         metadata: dict[str, str] | None = None,
         config: dict[str, Any] | None = None,
         netns: str | None = None,
+        stats_port: int | None = None,
     ) -> None:
         """`config` replaces kontinuum's ADS bootstrap (a static Envoy); `netns` is the
         network namespace to run in (see the module docstring for its admin)."""
@@ -80,7 +89,12 @@ class Envoy:
         self.netns = netns
         self._socket_dir: Path | None = None
         self.admin_socket: Path | None = None
-        document = bootstrap(node_id, view, xds_port, mode, metadata) if config is None else config
+        self.stats_port = stats_port
+        document = (
+            bootstrap(node_id, view, xds_port, mode, metadata, stats_port)
+            if config is None
+            else config
+        )
         if netns is not None:
             self.admin_socket = workdir / "admin.sock"
             if len(str(self.admin_socket)) > _MAX_SOCKET_PATH:

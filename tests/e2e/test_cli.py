@@ -201,7 +201,7 @@ def test_bootstrap_is_a_valid_envoy_configuration(tmp_path: Path, delta: bool) -
     from kontinuum.bootstrap import find_envoy
 
     args = ["--node-id", "web-1", "--cluster", "eu-central", "--namespace", "demo"]
-    args += ["--service", "web", "--inbound-port", "8080", "--admin-port", "0"]
+    args += ["--service", "web", "--inbound-port", "8080", "--admin-port", "15000"]
     printed = subprocess.run(
         [*KONTINUUM, "bootstrap", *args, *([] if delta else ["--sotw"])],
         capture_output=True,
@@ -215,6 +215,14 @@ def test_bootstrap_is_a_valid_envoy_configuration(tmp_path: Path, delta: bool) -
     ads = document["dynamic_resources"]["ads_config"]
     assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
     assert ads["set_node_on_first_message_only"] is True
+    # Prometheus' listener on 15090, its port declared for kontinuum's service discovery
+    assert document["node"]["metadata"]["kontinuum.io/stats-port"] == "15090"
+    (listener,) = document["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 15090
+    assert document["node"]["locality"] == {"zone": "eu-central"}
+    tags = {t["tag_name"]: t for t in document["stats_config"]["stats_tags"]}
+    assert tags["kontinuum_cluster"]["fixed_value"] == "eu-central"
+    assert tags["kontinuum_workspace"]["fixed_value"] == "demo"
     path = tmp_path / "bootstrap.json"
     path.write_text(printed)
     envoy = find_envoy()
@@ -226,6 +234,22 @@ def test_bootstrap_is_a_valid_envoy_configuration(tmp_path: Path, delta: bool) -
         timeout=60,
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+def test_a_stats_listener_needs_a_fixed_admin_port() -> None:
+    base = [*KONTINUUM, "bootstrap", "--node-id", "x", "--cluster", "c", "--namespace", "n"]
+    refused = subprocess.run(
+        [*base, "--admin-port", "0"], capture_output=True, text=True, timeout=30
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "fixed admin port" in refused.stderr
+    without = subprocess.run(
+        [*base, "--admin-port", "0", "--stats-address", "none"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    document = json.loads(without.stdout)
+    assert document["static_resources"]["listeners"] == []
+    assert "kontinuum.io/stats-port" not in document["node"]["metadata"]
 
 
 def test_bootstrap_refuses_an_unknown_role() -> None:

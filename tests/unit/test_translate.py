@@ -59,7 +59,7 @@ def test_priorities_are_dense_and_weighted() -> None:
     (locality,) = cla.endpoints
     assert locality.priority == 0
     assert locality.load_balancing_weight.value == 1
-    assert locality.locality.sub_zone == "west-1"
+    assert locality.locality.zone == "west-1"  # the fleet cluster is the zone
 
 
 def test_inbound_for_an_unseen_service_is_plain_http() -> None:

@@ -7,10 +7,14 @@ number. Envoy would accept gaps, but gRPC's xDS client rejects a "sparse priorit
 (a priority with no locality), so `priority` 0/1/2 appear as such only when every tier
 has endpoints.
 
-Each locality is one `LocalityLbEndpoints` per (fleet cluster, zone): region and zone are
-the site's topology and `sub_zone` is the fleet cluster, so telemetry and Envoy's stats
-can tell clusters apart even where they share a zone name. Every locality carries a
-`load_balancing_weight` (its number of endpoints): gRPC ignores a locality without one.
+Each locality is one `LocalityLbEndpoints` per (fleet cluster, zone): `region` is the
+site's region, `zone` the fleet cluster and `sub_zone` the site's zone. The fleet cluster
+is Envoy's zone because Envoy counts requests per (local zone, upstream zone), and the
+bootstrap makes the proxy's own zone its fleet cluster: the per-zone stats are then the
+traffic matrix from cluster to cluster (`kontinuum.telemetry.envoy_stats`). Zone-aware
+routing, which would read zones otherwise, is not used (priorities do its work). Every
+locality carries a `load_balancing_weight` (its number of endpoints): gRPC ignores a
+locality without one.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ def load_assignment(
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for tier, cluster, zone, region, fresh in kept:
         locality = cla.endpoints.add(priority=ranks[tier])
-        locality.locality.CopyFrom(base_pb2.Locality(region=region, zone=zone, sub_zone=cluster))
+        locality.locality.CopyFrom(base_pb2.Locality(region=region, zone=cluster, sub_zone=zone))
         if tier == 0 and weights.get(cluster, 0) > 0:
             # The cluster's weight, shared by its zones (scaled so integer shares stay fair).
             share = weights[cluster] * _WEIGHT_SCALE // zones[tier, cluster]

@@ -1,0 +1,116 @@
+"""Control plane: are the proxies connected and in sync, how fast do changes reach them,
+do they reject any, and how are the sources of the fleet doing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboards import queries as q
+from dashboards.panels import Chart, Query, build
+
+UID = "kontinuum-control-plane"
+
+
+def dashboard() -> dict[str, Any]:
+    charts = [
+        Chart(
+            "Connected proxies",
+            "Proxies connected to kontinuum, by role, cluster and workspace.",
+            [
+                Query(
+                    'sum by (role, cluster, workspace) (kontinuum_xds_proxies{cluster=~"$cluster", '
+                    'workspace=~"$workspace"})',
+                    "{{role}} {{cluster}}/{{workspace}}",
+                )
+            ],
+        ),
+        Chart(
+            "Proxy sync state",
+            "SYNCED: every response ACKed; STALE: one in flight or due; NACKED: rejecting "
+            "a version sent; NOT_SENT: its view has nothing yet.",
+            [Query("sum by (state) (kontinuum_xds_proxies_sync)", "{{state}}")],
+        ),
+        Chart(
+            "Pushes",
+            "Discovery responses sent per second, by type.",
+            [
+                Query(
+                    "sum by (type) (rate(kontinuum_xds_pushes_total[$__rate_interval]))", "{{type}}"
+                )
+            ],
+            unit="ops",
+        ),
+        Chart(
+            "Convergence",
+            "From a source's change to the proxies' ACKs: p99 of the last proxy of each "
+            "push, and p50/p99 of each proxy.",
+            [
+                Query(q.PUSH_CONVERGENCE_P99, "push p99"),
+                Query(
+                    "histogram_quantile(0.5, sum by (le) "
+                    "(rate(kontinuum_proxy_convergence_seconds_bucket[$__rate_interval])))",
+                    "proxy p50",
+                ),
+                Query(
+                    "histogram_quantile(0.99, sum by (le) "
+                    "(rate(kontinuum_proxy_convergence_seconds_bucket[$__rate_interval])))",
+                    "proxy p99",
+                ),
+            ],
+            unit="s",
+        ),
+        Chart(
+            "NACKs",
+            "Responses proxies rejected, by type; `kontinuum status` says which and why.",
+            [
+                Query(
+                    "sum by (type) (increase(kontinuum_xds_nacks_total[$__rate_interval]))",
+                    "{{type}}",
+                )
+            ],
+        ),
+        Chart(
+            "Sources",
+            "Each source: up (a current view of all it covers) and stale (serving the last "
+            "view of a cluster it lost).",
+            [
+                Query("kontinuum_source_up", "{{source}} up"),
+                Query("kontinuum_source_stale", "{{source}} stale"),
+            ],
+        ),
+        Chart(
+            "Time since sources were in sync",
+            "Seconds since each watching source last knew its view current.",
+            [Query("time() - kontinuum_source_last_sync_timestamp_seconds", "{{source}}")],
+            unit="s",
+        ),
+        Chart(
+            "Configuration errors",
+            "Invalid objects each source leaves out (the last good view serves).",
+            [Query("sum by (source) (kontinuum_source_config_errors)", "{{source}}")],
+        ),
+        Chart(
+            "Translation time",
+            "p99 time to translate a fleet into every view in use.",
+            [
+                Query(
+                    "histogram_quantile(0.99, sum by (le) "
+                    "(rate(kontinuum_translation_seconds_bucket[$__rate_interval])))",
+                    "p99",
+                )
+            ],
+            unit="s",
+        ),
+        Chart(
+            "Configuration size",
+            "Bytes of configuration served, over every view, by type.",
+            [Query("sum by (type) (kontinuum_xds_config_bytes)", "{{type}}")],
+            unit="bytes",
+        ),
+    ]
+    return build(
+        UID,
+        "kontinuum / Control plane",
+        "The xDS server, its proxies' sync state, push convergence and the fleet's sources.",
+        charts,
+    )

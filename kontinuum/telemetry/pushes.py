@@ -1,0 +1,155 @@
+"""A push, observed: metrics as it converges, and a trace of it (OpenTelemetry).
+
+Every fleet applied starts a `Push` (`kontinuum.xds.push`) dated from the first source
+update of its burst. The xDS streams report each proxy's part as it ends, and the push's
+end once every proxy has settled; this turns that into the convergence histograms
+(`PushMetrics`) and, when tracing is on, into one trace per push, so that "why did this
+proxy get this config, and when" has an answer:
+
+    kontinuum.push                  from the first source update to the last proxy's ACK
+      kontinuum.debounce            the updates coalescing (attribute: the sources)
+      kontinuum.translate           translating the fleet (attribute: the views)
+      kontinuum.xds.deliver         per proxy: its first response to its ACK, NACK or end
+                                    (attributes: node id, view, outcome)
+
+With no OTLP endpoint configured (`tracer_provider(None)`), no span is made at all. A push
+some proxy never settles is ended after `MAX_PUSH_AGE` seconds, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, Status, StatusCode
+
+from kontinuum import __version__
+from kontinuum.discovery.aggregate import Change
+from kontinuum.telemetry.metrics import PushMetrics
+from kontinuum.xds.push import Outcome, Push
+
+log = logging.getLogger("kontinuum.telemetry")
+
+MAX_PUSH_AGE: Final = 300.0  # seconds a push's trace waits for its last proxy
+
+
+def tracer_provider(endpoint: str | None) -> TracerProvider | None:
+    """Traces exported over OTLP/gRPC to `endpoint` (`host:port`, or a URL), or None for
+    no tracing at all."""
+    if not endpoint:
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    resource = Resource.create({"service.name": "kontinuum", "service.version": __version__})
+    provider = TracerProvider(resource=resource)
+    insecure = not endpoint.startswith("https://")
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint, insecure=insecure)))
+    return provider
+
+
+def _wall_ns(monotonic: float) -> int:
+    """A monotonic time as the wall-clock nanoseconds OpenTelemetry dates spans with."""
+    return time.time_ns() - int((time.monotonic() - monotonic) * 1e9)
+
+
+@dataclass(slots=True)
+class _Traced:
+    span: Span
+    push: Push
+
+
+class PushTelemetry:
+    """Makes the pushes of a running mesh and observes them (a `PushObserver`)."""
+
+    def __init__(self, metrics: PushMetrics, provider: TracerProvider | None = None) -> None:
+        self._metrics = metrics
+        self._tracer = provider.get_tracer("kontinuum") if provider is not None else None
+        self._open: dict[int, _Traced] = {}  # push id -> its trace, while it converges
+        self._current: Push | None = None  # the push being translated
+
+    def start(self, change: Change | None) -> Push:
+        """The push of a fleet about to be applied, dated from `change`."""
+        started = change.started if change is not None else time.monotonic()
+        push = Push(started=started, cause=change, observer=self)
+        self._current = push
+        if self._tracer is not None:
+            self._expire(time.monotonic())
+            start_ns = _wall_ns(started)
+            root = self._tracer.start_span("kontinuum.push", start_time=start_ns)
+            sources = list(change.sources) if change is not None else []
+            root.set_attribute("kontinuum.push.id", push.id)
+            root.set_attribute("kontinuum.sources", sources)
+            context = trace.set_span_in_context(root)
+            debounce = self._tracer.start_span(
+                "kontinuum.debounce", context=context, start_time=start_ns
+            )
+            debounce.set_attribute("kontinuum.sources", sources)
+            debounce.end()
+            self._open[push.id] = _Traced(root, push)
+        return push
+
+    def translated(self, seconds: float, views: int) -> None:
+        """`Mesh.translated`: how long the push being applied took to translate."""
+        self._metrics.translation.observe(seconds)
+        push = self._current
+        traced = self._open.get(push.id) if push is not None else None
+        if traced is not None and self._tracer is not None:
+            now = time.monotonic()
+            span = self._tracer.start_span(
+                "kontinuum.translate",
+                context=trace.set_span_in_context(traced.span),
+                start_time=_wall_ns(now - seconds),
+            )
+            span.set_attribute("kontinuum.views", views)
+            span.end(end_time=_wall_ns(now))
+
+    # -- PushObserver --------------------------------------------------------------------
+
+    def stream_settled(
+        self, push: Push, connection: Any, outcome: Outcome, sent: float, now: float
+    ) -> None:
+        self._metrics.outcomes.labels(outcome).inc()
+        if outcome == "acked":
+            self._metrics.proxy_convergence.observe(now - push.started)
+        traced = self._open.get(push.id)
+        if traced is not None and self._tracer is not None:
+            span = self._tracer.start_span(
+                "kontinuum.xds.deliver",
+                context=trace.set_span_in_context(traced.span),
+                start_time=_wall_ns(sent),
+            )
+            span.set_attribute("kontinuum.node.id", str(connection.node.id))
+            span.set_attribute("kontinuum.view", str(connection.view))
+            span.set_attribute("kontinuum.outcome", outcome)
+            if outcome != "acked":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.end(end_time=_wall_ns(now))
+
+    def push_done(self, push: Push, now: float) -> None:
+        self._metrics.push_convergence.observe(now - push.started)
+        traced = self._open.pop(push.id, None)
+        if traced is not None:
+            self._end(traced, now, complete=True)
+
+    def _end(self, traced: _Traced, now: float, *, complete: bool) -> None:
+        push = traced.push
+        span = traced.span
+        span.set_attribute("kontinuum.proxies", push.streams)
+        span.set_attribute("kontinuum.proxies.acked", push.acked)
+        if not complete:
+            span.set_status(Status(StatusCode.ERROR, "some proxies never settled"))
+        elif push.acked < push.streams:
+            span.set_status(Status(StatusCode.ERROR, "not every proxy ACKed"))
+        span.end(end_time=_wall_ns(now))
+
+    def _expire(self, now: float) -> None:
+        for push_id, traced in list(self._open.items()):
+            if now - traced.push.started > MAX_PUSH_AGE:
+                del self._open[push_id]
+                self._end(traced, now, complete=False)
