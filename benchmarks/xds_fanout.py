@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from kontinuum.xds.push import Push
+from kontinuum.xds.snapshot import Snapshot
 from kontinuum.xds.wire import varint
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -74,6 +76,7 @@ class Config:
     attach: str | None
     connect_batch: int
     loop: str
+    pushes: bool = False
 
 
 # -- process plumbing ----------------------------------------------------------------------
@@ -406,6 +409,22 @@ class AckTracker:
             self.event.set()
 
 
+class PushCounts:
+    """The least a push observer does (`--pushes`): count."""
+
+    def __init__(self) -> None:
+        self.settled = 0
+        self.done = 0
+
+    def stream_settled(
+        self, push: Any, connection: Any, outcome: str, sent: float, now: float
+    ) -> None:
+        self.settled += 1
+
+    def push_done(self, push: Any, now: float) -> None:
+        self.done += 1
+
+
 class KontinuumBackend:
     """kontinuum's SnapshotCache + XdsServer, with `Stream.settle` wrapped to see ACKs."""
 
@@ -420,6 +439,7 @@ class KontinuumBackend:
         self.server = XdsServer(self.cache)
         self.planned: list[list[Any]] = []
         self.target: tuple[str, str] | None = None
+        self.push_counts = PushCounts()
         settle = Stream.settle
         clusters = cfg.clusters
 
@@ -457,7 +477,12 @@ class KontinuumBackend:
 
     def update(self, u: int) -> None:
         name = self.resources.changed_name
-        changes = self.cache.set_resources(VIEW, self.planned[u])
+        if self.cfg.pushes:  # followed to every stream's ACK, as `kontinuum serve` does
+            push = Push(observer=self.push_counts)
+            changes = self.cache.set_snapshot(VIEW, Snapshot.of(self.planned[u]), push)
+            push.seal()
+        else:
+            changes = self.cache.set_resources(VIEW, self.planned[u])
         snapshot = self.cache.snapshot(VIEW)
         if snapshot is None or changes != {EDS: frozenset({name})}:
             raise RuntimeError(f"update {u} changed {changes}, expected only EDS {name}")
@@ -469,6 +494,7 @@ class KontinuumBackend:
         return {
             "server_acks": sum(stats.acks.values()),
             "server_responses": sum(stats.responses.values()),
+            **({"pushes_done": self.push_counts.done} if self.cfg.pushes else {}),
         }
 
     async def stop(self) -> None:
@@ -962,6 +988,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "gc.freeze() only, gc.disable()",
     )
     parser.add_argument(
+        "--pushes",
+        action="store_true",
+        help="follow every update as a push to each stream's ACK (as `kontinuum serve` "
+        "does), to measure what the following costs",
+    )
+    parser.add_argument(
         "--attach",
         metavar="CMD",
         help="run CMD ({pid} = the server's pid) during the update phase, stop it with SIGINT; "
@@ -987,6 +1019,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         attach=args.attach,
         connect_batch=args.connect_batch if args.connect_batch > 0 else args.streams,
         loop=args.loop,
+        pushes=args.pushes,
     )
 
 
