@@ -1,5 +1,9 @@
 """Control plane: are the proxies connected and in sync, how fast do changes reach them,
-do they reject any, and how are the sources of the fleet doing."""
+do they reject any, and how are the sources of the fleet doing.
+
+Only the proxy gauges carry a cluster and workspace (`kontinuum_xds_proxies*`): the
+dashboard's variables filter those. kontinuum counts pushes, NACKs and convergence for the
+whole fleet (by xDS type at most), so those panels are fleet-wide, and say so."""
 
 from __future__ import annotations
 
@@ -18,21 +22,22 @@ def dashboard() -> dict[str, Any]:
             "Proxies connected to kontinuum, by role, cluster and workspace.",
             [
                 Query(
-                    'sum by (role, cluster, workspace) (kontinuum_xds_proxies{cluster=~"$cluster", '
-                    'workspace=~"$workspace"})',
-                    "{{role}} {{cluster}}/{{workspace}}",
+                    "sum by (kontinuum_role, kontinuum_cluster, kontinuum_workspace) "
+                    f"(kontinuum_xds_proxies{{{q.WHERE}}})",
+                    "{{kontinuum_role}} {{kontinuum_cluster}}/{{kontinuum_workspace}}",
                 )
             ],
         ),
         Chart(
             "Proxy sync state",
+            "Connected proxies of the chosen clusters and workspaces by how they stand. "
             "SYNCED: every response ACKed; STALE: one in flight or due; NACKED: rejecting "
             "a version sent; NOT_SENT: its view has nothing yet.",
-            [Query("sum by (state) (kontinuum_xds_proxies_sync)", "{{state}}")],
+            [Query(f"sum by (state) (kontinuum_xds_proxies_sync{{{q.WHERE}}})", "{{state}}")],
         ),
         Chart(
             "Pushes",
-            "Discovery responses sent per second, by type.",
+            "Discovery responses sent per second, by type, to the whole fleet (not filtered).",
             [
                 Query(
                     "sum by (type) (rate(kontinuum_xds_pushes_total[$__rate_interval]))", "{{type}}"
@@ -43,7 +48,7 @@ def dashboard() -> dict[str, Any]:
         Chart(
             "Convergence",
             "From a source's change to the proxies' ACKs: p99 of the last proxy of each "
-            "push, and p50/p99 of each proxy.",
+            "push, and p50/p99 of each proxy, over the whole fleet (not filtered).",
             [
                 Query(q.PUSH_CONVERGENCE_P99, "push p99"),
                 Query(
@@ -61,7 +66,8 @@ def dashboard() -> dict[str, Any]:
         ),
         Chart(
             "NACKs",
-            "Responses proxies rejected, by type; `kontinuum status` says which and why.",
+            "Responses proxies rejected, by type, over the whole fleet (not filtered); "
+            "`kontinuum status` says which proxies and why.",
             [
                 Query(
                     "sum by (type) (increase(kontinuum_xds_nacks_total[$__rate_interval]))",
@@ -72,7 +78,7 @@ def dashboard() -> dict[str, Any]:
         Chart(
             "Sources",
             "Each source: up (a current view of all it covers) and stale (serving the last "
-            "view of a cluster it lost).",
+            "view of a cluster it lost); every source, not filtered.",
             [
                 Query("kontinuum_source_up", "{{source}} up"),
                 Query("kontinuum_source_stale", "{{source}} stale"),
@@ -80,18 +86,20 @@ def dashboard() -> dict[str, Any]:
         ),
         Chart(
             "Time since sources were in sync",
-            "Seconds since each watching source last knew its view current.",
+            "Seconds since each watching source last knew its view current (every source, "
+            "not filtered).",
             [Query("time() - kontinuum_source_last_sync_timestamp_seconds", "{{source}}")],
             unit="s",
         ),
         Chart(
             "Configuration errors",
-            "Invalid objects each source leaves out (the last good view serves).",
+            "Invalid objects each source leaves out (the last good view serves); every "
+            "source, not filtered.",
             [Query("sum by (source) (kontinuum_source_config_errors)", "{{source}}")],
         ),
         Chart(
             "Translation time",
-            "p99 time to translate a fleet into every view in use.",
+            "p99 time to translate the fleet into every view in use (not filtered).",
             [
                 Query(
                     "histogram_quantile(0.99, sum by (le) "
@@ -103,7 +111,7 @@ def dashboard() -> dict[str, Any]:
         ),
         Chart(
             "Configuration size",
-            "Bytes of configuration served, over every view, by type.",
+            "Bytes of configuration served, over every view, by type (not filtered).",
             [Query("sum by (type) (kontinuum_xds_config_bytes)", "{{type}}")],
             unit="bytes",
         ),

@@ -1,5 +1,7 @@
 """Cross-site traffic: which cluster calls which, and what crossing sites costs each
-workspace (bytes leaving a site, attributed by request share: see dashboards.queries)."""
+workspace (bytes leaving a site, attributed by request share: see dashboards.queries).
+Everything here is per serving cluster, so counts only the requests that reached an
+endpoint (Envoy's per-zone stats)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dashboards.panels import Chart, Query, build
 
 UID = "kontinuum-cross-site"
 _PAIR_LEGEND = "{{kontinuum_cluster}} → {{kontinuum_destination_cluster}}"
+_REQUESTS = f"{q.REQUESTS}{{{q.FILTERS}}}"
+_CROSSING = f"unless on ({q.PAIR}) {q.same_site(q.REQUESTS)}"
 
 
 def dashboard() -> dict[str, Any]:
@@ -18,7 +22,7 @@ def dashboard() -> dict[str, Any]:
             "Requests from cluster to cluster",
             "Requests per second from the callers' cluster (rows) to the serving cluster "
             "(columns), now. The diagonal stays in its site.",
-            [Query(f"sum by ({q.PAIR}) ({q.REQUESTS}{{{q.FILTERS}}})", instant=True)],
+            [Query(f"sum by ({q.PAIR}) ({_REQUESTS})", instant=True)],
             unit="reqps",
             kind="table",
             matrix=("kontinuum_cluster", "kontinuum_destination_cluster"),
@@ -26,13 +30,7 @@ def dashboard() -> dict[str, Any]:
         Chart(
             "Cross-site requests",
             "Requests per second that leave the caller's cluster, by pair.",
-            [
-                Query(
-                    f"sum by ({q.PAIR}) ({q.REQUESTS}{{{q.FILTERS}}}) unless on ({q.PAIR}) "
-                    f"{q.same_site(q.REQUESTS)}",
-                    _PAIR_LEGEND,
-                )
-            ],
+            [Query(f"sum by ({q.PAIR}) ({_REQUESTS}) {_CROSSING}", _PAIR_LEGEND)],
             unit="reqps",
         ),
         Chart(
@@ -41,9 +39,7 @@ def dashboard() -> dict[str, Any]:
             "what cross-site egress costs each tenant.",
             [
                 Query(
-                    "sum by (kontinuum_workspace) "
-                    f'({q.CROSS_SITE_BYTES}{{kontinuum_cluster=~"$cluster", '
-                    'kontinuum_workspace=~"$workspace"})',
+                    f"sum by (kontinuum_workspace) ({q.CROSS_SITE_BYTES}{{{q.FILTERS}}})",
                     "{{kontinuum_workspace}}",
                 )
             ],
@@ -52,33 +48,27 @@ def dashboard() -> dict[str, Any]:
         Chart(
             "Bytes between clusters",
             "Bytes per second from each cluster's sidecars to each serving cluster.",
-            [
-                Query(
-                    f"sum by ({q.PAIR}) "
-                    f'({q.SITE_BYTES}{{kontinuum_cluster=~"$cluster", '
-                    'kontinuum_workspace=~"$workspace"})',
-                    _PAIR_LEGEND,
-                )
-            ],
+            [Query(f"sum by ({q.PAIR}) ({q.SITE_BYTES}{{{q.FILTERS}}})", _PAIR_LEGEND)],
             unit="Bps",
         ),
         Chart(
             "Cross-site 5xx ratio",
-            "Share of the requests crossing sites that get a 5xx, by pair (the "
-            "KontinuumCrossSite5xxHigh alert's measure).",
-            [Query(q.CROSS_SITE_ERROR_RATIO, _PAIR_LEGEND)],
+            "Share of the requests crossing sites that get a 5xx, by pair, for the chosen "
+            "callers and services (over all of them: the KontinuumCrossSite5xxHigh alert's "
+            "measure).",
+            [
+                Query(
+                    f"{q.ratio(f'{q.REQUESTS_5XX}{{{q.FILTERS}}}', _REQUESTS, q.PAIR)} {_CROSSING}",
+                    _PAIR_LEGEND,
+                )
+            ],
             unit="percentunit",
         ),
         Chart(
             "Cross-site latency p99",
-            "99th percentile latency of the requests served in another cluster.",
-            [
-                Query(
-                    f"max by ({q.PAIR}) ({q.LATENCY_P99}{{{q.FILTERS}}}) unless on ({q.PAIR}) "
-                    f"{q.same_site(q.LATENCY_P99)}",
-                    _PAIR_LEGEND,
-                )
-            ],
+            "99th percentile latency of the requests served in another cluster, over all "
+            "the callers of each pair.",
+            [Query(f"{q.latency(0.99, q.PAIR)} {_CROSSING}", _PAIR_LEGEND)],
             unit="s",
         ),
     ]

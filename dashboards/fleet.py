@@ -1,5 +1,6 @@
-"""Fleet overview: per service and the cluster that serves it, request rate, error ratio
-and p50/p99 latency, as the callers' sidecars measure them."""
+"""Fleet overview: per service, request rate and error ratio as its callers count them
+(every request, also those that found no healthy endpoint), and per serving cluster the
+requests that reached an endpoint, their errors and p50/p99 latency."""
 
 from __future__ import annotations
 
@@ -9,26 +10,46 @@ from dashboards import queries as q
 from dashboards.panels import Chart, Query, build
 
 UID = "kontinuum-fleet"
-_BY = "kontinuum_namespace, kontinuum_service, kontinuum_destination_cluster"
-_LEGEND = "{{kontinuum_service}}.{{kontinuum_namespace}} in {{kontinuum_destination_cluster}}"
+_SERVICE = "kontinuum_namespace, kontinuum_service"
+_BY = f"{_SERVICE}, kontinuum_destination_cluster"
+_SERVICE_LEGEND = "{{kontinuum_service}}.{{kontinuum_namespace}}"
+_LEGEND = f"{_SERVICE_LEGEND} in {{{{kontinuum_destination_cluster}}}}"
+_REQUESTS = f"{q.SERVICE_REQUESTS}{{{q.FILTERS}}}"
+_ERRORS = f"{q.SERVICE_REQUESTS_5XX}{{{q.FILTERS}}}"
 
 
 def dashboard() -> dict[str, Any]:
     charts = [
         Chart(
             "Request rate",
-            "Requests per second to each service, by the fleet cluster that served them.",
-            [Query(f"sum by ({_BY}) ({q.REQUESTS}{{{q.FILTERS}}})", _LEGEND)],
+            "Requests per second to each service, as its callers' sidecars and ingress "
+            "gateways count them: every request, also those Envoy answered itself because "
+            "no endpoint was healthy.",
+            [Query(f"sum by ({_SERVICE}) ({_REQUESTS})", _SERVICE_LEGEND)],
             unit="reqps",
         ),
         Chart(
             "Error ratio",
-            "Share of the requests answered with a 5xx (or not answered: Envoy counts a "
-            "request that found no healthy endpoint as a 503).",
+            "Share of each service's requests answered with a 5xx: by its endpoints, or by "
+            "the caller's Envoy (a 503 when no endpoint was healthy, or there is none).",
+            [Query(q.ratio(_ERRORS, _REQUESTS, _SERVICE), _SERVICE_LEGEND)],
+            unit="percentunit",
+        ),
+        Chart(
+            "Requests by serving cluster",
+            "Requests per second that reached an endpoint, by the fleet cluster that served "
+            "them (a request that found no endpoint has no serving cluster: see Error ratio).",
+            [Query(f"sum by ({_BY}) ({q.REQUESTS}{{{q.FILTERS}}})", _LEGEND)],
+            unit="reqps",
+        ),
+        Chart(
+            "Error ratio by serving cluster",
+            "Share of the requests each serving cluster answered with a 5xx.",
             [
                 Query(
-                    f"sum by ({_BY}) ({q.REQUESTS_5XX}{{{q.FILTERS}}}) / "
-                    f"(sum by ({_BY}) ({q.REQUESTS}{{{q.FILTERS}}}) > 0)",
+                    q.ratio(
+                        f"{q.REQUESTS_5XX}{{{q.FILTERS}}}", f"{q.REQUESTS}{{{q.FILTERS}}}", _BY
+                    ),
                     _LEGEND,
                 )
             ],
@@ -37,36 +58,39 @@ def dashboard() -> dict[str, Any]:
         Chart(
             "Latency p50",
             "Median time from the request leaving the caller's sidecar to the response "
-            "coming back, by serving cluster.",
-            [Query(f"max by ({_BY}) ({q.LATENCY_P50}{{{q.FILTERS}}})", _LEGEND)],
+            "coming back, over all the callers, by serving cluster.",
+            [Query(q.latency(0.5, _BY), _LEGEND)],
             unit="s",
         ),
         Chart(
             "Latency p99",
             "99th percentile of the same.",
-            [Query(f"max by ({_BY}) ({q.LATENCY_P99}{{{q.FILTERS}}})", _LEGEND)],
+            [Query(q.latency(0.99, _BY), _LEGEND)],
             unit="s",
         ),
         Chart(
             "Requests by caller's cluster",
-            "Where the traffic comes from.",
-            [
-                Query(
-                    f"sum by (kontinuum_cluster) ({q.REQUESTS}{{{q.FILTERS}}})",
-                    "from {{kontinuum_cluster}}",
-                )
-            ],
+            "Where the traffic comes from (every request).",
+            [Query(f"sum by (kontinuum_cluster) ({_REQUESTS})", "from {{kontinuum_cluster}}")],
             unit="reqps",
         ),
         Chart(
             "Services",
-            "Per service: requests per second and error ratio now.",
+            "Per service, now: requests per second and the share answered with a 5xx "
+            "(as Request rate and Error ratio).",
             [
                 Query(
-                    f"sum by (kontinuum_namespace, kontinuum_service) "
-                    f"({q.REQUESTS}{{{q.FILTERS}}})",
+                    f"sum by ({_SERVICE}) ({_REQUESTS})",
                     instant=True,
-                )
+                    column="requests/s",
+                    unit="reqps",
+                ),
+                Query(
+                    q.ratio(_ERRORS, _REQUESTS, _SERVICE),
+                    instant=True,
+                    column="5xx ratio",
+                    unit="percentunit",
+                ),
             ],
             unit="reqps",
             kind="table",
@@ -75,6 +99,7 @@ def dashboard() -> dict[str, Any]:
     return build(
         UID,
         "kontinuum / Fleet overview",
-        "Every service of the cluster set, per serving cluster: traffic, errors, latency.",
+        "Every service of the cluster set: traffic and errors, and per serving cluster "
+        "traffic, errors and latency.",
         charts,
     )

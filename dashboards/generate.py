@@ -2,10 +2,15 @@
 
 python -m dashboards.generate          write them
 python -m dashboards.generate --check  exit 1, naming the files, if any differs
+python -m dashboards.generate --runbook-base URL --rules-to FILE
+                                       write only the rules, to FILE, with each alert's
+                                       `runbook_url` at URL#<alert> (where your copy of
+                                       docs/operations.md is served; see dashboards.rules)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -52,13 +57,18 @@ PROVIDER: Final = {
 }
 
 
+def rules_file(runbook_base: str | None = None) -> str:
+    """The rule file's content (see `dashboards.rules.rules`)."""
+    return _HEADER + yaml.safe_dump(rules(runbook_base=runbook_base), sort_keys=False, width=100)
+
+
 def files() -> dict[Path, str]:
     """Every generated file and its content."""
     found = {
         ROOT / "generated" / name: json.dumps(build(), indent=2, sort_keys=True) + "\n"
         for name, build in DASHBOARDS.items()
     }
-    found[RULES] = _HEADER + yaml.safe_dump(rules(), sort_keys=False, width=100)
+    found[RULES] = rules_file()
     provisioning = ROOT / "provisioning"
     found[provisioning / "datasources" / "prometheus.yaml"] = _HEADER + yaml.safe_dump(
         DATASOURCE, sort_keys=False
@@ -70,12 +80,23 @@ def files() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dashboards.generate", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only say what is out of date")
+    parser.add_argument("--runbook-base", metavar="URL", help="where docs/operations.md is served")
+    parser.add_argument("--rules-to", metavar="FILE", type=Path, help="write only the rules")
+    args = parser.parse_args(argv)
+    if (args.runbook_base is None) != (args.rules_to is None):
+        parser.error("--runbook-base and --rules-to go together")
+    if args.rules_to is not None:
+        args.rules_to.write_text(rules_file(args.runbook_base), encoding="utf-8")
+        print(f"wrote {args.rules_to}")
+        return 0
     stale = []
     for path, content in files().items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == content:
             continue
-        if "--check" in argv:
+        if args.check:
             stale.append(path.relative_to(ROOT.parent))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)

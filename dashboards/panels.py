@@ -2,7 +2,9 @@
 
 Every dashboard has a stable uid, a `datasource` variable (any Prometheus), and the
 `cluster`, `workspace` and `service` variables (multi-valued, All by default) that the
-mesh's queries filter by. Panels are laid out left to right, two per row.
+mesh's queries filter by, each offering the values the ones before it allow (the
+workspaces of the clusters chosen, the services those callers call). Panels are laid out
+left to right, two per row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacem
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DataTransformerConfig,
+    DynamicConfigValue,
     GridPos,
     VariableRefresh,
     VariableSort,
@@ -32,9 +35,14 @@ HEIGHT: Final = 8
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """One query of a panel; in a table of several queries, `column` heads its values
+    (and `unit`, if given, is theirs)."""
+
     expr: str
     legend: str = ""
     instant: bool = False
+    column: str = ""
+    unit: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +58,12 @@ class Chart:
     matrix: tuple[str, str] | None = None
 
 
-def _variable(name: str, label: str, metric: str, source_label: str) -> Any:
+def _variable(name: str, label: str, series: str, source_label: str) -> Any:
     return (
         dashboard.QueryVariable(name)
         .label(label)
         .datasource(DATASOURCE)
-        .query(f"label_values({metric}, {source_label})")
+        .query(f"label_values({series}, {source_label})")
         .multi(True)
         .include_all(True)
         .all_value(".*")
@@ -64,16 +72,34 @@ def _variable(name: str, label: str, metric: str, source_label: str) -> Any:
     )
 
 
+# (name, label, series, label of the series): the clusters and workspaces of the
+# connected proxies (kontinuum's gauge, so a cluster whose proxies send nothing yet is
+# there too), and the services the chosen ones' proxies have an outbound cluster for.
 VARIABLES: Final = (
-    ("cluster", "Cluster", "envoy_cluster_upstream_rq_total", "kontinuum_cluster"),
-    ("workspace", "Workspace", "envoy_cluster_upstream_rq_total", "kontinuum_workspace"),
-    ("service", "Service", "envoy_cluster_upstream_rq_total", "kontinuum_service"),
+    ("cluster", "Cluster", "kontinuum_xds_proxies", "kontinuum_cluster"),
+    (
+        "workspace",
+        "Workspace",
+        'kontinuum_xds_proxies{kontinuum_cluster=~"$cluster"}',
+        "kontinuum_workspace",
+    ),
+    (
+        "service",
+        "Service",
+        'envoy_cluster_upstream_rq_completed{kontinuum_direction="outbound", '
+        'kontinuum_role!="gateway", kontinuum_cluster=~"$cluster", '
+        'kontinuum_workspace=~"$workspace"}',
+        "kontinuum_service",
+    ),
 )
 
 
+_REFS: Final = "ABCDEFGHIJ"  # the queries' ref ids, in order
+
+
 def _targets(builder: Any, queries: Sequence[Query]) -> Any:
-    for index, query in enumerate(queries):
-        target = prometheus.Dataquery().expr(query.expr).ref_id(chr(ord("A") + index))
+    for ref, query in zip(_REFS, queries, strict=False):
+        target = prometheus.Dataquery().expr(query.expr).ref_id(ref)
         if query.legend:
             target = target.legend_format(query.legend)
         if query.instant:
@@ -89,6 +115,14 @@ def _panel(chart: Chart, index: int) -> Any:
         builder = stat.Panel()
     elif chart.kind == "table":
         builder = table.Panel()
+        if chart.matrix is None and len(chart.queries) > 1:
+            # One row per series, a column per query ("Value #A", ...), headed and unit'ed.
+            builder = builder.with_transformation(DataTransformerConfig(id_val="merge", options={}))
+            for ref, query in zip(_REFS, chart.queries, strict=False):
+                properties = [DynamicConfigValue(id_val="displayName", value=query.column)]
+                if query.unit:
+                    properties.append(DynamicConfigValue(id_val="unit", value=query.unit))
+                builder = builder.override_by_name(f"Value #{ref}", properties)
         if chart.matrix is not None:
             rows, columns = chart.matrix
             builder = builder.with_transformation(

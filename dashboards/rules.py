@@ -1,8 +1,17 @@
 """Prometheus recording and alerting rules, as code (`python -m dashboards.generate`
 writes them to `dashboards/rules/kontinuum.rules.yaml`).
 
-Each alert links to what it means and what to do in docs/operations.md. `rules(hold=...)`
-scales every alert's `for:` (the end-to-end test fires them in seconds with hold 0).
+Each alert names the section of docs/operations.md that says what it means and what to
+do: a `runbook` annotation (`docs/operations.md#kontinuumdown`), a reference into this
+repository, not a URL. Given where that document is served (`rules(runbook_base=URL)`,
+`python -m dashboards.generate --runbook-base URL --rules-to FILE`), the alerts carry the
+`runbook_url` annotation that Alertmanager templates and Grafana link to instead:
+`URL#kontinuumdown`. `rules(hold=...)` scales every alert's `for:` (the end-to-end test
+fires them in seconds with hold 0).
+
+The alerts select kontinuum's and the Envoys' scrape jobs by name: `kontinuum` and
+`kontinuum-envoy`, as `kontinuum prometheus-config` and deploy/README.md's Kubernetes
+scrape configuration name them.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from typing import Any, Final
 from dashboards import queries as q
 
 RUNBOOK: Final = "docs/operations.md"
+JOB: Final = "kontinuum"
+ENVOY_JOB: Final = "kontinuum-envoy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,29 +35,35 @@ class Alert:
     summary: str
     description: str
 
-    def rule(self, scale: float) -> dict[str, Any]:
+    def rule(self, scale: float, runbook_base: str | None = None) -> dict[str, Any]:
+        anchor = self.name.lower()
+        runbook = (
+            {"runbook": f"{RUNBOOK}#{anchor}"}
+            if runbook_base is None
+            else {"runbook_url": f"{runbook_base}#{anchor}"}
+        )
         return {
             "alert": self.name,
             "expr": self.expr,
             "for": f"{int(self.hold * scale)}s",
             "labels": {"severity": self.severity},
-            "annotations": {
-                "summary": self.summary,
-                "description": self.description,
-                "runbook_url": f"{RUNBOOK}#{self.name.lower()}",
-            },
+            "annotations": {"summary": self.summary, "description": self.description, **runbook},
         }
 
 
 ALERTS: Final = (
     Alert(
         "KontinuumProxyNacking",
-        'max(kontinuum_xds_proxies_sync{state="NACKED"}) > 0',
+        # A count of proxies: summed over the replicas (each proxy is on one of them).
+        "sum by (kontinuum_cluster, kontinuum_workspace) "
+        '(kontinuum_xds_proxies_sync{state="NACKED"}) > 0',
         60,
         "warning",
-        "A proxy rejects the configuration kontinuum sends it",
-        "{{ $value }} proxies reject a version they were sent; they run on their last "
-        "accepted configuration. `kontinuum status` names them and shows Envoy's message.",
+        "Proxies in {{ $labels.kontinuum_cluster }} reject the configuration kontinuum sends them",
+        "{{ $value }} proxies of {{ $labels.kontinuum_cluster }} "
+        "({{ $labels.kontinuum_workspace }}) reject a version they were sent; they run on "
+        "their last accepted configuration. `kontinuum status` names them and shows "
+        "Envoy's message.",
     ),
     Alert(
         "KontinuumSourceStale",
@@ -89,32 +106,36 @@ ALERTS: Final = (
     ),
     Alert(
         "KontinuumProxyDown",
-        'up{job="kontinuum-envoy"} == 0',
+        f'up{{job="{ENVOY_JOB}"}} == 0',
         120,
         "warning",
         "Proxy {{ $labels.instance }} cannot be scraped",
-        "A proxy that was connected does not answer on its stats listener: it most likely stopped.",
+        "A proxy kontinuum lists (connected, or disconnected with its stats port still "
+        "accepting connections) does not answer Prometheus on its stats listener.",
     ),
     Alert(
         "KontinuumDown",
-        'up{job="kontinuum"} == 0',
+        # Also when Prometheus has no kontinuum target at all (none discovered, or the
+        # scrape job is named otherwise): the alerts would otherwise stay silent.
+        f'up{{job="{JOB}"}} == 0 or absent(up{{job="{JOB}"}})',
         60,
         "critical",
         "kontinuum does not answer",
-        "The control plane's /metrics cannot be scraped; proxies keep their configuration "
-        "but receive no updates.",
+        "The control plane's /metrics cannot be scraped (or Prometheus has no target of "
+        f"job {JOB}); proxies keep their configuration but receive no updates.",
     ),
 )
 
 
-def rules(hold: float = 1.0) -> dict[str, Any]:
-    """The rule file: the recording rules, then the alerts (`for:` scaled by `hold`)."""
+def rules(hold: float = 1.0, runbook_base: str | None = None) -> dict[str, Any]:
+    """The rule file: the recording rules, then the alerts (`for:` scaled by `hold`;
+    `runbook_url`s under `runbook_base` if given, see the module doc)."""
     return {
         "groups": [
             {
                 "name": "kontinuum.recording",
                 "rules": [{"record": name, "expr": expr} for name, expr in q.RECORDING_RULES],
             },
-            {"name": "kontinuum.alerts", "rules": [a.rule(hold) for a in ALERTS]},
+            {"name": "kontinuum.alerts", "rules": [a.rule(hold, runbook_base) for a in ALERTS]},
         ]
     }

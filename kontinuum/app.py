@@ -29,7 +29,6 @@ from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.telemetry.metrics import (
-    ProxyCollector,
     PushMetrics,
     SourceCollector,
     StatusCollector,
@@ -153,11 +152,12 @@ async def _serving(
     admin_address: str,
     collectors: tuple[Collector, ...] = (),
     registry: CollectorRegistry | None = None,
+    mesh: Mesh | None = None,
 ) -> AsyncIterator[XdsServer]:
     """The xDS server and its admin endpoint (`registry` on `/metrics`, with the server's
     own collectors and `collectors` added), started and, on the way out, stopped."""
     registry = registry if registry is not None else CollectorRegistry()
-    registry.register(XdsCollector(server))
+    registry.register(XdsCollector(server, mesh))
     for collector in collectors:
         registry.register(collector)
     admin = AdminServer(registry, ready=lambda: server.serving)
@@ -314,11 +314,11 @@ async def serving(
     `/metrics`), and with `prometheus_sd` Prometheus' file of the connected Envoys."""
     mesh = fleet.mesh
     server = XdsServer(mesh.cache, resolve_view=mesh.resolve_view)
-    collectors: list[Collector] = [SourceCollector(fleet.aggregator), ProxyCollector(server, mesh)]
+    collectors: list[Collector] = [SourceCollector(fleet.aggregator)]
     if fleet.status is not None:
         collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
     async with (
-        _serving(server, xds_address, admin_address, tuple(collectors), fleet.registry),
+        _serving(server, xds_address, admin_address, tuple(collectors), fleet.registry, mesh),
         _discovery_file(server, mesh, prometheus_sd),
     ):
         yield server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def envoy_bootstrap(
     metadata: dict[str, str] | None = None,
     reconnect_backoff: tuple[str, str] = ("0.25s", "5s"),
     stats_address: str | None = None,
+    stats_inclusion_prefixes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """An Envoy bootstrap that takes everything from kontinuum over ADS.
 
@@ -48,7 +50,8 @@ def envoy_bootstrap(
     counts requests from cluster to cluster. With `stats_address` (HOST:PORT), a listener
     there serves `/stats/prometheus` for Prometheus (it needs a fixed admin port), and the
     node declares the port (`kontinuum.io/stats-port`) for kontinuum's Prometheus service
-    discovery.
+    discovery. Envoy creates only the stats kontinuum's dashboards and alerts read, and
+    those starting with one of `stats_inclusion_prefixes`.
     """
     base_interval, max_interval = reconnect_backoff
     host, port = split_address(xds_address)
@@ -72,7 +75,7 @@ def envoy_bootstrap(
             "locality": {"zone": cluster},
             "metadata": declared,
         },
-        "stats_config": stats_config(cluster, workspace, role),
+        "stats_config": stats_config(cluster, workspace, role, stats_inclusion_prefixes),
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
         },

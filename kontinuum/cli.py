@@ -106,8 +106,9 @@ def serve(
         typer.Option(
             "--prometheus-sd-file",
             dir_okay=False,
-            help="Keep this Prometheus file_sd file of the connected proxies' stats listeners "
-            "(see `kontinuum prometheus-config`).",
+            help="Keep this Prometheus file_sd file of the proxies' stats listeners: the "
+            "connected ones, and those disconnected whose stats port still accepts "
+            "connections (see `kontinuum prometheus-config`).",
         ),
     ] = None,
     otlp_endpoint: Annotated[
@@ -202,7 +203,8 @@ def prometheus_config(
     ] = "15s",
 ) -> None:
     """Print a Prometheus configuration (YAML) that scrapes kontinuum's `/metrics` and every
-    connected Envoy, found through the file `kontinuum serve --prometheus-sd-file` keeps."""
+    connected Envoy, found through the file `kontinuum serve --prometheus-sd-file` keeps
+    (as the jobs `kontinuum` and `kontinuum-envoy`, which the alerts select)."""
     import yaml
 
     from kontinuum.telemetry.prometheus_sd import scrape_config
@@ -312,6 +314,14 @@ def bootstrap(
             "Istio's 15090); `none` for no such listener.",
         ),
     ] = "0.0.0.0:15090",
+    stats_inclusion_prefix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stats-inclusion-prefix",
+            help="Also create Envoy's stats whose names start with this (repeatable; as "
+            "Istio's statsInclusionPrefixes, e.g. `cluster.inbound|` or `http.`).",
+        ),
+    ] = None,
     xds_address: XdsAddress = "127.0.0.1:18000",
     role: Annotated[
         str,
@@ -366,6 +376,7 @@ def bootstrap(
                 delta=not sotw,
                 metadata=metadata,
                 stats_address=stats,
+                stats_inclusion_prefixes=stats_inclusion_prefix or (),
             )
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--stats-address") from error
@@ -408,7 +419,7 @@ def demo(
                 f"failed after the ejection window: {consumer.failed_after_window}"
             )
         if outcome.prometheus is not None:
-            typer.echo(f"Prometheus scraped {outcome.targets_up} targets at {outcome.prometheus}")
+            typer.echo(f"Prometheus (stopped with the demo) scraped {outcome.targets_up} targets")
 
 
 @app.command()

@@ -26,9 +26,14 @@ for the proxy), so those stats carry the traffic matrix between clusters:
     kontinuum_source_cluster       where the request came from (the proxy's cluster)
     kontinuum_destination_cluster  the fleet cluster of the endpoint that served it
 
-In Prometheus' format: `envoy_cluster_upstream_rq_total{kontinuum_service="hello", ...}`,
+In Prometheus' format: `envoy_cluster_upstream_rq_completed{kontinuum_service="hello", ...}`,
 `envoy_cluster_zone_upstream_rq{kontinuum_destination_cluster="us-east",
 envoy_response_code="200", ...}`.
+
+Only the stats kontinuum's dashboards, rules and alerts read are created at all (a
+`stats_matcher` inclusion list, as Istio's proxies have: `INCLUDED_STATS`); Envoy's
+default of every stat makes hundreds of series per upstream cluster. The list also
+governs the admin interface's `/stats`: a stat left out does not exist.
 
 Envoy's admin interface must not be reachable from other hosts (it can stop the proxy),
 so the stats are served, as Istio does on 15090, by a listener of their own that routes
@@ -37,6 +42,7 @@ only `/stats/prometheus` to the admin port.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 # The parts of a generated cluster name, as regular expressions (RE2, as Envoy runs them).
@@ -44,6 +50,9 @@ _DIRECTION: Final = r"(?:outbound|inbound)"
 _LABEL: Final = r"[a-z0-9-]+"
 _NAME: Final = rf"{_DIRECTION}\|[0-9]+\|[^|]*\|{_LABEL}\.{_LABEL}\.svc\.cluster(?:set)?\.local"
 _PREFIX: Final = rf"^cluster\.{_DIRECTION}\|"
+_OUTBOUND: Final = (
+    rf"^cluster\.outbound\|[0-9]+\|[^|]*\|{_LABEL}\.{_LABEL}\.svc\.clusterset\.local\."
+)
 
 # (tag, regex): the first group is cut from the stat's name, the second is the tag's value.
 CLUSTER_TAGS: Final = (
@@ -57,22 +66,59 @@ CLUSTER_TAGS: Final = (
     ("kontinuum_source_cluster", rf"^cluster\.{_NAME}\.zone\.(({_LABEL})\.)"),
     ("kontinuum_destination_cluster", rf"^cluster\.{_NAME}\.zone\.{_LABEL}\.(({_LABEL})\.)"),
 )
+
+# Every stat a proxy creates (Envoy's StatsMatcher `inclusion_list`), as (prefix or
+# regex, pattern; a regex must match the whole name): what docs/operations.md lists, that
+# is what the dashboards, rules and alerts read, and the xDS subscriptions' counters that
+# say whether the proxy accepts its configuration (CDS, LDS, RDS updates accepted and
+# rejected).
+INCLUDED_STATS: Final = (
+    ("prefix", "server."),  # Envoy itself: live, uptime, memory, version
+    ("prefix", "control_plane."),  # connected_state (KontinuumProxyDisconnected)
+    ("prefix", "cluster_manager.cds."),
+    ("prefix", "listener_manager.lds."),
+    ("regex", r"^http\.[^.]+\.rds\..*"),
+    # A service's requests (every one, also those that found no healthy endpoint: Envoy's
+    # own 503s), by response code and class, and its bytes: as its callers count them
+    # (outbound) and as the sidecar in front of it does (inbound).
+    (
+        "regex",
+        rf"^cluster\.{_NAME}\.(upstream_rq_(completed|[1-5]xx|[0-9]{{3}})"
+        r"|upstream_cx_(tx|rx)_bytes_total)$",
+    ),
+    # Per (caller's, serving) cluster: the requests that reached an endpoint, their codes
+    # and latency.
+    ("regex", rf"{_OUTBOUND}zone\..*"),
+    # The endpoints outlier detection has ejected now, per service.
+    ("regex", rf"{_OUTBOUND}outlier_detection\.ejections_active"),
+)
 ADMIN_CLUSTER: Final = "kontinuum-admin"
 STATS_PATH: Final = "/stats/prometheus"
 
 
-def stats_config(cluster: str, workspace: str, role: str) -> dict[str, Any]:
-    """The bootstrap's `stats_config`: fixed tags naming the proxy, and the extraction of
-    the mesh labels from its stats' names (see the module doc)."""
+def _matcher(kind: str, pattern: str) -> dict[str, Any]:
+    return {"prefix": pattern} if kind == "prefix" else {"safe_regex": {"regex": pattern}}
+
+
+def stats_config(
+    cluster: str, workspace: str, role: str, include_prefixes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The bootstrap's `stats_config`: fixed tags naming the proxy, the extraction of the
+    mesh labels from its stats' names, and the stats created at all (see the module doc):
+    `INCLUDED_STATS`, and those whose names start with one of `include_prefixes` (as
+    Istio's `statsInclusionPrefixes`: `cluster.inbound|`, `http.`, ...)."""
+    patterns = [*INCLUDED_STATS, *(("prefix", prefix) for prefix in include_prefixes if prefix)]
     fixed = {"kontinuum_cluster": cluster, "kontinuum_workspace": workspace, "kontinuum_role": role}
     return {
         "use_all_default_tags": True,
-        # Envoy's default envoy.cluster_name stops at the first dot: ours replaces it.
+        # Envoy's default envoy.cluster_name stops at the first dot: ours replaces it
+        # (a field of Envoy 1.39 and later).
         "allow_default_tag_overrides": True,
         "stats_tags": [
             *({"tag_name": name, "fixed_value": value} for name, value in fixed.items() if value),
             *({"tag_name": name, "regex": regex} for name, regex in CLUSTER_TAGS),
         ],
+        "stats_matcher": {"inclusion_list": {"patterns": [_matcher(*p) for p in patterns]}},
     }
 
 

@@ -10,7 +10,7 @@ source, object kind, outcome; never a stream, node id or resource name.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -23,6 +23,7 @@ from kontinuum.discovery.source import Health
 from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SyncStatus, XdsServer, types
+from kontinuum.xds.stream import Stream
 
 # Seconds: a push over loopback takes milliseconds, one across a fleet seconds; a minute
 # is far off anything healthy.
@@ -38,11 +39,15 @@ def _by_type(family: CounterMetricFamily, counts: Counter[str]) -> CounterMetric
 
 
 class XdsCollector(Collector):
-    """The xDS server: streams, pushes, ACKs and NACKs by type, how the proxies stand,
-    and the size of what is served."""
+    """The xDS server: streams, the proxies and how they stand (by role, fleet cluster and
+    workspace when a mesh resolves their views: the labels Envoy's own stats carry,
+    bounded by the fleet), pushes, ACKs and NACKs by type, and the size of what is served."""
 
-    def __init__(self, server: XdsServer) -> None:
+    PROXY_LABELS: Final = ["kontinuum_role", "kontinuum_cluster", "kontinuum_workspace"]
+
+    def __init__(self, server: XdsServer, mesh: Mesh | None = None) -> None:
         self._server = server
+        self._mesh = mesh
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self._server.stats
@@ -50,17 +55,7 @@ class XdsCollector(Collector):
         yield GaugeMetricFamily(
             "kontinuum_xds_connected_streams", "ADS streams open now.", value=len(streams)
         )
-        sync = GaugeMetricFamily(
-            "kontinuum_xds_proxies_sync",
-            "Connected proxies by how they stand: SYNCED (every response ACKed), STALE (a "
-            "response in flight or due), NACKED (rejecting a version sent), NOT_SENT (their "
-            "view has nothing yet).",
-            labels=["state"],
-        )
-        counts = Counter(stream.sync_status() for stream in streams)
-        for state in _SYNC_STATES:
-            sync.add_metric([state.value], counts[state])
-        yield sync
+        yield from self._proxies(streams)
         yield _by_type(
             CounterMetricFamily(
                 "kontinuum_xds_pushes", "Discovery responses pushed, by type.", labels=["type"]
@@ -95,9 +90,7 @@ class XdsCollector(Collector):
         size: Counter[str] = Counter()
         for snapshot in views.values():
             for type_url in snapshot.type_urls:
-                size[type_url] += sum(
-                    len(r.sotw_entry) for r in snapshot.resources(type_url).values()
-                )
+                size[type_url] += snapshot.size(type_url)
         config = GaugeMetricFamily(
             "kontinuum_xds_config_bytes",
             "Serialized size of the configuration served, summed over every view, by type.",
@@ -107,29 +100,35 @@ class XdsCollector(Collector):
             config.add_metric([types.short_name(type_url)], size[type_url])
         yield config
 
-
-class ProxyCollector(Collector):
-    """Connected proxies by role, fleet cluster and workspace (bounded by the fleet)."""
-
-    def __init__(self, server: XdsServer, mesh: Mesh) -> None:
-        self._server = server
-        self._mesh = mesh
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def _proxies(self, streams: Sequence[Stream]) -> Iterator[GaugeMetricFamily]:
         proxies = GaugeMetricFamily(
             "kontinuum_xds_proxies",
             "Proxies connected now, by role, fleet cluster and workspace.",
-            labels=["role", "cluster", "workspace"],
+            labels=self.PROXY_LABELS,
+        )
+        sync = GaugeMetricFamily(
+            "kontinuum_xds_proxies_sync",
+            "Connected proxies by how they stand: SYNCED (every response ACKed), STALE (a "
+            "response in flight or due), NACKED (rejecting a version of a resource the view "
+            "still holds), NOT_SENT (their view has nothing yet).",
+            labels=["state", *self.PROXY_LABELS],
         )
         counts: Counter[tuple[str, str, str]] = Counter()
-        for stream in self._server.streams():
-            key = self._mesh.view_key(stream.view)
-            if key is not None:
-                view = key.view
-                counts[view.role, view.cluster, view.workspace] += 1
+        states: Counter[tuple[str, str, str, str]] = Counter()
+        for stream in streams:
+            key = self._mesh.view_key(stream.view) if self._mesh is not None else None
+            who = (key.view.role, key.view.cluster, key.view.workspace) if key else ("", "", "")
+            counts[who] += 1
+            states[(stream.sync_status().value, *who)] += 1
         for labels, count in sorted(counts.items()):
             proxies.add_metric(list(labels), count)
+            for state in _SYNC_STATES:  # every state, so that a sum over a selection is 0
+                sync.add_metric([state.value, *labels], states[(state.value, *labels)])
+        if not counts:
+            for state in _SYNC_STATES:
+                sync.add_metric([state.value, "", "", ""], 0)
         yield proxies
+        yield sync
 
 
 class SourceCollector(Collector):
@@ -228,8 +227,8 @@ class PushMetrics:
         )
         self.outcomes = CounterMetric(
             "kontinuum_push_outcomes",
-            "Proxies' parts in pushes, by how they ended: acked, nacked, gone (disconnected "
-            "or overtaken).",
+            "Proxies' parts in pushes, by how they ended: acked, nacked, gone (the stream "
+            "ended), expired (not settled within 5 minutes of the change).",
             labelnames=["outcome"],
             registry=registry,
         )

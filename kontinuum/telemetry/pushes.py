@@ -13,11 +13,15 @@ proxy get this config, and when" has an answer:
                                     (attributes: node id, view, outcome)
 
 With no OTLP endpoint configured (`tracer_provider(None)`), no span is made at all. A push
-some proxy never settles is ended after `MAX_PUSH_AGE` seconds, marked incomplete.
+some proxy has not settled `MAX_PUSH_AGE` seconds after its cause is given up on: the
+proxies still owing it count as `expired`, its trace ends marked incomplete, and it is
+left out of the push convergence histogram (it did not converge). So is a push no proxy
+took part in (it had nothing to converge).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -59,9 +63,12 @@ def _wall_ns(monotonic: float) -> int:
 
 
 @dataclass(slots=True)
-class _Traced:
-    span: Span
+class _Open:
+    """A push still converging: its trace (when tracing) and its deadline."""
+
     push: Push
+    span: Span | None
+    deadline: asyncio.TimerHandle | None
 
 
 class PushTelemetry:
@@ -70,7 +77,7 @@ class PushTelemetry:
     def __init__(self, metrics: PushMetrics, provider: TracerProvider | None = None) -> None:
         self._metrics = metrics
         self._tracer = provider.get_tracer("kontinuum") if provider is not None else None
-        self._open: dict[int, _Traced] = {}  # push id -> its trace, while it converges
+        self._open: dict[int, _Open] = {}  # push id -> the push, while it converges
         self._current: Push | None = None  # the push being translated
 
     def start(self, change: Change | None) -> Push:
@@ -78,32 +85,43 @@ class PushTelemetry:
         started = change.started if change is not None else time.monotonic()
         push = Push(started=started, cause=change, observer=self)
         self._current = push
+        span: Span | None = None
         if self._tracer is not None:
-            self._expire(time.monotonic())
             start_ns = _wall_ns(started)
-            root = self._tracer.start_span("kontinuum.push", start_time=start_ns)
+            span = self._tracer.start_span("kontinuum.push", start_time=start_ns)
             sources = list(change.sources) if change is not None else []
-            root.set_attribute("kontinuum.push.id", push.id)
-            root.set_attribute("kontinuum.sources", sources)
-            context = trace.set_span_in_context(root)
+            span.set_attribute("kontinuum.push.id", push.id)
+            span.set_attribute("kontinuum.sources", sources)
             debounce = self._tracer.start_span(
-                "kontinuum.debounce", context=context, start_time=start_ns
+                "kontinuum.debounce", context=trace.set_span_in_context(span), start_time=start_ns
             )
             debounce.set_attribute("kontinuum.sources", sources)
             debounce.end()
-            self._open[push.id] = _Traced(root, push)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        deadline = None
+        if loop is not None:
+            left = max(0.0, MAX_PUSH_AGE - (time.monotonic() - started))
+            deadline = loop.call_later(left, self._expire, push.id)
+        else:  # applied outside an event loop: what is overdue ends now
+            now = time.monotonic()
+            for overdue in [o for o in self._open.values() if now - o.push.started > MAX_PUSH_AGE]:
+                self._expire(overdue.push.id)
+        self._open[push.id] = _Open(push, span, deadline)
         return push
 
     def translated(self, seconds: float, views: int) -> None:
         """`Mesh.translated`: how long the push being applied took to translate."""
         self._metrics.translation.observe(seconds)
         push = self._current
-        traced = self._open.get(push.id) if push is not None else None
-        if traced is not None and self._tracer is not None:
+        opened = self._open.get(push.id) if push is not None else None
+        if opened is not None and opened.span is not None and self._tracer is not None:
             now = time.monotonic()
             span = self._tracer.start_span(
                 "kontinuum.translate",
-                context=trace.set_span_in_context(traced.span),
+                context=trace.set_span_in_context(opened.span),
                 start_time=_wall_ns(now - seconds),
             )
             span.set_attribute("kontinuum.views", views)
@@ -117,11 +135,11 @@ class PushTelemetry:
         self._metrics.outcomes.labels(outcome).inc()
         if outcome == "acked":
             self._metrics.proxy_convergence.observe(now - push.started)
-        traced = self._open.get(push.id)
-        if traced is not None and self._tracer is not None:
+        opened = self._open.get(push.id)
+        if opened is not None and opened.span is not None and self._tracer is not None:
             span = self._tracer.start_span(
                 "kontinuum.xds.deliver",
-                context=trace.set_span_in_context(traced.span),
+                context=trace.set_span_in_context(opened.span),
                 start_time=_wall_ns(sent),
             )
             span.set_attribute("kontinuum.node.id", str(connection.node.id))
@@ -132,14 +150,29 @@ class PushTelemetry:
             span.end(end_time=_wall_ns(now))
 
     def push_done(self, push: Push, now: float) -> None:
-        self._metrics.push_convergence.observe(now - push.started)
-        traced = self._open.pop(push.id, None)
-        if traced is not None:
-            self._end(traced, now, complete=True)
+        if push.streams:  # a push no proxy took part in says nothing of convergence
+            self._metrics.push_convergence.observe(now - push.started)
+        opened = self._open.pop(push.id, None)
+        if opened is not None:
+            self._close(opened, now, complete=True)
 
-    def _end(self, traced: _Traced, now: float, *, complete: bool) -> None:
-        push = traced.push
-        span = traced.span
+    def _expire(self, push_id: int) -> None:
+        """A push some proxy has not settled after `MAX_PUSH_AGE`: given up on."""
+        opened = self._open.pop(push_id, None)
+        if opened is None:
+            return
+        pending = opened.push.expire()
+        if pending:
+            self._metrics.outcomes.labels("expired").inc(pending)
+        self._close(opened, time.monotonic(), complete=False)
+
+    def _close(self, opened: _Open, now: float, *, complete: bool) -> None:
+        if opened.deadline is not None:
+            opened.deadline.cancel()
+        span = opened.span
+        if span is None:
+            return
+        push = opened.push
         span.set_attribute("kontinuum.proxies", push.streams)
         span.set_attribute("kontinuum.proxies.acked", push.acked)
         if not complete:
@@ -147,9 +180,3 @@ class PushTelemetry:
         elif push.acked < push.streams:
             span.set_status(Status(StatusCode.ERROR, "not every proxy ACKed"))
         span.end(end_time=_wall_ns(now))
-
-    def _expire(self, now: float) -> None:
-        for push_id, traced in list(self._open.items()):
-            if now - traced.push.started > MAX_PUSH_AGE:
-                del self._open[push_id]
-                self._end(traced, now, complete=False)

@@ -54,16 +54,21 @@ class DeltaStream(Stream):
             if not subscribe and type_url in types.WILDCARD_TYPES:
                 state.wildcard = True  # legacy wildcard
             state.dirty = None
+        more = False
         for name in subscribe:
             if name == types.WILDCARD:
+                more = more or not state.wildcard
                 state.wildcard = True
                 state.dirty = None
             elif name not in state.names:
+                more = True
                 state.names.add(name)
                 state.announce_missing.add(name)
                 if state.dirty is not None:
                     state.dirty.add(name)
         self.check_names(state.names)  # subscriptions add up across requests
+        if more:
+            self.follow_fetch(state)
         for name in unsubscribe:
             if name == types.WILDCARD:
                 state.wildcard = False
@@ -77,6 +82,8 @@ class DeltaStream(Stream):
             if not state.wildcard:
                 _own(state.sent).pop(name, None)
                 _own(state.acked).pop(name, None)
+        if unsubscribe:
+            state.forget_rejections()
         return state
 
     def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:

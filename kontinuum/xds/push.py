@@ -1,12 +1,19 @@
 """Following a push to the proxies: from a change of configuration to their ACKs.
 
 A `Push` is one change of configuration, applied to any number of views
-(`SnapshotCache.set_snapshot(view, snapshot, push)`). Every stream whose subscriptions the
-change touches takes part in it: the push waits for that stream until the stream has
-ACKed, for every type the change touched, a response that carries it. A NACK, a stream
-that ends, or a later push that never gets out settle the stream's part too, as failed.
+(`SnapshotCache.set_snapshot(view, snapshot, push)`). Every stream subscribed to something
+the change touched takes part in it, for the types it touched: the stream's part is over,
+as ACKed, once the proxy has ACKed, for each of those types, a response carrying the
+change, or has been found to hold it already (a change undone before it went out, a
+version the proxy already had). Endpoints and routes the proxy starts to fetch for the
+clusters and listeners of the push are part of it too: a new cluster has converged when
+its endpoints are ACKed, not when the proxy starts warming it. A NACK ends the part as
+failed, and a stream that ends as gone.
+
 Whoever made the push hears of every stream's outcome, and of the push's end once every
-stream has settled (`PushObserver`): that is how long the fleet took to converge.
+stream has settled (`PushObserver`): how long the fleet took to converge. A push some
+stream never settles can be given up (`expire`): the streams still owing their part are
+told, as expired, and nothing is heard of the push after that.
 
 What the push is about (a fleet change, a trace) is opaque here: `cause` is the caller's.
 """
@@ -14,11 +21,14 @@ What the push is about (a fleet change, a trace) is opaque here: `cause` is the 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Outcome = Literal["acked", "nacked", "gone"]
+log = logging.getLogger("kontinuum.xds")
+
+Outcome = Literal["acked", "nacked", "gone", "expired"]
 _ids = itertools.count(1)
 
 
@@ -34,6 +44,7 @@ class Push:
     settled: int = 0  # of which have settled
     acked: int = 0
     sealed: bool = False  # every view of the push is set: no stream joins any more
+    over: bool = False  # done or expired: nothing more is heard of it
     observer: PushObserver | None = None
 
     def join(self) -> None:
@@ -41,11 +52,16 @@ class Push:
 
     def settle(self, connection: Any, outcome: Outcome, sent: float, now: float) -> None:
         """One stream's part is over (`sent`: when its first response of the push went)."""
+        if self.over:
+            return
         self.settled += 1
         if outcome == "acked":
             self.acked += 1
         if self.observer is not None:
-            self.observer.stream_settled(self, connection, outcome, sent, now)
+            try:
+                self.observer.stream_settled(self, connection, outcome, sent, now)
+            except Exception:  # telemetry must not take a stream down
+                log.exception("push %d: observer failed", self.id)
         self._maybe_done(now)
 
     def seal(self) -> None:
@@ -53,14 +69,25 @@ class Push:
         self.sealed = True
         self._maybe_done(time.monotonic())
 
+    def expire(self) -> int:
+        """Give up on the streams still owing their part; returns how many there were."""
+        if self.over:
+            return 0
+        self.over = True
+        return self.streams - self.settled
+
     @property
     def done(self) -> bool:
         return self.sealed and self.settled >= self.streams
 
     def _maybe_done(self, now: float) -> None:
-        if self.done and self.observer is not None:
-            observer, self.observer = self.observer, None  # tell once
-            observer.push_done(self, now)
+        if self.done and not self.over:
+            self.over = True  # tell once
+            if self.observer is not None:
+                try:
+                    self.observer.push_done(self, now)
+                except Exception:
+                    log.exception("push %d: observer failed", self.id)
 
 
 class PushObserver(Protocol):
@@ -69,7 +96,7 @@ class PushObserver(Protocol):
     def stream_settled(
         self, push: Push, connection: Any, outcome: Outcome, sent: float, now: float
     ) -> None:
-        """A stream's part of `push` ended: ACKed, NACKed or gone (times monotonic)."""
+        """A stream's part of `push` ended: ACKed, NACKed, gone or expired (monotonic)."""
 
     def push_done(self, push: Push, now: float) -> None:
         """Every stream that took part in `push` has settled."""

@@ -75,6 +75,15 @@ class Snapshot:
     def type_urls(self) -> Iterable[str]:
         return self._by_type.keys()
 
+    def size(self, type_url: str) -> int:
+        """Serialized bytes of a type's resources (computed once: the snapshot is immutable)."""
+        key = ("size", type_url)
+        size = self._bodies.get(key)
+        if size is None:
+            size = sum(len(r.sotw_entry) for r in self.resources(type_url).values())
+            self._bodies[key] = size
+        return size  # type: ignore[return-value]
+
     def sotw_body(
         self,
         type_url: str,

@@ -69,10 +69,14 @@ class SotwStream(Stream):
         wildcard = wildcard or state.legacy_wildcard
         if wildcard == state.wildcard and names == state.names:
             return
+        more = (wildcard and not state.wildcard) or not names <= state.names
         state.wildcard = wildcard
         state.names = names
         state.names_key = None if wildcard else frozenset(names)
         state.dirty = None  # the response body tells whether anything is due
+        state.forget_rejections()
+        if more:
+            self.follow_fetch(state)
 
     def _resume(self, state: TypeState, held_version: str) -> None:
         """A client reconnecting with the version it holds: if that is exactly what this

@@ -73,6 +73,16 @@ class TypeState:
     def subscribed(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
+    def touched_by(self, names: frozenset[str] | set[str] | None) -> bool:
+        """Whether a change of these names (None: any) concerns this subscription."""
+        return names is None or self.wildcard or not self.names.isdisjoint(names)
+
+    def forget_rejections(self) -> None:
+        """Drop the rejections of names no longer subscribed to."""
+        if self.rejected and not self.wildcard:
+            for name in [n for n in self.rejected if n not in self.names]:
+                del self.rejected[name]
+
     def mark_dirty(self, names: frozenset[str] | set[str] | None) -> None:
         if names is None:
             self.dirty = None

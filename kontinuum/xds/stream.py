@@ -8,14 +8,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import grpc
 
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.identity import Peer
-from kontinuum.xds.push import Push
+from kontinuum.xds.push import Outcome, Push
 from kontinuum.xds.snapshot import EMPTY_SNAPSHOT, Snapshot
 from kontinuum.xds.state import InFlight, Rejection, SyncStatus, TypeState
 from kontinuum.xds.stats import ServerStats
@@ -26,8 +26,8 @@ log = logging.getLogger("kontinuum.xds")
 MAX_NAMES_PER_TYPE = 100_000
 MAX_NAME_LENGTH = 4_096
 MAX_IGNORED_TYPES_LOGGED = 16
-# Pushes a stream still owes an ACK for; a client that stops ACKing gives up the oldest.
-MAX_PENDING_PUSHES = 64
+# Pushes a stream follows at once; past that, the oldest is given up on (as expired).
+MAX_PENDING_PUSHES = 1024
 
 _stream_ids = itertools.count(1)
 
@@ -54,10 +54,16 @@ Write = Callable[[bytes], Awaitable[None]]
 
 @dataclass(slots=True)
 class _Part:
-    """A stream's part in a push: the types still to be ACKed, and when it first sent."""
+    """A stream's part in a push: the types whose change is still to go out (`due`) or
+    to be ACKed (`unacked`), and when its first response went."""
 
-    types: set[str]
+    due: set[str]
+    unacked: set[str]
     sent: float | None = None
+
+    @property
+    def over(self) -> bool:
+        return not self.due and not self.unacked
 
 
 class Stream:
@@ -105,11 +111,21 @@ class Stream:
         anything, SYNCED otherwise."""
         if self.snapshot is None:
             return SyncStatus.NOT_SENT
-        if any(state.rejected for state in self._ordered):
+        if any(self._rejects_current(state) for state in self._ordered if state.rejected):
             return SyncStatus.NACKED
         if any(s.in_flight is not None or s.has_work or s.removals_pending for s in self._ordered):
             return SyncStatus.STALE
         return SyncStatus.SYNCED
+
+    def _rejects_current(self, state: TypeState) -> bool:
+        """Whether the client rejects a version the view still holds (a rejected resource
+        since removed, or changed and not yet sent, is no longer rejected)."""
+        current = self.resources.resources(state.type_url)
+        for name, rejection in state.rejected.items():
+            resource = current.get(name)
+            if resource is not None and resource.version == rejection.version:
+                return True
+        return False
 
     # -- cache side ----------------------------------------------------------------------
 
@@ -123,9 +139,9 @@ class Stream:
             state = self.types.get(type_url)
             if state is None:
                 continue
-            state.mark_dirty(names)
-            if push is not None and state.has_work and not first:
+            if push is not None and not first and state.touched_by(names):
                 self._take_part(push, type_url)
+            state.mark_dirty(names)
             woken = woken or state.has_work
         if woken:
             self._wake.set()
@@ -133,17 +149,48 @@ class Stream:
     def _take_part(self, push: Push, type_url: str) -> None:
         part = self._pushes.get(push)
         if part is None:
+            self._forget_over_pushes()
             if len(self._pushes) >= MAX_PENDING_PUSHES:
-                oldest = next(iter(self._pushes))
-                self._settle_push(oldest, "gone")
-            part = self._pushes[push] = _Part(set())
+                self._settle_push(next(iter(self._pushes)), "expired")
+            part = self._pushes[push] = _Part(set(), set())
             push.join()
-        part.types.add(type_url)
+        part.due.add(type_url)
 
-    def _settle_push(self, push: Push, outcome: Literal["acked", "nacked", "gone"]) -> None:
+    def _forget_over_pushes(self) -> None:
+        """Drop the parts of pushes given up on (`Push.expire`), oldest first."""
+        while self._pushes:
+            oldest = next(iter(self._pushes))
+            if not oldest.over:
+                return
+            del self._pushes[oldest]
+
+    def _settle_push(self, push: Push, outcome: Outcome) -> None:
         part = self._pushes.pop(push)
         now = time.monotonic()
         push.settle(self.connection, outcome, part.sent if part.sent is not None else now, now)
+
+    def _nothing_due(self, state: TypeState) -> None:
+        """The stream found nothing to send for a type: the client holds what the pushes
+        waiting for it changed (undone since, or already held), so their part is done;
+        as failed if what the view holds now is what the client rejected."""
+        outcome: Outcome | None = None
+        for push, part in list(self._pushes.items()):
+            if state.type_url in part.due:
+                part.due.discard(state.type_url)
+                if part.over:
+                    if outcome is None:
+                        outcome = "nacked" if self._rejects_current(state) else "acked"
+                    self._settle_push(push, outcome)
+
+    def follow_fetch(self, state: TypeState) -> None:
+        """A client subscribed to more of a type fetched by name (endpoints, routes,
+        secrets): pushes whose clusters or listeners it is taking in wait for those too."""
+        named_by = types.NAMED_BY.get(state.type_url)
+        if not named_by or not self._pushes:
+            return
+        for part in self._pushes.values():
+            if not named_by.isdisjoint(part.due) or not named_by.isdisjoint(part.unacked):
+                part.due.add(state.type_url)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -207,6 +254,8 @@ class Stream:
                 payload = self.build_update(state, snapshot)
                 if payload is not None:
                     return payload
+                if not state.removals_pending and self._pushes:
+                    self._nothing_due(state)
             removals = removals or state.removals_pending
         if not removals or any(s.has_work for s in self._ordered):
             return None  # additions still due (waiting for an ACK): removals wait too
@@ -215,6 +264,8 @@ class Stream:
                 payload = self.build_removal(state, snapshot)
                 if payload is not None:
                     return payload
+                if self._pushes:
+                    self._nothing_due(state)
         return None
 
     def build_update(self, state: TypeState, snapshot: Snapshot) -> bytes | None:
@@ -230,12 +281,16 @@ class Stream:
     def start_response(self, state: TypeState, flight: InFlight) -> bytes:
         """Record a response as in flight; returns its nonce field to append to the body."""
         if self._pushes:
-            carried = tuple(p for p, part in self._pushes.items() if state.type_url in part.types)
+            type_url = state.type_url
+            carried = tuple(p for p, part in self._pushes.items() if type_url in part.due)
             if carried:
                 flight.pushes = carried
                 now = time.monotonic()
                 for push in carried:
                     part = self._pushes[push]
+                    part.unacked.add(type_url)
+                    if not state.removals_pending:  # else the removals are still to go
+                        part.due.discard(type_url)
                     part.sent = part.sent if part.sent is not None else now
         state.in_flight = flight
         state.last_nonce = flight.nonce
@@ -282,16 +337,6 @@ class Stream:
             return False
         state.in_flight = None
         (self.stats.acks if error is None else self.stats.nacks)[state.type_url] += 1
-        for push in flight.pushes:
-            part = self._pushes.get(push)
-            if part is None:
-                continue
-            if error is not None:
-                self._settle_push(push, "nacked")
-                continue
-            part.types.discard(state.type_url)
-            if not part.types:
-                self._settle_push(push, "acked")
         if error is None:
             self.acknowledge(state, flight)
             if state.rejected:
@@ -312,6 +357,17 @@ class Stream:
                 nonce,
                 message,
             )
+        # Last, so that whoever hears of a push's end sees the stream as it now stands.
+        for push in flight.pushes:
+            part = self._pushes.get(push)
+            if part is None:
+                continue
+            if error is not None:
+                self._settle_push(push, "nacked")
+                continue
+            part.unacked.discard(state.type_url)
+            if part.over:
+                self._settle_push(push, "acked")
         return True
 
     def acknowledge(self, state: TypeState, flight: InFlight) -> None:

@@ -23,6 +23,15 @@ KNOWN_TYPES: Final[frozenset[str]] = frozenset(PUSH_ORDER)
 # un-ACKed). Endpoints and secrets are fetched by name once their referrer arrives.
 REFERENCED_BY: Final[dict[str, frozenset[str]]] = {CLUSTER: frozenset({LISTENER, ROUTE})}
 
+# Types fetched by name, and the types whose resources name them: a client subscribes to
+# the endpoints of the clusters, the routes of the listeners, the secrets of either that
+# it takes in.
+NAMED_BY: Final[dict[str, frozenset[str]]] = {
+    ENDPOINT: frozenset({CLUSTER}),
+    ROUTE: frozenset({LISTENER}),
+    SECRET: frozenset({CLUSTER, LISTENER}),
+}
+
 # Types whose SotW responses carry the full state of the world, and which a client may
 # subscribe to with an empty name list (legacy wildcard).
 WILDCARD_TYPES: Final[frozenset[str]] = frozenset({CLUSTER, LISTENER})

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kontinuum import __version__
 from kontinuum.xds import types
+from tests.e2e.envoy import Envoy
 from tests.support.net import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -250,6 +251,37 @@ def test_a_stats_listener_needs_a_fixed_admin_port() -> None:
     document = json.loads(without.stdout)
     assert document["static_resources"]["listeners"] == []
     assert "kontinuum.io/stats-port" not in document["node"]["metadata"]
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["--stats-inclusion-prefix", "http."]], ids=["default", "http"]
+)
+def test_a_proxy_creates_only_the_stats_it_is_told_to(
+    tmp_path: Path, envoy_path: str, extra: list[str]
+) -> None:
+    """The bootstrap's inclusion list governs what a real Envoy creates: its listeners'
+    HTTP stats only with `--stats-inclusion-prefix http.`; the mesh's always."""
+    args = ["--node-id", "web-1", "--cluster", "eu-central", "--namespace", "demo"]
+    args += ["--admin-port", str(free_port()), "--stats-address", f"127.0.0.1:{free_port()}"]
+    args += ["--xds-address", f"127.0.0.1:{free_port()}", *extra]
+    printed = subprocess.run(
+        [*KONTINUUM, "bootstrap", *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    envoy = Envoy(
+        tmp_path / "envoy", node_id="web-1", view="eu-central", xds_port=0, mode="delta",
+        binary=envoy_path, config=json.loads(printed),
+    )  # fmt: skip
+    envoy.start()
+    try:
+        envoy.wait_admin()
+        stats = envoy.stats()
+        assert "control_plane.connected_state" in stats
+        assert "server.live" in stats
+        http_stats = [name for name in stats if name.startswith("http.kontinuum_stats.")]
+        assert bool(http_stats) == bool(extra), http_stats[:5]
+        assert not [name for name in stats if name.startswith("cluster.kontinuum-admin.")]
+    finally:
+        envoy.stop()
 
 
 def test_bootstrap_refuses_an_unknown_role() -> None:

@@ -22,6 +22,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from kontinuum.xds import SnapshotCache, XdsServer, types
+from kontinuum.xds.push import Outcome, Push
+from kontinuum.xds.snapshot import Snapshot
 from tests.e2e.backends import Backend, Traffic, answer
 from tests.e2e.conftest import StartEnvoy, StartServer
 from tests.e2e.envoy import Envoy, Mode
@@ -369,3 +371,31 @@ async def test_control_plane_restart_keeps_traffic_and_resyncs(
     await wait_answered_by(envoy, mesh.listener_port, "b")
     await wait_synced(port, envoy.node_id)
     assert server.stats.resources[types.ENDPOINT] >= 1
+
+
+async def test_a_push_adding_a_cluster_converges_once_its_endpoints_are_acked(
+    mesh: Mesh,
+) -> None:
+    """Envoy asks for a new cluster's endpoints while it warms it: the push that brought
+    the cluster waits for their ACK, so "converged" means the proxy can route to it."""
+    server, envoy = mesh.server, mesh.envoy
+    at_settle: list[tuple[Outcome, bool]] = []
+
+    class Watch:
+        def stream_settled(
+            self, push: Push, connection: Any, outcome: Outcome, sent: float, now: float
+        ) -> None:
+            (stream,) = [s for s in server.streams() if s.connection.node.id == envoy.node_id]
+            endpoints = stream.types[types.ENDPOINT]
+            at_settle.append((outcome, "second" in endpoints.acked))
+
+        def push_done(self, push: Push, now: float) -> None:
+            pass
+
+    push = Push(observer=Watch())
+    second = [cluster("second"), load_assignment("second", mesh.b.port)]
+    mesh.cache.set_snapshot(VIEW, Snapshot.of([*mesh.resources(mesh.a), *second]), push)
+    push.seal()
+    await until(lambda: push.done, "the push to settle")
+    assert at_settle == [("acked", True)]
+    assert await blocking(envoy.cluster_endpoints, "second") == [mesh.b.port]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ FAST = FleetOptions(poll_interval=0.1, debounce=Debounce(after=0.05, max=0.5), s
 def fast(**changes: Any) -> FleetOptions:
     """`FAST` with `changes` (FleetOptions fields)."""
     return dataclasses.replace(FAST, **changes)
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace a fleet file at once (as `kubectl`-style tools and editors that rename do), so
+    that a source polling the directory never reads it half written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def cluster_profile(name: str, region: str, network: str = "backbone") -> str:
