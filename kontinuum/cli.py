@@ -159,6 +159,13 @@ def serve(
         lease = LeaseConfig(name=lease_name, namespace=lease_namespace, release_on_cancel=True)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--lease-name/--lease-namespace") from error
+    if otlp_endpoint:
+        from kontinuum.telemetry.pushes import TracingUnavailableError, check_tracing
+
+        try:
+            check_tracing()
+        except TracingUnavailableError as error:
+            raise typer.BadParameter(str(error), param_hint="--otlp-endpoint") from error
     options = FleetOptions(
         path=config,
         config_cluster=access,
