@@ -313,6 +313,8 @@ async def run_demo(
                         outcome.targets_up = await asyncio.to_thread(prometheus.targets_up)
                     live.update(_view(server, consumers, sites, phase, admin_port, outcome))
                     await asyncio.sleep(0.25)
+            if not console.is_terminal:
+                console.line()  # Live leaves its last frame unterminated when not on a terminal
             stop.set()
             await asyncio.gather(*calls, return_exceptions=True)
     finally:

@@ -80,9 +80,14 @@ def tracer_provider(endpoint: str | None) -> TracerProvider | None:
     return provider
 
 
+# Read once: converting each instant against a fresh pair of clock readings would let two
+# spans ending at the same monotonic instant end a few nanoseconds apart, out of order.
+_WALL_MINUS_MONOTONIC_NS = time.time_ns() - time.monotonic_ns()
+
+
 def _wall_ns(monotonic: float) -> int:
     """A monotonic time as the wall-clock nanoseconds OpenTelemetry dates spans with."""
-    return time.time_ns() - int((time.monotonic() - monotonic) * 1e9)
+    return _WALL_MINUS_MONOTONIC_NS + round(monotonic * 1e9)
 
 
 @dataclass(slots=True)

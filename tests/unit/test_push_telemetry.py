@@ -4,6 +4,7 @@ span exporter from OpenTelemetry's SDK and a real Prometheus registry."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
+from kontinuum.discovery.aggregate import Change
 from kontinuum.telemetry.metrics import PushMetrics
 from kontinuum.telemetry.pushes import PushTelemetry
 
@@ -44,11 +46,12 @@ def telemetry(registry: CollectorRegistry, exporter: InMemorySpanExporter) -> Pu
 async def test_a_push_that_converges_is_measured_and_traced(
     telemetry: PushTelemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
 ) -> None:
-    push = telemetry.start(None)
+    push = telemetry.start(Change(started=time.monotonic() - 0.1, sources=("static",)))
     telemetry.translated(0.002, views=3)
     push.join()
     push.seal()
-    push.settle(CONNECTION, "acked", push.started, push.started + 0.01)
+    sent = time.monotonic()
+    push.settle(CONNECTION, "acked", sent, time.monotonic())
     assert push.done
     assert sample(registry, "kontinuum_push_convergence_seconds_count") == 1
     assert sample(registry, "kontinuum_proxy_convergence_seconds_count") == 1
@@ -60,8 +63,14 @@ async def test_a_push_that_converges_is_measured_and_traced(
         "kontinuum.translate",
         "kontinuum.xds.deliver",
     }
-    assert spans["kontinuum.push"].status.status_code is StatusCode.UNSET
+    root = spans["kontinuum.push"]
+    assert root.status.status_code is StatusCode.UNSET
     assert spans["kontinuum.xds.deliver"].attributes["kontinuum.node.id"] == "sidecar-1"
+    for name in ("kontinuum.debounce", "kontinuum.translate", "kontinuum.xds.deliver"):
+        child = spans[name]
+        assert root.start_time <= child.start_time <= child.end_time <= root.end_time, name
+    # The last ACK ends the push: both spans end at the same instant, to the nanosecond.
+    assert spans["kontinuum.xds.deliver"].end_time == root.end_time
 
 
 async def test_a_push_no_proxy_took_part_in_says_nothing_of_convergence(
