@@ -9,9 +9,11 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
@@ -28,6 +30,9 @@ from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
+from kontinuum.security.ca import CertificateAuthority
+from kontinuum.security.workload import DEFAULT_VALIDITY, WorkloadCertificates
+from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, operator_identity
 from kontinuum.telemetry.metrics import (
     PushMetrics,
     SourceCollector,
@@ -145,6 +150,9 @@ class ResourceDirectory:
         return changed
 
 
+_Listeners = tuple[grpc.ServerCredentials | None, tuple[tuple[str, grpc.ServerCredentials], ...]]
+
+
 @contextlib.asynccontextmanager
 async def _serving(
     server: XdsServer,
@@ -153,9 +161,11 @@ async def _serving(
     collectors: tuple[Collector, ...] = (),
     registry: CollectorRegistry | None = None,
     mesh: Mesh | None = None,
+    listeners: _Listeners = (None, ()),
 ) -> AsyncIterator[XdsServer]:
     """The xDS server and its admin endpoint (`registry` on `/metrics`, with the server's
-    own collectors and `collectors` added), started and, on the way out, stopped."""
+    own collectors and `collectors` added), started and, on the way out, stopped.
+    `listeners`: the credentials of `xds_address` (None: plaintext) and more addresses."""
     registry = registry if registry is not None else CollectorRegistry()
     registry.register(XdsCollector(server, mesh))
     for collector in collectors:
@@ -163,7 +173,8 @@ async def _serving(
     admin = AdminServer(registry, ready=lambda: server.serving)
     await admin.start(admin_address)
     try:
-        await server.start(xds_address)
+        credentials, also = listeners
+        await server.start(xds_address, credentials, also=also)
         settle_garbage_collector()
         yield server
     finally:
@@ -196,6 +207,28 @@ def site_source(cluster: str, access: SiteAccess) -> Source:
 
 
 @dataclass(frozen=True, slots=True)
+class XdsSecurity:
+    """Who may connect to the xDS server, and the CA of the fleet's identities.
+
+    - `ca`: issues the xDS server's certificate, workload certificates (SDS) and bootstrap
+      tokens; proxies trust its root.
+    - `plaintext`: serve xDS without TLS and believe what nodes declare: local development
+      only. Workload mTLS works the same.
+    - `token_address`: also serve xDS there, over TLS without client certificates, to
+      proxies proving who they are with a bootstrap token.
+    - `server_names`: DNS names and IP addresses in the server certificate, besides the
+      listening hosts (what gRPC clients check; Envoy pins the server's SPIFFE ID).
+    - `workload_validity`: lifetime of workload certificates; renewed at half of it.
+    """
+
+    ca: CertificateAuthority
+    plaintext: bool = False
+    token_address: str | None = None
+    server_names: tuple[str, ...] = ()
+    workload_validity: timedelta = DEFAULT_VALIDITY
+
+
+@dataclass(frozen=True, slots=True)
 class FleetOptions:
     """Where the fleet comes from, how fast changes apply, and whether status is written
     (`status=None`: never)."""
@@ -207,6 +240,7 @@ class FleetOptions:
     status: StatusOptions | None = field(default_factory=StatusOptions)
     site_source: SourceFactory = site_source
     otlp_endpoint: str | None = None  # where push traces go (OTLP/gRPC); None: no traces
+    security: XdsSecurity | None = None  # None: plaintext, no workload certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +256,7 @@ class RunningFleet:
     discovery: asyncio.Task[None]
     registry: CollectorRegistry
     pushes: PushTelemetry
+    security: XdsSecurity | None = None
 
 
 @contextlib.asynccontextmanager
@@ -232,7 +267,11 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
     cluster). Everything stops on the way out."""
     if options.path is None and options.config_cluster is None:
         raise ValueError("a fleet needs a directory, a config cluster, or both")
-    mesh = Mesh(SnapshotCache())
+    security = options.security
+    certificates = (
+        WorkloadCertificates(security.ca, security.workload_validity) if security else None
+    )
+    mesh = Mesh(SnapshotCache(), certificates)
     registry = CollectorRegistry()
     provider = tracer_provider(options.otlp_endpoint)
     pushes = PushTelemetry(PushMetrics(registry), provider)
@@ -260,8 +299,14 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
         log.info("status is not written: there is no config cluster, and no --lease-cluster")
     discovery = asyncio.create_task(aggregator.run(), name="discovery")
     writing = asyncio.create_task(status.run(), name="status") if status else None
-    if writing is not None:
-        writing.add_done_callback(_report_failure)
+    renewing = (
+        asyncio.create_task(_renew_certificates(mesh, pushes), name="certificates")
+        if certificates is not None
+        else None
+    )
+    for task in (writing, renewing):
+        if task is not None:
+            task.add_done_callback(_report_failure)
     try:
         synced = asyncio.ensure_future(aggregator.synced.wait())
         await asyncio.wait((synced, discovery), return_when=asyncio.FIRST_COMPLETED)
@@ -269,14 +314,34 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
         if discovery.done():
             discovery.result()  # raises what stopped discovery
             raise RuntimeError("discovery ended before the first fleet")
-        yield RunningFleet(mesh, aggregator, static, config, status, discovery, registry, pushes)
+        yield RunningFleet(
+            mesh, aggregator, static, config, status, discovery, registry, pushes, security
+        )
     finally:
-        tasks = [t for t in (discovery, writing) if t is not None]
+        tasks = [t for t in (discovery, writing, renewing) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if provider is not None:  # what is buffered goes out, within a few seconds
             await asyncio.to_thread(provider.shutdown)
+
+
+async def _renew_certificates(mesh: Mesh, pushes: PushTelemetry) -> None:
+    """Renew workload certificates as they come due, each renewal an SDS push."""
+    assert mesh.certificates is not None
+    while True:
+        due = mesh.certificates.next_renewal()
+        wait = 1.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(min(max(wait, 0.05), 30.0))
+        due = mesh.certificates.next_renewal()
+        if due is None or due > datetime.now(UTC):
+            continue
+        push = pushes.start(None)
+        try:
+            renewed = mesh.renew_certificates(push)
+        finally:
+            push.seal()
+        log.info("renewed the workload certificates of %d views", renewed)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -313,15 +378,58 @@ async def serving(
     """A running fleet's xDS server and admin endpoint (every metric of the mesh on
     `/metrics`), and with `prometheus_sd` Prometheus' file of the connected Envoys."""
     mesh = fleet.mesh
-    server = XdsServer(mesh.cache, resolve_view=mesh.resolve_view)
+    security = fleet.security
+    authenticator = (
+        FleetAuthenticator(security.ca, plaintext=security.plaintext) if security else None
+    )
+    server = XdsServer(
+        mesh.cache,
+        resolve_view=mesh.resolve_view,
+        authenticator=authenticator,
+        may_read_status=operator_identity if security else None,
+    )
     collectors: list[Collector] = [SourceCollector(fleet.aggregator)]
     if fleet.status is not None:
         collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
+    listeners = _listeners(security, xds_address)
     async with (
-        _serving(server, xds_address, admin_address, tuple(collectors), fleet.registry, mesh),
+        _serving(
+            server,
+            xds_address,
+            admin_address,
+            tuple(collectors),
+            fleet.registry,
+            mesh,
+            listeners,
+        ),
         _discovery_file(server, mesh, prometheus_sd),
     ):
         yield server
+
+
+def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:
+    """The TLS credentials of the xDS address (mutual TLS) and of the token address."""
+    if security is None or (security.plaintext and security.token_address is None):
+        if security is not None:
+            log.warning(
+                "the xDS server is plaintext (--plaintext-xds) and believes what proxies "
+                "declare: for local development only"
+            )
+        return None, ()
+    addresses = [xds_address] if not security.plaintext else []
+    if security.token_address is not None:
+        addresses.append(security.token_address)
+    hosts = [split_address(a)[0] for a in addresses]
+    names = [h for h in (*hosts, *security.server_names) if h not in ("0.0.0.0", "::", "")]
+    certificate = ServerCertificate(security.ca, list(dict.fromkeys(names or ["localhost"])))
+    also: tuple[tuple[str, grpc.ServerCredentials], ...] = ()
+    if security.token_address is not None:
+        tokens = certificate.credentials(require_client_certificate=False)
+        also = ((security.token_address, tokens),)
+    if security.plaintext:
+        log.warning("the xDS server at %s is plaintext: for local development only", xds_address)
+        return None, also
+    return certificate.credentials(require_client_certificate=True), also
 
 
 @contextlib.asynccontextmanager

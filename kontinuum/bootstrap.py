@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,55 @@ from kontinuum.telemetry.envoy_stats import stats_config, stats_listener
 
 XDS_CLUSTER = "kontinuum-xds"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True, slots=True)
+class XdsClientTls:
+    """How a proxy reaches a TLS xDS server and proves who it is.
+
+    It trusts `ca_file` (the fleet's root, `kontinuum ca init`) and accepts only a server
+    presenting `server_identity` (a SPIFFE ID). It proves its own identity with a client
+    certificate (`certificate_file`, `key_file`; `kontinuum ca issue`, cert-manager) at the
+    mutual-TLS address, or with a bootstrap `token` (`kontinuum token create`) at the token
+    address. Paths are read by the proxy, at the time it runs.
+    """
+
+    ca_file: str
+    server_identity: str
+    certificate_file: str | None = None
+    key_file: str | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        if (self.certificate_file is None) == (self.token is None):
+            raise ValueError("prove the proxy's identity with a certificate or a token (one)")
+
+    def envoy_transport_socket(self) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"filename": self.ca_file},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": self.server_identity}}
+                ],
+            },
+        }
+        if self.certificate_file is not None:
+            context["tls_certificates"] = [
+                {
+                    "certificate_chain": {"filename": self.certificate_file},
+                    "private_key": {"filename": self.key_file},
+                }
+            ]
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": f"type.googleapis.com/{_TLS}", "common_tls_context": context},
+        }
 
 
 def find_envoy() -> str | None:
@@ -38,6 +88,7 @@ def envoy_bootstrap(
     reconnect_backoff: tuple[str, str] = ("0.25s", "5s"),
     stats_address: str | None = None,
     stats_inclusion_prefixes: Sequence[str] = (),
+    tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
     """An Envoy bootstrap that takes everything from kontinuum over ADS.
 
@@ -51,7 +102,8 @@ def envoy_bootstrap(
     there serves `/stats/prometheus` for Prometheus (it needs a fixed admin port), and the
     node declares the port (`kontinuum.io/stats-port`) for kontinuum's Prometheus service
     discovery. Envoy creates only the stats kontinuum's dashboards and alerts read, and
-    those starting with one of `stats_inclusion_prefixes`.
+    those starting with one of `stats_inclusion_prefixes`. With `tls`, the xDS connection
+    is TLS and proves the proxy's identity (None: plaintext, local development only).
     """
     base_interval, max_interval = reconnect_backoff
     host, port = split_address(xds_address)
@@ -68,6 +120,21 @@ def envoy_bootstrap(
         declared[METADATA_PREFIX + "stats-port"] = str(stats_port)
     workspace = declared.get(METADATA_PREFIX + "namespace", "")
     role = declared.get(METADATA_PREFIX + "role", "")
+    grpc_service: dict[str, Any] = {
+        "envoy_grpc": {
+            "cluster_name": XDS_CLUSTER,
+            "retry_policy": {
+                "retry_back_off": {"base_interval": base_interval, "max_interval": max_interval}
+            },
+        }
+    }
+    xds_cluster = _xds_cluster(host, port)
+    if tls is not None:
+        xds_cluster["transport_socket"] = tls.envoy_transport_socket()
+        if tls.token is not None:
+            grpc_service["initial_metadata"] = [
+                {"key": "authorization", "value": f"Bearer {tls.token}"}
+            ]
     return {
         "node": {
             "id": node_id,
@@ -84,71 +151,67 @@ def envoy_bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [
-                    {
-                        "envoy_grpc": {
-                            "cluster_name": XDS_CLUSTER,
-                            "retry_policy": {
-                                "retry_back_off": {
-                                    "base_interval": base_interval,
-                                    "max_interval": max_interval,
-                                }
-                            },
-                        }
-                    }
-                ],
+                "grpc_services": [grpc_service],
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
             "listeners": static_listeners,
-            "clusters": [
-                *static_clusters,
-                {
-                    "name": XDS_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        _HTTP_OPTIONS: {
-                            "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": host,
-                                                    "port_value": port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                },
-            ],
+            "clusters": [*static_clusters, xds_cluster],
+        },
+    }
+
+
+def _xds_cluster(host: str, port: int) -> dict[str, Any]:
+    """The static cluster of the xDS server: HTTP/2 to one address."""
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
 
 
 def grpc_bootstrap(
-    *, node_id: str, cluster: str, xds_address: str, metadata: dict[str, str] | None = None
+    *,
+    node_id: str,
+    cluster: str,
+    xds_address: str,
+    metadata: dict[str, str] | None = None,
+    tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
-    """A bootstrap for gRPC's own xDS client (`GRPC_XDS_BOOTSTRAP`, `xds:///` targets)."""
+    """A bootstrap for gRPC's own xDS client (`GRPC_XDS_BOOTSTRAP`, `xds:///` targets).
+
+    With `tls`, gRPC's `tls` channel credentials with the client certificate (gRPC checks
+    the server's address against its certificate; it has no bootstrap tokens)."""
+    creds: dict[str, Any] = {"type": "insecure"}
+    if tls is not None:
+        if tls.certificate_file is None:
+            raise ValueError("a gRPC client proves its identity with a certificate, not a token")
+        creds = {
+            "type": "tls",
+            "config": {
+                "ca_certificate_file": tls.ca_file,
+                "certificate_file": tls.certificate_file,
+                "private_key_file": tls.key_file,
+            },
+        }
     return {
         "xds_servers": [
             {
                 "server_uri": xds_address,
-                "channel_creds": [{"type": "insecure"}],
+                "channel_creds": [creds],
                 "server_features": ["xds_v3"],
             }
         ],
@@ -181,6 +244,7 @@ def proxy_metadata(
     inbound_address: str | None = None,
     outbound_port: int | None = None,
     gateway: str | None = None,
+    service_account: str | None = None,
 ) -> dict[str, str]:
     """What a proxy declares about itself in `node.metadata` (the server decides what it
     may receive: its workspace is its namespace unless the fleet says otherwise)."""
@@ -192,5 +256,6 @@ def proxy_metadata(
         "inbound-address": inbound_address,
         "gateway": gateway,
         "outbound-port": None if outbound_port is None else str(outbound_port),
+        "service-account": service_account,
     }
     return {METADATA_PREFIX + k: v for k, v in declared.items() if v is not None}

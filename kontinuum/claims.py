@@ -17,6 +17,7 @@ from kontinuum.control.objects import dns_label, dns_subdomain
 from kontinuum.control.plane import ProxyView
 
 ROLES = ("sidecar", "gateway", "ingress")
+DEFAULT_SERVICE_ACCOUNT = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,23 +37,29 @@ class Inbound:
 class ViewKey:
     """What decides a proxy's configuration; its string names the view.
 
-    sidecar/<cluster>/<workspace>:<outbound port>[/<inbound>]
-    gateway/<cluster>                       the cluster's east-west gateway
-    ingress/<cluster>/<namespace>/<gateway> an ingress gateway running a Gateway
+    sidecar/<cluster>/<workspace>:<outbound port>[/<inbound>][@<service account>]
+    gateway/<cluster>[@<service account>]   the cluster's east-west gateway
+    ingress/<cluster>/<namespace>/<gateway>[@<service account>]  an ingress gateway
     """
 
     view: ProxyView
     outbound_port: int = 0
     inbound: Inbound | None = None
     gateway: str = ""  # ingress: the Gateway's name, in the view's workspace (namespace)
+    # The proxy's identity's service account: its certificate is part of its view, so
+    # proxies of different service accounts never share one. Shown unless "default".
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
 
     def __str__(self) -> str:
+        account = (
+            "" if self.service_account == DEFAULT_SERVICE_ACCOUNT else f"@{self.service_account}"
+        )
         if self.view.role == "gateway":
-            return f"gateway/{self.view.cluster}"
+            return f"gateway/{self.view.cluster}{account}"
         if self.view.role == "ingress":
-            return f"ingress/{self.view.cluster}/{self.view.workspace}/{self.gateway}"
+            return f"ingress/{self.view.cluster}/{self.view.workspace}/{self.gateway}{account}"
         own = f"/{self.inbound}" if self.inbound else ""
-        return f"{self.view}:{self.outbound_port}{own}"
+        return f"{self.view}:{self.outbound_port}{own}{account}"
 
 
 def _port(text: str, what: str) -> int:
@@ -90,6 +97,15 @@ def _declared(node: Any, key: str) -> str:
         return declared(node, key)
     except TypeError as error:
         raise PermissionError(str(error)) from None
+
+
+def declared_service_account(node: Any) -> str:
+    """The service account a node declares (`kontinuum.io/service-account`): believed only
+    without authentication (local development); else the identity's own is used."""
+    account = _declared(node, "service-account") or DEFAULT_SERVICE_ACCOUNT
+    if dns_label(account) is not None:
+        raise PermissionError(f"service account {account!r} is not a DNS label")
+    return account
 
 
 def claim(node: Any) -> ViewKey:

@@ -12,6 +12,14 @@ from typing import Annotated
 import typer
 
 from kontinuum import __version__
+from kontinuum.cli_security import (
+    DEFAULT_TRUST_DOMAIN,
+    TrustDomain,
+    ca_app,
+    duration_option,
+    serve_security,
+    token_app,
+)
 
 # The demo starts Envoy from a process that serves gRPC; grpc's fork handlers only warn
 # about that. kontinuum never forks a process that then uses gRPC.
@@ -23,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.add_typer(ca_app)
+app.add_typer(token_app)
 
 XdsAddress = Annotated[
     str, typer.Option("--xds-address", help="host:port of the xDS (gRPC) server.")
@@ -120,6 +131,49 @@ def serve(
             "none: no traces.",
         ),
     ] = None,
+    ca_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-dir",
+            envvar="KONTINUUM_CA_DIR",
+            file_okay=False,
+            help="The fleet CA (`kontinuum ca init`, or cert-manager's tls.crt/tls.key/ca.crt): "
+            "it issues the xDS server's and the workloads' certificates. Needed unless "
+            "--plaintext-xds.",
+        ),
+    ] = None,
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    plaintext_xds: Annotated[
+        bool,
+        typer.Option(
+            "--plaintext-xds",
+            help="Serve xDS without TLS and believe what proxies declare: local development "
+            "only (workload mTLS still works, with a CA of this run if no --ca-dir).",
+        ),
+    ] = False,
+    xds_token_address: Annotated[
+        str | None,
+        typer.Option(
+            "--xds-token-address",
+            help="host:port where xDS is also served over TLS without client certificates, "
+            "to proxies presenting a bootstrap token (`kontinuum token create`).",
+        ),
+    ] = None,
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server-name",
+            help="A DNS name or IP address for the xDS server's certificate, besides the "
+            "listening hosts (repeatable; e.g. kontinuum.kontinuum-system.svc).",
+        ),
+    ] = None,
+    workload_cert_validity: Annotated[
+        str,
+        typer.Option(
+            "--workload-cert-validity",
+            help="Lifetime of workload certificates (SDS); each is renewed at half of it.",
+        ),
+    ] = "1h",
     verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
@@ -166,11 +220,20 @@ def serve(
             check_tracing()
         except TracingUnavailableError as error:
             raise typer.BadParameter(str(error), param_hint="--otlp-endpoint") from error
+    security = serve_security(
+        ca_dir,
+        trust_domain,
+        plaintext_xds,
+        xds_token_address,
+        tuple(server_name or ()),
+        duration_option(workload_cert_validity, "--workload-cert-validity"),
+    )
     options = FleetOptions(
         path=config,
         config_cluster=access,
         status=StatusOptions(lease, lease_cluster or "") if write_status else None,
         otlp_endpoint=otlp_endpoint or None,
+        security=security,
     )
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
@@ -346,12 +409,46 @@ def bootstrap(
     sotw: Annotated[
         bool, typer.Option("--sotw", help="State-of-the-World ADS instead of Delta.")
     ] = False,
+    service_account: Annotated[
+        str | None,
+        typer.Option(
+            "--service-account",
+            help="The proxy's service account (believed only by a plaintext server; else its "
+            "certificate's or token's identity decides).",
+        ),
+    ] = None,
+    xds_ca: Annotated[
+        Path | None,
+        typer.Option("--xds-ca", dir_okay=False, help="The fleet's root (ca.pem): xDS over TLS."),
+    ] = None,
+    xds_cert: Annotated[
+        Path | None,
+        typer.Option("--xds-cert", dir_okay=False, help="The proxy's certificate (cert.pem)."),
+    ] = None,
+    xds_key: Annotated[
+        Path | None, typer.Option("--xds-key", dir_okay=False, help="Its private key (key.pem).")
+    ] = None,
+    xds_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--xds-token-file",
+            exists=True,
+            dir_okay=False,
+            help="A bootstrap token (`kontinuum token create`) instead of a certificate, for "
+            "the server's --xds-token-address. The bootstrap then holds the token: keep it 0600.",
+        ),
+    ] = None,
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
 ) -> None:
     """Print a bootstrap (JSON) that connects an Envoy, or a proxyless gRPC client, to kontinuum.
 
-    Envoy: ADS over gRPC, Delta by default, the node sent on the first request only.
+    Envoy: ADS over gRPC, Delta by default, the node sent on the first request only. With
+    --xds-ca, over TLS, pinning the server's identity spiffe://<trust domain>/ns/
+    kontinuum-system/sa/kontinuum, and proving the proxy's with --xds-cert/--xds-key or
+    --xds-token-file.
     """
-    from kontinuum.bootstrap import envoy_bootstrap, grpc_bootstrap, proxy_metadata
+    from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, grpc_bootstrap, proxy_metadata
+    from kontinuum.security.xds_auth import control_plane_identity
 
     if role not in {"sidecar", "gateway", "ingress"}:
         raise typer.BadParameter("must be sidecar, gateway or ingress", param_hint="--role")
@@ -367,11 +464,36 @@ def bootstrap(
         inbound_address=inbound_address,
         outbound_port=None if grpc or role != "sidecar" else outbound_port,
         gateway=gateway,
+        service_account=service_account,
     )
+    tls = None
+    if xds_ca is not None:
+        token = xds_token_file.read_text().strip() if xds_token_file is not None else None
+        try:
+            tls = XdsClientTls(
+                ca_file=str(xds_ca.resolve()),
+                server_identity=str(control_plane_identity(trust_domain)),
+                certificate_file=str(xds_cert.resolve()) if xds_cert else None,
+                key_file=str(xds_key.resolve()) if xds_key else None,
+                token=token or None,
+            )
+        except ValueError as error:
+            raise typer.BadParameter(
+                str(error), param_hint="--xds-cert/--xds-token-file"
+            ) from error
+    elif xds_cert or xds_key or xds_token_file:
+        raise typer.BadParameter("xDS over TLS needs the fleet's root", param_hint="--xds-ca")
     if grpc:
-        document = grpc_bootstrap(
-            node_id=node_id, cluster=cluster, xds_address=xds_address, metadata=metadata
-        )
+        try:
+            document = grpc_bootstrap(
+                node_id=node_id,
+                cluster=cluster,
+                xds_address=xds_address,
+                metadata=metadata,
+                tls=tls,
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--xds-token-file") from error
     else:
         stats = None if stats_address in (None, "", "none") else stats_address
         try:
@@ -384,6 +506,7 @@ def bootstrap(
                 metadata=metadata,
                 stats_address=stats,
                 stats_inclusion_prefixes=stats_inclusion_prefix or (),
+                tls=tls,
             )
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--stats-address") from error
@@ -391,12 +514,35 @@ def bootstrap(
 
 
 @app.command()
-def status(xds_address: XdsAddress = "127.0.0.1:18000") -> None:
+def status(
+    xds_address: XdsAddress = "127.0.0.1:18000",
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            "--credentials",
+            file_okay=False,
+            help="A directory of cert.pem, key.pem and ca.pem (`kontinuum ca issue "
+            "--namespace kontinuum-system`): read status over TLS as an operator.",
+        ),
+    ] = None,
+) -> None:
     """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT."""
+    import grpc
+
     from kontinuum.status import fetch_status, render_status
 
+    channel_credentials = None
+    if credentials is not None:
+        try:
+            channel_credentials = grpc.ssl_channel_credentials(
+                (credentials / "ca.pem").read_bytes(),
+                (credentials / "key.pem").read_bytes(),
+                (credentials / "cert.pem").read_bytes(),
+            )
+        except OSError as error:
+            raise typer.BadParameter(str(error), param_hint="--credentials") from error
     try:
-        proxies = fetch_status(xds_address)
+        proxies = fetch_status(xds_address, credentials=channel_credentials)
     except ConnectionError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error

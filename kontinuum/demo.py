@@ -27,6 +27,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -35,9 +36,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kontinuum.app import FleetOptions, running_fleet, serving
-from kontinuum.bootstrap import envoy_bootstrap, find_envoy, proxy_metadata
+from kontinuum.app import FleetOptions, XdsSecurity, running_fleet, serving
+from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, find_envoy, proxy_metadata
 from kontinuum.discovery.static import load_fleet
+from kontinuum.security.ca import CertificateAuthority
+from kontinuum.security.spiffe import SpiffeId
+from kontinuum.security.xds_auth import control_plane_identity
 from kontinuum.status import summarize
 from kontinuum.telemetry.prometheus_sd import scrape_config
 from kontinuum.xds import XdsServer, types
@@ -159,7 +163,11 @@ def _view(
             proxy.workspace,
             *(proxy.by_type[s].value if s in proxy.by_type else "-" for s in shorts),
         )
-    where = [f"kontinuum's metrics: http://127.0.0.1:{admin_port}/metrics"]
+    where = [
+        "xDS over mutual TLS: each proxy proves its SPIFFE ID with a certificate of this "
+        "run's CA (`kontinuum serve --plaintext-xds` is for local development only)",
+        f"kontinuum's metrics: http://127.0.0.1:{admin_port}/metrics",
+    ]
     if outcome.prometheus is not None:
         where.append(
             f"Prometheus: {outcome.prometheus} ({outcome.targets_up} targets up; try "
@@ -181,6 +189,27 @@ async def _wait_for_port(port: int, host: str = "127.0.0.1") -> None:
             return
 
 
+def _credentials(
+    ca: CertificateAuthority, workdir: Path, node_id: str, cluster: str, namespace: str
+) -> XdsClientTls:
+    """A proxy's client certificate for the xDS server (as `kontinuum ca issue` writes it)."""
+    identity = SpiffeId(ca.trust_domain, namespace, node_id.split("-")[0])
+    issued = ca.issue_workload(identity, cluster, timedelta(hours=24))
+    directory = workdir / node_id
+    directory.mkdir(mode=0o700)
+    (directory / "cert.pem").write_bytes(issued.certificate_chain_pem)
+    key = directory / "key.pem"
+    key.touch(mode=0o600)
+    key.write_bytes(issued.private_key_pem)
+    (directory / "ca.pem").write_bytes(ca.trust_bundle_pem)
+    return XdsClientTls(
+        ca_file=str(directory / "ca.pem"),
+        server_identity=str(control_plane_identity(ca.trust_domain)),
+        certificate_file=str(directory / "cert.pem"),
+        key_file=str(key),
+    )
+
+
 async def _start_envoy(
     envoy: str,
     workdir: Path,
@@ -188,6 +217,7 @@ async def _start_envoy(
     cluster: str,
     xds_port: int,
     metadata: dict[str, str],
+    tls: XdsClientTls,
 ) -> asyncio.subprocess.Process:
     bootstrap = workdir / f"{node_id}.json"
     document = envoy_bootstrap(
@@ -197,6 +227,7 @@ async def _start_envoy(
         admin_port=free_port(),
         metadata=metadata,
         stats_address=f"127.0.0.1:{free_port()}",  # for Prometheus
+        tls=tls,
     )
     bootstrap.write_text(json.dumps(document))
     with (workdir / f"{node_id}.log").open("w") as log:
@@ -254,7 +285,9 @@ async def run_demo(
     window_closes: list[float] = []
     calls: list[asyncio.Task[None]] = []
     xds_port, admin_port = free_port(), free_port()
-    options = FleetOptions(path=fleet_path, status=None)
+    # The fleet's CA for this run: the xDS server requires each proxy's certificate.
+    ca = CertificateAuthority.generate("cluster.local")
+    options = FleetOptions(path=fleet_path, status=None, security=XdsSecurity(ca))
     try:
         for backend in backends:
             await backend.start()
@@ -273,7 +306,7 @@ async def run_demo(
             # A sidecar per site, and each site's east-west gateway (edge-paris is on a
             # network of its own: the others reach it only through its gateway).
             proxies = [
-                (f"frontend-{c.site}", c.site, proxy_metadata(
+                (f"frontend-{c.site}", c.site, WORKSPACE, proxy_metadata(
                     namespace=WORKSPACE, role="sidecar", outbound_port=c.outbound_port
                 ))
                 for c in consumers
@@ -281,13 +314,15 @@ async def run_demo(
                 (
                     f"gateway-{g.cluster}",
                     g.cluster,
+                    running.mesh.gateway_namespace(g.cluster) or WORKSPACE,
                     proxy_metadata(namespace=WORKSPACE, role="gateway"),
                 )
                 for g in gateways
             ]  # fmt: skip
-            for node_id, cluster, metadata in proxies:
+            for node_id, cluster, namespace, metadata in proxies:
+                tls = _credentials(ca, workdir, node_id, cluster, namespace)
                 processes.append(
-                    await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata)
+                    await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata, tls)
                 )
             try:
                 async with asyncio.timeout(20):

@@ -7,6 +7,11 @@ see into Envoy resources, and the xDS cache serves them. A proxy's view comes fr
 claims in its bootstrap (`kontinuum.claims`): a sidecar of a workspace in a cluster (with
 its ports and own service), the cluster's east-west gateway, or an ingress gateway running
 a Gateway. Proxies that share a view share every byte.
+
+With workload certificates (`WorkloadCertificates`), a proxy's identity must agree with
+what it claims (`kontinuum.security.admission`), every view carries its identity's SDS
+secrets, sidecars originate mTLS to the endpoints that require it, and inbound listeners
+require client certificates of the own workspace or of a workspace granted access.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ from typing import Any
 from kontinuum.claims import ViewKey, claim
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import build_plane, visible_services
-from kontinuum.control.model import Fleet, ServiceRef
+from kontinuum.control.model import Fleet, Grant, ServiceRef
 from kontinuum.control.plane import ServicePlane
+from kontinuum.control.routing import Gateway
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
+from kontinuum.control.translate.options import WorkloadTls
 from kontinuum.route_report import status_lines
+from kontinuum.security.admission import admit
+from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 from kontinuum.xds.push import Push
 
@@ -64,12 +73,19 @@ def _own_service_port(
 class Mesh:
     """Keeps the cache's views in step with the fleet the aggregator applies."""
 
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(
+        self, cache: SnapshotCache, certificates: WorkloadCertificates | None = None
+    ) -> None:
         self.cache = cache
+        self.certificates = certificates
         self.plane = ServicePlane()
         self.routing_state = RoutingState()
         self._routing = MeshRouting()
+        self._grants: tuple[Grant, ...] = ()
+        self._gateways: tuple[Gateway, ...] = ()
         self._views: dict[str, ViewKey] = {}
+        self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
+        self._translated: dict[str, tuple[Any, ...]] = {}  # view -> resources, secrets aside
         self._problems: set[str] = set()
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
@@ -81,11 +97,13 @@ class Mesh:
         """
         started = time.perf_counter()
         self.plane = build_plane(fleet)
+        self._grants = fleet.grants
+        self._gateways = fleet.routing.gateways
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
         for name, key in list(self._views.items()):
             if self.plane.site(key.view.cluster) is None:
-                del self._views[name]
+                self._forget(name)
                 continue
             self._translate(name, key, push)
         if self.translated is not None:
@@ -112,11 +130,63 @@ class Mesh:
             raise PermissionError(
                 f"no accepted Gateway {key.view.workspace}/{key.gateway} in cluster {cluster}"
             )
+        if self.certificates is not None:
+            gateway_namespace = (
+                self.gateway_namespace(cluster) if key.view.role == "gateway" else None
+            )
+            key, identity = admit(
+                key, node, peer, self.certificates.trust_domain, gateway_namespace
+            )
         name = str(key)
         if name not in self._views:
             self._views[name] = key
+            if self.certificates is not None:
+                self._identities[name] = identity
             self._translate(name, key)
         return name
+
+    def renew_certificates(self, push: Push | None = None) -> int:
+        """Renew the workload certificates that are due and send them to their proxies
+        (an SDS update, part of `push`); returns how many views got a new one."""
+        if self.certificates is None:
+            return 0
+        renewed = self.certificates.renew_due(set(self._identities.values()))
+        views = [name for name, who in self._identities.items() if who in renewed]
+        for name in views:
+            self._snapshot(name, self._translated.get(name, ()), push)
+        return len(views)
+
+    def _forget(self, name: str) -> None:
+        del self._views[name]
+        self._identities.pop(name, None)
+        self._translated.pop(name, None)
+
+    def gateway_namespace(self, cluster: str) -> str | None:
+        """The namespace of the east-west Gateway declared for `cluster`, if any: the
+        namespace of the identity its gateway proxy must hold."""
+        return next(
+            (
+                gateway.namespace
+                for gateway in self._gateways
+                if gateway.east_west and gateway.cluster == cluster
+            ),
+            None,
+        )
+
+    def _inbound_consumers(self, ref: ServiceRef) -> tuple[str, ...]:
+        """The workspaces a workspace grant (ReferenceGrant from Namespace) lets call `ref`."""
+        return tuple(
+            sorted(
+                {
+                    g.consumer
+                    for g in self._grants
+                    if g.from_kind == "Namespace"
+                    and g.provider == ref.namespace
+                    and g.service in (None, ref.name)
+                    and g.consumer != ref.namespace
+                }
+            )
+        )
 
     def _ingress(self, key: ViewKey) -> BoundGateway | None:
         return next(
@@ -132,7 +202,7 @@ class Mesh:
         )
 
     def _options(self, name: str, key: ViewKey) -> SidecarOptions:
-        options = SidecarOptions(outbound_port=key.outbound_port)
+        options = SidecarOptions(outbound_port=key.outbound_port, mtls=self._mtls())
         if key.inbound is None:
             return options
         ref = ServiceRef(key.view.workspace, key.inbound.service)
@@ -146,7 +216,13 @@ class Mesh:
             inbound_port=key.inbound.workload_port,
             inbound_listen_address=key.inbound.listen_address,
             inbound_listen_port=key.inbound.listen_port,
+            inbound_consumers=self._inbound_consumers(ref),
         )
+
+    def _mtls(self) -> WorkloadTls | None:
+        if self.certificates is None:
+            return None
+        return WorkloadTls(self.certificates.trust_domain)
 
     def _translate(self, name: str, key: ViewKey, push: Push | None = None) -> None:
         view, site = key.view, self.plane.site(key.view.cluster)
@@ -161,7 +237,9 @@ class Mesh:
                 )
                 translation = Translation()
             else:
-                translation = east_west_gateway(self.plane.services, gateway, SidecarOptions())
+                translation = east_west_gateway(
+                    self.plane.services, gateway, SidecarOptions(mtls=self._mtls())
+                )
         elif view.role == "ingress":
             bound = self._ingress(key)
             if bound is None:
@@ -170,7 +248,7 @@ class Mesh:
             else:
                 routes = [r for r in self.routing_state.binding.routes if r.parents]
                 translation = ingress_gateway(
-                    bound, routes, view, site, SidecarOptions(), self._routing
+                    bound, routes, view, site, SidecarOptions(mtls=self._mtls()), self._routing
                 )
         else:
             services = visible_services(self.plane, view.workspace, view.cluster)
@@ -179,4 +257,12 @@ class Mesh:
             )
         for error in translation.errors:
             log.error("view %s: %s", name, error)
-        self.cache.set_snapshot(name, Snapshot.of(translation.resources), push)
+        self._translated[name] = translation.resources
+        self._snapshot(name, translation.resources, push)
+
+    def _snapshot(self, name: str, resources: tuple[Any, ...], push: Push | None) -> None:
+        """Serve a view's resources, with the SDS secrets of its identity."""
+        identity = self._identities.get(name)
+        if identity is not None and self.certificates is not None:
+            resources = (*resources, *self.certificates.secrets(identity))
+        self.cache.set_snapshot(name, Snapshot.of(resources), push)

@@ -62,9 +62,18 @@ def _declared(node: Any, key: str) -> str:
     return ""
 
 
-def fetch_status(xds_address: str, timeout: float = 5.0) -> list[ProxyStatus]:
-    """Ask the control plane's CSDS for every connected client."""
-    with grpc.insecure_channel(xds_address) as channel:
+def fetch_status(
+    xds_address: str, timeout: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+) -> list[ProxyStatus]:
+    """Ask the control plane's CSDS for every connected client (over TLS with
+    `credentials`: an operator's certificate, `kontinuum ca issue --namespace
+    kontinuum-system`)."""
+    channel = (
+        grpc.insecure_channel(xds_address)
+        if credentials is None
+        else grpc.secure_channel(xds_address, credentials)
+    )
+    with channel:
         stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
         try:
             response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=timeout)

@@ -9,7 +9,10 @@ ignored):
   cluster, with the labels `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`
   and `kontinuum.io/network`;
 - per cluster: `v1 Service`, `discovery.k8s.io/v1 EndpointSlice` (linked to its Service by
-  the `kubernetes.io/service-name` label) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
+  the `kubernetes.io/service-name` label; `kontinuum.io/tls-mode: mutual` says its endpoints
+  are fronted by a kontinuum sidecar that requires mTLS, `disabled` or no label that they
+  are not: Kubernetes copies a Service's labels onto its EndpointSlices, so labelling the
+  Service is enough in a real cluster) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
 - `gateway.networking.k8s.io/v1beta1 ReferenceGrant`, fleet-wide, in the provider's namespace:
   a workspace's grant to another workspace to reach its services, or the Gateway API's grant
   to another namespace's routes to name its services as backends (see `parse_grants`);
@@ -62,6 +65,8 @@ REGION_LABEL: Final = "topology.kubernetes.io/region"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 NETWORK_LABEL: Final = "kontinuum.io/network"
 SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+TLS_MODE_LABEL: Final = "kontinuum.io/tls-mode"
+TLS_MODES: Final = ("mutual", "disabled")
 
 MCS_API: Final = "multicluster.x-k8s.io/v1alpha1"
 DISCOVERY_API: Final = "discovery.k8s.io/v1"
@@ -196,8 +201,15 @@ def _endpoint_slice(
     obj: ObjectReader, cluster: str
 ) -> tuple[tuple[EndpointPort, ...], tuple[Endpoint, ...]]:
     body = obj.body
-    service = obj.labels().get(SERVICE_NAME_LABEL)
+    labels = obj.labels()
+    service = labels.get(SERVICE_NAME_LABEL)
     label_path = f"metadata.labels[{SERVICE_NAME_LABEL}]"
+    tls_mode = labels.get(TLS_MODE_LABEL, "disabled")
+    if tls_mode not in TLS_MODES:
+        obj.error(
+            f"metadata.labels[{TLS_MODE_LABEL}]",
+            f"must be one of {', '.join(TLS_MODES)}, got {tls_mode!r}",
+        )
     if service is None:
         if not any(e.field == label_path for e in obj.errors):
             obj.error(label_path, "required: it names the Service this EndpointSlice belongs to")
@@ -259,6 +271,7 @@ def _endpoint_slice(
                 node_name=obj.string(raw, "nodeName", f"{path}.nodeName", check=dns_subdomain)
                 or "",
                 hostname=obj.string(raw, "hostname", f"{path}.hostname", check=dns_label) or "",
+                mutual_tls=tls_mode == "mutual",
             )
         )
     return tuple(ports), tuple(endpoints)

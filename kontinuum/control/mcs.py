@@ -187,12 +187,20 @@ def _endpoints(
                     port=number,
                     locality=Locality.of(site, endpoint.zone),
                     ready=endpoint.ready and not endpoint.terminating,
+                    mutual_tls=endpoint.mutual_tls,
                 )
             )
     return tuple(
         sorted(
             found,
-            key=lambda e: (e.locality.cluster, e.locality.zone, e.address, e.port, e.ready),
+            key=lambda e: (
+                e.locality.cluster,
+                e.locality.zone,
+                e.address,
+                e.port,
+                e.ready,
+                e.mutual_tls,
+            ),
         )
     )
 

@@ -146,6 +146,8 @@ class Endpoint:
     The conditions mean what they mean in `discovery.k8s.io/v1`: `ready` is "should receive
     new traffic", `serving` is the same regardless of termination, and `terminating` says
     the backend is going away. The addresses are fungible: consumers use the first one.
+    `mutual_tls` says a kontinuum sidecar fronts the backend and requires mTLS (its slice's
+    `kontinuum.io/tls-mode: mutual` label).
     """
 
     cluster: str
@@ -160,6 +162,7 @@ class Endpoint:
     zone: str = ""
     node_name: str = ""
     hostname: str = ""
+    mutual_tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,13 @@ An Envoy cluster name says what it leads to, in the shape Istio users know:
 whole cluster set (every exporting cluster, in locality priority). Telemetry turns the
 parts into labels (`stats_config` tag extraction), so the scheme is a contract: change it
 only together with the extraction rules.
+
+A sidecar that originates mTLS to a service port sends the SNI (`ClusterName.sni`)
+
+    outbound_.<port>_._.<service>.<namespace>.svc.clusterset.local
+
+and an east-west gateway passes such a connection through to its Envoy cluster of exactly
+that name (Istio's "sni-dnat" cluster names); `parse_sni` reads it back.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ _PATTERN: Final = re.compile(
     rf"^(?P<direction>inbound|outbound)\|(?P<port>[0-9]{{1,5}})\|(?P<target>({_LABEL})?)\|"
     rf"(?P<service>{_LABEL})\.(?P<namespace>{_LABEL})\."
     rf"(?P<domain>{re.escape(CLUSTERSET_DOMAIN)}|{re.escape(LOCAL_DOMAIN)})$"
+)
+_SNI_PATTERN: Final = re.compile(
+    rf"^outbound_\.(?P<port>[0-9]{{1,5}})_\._\.(?P<service>{_LABEL})\.(?P<namespace>{_LABEL})\."
+    rf"{re.escape(CLUSTERSET_DOMAIN)}$"
 )
 
 
@@ -52,6 +63,11 @@ class ClusterName:
         """The service's cluster-set host name."""
         return f"{self.service}.{self.namespace}.{CLUSTERSET_DOMAIN}"
 
+    @property
+    def sni(self) -> str:
+        """`outbound_.<port>_._.<host>`: the SNI of mTLS to the service port (any target)."""
+        return f"outbound_.{self.port}_._.{self.host}"
+
 
 def parse_cluster_name(name: str) -> ClusterName | None:
     """The parts of a name this module generates; None for any other name."""
@@ -70,6 +86,14 @@ def parse_cluster_name(name: str) -> ClusterName | None:
         port=port,
         target=match["target"],
     )
+
+
+def parse_sni(name: str) -> ClusterName | None:
+    """The outbound cluster-set service port an SNI (or passthrough cluster name) names."""
+    match = _SNI_PATTERN.match(name)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        return None
+    return ClusterName("outbound", match["service"], match["namespace"], int(match["port"]))
 
 
 def clusterset_host(service: str, namespace: str) -> str:

@@ -39,13 +39,16 @@ class PlaneEndpoint:
     """One backend of one service port: the address and port to connect to.
 
     `weight` is how many backends it stands for: an east-west gateway stands for the
-    endpoints of its cluster behind it."""
+    endpoints of its cluster behind it. `mutual_tls`: a kontinuum sidecar fronts it and
+    requires mTLS (for a gateway: the endpoints it stands for do, and it passes mTLS
+    through to them)."""
 
     address: str
     port: int
     locality: Locality
     ready: bool = True  # ready for new traffic (serving and not terminating)
     weight: int = 1
+    mutual_tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)

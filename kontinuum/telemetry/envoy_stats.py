@@ -19,6 +19,11 @@ and the stats of an upstream cluster carry what the cluster name says
     kontinuum_service         the service
     kontinuum_namespace       the service's namespace
 
+An east-west gateway's passthrough clusters (`outbound_.<port>_._.<host>`, named by the SNI
+they pass mTLS through by) get the whole name as `envoy_cluster_name` and no other mesh
+label; none of their stats is in `INCLUDED_STATS` (a gateway counts again what a sidecar
+counted), so they exist only with an inclusion prefix such as `cluster.outbound_.`.
+
 Envoy counts requests per (local zone, upstream zone) in `cluster.<name>.zone.<from>.<to>.`
 and the translator makes the zone of an endpoint its fleet cluster (so does the bootstrap
 for the proxy), so those stats carry the traffic matrix between clusters:
@@ -49,6 +54,8 @@ from typing import Any, Final
 _DIRECTION: Final = r"(?:outbound|inbound)"
 _LABEL: Final = r"[a-z0-9-]+"
 _NAME: Final = rf"{_DIRECTION}\|[0-9]+\|[^|]*\|{_LABEL}\.{_LABEL}\.svc\.cluster(?:set)?\.local"
+# An east-west gateway's passthrough cluster, named by the SNI it passes through.
+_SNI: Final = rf"outbound_\.[0-9]+_\._\.{_LABEL}\.{_LABEL}\.svc\.clusterset\.local"
 _PREFIX: Final = rf"^cluster\.{_DIRECTION}\|"
 _OUTBOUND: Final = (
     rf"^cluster\.outbound\|[0-9]+\|[^|]*\|{_LABEL}\.{_LABEL}\.svc\.clusterset\.local\."
@@ -57,7 +64,7 @@ _OUTBOUND: Final = (
 # (tag, regex): the first group is cut from the stat's name, the second is the tag's value.
 CLUSTER_TAGS: Final = (
     # Envoy's own cluster-name tag, for names with dots (its default stops at the first).
-    ("envoy.cluster_name", rf"^cluster\.(({_NAME}|[^.]+)\.)"),
+    ("envoy.cluster_name", rf"^cluster\.(({_NAME}|{_SNI}|[^.]+)\.)"),
     ("kontinuum_direction", r"^cluster\.((outbound|inbound)\|)"),
     ("kontinuum_port", rf"{_PREFIX}(([0-9]+)\|)"),
     ("kontinuum_target_cluster", rf"{_PREFIX}[0-9]+\|(([^|]*)\|)"),
@@ -91,6 +98,15 @@ INCLUDED_STATS: Final = (
     ("regex", rf"{_OUTBOUND}zone\..*"),
     # The endpoints outlier detection has ejected now, per service.
     ("regex", rf"{_OUTBOUND}outlier_detection\.ejections_active"),
+    # Workload mTLS (`kontinuum.control.translate.tls`): the inbound listener's callers
+    # that its authorization admitted and denied, and its failed handshakes by cause (no
+    # client certificate, one the trust bundle does not verify), beside the successful ones.
+    ("regex", r"^http\.inbound\.rbac\.(allowed|denied)$"),
+    (
+        "regex",
+        r"^listener\..+\.ssl\.(handshake|connection_error|fail_verify_no_cert"
+        r"|fail_verify_error|fail_verify_san)$",
+    ),
 )
 ADMIN_CLUSTER: Final = "kontinuum-admin"
 STATS_PATH: Final = "/stats/prometheus"

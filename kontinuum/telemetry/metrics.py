@@ -80,11 +80,15 @@ class XdsCollector(Collector):
             ),
             stats.nacks,
         )
-        yield CounterMetricFamily(
+        refused = CounterMetricFamily(
             "kontinuum_xds_streams_refused",
-            "Streams refused by authentication or view resolution.",
-            value=stats.streams_refused,
+            "Streams refused: unauthenticated (no acceptable credential) or denied (the "
+            "identity may not claim what the node claims, or the fleet cannot serve it).",
+            labels=["reason"],
         )
+        refused.add_metric(["unauthenticated"], stats.streams_unauthenticated)
+        refused.add_metric(["denied"], stats.streams_refused)
+        yield refused
         views = self._server.cache.views()
         yield GaugeMetricFamily("kontinuum_xds_views", "Views served.", value=len(views))
         size: Counter[str] = Counter()

@@ -10,6 +10,7 @@ from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from kontinuum.xds import types
+from kontinuum.xds.identity import UnauthenticatedError
 from kontinuum.xds.state import SyncStatus, TypeState
 from kontinuum.xds.stream import Stream
 
@@ -99,8 +100,26 @@ def matches(stream: Stream, request: Any) -> bool:
 
 
 class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, streams: Callable[[], Iterable[Stream]]) -> None:
+    """CSDS over every stream. `authorize` may refuse a caller (PermissionError): the status
+    names every proxy and resource of the fleet, which not every proxy may know."""
+
+    def __init__(
+        self,
+        streams: Callable[[], Iterable[Stream]],
+        authorize: Callable[[grpc.aio.ServicerContext[Any, Any]], None] | None = None,
+    ) -> None:
         self._streams = streams
+        self._authorize = authorize
+
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self._authorize is None:
+            return
+        try:
+            self._authorize(context)
+        except UnauthenticatedError as unproven:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
+        except PermissionError as denied:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
 
     def status(self, request: Any) -> Any:
         configs = [
@@ -113,10 +132,12 @@ class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  
     async def FetchClientStatus(  # noqa: N802 (gRPC method name)
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
+        await self._check(context)
         return self.status(request)
 
     async def StreamClientStatus(  # noqa: N802 (gRPC method name)
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
+        await self._check(context)
         async for request in request_iterator:
             yield self.status(request)

@@ -3,8 +3,9 @@
 The server asks an `Authenticator` who is on the other end of a stream (from the TLS
 peer certificate, a bearer token in the metadata, or nothing at all) and then asks a
 `ViewResolver` which view that node, so authenticated, may receive. Either may refuse
-with `PermissionError`, which ends the stream with PERMISSION_DENIED. The xDS layer
-never looks at node metadata itself: deciding what a node may claim is policy.
+with `PermissionError`, which ends the stream with PERMISSION_DENIED, or with
+`UnauthenticatedError` (the caller proved no identity), which ends it with UNAUTHENTICATED. The
+xDS layer never looks at node metadata itself: deciding what a node may claim is policy.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ class Peer:
     claims: dict[str, str] = field(default_factory=dict)
 
 
+class UnauthenticatedError(PermissionError):
+    """The caller proved no identity the server accepts (no, a bad or an expired credential)."""
+
+
 class Authenticator(Protocol):
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
-        """Establish the peer of a stream; raise PermissionError to refuse it."""
+        """Establish the peer of a stream; raise `UnauthenticatedError` (or PermissionError) to
+        refuse it."""
 
 
 class ViewResolver(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +19,8 @@ from kontinuum.xds.delta import DeltaStream
 from kontinuum.xds.identity import (
     AnonymousAuthenticator,
     Authenticator,
+    Peer,
+    UnauthenticatedError,
     ViewResolver,
     view_by_node_cluster,
 )
@@ -63,42 +65,75 @@ class XdsServer:
         *,
         resolve_view: ViewResolver = view_by_node_cluster,
         authenticator: Authenticator | None = None,
+        may_read_status: Callable[[Peer], bool] | None = None,
     ) -> None:
+        """`may_read_status`: who may read CSDS (None: every caller the authenticator
+        lets in)."""
         self.cache = cache
         self._resolve_view = resolve_view
         self._authenticator: Authenticator = authenticator or AnonymousAuthenticator()
+        self._may_read_status = may_read_status
         self._streams: dict[int, Stream] = {}
         self.stats = ServerStats()
         self._server: grpc.aio.Server | None = None
+        self.ports: tuple[int, ...] = ()  # bound ports, once started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(
-        self, address: str = "127.0.0.1:18000", credentials: grpc.ServerCredentials | None = None
+        self,
+        address: str = "127.0.0.1:18000",
+        credentials: grpc.ServerCredentials | None = None,
+        *,
+        also: Sequence[tuple[str, grpc.ServerCredentials]] = (),
     ) -> int:
-        """Bind and start; returns the bound port (useful with port 0)."""
+        """Bind and start; returns the bound port (useful with port 0).
+
+        `also`: more addresses the same services are served on, each with its own TLS
+        credentials (one that requires client certificates, one that does not); their bound
+        ports are in `ports` after `address`'s.
+        """
         server = grpc.aio.server(options=_OPTIONS)
         server.add_generic_rpc_handlers((self._ads_handler(),))
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
-            ClientStatusService(self.streams), server
+            ClientStatusService(self.streams, self._authorize_status), server
         )
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (ADS_SERVICE, CSDS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-        if port == 0:
-            raise OSError(f"cannot bind the xDS server to {address}")
+        ports = []
+        for where, creds in ((address, credentials), *also):
+            port = (
+                server.add_insecure_port(where)
+                if creds is None
+                else server.add_secure_port(where, creds)
+            )
+            if port == 0:
+                raise OSError(f"cannot bind the xDS server to {where}")
+            ports.append(port)
         await server.start()
+        self.ports = tuple(ports)
         for service in ("", ADS_SERVICE, CSDS_SERVICE):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info("xDS server listening on %s (port %d)", address, port)
-        return port
+        log.info(
+            "xDS server listening on %s (%s)",
+            ", ".join(where for where, _ in ((address, credentials), *also)),
+            "plaintext" if credentials is None else "TLS",
+        )
+        return ports[0]
+
+    def _authorize_status(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Who may read CSDS; a refusal is logged (it is no xDS stream: not counted)."""
+        try:
+            peer = self._authenticator.authenticate(context)
+            if self._may_read_status is not None and not self._may_read_status(peer):
+                raise PermissionError(f"{peer.identity or peer.address} may not read client status")
+        except PermissionError as refused:
+            log.warning("refused a client status read from %s: %s", context.peer(), refused)
+            raise
 
     async def stop(self, grace: float | None = 1.0) -> None:
         if self._server is not None:
@@ -165,6 +200,12 @@ class XdsServer:
         try:
             peer = self._authenticator.authenticate(context)
             view = self._resolve_view(first.node, peer)
+        except UnauthenticatedError as unproven:
+            self.stats.streams_unauthenticated += 1
+            log.warning(
+                "refused xDS stream from %s (node %r): %s", context.peer(), first.node.id, unproven
+            )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
         except PermissionError as denied:
             self.stats.streams_refused += 1
             log.warning(

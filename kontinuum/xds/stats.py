@@ -16,4 +16,5 @@ class ServerStats:
     nacks: Counter[str] = field(default_factory=Counter)
     streams_opened: int = 0
     streams_closed: int = 0
-    streams_refused: int = 0
+    streams_refused: int = 0  # by view resolution or policy: PERMISSION_DENIED
+    streams_unauthenticated: int = 0  # no acceptable credential: UNAUTHENTICATED

@@ -372,7 +372,7 @@ def test_serve_config_serves_the_example_fleet_to_a_declared_sidecar(tmp_path: P
     with log.open("w") as out:
         process = subprocess.Popen(
             [*KONTINUUM, "serve", "--config", str(fleet), "--xds-address", address,
-             "--admin-address", admin],
+             "--admin-address", admin, "--plaintext-xds"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -42,7 +42,7 @@ async def serving(args: list[str], log: Path) -> AsyncIterator[asyncio.subproces
     (waited for on the event loop: the simulated clusters answer its last requests)."""
     with log.open("w") as out:
         process = await asyncio.create_subprocess_exec(
-            *KONTINUUM, "serve", *args, stdout=out, stderr=subprocess.STDOUT
+            *KONTINUUM, "serve", "--plaintext-xds", *args, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         yield process
@@ -149,7 +149,8 @@ def refused(*args: str) -> str:
     """What `kontinuum serve ARGS` says on stderr as it refuses its options (exit code 2)."""
     wide = {**os.environ, "COLUMNS": "300"}  # one line per message in typer's error box
     result = subprocess.run(
-        [*KONTINUUM, "serve", *args], capture_output=True, text=True, timeout=30, env=wide
+        [*KONTINUUM, "serve", "--plaintext-xds", *args],
+        capture_output=True, text=True, timeout=30, env=wide,
     )  # fmt: skip
     assert result.returncode == 2, result
     return result.stderr

@@ -348,7 +348,7 @@ def test_kontinuum_serve_answers_dns_and_follows_the_files(dig: str, tmp_path: P
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*KONTINUUM, "serve", "--config", str(fleet),
+            [*KONTINUUM, "serve", "--config", str(fleet), "--plaintext-xds",
              "--xds-address", f"{LOOPBACK}:{free_port()}",
              "--admin-address", f"{LOOPBACK}:{free_port()}",
              "--dns-address", f"{LOOPBACK}:{port}",

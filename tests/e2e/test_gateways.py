@@ -107,6 +107,7 @@ def test_clusters_on_separate_networks_meet_only_through_east_west_gateways(
     # The control plane runs on the WAN, as a real `kontinuum serve`.
     network.wan.popen(
         [sys.executable, "-m", "kontinuum", "serve", "--config", str(tmp_path / "fleet"),
+         "--plaintext-xds",
          "--xds-address", f"{network.wan.address}:{XDS_PORT}",
          "--admin-address", f"{network.wan.address}:{ADMIN_PORT}"],
         cwd=str(Path(__file__).parents[2]),

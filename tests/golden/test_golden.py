@@ -1,9 +1,11 @@
 """Golden tests of the translator (the way Envoy Gateway tests `internal/xds/translator`).
 
-Each `<case>.in.yaml` describes services, a view, its site and options, and optionally
-`gateway_api`: Gateway API objects (routes, ReferenceGrants, LocalityPolicies) as the fleet
-files hold them. The translation is written as `<case>.out.yaml` (every resource through
-`MessageToDict`, with its `@type`, and the routes' status conditions) and compared exactly.
+Each `<case>.in.yaml` describes services, a view, its site and options (`SidecarOptions`'
+fields; `mtls: {trust_domain: ...}` for workload mTLS), and optionally `gateway_api`:
+Gateway API objects (routes, ReferenceGrants, LocalityPolicies) as the fleet files hold
+them. An endpoint with `mutual_tls: true` requires mTLS. The translation is written as
+`<case>.out.yaml` (every resource through `MessageToDict`, with its `@type`, and the routes'
+status conditions) and compared exactly.
 `pytest tests/golden --update-golden` rewrites the outputs and deletes
 outputs whose input is gone.
 """
@@ -43,6 +45,7 @@ from kontinuum.control.translate import (
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
 from kontinuum.control.translate.networks import NetworkGateway, Networks
+from kontinuum.control.translate.options import WorkloadTls
 
 HERE = Path(__file__).parent
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in HERE.glob("*.in.yaml"))
@@ -52,7 +55,13 @@ def _endpoint(raw: dict[str, Any]) -> PlaneEndpoint:
     locality = Locality(
         raw["cluster"], raw.get("region", ""), raw.get("zone", ""), raw.get("network", "")
     )
-    return PlaneEndpoint(raw["address"], raw["port"], locality, raw.get("ready", True))
+    return PlaneEndpoint(
+        raw["address"],
+        raw["port"],
+        locality,
+        raw.get("ready", True),
+        mutual_tls=raw.get("mutual_tls", False),
+    )
 
 
 def _port(raw: dict[str, Any]) -> PlanePort:
@@ -78,6 +87,7 @@ def _service(raw: dict[str, Any]) -> PlaneService:
 def _options(raw: dict[str, Any]) -> SidecarOptions:
     inbound = raw.get("inbound_service")
     outlier = raw.get("outlier_detection", {})
+    mtls = raw.get("mtls")
     return SidecarOptions(
         outbound_port=raw.get("outbound_port", 15001),
         connect_timeout=timedelta(seconds=raw.get("connect_timeout_s", 1)),
@@ -91,6 +101,9 @@ def _options(raw: dict[str, Any]) -> SidecarOptions:
         inbound_port=raw.get("inbound_port"),
         inbound_listen_port=raw.get("inbound_listen_port", 15006),
         inbound_listen_address=raw.get("inbound_listen_address", "127.0.0.1"),
+        mtls=None if mtls is None else WorkloadTls(**mtls),
+        inbound_consumers=tuple(raw.get("inbound_consumers", ())),
+        inbound_principals=tuple(raw.get("inbound_principals", ())),
     )
 
 
@@ -144,7 +157,11 @@ def load_case(path: Path) -> tuple[Case, RouteBinding | None]:
 
 def translate_case(name: str) -> tuple[Translation, RouteBinding | None]:
     """A sidecar view, or with `role: gateway` / `role: ingress` in the case, a gateway's."""
-    path = HERE / f"{name}.in.yaml"
+    return translate_path(HERE / f"{name}.in.yaml")
+
+
+def translate_path(path: Path) -> tuple[Translation, RouteBinding | None]:
+    """`translate_case` of a case file anywhere."""
     case, binding = load_case(path)
     services, view, site, options, routing = case
     if view.role == "gateway":

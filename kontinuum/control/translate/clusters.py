@@ -30,7 +30,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from kontinuum.control.model import ClusterSite
 from kontinuum.control.plane import PlaneEndpoint, PlanePort, ProxyView
 from kontinuum.control.routing import FailoverStep
-from kontinuum.control.translate import envoy
+from kontinuum.control.translate import envoy, tls
 from kontinuum.control.translate.options import OutlierDetection, SidecarOptions
 
 # Tiers before dense ranking: own cluster, same region, anywhere else.
@@ -47,19 +47,26 @@ def outbound_cluster(
 
     A weighted spread needs locality-weighted load balancing, which is a Cluster setting.
     """
-    cluster = cluster_pb2.Cluster(
-        name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
-    )
+    cluster = passthrough_cluster(name, options)
     if spread is not None and spread.weights:
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
-    cluster.connect_timeout.CopyFrom(envoy.duration(options.connect_timeout))
-    cluster.eds_cluster_config.eds_config.CopyFrom(envoy.ads_source())
-    if options.outlier_detection is not None:
-        cluster.outlier_detection.CopyFrom(_outlier_detection(options.outlier_detection))
     if envoy.is_http2(port.app_protocol):
         cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
             envoy.http2_protocol_options()
         )
+    return cluster
+
+
+def passthrough_cluster(name: str, options: SidecarOptions) -> Any:
+    """An EDS cluster over ADS that only carries connections (no HTTP settings): what an
+    outbound cluster is made of, and alone what an east-west gateway passes mTLS to."""
+    cluster = cluster_pb2.Cluster(
+        name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
+    )
+    cluster.connect_timeout.CopyFrom(envoy.duration(options.connect_timeout))
+    cluster.eds_cluster_config.eds_config.CopyFrom(envoy.ads_source())
+    if options.outlier_detection is not None:
+        cluster.outlier_detection.CopyFrom(_outlier_detection(options.outlier_detection))
     return cluster
 
 
@@ -117,14 +124,19 @@ def load_assignment(
     view: ProxyView,
     site: ClusterSite | None,
     spread: Spread = Spread(),
+    *,
+    mutual_tls: bool = False,
 ) -> Any:
     """The ready endpoints of a port, grouped by locality, in priority order.
 
     An endpoint that is not ready is left out. An address:port listed twice is kept once,
-    in its best locality. No ready endpoint gives an empty (but present) assignment.
+    in its best locality (Envoy keys an EDS cluster's hosts by address: a second one would
+    be dropped). No ready endpoint gives an empty (but present) assignment. With
+    `mutual_tls`, an endpoint that requires mTLS (any of its listings says so) carries the
+    metadata that selects the cluster's `mutual-tls` transport socket (`tls`).
     """
-    # (tier, cluster, zone) -> (region, {(address, port): weight})
-    groups: dict[tuple[int, str, str], tuple[str, dict[tuple[str, int], int]]] = {}
+    # (tier, cluster, zone) -> (region, {(address, port): (weight, mutual_tls)})
+    groups: dict[tuple[int, str, str], tuple[str, dict[tuple[str, int], tuple[int, bool]]]] = {}
     for endpoint in endpoints:
         if not endpoint.ready:
             continue
@@ -135,10 +147,14 @@ def load_assignment(
         )
         members = groups.setdefault(key, (endpoint.locality.region, {}))[1]
         where = (endpoint.address, endpoint.port)
-        members[where] = max(members.get(where, 0), endpoint.weight)
+        weight, mutual = members.get(where, (0, False))
+        members[where] = (
+            max(weight, endpoint.weight),
+            mutual or (mutual_tls and endpoint.mutual_tls),
+        )
     # Drop repeats (keeping the best locality) before ranking, so no priority is empty.
     seen: set[tuple[str, int]] = set()
-    kept: list[tuple[int, str, str, str, list[tuple[str, int, int]]]] = []
+    kept: list[tuple[int, str, str, str, list[tuple[str, int, tuple[int, bool]]]]] = []
     for key in sorted(groups):
         region, members = groups[key]
         fresh = [(a, p, members[a, p]) for a, p in sorted(members) if (a, p) not in seen]
@@ -159,21 +175,23 @@ def load_assignment(
             share = weights[cluster] * _WEIGHT_SCALE // zones[tier, cluster]
             locality.load_balancing_weight.value = max(1, share)
         else:
-            locality.load_balancing_weight.value = sum(w for *_, w in fresh) * (
+            locality.load_balancing_weight.value = sum(weight for _, _, (weight, _) in fresh) * (
                 _WEIGHT_SCALE if spread.weights else 1
             )
-        for address, port, weight in fresh:
-            locality.lb_endpoints.append(_lb_endpoint(address, port, weight))
+        for address, port, (weight, mutual) in fresh:
+            locality.lb_endpoints.append(_lb_endpoint(address, port, weight, mutual=mutual))
     return cla
 
 
-def _lb_endpoint(address: str, port: int, weight: int = 1) -> Any:
+def _lb_endpoint(address: str, port: int, weight: int = 1, *, mutual: bool = False) -> Any:
     lb_endpoint = endpoint_components_pb2.LbEndpoint(health_status=health_check_pb2.HEALTHY)
     if weight != 1:
         lb_endpoint.load_balancing_weight.value = weight
     socket_address = lb_endpoint.endpoint.address.socket_address
     socket_address.address = address
     socket_address.port_value = port
+    if mutual:
+        tls.mark_mutual(lb_endpoint)
     return lb_endpoint
 
 

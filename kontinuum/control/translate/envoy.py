@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -57,15 +58,21 @@ def http2_protocol_options() -> Any:
 
 
 def http_connection_manager(
-    stat_prefix: str, *, rds: str | None = None, route_config: Any = None
+    stat_prefix: str,
+    *,
+    rds: str | None = None,
+    route_config: Any = None,
+    filters: Sequence[Any] = (),
 ) -> Any:
-    """An HCM with the router filter, routes from RDS (`rds`) or inline (`route_config`)."""
+    """An HCM with the router filter, routes from RDS (`rds`) or inline (`route_config`);
+    `filters` (HttpFilters) come before the router."""
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
     if rds is not None:
         hcm.rds.route_config_name = rds
         hcm.rds.config_source.CopyFrom(ads_source())
     else:
         hcm.route_config.CopyFrom(route_config)
+    hcm.http_filters.extend(filters)
     router = hcm.http_filters.add(name=ROUTER_FILTER)
     router.typed_config.CopyFrom(pack(router_pb2.Router()))
     return hcm

@@ -5,15 +5,23 @@ cannot reach each other's endpoints. Each such cluster runs an east-west gateway
 as a Gateway of class `kontinuum-east-west` with its address and TLS port. A sidecar sees,
 for the share of a service that lives in a cluster of another network, one endpoint: that
 cluster's gateway, weighted by the number of endpoints it stands for (as Istio does). The
-gateway routes to its own cluster's endpoints only.
+gateway routes to its own cluster's endpoints only. Its listener is split by transport
+protocol (a TLS inspector reads the first bytes):
 
-How the gateway knows the destination: the sidecar's cluster for `<host>:<port>` adds the
-header `x-kontinuum-service: <host>:<port>` upstream (an upstream HTTP filter, so it names
-exactly the Envoy cluster the request took, whatever the route); the gateway routes on it
-and removes it. The header is the plaintext stand-in for an SNI: once sidecars originate
-mTLS, the sidecar sets the SNI `outbound_.<port>_._.<host>` instead and the gateway's TLS
-filter chain passes the connection through to the same local cluster by SNI, unchanged,
-so identity stays end to end. The listener is already split by transport protocol for it.
+- plaintext (`raw_buffer`): the sidecar's cluster for `<host>:<port>` adds the header
+  `x-kontinuum-service: <host>:<port>` upstream (an upstream HTTP filter, so it names
+  exactly the Envoy cluster the request took, whatever the route); the gateway routes on it
+  to the cluster's plaintext endpoints and removes it.
+- mTLS (with `SidecarOptions.mtls`): endpoints that require mTLS (`kontinuum.io/tls-mode:
+  mutual`) are reached by a sidecar that originates mTLS to the gateway with the SNI
+  `outbound_.<port>_._.<host>` (`tls`). The gateway holds no certificate: a filter chain per
+  such service port matches the SNI and passes the TLS stream untouched (`tcp_proxy`) to
+  the Envoy cluster of the same name, which holds the local mutual endpoints (Istio's
+  sni-dnat clusters), so identity stays end to end. A port whose local endpoints all
+  require mTLS has no header route.
+
+Envoy keys a cluster's hosts by address, so a sidecar's Envoy cluster holds one endpoint
+per gateway: when a remote cluster has both kinds of endpoints, the mutual one (`networks`).
 
 Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listener per
 listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
@@ -28,6 +36,7 @@ from typing import Any, Final
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.matcher.v3 import string_pb2
 
 from kontinuum.control.gateway_binding import BoundGateway
@@ -41,16 +50,20 @@ from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
 from kontinuum.control.translate.options import SidecarOptions, Translation
 
 EAST_WEST: Final = "east-west"
+TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
 
 
 def east_west_gateway(
     services: Sequence[PlaneService], gateway: NetworkGateway, options: SidecarOptions
 ) -> Translation:
     """The east-west gateway of `gateway.cluster`: every cluster-set service port with
-    endpoints in that cluster, reachable by its `x-kontinuum-service` header."""
+    endpoints in that cluster, reachable by its `x-kontinuum-service` header, and with
+    `options.mtls`, its endpoints that require mTLS by their SNI."""
     view = ProxyView("", gateway.cluster, "gateway")
     cluster_msgs: list[Any] = []
     assignments: list[Any] = []
+    passthrough: list[Any] = []
+    split = options.mtls is not None  # without mTLS, every endpoint is plaintext
     vhost = rc.VirtualHost(name=EAST_WEST, domains=["*"])
     for service in sorted(services, key=lambda s: (s.namespace, s.name)):
         if service.scope:
@@ -59,19 +72,29 @@ def east_west_gateway(
             local = [e for e in port.endpoints if e.locality.cluster == gateway.cluster]
             if port.protocol != "TCP" or not local:
                 continue
-            name = str(
-                ClusterName("outbound", service.name, service.namespace, port.port, gateway.cluster)
-            )
-            cluster_msgs.append(clusters.outbound_cluster(name, port, options))
-            assignments.append(clusters.load_assignment(name, local, view, None))
-            route = vhost.routes.add(name=f"{service.host}:{port.port}")
-            route.match.prefix = "/"
-            route.match.headers.add(
-                name=SERVICE_HEADER,
-                string_match=string_pb2.StringMatcher(exact=f"{service.host}:{port.port}"),
-            )
-            route.request_headers_to_remove.append(SERVICE_HEADER)
-            route.route.cluster = name
+            mutual = [e for e in local if split and e.mutual_tls]
+            plain = [e for e in local if not (split and e.mutual_tls)]
+            if plain:
+                name = str(
+                    ClusterName(
+                        "outbound", service.name, service.namespace, port.port, gateway.cluster
+                    )
+                )
+                cluster_msgs.append(clusters.outbound_cluster(name, port, options))
+                assignments.append(clusters.load_assignment(name, plain, view, None))
+                route = vhost.routes.add(name=f"{service.host}:{port.port}")
+                route.match.prefix = "/"
+                route.match.headers.add(
+                    name=SERVICE_HEADER,
+                    string_match=string_pb2.StringMatcher(exact=f"{service.host}:{port.port}"),
+                )
+                route.request_headers_to_remove.append(SERVICE_HEADER)
+                route.route.cluster = name
+            if mutual:
+                sni = ClusterName("outbound", service.name, service.namespace, port.port).sni
+                cluster_msgs.append(clusters.passthrough_cluster(sni, options))
+                assignments.append(clusters.load_assignment(sni, mutual, view, None))
+                passthrough.append(_passthrough_chain(sni))
     config = envoy.route_configuration(EAST_WEST, [vhost])
     listener = listener_pb2.Listener(name=EAST_WEST)
     listener.address.socket_address.address = gateway.address
@@ -84,6 +107,7 @@ def east_west_gateway(
     )
     hcm = envoy.http_connection_manager(EAST_WEST, rds=EAST_WEST)
     chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+    listener.filter_chains.extend(passthrough)
     resources = [
         *sorted(cluster_msgs, key=lambda m: str(m.name)),
         *sorted(assignments, key=lambda a: str(a.cluster_name)),
@@ -91,6 +115,16 @@ def east_west_gateway(
         config,
     ]
     return Translation(tuple(resources))
+
+
+def _passthrough_chain(sni: str) -> Any:
+    """mTLS with SNI `sni`, passed through untouched to the local cluster of that name."""
+    chain = listener_components_pb2.FilterChain(name=sni)
+    chain.filter_chain_match.transport_protocol = "tls"
+    chain.filter_chain_match.server_names.append(sni)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=sni, cluster=sni)
+    chain.filters.add(name=TCP_PROXY_FILTER).typed_config.CopyFrom(envoy.pack(proxy))
+    return chain
 
 
 def ingress_gateway(

@@ -1,5 +1,5 @@
 """Networks: which endpoints a sidecar reaches directly, and which through an east-west
-gateway (see `gateways` for the whole design)."""
+gateway, in plaintext or by mTLS (see `gateways` for the whole design)."""
 
 from __future__ import annotations
 
@@ -35,27 +35,48 @@ class Networks:
     gateways: Mapping[str, NetworkGateway] = field(default_factory=dict)
 
     def endpoints(
-        self, endpoints: Sequence[PlaneEndpoint], view_cluster: str
+        self, endpoints: Sequence[PlaneEndpoint], view_cluster: str, *, mutual_tls: bool = False
     ) -> tuple[list[PlaneEndpoint], int]:
         """The endpoints a proxy of `view_cluster` can reach, remote networks replaced by
-        their gateway; and how many endpoints are behind gateways."""
+        their gateway; and how many endpoints are behind gateways reached by the
+        `x-kontinuum-service` header (plaintext).
+
+        A remote cluster's ready endpoints become one endpoint of its gateway, weighted by
+        their number. With `mutual_tls` they are grouped by TLS mode: the mutual ones become
+        a gateway endpoint that requires mTLS (the gateway passes it through by SNI), the
+        others a plaintext one. Envoy keys an EDS cluster's hosts by address, so one Envoy
+        cluster cannot hold both for one gateway: when a remote cluster has both, the mutual
+        one is kept (as Istio reaches only mTLS endpoints across networks) and that
+        cluster's plaintext endpoints are not reached from other networks.
+        """
         here = self.of_cluster.get(view_cluster, "")
         reachable: list[PlaneEndpoint] = []
-        behind: dict[str, int] = {}
+        behind: dict[tuple[str, bool], int] = {}
         localities: dict[str, Locality] = {}
         for endpoint in endpoints:
             cluster = endpoint.locality.cluster
             if self.of_cluster.get(cluster, "") == here:
                 reachable.append(endpoint)
             elif cluster in self.gateways and endpoint.ready:
-                behind[cluster] = behind.get(cluster, 0) + 1
+                key = (cluster, mutual_tls and endpoint.mutual_tls)
+                behind[key] = behind.get(key, 0) + 1
                 localities.setdefault(cluster, endpoint.locality)
-        for cluster, count in sorted(behind.items()):
+        plaintext = 0
+        for (cluster, mutual), count in sorted(behind.items()):
+            if not mutual and (cluster, True) in behind:
+                continue
+            plaintext += 0 if mutual else count
             gateway = self.gateways[cluster]
             reachable.append(
-                PlaneEndpoint(gateway.address, gateway.port, localities[cluster], weight=count)
+                PlaneEndpoint(
+                    gateway.address,
+                    gateway.port,
+                    localities[cluster],
+                    weight=count,
+                    mutual_tls=mutual,
+                )
             )
-        return reachable, sum(behind.values())
+        return reachable, plaintext
 
 
 def service_header_options(authority: str, http2: bool) -> Any:

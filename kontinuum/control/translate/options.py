@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from kontinuum.control.model import ServiceRef
+
+# A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (SPIFFE ID standard).
+_TRUST_DOMAIN: Final = re.compile(r"[a-z0-9._-]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,21 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadTls:
+    """Workload mTLS (`kontinuum.control.translate.tls`): proxies hold SPIFFE identities
+    `spiffe://<trust_domain>/ns/<namespace>/sa/<service account>`, by SDS over ADS."""
+
+    trust_domain: str
+
+    def __post_init__(self) -> None:
+        if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
+            raise ValueError(
+                "trust_domain must be a SPIFFE trust domain (a-z, 0-9, '.', '-' and '_'), "
+                f"got {self.trust_domain!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarOptions:
     """How a sidecar view is translated.
 
@@ -36,6 +55,10 @@ class SidecarOptions:
       (where the local workload listens, on 127.0.0.1) it gives the `inbound` listener on
       `inbound_listen_address`:`inbound_listen_port`, the address other proxies reach the
       workload at (its EndpointSlice address, or 0.0.0.0 behind traffic redirection).
+    - `mtls`: None: no TLS anywhere. Set: sidecars and ingress gateways originate mTLS to
+      endpoints that require it, east-west gateways pass it through, and the `inbound`
+      listener requires it and admits the own workspace's identities, those of the
+      `inbound_consumers` workspaces and the SPIFFE IDs `inbound_principals` (`tls`).
     """
 
     outbound_port: int = 15001
@@ -46,6 +69,9 @@ class SidecarOptions:
     inbound_port: int | None = None
     inbound_listen_port: int = 15006
     inbound_listen_address: str = "127.0.0.1"
+    mtls: WorkloadTls | None = None
+    inbound_consumers: tuple[str, ...] = ()
+    inbound_principals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,13 @@ skipped without an error, so `dns` with 53/UDP and 53/TCP is fine.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from kontinuum.control.model import ClusterSite
+from kontinuum.control.model import ClusterSite, ServiceRef
 from kontinuum.control.naming import ClusterName, parse_cluster_name
+from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
 from kontinuum.control.translate import clusters, http_routes, listeners, routes
 from kontinuum.control.translate.backends import (
@@ -201,6 +202,44 @@ def _inbound(
     )
     cluster = clusters.inbound_cluster(str(name), workload_port, app_protocol, options)
     listener = listeners.inbound_listener(
-        options.inbound_listen_address, options.inbound_listen_port, str(name)
+        options.inbound_listen_address,
+        options.inbound_listen_port,
+        str(name),
+        options.mtls,
+        namespace=ref.namespace,
+        consumers=_valid_grants(options.inbound_consumers, _consumer_problem, ref, port, errors),
+        principals=_valid_grants(options.inbound_principals, _principal_problem, ref, port, errors),
     )
     return cluster, listener
+
+
+def _consumer_problem(consumer: str) -> str | None:
+    problem = dns_label(consumer)
+    return f"inbound consumer (a workspace) {problem}" if problem else None
+
+
+def _principal_problem(principal: str) -> str | None:
+    trust_domain, _, path = principal.removeprefix("spiffe://").partition("/")
+    if principal.startswith("spiffe://") and trust_domain and path:
+        return None
+    return (
+        f"inbound principal must be a SPIFFE ID (spiffe://<trust domain>/<path>), got {principal!r}"
+    )
+
+
+def _valid_grants(
+    grants: Sequence[str],
+    problem_of: Callable[[str], str | None],
+    ref: ServiceRef,
+    port: int,
+    errors: list[str],
+) -> list[str]:
+    """The grants that are valid; each other one is an error and grants nothing."""
+    valid = []
+    for grant in grants:
+        problem = problem_of(grant)
+        if problem is None:
+            valid.append(grant)
+        else:
+            errors.append(f"inbound {ref}:{port}: {problem}: left out")
+    return valid

@@ -1,0 +1,184 @@
+"""`kontinuum ca` and `kontinuum token`: the fleet's CA, proxy certificates and bootstrap
+tokens, from the command line (docs/security.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kontinuum.security.ca import CaError, CertificateAuthority
+from kontinuum.security.spiffe import SpiffeId
+
+if TYPE_CHECKING:
+    from kontinuum.app import XdsSecurity
+
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+ca_app = typer.Typer(name="ca", help="The fleet's certificate authority.", no_args_is_help=True)
+token_app = typer.Typer(name="token", help="Bootstrap tokens for proxies.", no_args_is_help=True)
+
+CaDir = Annotated[
+    Path,
+    typer.Option(
+        "--ca-dir",
+        envvar="KONTINUUM_CA_DIR",
+        file_okay=False,
+        help="The CA directory: ca.crt + ca.key (`kontinuum ca init`), or cert-manager's "
+        "tls.crt + tls.key (+ ca.crt, the root).",
+    ),
+]
+TrustDomain = Annotated[
+    str, typer.Option("--trust-domain", help="The fleet's SPIFFE trust domain.")
+]
+Cluster = Annotated[str, typer.Option("--cluster", help="The fleet cluster it may claim.")]
+Namespace = Annotated[str, typer.Option("--namespace", help="Its namespace (its workspace).")]
+ServiceAccount = Annotated[str, typer.Option("--service-account", help="Its service account.")]
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `10m`, `1h`, `2d`, `1h30m` as a timedelta (ValueError otherwise)."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 10m, 1h or 7d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def duration_option(text: str, hint: str) -> timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=hint) from error
+    if value <= timedelta(0):
+        raise typer.BadParameter("must be longer than 0s", param_hint=hint)
+    return value
+
+
+def load_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
+    """The CA of a directory, or a clear exit."""
+    try:
+        return CertificateAuthority.load(directory, trust_domain)
+    except CaError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+def _identity(trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
+    try:
+        return SpiffeId.parse(f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def serve_security(
+    ca_dir: Path | None,
+    trust_domain: str,
+    plaintext: bool,
+    token_address: str | None,
+    server_names: tuple[str, ...],
+    workload_validity: timedelta,
+) -> XdsSecurity:
+    """The security of `kontinuum serve`, from its options (or a clear refusal)."""
+    from kontinuum.app import XdsSecurity
+    from kontinuum.bootstrap import split_address
+
+    if token_address is not None:
+        try:
+            split_address(token_address)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--xds-token-address") from error
+    if ca_dir is not None:
+        ca = load_ca(ca_dir, trust_domain)
+    elif plaintext and token_address is None:
+        ca = CertificateAuthority.generate(trust_domain)  # this run's: proxies get its root
+    else:
+        raise typer.BadParameter(
+            "the xDS server serves TLS: give the fleet CA (`kontinuum ca init --ca-dir DIR`), "
+            "or, for local development only, --plaintext-xds",
+            param_hint="--ca-dir",
+        )
+    return XdsSecurity(ca, plaintext, token_address, server_names, workload_validity)
+
+
+@ca_app.command("init")
+def ca_init(
+    ca_dir: CaDir,
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    validity: Annotated[str, typer.Option(help="The root's lifetime.")] = "3650d",
+) -> None:
+    """Create a self-signed root CA for the fleet in --ca-dir (ca.key mode 0600)."""
+    ca = CertificateAuthority.generate(
+        trust_domain, validity=duration_option(validity, "--validity")
+    )
+    try:
+        ca.save(ca_dir)
+    except CaError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"CA of trust domain {trust_domain} written to {ca_dir} (ca.crt, ca.key)")
+
+
+@ca_app.command("issue")
+def ca_issue(
+    ca_dir: CaDir,
+    cluster: Cluster,
+    namespace: Namespace,
+    service_account: ServiceAccount,
+    out: Annotated[
+        Path,
+        typer.Option("--out", file_okay=False, help="Where to write cert.pem, key.pem, ca.pem."),
+    ],
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    validity: Annotated[str, typer.Option(help="The certificate's lifetime.")] = "24h",
+) -> None:
+    """Issue a proxy's (or an operator's) client certificate for the xDS server.
+
+    Its SPIFFE ID is spiffe://<trust domain>/ns/<namespace>/sa/<service account>; its
+    subject OU names the one cluster it may claim. key.pem is written with mode 0600.
+    """
+    ca = load_ca(ca_dir, trust_domain)
+    identity = _identity(trust_domain, namespace, service_account)
+    try:
+        issued = ca.issue_workload(identity, cluster, duration_option(validity, "--validity"))
+    except CaError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
+    (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
+    key = out / "key.pem"
+    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(issued.private_key_pem)
+    os.chmod(key, 0o600)  # an existing file keeps its mode through O_CREAT
+    typer.echo(f"{identity} (cluster {cluster}) until {issued.not_after:%Y-%m-%d %H:%M} UTC: {out}")
+
+
+@token_app.command("create")
+def token_create(
+    ca_dir: CaDir,
+    cluster: Cluster,
+    namespace: Namespace,
+    service_account: ServiceAccount,
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    validity: Annotated[str, typer.Option(help="How long the token is accepted.")] = "24h",
+) -> None:
+    """Print a bootstrap token: a proxy without a certificate presents it to the xDS
+    server's token address (`kontinuum bootstrap --xds-token-file`)."""
+    from kontinuum.security.tokens import issue_token
+
+    ca = load_ca(ca_dir, trust_domain)
+    identity = _identity(trust_domain, namespace, service_account)
+    try:
+        token = issue_token(ca, identity, cluster, duration_option(validity, "--validity"))
+    except (CaError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(token)

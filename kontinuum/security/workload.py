@@ -1,0 +1,97 @@
+"""Workload certificates: the X.509-SVID of each proxy identity, as the SDS `Secret`s the
+proxy's TLS contexts name, renewed well before they expire.
+
+Every proxy receives two secrets, named as Istio names them: `default` (its own
+certificate chain and private key) and `ROOTCA` (the fleet's trust bundle). Proxies of one
+identity share one certificate. The private key travels only inside the proxy's own,
+authenticated xDS stream; CSDS never shows secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+from kontinuum.security.ca import CertificateAuthority, IssuedCertificate
+from kontinuum.security.spiffe import SpiffeId
+
+log = logging.getLogger("kontinuum.security")
+
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+DEFAULT_VALIDITY = timedelta(hours=1)
+RENEW_AT = 0.5  # of a certificate's lifetime: a proxy never holds one close to expiry
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """Who a proxy is: its SPIFFE ID and the fleet cluster it runs in."""
+
+    spiffe_id: SpiffeId
+    cluster: str
+
+    def __str__(self) -> str:
+        return f"{self.spiffe_id} in {self.cluster}"
+
+
+class WorkloadCertificates:
+    """Issues and renews the certificate of each identity in use."""
+
+    def __init__(self, ca: CertificateAuthority, validity: timedelta = DEFAULT_VALIDITY) -> None:
+        if validity < timedelta(seconds=2):
+            raise ValueError(f"a workload certificate validity of {validity} is too short")
+        self.ca = ca
+        self.validity = validity
+        self._issued: dict[WorkloadIdentity, IssuedCertificate] = {}
+
+    @property
+    def trust_domain(self) -> str:
+        return self.ca.trust_domain
+
+    def certificate(self, identity: WorkloadIdentity) -> IssuedCertificate:
+        """The identity's current certificate, issued on first use."""
+        issued = self._issued.get(identity)
+        if issued is None:
+            issued = self._issue(identity)
+        return issued
+
+    def secrets(self, identity: WorkloadIdentity) -> list[Any]:
+        """The SDS secrets of a proxy of `identity`."""
+        issued = self.certificate(identity)
+        own = secret_pb2.Secret(name=WORKLOAD_SECRET)
+        own.tls_certificate.certificate_chain.inline_bytes = issued.certificate_chain_pem
+        own.tls_certificate.private_key.inline_bytes = issued.private_key_pem
+        root = secret_pb2.Secret(name=ROOT_SECRET)
+        root.validation_context.trusted_ca.inline_bytes = self.ca.trust_bundle_pem
+        return [own, root]
+
+    def renew_due(
+        self, in_use: set[WorkloadIdentity], now: datetime | None = None
+    ) -> set[WorkloadIdentity]:
+        """Renew what is past its renewal time, forget what is no longer in use; returns the
+        renewed identities (their proxies need the new secret)."""
+        now = now or datetime.now(UTC)
+        for gone in set(self._issued) - in_use:
+            del self._issued[gone]
+        renewed = set()
+        for identity, issued in list(self._issued.items()):
+            if now >= issued.renew_at(RENEW_AT):
+                self._issue(identity, now)
+                renewed.add(identity)
+        return renewed
+
+    def next_renewal(self) -> datetime | None:
+        """When the earliest certificate in use is due for renewal."""
+        return min((c.renew_at(RENEW_AT) for c in self._issued.values()), default=None)
+
+    def _issue(self, identity: WorkloadIdentity, now: datetime | None = None) -> IssuedCertificate:
+        issued = self.ca.issue_workload(
+            identity.spiffe_id, identity.cluster, self.validity, now=now
+        )
+        self._issued[identity] = issued
+        log.info("workload certificate for %s issued, valid until %s", identity, issued.not_after)
+        return issued

@@ -1,0 +1,151 @@
+"""Who is on the other end of an xDS stream: TLS credentials of the xDS port, and the
+`Authenticator` that turns a client certificate or a bootstrap token into an identity.
+
+Two listening modes, both TLS with the server's own certificate (issued by the fleet CA):
+- **mutual**: a proxy must present a certificate chaining to the fleet CA; gRPC verifies
+  the chain during the handshake, and the identity is the certificate's SPIFFE ID and the
+  cluster in its subject OU.
+- **token**: the server does not ask for a certificate; a stream must carry a bootstrap
+  token (`authorization: Bearer <token>`), signed by the fleet CA, naming the same.
+Plaintext is only for local development: the node's own metadata is then believed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+
+from kontinuum.security.ca import CertificateAuthority, IssuedCertificate, identity_of
+from kontinuum.security.spiffe import SpiffeId
+from kontinuum.security.tokens import verify_token
+from kontinuum.xds.identity import Peer, UnauthenticatedError
+
+log = logging.getLogger("kontinuum.security")
+
+CONTROL_PLANE_NAMESPACE = "kontinuum-system"
+CONTROL_PLANE_SERVICE_ACCOUNT = "kontinuum"
+SERVER_CERTIFICATE_VALIDITY = timedelta(hours=24)
+
+# How the identity of a peer was proven, in `Peer.claims["via"]`.
+VIA_CERTIFICATE = "certificate"
+VIA_TOKEN = "token"
+
+
+def control_plane_identity(trust_domain: str) -> SpiffeId:
+    """The SPIFFE ID the xDS server presents: what proxies pin (`kontinuum bootstrap`)."""
+    return SpiffeId(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)
+
+
+def operator_identity(peer: Peer) -> bool:
+    """Whether a caller may read the whole fleet's client status (CSDS): identities of the
+    control plane's namespace, or anyone on a plaintext (development) port."""
+    if peer.identity is None:
+        return True
+    try:
+        return SpiffeId.parse(peer.identity).namespace == CONTROL_PLANE_NAMESPACE
+    except ValueError:
+        return False
+
+
+class ServerCertificate:
+    """The xDS server's certificate, re-issued by the CA once half its life is over.
+
+    gRPC asks `fetch` before each handshake (from its own threads); established streams
+    keep the connection they have, so rotation drops nothing.
+    """
+
+    def __init__(self, ca: CertificateAuthority, hosts: Sequence[str]) -> None:
+        self._ca = ca
+        self._hosts = tuple(hosts)
+        self._lock = threading.Lock()
+        self._current = self._issue()
+
+    def _issue(self) -> IssuedCertificate:
+        identity = control_plane_identity(self._ca.trust_domain)
+        return self._ca.issue_server(identity, self._hosts, SERVER_CERTIFICATE_VALIDITY)
+
+    @property
+    def current(self) -> IssuedCertificate:
+        return self._current
+
+    def _configuration(self) -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(self._current.private_key_pem, self._current.certificate_chain_pem)],
+            root_certificates=self._ca.trust_bundle_pem,
+        )
+
+    def fetch(self) -> Any:
+        """gRPC's certificate configuration fetcher: None keeps the current one."""
+        with self._lock:
+            if datetime.now(UTC) < self._current.renew_at():
+                return None
+            self._current = self._issue()
+            log.info("xDS server certificate renewed, valid until %s", self._current.not_after)
+            return self._configuration()
+
+    def credentials(self, *, require_client_certificate: bool) -> grpc.ServerCredentials:
+        """TLS credentials for one listening address of the xDS server."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(),
+            self.fetch,
+            require_client_authentication=require_client_certificate,
+        )
+
+
+class FleetAuthenticator:
+    """An `Authenticator`: the peer is who its certificate or bootstrap token says.
+
+    `plaintext`: streams over a plaintext port (local development) prove nothing and are
+    let in as anonymous peers; the view resolver then believes the node's metadata.
+    """
+
+    def __init__(self, ca: CertificateAuthority, *, plaintext: bool = False) -> None:
+        self._ca = ca
+        self._plaintext = plaintext
+
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+        address = str(context.peer())
+        auth = context.auth_context()
+        certificates = list(auth.get("x509_pem_cert") or ())
+        if certificates:
+            try:
+                identity = identity_of(bytes(certificates[0]), self._ca.trust_domain)
+            except ValueError as error:
+                raise UnauthenticatedError(f"client certificate refused: {error}") from None
+            return _peer(address, identity.spiffe_id, identity.cluster, VIA_CERTIFICATE)
+        token = _bearer_token(tuple(context.invocation_metadata() or ()))
+        if token is not None:
+            try:
+                identity = verify_token(self._ca, token)
+            except ValueError as error:
+                raise UnauthenticatedError(f"bootstrap token refused: {error}") from None
+            return _peer(address, identity.spiffe_id, identity.cluster, VIA_TOKEN)
+        transport = list(auth.get("transport_security_type") or ())
+        if self._plaintext and transport in ([], [b"insecure"]):
+            return Peer(address=address)
+        raise UnauthenticatedError(
+            "no client certificate and no bootstrap token (authorization: Bearer <token>); "
+            "see `kontinuum ca issue` and `kontinuum token create`"
+        )
+
+
+def _peer(address: str, spiffe_id: SpiffeId, cluster: str | None, via: str) -> Peer:
+    claims = {"via": via}
+    if cluster:
+        claims["cluster"] = cluster
+    return Peer(address=address, identity=str(spiffe_id), claims=claims)
+
+
+def _bearer_token(metadata: Sequence[Any]) -> str | None:
+    for key, value in metadata:
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise UnauthenticatedError("the authorization metadata is not 'Bearer <token>'")
+    return None
