@@ -36,6 +36,19 @@ def dashboard() -> dict[str, Any]:
             [Query(f"sum by (state) (kontinuum_xds_proxies_sync{{{q.WHERE}}})", "{{state}}")],
         ),
         Chart(
+            "Refused xDS streams",
+            "Streams the xDS server refused per second, over the whole fleet (not "
+            "filtered): unauthenticated (no acceptable certificate or token) or denied (an "
+            "identity claiming another cluster or workspace, or an unknown cluster).",
+            [
+                Query(
+                    "sum by (reason) (rate(kontinuum_xds_streams_refused_total[$__rate_interval]))",
+                    "{{reason}}",
+                )
+            ],
+            unit="ops",
+        ),
+        Chart(
             "Pushes",
             "Discovery responses sent per second, by type, to the whole fleet (not filtered).",
             [

@@ -1,6 +1,7 @@
 """Fleet overview: per service, request rate and error ratio as its callers count them
 (every request, also those that found no healthy endpoint), and per serving cluster the
-requests that reached an endpoint, their errors and p50/p99 latency."""
+requests that reached an endpoint, their errors and p50/p99 latency; and the requests the
+inbound listeners' authorization refused."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ _SERVICE_LEGEND = "{{kontinuum_service}}.{{kontinuum_namespace}}"
 _LEGEND = f"{_SERVICE_LEGEND} in {{{{kontinuum_destination_cluster}}}}"
 _REQUESTS = f"{q.SERVICE_REQUESTS}{{{q.FILTERS}}}"
 _ERRORS = f"{q.SERVICE_REQUESTS_5XX}{{{q.FILTERS}}}"
+# Envoy's RBAC filter counts on the HTTP connection manager of the inbound listener.
+AUTHORIZATION_DENIALS = (
+    "sum by (kontinuum_cluster, kontinuum_workspace) (rate(envoy_http_rbac_denied"
+    f'{{envoy_http_conn_manager_prefix="inbound", {q.WHERE}}}[$__rate_interval]))'
+)
 
 
 def dashboard() -> dict[str, Any]:
@@ -94,6 +100,14 @@ def dashboard() -> dict[str, Any]:
             ],
             unit="reqps",
             kind="table",
+        ),
+        Chart(
+            "Authorization denials",
+            "Requests per second the inbound listeners' RBAC refused (403), by the called "
+            "proxy's cluster and workspace: callers of another workspace that no "
+            "ReferenceGrant of the called workspace names (docs/security.md).",
+            [Query(AUTHORIZATION_DENIALS, "{{kontinuum_workspace}} in {{kontinuum_cluster}}")],
+            unit="reqps",
         ),
     ]
     return build(

@@ -135,12 +135,16 @@ def _certificates(path: Path) -> list[x509.Certificate]:
 
 
 def _private_key(path: Path) -> CaKey:
-    """The key in `path`, refused (as ssh refuses) when anyone but its owner may open it."""
+    """The key in `path`, refused when others may open it or its group may change it.
+
+    Reading by the file's group is allowed, as PostgreSQL allows it for its key: that is
+    how Kubernetes mounts a Secret for a non-root container (`fsGroup`, mode 0440).
+    """
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as error:
         raise CaError(f"cannot read {path}: {error.strerror}") from None
-    if mode & 0o077:
+    if mode & 0o037:
         raise CaError(f"{path} is readable by others (mode {mode:04o}): chmod 600 it")
     try:
         key = serialization.load_pem_private_key(_read(path), password=None)

@@ -95,6 +95,15 @@ spec:
 MAY_BE_ZERO = {
     ("control-plane.json", "Sources", 1): "no source is stale before edge's API goes away",
     ("control-plane.json", "Configuration errors", 0): "the fleet is valid",
+    ("control-plane.json", "Refused xDS streams", 0): "every proxy here may connect",
+}
+# Panels whose series only a zero-trust mesh makes: proven against a real Prometheus by the
+# test named, not here.
+ELSEWHERE = {
+    ("fleet-overview.json", "Authorization denials", 0): (
+        "tests/e2e/test_zero_trust.py::test_a_caller_of_an_ungranted_workspace_gets_403_"
+        "until_the_grant"
+    ),
 }
 
 
@@ -350,9 +359,10 @@ async def check_scraping(
 
 
 async def check_every_panel(prometheus: Prometheus) -> None:
-    queries = panel_queries()
-    assert len(queries) >= 20
-    assert set(MAY_BE_ZERO) <= {(n, t, i) for n, t, i, _ in queries}
+    every = panel_queries()
+    assert len(every) >= 20
+    assert set(MAY_BE_ZERO) | set(ELSEWHERE) <= {(n, t, i) for n, t, i, _ in every}
+    queries = [q for q in every if q[:3] not in ELSEWHERE]
 
     def wrong(name: str, title: str, index: int, expr: str) -> str | None:
         found = values(prometheus.query(expr))

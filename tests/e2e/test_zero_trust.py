@@ -23,8 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 
+from dashboards import fleet
+from dashboards.panels import expressions
 from kontinuum.app import XdsSecurity, running_fleet, serving
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
 from kontinuum.security.ca import CertificateAuthority
@@ -34,6 +37,7 @@ from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy
 from tests.support.fleet import cluster_profile, fast, rewrite
 from tests.support.net import free_port
+from tests.support.prometheus import Prometheus
 from tests.support.security import Credentials, entry_uris, envoy_certificates, write_credentials
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +146,10 @@ async def _mesh(
         issued = ca.issue_workload(SpiffeId(TD, namespace, account), cluster, timedelta(hours=1))
         return write_credentials(tmp_path / "credentials" / name, issued, ca)
 
-    def start(name: str, cluster: str, namespace: str, **declared: object) -> Envoy:
+    def start(
+        name: str, cluster: str, namespace: str, stats_port: int | None = None, **declared: object
+    ) -> Envoy:
+        """A proxy of the fleet; with `stats_port`, serving /stats/prometheus there."""
         role = str(declared.get("role", "sidecar"))
         account = name.split("-")[0]
         files = credentials(name, cluster, namespace, account)
@@ -156,7 +163,8 @@ async def _mesh(
             node_id=name,
             cluster=cluster,
             xds_address=f"127.0.0.1:{xds_port}",
-            admin_port=0,
+            admin_port=0 if stats_port is None else free_port(),
+            stats_address=None if stats_port is None else f"127.0.0.1:{stats_port}",
             reconnect_backoff=("0.1s", "1s"),
             metadata=proxy_metadata(namespace=namespace, **declared),  # type: ignore[arg-type]
             tls=tls,
@@ -231,6 +239,46 @@ async def _until(call: Callable[[], tuple[int, str]], status: int, timeout: floa
     raise AssertionError(f"still {last} after {timeout} s, not {status}")
 
 
+def _scraping(tmp_path: Path, stats_port: int) -> Path:
+    """A Prometheus configuration scraping one Envoy's stats listener every 0.5 s."""
+    config = {
+        "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+        "scrape_configs": [
+            {
+                "job_name": "kontinuum-envoy",
+                "metrics_path": "/stats/prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{stats_port}"]}],
+            }
+        ],
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def _panel_values(
+    prometheus: Prometheus, title: str, meanwhile: Callable[[], object]
+) -> set[tuple[str, str]]:
+    """The (cluster, workspace) of each non-zero series of a Fleet overview panel (every
+    variable All), calling `meanwhile` (the traffic it counts) between queries."""
+    (expr,) = [e for t, e in expressions(fleet.dashboard()) if t == title]
+    for variable in ("$cluster", "$workspace", "$service"):
+        expr = expr.replace(variable, ".*")
+    expr = expr.replace("$__rate_interval", "1m")
+    deadline = time.monotonic() + 20
+    found: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline and not found:
+        await asyncio.to_thread(meanwhile)
+        await asyncio.sleep(0.5)
+        samples = await asyncio.to_thread(prometheus.query, expr)
+        found = {
+            (s["metric"]["kontinuum_cluster"], s["metric"]["kontinuum_workspace"])
+            for s in samples
+            if float(s["value"][1]) > 0
+        }
+    return found
+
+
 def _host_connections(envoy: Envoy, cluster: str, port: int) -> int:
     """Connections `envoy` opened to the host on `port` of `cluster` (per-host counters,
     which exist whatever stats the proxy creates)."""
@@ -243,10 +291,12 @@ def _host_connections(envoy: Envoy, cluster: str, port: int) -> int:
     return 0
 
 
-def _sidecars(mesh: Mesh, hello: Backend, world: Backend) -> Iterator[Envoy]:
+def _sidecars(
+    mesh: Mesh, hello: Backend, world: Backend, stats_port: int | None = None
+) -> Iterator[Envoy]:
     """hello's and world's sidecars (their inbound listeners), and ap's gateway."""
     yield mesh.start(
-        "hello-sidecar", "us", "demo", role="sidecar", service="hello",
+        "hello-sidecar", "us", "demo", stats_port, role="sidecar", service="hello",
         inbound_port=hello.port, inbound_address=f"127.0.0.1:{mesh.hello_inbound}",
         outbound_port=free_port(),
     )  # fmt: skip
@@ -318,8 +368,9 @@ async def test_a_caller_of_an_ungranted_workspace_gets_403_until_the_grant(
     tmp_path: Path, envoy_path: str, workloads: tuple[Backend, Backend]
 ) -> None:
     hello, world = workloads
+    stats_port = free_port()
     async with _mesh(tmp_path, envoy_path, timedelta(hours=1), free_port()) as mesh:
-        (hello_sidecar, *_) = list(_sidecars(mesh, hello, world))
+        (hello_sidecar, *_) = list(_sidecars(mesh, hello, world, stats_port))
         outbound = free_port()
         mesh.start("web-1", "eu", "shop", role="sidecar", outbound_port=outbound)
         shop = mesh.credentials("web", "eu", "shop", "web")
@@ -329,6 +380,14 @@ async def test_a_caller_of_an_ungranted_workspace_gets_403_until_the_grant(
         assert body.startswith("RBAC: access denied"), body
         await asyncio.to_thread(hello_sidecar.wait_admin)
         assert (hello_sidecar.stat("http.inbound.rbac.denied") or 0) >= 1
+        # The Fleet overview's panel shows the denials, from a real Prometheus' scrapes.
+        with Prometheus(_scraping(tmp_path, stats_port), tmp_path / "prometheus") as prometheus:
+            denials = await _panel_values(
+                prometheus,
+                "Authorization denials",
+                lambda: _tls_get(mesh.hello_inbound, shop, trust),
+            )
+        assert denials == {("us", "demo")}, denials
         # Its sidecar is not even told of hello.
         assert (await asyncio.to_thread(_get, outbound, HELLO))[0] == 404
 

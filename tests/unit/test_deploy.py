@@ -146,6 +146,20 @@ def test_the_deployment_probes_the_admin_endpoint_and_runs_unprivileged() -> Non
     assert "/etc/kontinuum/fleet" in mounts
 
 
+def test_the_deployment_serves_xds_over_tls_with_a_ca_only_its_group_reads() -> None:
+    (deployment,) = by_kind(documents("kontinuum.yaml"), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--plaintext-xds" not in container["args"]
+    assert "--ca-dir=/etc/kontinuum/ca" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["ca"] == "/etc/kontinuum/ca"
+    (ca,) = [v for v in pod["volumes"] if v["name"] == "ca"]
+    # Kubernetes adds group read for fsGroup: 0440, which the CA loader accepts (not 0644).
+    assert ca["secret"]["defaultMode"] == 0o400
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
 def test_the_fleet_configmap_is_a_valid_fleet() -> None:
     (config_map,) = by_kind(documents("kontinuum.yaml"), "ConfigMap")
     docs = [

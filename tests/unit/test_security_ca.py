@@ -391,6 +391,26 @@ def test_load_refuses_a_key_others_may_read(ca: CertificateAuthority, tmp_path: 
     )
 
 
+@pytest.mark.parametrize("mode", [0o604, 0o620, 0o660, 0o640 | 0o001])
+def test_load_refuses_a_key_others_may_read_or_its_group_change(
+    ca: CertificateAuthority, tmp_path: Path, mode: int
+) -> None:
+    ca.save(tmp_path)
+    (tmp_path / "ca.key").chmod(mode)
+    with pytest.raises(CaError, match="chmod 600"):
+        CertificateAuthority.load(tmp_path, TD)
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o440, 0o640])
+def test_load_accepts_a_key_its_group_may_read(
+    ca: CertificateAuthority, tmp_path: Path, mode: int
+) -> None:
+    """A Kubernetes Secret mounted for a non-root container (fsGroup) is group-readable."""
+    ca.save(tmp_path)
+    (tmp_path / "ca.key").chmod(mode)
+    assert CertificateAuthority.load(tmp_path, TD).trust_bundle_pem == ca.trust_bundle_pem
+
+
 def test_load_names_the_missing_file(ca: CertificateAuthority, tmp_path: Path) -> None:
     ca.save(tmp_path)
     (tmp_path / "ca.key").unlink()
