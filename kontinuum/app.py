@@ -339,6 +339,10 @@ async def _renew_certificates(mesh: Mesh, pushes: PushTelemetry) -> None:
         push = pushes.start(None)
         try:
             renewed = mesh.renew_certificates(push)
+        except Exception:  # e.g. the CA itself expiring: say so, and try again
+            log.exception("renewing workload certificates failed; retrying in 5 s")
+            await asyncio.sleep(5.0)
+            continue
         finally:
             push.seal()
         log.info("renewed the workload certificates of %d views", renewed)
@@ -450,10 +454,16 @@ async def _discovery_file(server: XdsServer, mesh: Mesh, path: Path | None) -> A
 async def serve_resources(
     directory: Path, xds_address: str, admin_address: str, poll_interval: float = 0.5
 ) -> None:
-    """Serve the Envoy resources of a directory over ADS until cancelled."""
+    """Serve the Envoy resources of a directory over ADS until cancelled: plaintext, for
+    trying resources out on a trusted host (a fleet is served by `serve_fleet`)."""
     cache = SnapshotCache()
     resources = ResourceDirectory(directory, cache)
     resources.reload()
+    log.warning(
+        "serving %s over plaintext xDS to anyone who connects: for trying resources out "
+        "on a trusted host only",
+        directory,
+    )
     async with _serving(XdsServer(cache), xds_address, admin_address):
         while True:
             await asyncio.sleep(poll_interval)

@@ -148,7 +148,7 @@ def serve(
         typer.Option(
             "--plaintext-xds",
             help="Serve xDS without TLS and believe what proxies declare: local development "
-            "only (workload mTLS still works, with a CA of this run if no --ca-dir).",
+            "only. It uses a CA of its own run (never --ca-dir), so workload mTLS still works.",
         ),
     ] = False,
     xds_token_address: Annotated[
@@ -522,7 +522,8 @@ def status(
             "--credentials",
             file_okay=False,
             help="A directory of cert.pem, key.pem and ca.pem (`kontinuum ca issue "
-            "--namespace kontinuum-system`): read status over TLS as an operator.",
+            "--namespace kontinuum-system --service-account operator`): read status over "
+            "TLS as the operator.",
         ),
     ] = None,
 ) -> None:

@@ -71,10 +71,19 @@ def load_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
 
 
 def _identity(trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
+    from kontinuum.security.xds_auth import reserved
+
     try:
-        return SpiffeId.parse(f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+        identity = SpiffeId.parse(f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    if reserved(identity):
+        raise typer.BadParameter(
+            f"{identity} is the control plane's own identity, which proxies pin: kontinuum "
+            "issues it only to itself",
+            param_hint="--service-account",
+        )
+    return identity
 
 
 def serve_security(
@@ -94,10 +103,18 @@ def serve_security(
             split_address(token_address)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--xds-token-address") from error
-    if ca_dir is not None:
-        ca = load_ca(ca_dir, trust_domain)
-    elif plaintext and token_address is None:
+    if plaintext:
+        # A plaintext server believes what nodes declare, so it would sign any identity:
+        # never with the fleet's CA, and never next to a port proxies trust.
+        if ca_dir is not None or token_address is not None:
+            raise typer.BadParameter(
+                "a plaintext server signs whatever identity a node declares: it runs with "
+                "a CA of its own, never the fleet's (--ca-dir) nor a token address",
+                param_hint="--plaintext-xds",
+            )
         ca = CertificateAuthority.generate(trust_domain)  # this run's: proxies get its root
+    elif ca_dir is not None:
+        ca = load_ca(ca_dir, trust_domain)
     else:
         raise typer.BadParameter(
             "the xDS server serves TLS: give the fleet CA (`kontinuum ca init --ca-dir DIR`), "

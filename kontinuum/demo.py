@@ -190,10 +190,11 @@ async def _wait_for_port(port: int, host: str = "127.0.0.1") -> None:
 
 
 def _credentials(
-    ca: CertificateAuthority, workdir: Path, node_id: str, cluster: str, namespace: str
+    ca: CertificateAuthority, workdir: Path, node_id: str, cluster: str, who: tuple[str, str]
 ) -> XdsClientTls:
-    """A proxy's client certificate for the xDS server (as `kontinuum ca issue` writes it)."""
-    identity = SpiffeId(ca.trust_domain, namespace, node_id.split("-")[0])
+    """A proxy's client certificate for the xDS server (as `kontinuum ca issue` writes it),
+    for the (namespace, service account) `who`."""
+    identity = SpiffeId(ca.trust_domain, *who)
     issued = ca.issue_workload(identity, cluster, timedelta(hours=24))
     directory = workdir / node_id
     directory.mkdir(mode=0o700)
@@ -306,7 +307,7 @@ async def run_demo(
             # A sidecar per site, and each site's east-west gateway (edge-paris is on a
             # network of its own: the others reach it only through its gateway).
             proxies = [
-                (f"frontend-{c.site}", c.site, WORKSPACE, proxy_metadata(
+                (f"frontend-{c.site}", c.site, (WORKSPACE, "frontend"), proxy_metadata(
                     namespace=WORKSPACE, role="sidecar", outbound_port=c.outbound_port
                 ))
                 for c in consumers
@@ -314,13 +315,13 @@ async def run_demo(
                 (
                     f"gateway-{g.cluster}",
                     g.cluster,
-                    running.mesh.gateway_namespace(g.cluster) or WORKSPACE,
+                    (g.namespace, g.name),  # its Gateway's: whose identity it holds
                     proxy_metadata(namespace=WORKSPACE, role="gateway"),
                 )
                 for g in gateways
             ]  # fmt: skip
-            for node_id, cluster, namespace, metadata in proxies:
-                tls = _credentials(ca, workdir, node_id, cluster, namespace)
+            for node_id, cluster, who, metadata in proxies:
+                tls = _credentials(ca, workdir, node_id, cluster, who)
                 processes.append(
                     await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata, tls)
                 )

@@ -27,7 +27,6 @@ from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import Fleet, Grant, ServiceRef
 from kontinuum.control.plane import ServicePlane
-from kontinuum.control.routing import Gateway
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
@@ -82,7 +81,6 @@ class Mesh:
         self.routing_state = RoutingState()
         self._routing = MeshRouting()
         self._grants: tuple[Grant, ...] = ()
-        self._gateways: tuple[Gateway, ...] = ()
         self._views: dict[str, ViewKey] = {}
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
         self._translated: dict[str, tuple[Any, ...]] = {}  # view -> resources, secrets aside
@@ -98,7 +96,6 @@ class Mesh:
         started = time.perf_counter()
         self.plane = build_plane(fleet)
         self._grants = fleet.grants
-        self._gateways = fleet.routing.gateways
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
         for name, key in list(self._views.items()):
@@ -123,6 +120,7 @@ class Mesh:
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""
         key = claim(node)
+        identity: WorkloadIdentity | None = None
         cluster = key.view.cluster
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
@@ -131,16 +129,16 @@ class Mesh:
                 f"no accepted Gateway {key.view.workspace}/{key.gateway} in cluster {cluster}"
             )
         if self.certificates is not None:
-            gateway_namespace = (
-                self.gateway_namespace(cluster) if key.view.role == "gateway" else None
-            )
-            key, identity = admit(
-                key, node, peer, self.certificates.trust_domain, gateway_namespace
-            )
+            gateway = self.gateway_identity(cluster) if key.view.role == "gateway" else None
+            key, identity = admit(key, node, peer, self.certificates.trust_domain, gateway)
+            held = self._identities.get(str(key))
+            if held is not None and held != identity:  # a view holds one identity's secrets
+                raise PermissionError(f"view {key} is of {held}, not of {identity}")
         name = str(key)
         if name not in self._views:
             self._views[name] = key
-            if self.certificates is not None:
+            # A gateway passes mTLS through: it holds no workload certificate.
+            if identity is not None and key.view.role != "gateway":
                 self._identities[name] = identity
             self._translate(name, key)
         return name
@@ -161,17 +159,11 @@ class Mesh:
         self._identities.pop(name, None)
         self._translated.pop(name, None)
 
-    def gateway_namespace(self, cluster: str) -> str | None:
-        """The namespace of the east-west Gateway declared for `cluster`, if any: the
-        namespace of the identity its gateway proxy must hold."""
-        return next(
-            (
-                gateway.namespace
-                for gateway in self._gateways
-                if gateway.east_west and gateway.cluster == cluster
-            ),
-            None,
-        )
+    def gateway_identity(self, cluster: str) -> tuple[str, str] | None:
+        """The (namespace, name) of the east-west Gateway in force for `cluster`, if any:
+        the namespace and service account of the identity its proxy must hold."""
+        gateway = self.routing_state.networks.gateways.get(cluster)
+        return (gateway.namespace, gateway.name) if gateway is not None else None
 
     def _inbound_consumers(self, ref: ServiceRef) -> tuple[str, ...]:
         """The workspaces a workspace grant (ReferenceGrant from Namespace) lets call `ref`."""

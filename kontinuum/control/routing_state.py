@@ -97,7 +97,11 @@ def networks(fleet: Fleet, plane: ServicePlane) -> Networks:
             continue
         if plane.site(gateway.cluster) is not None and gateway.cluster not in gateways:
             gateways[gateway.cluster] = NetworkGateway(
-                gateway.cluster, gateway.addresses[0], listener.port
+                gateway.cluster,
+                gateway.addresses[0],
+                listener.port,
+                gateway.namespace,
+                gateway.name,
             )
     return Networks({site.name: site.network for site in plane.sites}, gateways)
 

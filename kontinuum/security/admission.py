@@ -4,7 +4,10 @@ A node's bootstrap claims a role, a cluster and a workspace (`kontinuum.claims`)
 identity (a SPIFFE ID and the cluster its certificate or token was issued for) must agree:
 - the cluster it claims is the identity's cluster;
 - a sidecar or ingress gateway claims the workspace of its identity's namespace;
-- an east-west gateway holds an identity of the namespace its Gateway is declared in.
+- an east-west gateway holds the identity of its Gateway: the Gateway's namespace, and its
+  name as the service account (the Gateway in force for the cluster, as the sidecars see
+  it); it gets no workload certificate, since it passes mTLS through unopened;
+- nobody holds the control plane's own identity, which proxies pin.
 Anything else is refused (PermissionError: the stream ends with PERMISSION_DENIED).
 
 Without authentication (a plaintext xDS port, local development only) the node's own
@@ -19,27 +22,34 @@ from typing import Any
 from kontinuum.claims import DEFAULT_SERVICE_ACCOUNT, ViewKey, declared_service_account
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadIdentity
+from kontinuum.security.xds_auth import reserved
 from kontinuum.xds.identity import Peer
 
 
 def admit(
-    key: ViewKey, node: Any, peer: Peer, trust_domain: str, gateway_namespace: str | None
+    key: ViewKey,
+    node: Any,
+    peer: Peer,
+    trust_domain: str,
+    gateway: tuple[str, str] | None,
 ) -> tuple[ViewKey, WorkloadIdentity]:
     """The view key `node` may have as `peer`, and the identity its certificate names.
 
-    `gateway_namespace`: the namespace of the east-west Gateway declared for the claimed
+    `gateway`: the (namespace, name) of the east-west Gateway in force for the claimed
     cluster (None: there is none).
     """
     view = key.view
     declared = declared_service_account(node)
     if peer.identity is None:
-        namespace = view.workspace if view.role != "gateway" else gateway_namespace
-        identity = SpiffeId(trust_domain, namespace or "default", declared)
+        namespace = view.workspace if view.role != "gateway" else (gateway or ("default",))[0]
+        identity = SpiffeId(trust_domain, namespace, declared)
+        _not_reserved(identity)
         return _keyed(key, identity), WorkloadIdentity(identity, view.cluster)
     try:
         identity = SpiffeId.parse(peer.identity)
     except ValueError as error:
         raise PermissionError(f"identity {peer.identity!r}: {error}") from None
+    _not_reserved(identity)
     cluster = peer.claims.get("cluster")
     if not cluster:
         raise PermissionError(
@@ -52,14 +62,17 @@ def admit(
             f"{view.cluster!r}"
         )
     if view.role == "gateway":
-        if gateway_namespace is None:
-            raise PermissionError(f"no east-west Gateway is declared for cluster {cluster!r}")
-        if identity.namespace != gateway_namespace:
+        if gateway is None:
+            raise PermissionError(f"no east-west Gateway is in force for cluster {cluster!r}")
+        namespace, name = gateway
+        if (identity.namespace, identity.service_account) != (namespace, name):
             raise PermissionError(
-                f"identity {identity} may not run the east-west gateway of cluster {cluster!r}"
-                f" (its Gateway is in namespace {gateway_namespace!r})"
+                f"identity {identity} may not run the east-west gateway of cluster "
+                f"{cluster!r}: that takes service account {name!r} of namespace "
+                f"{namespace!r} (its Gateway {namespace}/{name})"
             )
-    elif identity.namespace != view.workspace:
+        return key, WorkloadIdentity(identity, cluster)
+    if identity.namespace != view.workspace:
         raise PermissionError(
             f"identity {identity} is of workspace {identity.namespace!r}; the node claims "
             f"workspace {view.workspace!r}"
@@ -69,6 +82,11 @@ def admit(
             f"the node declares service account {declared!r}; its identity is {identity}"
         )
     return _keyed(key, identity), WorkloadIdentity(identity, cluster)
+
+
+def _not_reserved(identity: SpiffeId) -> None:
+    if reserved(identity):
+        raise PermissionError(f"{identity} is the control plane's own identity")
 
 
 def _keyed(key: ViewKey, identity: SpiffeId) -> ViewKey:

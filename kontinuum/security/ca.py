@@ -145,7 +145,9 @@ def _private_key(path: Path) -> CaKey:
     except OSError as error:
         raise CaError(f"cannot read {path}: {error.strerror}") from None
     if mode & 0o037:
-        raise CaError(f"{path} is readable by others (mode {mode:04o}): chmod 600 it")
+        raise CaError(
+            f"{path} may be read by others or changed by its group (mode {mode:04o}): chmod 600 it"
+        )
     try:
         key = serialization.load_pem_private_key(_read(path), password=None)
     except (ValueError, TypeError) as error:
@@ -438,6 +440,20 @@ class CertificateAuthority:
         except x509.ExtensionNotFound:
             return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own.value)
+
+    def signed(self, certificate_pem: bytes) -> bool:
+        """Whether this CA's own signer issued the (first) certificate of the PEM.
+
+        The TLS handshake trusts the roots; with a root shared beyond the mesh (a corporate
+        PKI, a cert-manager ClusterIssuer), other CAs under it could issue SPIFFE IDs of
+        this trust domain too. Only the signer's are the fleet's.
+        """
+        try:
+            leaf = x509.load_pem_x509_certificate(certificate_pem)
+            leaf.verify_directly_issued_by(self._signer)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
 
     def verify(self, certificate_chain_pem: bytes, *, now: datetime | None = None) -> PeerIdentity:
         """Who a certificate chain (leaf first) names, if it chains to this CA's roots and is

@@ -132,6 +132,8 @@ def verify_token(
         raise ValueError(f"token expired at {expires.isoformat()}")
     if (issued := _time(claims, "iat")) - LEEWAY > checked:
         raise ValueError(f"token is issued in the future ({issued.isoformat()})")
+    if expires - issued > MAX_VALIDITY:
+        raise ValueError(f"token is valid for {expires - issued}, more than {MAX_VALIDITY}")
     subject = claims["sub"]
     try:
         spiffe_id = SpiffeId.parse(str(subject))

@@ -19,8 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import jwt
+from cryptography import x509
 
-from kontinuum.security.ca import CertificateAuthority, IssuedCertificate, identity_of
+from kontinuum.security.ca import (
+    CertificateAuthority,
+    IssuedCertificate,
+    PeerIdentity,
+    identity_of,
+)
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.tokens import verify_token
 from kontinuum.xds.identity import Peer, UnauthenticatedError
@@ -29,6 +36,8 @@ log = logging.getLogger("kontinuum.security")
 
 CONTROL_PLANE_NAMESPACE = "kontinuum-system"
 CONTROL_PLANE_SERVICE_ACCOUNT = "kontinuum"
+# Who may read the fleet's client status (CSDS) over TLS.
+OPERATOR_SERVICE_ACCOUNT = "operator"
 SERVER_CERTIFICATE_VALIDITY = timedelta(hours=24)
 
 # How the identity of a peer was proven, in `Peer.claims["via"]`.
@@ -42,14 +51,24 @@ def control_plane_identity(trust_domain: str) -> SpiffeId:
 
 
 def operator_identity(peer: Peer) -> bool:
-    """Whether a caller may read the whole fleet's client status (CSDS): identities of the
-    control plane's namespace, or anyone on a plaintext (development) port."""
+    """Whether a caller may read the whole fleet's client status (CSDS): the operator
+    identity `ns/kontinuum-system/sa/operator`, or anyone on a plaintext (development)
+    port."""
     if peer.identity is None:
         return True
     try:
-        return SpiffeId.parse(peer.identity).namespace == CONTROL_PLANE_NAMESPACE
+        caller = SpiffeId.parse(peer.identity)
     except ValueError:
         return False
+    return (caller.namespace, caller.service_account) == (
+        CONTROL_PLANE_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+
+
+def reserved(identity: SpiffeId) -> bool:
+    """The control plane's own identity, which proxies pin: never issued to anyone else."""
+    return identity == control_plane_identity(identity.trust_domain)
 
 
 class ServerCertificate:
@@ -112,21 +131,32 @@ class FleetAuthenticator:
         address = str(context.peer())
         auth = context.auth_context()
         certificates = list(auth.get("x509_pem_cert") or ())
+        transport = list(auth.get("transport_security_type") or ())
+        plaintext = transport in ([], [b"insecure"])
         if certificates:
+            pem = bytes(certificates[0])
             try:
-                identity = identity_of(bytes(certificates[0]), self._ca.trust_domain)
+                identity = identity_of(pem, self._ca.trust_domain)
             except ValueError as error:
                 raise UnauthenticatedError(f"client certificate refused: {error}") from None
-            return _peer(address, identity.spiffe_id, identity.cluster, VIA_CERTIFICATE)
+            if not self._ca.signed(pem):
+                raise UnauthenticatedError(
+                    "client certificate refused: not issued by this fleet's CA (another "
+                    "CA under the same root)"
+                )
+            expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+            return _peer(address, identity, VIA_CERTIFICATE, expires)
         token = _bearer_token(tuple(context.invocation_metadata() or ()))
         if token is not None:
+            if plaintext:
+                raise UnauthenticatedError("a bootstrap token is accepted over TLS only")
             try:
                 identity = verify_token(self._ca, token)
             except ValueError as error:
                 raise UnauthenticatedError(f"bootstrap token refused: {error}") from None
-            return _peer(address, identity.spiffe_id, identity.cluster, VIA_TOKEN)
-        transport = list(auth.get("transport_security_type") or ())
-        if self._plaintext and transport in ([], [b"insecure"]):
+            claims = jwt.decode(token, options={"verify_signature": False})
+            return _peer(address, identity, VIA_TOKEN, datetime.fromtimestamp(claims["exp"], UTC))
+        if self._plaintext and plaintext:
             return Peer(address=address)
         raise UnauthenticatedError(
             "no client certificate and no bootstrap token (authorization: Bearer <token>); "
@@ -134,11 +164,16 @@ class FleetAuthenticator:
         )
 
 
-def _peer(address: str, spiffe_id: SpiffeId, cluster: str | None, via: str) -> Peer:
+def _peer(address: str, identity: PeerIdentity, via: str, expires: datetime) -> Peer:
     claims = {"via": via}
-    if cluster:
-        claims["cluster"] = cluster
-    return Peer(address=address, identity=str(spiffe_id), claims=claims)
+    if identity.cluster:
+        claims["cluster"] = identity.cluster
+    return Peer(
+        address=address,
+        identity=str(identity.spiffe_id),
+        claims=claims,
+        expires_at=expires.timestamp(),
+    )
 
 
 def _bearer_token(metadata: Sequence[Any]) -> str | None:

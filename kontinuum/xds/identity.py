@@ -24,6 +24,8 @@ class Peer:
     # e.g. a SPIFFE ID from the client certificate; None when the transport proves nothing.
     identity: str | None = None
     claims: dict[str, str] = field(default_factory=dict)
+    # When the credential that proved `identity` expires (Unix time): the stream ends then.
+    expires_at: float | None = None
 
 
 class UnauthenticatedError(PermissionError):

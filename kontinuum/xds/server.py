@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -218,8 +220,21 @@ class XdsServer:
         log.info(
             "%s stream %d opened: node %r, view %r", kind.protocol, stream.id, first.node.id, view
         )
+        # A stream lives no longer than the credential that opened it: a stolen or
+        # expired certificate or token does not keep receiving configuration and secrets.
+        lasts = None if peer.expires_at is None else max(0.0, peer.expires_at - time.time())
+        scope = asyncio.timeout(lasts)
         try:
-            await stream.run(first, requests, context.write)
+            async with scope:
+                await stream.run(first, requests, context.write)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            log.info("closing stream %d of %r: its credential expired", stream.id, first.node.id)
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the credential this stream was opened with expired: reconnect with a new one",
+            )
         except ProtocolViolationError as violation:
             log.warning("closing stream %d of %r: %s", stream.id, first.node.id, violation)
             await context.abort(violation.code, str(violation))

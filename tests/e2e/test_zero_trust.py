@@ -114,7 +114,7 @@ class Mesh:
 @pytest.fixture
 def workloads(backends: Callable[[str], Backend]) -> tuple[Backend, Backend]:
     hello, world = backends("hello"), backends("world")
-    hello.echo = ("x-forwarded-client-cert",)
+    hello.echo = world.echo = ("x-forwarded-client-cert",)
     return hello, world
 
 
@@ -147,11 +147,17 @@ async def _mesh(
         return write_credentials(tmp_path / "credentials" / name, issued, ca)
 
     def start(
-        name: str, cluster: str, namespace: str, stats_port: int | None = None, **declared: object
+        name: str,
+        cluster: str,
+        namespace: str,
+        stats_port: int | None = None,
+        account: str | None = None,
+        **declared: object,
     ) -> Envoy:
-        """A proxy of the fleet; with `stats_port`, serving /stats/prometheus there."""
+        """A proxy of the fleet, of service account `account` (default: its name's first
+        word); with `stats_port`, serving /stats/prometheus there."""
         role = str(declared.get("role", "sidecar"))
-        account = name.split("-")[0]
+        account = account or name.split("-")[0]
         files = credentials(name, cluster, namespace, account)
         tls = XdsClientTls(
             ca_file=str(files.ca),
@@ -305,7 +311,8 @@ def _sidecars(
         inbound_port=world.port, inbound_address=f"127.0.0.1:{mesh.world_inbound}",
         outbound_port=free_port(),
     )  # fmt: skip
-    yield mesh.start("gateway-ap", "ap", "kontinuum-system", role="gateway")
+    # The identity of its Gateway: kontinuum-system/east-west-ap.
+    yield mesh.start("gateway-ap", "ap", "kontinuum-system", account="east-west-ap", role="gateway")
 
 
 async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gateway(
@@ -313,7 +320,7 @@ async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gate
 ) -> None:
     hello, world = workloads
     async with _mesh(tmp_path, envoy_path, timedelta(hours=1), free_port()) as mesh:
-        *_, gateway = list(_sidecars(mesh, hello, world))
+        hello_sidecar, *_, gateway = list(_sidecars(mesh, hello, world))
         outbound = free_port()
         frontend = mesh.start("frontend-1", "eu", "demo", role="sidecar", outbound_port=outbound)
 
@@ -321,10 +328,13 @@ async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gate
         body = await _until(lambda: _get(outbound, HELLO), 200)
         assert body.startswith("backend hello\n"), body
         assert f"URI=spiffe://{TD}/ns/demo/sa/frontend" in body, body  # the caller, proven
-        # eu -> ap, another network: through ap's gateway, which does not open the TLS.
-        assert (await _until(lambda: _get(outbound, WORLD), 200)) == "backend world\n"
-        answers = [await asyncio.to_thread(_get, outbound, WORLD) for _ in range(20)]
-        assert answers == [(200, "backend world\n")] * 20
+        # eu -> ap, another network: through ap's gateway, which does not open the TLS:
+        # world's sidecar still sees the caller's own identity.
+        body = await _until(lambda: _get(outbound, WORLD), 200)
+        assert body.startswith("backend world\n"), body
+        assert f"URI=spiffe://{TD}/ns/demo/sa/frontend" in body, body
+        answers = [(await asyncio.to_thread(_get, outbound, WORLD))[0] for _ in range(20)]
+        assert answers == [200] * 20
         await asyncio.to_thread(gateway.wait_admin)
         crossed = _host_connections(gateway, f"outbound_.80_._.{WORLD}", mesh.world_inbound)
         assert crossed >= 1, "the requests did not cross ap's gateway"
@@ -334,18 +344,26 @@ async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gate
         certs = envoy_certificates(await asyncio.to_thread(frontend.admin, "/certs"))
         assert any(f"spiffe://{TD}/ns/demo/sa/frontend" in entry_uris(c) for c in certs), certs
 
-        # hello's inbound listener: no certificate, or one of another CA, is refused.
-        trust = mesh.ca.trust_bundle_pem
-        status, why = await asyncio.to_thread(_tls_get, mesh.hello_inbound, None, trust)
-        assert status == 0, why
+        # hello's inbound listener: no certificate, one of another CA, or an expired one is
+        # refused in the handshake, each counted as what it is.
+        await asyncio.to_thread(hello_sidecar.wait_admin)
+        listener = f"listener.127.0.0.1_{mesh.hello_inbound}.ssl"
+
+        def refused(files: Credentials | None, counter: str) -> str:
+            before = hello_sidecar.stat(f"{listener}.{counter}") or 0
+            status, why = _tls_get(mesh.hello_inbound, files, mesh.ca.trust_bundle_pem)
+            assert status == 0, why
+            assert hello_sidecar.stat(f"{listener}.{counter}") == before + 1, (counter, why)
+            return why
+
+        await asyncio.to_thread(refused, None, "fail_verify_no_cert")
         stranger = CertificateAuthority.generate(TD)
         foreign = write_credentials(
             tmp_path / "foreign",
             stranger.issue_workload(SpiffeId(TD, "demo", "frontend"), "eu", timedelta(hours=1)),
             stranger,
         )
-        status, why = await asyncio.to_thread(_tls_get, mesh.hello_inbound, foreign, trust)
-        assert status == 0, why
+        await asyncio.to_thread(refused, foreign, "fail_verify_error")
         expired = write_credentials(
             tmp_path / "expired",
             mesh.ca.issue_workload(
@@ -356,8 +374,8 @@ async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gate
             ),
             mesh.ca,
         )
-        status, why = await asyncio.to_thread(_tls_get, mesh.hello_inbound, expired, trust)
-        assert status == 0, why
+        await asyncio.to_thread(refused, expired, "fail_verify_error")
+        trust = mesh.ca.trust_bundle_pem
         # ... and a workload of demo with a certificate of the fleet gets in.
         own = mesh.credentials("probe", "eu", "demo", "probe")
         status, _ = await asyncio.to_thread(_tls_get, mesh.hello_inbound, own, trust)

@@ -387,7 +387,8 @@ def test_load_refuses_a_key_others_may_read(ca: CertificateAuthority, tmp_path: 
         CertificateAuthority.load(tmp_path, TD)
     assert (
         str(caught.value)
-        == f"{tmp_path / 'ca.key'} is readable by others (mode 0644): chmod 600 it"
+        == f"{tmp_path / 'ca.key'} may be read by others or changed by its group (mode 0644): "
+        "chmod 600 it"
     )
 
 

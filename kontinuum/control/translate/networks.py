@@ -20,11 +20,14 @@ SERVICE_HEADER: Final = "x-kontinuum-service"
 
 @dataclass(frozen=True, slots=True)
 class NetworkGateway:
-    """Where the sidecars of other networks reach a cluster."""
+    """Where the sidecars of other networks reach a cluster, and the Gateway that says so
+    (its namespace and name: the identity the gateway's proxy must hold)."""
 
     cluster: str
     address: str
     port: int
+    namespace: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
