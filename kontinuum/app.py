@@ -407,8 +407,34 @@ async def serving(
             listeners,
         ),
         _discovery_file(server, mesh, prometheus_sd),
+        _background(_forget_idle_views(server, mesh), "views"),
     ):
         yield server
+
+
+# A view no proxy has used this long is dropped (a pod's sidecar has a view of its own).
+VIEW_IDLE_SECONDS = 600.0
+
+
+async def _forget_idle_views(server: XdsServer, mesh: Mesh) -> None:
+    while True:
+        await asyncio.sleep(VIEW_IDLE_SECONDS / 10)
+        in_use = {str(stream.connection.view) for stream in server.streams()}
+        if dropped := mesh.forget_idle(in_use, VIEW_IDLE_SECONDS):
+            log.info("dropped %d views no proxy used for %.0f s", dropped, VIEW_IDLE_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """`work` running as a task while the block runs; cancelled at its end."""
+    task = asyncio.create_task(work, name=name)
+    task.add_done_callback(_report_failure)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:

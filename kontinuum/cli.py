@@ -439,6 +439,15 @@ def bootstrap(
         ),
     ] = None,
     trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Write the bootstrap to this file (mode 0600) instead of printing it.",
+        ),
+    ] = None,
 ) -> None:
     """Print a bootstrap (JSON) that connects an Envoy, or a proxyless gRPC client, to kontinuum.
 
@@ -510,7 +519,15 @@ def bootstrap(
             )
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--stats-address") from error
-    typer.echo(json.dumps(document, indent=2))
+    text = json.dumps(document, indent=2)
+    if output is None:
+        typer.echo(text)
+        return
+    # A bootstrap may hold a token: written for its owner only, never briefly wider.
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text + "\n")
+    output.chmod(0o600)
 
 
 @app.command()

@@ -84,6 +84,7 @@ class Mesh:
         self._views: dict[str, ViewKey] = {}
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
         self._translated: dict[str, tuple[Any, ...]] = {}  # view -> resources, secrets aside
+        self._idle_since: dict[str, float] = {}  # view -> since when no stream uses it
         self._problems: set[str] = set()
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
@@ -154,10 +155,27 @@ class Mesh:
             self._snapshot(name, self._translated.get(name, ()), push)
         return len(views)
 
+    def forget_idle(self, in_use: set[str], idle_for: float, now: float | None = None) -> int:
+        """Drop the views no stream has used for `idle_for` seconds, with their snapshots
+        and their identities' certificates (a proxy that comes back gets its view anew);
+        `in_use`: the views of the connected streams. Returns how many were dropped."""
+        now = time.monotonic() if now is None else now
+        for name in in_use:
+            self._idle_since.pop(name, None)
+        dropped = 0
+        for name in [n for n in self._views if n not in in_use]:
+            since = self._idle_since.setdefault(name, now)
+            if now - since >= idle_for:
+                self._forget(name)
+                self.cache.remove_view(name)
+                dropped += 1
+        return dropped
+
     def _forget(self, name: str) -> None:
         del self._views[name]
         self._identities.pop(name, None)
         self._translated.pop(name, None)
+        self._idle_since.pop(name, None)
 
     def gateway_identity(self, cluster: str) -> tuple[str, str] | None:
         """The (namespace, name) of the east-west Gateway in force for `cluster`, if any:

@@ -315,6 +315,7 @@ class CertificateAuthority:
             )
         key_file = directory / "ca.key"
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # an existing directory too: nobody else lists the key
         key_pem = self._signing_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

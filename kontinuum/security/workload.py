@@ -10,6 +10,7 @@ authenticated xDS stream; CSDS never shows secrets.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,12 @@ WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 DEFAULT_VALIDITY = timedelta(hours=1)
 RENEW_AT = 0.5  # of a certificate's lifetime: a proxy never holds one close to expiry
+# Up to this much more of the lifetime, at random: certificates issued together (a restart,
+# a fleet connecting) are not all renewed in the same instant.
+RENEW_JITTER = 0.1
+# Certificates renewed in one round, at most (each takes ~0.2 ms of the event loop); the
+# rest are renewed in the next rounds, moments later.
+RENEWALS_PER_ROUND = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ class WorkloadCertificates:
         self.ca = ca
         self.validity = validity
         self._issued: dict[WorkloadIdentity, IssuedCertificate] = {}
+        self._renew_at: dict[WorkloadIdentity, datetime] = {}
 
     @property
     def trust_domain(self) -> str:
@@ -77,21 +85,23 @@ class WorkloadCertificates:
         now = now or datetime.now(UTC)
         for gone in set(self._issued) - in_use:
             del self._issued[gone]
+            del self._renew_at[gone]
+        due = sorted((at, str(who), who) for who, at in self._renew_at.items() if now >= at)
         renewed = set()
-        for identity, issued in list(self._issued.items()):
-            if now >= issued.renew_at(RENEW_AT):
-                self._issue(identity, now)
-                renewed.add(identity)
+        for _, _, identity in due[:RENEWALS_PER_ROUND]:
+            self._issue(identity, now)
+            renewed.add(identity)
         return renewed
 
     def next_renewal(self) -> datetime | None:
         """When the earliest certificate in use is due for renewal."""
-        return min((c.renew_at(RENEW_AT) for c in self._issued.values()), default=None)
+        return min(self._renew_at.values(), default=None)
 
     def _issue(self, identity: WorkloadIdentity, now: datetime | None = None) -> IssuedCertificate:
         issued = self.ca.issue_workload(
             identity.spiffe_id, identity.cluster, self.validity, now=now
         )
         self._issued[identity] = issued
+        self._renew_at[identity] = issued.renew_at(RENEW_AT + random.uniform(0, RENEW_JITTER))
         log.info("workload certificate for %s issued, valid until %s", identity, issued.not_after)
         return issued

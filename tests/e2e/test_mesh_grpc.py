@@ -8,16 +8,25 @@ each cluster's endpoints being its own real gRPC backend. The client declares th
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from kontinuum.app import XdsSecurity, running_fleet, serving
 from kontinuum.mesh import Mesh
+from kontinuum.security.ca import CertificateAuthority
+from kontinuum.security.spiffe import SpiffeId
 from kontinuum.xds import SnapshotCache, XdsServer
 from tests.e2e import grpc_client
 from tests.e2e.proxyless import ProxylessClient, grpc_backends, proxyless_client
-from tests.support.fleet import cluster_profile, load_into
+from tests.support.fleet import cluster_profile, fast, load_into
+from tests.support.net import free_port
+from tests.support.security import write_credentials
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +119,37 @@ async def test_proxyless_client_fails_over_to_the_other_region(
 
 async def _answered_by(client: ProxylessClient, site: str) -> None:
     await client.until(lambda line: line == f"ok {site}", f"answered by {site}")
+
+
+async def test_proxyless_client_proves_its_identity_over_mutual_tls(
+    tmp_path: Path, backends: dict[str, int]
+) -> None:
+    """`kontinuum bootstrap --grpc --xds-ca --xds-cert --xds-key`: gRPC's own xDS client
+    reaches the fleet's TLS server with its certificate, and is served its workspace."""
+    root = tmp_path / "fleet"
+    _write_fleet(root, backends)
+    ca = CertificateAuthority.generate("cluster.local")
+    identity = SpiffeId("cluster.local", NAMESPACE, "client")
+    issued = ca.issue_workload(identity, "eu-central", timedelta(hours=1))
+    files = write_credentials(tmp_path / "credentials", issued, ca)
+    xds, admin = free_port(), free_port()
+    async with (
+        running_fleet(fast(path=root, security=XdsSecurity(ca))) as fleet,
+        serving(fleet, f"127.0.0.1:{xds}", f"127.0.0.1:{admin}") as server,
+    ):
+        printed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "kontinuum", "bootstrap", "--grpc", "--node-id", NODE_ID,
+             "--cluster", "eu-central", "--namespace", NAMESPACE,
+             "--xds-address", f"127.0.0.1:{xds}", "--xds-ca", str(files.ca),
+             "--xds-cert", str(files.certificate), "--xds-key", str(files.key)],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        bootstrap = tmp_path / "bootstrap.json"
+        bootstrap.write_text(printed.stdout)
+        async with proxyless_client(tmp_path, bootstrap, TARGET) as client:
+            await _answered_by(client, "eu-central")
+            assert await client.take(5) == ["ok eu-central"] * 5, client.describe()
+            # The stream is the certificate's identity's, not what the node declared.
+            assert {s.connection.peer.identity for s in server.streams()} == {str(identity)}
+        assert server.stats.streams_unauthenticated == 0

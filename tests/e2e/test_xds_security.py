@@ -320,9 +320,14 @@ async def test_an_envoy_with_a_bootstrap_token_gets_config_traffic_and_its_certi
         "--inbound-address", f"127.0.0.1:{free_port()}", "--outbound-port", str(outbound),
         "--admin-port", "0", "--stats-address", "none", "--xds-address", secured.token,
         "--xds-ca", str(ca_file), "--xds-token-file", str(token_file),
+        "--output", str(tmp_path / "bootstrap.json"),
     )  # fmt: skip
     assert printed.returncode == 0, printed.stderr
-    envoy = tls_envoys("frontend-token", json.loads(printed.stdout))
+    written = tmp_path / "bootstrap.json"
+    # It holds the token: for its owner only, and not on the terminal.
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert printed.stdout == ""
+    envoy = tls_envoys("frontend-token", json.loads(written.read_text()))
     await asyncio.to_thread(envoy.wait_live, 20)
     await answered_by(outbound, HELLO, "hello")
 

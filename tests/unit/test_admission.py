@@ -173,3 +173,19 @@ def test_proxy_metadata_declares_the_service_account() -> None:
         ]
         == "web"
     )
+
+
+def test_a_view_no_proxy_uses_is_dropped_after_a_while_with_its_certificate(
+    mesh: Mesh,
+) -> None:
+    web = mesh.resolve_view(node("web-1", "eu", "shop"), _peer("shop", "web"))
+    api = mesh.resolve_view(node("api-1", "eu", "shop"), _peer("shop", "api"))
+    assert mesh.forget_idle({web}, idle_for=600, now=1000.0) == 0  # idle from now on
+    assert mesh.forget_idle({web}, idle_for=600, now=1599.0) == 0
+    assert mesh.forget_idle({web}, idle_for=600, now=1600.0) == 1
+    assert set(mesh.cache.views()) == {web}
+    assert mesh.view_key(api) is None
+    # Its identity is no longer renewed; a proxy coming back gets the view anew.
+    assert mesh.renew_certificates() == 0
+    assert mesh.resolve_view(node("api-1", "eu", "shop"), _peer("shop", "api")) == api
+    assert set(mesh.cache.views()) == {web, api}
