@@ -34,6 +34,7 @@ from kontinuum.control.translate.gateways import east_west_gateway, ingress_gate
 from kontinuum.control.translate.options import WorkloadTls
 from kontinuum.route_report import status_lines
 from kontinuum.security.admission import admit
+from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 from kontinuum.xds.push import Push
@@ -183,20 +184,25 @@ class Mesh:
         gateway = self.routing_state.networks.gateways.get(cluster)
         return (gateway.namespace, gateway.name) if gateway is not None else None
 
-    def _inbound_consumers(self, ref: ServiceRef) -> tuple[str, ...]:
-        """The workspaces a workspace grant (ReferenceGrant from Namespace) lets call `ref`."""
-        return tuple(
-            sorted(
-                {
-                    g.consumer
-                    for g in self._grants
-                    if g.from_kind == "Namespace"
-                    and g.provider == ref.namespace
-                    and g.service in (None, ref.name)
-                    and g.consumer != ref.namespace
-                }
-            )
-        )
+    def _inbound_grants(self, ref: ServiceRef) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Who the workspace grants (ReferenceGrants from a Namespace) let call `ref`: the
+        workspaces granted whole, and the SPIFFE IDs granted one by one."""
+        assert self.certificates is not None
+        workspaces: set[str] = set()
+        identities: set[str] = set()
+        for g in self._grants:
+            if not (
+                g.from_kind == "Namespace"
+                and g.provider == ref.namespace
+                and g.service in (None, ref.name)
+                and g.consumer != ref.namespace
+            ):
+                continue
+            if not g.service_accounts:
+                workspaces.add(g.consumer)
+            for account in g.service_accounts:
+                identities.add(str(SpiffeId(self.certificates.trust_domain, g.consumer, account)))
+        return tuple(sorted(workspaces)), tuple(sorted(identities))
 
     def _ingress(self, key: ViewKey) -> BoundGateway | None:
         return next(
@@ -220,14 +226,17 @@ class Mesh:
         if isinstance(port, str):
             log.error("view %s: %s", name, port)
             return options
-        return replace(
+        options = replace(
             options,
             inbound_service=(ref, port),
             inbound_port=key.inbound.workload_port,
             inbound_listen_address=key.inbound.listen_address,
             inbound_listen_port=key.inbound.listen_port,
-            inbound_consumers=self._inbound_consumers(ref),
         )
+        if self.certificates is not None:
+            consumers, principals = self._inbound_grants(ref)
+            options = replace(options, inbound_consumers=consumers, inbound_principals=principals)
+        return options
 
     def _mtls(self) -> WorkloadTls | None:
         if self.certificates is None:

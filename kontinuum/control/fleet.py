@@ -424,7 +424,9 @@ def parse_cluster_objects(
 #       to: [{group: "", kind: Service, name: billing}]    # no name: every Service
 #
 # `from` names kind `Namespace` rather than a route kind: what is granted is reachability for a
-# whole consumer workspace (every proxy of it), not one referring object.
+# whole consumer workspace (every proxy of it), not one referring object. The annotation
+# `kontinuum.io/service-accounts: web,batch` narrows it to those identities of the consumer
+# workspace at the provider's inbound authorization (a ReferenceGrant cannot name one).
 #
 # The Gateway API's own use parses too: `from` HTTPRoutes or GRPCRoutes of a namespace
 # (group gateway.networking.k8s.io) lets those routes name the provider's Services (or, group
@@ -482,6 +484,31 @@ def _grant_entries(
     return found
 
 
+SERVICE_ACCOUNTS_ANNOTATION: Final = "kontinuum.io/service-accounts"
+
+
+def _granted_service_accounts(obj: ObjectReader, workspace: bool) -> tuple[str, ...]:
+    """The service accounts a workspace grant is narrowed to (its annotation), checked."""
+    metadata = obj.body.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or SERVICE_ACCOUNTS_ANNOTATION not in annotations:
+        return ()
+    path = f"metadata.annotations[{SERVICE_ACCOUNTS_ANNOTATION}]"
+    raw = obj.string(annotations, SERVICE_ACCOUNTS_ANNOTATION, path, required=True)
+    if raw is None:
+        return ()
+    if not workspace:
+        obj.error(path, "narrows a grant from a Namespace only (its workspace's identities)")
+        return ()
+    accounts = [a.strip() for a in raw.split(",") if a.strip()]
+    if not accounts:
+        obj.error(path, "must name at least one service account (comma-separated)")
+    for account in accounts:
+        if (problem := dns_label(account)) is not None:
+            obj.error(path, f"service account {account!r}: {problem}")
+    return tuple(sorted(set(accounts)))
+
+
 def _reference_grant(obj: ObjectReader) -> list[Grant]:
     obj.labels()
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
@@ -504,8 +531,16 @@ def _reference_grant(obj: ObjectReader) -> list[Grant]:
                 "a Namespace grant opens Services",
             )
         services.append((kind, obj.string(entry, "name", f"{path}.name", check=dns1035_label)))
+    accounts = _granted_service_accounts(obj, workspace)
     return [
-        Grant(obj.namespace, consumer, service, from_kind, to_kind)
+        Grant(
+            obj.namespace,
+            consumer,
+            service,
+            from_kind,
+            to_kind,
+            accounts if from_kind == "Namespace" else (),
+        )
         for from_kind, consumer in consumers
         for to_kind, service in services
     ]

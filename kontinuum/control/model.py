@@ -220,11 +220,22 @@ class Grant:
     service: str | None = None
     from_kind: str = "Namespace"
     to_kind: str = "Service"
+    # A workspace grant narrowed to these service accounts of `consumer` (its
+    # `kontinuum.io/service-accounts` annotation): every proxy of `consumer` sees the
+    # service, only these identities pass its inbound authorization. Empty: all of them.
+    service_accounts: tuple[str, ...] = ()
 
 
-def grant_order(grant: Grant) -> tuple[str, str, str, str, str]:
+def grant_order(grant: Grant) -> tuple[str, str, str, str, str, tuple[str, ...]]:
     """The order grants are listed in, the same on every replica."""
-    return (grant.provider, grant.consumer, grant.service or "", grant.from_kind, grant.to_kind)
+    return (
+        grant.provider,
+        grant.consumer,
+        grant.service or "",
+        grant.from_kind,
+        grant.to_kind,
+        grant.service_accounts,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,9 +73,13 @@ metadata: {{name: {name}, namespace: demo, creationTimestamp: "2026-01-01T00:00:
 """
 
 
+# Narrowed to one identity of shop: every sidecar of shop sees hello, only web gets in.
 GRANT = """apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
-metadata: {name: shop-may-call-hello, namespace: demo}
+metadata:
+  name: shop-may-call-hello
+  namespace: demo
+  annotations: {kontinuum.io/service-accounts: web}
 spec:
   from: [{group: "", kind: Namespace, namespace: shop}]
   to: [{group: "", kind: Service, name: hello}]
@@ -413,6 +417,10 @@ async def test_a_caller_of_an_ungranted_workspace_gets_403_until_the_grant(
         await _until(lambda: _tls_get(mesh.hello_inbound, shop, trust), 200)
         body = await _until(lambda: _get(outbound, HELLO), 200)
         assert f"URI=spiffe://{TD}/ns/shop/sa/web" in body, body
+        # Another identity of shop is not named by the grant: still 403.
+        batch = mesh.credentials("batch", "eu", "shop", "batch")
+        status, body = await asyncio.to_thread(_tls_get, mesh.hello_inbound, batch, trust)
+        assert status == 403, body
         assert (hello_sidecar.stat("http.inbound.rbac.allowed") or 0) >= 1
 
 

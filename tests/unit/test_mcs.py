@@ -547,3 +547,42 @@ def test_a_clash_names_the_export_that_owns_the_port() -> None:
     assert "[grpc:9091/TCP] clash with the ports of the export in cluster us, which wins" in (
         conditions(plane, "ap")[1].message
     )
+
+
+NARROWED = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata:
+  name: demo-reaches-billing
+  namespace: payments
+  annotations: {kontinuum.io/service-accounts: "web, batch,web"}
+spec:
+  from: [{group: "", kind: Namespace, namespace: demo}]
+  to: [{group: "", kind: Service, name: billing}]
+"""
+
+
+def _grants(text: str) -> tuple[tuple[Grant, ...], list[str]]:
+    grants, errors = parse_grants([Document("grants.yaml", yaml.safe_load(text), 1)])
+    return grants, [str(e) for e in errors]
+
+
+def test_a_workspace_grant_may_be_narrowed_to_service_accounts() -> None:
+    grants, errors = _grants(NARROWED)
+    assert errors == []
+    assert grants == (Grant("payments", "demo", "billing", service_accounts=("batch", "web")),)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"web, batch,web"', '"Web"', "service account 'Web'"),
+        ('"web, batch,web"', '" , "', "must name at least one service account"),
+        ("kind: Namespace, namespace: demo", "group: gateway.networking.k8s.io, kind: HTTPRoute, "
+         "namespace: demo", "narrows a grant from a Namespace only"),
+    ],
+)  # fmt: skip
+def test_a_narrowed_grant_with_an_error_grants_nothing(old: str, new: str, message: str) -> None:
+    grants, errors = _grants(NARROWED.replace(old, new))
+    assert grants == ()
+    assert any(message in e for e in errors), errors
