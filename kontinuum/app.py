@@ -227,6 +227,12 @@ class XdsSecurity:
     server_names: tuple[str, ...] = ()
     workload_validity: timedelta = DEFAULT_VALIDITY
 
+    def __post_init__(self) -> None:
+        # A plaintext server signs whatever identity a node declares: its CA must be its
+        # own (`kontinuum serve --plaintext-xds` makes one), and no proxy may trust it.
+        if self.plaintext and self.token_address is not None:
+            raise ValueError("a plaintext xDS server has no token address")
+
 
 @dataclass(frozen=True, slots=True)
 class FleetOptions:

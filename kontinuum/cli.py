@@ -524,10 +524,10 @@ def bootstrap(
         typer.echo(text)
         return
     # A bootstrap may hold a token: written for its owner only, never briefly wider.
-    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file too, before anything is written
     with os.fdopen(descriptor, "w") as file:
         file.write(text + "\n")
-    output.chmod(0o600)
 
 
 @app.command()

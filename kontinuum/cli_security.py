@@ -121,6 +121,13 @@ def serve_security(
             "or, for local development only, --plaintext-xds",
             param_hint="--ca-dir",
         )
+    from kontinuum.security.workload import MAX_VALIDITY, MIN_VALIDITY
+
+    if not MIN_VALIDITY <= workload_validity <= MAX_VALIDITY:
+        raise typer.BadParameter(
+            f"must be between {MIN_VALIDITY} and {MAX_VALIDITY}",
+            param_hint="--workload-cert-validity",
+        )
     return XdsSecurity(ca, plaintext, token_address, server_names, workload_validity)
 
 
@@ -171,10 +178,10 @@ def ca_issue(
     (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
     (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
     key = out / "key.pem"
-    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
     with os.fdopen(descriptor, "wb") as file:
         file.write(issued.private_key_pem)
-    os.chmod(key, 0o600)  # an existing file keeps its mode through O_CREAT
     typer.echo(f"{identity} (cluster {cluster}) until {issued.not_after:%Y-%m-%d %H:%M} UTC: {out}")
 
 

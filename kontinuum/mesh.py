@@ -34,6 +34,7 @@ from kontinuum.control.translate.gateways import east_west_gateway, ingress_gate
 from kontinuum.control.translate.options import WorkloadTls
 from kontinuum.route_report import status_lines
 from kontinuum.security.admission import admit
+from kontinuum.security.ca import CaError
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
@@ -137,12 +138,15 @@ class Mesh:
             if held is not None and held != identity:  # a view holds one identity's secrets
                 raise PermissionError(f"view {key} is of {held}, not of {identity}")
         name = str(key)
+        self._idle_since.pop(name, None)  # in use again
         if name not in self._views:
             self._views[name] = key
             # A gateway passes mTLS through: it holds no workload certificate.
             if identity is not None and key.view.role != "gateway":
                 self._identities[name] = identity
-            self._translate(name, key)
+            if not self._translate(name, key):
+                self._forget(name)
+                raise PermissionError(f"no workload certificate for {identity} can be issued")
         return name
 
     def renew_certificates(self, push: Push | None = None) -> int:
@@ -243,7 +247,7 @@ class Mesh:
             return None
         return WorkloadTls(self.certificates.trust_domain)
 
-    def _translate(self, name: str, key: ViewKey, push: Push | None = None) -> None:
+    def _translate(self, name: str, key: ViewKey, push: Push | None = None) -> bool:
         view, site = key.view, self.plane.site(key.view.cluster)
         if view.role == "gateway":
             gateway = self._routing.networks.gateways.get(view.cluster)
@@ -277,11 +281,17 @@ class Mesh:
         for error in translation.errors:
             log.error("view %s: %s", name, error)
         self._translated[name] = translation.resources
-        self._snapshot(name, translation.resources, push)
+        return self._snapshot(name, translation.resources, push)
 
-    def _snapshot(self, name: str, resources: tuple[Any, ...], push: Push | None) -> None:
-        """Serve a view's resources, with the SDS secrets of its identity."""
+    def _snapshot(self, name: str, resources: tuple[Any, ...], push: Push | None) -> bool:
+        """Serve a view's resources, with the SDS secrets of its identity; False (the last
+        snapshot stays) when its certificate cannot be issued, e.g. the CA expired."""
         identity = self._identities.get(name)
         if identity is not None and self.certificates is not None:
-            resources = (*resources, *self.certificates.secrets(identity))
+            try:
+                resources = (*resources, *self.certificates.secrets(identity))
+            except CaError as error:
+                log.error("view %s keeps its last configuration: %s", name, error)
+                return False
         self.cache.set_snapshot(name, Snapshot.of(resources), push)
+        return True

@@ -29,6 +29,7 @@ from kontinuum.control.plane import Condition, PlaneService, ServicePlane
 from kontinuum.control.routing import (
     CORE_GROUP,
     EAST_WEST_CLASS,
+    EAST_WEST_NAMESPACE,
     GATEWAY_GROUP,
     MCS_GROUP,
     Gateway,
@@ -194,6 +195,12 @@ def gateway_status(
         listeners.append(ListenerStatus(listener.name, kinds, count, conditions))
     if site is None:
         message = f"label kontinuum.io/cluster names {gateway.cluster!r}, no cluster of the fleet"
+        accepted = Condition("Accepted", "False", "Invalid", message)
+    elif gateway.east_west and gateway.namespace != EAST_WEST_NAMESPACE:
+        message = (
+            f"an east-west Gateway is honoured in namespace {EAST_WEST_NAMESPACE} only: it "
+            "receives every workspace's endpoints of its cluster"
+        )
         accepted = Condition("Accepted", "False", "Invalid", message)
     elif len(invalid) == len(gateway.listeners):
         accepted = Condition("Accepted", "False", "ListenersNotValid", "no listener is accepted")

@@ -25,6 +25,10 @@ NamespacesFrom = Literal["Same", "All", "Selector"]
 # The GatewayClass of east-west gateways: one per cluster, where sidecars of other networks
 # reach the cluster's services; not for routes.
 EAST_WEST_CLASS: Final = "kontinuum-east-west"
+# The only namespace whose east-west Gateways are honoured: an east-west gateway receives
+# every workspace's endpoints of its cluster, so only the fleet's operators may declare one
+# (a tenant's Gateway of the class is not accepted).
+EAST_WEST_NAMESPACE: Final = "kontinuum-system"
 GATEWAY_CONTROLLER: Final = "kontinuum.io/gateway-controller"
 """kontinuum's `controllerName`: of the GatewayClasses whose Gateways it serves, and of its
 entries in shared status lists."""

@@ -13,7 +13,7 @@ from dataclasses import replace
 from kontinuum.control.model import Fleet
 from kontinuum.control.plane import Condition, ServicePlane
 from kontinuum.control.route_binding import RouteBinding, RouteStatus, bind_routes
-from kontinuum.control.routing import Rejection, Route
+from kontinuum.control.routing import EAST_WEST_NAMESPACE, Rejection, Route
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.networks import NetworkGateway, Networks
@@ -89,11 +89,14 @@ class RoutingState:
 
 def networks(fleet: Fleet, plane: ServicePlane) -> Networks:
     """Each cluster's network, and the east-west gateways that can be reached: a Gateway of
-    class `kontinuum-east-west` in a known cluster, with an address and a TLS listener."""
+    class `kontinuum-east-west` in namespace kontinuum-system and a known cluster, with an
+    address and a TLS listener."""
     gateways: dict[str, NetworkGateway] = {}
     for gateway in fleet.routing.gateways:
         listener = next((li for li in gateway.listeners if li.protocol == "TLS"), None)
         if not gateway.east_west or not gateway.addresses or listener is None:
+            continue
+        if gateway.namespace != EAST_WEST_NAMESPACE:  # not accepted (gateway_binding)
             continue
         if plane.site(gateway.cluster) is not None and gateway.cluster not in gateways:
             gateways[gateway.cluster] = NetworkGateway(

@@ -54,7 +54,8 @@ def admit(
     if not cluster:
         raise PermissionError(
             f"identity {identity} names no cluster (a certificate's subject OU, a token's "
-            "kontinuum.io/cluster claim), so it may claim none"
+            "kontinuum.io/cluster claim), so it may claim none: a workload certificate "
+            "(SDS) is no xDS credential"
         )
     if cluster != view.cluster:
         raise PermissionError(

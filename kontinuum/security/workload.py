@@ -25,6 +25,8 @@ log = logging.getLogger("kontinuum.security")
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 DEFAULT_VALIDITY = timedelta(hours=1)
+MIN_VALIDITY = timedelta(seconds=2)
+MAX_VALIDITY = timedelta(days=7)  # short-lived: there is no revocation
 RENEW_AT = 0.5  # of a certificate's lifetime: a proxy never holds one close to expiry
 # Up to this much more of the lifetime, at random: certificates issued together (a restart,
 # a fleet connecting) are not all renewed in the same instant.
@@ -49,8 +51,11 @@ class WorkloadCertificates:
     """Issues and renews the certificate of each identity in use."""
 
     def __init__(self, ca: CertificateAuthority, validity: timedelta = DEFAULT_VALIDITY) -> None:
-        if validity < timedelta(seconds=2):
-            raise ValueError(f"a workload certificate validity of {validity} is too short")
+        if not MIN_VALIDITY <= validity <= MAX_VALIDITY:
+            raise ValueError(
+                f"a workload certificate validity must be between {MIN_VALIDITY} and "
+                f"{MAX_VALIDITY}, not {validity}"
+            )
         self.ca = ca
         self.validity = validity
         self._issued: dict[WorkloadIdentity, IssuedCertificate] = {}
@@ -98,9 +103,11 @@ class WorkloadCertificates:
         return min(self._renew_at.values(), default=None)
 
     def _issue(self, identity: WorkloadIdentity, now: datetime | None = None) -> IssuedCertificate:
-        issued = self.ca.issue_workload(
-            identity.spiffe_id, identity.cluster, self.validity, now=now
-        )
+        # No cluster in it (no subject OU): a workload certificate proves an identity to
+        # other workloads, and cannot open an xDS stream, which needs a credential bound to
+        # a cluster (`kontinuum ca issue`, a token). So a proxy cannot renew its way past
+        # the expiry of the credential it connected with.
+        issued = self.ca.issue_workload(identity.spiffe_id, None, self.validity, now=now)
         self._issued[identity] = issued
         self._renew_at[identity] = issued.renew_at(RENEW_AT + random.uniform(0, RENEW_JITTER))
         log.info("workload certificate for %s issued, valid until %s", identity, issued.not_after)

@@ -416,9 +416,8 @@ async def test_each_identity_gets_its_own_certificate_and_only_its_workspace(
     for seen, spiffe_id in ((demo, FRONTEND), (payments, BILLING)):
         own = seen["secrets"]["default"].tls_certificate
         assert uri_sans(own.certificate_chain.inline_bytes) == [str(spiffe_id)]
-        assert identity_of(own.certificate_chain.inline_bytes, TD) == PeerIdentity(
-            spiffe_id, CLUSTER
-        )
+        # No cluster: a workload certificate opens no xDS stream (it is no xDS credential).
+        assert identity_of(own.certificate_chain.inline_bytes, TD) == PeerIdentity(spiffe_id, None)
         secured.ca.verify(own.certificate_chain.inline_bytes)  # chains to the fleet's root
         assert key_matches(own.certificate_chain.inline_bytes, own.private_key.inline_bytes)
         root = seen["secrets"]["ROOTCA"].validation_context.trusted_ca.inline_bytes

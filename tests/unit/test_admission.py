@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ def _gateway(namespace: str, name: str, address: str | None) -> str:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Mesh:
-    """eu with the real east-west Gateway (kontinuum-system/east-west, addressed) and a
-    tenant's Gateway of the same class that has no address (so is not in force)."""
+    """eu with the real east-west Gateway (kontinuum-system/east-west) and a tenant's
+    Gateway of the same class, addressed too (first by name: it must not win)."""
     root = tmp_path / "fleet"
     (root / "clusters" / "eu").mkdir(parents=True)
     (root / "clusters" / "us").mkdir(parents=True)
@@ -52,7 +53,7 @@ def mesh(tmp_path: Path) -> Mesh:
         cluster_profile("eu", "eu-central-1") + "---\n" + cluster_profile("us", "us-east-1")
     )
     (root / "gateways.yaml").write_text(
-        _gateway("aaa", "aaa-gw", None)
+        _gateway("aaa", "aaa-gw", "6.6.6.6")
         + "---\n"
         + _gateway("kontinuum-system", "east-west", "10.0.0.1")
     )
@@ -107,7 +108,9 @@ def test_an_identity_may_not_claim_what_is_not_its(
 
 def test_only_the_gateway_in_force_s_identity_runs_the_east_west_gateway(mesh: Mesh) -> None:
     gateway = node("gw", "eu", "kontinuum-system", role="gateway")
-    # The tenant's Gateway is not in force (no address): its namespace gives no right.
+    # The tenant's Gateway is not in force (a tenant's namespace): it gives no right, and
+    # the sidecars are sent to the operators' gateway.
+    assert mesh.routing_state.networks.gateways["eu"].address == "10.0.0.1"
     with pytest.raises(PermissionError, match="kontinuum-system/east-west"):
         mesh.resolve_view(gateway, _peer("aaa", "aaa-gw"))
     # Another service account of the Gateway's namespace neither.
@@ -189,3 +192,24 @@ def test_a_view_no_proxy_uses_is_dropped_after_a_while_with_its_certificate(
     assert mesh.renew_certificates() == 0
     assert mesh.resolve_view(node("api-1", "eu", "shop"), _peer("shop", "api")) == api
     assert set(mesh.cache.views()) == {web, api}
+
+
+def test_a_certificate_that_cannot_be_issued_refuses_the_proxy_and_stops_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """A CA past its end: the new proxy is refused, its view not kept half made, and the
+    views already served keep theirs through the next fleet."""
+    root = tmp_path / "fleet"
+    (root / "clusters" / "eu").mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu", "eu-central-1"))
+    ca = CertificateAuthority.generate(TD, validity=timedelta(seconds=2))
+    mesh = Mesh(SnapshotCache(), WorkloadCertificates(ca, timedelta(seconds=2)))
+    load_into(mesh, root)
+    web = mesh.resolve_view(node("web-1", "eu", "shop"), _peer("shop", "web"))
+    time.sleep(2.1)  # the CA has expired
+    with pytest.raises(PermissionError, match="no workload certificate"):
+        mesh.resolve_view(node("api-1", "eu", "shop"), _peer("shop", "api"))
+    assert set(mesh.cache.views()) == {web}
+    assert mesh.view_key(web) is not None
+    load_into(mesh, root)  # the next fleet applies; web keeps its last configuration
+    assert set(mesh.cache.views()) == {web}

@@ -851,7 +851,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
   name: east-west
-  namespace: demo
+  namespace: kontinuum-system
   labels: {kontinuum.io/cluster: eu}
 spec:
   gatewayClassName: kontinuum-east-west
@@ -859,6 +859,17 @@ spec:
   listeners:
   - {name: mesh, port: 15443, protocol: TLS, tls: {mode: Passthrough}}
 """
+
+
+def test_an_east_west_gateway_of_a_tenant_s_namespace_is_not_accepted() -> None:
+    """It would receive every workspace's endpoints of its cluster: operators' only."""
+    tenant = EAST_WEST.replace("namespace: kontinuum-system", "namespace: demo")
+    (status,) = bind(
+        tenant.replace("ADDRESSES", "addresses: [{value: 192.0.2.1}]")
+    ).gateway_statuses
+    accepted = status.conditions[0]
+    assert (accepted.type, accepted.status) == ("Accepted", "False")
+    assert "kontinuum-system only" in accepted.message
 
 
 def test_an_east_west_gateway_is_programmed_only_with_an_address() -> None:
