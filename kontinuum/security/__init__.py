@@ -12,7 +12,7 @@ from kontinuum.security.ca import (
     PeerIdentity,
     identity_of,
 )
-from kontinuum.security.spiffe import SpiffeId, workspace_prefix
+from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.tokens import issue_token, verify_token
 
 __all__ = [
@@ -24,5 +24,4 @@ __all__ = [
     "identity_of",
     "issue_token",
     "verify_token",
-    "workspace_prefix",
 ]

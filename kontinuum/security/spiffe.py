@@ -65,10 +65,3 @@ class SpiffeId:
             return cls(trust_domain, parts[1], parts[3])
         except ValueError as error:
             raise ValueError(f"{text!r}: {error}") from None
-
-
-def workspace_prefix(trust_domain: str, namespace: str) -> str:
-    """The prefix shared by every identity of a workspace (a namespace), slash included so
-    that workspace `a` does not match `ab`."""
-    _check(trust_domain, namespace)
-    return f"{SCHEME}{trust_domain}/ns/{namespace}/sa/"

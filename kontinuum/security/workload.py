@@ -17,13 +17,12 @@ from typing import Any
 
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
+from kontinuum.control.translate.tls import ROOT_SECRET, WORKLOAD_SECRET
 from kontinuum.security.ca import CertificateAuthority, IssuedCertificate
 from kontinuum.security.spiffe import SpiffeId
 
 log = logging.getLogger("kontinuum.security")
 
-WORKLOAD_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
 DEFAULT_VALIDITY = timedelta(hours=1)
 MIN_VALIDITY = timedelta(seconds=2)
 MAX_VALIDITY = timedelta(days=7)  # short-lived: there is no revocation

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kontinuum.control.translate.tls import spiffe_prefix
 from kontinuum.security.ca import (
     CaError,
     CaKey,
@@ -20,7 +21,7 @@ from kontinuum.security.ca import (
     PeerIdentity,
     identity_of,
 )
-from kontinuum.security.spiffe import SpiffeId, workspace_prefix
+from kontinuum.security.spiffe import SpiffeId
 
 TD = "fleet.example"
 WEB = SpiffeId(TD, "shop", "web")
@@ -146,7 +147,7 @@ def test_spiffe_id_parse_says_why_it_refuses(text: str, reason: str) -> None:
 
 
 def test_workspace_prefix_matches_only_its_namespace() -> None:
-    prefix = workspace_prefix(TD, "shop")
+    prefix = spiffe_prefix(TD, "shop")
     assert prefix == "spiffe://fleet.example/ns/shop/sa/"
     assert str(WEB).startswith(prefix)
     assert not str(SpiffeId(TD, "shopping", "web")).startswith(prefix)
