@@ -34,6 +34,7 @@ from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.workload import DEFAULT_VALIDITY, WorkloadCertificates
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, operator_identity
 from kontinuum.telemetry.metrics import (
+    CertificateCollector,
     PushMetrics,
     SourceCollector,
     StatusCollector,
@@ -399,6 +400,9 @@ async def serving(
         may_read_status=operator_identity if security else None,
     )
     collectors: list[Collector] = [SourceCollector(fleet.aggregator)]
+    if mesh.certificates is not None:
+        collectors.append(CertificateCollector(mesh.certificates))
+        _warn_of_ca_expiry(mesh.certificates)
     if fleet.status is not None:
         collectors.append(StatusCollector(fleet.status.election, fleet.status.writer))
     listeners = _listeners(security, xds_address)
@@ -441,6 +445,18 @@ async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterat
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _warn_of_ca_expiry(certificates: WorkloadCertificates) -> None:
+    """Say so when the CA ends within 30 days: certificates cannot outlive it."""
+    left = certificates.ca.not_after - datetime.now(UTC)
+    if left < timedelta(days=30):
+        log.warning(
+            "the fleet CA expires at %s (in %s): renew it (docs/security.md); workload "
+            "certificates are cut to its end",
+            certificates.ca.not_after.isoformat(),
+            left,
+        )
 
 
 def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:

@@ -334,6 +334,11 @@ class CertificateAuthority:
         cert_file.chmod(0o644)
 
     @property
+    def not_after(self) -> datetime:
+        """When this CA can issue no more: the earliest end of its signer's chain."""
+        return self._expires
+
+    @property
     def trust_domain(self) -> str:
         return self._td
 

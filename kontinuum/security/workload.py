@@ -97,6 +97,11 @@ class WorkloadCertificates:
             renewed.add(identity)
         return renewed
 
+    @property
+    def in_use(self) -> int:
+        """How many identities hold a certificate."""
+        return len(self._issued)
+
     def next_renewal(self) -> datetime | None:
         """When the earliest certificate in use is due for renewal."""
         return min(self._renew_at.values(), default=None)

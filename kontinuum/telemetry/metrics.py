@@ -22,6 +22,7 @@ from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
 from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.mesh import Mesh
+from kontinuum.security.workload import WorkloadCertificates
 from kontinuum.xds import SyncStatus, XdsServer, types
 from kontinuum.xds.stream import Stream
 
@@ -267,3 +268,30 @@ class StatusCollector(Collector):
         for (kind, outcome), count in sorted(self._writer.totals.items()):
             writes.add_metric([kind, outcome], count)
         yield writes
+
+
+class CertificateCollector(Collector):
+    """The fleet CA's end and the workload certificates in use: renew the CA well before
+    `kontinuum_ca_expiry_timestamp_seconds` (workload certificates cannot outlive it)."""
+
+    def __init__(self, certificates: WorkloadCertificates) -> None:
+        self._certificates = certificates
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "kontinuum_ca_expiry_timestamp_seconds",
+            "When the fleet CA kontinuum signs with expires (Unix time).",
+            value=self._certificates.ca.not_after.timestamp(),
+        )
+        yield GaugeMetricFamily(
+            "kontinuum_workload_certificates",
+            "Workload certificates in use (one per identity of a view in use).",
+            value=self._certificates.in_use,
+        )
+        due = self._certificates.next_renewal()
+        if due is not None:
+            yield GaugeMetricFamily(
+                "kontinuum_workload_certificate_next_renewal_timestamp_seconds",
+                "When the next workload certificate is due for renewal (Unix time).",
+                value=due.timestamp(),
+            )

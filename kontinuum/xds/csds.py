@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -106,16 +107,18 @@ class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  
     def __init__(
         self,
         streams: Callable[[], Iterable[Stream]],
-        authorize: Callable[[grpc.aio.ServicerContext[Any, Any]], None] | None = None,
+        authorize: Callable[[grpc.aio.ServicerContext[Any, Any]], float | None] | None = None,
     ) -> None:
         self._streams = streams
         self._authorize = authorize
 
-    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+        """Refuse a caller `authorize` refuses; else when its credential expires (Unix
+        time; None: never)."""
         if self._authorize is None:
-            return
+            return None
         try:
-            self._authorize(context)
+            return self._authorize(context)
         except UnauthenticatedError as unproven:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
         except PermissionError as denied:
@@ -138,6 +141,11 @@ class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  
     async def StreamClientStatus(  # noqa: N802 (gRPC method name)
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        await self._check(context)
+        expires = await self._check(context)
         async for request in request_iterator:
+            # Nothing more once the caller's credential has expired.
+            if expires is not None and time.time() >= expires:
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "the credential of this stream expired"
+                )
             yield self.status(request)

@@ -127,8 +127,9 @@ class XdsServer:
         )
         return ports[0]
 
-    def _authorize_status(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Who may read CSDS; a refusal is logged (it is no xDS stream: not counted)."""
+    def _authorize_status(self, context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+        """Who may read CSDS, and until when (the credential's expiry); a refusal is logged
+        (it is no xDS stream: not counted)."""
         try:
             peer = self._authenticator.authenticate(context)
             if self._may_read_status is not None and not self._may_read_status(peer):
@@ -136,6 +137,7 @@ class XdsServer:
         except PermissionError as refused:
             log.warning("refused a client status read from %s: %s", context.peer(), refused)
             raise
+        return peer.expires_at
 
     async def stop(self, grace: float | None = 1.0) -> None:
         if self._server is not None:

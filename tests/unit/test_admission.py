@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.mesh import Mesh
@@ -213,3 +214,16 @@ def test_a_certificate_that_cannot_be_issued_refuses_the_proxy_and_stops_nothing
     assert mesh.view_key(web) is not None
     load_into(mesh, root)  # the next fleet applies; web keeps its last configuration
     assert set(mesh.cache.views()) == {web}
+
+
+async def test_a_status_stream_answers_nothing_once_its_credential_expired(
+    expiring: grpc.aio.Channel,
+) -> None:
+    call = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(expiring).StreamClientStatus()
+    await call.write(csds_pb2.ClientStatusRequest())
+    assert (await asyncio.wait_for(call.read(), 5)) is not None  # answered while it holds
+    await asyncio.sleep(1.2)
+    await call.write(csds_pb2.ClientStatusRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 5)
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import CollectorRegistry
+
 from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import (
@@ -17,6 +19,7 @@ from kontinuum.security.workload import (
     WorkloadCertificates,
     WorkloadIdentity,
 )
+from kontinuum.telemetry.metrics import CertificateCollector
 
 TD = "cluster.local"
 HOUR = timedelta(hours=1)
@@ -73,3 +76,22 @@ def test_an_identity_no_longer_in_use_is_forgotten() -> None:
     certificates.certificate(api)
     certificates.renew_due({api})
     assert certificates.certificate(web) != before  # issued anew: it had been forgotten
+
+
+def test_the_ca_s_end_and_the_certificates_in_use_are_metrics() -> None:
+    ca = CertificateAuthority.generate(TD, validity=timedelta(days=10))
+    certificates = WorkloadCertificates(ca, HOUR)
+    registry = CollectorRegistry()
+    registry.register(CertificateCollector(certificates))
+    assert registry.get_sample_value("kontinuum_ca_expiry_timestamp_seconds") == (
+        ca.root_certificate.not_valid_after_utc.timestamp()
+    )
+    assert registry.get_sample_value("kontinuum_workload_certificates") == 0
+    assert (
+        registry.get_sample_value("kontinuum_workload_certificate_next_renewal_timestamp_seconds")
+        is None
+    )
+    certificates.certificate(_identity("web"))
+    assert registry.get_sample_value("kontinuum_workload_certificates") == 1
+    due = registry.get_sample_value("kontinuum_workload_certificate_next_renewal_timestamp_seconds")
+    assert due == certificates.next_renewal().timestamp()  # type: ignore[union-attr]
