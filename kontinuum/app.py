@@ -461,16 +461,16 @@ def _warn_of_ca_expiry(certificates: WorkloadCertificates) -> None:
 
 def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:
     """The TLS credentials of the xDS address (mutual TLS) and of the token address."""
-    if security is None or (security.plaintext and security.token_address is None):
-        if security is not None:
-            log.warning(
-                "the xDS server is plaintext (--plaintext-xds) and believes what proxies "
-                "declare: for local development only"
-            )
+    if security is None:
         return None, ()
-    addresses = [xds_address] if not security.plaintext else []
-    if security.token_address is not None:
-        addresses.append(security.token_address)
+    if security.plaintext:  # never with a token address (XdsSecurity refuses it)
+        log.warning(
+            "the xDS server at %s is plaintext (--plaintext-xds) and believes what proxies "
+            "declare: for local development only",
+            xds_address,
+        )
+        return None, ()
+    addresses = [xds_address, *([security.token_address] if security.token_address else [])]
     hosts = [split_address(a)[0] for a in addresses]
     names = [h for h in (*hosts, *security.server_names) if h not in ("0.0.0.0", "::", "")]
     certificate = ServerCertificate(security.ca, list(dict.fromkeys(names or ["localhost"])))
@@ -478,9 +478,6 @@ def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:
     if security.token_address is not None:
         tokens = certificate.credentials(require_client_certificate=False)
         also = ((security.token_address, tokens),)
-    if security.plaintext:
-        log.warning("the xDS server at %s is plaintext: for local development only", xds_address)
-        return None, also
     return certificate.credentials(require_client_certificate=True), also
 
 
@@ -490,13 +487,8 @@ async def _discovery_file(server: XdsServer, mesh: Mesh, path: Path | None) -> A
     if path is None:
         yield
         return
-    task = asyncio.create_task(ServiceDiscoveryFile(path, server, mesh).run(), name="file_sd")
-    try:
+    async with _background(ServiceDiscoveryFile(path, server, mesh).run(), "file_sd"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def serve_resources(

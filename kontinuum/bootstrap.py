@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kontinuum.telemetry.envoy_stats import stats_config, stats_listener
+from kontinuum.telemetry.envoy_stats import static_cluster, stats_config, stats_listener
 
 XDS_CLUSTER = "kontinuum-xds"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -165,20 +165,13 @@ def envoy_bootstrap(
 
 def _xds_cluster(host: str, port: int) -> dict[str, Any]:
     """The static cluster of the xDS server: HTTP/2 to one address."""
-    address = {"socket_address": {"address": host, "port_value": port}}
     return {
-        "name": XDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
+        **static_cluster(XDS_CLUSTER, host, port),
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
                 "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
-        },
-        "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
 

@@ -134,15 +134,14 @@ class Mesh:
         if self.certificates is not None:
             gateway = self.gateway_identity(cluster) if key.view.role == "gateway" else None
             key, identity = admit(key, node, peer, self.certificates.trust_domain, gateway)
-            held = self._identities.get(str(key))
-            if held is not None and held != identity:  # a view holds one identity's secrets
-                raise PermissionError(f"view {key} is of {held}, not of {identity}")
         name = str(key)
+        held = self._identities.get(name)
+        if held is not None and held != identity:  # a view holds one identity's secrets
+            raise PermissionError(f"view {name} is of {held}, not of {identity}")
         self._idle_since.pop(name, None)  # in use again
         if name not in self._views:
             self._views[name] = key
-            # A gateway passes mTLS through: it holds no workload certificate.
-            if identity is not None and key.view.role != "gateway":
+            if identity is not None:
                 self._identities[name] = identity
             if not self._translate(name, key):
                 self._forget(name)

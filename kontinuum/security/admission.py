@@ -32,8 +32,9 @@ def admit(
     peer: Peer,
     trust_domain: str,
     gateway: tuple[str, str] | None,
-) -> tuple[ViewKey, WorkloadIdentity]:
-    """The view key `node` may have as `peer`, and the identity its certificate names.
+) -> tuple[ViewKey, WorkloadIdentity | None]:
+    """The view key `node` may have as `peer`, and the identity its workload certificate
+    is for (None for an east-west gateway, which holds none: it passes mTLS through).
 
     `gateway`: the (namespace, name) of the east-west Gateway in force for the claimed
     cluster (None: there is none).
@@ -41,8 +42,9 @@ def admit(
     view = key.view
     declared = declared_service_account(node)
     if peer.identity is None:
-        namespace = view.workspace if view.role != "gateway" else (gateway or ("default",))[0]
-        identity = SpiffeId(trust_domain, namespace, declared)
+        if view.role == "gateway":
+            return key, None
+        identity = SpiffeId(trust_domain, view.workspace, declared)
         _not_reserved(identity)
         return _keyed(key, identity), WorkloadIdentity(identity, view.cluster)
     try:
@@ -72,7 +74,7 @@ def admit(
                 f"{cluster!r}: that takes service account {name!r} of namespace "
                 f"{namespace!r} (its Gateway {namespace}/{name})"
             )
-        return key, WorkloadIdentity(identity, cluster)
+        return key, None
     if identity.namespace != view.workspace:
         raise PermissionError(
             f"identity {identity} is of workspace {identity.namespace!r}; the node claims "

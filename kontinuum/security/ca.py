@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,10 +48,12 @@ class CaError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PeerIdentity:
-    """Who a certificate or bootstrap token names: a workload and the cluster it runs in."""
+    """Who a certificate or bootstrap token names: a workload and the cluster it runs in;
+    and until when the credential holds (not part of who it is)."""
 
     spiffe_id: SpiffeId
     cluster: str | None
+    expires: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,8 @@ class IssuedCertificate:
         return start + (self.not_after - start) * fraction
 
 
-def _utc(now: datetime | None) -> datetime:
+def utc(now: datetime | None) -> datetime:
+    """`now` in UTC (it must be timezone-aware), or the current time when None."""
     if now is None:
         return datetime.now(UTC)
     if now.tzinfo is None:
@@ -157,20 +160,24 @@ def _private_key(path: Path) -> CaKey:
     return key
 
 
+E = TypeVar("E", bound=x509.ExtensionType)
+
+
+def _extension(certificate: x509.Certificate, kind: type[E]) -> E | None:
+    """The certificate's extension of `kind`, if it has one."""
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def _check_authority(path: Path, certificate: x509.Certificate, now: datetime) -> None:
     """Refuse a certificate that may not sign others, or not now."""
-    extensions = certificate.extensions
-    try:
-        is_ca = extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
+    constraints = _extension(certificate, x509.BasicConstraints)
+    if constraints is None or not constraints.ca:
         raise CaError(f"{path}: {_name(certificate)} is not a CA (no BasicConstraints CA:TRUE)")
-    try:
-        signs = extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
-    except x509.ExtensionNotFound:
-        signs = False
-    if not signs:
+    usage = _extension(certificate, x509.KeyUsage)
+    if usage is None or not usage.key_cert_sign:
         raise CaError(f"{path}: {_name(certificate)} may not sign certificates (no keyCertSign)")
     if now < certificate.not_valid_before_utc:
         raise CaError(
@@ -181,11 +188,8 @@ def _check_authority(path: Path, certificate: x509.Certificate, now: datetime) -
 
 
 def _uris(certificate: x509.Certificate) -> list[str]:
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    names = _extension(certificate, x509.SubjectAlternativeName)
+    return [] if names is None else names.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def _check_trust_domain(path: Path, certificate: x509.Certificate, trust_domain: str) -> None:
@@ -365,7 +369,7 @@ class CertificateAuthority:
         now: datetime | None = None,
     ) -> IssuedCertificate:
         """The X.509-SVID of a workload; `cluster` goes into its subject OU."""
-        return self._issue(spiffe_id, cluster, [], validity, _utc(now))
+        return self._issue(spiffe_id, cluster, [], validity, utc(now))
 
     def issue_server(
         self,
@@ -385,7 +389,7 @@ class CertificateAuthority:
                 if problem := dns_subdomain(host):
                     raise ValueError(f"host {problem}") from None
                 names.append(x509.DNSName(host))
-        return self._issue(spiffe_id, None, names, validity, _utc(now))
+        return self._issue(spiffe_id, None, names, validity, utc(now))
 
     def _issue(
         self,
@@ -441,11 +445,10 @@ class CertificateAuthority:
         )
 
     def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
-        try:
-            own = self._signer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        except x509.ExtensionNotFound:
+        own = _extension(self._signer, x509.SubjectKeyIdentifier)
+        if own is None:
             return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own.value)
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own)
 
     def signed(self, certificate_pem: bytes) -> bool:
         """Whether this CA's own signer issued the (first) certificate of the PEM.
@@ -456,10 +459,9 @@ class CertificateAuthority:
         """
         try:
             leaf = x509.load_pem_x509_certificate(certificate_pem)
-            leaf.verify_directly_issued_by(self._signer)
-        except (ValueError, TypeError, InvalidSignature):
+        except ValueError:
             return False
-        return True
+        return _issued_by(leaf, self._signer)
 
     def verify(self, certificate_chain_pem: bytes, *, now: datetime | None = None) -> PeerIdentity:
         """Who a certificate chain (leaf first) names, if it chains to this CA's roots and is
@@ -470,7 +472,7 @@ class CertificateAuthority:
         except ValueError as error:
             raise CaError(f"not a PEM certificate chain: {error}") from None
         verifier = (
-            PolicyBuilder().store(Store(list(self._roots))).time(_utc(now)).build_client_verifier()
+            PolicyBuilder().store(Store(list(self._roots))).time(utc(now)).build_client_verifier()
         )
         try:
             verifier.verify(leaf, intermediates)
@@ -498,13 +500,11 @@ def _roots_of(directory: Path, top: x509.Certificate, now: datetime) -> list[x50
 
 
 def _identity(certificate: x509.Certificate, trust_domain: str) -> PeerIdentity:
-    try:
-        certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
+    if _extension(certificate, x509.SubjectAlternativeName) is None:
         raise ValueError(
             f"certificate {_name(certificate)!r} has no subject alternative name: an X.509-SVID "
             "names its SPIFFE ID in a URI SAN"
-        ) from None
+        )
     uris = _uris(certificate)
     if len(uris) != 1:
         raise ValueError(
@@ -523,7 +523,8 @@ def _identity(certificate: x509.Certificate, trust_domain: str) -> PeerIdentity:
     units = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     if len(units) > 1:
         raise ValueError(f"certificate {_name(certificate)!r} names more than one cluster (OU)")
-    return PeerIdentity(spiffe_id, str(units[0].value) if units else None)
+    cluster = str(units[0].value) if units else None
+    return PeerIdentity(spiffe_id, cluster, certificate.not_valid_after_utc)
 
 
 def identity_of(certificate_pem: bytes, trust_domain: str) -> PeerIdentity:

@@ -15,7 +15,7 @@ from typing import Any, Final
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from kontinuum.security.ca import CaError, CaPublicKey, CertificateAuthority, PeerIdentity
+from kontinuum.security.ca import CaError, CaPublicKey, CertificateAuthority, PeerIdentity, utc
 from kontinuum.security.spiffe import SpiffeId
 
 ISSUER: Final = "kontinuum"
@@ -40,14 +40,6 @@ def _describe(key: CaPublicKey) -> str:
     return f"EC {key.curve.name}"
 
 
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(UTC)
-
-
 def issue_token(
     ca: CertificateAuthority,
     spiffe_id: SpiffeId,
@@ -69,7 +61,7 @@ def issue_token(
         raise CaError(
             f"the CA key is {_describe(ca.public_key)}: tokens need an EC P-256 or an RSA key"
         )
-    issued = _utc(now)
+    issued = utc(now)
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -127,7 +119,7 @@ def verify_token(
         raise ValueError(f"token is not issued by {ISSUER}") from None
     except jwt.InvalidTokenError as error:
         raise ValueError(f"malformed token: {error}") from None
-    checked = _utc(now)
+    checked = utc(now)
     if (expires := _time(claims, "exp")) + LEEWAY < checked:
         raise ValueError(f"token expired at {expires.isoformat()}")
     if (issued := _time(claims, "iat")) - LEEWAY > checked:
@@ -146,4 +138,4 @@ def verify_token(
     cluster = claims.get(CLUSTER_CLAIM)
     if not isinstance(cluster, str) or not cluster:
         raise ValueError(f"token names no cluster ({CLUSTER_CLAIM!r})")
-    return PeerIdentity(spiffe_id, cluster)
+    return PeerIdentity(spiffe_id, cluster, expires)

@@ -59,6 +59,7 @@ class WorkloadCertificates:
         self.validity = validity
         self._issued: dict[WorkloadIdentity, IssuedCertificate] = {}
         self._renew_at: dict[WorkloadIdentity, datetime] = {}
+        self._secrets: dict[WorkloadIdentity, list[Any]] = {}
 
     @property
     def trust_domain(self) -> str:
@@ -72,14 +73,10 @@ class WorkloadCertificates:
         return issued
 
     def secrets(self, identity: WorkloadIdentity) -> list[Any]:
-        """The SDS secrets of a proxy of `identity`."""
-        issued = self.certificate(identity)
-        own = secret_pb2.Secret(name=WORKLOAD_SECRET)
-        own.tls_certificate.certificate_chain.inline_bytes = issued.certificate_chain_pem
-        own.tls_certificate.private_key.inline_bytes = issued.private_key_pem
-        root = secret_pb2.Secret(name=ROOT_SECRET)
-        root.validation_context.trusted_ca.inline_bytes = self.ca.trust_bundle_pem
-        return [own, root]
+        """The SDS secrets of a proxy of `identity` (built once per certificate: every
+        translation of its views serves them)."""
+        self.certificate(identity)
+        return self._secrets[identity]
 
     def renew_due(
         self, in_use: set[WorkloadIdentity], now: datetime | None = None
@@ -90,6 +87,7 @@ class WorkloadCertificates:
         for gone in set(self._issued) - in_use:
             del self._issued[gone]
             del self._renew_at[gone]
+            del self._secrets[gone]
         due = sorted((at, str(who), who) for who, at in self._renew_at.items() if now >= at)
         renewed = set()
         for _, _, identity in due[:RENEWALS_PER_ROUND]:
@@ -114,5 +112,11 @@ class WorkloadCertificates:
         issued = self.ca.issue_workload(identity.spiffe_id, None, self.validity, now=now)
         self._issued[identity] = issued
         self._renew_at[identity] = issued.renew_at(RENEW_AT + random.uniform(0, RENEW_JITTER))
+        own = secret_pb2.Secret(name=WORKLOAD_SECRET)
+        own.tls_certificate.certificate_chain.inline_bytes = issued.certificate_chain_pem
+        own.tls_certificate.private_key.inline_bytes = issued.private_key_pem
+        root = secret_pb2.Secret(name=ROOT_SECRET)
+        root.validation_context.trusted_ca.inline_bytes = self.ca.trust_bundle_pem
+        self._secrets[identity] = [own, root]
         log.info("workload certificate for %s issued, valid until %s", identity, issued.not_after)
         return issued

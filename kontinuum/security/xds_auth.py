@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-import jwt
-from cryptography import x509
 
 from kontinuum.security.ca import (
     CertificateAuthority,
@@ -88,10 +86,6 @@ class ServerCertificate:
         identity = control_plane_identity(self._ca.trust_domain)
         return self._ca.issue_server(identity, self._hosts, SERVER_CERTIFICATE_VALIDITY)
 
-    @property
-    def current(self) -> IssuedCertificate:
-        return self._current
-
     def _configuration(self) -> Any:
         return grpc.ssl_server_certificate_configuration(
             [(self._current.private_key_pem, self._current.certificate_chain_pem)],
@@ -144,8 +138,7 @@ class FleetAuthenticator:
                     "client certificate refused: not issued by this fleet's CA (another "
                     "CA under the same root)"
                 )
-            expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc
-            return _peer(address, identity, VIA_CERTIFICATE, expires)
+            return _peer(address, identity, VIA_CERTIFICATE)
         token = _bearer_token(tuple(context.invocation_metadata() or ()))
         if token is not None:
             if plaintext:
@@ -154,8 +147,7 @@ class FleetAuthenticator:
                 identity = verify_token(self._ca, token)
             except ValueError as error:
                 raise UnauthenticatedError(f"bootstrap token refused: {error}") from None
-            claims = jwt.decode(token, options={"verify_signature": False})
-            return _peer(address, identity, VIA_TOKEN, datetime.fromtimestamp(claims["exp"], UTC))
+            return _peer(address, identity, VIA_TOKEN)
         if self._plaintext and plaintext:
             return Peer(address=address)
         raise UnauthenticatedError(
@@ -164,15 +156,13 @@ class FleetAuthenticator:
         )
 
 
-def _peer(address: str, identity: PeerIdentity, via: str, expires: datetime) -> Peer:
+def _peer(address: str, identity: PeerIdentity, via: str) -> Peer:
     claims = {"via": via}
     if identity.cluster:
         claims["cluster"] = identity.cluster
+    expires = identity.expires.timestamp() if identity.expires is not None else None
     return Peer(
-        address=address,
-        identity=str(identity.spiffe_id),
-        claims=claims,
-        expires_at=expires.timestamp(),
+        address=address, identity=str(identity.spiffe_id), claims=claims, expires_at=expires
     )
 
 

@@ -183,28 +183,18 @@ def stats_listener(host: str, port: int, admin_port: int) -> tuple[dict[str, Any
             }
         ],
     }
-    admin = {
-        "name": ADMIN_CLUSTER,
+    return listener, static_cluster(ADMIN_CLUSTER, "127.0.0.1", admin_port)
+
+
+def static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    """A bootstrap's STATIC cluster of one address (the admin port, the xDS server)."""
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {
-            "cluster_name": ADMIN_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": "127.0.0.1",
-                                        "port_value": admin_port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
-    return listener, admin

@@ -52,7 +52,8 @@ StartEnvoy = Callable[..., Envoy]
 
 @pytest.fixture
 def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> Iterator[StartEnvoy]:
-    """Start Envoys: `envoys(view=..., xds_port=..., mode=...)`; all are stopped at the end."""
+    """Start Envoys: `envoys(view=..., xds_port=..., mode=...)`, or from a whole bootstrap
+    (`config=`, e.g. one over TLS); all are stopped at the end."""
     started: list[Envoy] = []
     request.node.stash[_ENVOYS] = started
 
@@ -64,6 +65,7 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
         node_id: str | None = None,
         metadata: dict[str, str] | None = None,
         stats_port: int | None = None,
+        config: dict[str, Any] | None = None,
     ) -> Envoy:
         index = len(started)
         envoy = Envoy(
@@ -75,6 +77,7 @@ def envoys(request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str) -> I
             binary=envoy_path,
             metadata=metadata,
             stats_port=stats_port,
+            config=config,
         )
         started.append(envoy)
         envoy.start()

@@ -34,6 +34,7 @@ class Workload:
     ports: tuple[int, ...]
     exported: bool = True
     namespace: str = NAMESPACE
+    mutual_tls: bool = False  # fronted by a kontinuum sidecar (kontinuum.io/tls-mode)
 
 
 def service(namespace: str, name: str, *, exported: bool = True) -> str:
@@ -52,14 +53,17 @@ metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: "2026-01-01
     return text
 
 
-def endpoint_slice(namespace: str, name: str, port: int, index: int = 1) -> str:
-    """One ready endpoint, 127.0.0.1:`port`, of Service `name`."""
+def endpoint_slice(
+    namespace: str, name: str, port: int, index: int = 1, *, mutual_tls: bool = False
+) -> str:
+    """One ready endpoint, 127.0.0.1:`port`, of Service `name` (requiring mTLS)."""
+    mode = ", kontinuum.io/tls-mode: mutual" if mutual_tls else ""
     return f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
   name: {name}-{index}
   namespace: {namespace}
-  labels: {{kubernetes.io/service-name: {name}}}
+  labels: {{kubernetes.io/service-name: {name}{mode}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}, protocol: TCP}}]
 endpoints:
@@ -71,7 +75,9 @@ endpoints:
 def workload_yaml(workload: Workload) -> str:
     docs = [service(workload.namespace, workload.name, exported=workload.exported)]
     docs += [
-        endpoint_slice(workload.namespace, workload.name, port, index)
+        endpoint_slice(
+            workload.namespace, workload.name, port, index, mutual_tls=workload.mutual_tls
+        )
         for index, port in enumerate(workload.ports, start=1)
     ]
     return "---\n".join(docs)

@@ -40,7 +40,7 @@ from kontinuum.security.workload import WorkloadIdentity
 from kontinuum.security.xds_auth import control_plane_identity
 from kontinuum.xds import XdsServer, types
 from tests.e2e.backends import Backend, request
-from tests.e2e.conftest import _ENVOYS
+from tests.e2e.conftest import StartEnvoy
 from tests.e2e.envoy import Envoy
 from tests.e2e.routing_fleet import Workload, write_fleet
 from tests.support.fleet import fast
@@ -135,35 +135,17 @@ async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
         yield served
 
 
-StartEnvoy = Callable[[str, dict[str, Any]], Envoy]
+StartTlsEnvoy = Callable[[str, dict[str, Any]], Envoy]
 
 
 @pytest.fixture
-def tls_envoys(
-    request: pytest.FixtureRequest, tmp_path: Path, envoy_path: str
-) -> Iterator[StartEnvoy]:
-    """Start Envoys from a bootstrap document: `tls_envoys(node_id, bootstrap)`; a failed
-    test's report carries their log tails (as the `envoys` fixture's do)."""
-    started: list[Envoy] = []
-    request.node.stash[_ENVOYS] = started
+def tls_envoys(envoys: StartEnvoy) -> StartTlsEnvoy:
+    """Start Envoys from a bootstrap document: `tls_envoys(node_id, bootstrap)`."""
 
     def start(node_id: str, document: dict[str, Any]) -> Envoy:
-        envoy = Envoy(
-            tmp_path / f"envoy-{len(started)}",
-            node_id=node_id,
-            view=CLUSTER,
-            xds_port=0,
-            mode="delta",
-            binary=envoy_path,
-            config=document,
-        )
-        started.append(envoy)
-        envoy.start()
-        return envoy
+        return envoys(view=CLUSTER, xds_port=0, mode="delta", node_id=node_id, config=document)
 
-    yield start
-    for envoy in started:
-        envoy.stop()
+    return start
 
 
 @pytest.fixture(autouse=True)
@@ -270,7 +252,7 @@ async def _kontinuum(*args: str, timeout: float = 30) -> subprocess.CompletedPro
 
 
 async def test_an_envoy_with_its_certificate_gets_config_traffic_and_its_own_identity(
-    secured: Secured, tls_envoys: StartEnvoy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    secured: Secured, tls_envoys: StartTlsEnvoy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     credentials = issue(secured, tmp_path / "frontend", FRONTEND)
     outbound = free_port()
@@ -306,7 +288,7 @@ async def test_an_envoy_with_its_certificate_gets_config_traffic_and_its_own_ide
 
 
 async def test_an_envoy_with_a_bootstrap_token_gets_config_traffic_and_its_certificate(
-    secured: Secured, tls_envoys: StartEnvoy, tmp_path: Path
+    secured: Secured, tls_envoys: StartTlsEnvoy, tmp_path: Path
 ) -> None:
     """The bootstrap is `kontinuum bootstrap --xds-ca --xds-token-file`'s, as a user makes it."""
     ca_file, token_file = tmp_path / "ca.pem", tmp_path / "token"
@@ -516,7 +498,7 @@ async def test_the_token_address_refuses_missing_expired_and_tampered_tokens(
 
 
 async def test_an_envoy_pinning_another_server_identity_never_gets_config(
-    secured: Secured, tls_envoys: StartEnvoy, tmp_path: Path
+    secured: Secured, tls_envoys: StartTlsEnvoy, tmp_path: Path
 ) -> None:
     credentials = issue(secured, tmp_path / "frontend", FRONTEND)
     tls = XdsClientTls(
@@ -549,7 +531,7 @@ async def test_an_envoy_pinning_another_server_identity_never_gets_config(
 
 
 async def test_status_as_an_operator_lists_the_envoy_and_refuses_a_workload(
-    secured: Secured, tls_envoys: StartEnvoy, tmp_path: Path
+    secured: Secured, tls_envoys: StartTlsEnvoy, tmp_path: Path
 ) -> None:
     frontend = issue(secured, tmp_path / "frontend", FRONTEND)
     envoy = tls_envoys(
@@ -632,7 +614,7 @@ def test_the_command_line_issues_credentials_and_serves_only_with_a_private_ca(
 
 
 async def test_certificates_rotate_over_sds_and_no_key_is_ever_logged(
-    tmp_path: Path, tls_envoys: StartEnvoy, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tls_envoys: StartTlsEnvoy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With 4-second workload certificates, a connected Envoy gets a new one within about
     2 s (renewed at half its life); all the while, kontinuum logs at DEBUG and no private

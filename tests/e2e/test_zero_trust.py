@@ -34,7 +34,9 @@ from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import control_plane_identity
 from tests.e2e.backends import Backend
+from tests.e2e.conftest import StartEnvoy
 from tests.e2e.envoy import Envoy
+from tests.e2e.routing_fleet import Workload, workload_yaml
 from tests.support.fleet import cluster_profile, fast, rewrite
 from tests.support.net import free_port
 from tests.support.prometheus import Prometheus
@@ -46,31 +48,6 @@ TD = "cluster.local"
 HELLO = "hello.demo.svc.clusterset.local"
 WORLD = "world.demo.svc.clusterset.local"
 GATEWAY_PORT = 15443
-
-
-def _service(name: str, port: int, mutual: bool = True) -> str:
-    mode = ", kontinuum.io/tls-mode: mutual" if mutual else ""
-    label = f"\n  labels: {{kubernetes.io/service-name: {name}{mode}}}"
-    return f"""apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: demo}}
-spec:
-  ports: [{{name: http, port: 80, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: demo{label}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-- addresses: [127.0.0.1]
----
-apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ServiceExport
-metadata: {{name: {name}, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
-"""
 
 
 # Narrowed to one identity of shop: every sidecar of shop sees hello, only web gets in.
@@ -124,7 +101,7 @@ def workloads(backends: Callable[[str], Backend]) -> tuple[Backend, Backend]:
 
 @contextlib.asynccontextmanager
 async def _mesh(
-    tmp_path: Path, envoy_path: str, validity: timedelta, gateway_port: int
+    tmp_path: Path, envoys: StartEnvoy, validity: timedelta, gateway_port: int
 ) -> AsyncIterator[Mesh]:
     root = tmp_path / "fleet"
     hello_inbound, world_inbound = free_port(), free_port()
@@ -140,11 +117,14 @@ async def _mesh(
         )
     )
     (root / "gateways.yaml").write_text(_east_west(gateway_port))
-    (root / "clusters" / "us" / "hello.yaml").write_text(_service("hello", hello_inbound))
-    (root / "clusters" / "ap" / "world.yaml").write_text(_service("world", world_inbound))
+    (root / "clusters" / "us" / "hello.yaml").write_text(
+        workload_yaml(Workload("hello", (hello_inbound,), mutual_tls=True))
+    )
+    (root / "clusters" / "ap" / "world.yaml").write_text(
+        workload_yaml(Workload("world", (world_inbound,), mutual_tls=True))
+    )
     ca = CertificateAuthority.generate(TD)
     xds_port, admin = free_port(), f"127.0.0.1:{free_port()}"
-    started: list[Envoy] = []
 
     def credentials(name: str, cluster: str, namespace: str, account: str) -> Credentials:
         issued = ca.issue_workload(SpiffeId(TD, namespace, account), cluster, timedelta(hours=1))
@@ -179,29 +159,15 @@ async def _mesh(
             metadata=proxy_metadata(namespace=namespace, **declared),  # type: ignore[arg-type]
             tls=tls,
         )
-        envoy = Envoy(
-            tmp_path / name,
-            node_id=name,
-            view=f"{role}/{cluster}/{namespace}",
-            xds_port=xds_port,
-            mode="delta",
-            binary=envoy_path,
-            config=config,
-        )
-        started.append(envoy)
-        envoy.start()
-        return envoy
+        view = f"{role}/{cluster}/{namespace}"
+        return envoys(view=view, xds_port=xds_port, mode="delta", node_id=name, config=config)
 
     security = XdsSecurity(ca, workload_validity=validity)
-    try:
-        async with (
-            running_fleet(fast(path=root, security=security)) as fleet,
-            serving(fleet, f"127.0.0.1:{xds_port}", admin),
-        ):
-            yield Mesh(root, ca, xds_port, admin, hello_inbound, world_inbound, start, credentials)
-    finally:
-        for envoy in started:
-            envoy.stop()
+    async with (
+        running_fleet(fast(path=root, security=security)) as fleet,
+        serving(fleet, f"127.0.0.1:{xds_port}", admin),
+    ):
+        yield Mesh(root, ca, xds_port, admin, hello_inbound, world_inbound, start, credentials)
 
 
 def _get(port: int, host: str, path: str = "/") -> tuple[int, str]:
@@ -320,10 +286,10 @@ def _sidecars(
 
 
 async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gateway(
-    tmp_path: Path, envoy_path: str, workloads: tuple[Backend, Backend]
+    tmp_path: Path, envoys: StartEnvoy, workloads: tuple[Backend, Backend]
 ) -> None:
     hello, world = workloads
-    async with _mesh(tmp_path, envoy_path, timedelta(hours=1), free_port()) as mesh:
+    async with _mesh(tmp_path, envoys, timedelta(hours=1), free_port()) as mesh:
         hello_sidecar, *_, gateway = list(_sidecars(mesh, hello, world))
         outbound = free_port()
         frontend = mesh.start("frontend-1", "eu", "demo", role="sidecar", outbound_port=outbound)
@@ -387,11 +353,11 @@ async def test_sidecars_speak_mtls_across_clusters_and_through_an_east_west_gate
 
 
 async def test_a_caller_of_an_ungranted_workspace_gets_403_until_the_grant(
-    tmp_path: Path, envoy_path: str, workloads: tuple[Backend, Backend]
+    tmp_path: Path, envoys: StartEnvoy, workloads: tuple[Backend, Backend]
 ) -> None:
     hello, world = workloads
     stats_port = free_port()
-    async with _mesh(tmp_path, envoy_path, timedelta(hours=1), free_port()) as mesh:
+    async with _mesh(tmp_path, envoys, timedelta(hours=1), free_port()) as mesh:
         (hello_sidecar, *_) = list(_sidecars(mesh, hello, world, stats_port))
         outbound = free_port()
         mesh.start("web-1", "eu", "shop", role="sidecar", outbound_port=outbound)
@@ -425,11 +391,11 @@ async def test_a_caller_of_an_ungranted_workspace_gets_403_until_the_grant(
 
 
 async def test_certificates_rotate_under_steady_traffic_without_a_failed_request(
-    tmp_path: Path, envoy_path: str, workloads: tuple[Backend, Backend]
+    tmp_path: Path, envoys: StartEnvoy, workloads: tuple[Backend, Backend]
 ) -> None:
     hello, world = workloads
     # 4 s certificates, renewed every 2 s: several rotations on both ends of the traffic.
-    async with _mesh(tmp_path, envoy_path, timedelta(seconds=4), free_port()) as mesh:
+    async with _mesh(tmp_path, envoys, timedelta(seconds=4), free_port()) as mesh:
         list(_sidecars(mesh, hello, world))
         outbound = free_port()
         frontend = mesh.start("frontend-1", "eu", "demo", role="sidecar", outbound_port=outbound)
