@@ -8,6 +8,15 @@ claims in its bootstrap (`kontinuum.claims`): a sidecar of a workspace in a clus
 its ports and own service), the cluster's east-west gateway, or an ingress gateway running
 a Gateway. Proxies that share a view share every byte.
 
+A change costs what it touches (DESIGN principle 8). The plane is kept by a `PlaneBuilder`,
+which says which services changed. The outbound side of a sidecar (clusters, endpoints,
+routes) is the same for every sidecar of one workspace in one cluster with one outbound
+port: it is translated once per such group, and each piece of it once per consumer cluster
+(`BuildCache`), serialized once and held by reference. Only the groups that may see a
+changed service, or hold a changed route, are translated again, and only the views of a
+group whose resources changed (or whose own service, grants or certificate changed) get a
+new snapshot. Gateways and ingress gateways are translated again on every change.
+
 With workload certificates (`WorkloadCertificates`), a proxy's identity must agree with
 what it claims (`kontinuum.security.admission`), every view carries its identity's SDS
 secrets, sidecars originate mTLS to the endpoints that require it, and inbound listeners
@@ -19,19 +28,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kontinuum.claims import ViewKey, claim
 from kontinuum.control.gateway_binding import BoundGateway
-from kontinuum.control.mcs import build_plane, visible_services
+from kontinuum.control.mcs import visible_services
 from kontinuum.control.model import Fleet, Grant, ServiceRef
-from kontinuum.control.plane import ServicePlane
+from kontinuum.control.plane import ProxyView, ServiceKey, ServicePlane
+from kontinuum.control.plane_builder import PlaneBuilder
+from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
+from kontinuum.control.translate.build_cache import BuildCache
 from kontinuum.control.translate.gateways import east_west_gateway, ingress_gateway
 from kontinuum.control.translate.options import WorkloadTls
+from kontinuum.control.translate.sidecar import translate_inbound
 from kontinuum.route_report import status_lines
 from kontinuum.security.admission import admit
 from kontinuum.security.ca import CaError
@@ -39,6 +52,7 @@ from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
 from kontinuum.xds import Peer, Snapshot, SnapshotCache
 from kontinuum.xds.push import Push
+from kontinuum.xds.resource import Resource
 
 log = logging.getLogger("kontinuum.mesh")
 
@@ -51,11 +65,7 @@ def _own_service_port(
     Other proxies reach the workload at its endpoint port, so the service port whose
     endpoints use the listen port is the one; failing that, a service with one TCP port.
     """
-    own = [
-        s
-        for s in plane.services
-        if (s.namespace, s.name) == (ref.namespace, ref.name) and s.reachable_from(cluster)
-    ]
+    own = [s for s in plane.named(ref.namespace, ref.name) if s.reachable_from(cluster)]
     ports = [p for s in own for p in s.ports if p.protocol == "TCP"]
     for port in ports:
         if any(e.port == listen_port and e.locality.cluster == cluster for e in port.endpoints):
@@ -71,6 +81,30 @@ def _own_service_port(
     )
 
 
+GroupKey = tuple[str, str, int]  # (workspace, cluster, outbound port)
+
+
+def _group_key(key: ViewKey) -> GroupKey | None:
+    """The group of a sidecar view; None for gateways."""
+    if key.view.role != "sidecar":
+        return None
+    return (key.view.workspace, key.view.cluster, key.outbound_port)
+
+
+def _route_key(bound: BoundRoute) -> tuple[str, str, str]:
+    return (bound.route.kind, bound.route.namespace, bound.route.name)
+
+
+@dataclass(slots=True)
+class _Group:
+    """The outbound side shared by the sidecar views of one (workspace, cluster, outbound
+    port): its resources, wire-ready, and the views that hold them."""
+
+    resources: tuple[Resource, ...] = ()
+    errors: tuple[str, ...] = ()
+    views: set[str] = field(default_factory=set)
+
+
 class Mesh:
     """Keeps the cache's views in step with the fleet the aggregator applies."""
 
@@ -81,33 +115,87 @@ class Mesh:
         self.certificates = certificates
         self.plane = ServicePlane()
         self.routing_state = RoutingState()
+        self._planes = PlaneBuilder()
         self._routing = MeshRouting()
         self._grants: tuple[Grant, ...] = ()
+        self._built: BuildCache[Resource] = BuildCache(Resource.of)
+        self._groups: dict[GroupKey, _Group] = {}
         self._views: dict[str, ViewKey] = {}
+        self._gateways: set[str] = set()  # the views of east-west and ingress gateways
+        self._fronting: dict[ServiceKey, set[str]] = {}  # own service -> its sidecars' views
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
-        self._translated: dict[str, tuple[Any, ...]] = {}  # view -> resources, secrets aside
+        self._translated: dict[str, tuple[Resource, ...]] = {}  # view -> resources, no secrets
         self._idle_since: dict[str, float] = {}  # view -> since when no stream uses it
         self._problems: set[str] = set()
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
+        self.views_updated = 0  # views given a new snapshot by the last `apply`
 
     def apply(self, fleet: Fleet, push: Push | None = None) -> None:
-        """Re-translate every view in use for `fleet`; what changes is part of `push`.
+        """Bring every view in use to `fleet`: translate what the change touches and give
+        a new snapshot to the views that hold it; what changes is part of `push`.
 
         Views of a cluster that left the fleet are dropped (their proxies get nothing more).
         """
         started = time.perf_counter()
-        self.plane = build_plane(fleet)
+        before, routing_before = self.plane, self._routing
+        change = self._planes.update(fleet)
+        self.plane = self._planes.plane
+        grants_changed = fleet.grants != self._grants
         self._grants = fleet.grants
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
-        for name, key in list(self._views.items()):
-            if self.plane.site(key.view.cluster) is None:
-                self._forget(name)
-                continue
-            self._translate(name, key, push)
+        if change.everything:  # the sites may have changed
+            for name, key in list(self._views.items()):
+                if self.plane.site(key.view.cluster) is None:
+                    self._forget(name)
+        everything = (
+            change.everything
+            or grants_changed
+            or self._routing.spreads != routing_before.spreads
+            or self._routing.networks != routing_before.networks
+        )
+        workspaces = self._changed_workspaces(change.keys, before, routing_before)
+        # Who may see a service of those workspaces: they, and those they grant.
+        seeing = workspaces | {g.consumer for g in self.plane.grants if g.provider in workspaces}
+        dirty: set[str] = set()
+        for group_key, group in list(self._groups.items()):
+            touched = everything or group_key[0] in seeing
+            if touched and self._translate_group(group_key, group):
+                dirty.update(group.views)
+        if everything:
+            dirty.update(self._views)
+        dirty.update(self._gateways)  # they see every service: translated on any change
+        for service_key in change.keys:  # sidecars whose own service changed
+            dirty.update(self._fronting.get(service_key, ()))
+        for name in sorted(dirty):
+            self._translate(name, self._views[name], push)
+        self.views_updated = len(dirty)
         if self.translated is not None:
-            self.translated(time.perf_counter() - started, len(self._views))
+            self.translated(time.perf_counter() - started, len(dirty))
+
+    def _changed_workspaces(
+        self, keys: frozenset[ServiceKey], before: ServicePlane, routing_before: MeshRouting
+    ) -> set[str]:
+        """The workspaces whose services changed (before or after), and those of every
+        route that changed: the route's own and its parents'."""
+        workspaces = {
+            service.workspace
+            for key in keys
+            for plane in (before, self.plane)
+            for service in plane.named(*key)
+        }
+        old = {_route_key(b): b for b in routing_before.routes}
+        new = {_route_key(b): b for b in self._routing.routes}
+        for route_key in old.keys() | new.keys():
+            if old.get(route_key) != new.get(route_key):
+                for bound in (old.get(route_key), new.get(route_key)):
+                    if bound is not None:
+                        workspaces.add(bound.route.namespace)
+                        workspaces.update(
+                            s.workspace for parent in bound.parents for s in parent.services
+                        )
+        return workspaces
 
     def view_key(self, view: str) -> ViewKey | None:
         """What a view in use was resolved from (its role, cluster and workspace)."""
@@ -140,7 +228,7 @@ class Mesh:
             raise PermissionError(f"view {name} is of {held}, not of {identity}")
         self._idle_since.pop(name, None)  # in use again
         if name not in self._views:
-            self._views[name] = key
+            self._add(name, key)
             if identity is not None:
                 self._identities[name] = identity
             if not self._translate(name, key):
@@ -175,11 +263,34 @@ class Mesh:
                 dropped += 1
         return dropped
 
+    def _add(self, name: str, key: ViewKey) -> None:
+        self._views[name] = key
+        if key.view.role != "sidecar":
+            self._gateways.add(name)
+        elif key.inbound is not None:
+            own = (key.view.workspace, key.inbound.service)
+            self._fronting.setdefault(own, set()).add(name)
+
     def _forget(self, name: str) -> None:
-        del self._views[name]
+        key = self._views.pop(name)
+        self._gateways.discard(name)
+        if key.inbound is not None:
+            own = (key.view.workspace, key.inbound.service)
+            fronting = self._fronting.get(own)
+            if fronting is not None:
+                fronting.discard(name)
+                if not fronting:
+                    del self._fronting[own]
         self._identities.pop(name, None)
         self._translated.pop(name, None)
         self._idle_since.pop(name, None)
+        group_key = _group_key(key)
+        group = self._groups.get(group_key) if group_key is not None else None
+        if group is not None:
+            group.views.discard(name)
+            if not group.views:  # nothing holds its resources any longer
+                del self._groups[group_key]  # type: ignore[arg-type]
+                self._built.release(group_key)
 
     def gateway_identity(self, cluster: str) -> tuple[str, str] | None:
         """The (namespace, name) of the east-west Gateway in force for `cluster`, if any:
@@ -246,6 +357,29 @@ class Mesh:
             return None
         return WorkloadTls(self.certificates.trust_domain)
 
+    def _translate_group(self, key: GroupKey, group: _Group) -> bool:
+        """Translate a group's outbound side again; whether its resources changed."""
+        workspace, cluster, outbound_port = key
+        view = ProxyView(workspace, cluster, "sidecar")
+        services = visible_services(self.plane, workspace, cluster)
+        options = SidecarOptions(outbound_port=outbound_port, mtls=self._mtls())
+        with self._built.owner(key):
+            translation = translate_sidecar(
+                services, view, self.plane.site(cluster), options, self._routing, self._built
+            )
+        resources = tuple(self._built.wrapped(m) for m in translation.resources)
+        for error in translation.errors:
+            if error not in group.errors:
+                log.error("views %s/%s:%d: %s", cluster, workspace, outbound_port, error)
+        group.errors = translation.errors
+        if len(resources) == len(group.resources) and all(
+            a is b or (a.name, a.version) == (b.name, b.version)
+            for a, b in zip(resources, group.resources, strict=True)
+        ):
+            return False
+        group.resources = resources
+        return True
+
     def _translate(self, name: str, key: ViewKey, push: Push | None = None) -> bool:
         view, site = key.view, self.plane.site(key.view.cluster)
         if view.role == "gateway":
@@ -273,24 +407,43 @@ class Mesh:
                     bound, routes, view, site, SidecarOptions(mtls=self._mtls()), self._routing
                 )
         else:
-            services = visible_services(self.plane, view.workspace, view.cluster)
-            translation = translate_sidecar(
-                services, view, site, self._options(name, key), self._routing
-            )
+            return self._translate_sidecar(name, key, push)
         for error in translation.errors:
             log.error("view %s: %s", name, error)
-        self._translated[name] = translation.resources
-        return self._snapshot(name, translation.resources, push)
+        resources = tuple(Resource.of(m) for m in translation.resources)
+        self._translated[name] = resources
+        return self._snapshot(name, resources, push)
 
-    def _snapshot(self, name: str, resources: tuple[Any, ...], push: Push | None) -> bool:
+    def _translate_sidecar(self, name: str, key: ViewKey, push: Push | None) -> bool:
+        """A sidecar view: its group's outbound side, and its own inbound side."""
+        group_key = _group_key(key)
+        assert group_key is not None
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = _Group()
+            self._translate_group(group_key, group)
+        group.views.add(name)
+        resources = group.resources
+        if key.inbound is not None:
+            options = self._options(name, key)
+            own = self.plane.named(key.view.workspace, key.inbound.service)
+            inbound = translate_inbound(own, key.view, options)
+            for error in inbound.errors:
+                log.error("view %s: %s", name, error)
+            resources = (*resources, *(Resource.of(m) for m in inbound.resources))
+        self._translated[name] = resources
+        return self._snapshot(name, resources, push)
+
+    def _snapshot(self, name: str, resources: tuple[Resource, ...], push: Push | None) -> bool:
         """Serve a view's resources, with the SDS secrets of its identity; False (the last
         snapshot stays) when its certificate cannot be issued, e.g. the CA expired."""
         identity = self._identities.get(name)
         if identity is not None and self.certificates is not None:
             try:
-                resources = (*resources, *self.certificates.secrets(identity))
+                secrets = self.certificates.secrets(identity)
             except CaError as error:
                 log.error("view %s keeps its last configuration: %s", name, error)
                 return False
-        self.cache.set_snapshot(name, Snapshot.of(resources), push)
+            resources = (*resources, *(Resource.of(m) for m in secrets))
+        self.cache.set_snapshot(name, Snapshot(resources), push)
         return True

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from kontinuum.control.model import (
@@ -340,67 +341,144 @@ _NOT_FLEET_WIDE: Final = "to the whole fleet: put it in clusters/<cluster>/"
 _NOT_PER_CLUSTER: Final = "to one cluster: put it in the fleet directory's *.yaml"
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterObject:
+    """One document of a cluster's files, read on its own: everything that does not depend
+    on the other documents (`read_cluster_documents`). A source keeps these per file and
+    reads again only the files that changed; `assemble_cluster` does the rest."""
+
+    doc: Document
+    kind: str  # "" when the header has errors
+    namespace: str = ""
+    name: str = ""
+    errors: tuple[ConfigError, ...] = ()  # its own; with errors it is left out
+    header_ok: bool = True  # the header (kind, apiVersion, name) is valid: a duplicate counts
+    value: Service | ServiceExport | None = None
+    ports: tuple[EndpointPort, ...] = ()  # an EndpointSlice's
+    endpoints: tuple[Endpoint, ...] = ()  # an EndpointSlice's
+    service_name: str = ""  # an EndpointSlice's Service
+
+    def error(self, path: str, message: str) -> ConfigError:
+        """An error about this object found across objects (not kept on it)."""
+        reader = ObjectReader(self.doc, self.kind, self.namespace, self.name)
+        reader.error(path, message)
+        return reader.errors[0]
+
+
+def read_cluster_documents(cluster: str, docs: Iterable[Document]) -> list[ClusterObject]:
+    """Each document of `cluster`'s files read on its own, in order (see `ClusterObject`)."""
+    expand_errors: list[ConfigError] = []
+    read: list[ClusterObject] = []
+    for doc in _expand(docs, expand_errors):
+        for error in expand_errors:
+            read.append(ClusterObject(doc, "", errors=(error,), header_ok=False))
+        expand_errors.clear()
+        obj, kind = _header(doc, CLUSTER_KINDS, FLEET_KINDS, _NOT_PER_CLUSTER)
+        if obj.errors:
+            read.append(ClusterObject(doc, kind, obj.namespace, obj.name, tuple(obj.errors), False))
+            continue
+        value: Service | ServiceExport | None = None
+        ports: tuple[EndpointPort, ...] = ()
+        endpoints: tuple[Endpoint, ...] = ()
+        service_name = ""
+        if kind == "Service":
+            value = _service(obj, cluster)
+        elif kind == "EndpointSlice":
+            ports, endpoints = _endpoint_slice(obj, cluster)
+            service_name = obj.labels().get(SERVICE_NAME_LABEL, "") if not obj.errors else ""
+        else:
+            value = _service_export(obj, cluster)
+        read.append(
+            ClusterObject(
+                doc,
+                kind,
+                obj.namespace,
+                obj.name,
+                tuple(obj.errors),
+                True,
+                value,
+                ports,
+                endpoints,
+                service_name,
+            )
+        )
+    for error in expand_errors:  # a List with bad items at the very end
+        read.append(ClusterObject(Document("", None, 0), "", errors=(error,), header_ok=False))
+    return read
+
+
 def parse_cluster_objects(
     cluster: str, docs: Iterable[Document]
 ) -> tuple[SiteSnapshot, list[ConfigError]]:
     """One cluster's Services, EndpointSlices and ServiceExports as a snapshot of that site."""
+    return assemble_cluster(cluster, read_cluster_documents(cluster, docs))
+
+
+def assemble_cluster(
+    cluster: str, objects: Iterable[ClusterObject]
+) -> tuple[SiteSnapshot, list[ConfigError]]:
+    """The snapshot of `cluster` from its documents read on their own: duplicates, and
+    slices and exports of Services the cluster does not have, are found here."""
     errors: list[ConfigError] = []
     seen: dict[tuple[str, str, str], str] = {}
     services: dict[tuple[str, str], Service] = {}
-    slices: list[tuple[ObjectReader, tuple[EndpointPort, ...], tuple[Endpoint, ...]]] = []
-    exports: list[tuple[ObjectReader, ServiceExport]] = []
-    for doc in _expand(docs, errors):
-        obj, kind = _header(doc, CLUSTER_KINDS, FLEET_KINDS, _NOT_PER_CLUSTER)
-        key = (kind, obj.namespace, obj.name)
-        if not obj.errors:
-            if key in seen:
-                obj.error("metadata.name", f"duplicate {kind}, also in {seen[key]}")
-            seen.setdefault(key, doc.file)
-        if obj.errors:
+    slices: list[ClusterObject] = []
+    exports: list[ClusterObject] = []
+    for obj in objects:
+        if not obj.header_ok:
             errors.extend(obj.errors)
             continue
-        if kind == "Service":
-            service = _service(obj, cluster)
-            if not obj.errors:
-                services[obj.namespace, obj.name] = service
-        elif kind == "EndpointSlice":
-            ports, endpoints = _endpoint_slice(obj, cluster)
-            if not obj.errors:
-                slices.append((obj, ports, endpoints))
-        else:
-            export = _service_export(obj, cluster)
-            if not obj.errors:
-                exports.append((obj, export))
+        key = (obj.kind, obj.namespace, obj.name)
+        if key in seen:
+            errors.append(obj.error("metadata.name", f"duplicate {obj.kind}, also in {seen[key]}"))
+            continue
+        seen[key] = obj.doc.file
         errors.extend(obj.errors)
+        if obj.errors:
+            continue
+        if isinstance(obj.value, Service):
+            services[obj.namespace, obj.name] = obj.value
+        elif obj.kind == "EndpointSlice":
+            slices.append(obj)
+        else:
+            exports.append(obj)
 
     # Across objects: a slice or an export of a Service this cluster does not have is dropped.
     kept_endpoints: list[tuple[str, str, tuple[Endpoint, ...]]] = []
-    for obj, ports, endpoints in slices:
-        service_name = obj.labels()[SERVICE_NAME_LABEL]
-        found = services.get((obj.namespace, service_name))
+    for obj in slices:
+        found = services.get((obj.namespace, obj.service_name))
+        problems: list[ConfigError] = []
         if found is None:
-            obj.error(
-                f"metadata.labels[{SERVICE_NAME_LABEL}]",
-                f"no Service {obj.namespace}/{service_name} in cluster {cluster}",
+            problems.append(
+                obj.error(
+                    f"metadata.labels[{SERVICE_NAME_LABEL}]",
+                    f"no Service {obj.namespace}/{obj.service_name} in cluster {cluster}",
+                )
             )
         else:
-            for i, port in enumerate(ports):
+            for i, port in enumerate(obj.ports):
                 if found.port_named(port.name) is None:
-                    obj.error(
-                        f"ports[{i}].name",
-                        f"Service {found.ref} has no port named {port.name!r}",
+                    problems.append(
+                        obj.error(
+                            f"ports[{i}].name",
+                            f"Service {found.ref} has no port named {port.name!r}",
+                        )
                     )
-        if obj.errors:
-            errors.extend(obj.errors)
+        if problems:
+            errors.extend(problems)
         else:
-            kept_endpoints.append((obj.namespace, obj.name, endpoints))
+            kept_endpoints.append((obj.namespace, obj.name, obj.endpoints))
     # An export of a missing Service is an error, and is kept: MCS gives it `Valid=False`
     # (`NoService`) in its status, which is where a cluster's operator looks.
-    kept_exports = [export for _, export in exports]
-    for obj, export in exports:
+    kept_exports = [obj.value for obj in exports if isinstance(obj.value, ServiceExport)]
+    for export in kept_exports:
         if (export.namespace, export.name) not in services:
-            obj.error("metadata.name", f"no Service {export.ref} in cluster {cluster} to export")
-            errors.extend(obj.errors)
+            obj = next(o for o in exports if o.value is export)
+            errors.append(
+                obj.error(
+                    "metadata.name", f"no Service {export.ref} in cluster {cluster} to export"
+                )
+            )
 
     snapshot = SiteSnapshot(
         cluster=cluster,

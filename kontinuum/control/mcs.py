@@ -28,7 +28,6 @@ Pure: no I/O. The rules, as the MCS API states them and where kontinuum decides:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -40,7 +39,6 @@ from kontinuum.control.model import (
     Service,
     ServiceExport,
     ServicePort,
-    grant_order,
 )
 from kontinuum.control.naming import clusterset_host
 from kontinuum.control.plane import (
@@ -239,37 +237,45 @@ def _local(
 
 
 def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServicePlane:
-    """The service plane of a fleet by MCS rules (see the module docstring).
+    """The service plane of a fleet by MCS rules (see the module docstring), from scratch.
 
-    `grants` default to the fleet's own (its ReferenceGrants)."""
-    if grants is None:
-        grants = fleet.grants
-    sites = {site.name: site for site in fleet.sites}
-    exports: dict[tuple[str, str], list[_Export]] = defaultdict(list)
+    `grants` default to the fleet's own (its ReferenceGrants). `PlaneBuilder` computes the
+    same plane incrementally."""
+    from kontinuum.control.plane_builder import PlaneBuilder  # builds on this module
+
+    builder = PlaneBuilder()
+    builder.update(fleet, grants)
+    return builder.plane
+
+
+def service_group(
+    namespace: str,
+    name: str,
+    members: Iterable[tuple[str, Service | None, tuple[Endpoint, ...], ServiceExport | None]],
+    sites: dict[str, ClusterSite],
+) -> tuple[tuple[PlaneService, ...], tuple[ExportStatus, ...]]:
+    """The plane services and export statuses of one namespace/name across the fleet.
+
+    `members` are, by cluster name in order, each cluster's Service of that name (if any),
+    its endpoints and its ServiceExport (if any). The services come sorted by scope (the
+    cluster-set service first), the statuses by cluster."""
     statuses: list[ExportStatus] = []
     local: list[PlaneService] = []
-    for snapshot in fleet.snapshots:
-        exported = {(e.namespace, e.name): e for e in snapshot.exports}
-        for (namespace, name), export in sorted(exported.items()):
-            service = snapshot.service(namespace, name)
-            if service is None:
-                message = f"no Service {namespace}/{name} in cluster {snapshot.cluster}"
-                conditions: tuple[Condition, ...] = (
-                    Condition("Valid", "False", "NoService", message),
-                    Condition("Ready", "False", "Invalid", "the export is not valid"),
-                )
-                statuses.append(ExportStatus(snapshot.cluster, namespace, name, conditions))
-                continue
-            exports[namespace, name].append(
-                _Export(export, service, snapshot.endpoints_of(namespace, name))
+    group: list[_Export] = []
+    for cluster, service, endpoints, export in members:
+        if export is not None and service is None:
+            message = f"no Service {namespace}/{name} in cluster {cluster}"
+            conditions: tuple[Condition, ...] = (
+                Condition("Valid", "False", "NoService", message),
+                Condition("Ready", "False", "Invalid", "the export is not valid"),
             )
-        for service in snapshot.services:
-            if (service.namespace, service.name) not in exported:
-                endpoints = snapshot.endpoints_of(service.namespace, service.name)
-                local.append(_local(service, endpoints, sites))
-
+            statuses.append(ExportStatus(cluster, namespace, name, conditions))
+        elif export is not None and service is not None:
+            group.append(_Export(export, service, endpoints))
+        elif service is not None:
+            local.append(_local(service, endpoints, sites))
     clusterset: list[PlaneService] = []
-    for group in exports.values():
+    if group:
         ordered = sorted(group, key=_sort_key)
         oldest = ordered[0]
         merged = [item for item in ordered if item.service.type == oldest.service.type]
@@ -287,14 +293,8 @@ def build_plane(fleet: Fleet, grants: Iterable[Grant] | None = None) -> ServiceP
             statuses.append(ExportStatus(export.cluster, export.namespace, export.name, conditions))
         shares = [(item.service, item.endpoints) for item in merged]
         clusterset.append(_plane_service(oldest.service, union.ports, shares, sites, ""))
-
-    services = sorted([*clusterset, *local], key=lambda s: (s.namespace, s.name, s.scope))
-    return ServicePlane(
-        sites=fleet.sites,
-        services=tuple(services),
-        grants=tuple(sorted(set(grants), key=grant_order)),
-        exports=tuple(sorted(statuses, key=lambda s: (s.namespace, s.name, s.cluster))),
-    )
+    services = sorted([*clusterset, *local], key=lambda s: s.scope)
+    return tuple(services), tuple(sorted(statuses, key=lambda s: s.cluster))
 
 
 def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
@@ -312,6 +312,17 @@ def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
 
 def visible_services(plane: ServicePlane, workspace: str, cluster: str) -> tuple[PlaneService, ...]:
     """What a proxy of `workspace` in `cluster` may be told about, in the plane's order."""
+    index = plane.index
+    if index is None:
+        candidates: Iterable[PlaneService] = plane.services
+    else:  # only the services of the workspace itself and of those granting it
+        providers = {workspace} | {
+            g.provider
+            for g in plane.grants
+            if g.from_kind == "Namespace" and g.consumer == workspace
+        }
+        keys = sorted({k for p in providers for k in index.by_workspace.get(p, ())})
+        candidates = [s for k in keys for s in index.by_key[k]]
     return tuple(
-        s for s in plane.services if s.reachable_from(cluster) and granted(plane, s, workspace)
+        s for s in candidates if s.reachable_from(cluster) and granted(plane, s, workspace)
     )

@@ -8,6 +8,7 @@ reachable only inside its own cluster. Nothing here knows Kubernetes or Envoy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -110,6 +111,18 @@ class ExportStatus:
     conditions: tuple[Condition, ...]
 
 
+ServiceKey = tuple[str, str]  # (namespace, name): the services of that name across the fleet
+
+
+@dataclass(frozen=True, slots=True)
+class PlaneIndex:
+    """Lookups into a plane's services: by (namespace, name), and the keys of each
+    workspace's services. Read-only; a plane built by `PlaneBuilder` carries one."""
+
+    by_key: Mapping[ServiceKey, tuple[PlaneService, ...]]
+    by_workspace: Mapping[str, frozenset[ServiceKey]]
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePlane:
     """Every site, every service proxies can be given, and what was decided on the way."""
@@ -119,9 +132,16 @@ class ServicePlane:
     grants: tuple[Grant, ...] = ()
     exports: tuple[ExportStatus, ...] = ()
     errors: tuple[ConfigError, ...] = field(default=())
+    index: PlaneIndex | None = field(default=None, compare=False, repr=False)
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)
+
+    def named(self, namespace: str, name: str) -> tuple[PlaneService, ...]:
+        """The services of `namespace`/`name`: cluster-set first, then one per cluster."""
+        if self.index is not None:
+            return self.index.by_key.get((namespace, name), ())
+        return tuple(s for s in self.services if (s.namespace, s.name) == (namespace, name))
 
 
 @dataclass(frozen=True, slots=True)

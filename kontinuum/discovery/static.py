@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import watchfiles
 import yaml
 
-from kontinuum.control.fleet import parse_cluster_objects
+from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluster_documents
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
@@ -30,43 +32,91 @@ CLUSTERS_DIR = "clusters"
 log = logging.getLogger("kontinuum.discovery.static")
 
 
+# libyaml's C loader when PyYAML was built with it (about 10x faster), else pure Python.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SUFFIXES = (".yaml", ".yml")
+FileKey = tuple[int, int, int]  # (mtime_ns, size, inode): a file written anew has another
+
+
 def _yaml_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
 
 
-def _read(path: Path, root: Path, errors: list[ConfigError]) -> Iterator[Document]:
+def _read(path: Path, root: Path, errors: list[ConfigError]) -> list[Document]:
     """The documents of one file, all or (when it cannot be read or parsed) none."""
     name = path.relative_to(root).as_posix()
     try:
         text = path.read_text(encoding="utf-8")
-        bodies = list(yaml.safe_load_all(text))
+        bodies = list(yaml.load_all(text, Loader=_LOADER))
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad dates raise ValueError
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         errors.append(ConfigError(file=name, message=f"{where}invalid YAML: {problem}"))
-        return
+        return []
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(ConfigError(file=name, message=f"cannot read: {exc}"))
-        return
-    for index, body in enumerate(bodies, start=1):
-        yield Document(name, body, index)
+        return []
+    return [Document(name, body, index) for index, body in enumerate(bodies, start=1)]
 
 
-def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
-    """Read a fleet directory into the sites and one snapshot per site, and every error."""
-    root = Path(path)
-    errors: list[ConfigError] = []
-    if not root.is_dir():
-        return Fleet(), [ConfigError(file=str(path), message="not a directory")]
-    fleet_docs = [doc for f in _yaml_files(root) for doc in _read(f, root, errors)]
-    config, config_errors = parse_fleet_config(fleet_docs)
-    errors.extend(config_errors)
-    known = {site.name for site in config.sites}
-    snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
-    clusters = root / CLUSTERS_DIR
-    if clusters.is_dir():
-        for directory in sorted(p for p in clusters.iterdir() if p.is_dir()):
+@dataclass(frozen=True, slots=True)
+class _File:
+    """One file as last read: its documents and, in a cluster directory, its objects."""
+
+    key: FileKey | None
+    docs: tuple[Document, ...]
+    errors: tuple[ConfigError, ...]
+    objects: tuple[ClusterObject, ...] = ()
+
+
+def _file_key(path: Path) -> FileKey | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class FleetReader:
+    """Reads a fleet directory; each later read parses only the files that changed.
+
+    A file is parsed again when its (mtime, size, inode) differs; the objects of every other
+    file are the very objects of the last read, and a cluster none of whose files changed
+    keeps its very snapshot (and the fleet-wide part its config), so what consumes them
+    sees at once, by identity, that they did not change.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._files: dict[Path, _File] = {}
+        self._configs: tuple[tuple[_File, ...], FleetConfig, list[ConfigError]] | None = None
+        self._clusters: dict[str, tuple[tuple[_File, ...], SiteSnapshot, list[ConfigError]]] = {}
+        self.parsed = 0  # files parsed so far
+
+    def read(self) -> tuple[Fleet, list[ConfigError]]:
+        """The fleet as the directory holds it now, and every error."""
+        root = self.root
+        if not root.is_dir():
+            return Fleet(), [ConfigError(file=str(root), message="not a directory")]
+        seen: set[Path] = set()
+        fleet_files = tuple(self._file(p, seen) for p in _yaml_files(root))
+        errors: list[ConfigError] = []
+        if self._configs is None or not _same(self._configs[0], fleet_files):
+            docs = [doc for f in fleet_files for doc in f.docs]
+            config, config_errors = parse_fleet_config(docs)
+            read_errors = [e for f in fleet_files for e in f.errors]
+            self._configs = (fleet_files, config, [*read_errors, *config_errors])
+        _, config, config_errors = self._configs
+        errors.extend(config_errors)
+        known = {site.name for site in config.sites}
+        snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
+        clusters = root / CLUSTERS_DIR
+        directories: list[Path] = []
+        if clusters.is_dir():
+            directories = sorted(p for p in clusters.iterdir() if p.is_dir())
+        present: set[str] = set()
+        for directory in directories:
             relative = directory.relative_to(root).as_posix()
             if directory.name not in known:
                 errors.append(
@@ -77,31 +127,89 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
                     )
                 )
                 continue
-            docs = [doc for f in _yaml_files(directory) for doc in _read(f, root, errors)]
-            snapshot, cluster_errors = parse_cluster_objects(directory.name, docs)
-            snapshots[directory.name] = snapshot
-            errors.extend(cluster_errors)
-    fleet = Fleet(
-        sites=config.sites,
-        snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
-        grants=config.grants,
-        routing=config.routing,
-    )
-    return fleet, errors
+            present.add(directory.name)
+            files = tuple(self._file(p, seen, directory.name) for p in _yaml_files(directory))
+            last = self._clusters.get(directory.name)
+            if last is None or not _same(last[0], files):
+                objects = [o for f in files for o in f.objects]
+                snapshot, cluster_errors = assemble_cluster(directory.name, objects)
+                read_errors = [e for f in files for e in f.errors]
+                last = (files, snapshot, [*read_errors, *cluster_errors])
+                self._clusters[directory.name] = last
+            snapshots[directory.name] = last[1]
+            errors.extend(last[2])
+        for path in self._files.keys() - seen:
+            del self._files[path]
+        for name in self._clusters.keys() - present:
+            del self._clusters[name]
+        fleet = Fleet(
+            sites=config.sites,
+            snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
+            grants=config.grants,
+            routing=config.routing,
+        )
+        return fleet, errors
+
+    def _file(self, path: Path, seen: set[Path], cluster: str | None = None) -> _File:
+        seen.add(path)
+        key = _file_key(path)
+        last = self._files.get(path)
+        if last is not None and key is not None and last.key == key:
+            return last
+        errors: list[ConfigError] = []
+        docs = _read(path, self.root, errors)
+        self.parsed += 1
+        objects = tuple(read_cluster_documents(cluster, docs)) if cluster is not None else ()
+        file = _File(key, tuple(docs), tuple(errors), objects)
+        self._files[path] = file
+        return file
 
 
-def fleet_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when any file of a fleet directory changes (name, mtime, size)."""
-    stamps = []
-    for file in sorted(path.rglob("*.y*ml")):
-        with contextlib.suppress(OSError):
-            stat = file.stat()
-            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
-    return tuple(stamps)
+def _same(a: tuple[_File, ...], b: tuple[_File, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
+    """Read a fleet directory into the sites and one snapshot per site, and every error."""
+    return FleetReader(path).read()
+
+
+async def directory_changes(
+    path: Path, poll_interval: float, rescan_interval: float = 10.0
+) -> AsyncGenerator[None, None]:
+    """Yields whenever files below `path` may have changed: on inotify events (watchfiles),
+    and at least every `rescan_interval` seconds in case an event was missed; by polling
+    every `poll_interval` seconds where the directory cannot be watched."""
+    events: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+
+    async def watch() -> None:
+        async for _ in watchfiles.awatch(
+            path, watch_filter=None, debounce=50, step=20, ignore_permission_denied=True
+        ):
+            with contextlib.suppress(asyncio.QueueFull):  # one pending batch is enough
+                events.put_nowait(None)
+
+    watcher = asyncio.create_task(watch(), name=f"watch {path}")
+    try:
+        while not watcher.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(rescan_interval):
+                    await events.get()
+            yield None
+        problem = watcher.exception() if not watcher.cancelled() else None
+        log.warning("cannot watch %s (%s): polling every %.1f s", path, problem, poll_interval)
+        while True:
+            await asyncio.sleep(poll_interval)
+            yield None
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
 
 
 class StaticSource:
-    """A fleet directory as a `Source`, polled for changes every `poll_interval` seconds.
+    """A fleet directory as a `Source`, watched for changes (inotify; where the directory
+    cannot be watched, polled every `poll_interval` seconds). Only changed files are read.
 
     A change with any error yields nothing: the last good fleet stays in force and the
     errors are in `status()` (a typo must not take a service out of the mesh). On the first
@@ -126,29 +234,34 @@ class StaticSource:
     async def updates(self) -> AsyncIterator[SourceUpdate]:
         config: FleetConfig | None = None
         snapshots: dict[str, SiteSnapshot] = {}
-        stamp = None
-        while True:
-            current = await asyncio.to_thread(fleet_stamp, self._path)
-            if current != stamp:
-                stamp = current
-                fleet, errors = await asyncio.to_thread(load_fleet, self._path)
-                for error in errors:
+        reader = FleetReader(self._path)
+        changes = directory_changes(self._path, self._poll_interval) if self._watch else None
+        try:
+            while True:
+                fleet, errors = await asyncio.to_thread(reader.read)
+                news = tuple(errors) != self._status.errors  # said once, not on every read
+                for error in errors if news else ():
                     log.error("%s", error)
                 if errors and config is not None:
-                    log.error("%d error(s): the last good fleet stays in force", len(errors))
+                    if news:
+                        log.error("%d error(s): the last good fleet stays in force", len(errors))
                     detail = f"{len(errors)} configuration error(s); the last good fleet serves"
                     self._status = SourceStatus(Health.DEGRADED, detail, tuple(errors))
                 else:
                     detail = f"{len(errors)} configuration error(s)" if errors else ""
                     health = Health.DEGRADED if errors else Health.HEALTHY
                     self._status = SourceStatus(health, detail, tuple(errors))
-                    if fleet.config != config:
+                    if fleet.config is not config and fleet.config != config:
                         config = fleet.config
                         yield config
                     for snapshot in fleet.snapshots:
-                        if snapshots.get(snapshot.cluster) != snapshot:
+                        last = snapshots.get(snapshot.cluster)
+                        if last is not snapshot and last != snapshot:
                             snapshots[snapshot.cluster] = snapshot
                             yield snapshot
-            if not self._watch:
-                return
-            await asyncio.sleep(self._poll_interval)
+                if changes is None:
+                    return
+                await anext(changes)
+        finally:
+            if changes is not None:
+                await changes.aclose()

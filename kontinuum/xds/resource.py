@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kontinuum.xds import types, wire
+from kontinuum.xds import references, types, wire
 
 _NAME_FIELD: Final[dict[str, str]] = {
     types.CLUSTER: "name",
@@ -45,6 +45,9 @@ class Resource:
     message: Any = field(repr=False)
     sotw_entry: bytes = field(repr=False)
     delta_entry: bytes = field(repr=False)
+    # The names of other resources this one needs (a Cluster's EDS name, a Listener's RDS
+    # names), read once here so that every snapshot holding it checks consistency cheaply.
+    references: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, message: Any) -> Resource:
@@ -69,4 +72,5 @@ class Resource:
             message=message,
             sotw_entry=wire.field(wire.RESPONSE_RESOURCES, any_bytes),
             delta_entry=wire.field(wire.DELTA_RESOURCES, delta_resource),
+            references=references.of(type_url, message),
         )

@@ -7,16 +7,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
-
 from kontinuum.xds import types, wire
 from kontinuum.xds.resource import Resource
-
-_HCM_TYPE_URL = types.type_url_for(hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name)
-
 
 # Distinct response bodies one snapshot keeps for sharing between streams.
 MAX_SHARED_BODIES = 4096
@@ -179,48 +171,21 @@ def consistency_problems(by_type: Mapping[str, Mapping[str, Resource]]) -> list[
     problems: list[str] = []
     endpoints = by_type.get(types.ENDPOINT, _EMPTY)
     for cluster in by_type.get(types.CLUSTER, _EMPTY).values():
-        eds_name = _eds_name(cluster.message)
-        if eds_name is not None and eds_name not in endpoints:
-            problems.append(
-                f"Cluster {cluster.name!r} uses EDS name {eds_name!r} "
-                "but no ClusterLoadAssignment has that name"
-            )
+        for eds_name in cluster.references:
+            if eds_name not in endpoints:
+                problems.append(
+                    f"Cluster {cluster.name!r} uses EDS name {eds_name!r} "
+                    "but no ClusterLoadAssignment has that name"
+                )
     routes = by_type.get(types.ROUTE, _EMPTY)
     for listener in by_type.get(types.LISTENER, _EMPTY).values():
-        for route_name in _rds_names(listener.message):
+        for route_name in listener.references:
             if route_name not in routes:
                 problems.append(
                     f"Listener {listener.name!r} uses RDS name {route_name!r} "
                     "but no RouteConfiguration has that name"
                 )
     return problems
-
-
-def _eds_name(cluster: Any) -> str | None:
-    if cluster.type != cluster_pb2.Cluster.EDS:
-        return None
-    service_name = cluster.eds_cluster_config.service_name
-    return str(service_name or cluster.name)
-
-
-def _rds_names(listener: Any) -> list[str]:
-    managers: list[Any] = []
-    if listener.HasField("api_listener"):
-        managers.append(listener.api_listener.api_listener)
-    chains = [*listener.filter_chains]
-    if listener.HasField("default_filter_chain"):
-        chains.append(listener.default_filter_chain)
-    managers.extend(
-        f.typed_config for chain in chains for f in chain.filters if f.HasField("typed_config")
-    )
-    names: list[str] = []
-    for any_config in managers:
-        if any_config.type_url != _HCM_TYPE_URL:
-            continue
-        hcm = hcm_pb2.HttpConnectionManager.FromString(any_config.value)
-        if hcm.HasField("rds"):
-            names.append(hcm.rds.route_config_name)
-    return names
 
 
 EMPTY_SNAPSHOT = Snapshot(())

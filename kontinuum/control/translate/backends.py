@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kontinuum.control.model import ClusterSite
 from kontinuum.control.naming import ClusterName, parse_cluster_name
@@ -107,21 +107,32 @@ def _port(service: PlaneService, number: int) -> PlanePort | None:
     return next((p for p in service.ports if p.port == number and p.protocol == "TCP"), None)
 
 
+class MakeOutbound(Protocol):
+    """Builds an outbound Cluster and its ClusterLoadAssignment for one view (`outbound`
+    with the view's own arguments bound)."""
+
+    def __call__(
+        self,
+        name: str,
+        port: PlanePort,
+        endpoints: Sequence[PlaneEndpoint],
+        spread: Spread | None,
+        networks: Networks,
+        authority: str,
+    ) -> tuple[Any, Any]: ...
+
+
 class BackendClusters:
     """Names the cluster of each backend and makes the clusters no target made already."""
 
     def __init__(
-        self,
-        view: ProxyView,
-        site: ClusterSite | None,
-        options: SidecarOptions,
-        routing: MeshRouting,
-        existing: set[str],
+        self, view: ProxyView, routing: MeshRouting, existing: set[str], make: MakeOutbound
     ) -> None:
-        self._view, self._site, self._options = view, site, options
+        self._view = view
         self._spreads = routing.spreads
         self._networks = routing.networks
         self._existing = existing
+        self._outbound = make
         self.clusters: list[Any] = []
         self.assignments: list[Any] = []
 
@@ -135,10 +146,9 @@ class BackendClusters:
     ) -> str:
         if name not in self._existing:
             self._existing.add(name)
-            cluster, assignment = outbound(
-                name, port, endpoints, self._view, self._site, self._options,
-                spread, self._networks, authority,
-            )  # fmt: skip
+            cluster, assignment = self._outbound(
+                name, port, endpoints, spread, self._networks, authority
+            )
             self.clusters.append(cluster)
             self.assignments.append(assignment)
         return name

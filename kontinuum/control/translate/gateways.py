@@ -46,6 +46,7 @@ from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing import intersect_hostnames
 from kontinuum.control.translate import clusters, envoy, http_routes
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting
+from kontinuum.control.translate.builder import Builder
 from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
 from kontinuum.control.translate.options import SidecarOptions, Translation
 
@@ -138,7 +139,7 @@ def ingress_gateway(
     """An ingress gateway from a Gateway: its listeners, hostnames and attached routes."""
     gateway = bound.gateway
     address = gateway.addresses[0] if gateway.addresses else "0.0.0.0"
-    backends = BackendClusters(view, site, options, routing, set())
+    backends = BackendClusters(view, routing, set(), Builder(None, view, site, options).outbound)
     by_port: dict[int, list[Any]] = {}
     for listener in sorted(bound.listeners, key=lambda li: (li.port, li.name)):
         attached = [

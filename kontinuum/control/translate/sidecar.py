@@ -21,12 +21,9 @@ from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
 from kontinuum.control.translate import clusters, http_routes, listeners, routes
-from kontinuum.control.translate.backends import (
-    BackendClusters,
-    MeshRouting,
-    outbound,
-    routes_for,
-)
+from kontinuum.control.translate.backends import BackendClusters, MeshRouting, routes_for
+from kontinuum.control.translate.build_cache import BuildCache
+from kontinuum.control.translate.builder import Builder
 from kontinuum.control.translate.options import SidecarOptions, Translation
 
 
@@ -75,18 +72,23 @@ def translate_sidecar(
     site: ClusterSite | None,
     options: SidecarOptions,
     routing: MeshRouting | None = None,
+    cache: BuildCache[Any] | None = None,
 ) -> Translation:
     """Envoy resources for the sidecars (and proxyless gRPC clients) of one view.
 
     `services` are exactly those the view may see; `site` is the view's cluster, for the
     region that decides locality priority (None: only the own cluster is preferred).
-    `routing` holds the fleet's accepted routes and locality policies.
+    `routing` holds the fleet's accepted routes and locality policies. With `cache`, every
+    piece that depends on less than the whole view (a service port's Cluster and
+    ClusterLoadAssignment, a gRPC client's Listener and routes) is taken from it when its
+    inputs are unchanged; the result is the same.
     """
     routing = routing or MeshRouting()
+    build = Builder(cache, view, site, options)
     errors: list[str] = []
     cluster_msgs: list[Any] = []
     assignments: list[Any] = []
-    listener_msgs: list[Any] = [listeners.outbound_listener(options.outbound_port)]
+    listener_msgs: list[Any] = [build.outbound_listener()]
     route_configs: list[Any] = []
     targets: list[routes.Target] = []
     taken: dict[str, str] = {}  # Envoy cluster name -> host it was given to
@@ -112,16 +114,15 @@ def translate_sidecar(
         )
         for port, name in zip(ports, names, strict=True):
             taken[name] = service.host
-            cluster, assignment = outbound(
-                name, port, port.endpoints, view, site, options, spread,
-                routing.networks, f"{service.host}:{port.port}",
-            )  # fmt: skip
+            cluster, assignment = build.outbound(
+                name, port, port.endpoints, spread, routing.networks, f"{service.host}:{port.port}"
+            )
             cluster_msgs.append(cluster)
             assignments.append(assignment)
             targets.append(routes.Target(service, port.port, name))
 
     # The routes that attach to each target, with the clusters their backends need.
-    backends = BackendClusters(view, site, options, routing, set(taken))
+    backends = BackendClusters(view, routing, set(taken), build.outbound)
     for i, target in enumerate(targets):
         attached = routes_for(routing, view, target.service, target.port)
         if attached:
@@ -132,13 +133,36 @@ def translate_sidecar(
     assignments.extend(backends.assignments)
     if options.api_listeners:
         for target in targets:
-            listener_msgs.append(listeners.api_listener(target))
-            route_configs.append(routes.grpc_route_configuration(target))
+            listener_msgs.append(build.api_listener(target))
+            route_configs.append(build.grpc_route_configuration(target))
     route_configs.append(routes.outbound_route_configuration(targets, view))
     inbound = _inbound(services, view, options, errors)
     if inbound is not None:
         cluster_msgs.append(inbound[0])
         listener_msgs.append(inbound[1])
+    return _ordered(cluster_msgs, assignments, listener_msgs, route_configs, errors)
+
+
+def translate_inbound(
+    services: Sequence[PlaneService], view: ProxyView, options: SidecarOptions
+) -> Translation:
+    """Only the inbound side of a sidecar view (`options.inbound_service`): its STATIC
+    cluster and `inbound` listener, what `translate_sidecar` adds to the outbound side.
+    `services` need hold only the view's own service."""
+    errors: list[str] = []
+    inbound = _inbound(services, view, options, errors)
+    if inbound is None:
+        return Translation((), tuple(errors))
+    return _ordered([inbound[0]], [], [inbound[1]], [], errors)
+
+
+def _ordered(
+    cluster_msgs: list[Any],
+    assignments: list[Any],
+    listener_msgs: list[Any],
+    route_configs: list[Any],
+    errors: list[str],
+) -> Translation:
 
     resources = [
         *sorted(cluster_msgs, key=_name),
