@@ -27,9 +27,13 @@ class _Entry(Generic[W]):
 
     def __init__(self, inputs: tuple[object, ...], message: Any) -> None:
         self.inputs = inputs
-        self.message = message
-        self.wrapped: W | None = None
+        self.message = message  # one message, or a tuple of them built together
+        self.wrapped: dict[int, W] = {}  # id(message) -> its wire form
         self.holders = 0
+
+    @property
+    def messages(self) -> tuple[Any, ...]:
+        return self.message if isinstance(self.message, tuple) else (self.message,)
 
 
 class BuildCache(Generic[W]):
@@ -57,19 +61,25 @@ class BuildCache(Generic[W]):
         fresh: _Entry[W] = _Entry(inputs, message)
         if entry is not None:
             fresh.holders = entry.holders
-            del self._by_message[id(entry.message)]
+            self._unindex(entry)
         self._entries[key] = fresh
-        self._by_message[id(message)] = fresh
+        for part in fresh.messages:
+            self._by_message[id(part)] = fresh
         return message
+
+    def _unindex(self, entry: _Entry[W]) -> None:
+        for part in entry.messages:
+            self._by_message.pop(id(part), None)
 
     def wrapped(self, message: Any) -> W:
         """The wire form of `message`: made once for a message of the cache, else now."""
         entry = self._by_message.get(id(message))
-        if entry is None or entry.message is not message:
+        if entry is None or not any(part is message for part in entry.messages):
             return self._wrap(message)
-        if entry.wrapped is None:
-            entry.wrapped = self._wrap(message)
-        return entry.wrapped
+        wrapped = entry.wrapped.get(id(message))
+        if wrapped is None:
+            wrapped = entry.wrapped[id(message)] = self._wrap(message)
+        return wrapped
 
     @contextlib.contextmanager
     def owner(self, name: Hashable) -> Iterator[None]:
@@ -100,7 +110,7 @@ class BuildCache(Generic[W]):
                 entry.holders -= 1
                 if entry.holders <= 0:
                     del self._entries[key]
-                    del self._by_message[id(entry.message)]
+                    self._unindex(entry)
         if keys:
             self._held[name] = keys
 

@@ -1,0 +1,125 @@
+"""A change costs what it touches: files re-read, services merged, pieces built, views told.
+
+The oracle (`test_incremental_oracle`) proves the incremental result equals a translation
+from scratch; these tests prove it is incremental: what a change does not touch is neither
+read, nor merged, nor built, nor sent again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from envoy.config.core.v3 import base_pb2
+
+from benchmarks.fleet_gen import FleetShape, service_file, service_path, write_fleet
+from kontinuum.control.mcs import build_plane
+from kontinuum.control.plane_builder import PlaneBuilder
+from kontinuum.discovery.static import FleetReader
+from kontinuum.mesh import Mesh
+from kontinuum.xds import SnapshotCache
+from kontinuum.xds.types import CLUSTER, ENDPOINT
+
+SHAPE = FleetShape(services=12, namespaces=4, clusters=3)
+SVC5 = "outbound|80||svc5.ns1.svc.clusterset.local"  # svc5 is in ns1 (fleet_gen)
+
+
+def replace_file(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def sidecar(shape: FleetShape, service: int, cluster: int) -> base_pb2.Node:
+    node = base_pb2.Node(id=f"{service}.{cluster}", cluster=shape.cluster(cluster))
+    node.metadata.update(
+        {
+            "kontinuum.io/namespace": shape.namespace(service),
+            "kontinuum.io/service": shape.service(service),
+            "kontinuum.io/inbound-port": "8080",
+        }
+    )
+    return node
+
+
+def test_a_reread_parses_only_the_changed_file_and_keeps_every_other_object(
+    tmp_path: Path,
+) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    first, errors = reader.read()
+    assert errors == []
+    files = reader.parsed
+    assert files == 2 + SHAPE.services * SHAPE.clusters
+
+    again, _ = reader.read()
+    assert reader.parsed == files  # nothing changed: nothing parsed
+    assert again.snapshots == first.snapshots
+    assert all(a is b for a, b in zip(again.snapshots, first.snapshots, strict=True))
+
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    changed, _ = reader.read()
+    assert reader.parsed == files + 1
+    assert changed.config == first.config
+    assert (changed.sites, changed.routing) == (first.sites, first.routing)
+    assert changed.routing is first.routing  # the fleet-wide files were not read again
+    # only cluster c1's snapshot is new, and in it every other service is the same object
+    new = [a is not b for a, b in zip(changed.snapshots, first.snapshots, strict=True)]
+    assert new == [False, True, False]
+    before, after = first.snapshots[1], changed.snapshots[1]
+    assert sum(a is not b for a, b in zip(before.endpoints, after.endpoints, strict=True)) == 2
+    assert before.services == after.services  # its file was read again: equal, not the same
+    assert [a is b for a, b in zip(before.services, after.services, strict=True)].count(False) == 1
+
+
+def test_the_plane_merges_again_only_the_changed_service(tmp_path: Path) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    builder = PlaneBuilder()
+    fleet, _ = reader.read()
+    assert builder.update(fleet).everything
+    before = builder.plane
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    fleet, _ = reader.read()
+    change = builder.update(fleet)
+    assert change.keys == {(SHAPE.namespace(5), SHAPE.service(5))}
+    assert not change.everything
+    assert builder.plane == build_plane(fleet)
+    untouched = [s for s in before.services if s.name != SHAPE.service(5)]
+    assert all(s in builder.plane.services for s in untouched)
+    kept = {id(s) for s in builder.plane.services}
+    assert all(id(s) in kept for s in untouched)  # the very objects, not copies
+
+
+def test_an_endpoint_change_updates_only_the_views_that_can_see_it(tmp_path: Path) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    views = {
+        (s, c): mesh.resolve_view(sidecar(SHAPE, s, c), None)
+        for s in range(SHAPE.services)
+        for c in range(SHAPE.clusters)
+    }
+    before = {name: mesh.cache.snapshot(name) for name in views.values()}
+    # svc5 is in ns1; ns1 grants ns2 (the ring of fleet_gen): their sidecars see it
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    mesh.apply(reader.read()[0])
+
+    seeing = {SHAPE.namespace(5), SHAPE.namespace(6)}
+    expected = {n for (s, _), n in views.items() if SHAPE.namespace(s) in seeing}
+    updated = {n for n in views.values() if mesh.cache.snapshot(n) is not before[n]}
+    assert updated == expected
+    assert mesh.views_updated == len(expected)
+    # what changed in those views is the one assignment, in every cluster's view of it
+    for name in expected:
+        snapshot, old = mesh.cache.snapshot(name), before[name]
+        assert snapshot is not None
+        assert snapshot.changes_from(old) == {ENDPOINT: frozenset({SVC5})}
+    # and one Cluster resource per consumer cluster serves every view that holds it
+    held = {
+        id(snap.resources(CLUSTER)[SVC5])
+        for n in expected
+        if (snap := mesh.cache.snapshot(n)) is not None
+    }
+    assert len(held) == SHAPE.clusters
