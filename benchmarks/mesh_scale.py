@@ -73,6 +73,7 @@ from benchmarks.fleet_gen import (
     write_atomically,
     write_fleet,
 )
+from kontinuum.xds.wire import varint
 
 # The method of `ads_pb2_grpc.AggregatedDiscoveryServiceStub.DeltaAggregatedResources`,
 # called without (de)serializers: requests are pre-encoded bytes, responses raw bytes.
@@ -110,15 +111,6 @@ def progress(message: str) -> None:
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def pb_field(number: int, payload: bytes | str) -> bytes:
