@@ -34,7 +34,7 @@ from typing import Any
 from kontinuum.claims import ViewKey, claim
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import visible_services
-from kontinuum.control.model import Fleet, Grant, ServiceRef
+from kontinuum.control.model import Fleet, ServiceRef
 from kontinuum.control.plane import ProxyView, ServiceKey, ServicePlane
 from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.control.route_binding import BoundRoute
@@ -117,7 +117,6 @@ class Mesh:
         self.routing_state = RoutingState()
         self._planes = PlaneBuilder()
         self._routing = MeshRouting()
-        self._grants: tuple[Grant, ...] = ()
         self._built: BuildCache[Resource] = BuildCache(Resource.of)
         self._groups: dict[GroupKey, _Group] = {}
         self._views: dict[str, ViewKey] = {}
@@ -141,8 +140,6 @@ class Mesh:
         before, routing_before = self.plane, self._routing
         change = self._planes.update(fleet)
         self.plane = self._planes.plane
-        grants_changed = fleet.grants != self._grants
-        self._grants = fleet.grants
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
         if change.everything:  # the sites may have changed
@@ -151,7 +148,6 @@ class Mesh:
                     self._forget(name)
         everything = (
             change.everything
-            or grants_changed
             or self._routing.spreads != routing_before.spreads
             or self._routing.networks != routing_before.networks
         )
@@ -304,7 +300,7 @@ class Mesh:
         assert self.certificates is not None
         workspaces: set[str] = set()
         identities: set[str] = set()
-        for g in self._grants:
+        for g in self.plane.grants:
             if not (
                 g.from_kind == "Namespace"
                 and g.provider == ref.namespace
