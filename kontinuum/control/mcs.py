@@ -312,17 +312,26 @@ def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
 
 def visible_services(plane: ServicePlane, workspace: str, cluster: str) -> tuple[PlaneService, ...]:
     """What a proxy of `workspace` in `cluster` may be told about, in the plane's order."""
+    # What `granted` decides, read off the grants once: (provider, service or None: all).
+    opened = {
+        (g.provider, g.service)
+        for g in plane.grants
+        if g.from_kind == "Namespace" and g.consumer == workspace
+    }
     index = plane.index
     if index is None:
         candidates: Iterable[PlaneService] = plane.services
     else:  # only the services of the workspace itself and of those granting it
-        providers = {workspace} | {
-            g.provider
-            for g in plane.grants
-            if g.from_kind == "Namespace" and g.consumer == workspace
-        }
+        providers = {workspace} | {provider for provider, _ in opened}
         keys = sorted({k for p in providers for k in index.by_workspace.get(p, ())})
         candidates = [s for k in keys for s in index.by_key[k]]
     return tuple(
-        s for s in candidates if s.reachable_from(cluster) and granted(plane, s, workspace)
+        s
+        for s in candidates
+        if s.reachable_from(cluster)
+        and (
+            s.workspace == workspace
+            or (s.workspace, None) in opened
+            or (s.workspace, s.name) in opened
+        )
     )
