@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from kontinuum.control.plane import ServicePlane
 from kontinuum.dns.answer import respond
@@ -105,6 +105,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()  # one per open TCP connection
 
     async def start(self, host: str, port: int) -> int:
         """Listen on `host`, UDP and TCP on `port` (0: one free for both); returns the port."""
@@ -135,6 +136,9 @@ class DnsServer:
             self._tcp.close()
             for writer in list(self._connections):
                 writer.close()
+            # Their handlers end on the closed stream; wait so none outlives the loop.
+            if self._handlers:
+                await asyncio.wait(list(self._handlers), timeout=self._io_timeout)
             await self._tcp.wait_closed()
             self._tcp = None
 
@@ -143,6 +147,9 @@ class DnsServer:
             writer.close()
             return
         self._connections.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
                 while True:
@@ -158,6 +165,8 @@ class DnsServer:
                     await asyncio.wait_for(writer.drain(), self._io_timeout)
         finally:
             self._connections.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), self._io_timeout)
