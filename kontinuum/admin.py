@@ -21,9 +21,15 @@ log = logging.getLogger("kontinuum.admin")
 class AdminServer:
     """Answers probes from `ready()` and scrapes from `registry`."""
 
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        notes: Callable[[], list[str]] = list,
+    ) -> None:
         self._registry = registry
         self._ready = ready
+        self._notes = notes  # lines after `ready` / `not ready`: what is degraded or awaited
         self._server: asyncio.Server | None = None
 
     async def start(self, address: str) -> int:
@@ -43,9 +49,10 @@ class AdminServer:
         if path == "/healthz":
             return "200 OK", "text/plain", b"ok\n"
         if path == "/readyz":
+            body = "".join(f"{line}\n" for line in self._notes()).encode()
             if self._ready():
-                return "200 OK", "text/plain", b"ready\n"
-            return "503 Service Unavailable", "text/plain", b"not ready\n"
+                return "200 OK", "text/plain", b"ready\n" + body
+            return "503 Service Unavailable", "text/plain", b"not ready\n" + body
         if path == "/metrics":
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
         return "404 Not Found", "text/plain", b"not found\n"

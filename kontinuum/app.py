@@ -7,7 +7,8 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +26,8 @@ from kontinuum.discovery.config_cluster import ConfigClusterSource
 from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.sites import SiteSources, SourceFactory
-from kontinuum.discovery.source import Source
-from kontinuum.discovery.static import StaticSource
+from kontinuum.discovery.source import Health, Source
+from kontinuum.discovery.static import StaticSource, plural
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
@@ -163,15 +164,18 @@ async def _serving(
     registry: CollectorRegistry | None = None,
     mesh: Mesh | None = None,
     listeners: _Listeners = (None, ()),
+    readiness: tuple[Callable[[], bool], Callable[[], list[str]]] = (lambda: True, list),
 ) -> AsyncIterator[XdsServer]:
     """The xDS server and its admin endpoint (`registry` on `/metrics`, with the server's
     own collectors and `collectors` added), started and, on the way out, stopped.
-    `listeners`: the credentials of `xds_address` (None: plaintext) and more addresses."""
+    `listeners`: the credentials of `xds_address` (None: plaintext) and more addresses;
+    `readiness`: whether `/readyz` may say ready besides the server listening, and its notes."""
     registry = registry if registry is not None else CollectorRegistry()
     registry.register(XdsCollector(server, mesh))
     for collector in collectors:
         registry.register(collector)
-    admin = AdminServer(registry, ready=lambda: server.serving)
+    ready, notes = readiness
+    admin = AdminServer(registry, ready=lambda: server.serving and ready(), notes=notes)
     await admin.start(admin_address)
     try:
         credentials, also = listeners
@@ -248,6 +252,7 @@ class FleetOptions:
     site_source: SourceFactory = site_source
     otlp_endpoint: str | None = None  # where push traces go (OTLP/gRPC); None: no traces
     security: XdsSecurity | None = None  # None: plaintext, no workload certificates
+    state_dir: Path | None = None  # where the last good fleet files are kept; None: nowhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +272,13 @@ class RunningFleet:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
+async def running_fleet(
+    options: FleetOptions, wait_for_first: bool = True
+) -> AsyncIterator[RunningFleet]:
     """Discover the fleet (files, a config cluster, and a source per cluster they declare),
     keep a mesh in step with it, and write status as the Lease's holder; entered once the
-    first fleet is applied (a proxy served before would be refused as of an unknown
-    cluster). Everything stops on the way out."""
+    first fleet is applied (`wait_for_first`), or at once (the mesh then asks proxies to
+    retry until it is: see `first_fleet`). Everything stops on the way out."""
     if options.path is None and options.config_cluster is None:
         raise ValueError("a fleet needs a directory, a config cluster, or both")
     security = options.security
@@ -283,16 +290,22 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
     provider = tracer_provider(options.otlp_endpoint)
     pushes = PushTelemetry(PushMetrics(registry), provider)
     mesh.translated = pushes.translated
-    static = StaticSource(options.path, options.poll_interval) if options.path else None
+    static = (
+        StaticSource(options.path, options.poll_interval, state_dir=options.state_dir)
+        if options.path
+        else None
+    )
     config = ConfigClusterSource(options.config_cluster) if options.config_cluster else None
     status: StatusRuntime | None = None
 
     def apply(fleet: Fleet) -> None:
         push = pushes.start(aggregator.change)
+        started = time.perf_counter()
         try:
             mesh.apply(fleet, push)
         finally:
             push.seal()
+        _log_applied(mesh, fleet, aggregator, time.perf_counter() - started)
         if status is not None:
             status.applied()
 
@@ -315,15 +328,12 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
         if task is not None:
             task.add_done_callback(_report_failure)
     try:
-        synced = asyncio.ensure_future(aggregator.synced.wait())
-        await asyncio.wait((synced, discovery), return_when=asyncio.FIRST_COMPLETED)
-        synced.cancel()
-        if discovery.done():
-            discovery.result()  # raises what stopped discovery
-            raise RuntimeError("discovery ended before the first fleet")
-        yield RunningFleet(
+        running = RunningFleet(
             mesh, aggregator, static, config, status, discovery, registry, pushes, security
         )
+        if wait_for_first:
+            await first_fleet(running)
+        yield running
     finally:
         tasks = [t for t in (discovery, writing, renewing) if t is not None]
         for task in tasks:
@@ -331,6 +341,47 @@ async def running_fleet(options: FleetOptions) -> AsyncIterator[RunningFleet]:
         await asyncio.gather(*tasks, return_exceptions=True)
         if provider is not None:  # what is buffered goes out, within a few seconds
             await asyncio.to_thread(provider.shutdown)
+
+
+async def first_fleet(fleet: RunningFleet) -> None:
+    """Return once the first fleet is applied; raise what stopped discovery before it."""
+    synced = asyncio.ensure_future(fleet.aggregator.synced.wait())
+    try:
+        await asyncio.wait((synced, fleet.discovery), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        synced.cancel()
+    if not fleet.aggregator.synced.is_set():
+        fleet.discovery.result()  # raises what stopped discovery
+        raise RuntimeError("discovery ended before the first fleet")
+
+
+def _log_applied(mesh: Mesh, fleet: Fleet, aggregator: Aggregator, took: float) -> None:
+    """One line per applied fleet: what it holds the first time, what changed after."""
+    errors = sum(len(s.status().errors) for s in aggregator.sources)
+    problems = f"; {plural(errors, 'configuration error')}" if errors else ""
+    if mesh.applied == 1:
+        routing = fleet.routing
+        log.info(
+            "applied the first fleet: %s (%s), %s, %s, %s, %s%s",
+            plural(len(fleet.sites), "cluster"),
+            ", ".join(site.name for site in fleet.sites),
+            plural(len({(s.namespace, s.name) for s in mesh.plane.services}), "service"),
+            plural(len(routing.routes), "route"),
+            plural(len(routing.gateways), "Gateway"),
+            plural(len(fleet.grants), "grant"),
+            problems,
+        )
+        return
+    change = aggregator.change
+    sources = f" from {', '.join(change.sources)}" if change and change.sources else ""
+    log.info(
+        "applied a change%s: %s, %s updated in %.0f ms%s",
+        sources,
+        plural(mesh.services_changed, "service") + " changed",
+        plural(mesh.views_updated, "view"),
+        took * 1000,
+        problems,
+    )
 
 
 async def _renew_certificates(mesh: Mesh, pushes: PushTelemetry) -> None:
@@ -375,11 +426,15 @@ async def serve_fleet(
     first fleet on: a name asked before would be cached as absent. With `prometheus_sd`,
     keep that file-based service discovery file of the connected proxies' stats."""
     async with (
-        running_fleet(options) as fleet,
+        running_fleet(options, wait_for_first=False) as fleet,
         serving(fleet, xds_address, admin_address, prometheus_sd),
-        _clusterset_dns(fleet.mesh, dns_address, dns_options),
     ):
-        await fleet.discovery
+        # Listening already: a proxy that connects now is asked to retry, and /readyz
+        # says what is awaited, until the first complete fleet is applied.
+        await first_fleet(fleet)
+        settle_garbage_collector()
+        async with _clusterset_dns(fleet.mesh, dns_address, dns_options):
+            await fleet.discovery
 
 
 @contextlib.asynccontextmanager
@@ -415,11 +470,22 @@ async def serving(
             fleet.registry,
             mesh,
             listeners,
+            (fleet.aggregator.synced.is_set, lambda: readiness_notes(fleet.aggregator)),
         ),
         _discovery_file(server, mesh, prometheus_sd),
         _background(_forget_idle_views(server, mesh), "views"),
     ):
         yield server
+
+
+def readiness_notes(aggregator: Aggregator) -> list[str]:
+    """What `/readyz` tells besides ready or not: the sources awaited, and those degraded
+    (their last good view serves: ready all the same)."""
+    notes = [f"waiting for the first view of {name}" for name in aggregator.waiting_for()]
+    for state in aggregator.source_states():
+        if state.health is Health.DEGRADED:
+            notes.append(f"degraded: {state.name}: {state.detail or 'serving a stale view'}")
+    return notes
 
 
 # A view no proxy has used this long is dropped (a pod's sidecar has a view of its own).

@@ -42,6 +42,10 @@ AdminAddress = Annotated[
     str, typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+# Where XDG puts state that outlives a process; in a container, mount a volume there.
+DEFAULT_STATE_DIR = (
+    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "kontinuum"
+)
 
 
 def _logging(verbose: bool) -> None:
@@ -174,6 +178,16 @@ def serve(
             help="Lifetime of workload certificates (SDS); each is renewed at half of it.",
         ),
     ] = "1h",
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            envvar="KONTINUUM_STATE_DIR",
+            file_okay=False,
+            help="Where the last good version of each fleet file is kept, so that a restart "
+            "with an error in a file still serves that file as it last was.",
+        ),
+    ] = DEFAULT_STATE_DIR,
     verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
@@ -234,6 +248,7 @@ def serve(
         status=StatusOptions(lease, lease_cluster or "") if write_status else None,
         otlp_endpoint=otlp_endpoint or None,
         security=security,
+        state_dir=state_dir,
     )
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):

@@ -50,7 +50,7 @@ from kontinuum.security.admission import admit
 from kontinuum.security.ca import CaError
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
-from kontinuum.xds import Peer, Snapshot, SnapshotCache
+from kontinuum.xds import Peer, Snapshot, SnapshotCache, ViewUnavailableError
 from kontinuum.xds.push import Push
 from kontinuum.xds.resource import Resource
 
@@ -129,6 +129,8 @@ class Mesh:
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
         self.views_updated = 0  # views given a new snapshot by the last `apply`
+        self.applied = 0  # fleets applied so far; before the first, proxies are asked to retry
+        self.services_changed = 0  # (namespace, name)s the last `apply` found changed
 
     def apply(self, fleet: Fleet, push: Push | None = None) -> None:
         """Bring every view in use to `fleet`: translate what the change touches and give
@@ -139,6 +141,7 @@ class Mesh:
         started = time.perf_counter()
         before, routing_before = self.plane, self._routing
         change = self._planes.update(fleet)
+        self.services_changed = len(change.keys)
         self.plane = self._planes.plane
         self._routing = self.routing_state.update(fleet, self.plane)
         self._report_status()
@@ -167,6 +170,7 @@ class Mesh:
         for name in sorted(dirty):
             self._translate(name, self._views[name], push)
         self.views_updated = len(dirty)
+        self.applied += 1
         if self.translated is not None:
             self.translated(time.perf_counter() - started, len(dirty))
 
@@ -206,6 +210,8 @@ class Mesh:
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""
+        if not self.applied:  # a proxy of any cluster would be refused as unknown
+            raise ViewUnavailableError("the control plane is loading the fleet: retry")
         key = claim(node)
         identity: WorkloadIdentity | None = None
         cluster = key.view.cluster

@@ -7,8 +7,11 @@ applied once no update arrived for `debounce_after` seconds, or at the latest
 `debounce_max` seconds after the first change, whichever comes first. Updates in between
 are coalesced: only the latest per (source, cluster) and per source config counts.
 
-The first fleet is applied once every source has reported at least once (or ended), or
-after `sync_timeout`, so proxies are never served a half-discovered fleet at start-up.
+The first fleet is applied once every source has reported at least once (or ended), so
+proxies are never served a half-discovered fleet at start-up. The sources given at the
+start (the fleet directory, the config cluster) declare the fleet: they are waited for
+however long they take. A cluster's own source (added later) is waited for `sync_timeout`
+at most; past it, the fleet applies without that cluster's first view.
 
 Merging: the fleet's clusters are those of the sources' `FleetConfig`s (a cluster declared
 twice keeps the first source's declaration; so does a route, Gateway or policy). A
@@ -138,6 +141,7 @@ class Aggregator:
         debounce: Debounce = Debounce(),
     ) -> None:
         self.sources = tuple(sources)
+        self._declaring = {s.name for s in sources}  # never applied without their first view
         self._apply = apply
         self._debounce = debounce
         self._followers: dict[str, asyncio.Task[None]] = {}
@@ -257,15 +261,32 @@ class Aggregator:
             self._reported.add(source.name)  # an ended source no longer holds back the start
             self._changed.set()
 
+    def waiting_for(self) -> list[str]:
+        """The sources whose first view the first fleet still waits for."""
+        if self.synced.is_set():
+            return []
+        return sorted({s.name for s in self.sources} - self._reported)
+
     async def _wait_for_sync(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._debounce.sync_timeout
-        while len(self._reported) < len(self.sources):
+        said = False
+        while missing := self.waiting_for():
             remaining = deadline - loop.time()
             if remaining <= 0:
-                missing = sorted({s.name for s in self.sources} - self._reported)
-                log.warning("applying the fleet without a first view from %s", ", ".join(missing))
-                return
+                if not self._declaring.intersection(missing):
+                    log.warning(
+                        "applying the fleet without a first view from %s", ", ".join(missing)
+                    )
+                    return
+                if not said:
+                    log.warning(
+                        "still waiting for the first view of %s: proxies are asked to retry "
+                        "until the fleet is applied",
+                        ", ".join(missing),
+                    )
+                    said = True
+                remaining = self._debounce.sync_timeout
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):  # not wait_for: see _quiet

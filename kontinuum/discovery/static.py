@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import watchfiles
 import yaml
@@ -27,6 +29,7 @@ from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluste
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
+from kontinuum.discovery.last_good import LastGoodFiles
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
 CLUSTERS_DIR = "clusters"
@@ -37,40 +40,90 @@ log = logging.getLogger("kontinuum.discovery.static")
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SUFFIXES = (".yaml", ".yml")
 FileKey = tuple[int, int, int]  # (mtime_ns, size, inode): a file written anew has another
+# Bigger fleet files are refused unread: splitting them is cheap, parsing them is not.
+MAX_FILE_BYTES = 5 * 1024 * 1024
+# A file ending mid-line younger than this is taken as still being written.
+SETTLE_SECONDS = 2.0
 
 
 def _yaml_files(directory: Path) -> list[Path]:
-    # scandir knows a plain file's type from the listing: one stat per file, in _file_key
+    # scandir knows a plain file's type from the listing: one stat per file, in _file_key.
+    # A link that leads nowhere is listed too, so that it is an error rather than a silence.
     with os.scandir(directory) as entries:
-        return sorted(Path(e.path) for e in entries if e.name.endswith(_SUFFIXES) and e.is_file())
+        return sorted(
+            Path(e.path)
+            for e in entries
+            if e.name.endswith(_SUFFIXES) and (e.is_file() or e.is_symlink())
+        )
 
 
-def _read(path: Path, root: Path, errors: list[ConfigError]) -> list[Document]:
-    """The documents of one file, all or (when it cannot be read or parsed) none."""
-    name = path.relative_to(root).as_posix()
+def _content(path: Path, name: str, errors: list[ConfigError]) -> bytes | None:
+    """The bytes of a fleet file, or None (and why) when it cannot or may not be read."""
     try:
-        text = path.read_text(encoding="utf-8")
-        bodies = list(yaml.load_all(text, Loader=_LOADER))
+        with open(path, "rb") as file:
+            content = file.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        errors.append(ConfigError(file=name, message="is a directory, not a file"))
+        return None
+    except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            message = f"is a symbolic link to {target}, which does not exist"
+        else:
+            message = "was removed while being read"
+        errors.append(ConfigError(file=name, message=message))
+        return None
+    except OSError as exc:
+        errors.append(ConfigError(file=name, message=f"cannot read: {exc.strerror or exc}"))
+        return None
+    if len(content) > MAX_FILE_BYTES:
+        limit = MAX_FILE_BYTES // (1024 * 1024)
+        errors.append(
+            ConfigError(
+                file=name,
+                message=f"is larger than the {limit} MiB a fleet file may hold: split it",
+            )
+        )
+        return None
+    return content
+
+
+def _parse(content: bytes, name: str, errors: list[ConfigError]) -> list[Document]:
+    """The documents of one file's content, all or (when it does not parse) none."""
+    try:
+        bodies = list(yaml.load_all(content.decode("utf-8"), Loader=_LOADER))
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad dates raise ValueError
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         errors.append(ConfigError(file=name, message=f"{where}invalid YAML: {problem}"))
         return []
-    except (OSError, UnicodeDecodeError) as exc:
-        errors.append(ConfigError(file=name, message=f"cannot read: {exc}"))
-        return []
     return [Document(name, body, index) for index, body in enumerate(bodies, start=1)]
 
 
 @dataclass(frozen=True, slots=True)
 class _File:
-    """One file as last read: its documents and, in a cluster directory, its objects."""
+    """One version of a file: its documents and, in a cluster directory, its objects;
+    `errors` are those found in it on its own (reading, parsing, each object)."""
 
+    name: str
     key: FileKey | None
+    content: bytes | None
     docs: tuple[Document, ...]
     errors: tuple[ConfigError, ...]
     objects: tuple[ClusterObject, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return all(doc.body is None for doc in self.docs)
+
+
+def _unfinished(content: bytes | None, key: FileKey | None) -> bool:
+    """Whether a file that does not end with a line break was written too recently to be
+    taken as complete (an editor may save it so; a writer cut short leaves it so)."""
+    if not content or content.endswith(b"\n") or key is None:
+        return False
+    return time.time_ns() - key[0] < SETTLE_SECONDS * 1e9
 
 
 def _file_key(path: Path) -> FileKey | None:
@@ -81,6 +134,20 @@ def _file_key(path: Path) -> FileKey | None:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Part(Generic[T]):
+    """What a set of files was last read into: the fleet-wide config or a cluster's snapshot."""
+
+    files: tuple[_File, ...]  # as read
+    in_force: tuple[_File, ...]  # as applied: a file with errors replaced by its last good
+    value: T
+    errors: tuple[ConfigError, ...]
+    held: tuple[str, ...]  # the files whose last good version is applied
+
+
 class FleetReader:
     """Reads a fleet directory; each later read parses only the files that changed.
 
@@ -88,30 +155,39 @@ class FleetReader:
     file are the very objects of the last read, and a cluster none of whose files changed
     keeps its very snapshot (and the fleet-wide part its config), so what consumes them
     sees at once, by identity, that they did not change.
+
+    A file with an error keeps its last good version in force, whole (its other objects
+    too), while every other file's changes apply; a file without one is read for what is
+    valid in it. So does a file that is suddenly empty (being written, as `kubectl get -o
+    yaml > file` does): deleting a file is how its objects are removed. With `state_dir`,
+    the last good versions are stored (`LastGoodFiles`) and also serve after a restart.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, state_dir: Path | None = None) -> None:
         self.root = Path(root)
         self._files: dict[Path, _File] = {}
-        self._configs: tuple[tuple[_File, ...], FleetConfig, list[ConfigError]] | None = None
-        self._clusters: dict[str, tuple[tuple[_File, ...], SiteSnapshot, list[ConfigError]]] = {}
+        self._good: dict[Path, _File] = {}  # the last version of each file without errors
+        self._stored = LastGoodFiles(state_dir, self.root) if state_dir is not None else None
+        self._config: _Part[FleetConfig] | None = None
+        self._clusters: dict[str, _Part[SiteSnapshot]] = {}
         self.parsed = 0  # files parsed so far
+        self.held: tuple[str, ...] = ()  # the files whose last good version is in force
+        self.settling = False  # a file seems to be being written: read again soon
 
     def read(self) -> tuple[Fleet, list[ConfigError]]:
-        """The fleet as the directory holds it now, and every error."""
+        """The fleet as the directory holds it now (a file with errors as it last was
+        without), and every error."""
         root = self.root
         if not root.is_dir():
             return Fleet(), [ConfigError(file=str(root), message="not a directory")]
         seen: set[Path] = set()
-        fleet_files = tuple(self._file(p, seen) for p in _yaml_files(root))
-        errors: list[ConfigError] = []
-        if self._configs is None or not _same(self._configs[0], fleet_files):
-            docs = [doc for f in fleet_files for doc in f.docs]
-            config, config_errors = parse_fleet_config(docs)
-            read_errors = [e for f in fleet_files for e in f.errors]
-            self._configs = (fleet_files, config, [*read_errors, *config_errors])
-        _, config, config_errors = self._configs
-        errors.extend(config_errors)
+        paths = _yaml_files(root)
+        files = tuple(self._file(p, seen) for p in paths)
+        if self._config is None or not _same(self._config.files, files):
+            self._config = self._fleet_config(files, paths)
+        config = self._config.value
+        errors = list(self._config.errors)
+        held = list(self._config.held)
         known = {site.name for site in config.sites}
         snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
         clusters = root / CLUSTERS_DIR
@@ -131,20 +207,19 @@ class FleetReader:
                 )
                 continue
             present.add(directory.name)
-            files = tuple(self._file(p, seen, directory.name) for p in _yaml_files(directory))
-            last = self._clusters.get(directory.name)
-            if last is None or not _same(last[0], files):
-                objects = [o for f in files for o in f.objects]
-                snapshot, cluster_errors = assemble_cluster(directory.name, objects)
-                read_errors = [e for f in files for e in f.errors]
-                last = (files, snapshot, [*read_errors, *cluster_errors])
-                self._clusters[directory.name] = last
-            snapshots[directory.name] = last[1]
-            errors.extend(last[2])
+            part = self._cluster(directory, seen)
+            snapshots[directory.name] = part.value
+            errors.extend(part.errors)
+            held.extend(part.held)
         for path in self._files.keys() - seen:
             del self._files[path]
+            self._good.pop(path, None)
         for name in self._clusters.keys() - present:
             del self._clusters[name]
+        if self._stored is not None:
+            self._stored.keep_only({f.name for f in self._good.values()})
+        self.held = tuple(held)
+        self.settling = any(f.key is None and f.content is not None for f in self._files.values())
         fleet = Fleet(
             sites=config.sites,
             snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
@@ -153,17 +228,105 @@ class FleetReader:
         )
         return fleet, errors
 
+    def _fleet_config(self, files: tuple[_File, ...], paths: list[Path]) -> _Part[FleetConfig]:
+        """The config of the fleet-wide files, each file with errors as it last was without
+        (parsed together: some errors are found only across files)."""
+        config, parse_errors = parse_fleet_config(d for f in files for d in f.docs)
+        errors = list(dict.fromkeys([*(e for f in files for e in f.errors), *parse_errors]))
+        wrong = {e.file for e in errors}
+        in_force: list[_File] = []
+        held: list[str] = []
+        for file, path in zip(files, paths, strict=True):
+            good = self._last_good(path, file, None) if file.name in wrong else None
+            if good is not None:
+                held.append(file.name)
+            elif file.name not in wrong:
+                self._keep(path, file)
+            in_force.append(good or file)
+        if held:
+            config, _ = parse_fleet_config(d for f in in_force for d in f.docs)
+        return _Part(files, tuple(in_force), config, tuple(errors), tuple(held))
+
+    def _cluster(self, directory: Path, seen: set[Path]) -> _Part[SiteSnapshot]:
+        """A cluster's snapshot, each file with errors as it last was without."""
+        cluster = directory.name
+        paths = _yaml_files(directory)
+        files = tuple(self._file(p, seen, cluster) for p in paths)
+        in_force: list[_File] = []
+        for file, path in zip(files, paths, strict=True):
+            good = self._last_good(path, file, cluster) if file.errors else None
+            if not file.errors:
+                self._keep(path, file)
+            in_force.append(good or file)
+        last = self._clusters.get(cluster)
+        if last is not None and _same(last.files, files) and _same(last.in_force, tuple(in_force)):
+            return last
+        snapshot, cluster_errors = assemble_cluster(
+            cluster, [o for f in in_force for o in f.objects]
+        )
+        own = [e for f in files for e in f.errors]
+        held = tuple(f.name for f, kept in zip(files, in_force, strict=True) if f is not kept)
+        errors = tuple(dict.fromkeys([*own, *cluster_errors]))
+        part = _Part(files, tuple(in_force), snapshot, errors, held)
+        self._clusters[cluster] = part
+        return part
+
+    def _keep(self, path: Path, file: _File) -> None:
+        if self._good.get(path) is file:
+            return
+        self._good[path] = file
+        if self._stored is not None and file.content is not None:
+            self._stored.keep(file.name, file.content)
+
+    def _last_good(self, path: Path, file: _File, cluster: str | None) -> _File | None:
+        """The last version of `path` without errors: in memory, else stored."""
+        good = self._good.get(path)
+        if good is not None or self._stored is None:
+            return good
+        content = self._stored.load(file.name)
+        if content is None or content == file.content:
+            return None
+        errors: list[ConfigError] = []
+        docs = _parse(content, file.name, errors)
+        objects = tuple(read_cluster_documents(cluster, docs)) if cluster is not None else ()
+        if errors or any(o.errors for o in objects):
+            return None
+        good = _File(file.name, None, content, tuple(docs), (), objects)
+        self._good[path] = good
+        return good
+
     def _file(self, path: Path, seen: set[Path], cluster: str | None = None) -> _File:
         seen.add(path)
         key = _file_key(path)
         last = self._files.get(path)
         if last is not None and key is not None and last.key == key:
             return last
+        name = path.relative_to(self.root).as_posix()
         errors: list[ConfigError] = []
-        docs = _read(path, self.root, errors)
+        content = _content(path, name, errors)
+        docs = _parse(content, name, errors) if content is not None else []
         self.parsed += 1
         objects = tuple(read_cluster_documents(cluster, docs)) if cluster is not None else ()
-        file = _File(key, tuple(docs), tuple(errors), objects)
+        errors.extend(e for o in objects for e in o.errors)
+        if _unfinished(content, key):
+            # Ends mid-line and was just written: most likely its writer is not done. Read
+            # again (key None) until it ends with a line break or has been left alone a while.
+            message = (
+                "ends in the middle of a line (being written?): it applies once complete; "
+                "write fleet files whole, to a temporary file renamed into place"
+            )
+            errors = [ConfigError(file=name, message=message)]  # what else is wrong follows
+            key = None
+        file = _File(name, key, content, tuple(docs), tuple(errors), objects)
+        if file.empty and not errors:
+            good = self._last_good(path, file, cluster)
+            if good is not None and not good.empty:
+                # What `kubectl get -o yaml > file` leaves for a moment: not a deletion.
+                message = (
+                    "has no objects (being written?): its last good version stays in force; "
+                    "delete the file to remove its objects"
+                )
+                file = replace(file, errors=(ConfigError(file=name, message=message),))
         self._files[path] = file
         return file
 
@@ -178,11 +341,11 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
 
 
 async def directory_changes(
-    path: Path, poll_interval: float, rescan_interval: float = 10.0
+    path: Path, poll_interval: float, rescan_interval: Callable[[], float] = lambda: 10.0
 ) -> AsyncGenerator[None, None]:
     """Yields whenever files below `path` may have changed: on inotify events (watchfiles),
-    and at least every `rescan_interval` seconds in case an event was missed; by polling
-    every `poll_interval` seconds where the directory cannot be watched."""
+    and at least every `rescan_interval()` seconds in case an event was missed (or a file
+    is settling); by polling every `poll_interval` seconds where it cannot be watched."""
     events: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
 
     async def watch() -> None:
@@ -196,7 +359,7 @@ async def directory_changes(
     try:
         while not watcher.done():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(rescan_interval):
+                async with asyncio.timeout(rescan_interval()):
                     await events.get()
             yield None
         problem = watcher.exception() if not watcher.cancelled() else None
@@ -214,17 +377,24 @@ class StaticSource:
     """A fleet directory as a `Source`, watched for changes (inotify; where the directory
     cannot be watched, polled every `poll_interval` seconds). Only changed files are read.
 
-    A change with any error yields nothing: the last good fleet stays in force and the
-    errors are in `status()` (a typo must not take a service out of the mesh). On the first
-    read there is no last good fleet, so what is valid is yielded. Only what changed is
-    yielded again: the config when the fleet-wide files changed, a cluster's snapshot when
-    its objects did. With `watch=False` the directory is read once.
+    An error is contained in its file: that file's last good version stays in force (see
+    `FleetReader`; with `state_dir`, also across a restart) while every other file's changes
+    apply, and the errors are in `status()`. Only what changed is yielded: the config when
+    the fleet-wide files changed, a cluster's snapshot when its objects did. With
+    `watch=False` the directory is read once.
     """
 
-    def __init__(self, path: str | Path, poll_interval: float = 0.5, watch: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        poll_interval: float = 0.5,
+        watch: bool = True,
+        state_dir: Path | None = None,
+    ) -> None:
         self._path = Path(path)
         self._poll_interval = poll_interval
         self._watch = watch
+        self._state_dir = state_dir
         self._status = SourceStatus(Health.STARTING)
 
     @property
@@ -237,34 +407,56 @@ class StaticSource:
     async def updates(self) -> AsyncIterator[SourceUpdate]:
         config: FleetConfig | None = None
         snapshots: dict[str, SiteSnapshot] = {}
-        reader = FleetReader(self._path)
-        changes = directory_changes(self._path, self._poll_interval) if self._watch else None
+        reader = await asyncio.to_thread(FleetReader, self._path, self._state_dir)
+        changes = (
+            directory_changes(self._path, self._poll_interval, lambda: _rescan_interval(reader))
+            if self._watch
+            else None
+        )
         try:
             while True:
                 fleet, errors = await asyncio.to_thread(reader.read)
-                news = tuple(errors) != self._status.errors  # said once, not on every read
-                for error in errors if news else ():
-                    log.error("%s", error)
-                if errors and config is not None:
-                    if news:
-                        log.error("%d error(s): the last good fleet stays in force", len(errors))
-                    detail = f"{len(errors)} configuration error(s); the last good fleet serves"
-                    self._status = SourceStatus(Health.DEGRADED, detail, tuple(errors))
-                else:
-                    detail = f"{len(errors)} configuration error(s)" if errors else ""
-                    health = Health.DEGRADED if errors else Health.HEALTHY
-                    self._status = SourceStatus(health, detail, tuple(errors))
-                    if fleet.config is not config and fleet.config != config:
-                        config = fleet.config
-                        yield config
-                    for snapshot in fleet.snapshots:
-                        last = snapshots.get(snapshot.cluster)
-                        if last is not snapshot and last != snapshot:
-                            snapshots[snapshot.cluster] = snapshot
-                            yield snapshot
+                self._report(errors, reader.held)
+                if fleet.config is not config and fleet.config != config:
+                    config = fleet.config
+                    yield config
+                for snapshot in fleet.snapshots:
+                    last = snapshots.get(snapshot.cluster)
+                    if last is not snapshot and last != snapshot:
+                        snapshots[snapshot.cluster] = snapshot
+                        yield snapshot
                 if changes is None:
                     return
                 await anext(changes)
         finally:
             if changes is not None:
                 await changes.aclose()
+
+    def _report(self, errors: list[ConfigError], held: tuple[str, ...]) -> None:
+        """Log the errors when they change (not on every read) and set the status."""
+        last = self._status
+        if tuple(errors) != last.errors:
+            for error in errors:
+                log.error("%s", error)
+            for name in held:
+                log.warning("%s: its last good version stays in force until it is fixed", name)
+            if not errors and last.errors:
+                log.info("the fleet's configuration errors are fixed: every file applies")
+        detail = ""
+        if errors:
+            detail = plural(len(errors), "configuration error")
+            if held:
+                detail += f"; the last good version of {plural(len(held), 'file')} serves"
+        health = Health.DEGRADED if errors else Health.HEALTHY
+        self._status = SourceStatus(health, detail, tuple(errors))
+
+
+def _rescan_interval(reader: FleetReader) -> float:
+    """Read again soon while a file is being written, else every 10 s in case an inotify
+    event was missed."""
+    return SETTLE_SECONDS / 4 if reader.settling else 10.0
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 error`, `2 errors`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -4,7 +4,7 @@ It knows Envoy's wire types but nothing about services, sites or workspaces.
 """
 
 from kontinuum.xds.cache import SnapshotCache, Watcher
-from kontinuum.xds.identity import Authenticator, Peer, ViewResolver
+from kontinuum.xds.identity import Authenticator, Peer, ViewResolver, ViewUnavailableError
 from kontinuum.xds.resource import Resource, content_version
 from kontinuum.xds.server import XdsServer
 from kontinuum.xds.snapshot import InconsistentSnapshotError, Snapshot
@@ -19,6 +19,7 @@ __all__ = [
     "SnapshotCache",
     "SyncStatus",
     "ViewResolver",
+    "ViewUnavailableError",
     "Watcher",
     "XdsServer",
     "content_version",

@@ -4,8 +4,10 @@ The server asks an `Authenticator` who is on the other end of a stream (from the
 peer certificate, a bearer token in the metadata, or nothing at all) and then asks a
 `ViewResolver` which view that node, so authenticated, may receive. Either may refuse
 with `PermissionError`, which ends the stream with PERMISSION_DENIED, or with
-`UnauthenticatedError` (the caller proved no identity), which ends it with UNAUTHENTICATED. The
-xDS layer never looks at node metadata itself: deciding what a node may claim is policy.
+`UnauthenticatedError` (the caller proved no identity), which ends it with UNAUTHENTICATED. A
+resolver not ready to answer yet (no configuration loaded) raises `ViewUnavailableError`: the
+stream ends with UNAVAILABLE, which a proxy retries, never as refused. The xDS layer never
+looks at node metadata itself: deciding what a node may claim is policy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class Peer:
 
 class UnauthenticatedError(PermissionError):
     """The caller proved no identity the server accepts (no, a bad or an expired credential)."""
+
+
+class ViewUnavailableError(Exception):
+    """No view can be resolved yet (the server has no configuration): ask to retry."""
 
 
 class Authenticator(Protocol):

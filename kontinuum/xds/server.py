@@ -24,6 +24,7 @@ from kontinuum.xds.identity import (
     Peer,
     UnauthenticatedError,
     ViewResolver,
+    ViewUnavailableError,
     view_by_node_cluster,
 )
 from kontinuum.xds.sotw import SotwStream
@@ -210,6 +211,8 @@ class XdsServer:
                 "refused xDS stream from %s (node %r): %s", context.peer(), first.node.id, unproven
             )
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
+        except ViewUnavailableError as unavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(unavailable))
         except PermissionError as denied:
             self.stats.streams_refused += 1
             log.warning(

@@ -176,15 +176,36 @@ async def test_the_first_fleet_waits_for_every_source(stop_all: list[Running]) -
     assert (addresses(fleet, "eu"), addresses(fleet, "us")) == (["10.0.0.1"], ["10.1.0.1"])
 
 
-async def test_a_silent_source_holds_the_start_only_until_the_sync_timeout(
+async def test_a_silent_cluster_source_holds_the_start_only_until_the_sync_timeout(
     stop_all: list[Running],
 ) -> None:
     fast, silent = QueueSource("fast"), QueueSource("silent")
-    running = Running(fast, silent, debounce=Debounce(after=0.05, max=0.3, sync_timeout=0.3))
+    running = Running(fast, debounce=Debounce(after=0.05, max=0.3, sync_timeout=0.3))
     stop_all.append(running)
+    await asyncio.sleep(0)  # running
+    running.aggregator.add(silent)  # a cluster's own source, as the fleet declares it
     fast.queue.put_nowait(FleetConfig((EU,)))
     fleet = await running.until_applied(1, timeout=2.0)
     assert [s.name for s in fleet.sites] == ["eu"]
+
+
+async def test_a_source_that_declares_the_fleet_is_waited_for_however_long(
+    stop_all: list[Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fleet directory that takes longer than the sync timeout to read: applying without
+    # it would serve an empty fleet and refuse every proxy as of an unknown cluster.
+    fast, slow = QueueSource("fast"), QueueSource("slow")
+    running = Running(fast, slow, debounce=Debounce(after=0.05, max=0.3, sync_timeout=0.2))
+    stop_all.append(running)
+    fast.queue.put_nowait(FleetConfig((EU,)))
+    with pytest.raises(TimeoutError):
+        await running.until_applied(1, timeout=1.0)  # five sync timeouts
+    assert running.aggregator.waiting_for() == ["slow"]
+    assert "still waiting for the first view of slow" in caplog.text
+    slow.queue.put_nowait(FleetConfig((US,)))
+    fleet = await running.until_applied(1, timeout=2.0)
+    assert [s.name for s in fleet.sites] == ["eu", "us"]
+    assert running.aggregator.waiting_for() == []
 
 
 async def test_a_failing_source_keeps_its_last_view_and_the_others_go_on(

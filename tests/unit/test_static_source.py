@@ -1,4 +1,5 @@
-"""The static source: a fleet directory read, watched, and never yielded when invalid."""
+"""The static source: a fleet directory read and watched; an invalid file keeps its last good
+version in force, also across a restart, while every other file's changes apply."""
 
 from __future__ import annotations
 
@@ -88,14 +89,14 @@ async def test_a_changed_cluster_is_yielded_again_and_only_it(watch: Watch) -> N
     await watch.nothing_for(10 * POLL)
 
 
-async def test_an_invalid_change_yields_nothing_and_is_reported(watch: Watch) -> None:
+async def test_an_invalid_change_keeps_the_file_as_it_was_and_is_reported(watch: Watch) -> None:
     path = endpoints_file(watch.root)
     good = path.read_text()
     path.write_text(good.replace("127.0.0.22", "not-an-address"))
     await watch.nothing_for(10 * POLL)
     status = watch.source.status()
     assert status.health is Health.DEGRADED
-    assert "the last good fleet serves" in status.detail
+    assert status.detail == "1 configuration error; the last good version of 1 file serves"
     assert any("clusters/us-east/hello.yaml" in str(e) for e in status.errors)
 
     path.write_text(good.replace("127.0.0.22", "127.0.0.24"))  # fixed: applies again
@@ -117,3 +118,16 @@ async def test_a_removed_cluster_changes_the_config(watch: Watch) -> None:
     clusters.write_text("---".join(d for d in documents if "name: us-east" not in d))
     shutil.rmtree(watch.root / "clusters" / "us-east")
     assert describe(await watch.next()) == "config:edge-paris,eu-central"
+
+
+async def test_an_error_in_one_cluster_holds_back_no_change_in_another(watch: Watch) -> None:
+    typo = watch.root / "clusters" / "eu-central" / "hello.yaml"
+    typo.write_text(typo.read_text().replace("port: 80\n", "port: eighty\n"))
+    await watch.nothing_for(10 * POLL)
+    path = endpoints_file(watch.root)
+    path.write_text(path.read_text().replace("127.0.0.22", "127.0.0.23"))
+    update = await watch.next()  # applied while the typo is still there
+    assert isinstance(update, SiteSnapshot)
+    assert update.cluster == "us-east"
+    assert "127.0.0.23" in {e.addresses[0] for e in update.endpoints}
+    assert watch.source.status().health is Health.DEGRADED
