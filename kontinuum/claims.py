@@ -37,7 +37,7 @@ class Inbound:
 class ViewKey:
     """What decides a proxy's configuration; its string names the view.
 
-    sidecar/<cluster>/<workspace>:<outbound port>[/<inbound>][@<service account>]
+    sidecar/<cluster>/<workspace>:<outbound port>[/<inbound>][@<service account>][+grpc]
     gateway/<cluster>[@<service account>]   the cluster's east-west gateway
     ingress/<cluster>/<namespace>/<gateway>[@<service account>]  an ingress gateway
     """
@@ -49,6 +49,9 @@ class ViewKey:
     # The proxy's identity's service account: its certificate is part of its view, so
     # proxies of different service accounts never share one. Shown unless "default".
     service_account: str = DEFAULT_SERVICE_ACCOUNT
+    # A proxyless gRPC client (`+grpc`): only it is given the `api_listener` Listeners it
+    # asks for by name; an Envoy sidecar cannot use them (it refuses all but one).
+    proxyless: bool = False
 
     def __str__(self) -> str:
         account = (
@@ -59,7 +62,8 @@ class ViewKey:
         if self.view.role == "ingress":
             return f"ingress/{self.view.cluster}/{self.view.workspace}/{self.gateway}{account}"
         own = f"/{self.inbound}" if self.inbound else ""
-        return f"{self.view}:{self.outbound_port}{own}{account}"
+        client = "+grpc" if self.proxyless else ""
+        return f"{self.view}:{self.outbound_port}{own}{account}{client}"
 
 
 def _port(text: str, what: str) -> int:
@@ -127,4 +131,16 @@ def claim(node: Any) -> ViewKey:
             raise PermissionError(f"an ingress gateway declares the Gateway it runs ({gateway!r})")
         return ViewKey(ProxyView(namespace, cluster, "ingress"), gateway=gateway)
     outbound = _port(_declared(node, "outbound-port") or "15001", "outbound port")
-    return ViewKey(ProxyView(namespace, cluster, "sidecar"), outbound, _inbound(node))
+    return ViewKey(
+        ProxyView(namespace, cluster, "sidecar"),
+        outbound,
+        _inbound(node),
+        proxyless=is_proxyless_grpc(node),
+    )
+
+
+def is_proxyless_grpc(node: Any) -> bool:
+    """Whether the node is gRPC's own xDS client: every gRPC implementation names itself
+    `gRPC ...` in `user_agent_name` (`gRPC C-core linux Python`, `gRPC Go`, `gRPC Java`);
+    Envoy says `envoy`."""
+    return str(node.user_agent_name).startswith("gRPC")

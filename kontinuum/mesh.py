@@ -81,14 +81,14 @@ def _own_service_port(
     )
 
 
-GroupKey = tuple[str, str, int]  # (workspace, cluster, outbound port)
+GroupKey = tuple[str, str, int, bool]  # (workspace, cluster, outbound port, proxyless gRPC)
 
 
 def _group_key(key: ViewKey) -> GroupKey | None:
     """The group of a sidecar view; None for gateways."""
     if key.view.role != "sidecar":
         return None
-    return (key.view.workspace, key.view.cluster, key.outbound_port)
+    return (key.view.workspace, key.view.cluster, key.outbound_port, key.proxyless)
 
 
 def _route_key(bound: BoundRoute) -> tuple[str, str, str]:
@@ -361,10 +361,12 @@ class Mesh:
 
     def _translate_group(self, key: GroupKey, group: _Group) -> bool:
         """Translate a group's outbound side again; whether its resources changed."""
-        workspace, cluster, outbound_port = key
+        workspace, cluster, outbound_port, proxyless = key
         view = ProxyView(workspace, cluster, "sidecar")
         services = visible_services(self.plane, workspace, cluster)
-        options = SidecarOptions(outbound_port=outbound_port, mtls=self._mtls())
+        options = SidecarOptions(
+            outbound_port=outbound_port, mtls=self._mtls(), api_listeners=proxyless
+        )
         with self._built.owner(key):
             translation = translate_sidecar(
                 services, view, self.plane.site(cluster), options, self._routing, self._built

@@ -135,10 +135,12 @@ async def test_locality_failover_follows_the_fleet_files(
 ) -> None:
     root, source, xds_port = fleet
     outbound = free_port()
-    _sidecar(envoys, xds_port, outbound)
+    envoy = _sidecar(envoys, xds_port, outbound)
 
     await _answered_by(outbound, HELLO, "eu-central")
     await _answered_by(outbound, "hello.demo", "eu-central")  # same-namespace short form
+    # The api_listeners of proxyless gRPC clients never reach an Envoy, which refuses them.
+    assert "ApiListener" not in envoy.log_path.read_text()
 
     endpoints = root / "clusters" / "eu-central" / "hello-endpoints.yaml"
     good = endpoints.read_text()

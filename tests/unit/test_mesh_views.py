@@ -130,3 +130,33 @@ def test_an_east_west_gateway_gets_its_listener_and_nothing_once_undeclared(
     assert snapshot is not None
     assert not snapshot.resources(LISTENER)
     assert "no east-west Gateway (class kontinuum-east-west" in caplog.text
+
+
+def api_listeners(mesh: Mesh, view: str) -> list[str]:
+    snapshot = mesh.cache.snapshot(view)
+    assert snapshot is not None
+    return sorted(
+        name
+        for name, resource in snapshot.resources(LISTENER).items()
+        if resource.message.HasField("api_listener")
+    )
+
+
+def test_only_proxyless_grpc_clients_get_api_listeners(mesh: Mesh) -> None:
+    # Envoy refuses every api_listener received over LDS but one, and logs it: a sidecar
+    # gets none; gRPC's own xDS client (as it names itself) gets one per service port.
+    envoy = node()
+    envoy.user_agent_name = "envoy"
+    grpc_client = node()
+    grpc_client.user_agent_name = "gRPC C-core linux Python"
+    sidecar = mesh.resolve_view(envoy, PEER)
+    proxyless = mesh.resolve_view(grpc_client, PEER)
+    assert (sidecar, proxyless) == (
+        "sidecar/eu-central/demo:15001",
+        "sidecar/eu-central/demo:15001+grpc",
+    )
+    assert api_listeners(mesh, sidecar) == []
+    assert "hello.demo.svc.clusterset.local:80" in api_listeners(mesh, proxyless)
+    snapshot = mesh.cache.snapshot(sidecar)
+    assert snapshot is not None
+    assert "outbound" in snapshot.resources(LISTENER)
