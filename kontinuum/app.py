@@ -25,6 +25,7 @@ from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.config_cluster import ConfigClusterSource
 from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kubernetes import KubernetesSource
+from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
 from kontinuum.discovery.static import StaticSource, plural
@@ -252,7 +253,8 @@ class FleetOptions:
     site_source: SourceFactory = site_source
     otlp_endpoint: str | None = None  # where push traces go (OTLP/gRPC); None: no traces
     security: XdsSecurity | None = None  # None: plaintext, no workload certificates
-    state_dir: Path | None = None  # where the last good fleet files are kept; None: nowhere
+    # where the last good fleet files and the clusters' last views are kept; None: nowhere
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +311,12 @@ async def running_fleet(
         if status is not None:
             status.applied()
 
-    aggregator = Aggregator([s for s in (static, config) if s is not None], apply, options.debounce)
+    aggregator = Aggregator(
+        [s for s in (static, config) if s is not None],
+        apply,
+        options.debounce,
+        views=LastSeenViews(options.state_dir) if options.state_dir else None,
+    )
     # Clusters reached through their API or DNS get a source each, as the fleet declares them.
     sites = SiteSources(aggregator, options.site_source)
     aggregator.on_sites = sites.reconcile

@@ -11,7 +11,11 @@ The first fleet is applied once every source has reported at least once (or ende
 proxies are never served a half-discovered fleet at start-up. The sources given at the
 start (the fleet directory, the config cluster) declare the fleet: they are waited for
 however long they take. A cluster's own source (added later) is waited for `sync_timeout`
-at most; past it, the fleet applies without that cluster's first view.
+at most; past it, the fleet applies without that cluster's first view, or, with a store of
+the sources' last views (`kontinuum.discovery.last_seen`), with the view it had before the
+restart, marked stale, as a running source serves its view once its cluster is lost: its
+endpoints are kept until `keep_stale_for` seconds after it was last known current, its
+Services and exports after that too, until the source reports its own view.
 
 Merging: the fleet's clusters are those of the sources' `FleetConfig`s (a cluster declared
 twice keeps the first source's declaration; so does a route, Gateway or policy). A
@@ -27,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kontinuum.control.model import (
     ClusterSite,
@@ -39,6 +43,7 @@ from kontinuum.control.model import (
     grant_order,
 )
 from kontinuum.control.routing import RoutingConfig
+from kontinuum.discovery.last_seen import LastSeenViews, SavedView, ViewKeeper
 from kontinuum.discovery.source import Health, Source, SourceUpdate
 
 log = logging.getLogger("kontinuum.discovery.aggregate")
@@ -139,6 +144,7 @@ class Aggregator:
         sources: Sequence[Source],
         apply: Callable[[Fleet], object],
         debounce: Debounce = Debounce(),
+        views: LastSeenViews | None = None,
     ) -> None:
         self.sources = tuple(sources)
         self._declaring = {s.name for s in sources}  # never applied without their first view
@@ -155,6 +161,11 @@ class Aggregator:
         self.updates = 0  # source updates received so far
         self._last_update: dict[str, float] = {}
         self._burst: tuple[float, set[str]] | None = None  # the updates not applied yet
+        # The last views of cluster sources, saved and restored across restarts.
+        self.keeper = ViewKeeper(views) if views is not None else None
+        self._keep_for: dict[str, float] = {}  # source -> its keep_stale_for
+        self._restored: set[tuple[str, str]] = set()  # (source, cluster) from before a restart
+        self._drops: dict[str, asyncio.TimerHandle] = {}  # drops a restored view's endpoints
         # What led to the fleet being applied, set just before `apply` is called.
         self.change: Change | None = None
         # Called with the fleet's sites whenever a source's config changes, so that the
@@ -170,7 +181,8 @@ class Aggregator:
         )
 
     def snapshot_of(self, source: str, cluster: str) -> SiteSnapshot | None:
-        """What `source` last reported of `cluster`, if it reported it at all."""
+        """What `source` last reported of `cluster` (before a restart, if its view from then
+        serves), if it reported it at all."""
         return self._snapshots.get((source, cluster))
 
     def source_states(self) -> list[SourceState]:
@@ -196,24 +208,36 @@ class Aggregator:
 
     async def run(self) -> None:
         """Run until cancelled; a source that fails is logged and its last view kept."""
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            for source in self.sources:
-                self._start(source)
-            group.create_task(self._push())
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for source in self.sources:
+                    self._start(source)
+                if self.keeper is not None:
+                    group.create_task(self.keeper.run(), name="last views")
+                group.create_task(self._push())
+        finally:
+            for handle in self._drops.values():
+                handle.cancel()
 
     def _start(self, source: Source) -> None:
         assert self._group is not None
         task = self._group.create_task(self._follow(source), name=f"source {source.name}")
         self._followers[source.name] = task
 
-    def add(self, source: Source) -> None:
+    def add(self, source: Source, keep_stale_for: float | None = None) -> None:
         """Follow one more source (a cluster joined the fleet). Before the first fleet it is
-        waited for like the others; after, it joins when it reports. Call only while `run`
-        runs."""
+        waited for like the others; after, it joins when it reports. With `keep_stale_for`
+        (how long the source keeps its endpoints once its cluster is lost) its last view is
+        saved, and serves after a restart until the source reports (see the module doc).
+        Call only while `run` runs."""
         if any(s.name == source.name for s in self.sources):
             raise ValueError(f"a source named {source.name!r} is already followed")
         self.sources += (source,)
+        if keep_stale_for is not None:
+            self._keep_for[source.name] = keep_stale_for
+            if self.keeper is not None:
+                self.keeper.follow(source.name, keep_stale_for)
         if self.synced.is_set():
             self._reported.add(source.name)
         self._start(source)
@@ -227,6 +251,11 @@ class Aggregator:
         self._configs.pop(name, None)
         for key in [k for k in self._snapshots if k[0] == name]:
             del self._snapshots[key]
+            self._restored.discard(key)
+        if (drop := self._drops.pop(name, None)) is not None:
+            drop.cancel()
+        if self._keep_for.pop(name, None) is not None and self.keeper is not None:
+            self.keeper.forget(name)
         self._changed.set()
 
     def _take(self, source: Source, update: SourceUpdate) -> None:
@@ -241,11 +270,17 @@ class Aggregator:
                     log.exception("starting the sources of the fleet's clusters failed")
         else:
             self._snapshots[source.name, update.cluster] = update
+            self._replaced(source.name, update.cluster)
+            if self.keeper is not None:
+                self.keeper.saw(source.name, update)
         self.updates += 1
         self._last_update[source.name] = time.time()
+        self._note_change(source.name)
+
+    def _note_change(self, source: str) -> None:
         if self._burst is None:
             self._burst = (time.monotonic(), set())
-        self._burst[1].add(source.name)
+        self._burst[1].add(source)
         self._changed.set()
 
     async def _follow(self, source: Source) -> None:
@@ -275,9 +310,11 @@ class Aggregator:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if not self._declaring.intersection(missing):
-                    log.warning(
-                        "applying the fleet without a first view from %s", ", ".join(missing)
-                    )
+                    restored = await self._restore(missing)
+                    if without := [name for name in missing if name not in restored]:
+                        log.warning(
+                            "applying the fleet without a first view from %s", ", ".join(without)
+                        )
                     return
                 if not said:
                     log.warning(
@@ -291,6 +328,87 @@ class Aggregator:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):  # not wait_for: see _quiet
                     await self._changed.wait()
+
+    async def _restore(self, missing: list[str]) -> set[str]:
+        """Serve the saved views of the `missing` sources that have one; their names."""
+        restored: set[str] = set()
+        if self.keeper is None:
+            return restored
+        for name in missing:
+            keep = self._keep_for.get(name)
+            if keep is None:
+                continue
+            saved = await self.keeper.load(name)
+            if saved is None or name not in self._followers or name in self._reported:
+                continue  # none, or the source was removed or reported meanwhile
+            if self._serve_saved(saved, keep):
+                restored.add(name)
+        return restored
+
+    def _serve_saved(self, saved: SavedView, keep: float) -> bool:
+        name, age = saved.source, saved.age(time.time())
+        left = keep - age
+        clusters = []
+        for snapshot in saved.snapshots:
+            key = (name, snapshot.cluster)
+            if key in self._snapshots:
+                continue
+            endpoints = snapshot.endpoints if left > 0 else ()
+            self._snapshots[key] = replace(snapshot, endpoints=endpoints, stale=True)
+            self._restored.add(key)
+            clusters.append(snapshot.cluster)
+        if not clusters:
+            return False
+        waited = self._debounce.sync_timeout
+        if left > 0:
+            log.warning(
+                "%s has not reported within %g s: its last view of %s from before the restart, "
+                "%.0f s old, serves marked stale; its endpoints are kept for another %.0f s",
+                name,
+                waited,
+                ", ".join(clusters),
+                age,
+                left,
+            )
+            loop = asyncio.get_running_loop()
+            self._drops[name] = loop.call_later(left, self._drop_restored, name, keep)
+        else:
+            log.warning(
+                "%s has not reported within %g s: its last view of %s from before the restart "
+                "is %.0f s old, more than %g s: its Services and exports serve marked stale, "
+                "without endpoints",
+                name,
+                waited,
+                ", ".join(clusters),
+                age,
+                keep,
+            )
+        return True
+
+    def _drop_restored(self, name: str, keep: float) -> None:
+        """`keep` seconds passed since the restored view of `name` was last known current."""
+        self._drops.pop(name, None)
+        keys = [key for key in self._restored if key[0] == name]
+        for key in keys:
+            self._snapshots[key] = replace(self._snapshots[key], endpoints=())
+        if keys:
+            log.warning(
+                "%s still has not reported: its view from before the restart is more than %g s "
+                "old, so its endpoints are dropped; its Services and exports stay, marked stale",
+                name,
+                keep,
+            )
+            self._note_change(name)
+
+    def _replaced(self, source: str, cluster: str) -> None:
+        """The source reported `cluster`: its own view replaces the restored one."""
+        if not self._restored:
+            return
+        self._restored.discard((source, cluster))
+        if any(key[0] == source for key in self._restored):
+            return
+        if (drop := self._drops.pop(source, None)) is not None:
+            drop.cancel()
 
     async def _quiet(self) -> None:
         """Return once updates pause for `after` seconds, or `max` seconds have passed."""

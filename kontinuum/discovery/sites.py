@@ -36,6 +36,12 @@ def _same_connection(a: SiteAccess, b: SiteAccess) -> bool:
     return a == b
 
 
+def _keep_stale_for(access: SiteAccess) -> float | None:
+    """How long the cluster's source keeps its endpoints once the cluster is lost; None
+    when it keeps its last answers as long as it runs (a DNS-described site)."""
+    return access.stale_after if isinstance(access, KubernetesAccess) else None
+
+
 class SiteSources:
     """Reconciles the aggregator's per-cluster sources with the fleet's sites."""
 
@@ -75,5 +81,5 @@ class SiteSources:
                 continue
             source = self._factory(cluster, access)
             log.info("cluster %s: starting source %s", cluster, source.name)
-            self._aggregator.add(source)
+            self._aggregator.add(source, keep_stale_for=_keep_stale_for(access))
             self._running[cluster] = (access, source)
