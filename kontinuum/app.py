@@ -487,11 +487,13 @@ async def serving(
 
 def readiness_notes(aggregator: Aggregator) -> list[str]:
     """What `/readyz` tells besides ready or not: the sources awaited, and those degraded
-    (their last good view serves: ready all the same)."""
+    or stale (their last good view serves: ready all the same)."""
     notes = [f"waiting for the first view of {name}" for name in aggregator.waiting_for()]
     for state in aggregator.source_states():
         if state.health is Health.DEGRADED:
             notes.append(f"degraded: {state.name}: {state.detail or 'serving a stale view'}")
+        elif state.stale:  # e.g. a cluster's view from before a restart, its API silent
+            notes.append(f"stale: {state.name}: serving the last view it had")
     return notes
 
 

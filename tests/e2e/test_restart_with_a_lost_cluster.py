@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kontinuum.app import FleetOptions, RunningFleet, running_fleet
+from kontinuum.app import FleetOptions, RunningFleet, readiness_notes, running_fleet
 from kontinuum.control.model import KubernetesAccess, SiteAccess, SiteSnapshot
 from kontinuum.discovery.aggregate import Debounce
 from kontinuum.discovery.dns import DnsSource
@@ -120,6 +120,9 @@ async def test_a_restart_while_a_cluster_is_unreachable_keeps_its_endpoints_stal
             assert served_web(second) == [("eu", "10.1.0.1", 8080)]  # us's proxies keep it
             (state,) = [s for s in second.aggregator.source_states() if s.name == "kubernetes:eu"]
             assert (state.stale, state.endpoints) == (True, 1)
+            assert "stale: kubernetes:eu: serving the last view it had" in readiness_notes(
+                second.aggregator
+            )
 
             await eu.start()  # back: its own view replaces the restored one
             await eventually(
