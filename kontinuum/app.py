@@ -28,6 +28,7 @@ from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from kontinuum.errors import listen_error
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -172,7 +173,10 @@ async def _serving(
     for collector in collectors:
         registry.register(collector)
     admin = AdminServer(registry, ready=lambda: server.serving)
-    await admin.start(admin_address)
+    try:
+        await admin.start(admin_address)
+    except OSError as error:
+        raise listen_error(error, admin_address, "--admin-address") from error
     try:
         credentials, also = listeners
         await server.start(xds_address, credentials, also=also)
@@ -192,7 +196,10 @@ async def _clusterset_dns(
         yield
         return
     server = DnsServer(ClusterSetResponder(lambda: mesh.plane, options))
-    await server.start(*split_address(address))
+    try:
+        await server.start(*split_address(address))
+    except OSError as error:
+        raise listen_error(error, address, "--dns-address") from error
     try:
         yield
     finally:
@@ -352,7 +359,7 @@ async def _renew_certificates(mesh: Mesh, pushes: PushTelemetry) -> None:
             continue
         finally:
             push.seal()
-        log.info("renewed the workload certificates of %d views", renewed)
+        log.info("renewed the workload certificates of views: %d", renewed)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -431,7 +438,7 @@ async def _forget_idle_views(server: XdsServer, mesh: Mesh) -> None:
         await asyncio.sleep(VIEW_IDLE_SECONDS / 10)
         in_use = {str(stream.connection.view) for stream in server.streams()}
         if dropped := mesh.forget_idle(in_use, VIEW_IDLE_SECONDS):
-            log.info("dropped %d views no proxy used for %.0f s", dropped, VIEW_IDLE_SECONDS)
+            log.info("dropped the views no proxy used for %.0f s: %d", VIEW_IDLE_SECONDS, dropped)
 
 
 @contextlib.asynccontextmanager
