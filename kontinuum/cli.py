@@ -237,11 +237,11 @@ def serve(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--lease-name/--lease-namespace") from error
     if otlp_endpoint:
-        from kontinuum.telemetry.pushes import TracingUnavailableError, check_tracing
+        from kontinuum.telemetry.otlp import otlp_target
 
         try:
-            check_tracing()
-        except TracingUnavailableError as error:
+            otlp_target(otlp_endpoint)
+        except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--otlp-endpoint") from error
     security = serve_security(
         ca_dir,
