@@ -552,11 +552,16 @@ def bootstrap(
     if output is None:
         typer.echo(text)
         return
+    from kontinuum.errors import write_error
+
     # A bootstrap may hold a token: written for its owner only, never briefly wider.
-    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file too, before anything is written
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text + "\n")
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file too, before anything is written
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text + "\n")
+    except OSError as error:
+        raise write_error(error, output, "--output") from error
 
 
 @app.command()

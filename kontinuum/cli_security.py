@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kontinuum.errors import OperatorError
+from kontinuum.errors import OperatorError, write_error
 from kontinuum.security.ca import CaError, CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 
@@ -152,6 +152,8 @@ def ca_init(
         ca.save(ca_dir)
     except CaError as error:
         raise OperatorError(str(error)) from error
+    except OSError as error:
+        raise write_error(error, ca_dir, "--ca-dir") from error
     typer.echo(f"CA of trust domain {trust_domain} written to {ca_dir} (ca.crt, ca.key)")
 
 
@@ -179,14 +181,17 @@ def ca_issue(
         issued = ca.issue_workload(identity, cluster, duration_option(validity, "--validity"))
     except CaError as error:
         raise OperatorError(str(error)) from error
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
-    (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
-    key = out / "key.pem"
-    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(issued.private_key_pem)
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
+        (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
+        key = out / "key.pem"
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(issued.private_key_pem)
+    except OSError as error:
+        raise write_error(error, out, "--out") from error
     typer.echo(f"{identity} (cluster {cluster}) until {issued.not_after:%Y-%m-%d %H:%M} UTC: {out}")
 
 

@@ -32,3 +32,9 @@ def listen_error(error: OSError, address: str, option: str) -> OperatorError:
         )
     reason = error.strerror or str(error)
     return OperatorError(f"cannot listen on {address}: {reason}; check {option}")
+
+
+def write_error(error: OSError, path: object, option: str) -> OperatorError:
+    """What a failure to write `path` (given as `option`) means to an operator."""
+    reason = error.strerror or str(error)
+    return OperatorError(f"cannot write {error.filename or path}: {reason}; check {option}")

@@ -201,3 +201,32 @@ def test_status_shows_a_column_per_type_where_it_fits() -> None:
     assert "2 connected proxies" in shown
     one = _printed(render_status, PROXIES[:1], width=200)
     assert re.search(r"\b1 connected proxy\s*$", one, re.MULTILINE), one
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("bootstrap", "--node-id", "a", "--cluster", "c", "--namespace", "n", "-o"), "--output"),
+        (("ca", "init", "--ca-dir"), "--ca-dir"),
+    ],
+)
+def test_a_file_that_cannot_be_written_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    inside_a_file = str(tmp_path / "file" / "below")  # a path whose parent is no directory
+    code, _, err = kontinuum(capsys, *args, inside_a_file)
+    assert code == 1
+    assert err == f"error: cannot write {inside_a_file}: Not a directory; check {option}\n"
+
+
+def test_an_otlp_endpoint_that_is_no_address_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = kontinuum(
+        capsys, "serve", "--plaintext-xds", "--config", str(EXAMPLE_FLEET),
+        "--otlp-endpoint", "ftp://collector:21",
+    )  # fmt: skip
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "--otlp-endpoint" in err, err
