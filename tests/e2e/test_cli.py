@@ -224,6 +224,30 @@ def test_serve_on_a_busy_address_says_so_in_one_line(tmp_path: Path, busy: str) 
     assert not [line for line in result.stderr.splitlines() if line.startswith(("│", "╭"))]
 
 
+def test_status_with_credentials_against_a_plaintext_server_says_to_leave_them_out(
+    served: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    address, _, _ = served
+    ca, operator = tmp_path / "ca", tmp_path / "operator"
+    for args in (
+        ["ca", "init", "--ca-dir", str(ca)],
+        ["ca", "issue", "--ca-dir", str(ca), "--cluster", "demo", "--namespace",
+         "kontinuum-system", "--service-account", "operator", "--out", str(operator)],
+    ):  # fmt: skip
+        subprocess.run([*KONTINUUM, *args], capture_output=True, timeout=30, check=True)
+    result = subprocess.run(
+        [*KONTINUUM, "status", "--xds-address", address, "--credentials", str(operator)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {address} serves xDS without TLS (a --plaintext-xds server): leave out "
+        "--credentials\n"
+    ), result.stderr
+
+
 def test_version() -> None:
     result = subprocess.run([*KONTINUUM, "version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == __version__
