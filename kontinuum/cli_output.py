@@ -24,8 +24,8 @@ def run(command: typer.Typer, args: Sequence[str] | None = None) -> int:
     except Exception as failed:
         # Typer raises click's exceptions, or those of its own copy of click: by name.
         kinds = {kind.__name__ for kind in type(failed).__mro__}
-        if "NoArgsIsHelpError" in kinds:  # the help, as asked for
-            failed.show()  # type: ignore[attr-defined]
+        if "NoArgsIsHelpError" in kinds:  # `kontinuum` alone: its help, on stdout as before
+            typer.echo(failed.format_message())  # type: ignore[attr-defined]
             return int(failed.exit_code)  # type: ignore[attr-defined]
         if "UsageError" in kinds:
             context = failed.ctx  # type: ignore[attr-defined]

@@ -230,3 +230,11 @@ def test_an_otlp_endpoint_that_is_no_address_is_refused(
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert "--otlp-endpoint" in err, err
+
+
+def test_kontinuum_alone_prints_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = kontinuum(capsys)
+    assert code == 2
+    assert err == ""
+    for path, _ in ALL:
+        assert path[0] in out
