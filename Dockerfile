@@ -3,9 +3,7 @@ FROM python:3.11-slim
 WORKDIR /opt/kontinuum
 COPY pyproject.toml README.md ./
 COPY kontinuum ./kontinuum
-COPY scripts/own-otel-protos.sh ./scripts/
-RUN pip install --no-cache-dir . && scripts/own-otel-protos.sh python \
-    && useradd --uid 65532 --no-create-home kontinuum
+RUN pip install --no-cache-dir . && useradd --uid 65532 --no-create-home kontinuum
 USER 65532
 EXPOSE 18000 18001
 ENTRYPOINT ["kontinuum"]

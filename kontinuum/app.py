@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from kontinuum.admin import AdminServer
 from kontinuum.bootstrap import split_address
 from kontinuum.control.model import Fleet, KubernetesAccess, SiteAccess
+from kontinuum.control.wording import plural
 from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.config_cluster import ConfigClusterSource
 from kontinuum.discovery.dns import DnsSource
@@ -28,8 +29,9 @@ from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
-from kontinuum.discovery.static import StaticSource, plural
+from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from kontinuum.errors import listen_error
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -177,7 +179,10 @@ async def _serving(
         registry.register(collector)
     ready, notes = readiness
     admin = AdminServer(registry, ready=lambda: server.serving and ready(), notes=notes)
-    await admin.start(admin_address)
+    try:
+        await admin.start(admin_address)
+    except OSError as error:
+        raise listen_error(error, admin_address, "--admin-address") from error
     try:
         credentials, also = listeners
         await server.start(xds_address, credentials, also=also)
@@ -197,7 +202,10 @@ async def _clusterset_dns(
         yield
         return
     server = DnsServer(ClusterSetResponder(lambda: mesh.plane, options))
-    await server.start(*split_address(address))
+    try:
+        await server.start(*split_address(address))
+    except OSError as error:
+        raise listen_error(error, address, "--dns-address") from error
     try:
         yield
     finally:
@@ -410,7 +418,7 @@ async def _renew_certificates(mesh: Mesh, pushes: PushTelemetry) -> None:
             continue
         finally:
             push.seal()
-        log.info("renewed the workload certificates of %d views", renewed)
+        log.info("renewed the workload certificates of views: %d", renewed)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -506,7 +514,7 @@ async def _forget_idle_views(server: XdsServer, mesh: Mesh) -> None:
         await asyncio.sleep(VIEW_IDLE_SECONDS / 10)
         in_use = {str(stream.connection.view) for stream in server.streams()}
         if dropped := mesh.forget_idle(in_use, VIEW_IDLE_SECONDS):
-            log.info("dropped %d views no proxy used for %.0f s", dropped, VIEW_IDLE_SECONDS)
+            log.info("dropped the views no proxy used for %.0f s: %d", VIEW_IDLE_SECONDS, dropped)
 
 
 @contextlib.asynccontextmanager

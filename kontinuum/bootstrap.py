@@ -71,9 +71,12 @@ def find_envoy() -> str | None:
 
 
 def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port); port 0 means any free one."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if int(port) > 65535:
+        raise ValueError(f"the port of {address!r} is not between 1 and 65535")
     return host.strip("[]"), int(port)
 
 

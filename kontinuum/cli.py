@@ -6,12 +6,14 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from kontinuum import __version__
+from kontinuum.cli_output import run
 from kontinuum.cli_security import (
     DEFAULT_TRUST_DOMAIN,
     TrustDomain,
@@ -20,6 +22,7 @@ from kontinuum.cli_security import (
     serve_security,
     token_app,
 )
+from kontinuum.control.wording import plural
 
 # The demo starts Envoy from a process that serves gRPC; grpc's fork handlers only warn
 # about that. kontinuum never forks a process that then uses gRPC.
@@ -30,16 +33,43 @@ app = typer.Typer(
     help="Multi-cluster service mesh control plane: one xDS server for a whole fleet.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help wraps at any width; rich's help panels cut long option names.
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
 )
 
 app.add_typer(ca_app)
 app.add_typer(token_app)
 
-XdsAddress = Annotated[
-    str, typer.Option("--xds-address", help="host:port of the xDS (gRPC) server.")
-]
+
+def _address(value: str | None) -> str | None:
+    """A HOST:PORT option's value, its port between 1 and 65535 (None: not given)."""
+    from kontinuum.bootstrap import split_address
+
+    if value is None or value.lower() == "none":
+        return value
+    try:
+        _, port = split_address(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    if port == 0:
+        raise typer.BadParameter(f"the port of {value!r} is not between 1 and 65535")
+    return value
+
+
+def address_option(name: str, help: str) -> Any:
+    """An option naming a HOST:PORT, checked before the command runs."""
+    return typer.Option(name, help=help, metavar="HOST:PORT", callback=_address)
+
+
+def port_option(name: str, help: str, *, zero: bool = False) -> Any:
+    """An option naming a port: 1 to 65535 (0 too, where it means any free port)."""
+    return typer.Option(name, help=help, metavar="PORT", min=0 if zero else 1, max=65535)
+
+
+XdsAddress = Annotated[str, address_option("--xds-address", "The xDS (gRPC) server.")]
 AdminAddress = Annotated[
-    str, typer.Option("--admin-address", help="host:port of /healthz, /readyz and /metrics.")
+    str, address_option("--admin-address", "Where to serve /healthz, /readyz and /metrics.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 # Where XDG puts state that outlives a process; in a container, mount a volume there.
@@ -103,9 +133,9 @@ def serve(
     admin_address: AdminAddress = "127.0.0.1:18001",
     dns_address: Annotated[
         str | None,
-        typer.Option(
+        address_option(
             "--dns-address",
-            help="host:port where to answer clusterset.local DNS (UDP and TCP); none: no DNS.",
+            "Where to answer clusterset.local DNS (UDP and TCP); without it, no DNS.",
         ),
     ] = None,
     dns_service_address: Annotated[
@@ -157,10 +187,10 @@ def serve(
     ] = False,
     xds_token_address: Annotated[
         str | None,
-        typer.Option(
+        address_option(
             "--xds-token-address",
-            help="host:port where xDS is also served over TLS without client certificates, "
-            "to proxies presenting a bootstrap token (`kontinuum token create`).",
+            "Where xDS is also served over TLS without client certificates, to proxies "
+            "presenting a bootstrap token (`kontinuum token create`).",
         ),
     ] = None,
     server_name: Annotated[
@@ -199,7 +229,6 @@ def serve(
     cluster set's names are answered over DNS (docs/dns.md).
     """
     from kontinuum.app import FleetOptions, run_event_loop, serve_fleet
-    from kontinuum.bootstrap import split_address
     from kontinuum.control.model import KubernetesAccess
     from kontinuum.dns import ZoneOptions
     from kontinuum.kube import LeaseConfig
@@ -213,11 +242,6 @@ def serve(
         dns_options = ZoneOptions.of(dns_service_address or ["127.0.0.1"])
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--dns-service-address") from error
-    if dns_address is not None:
-        try:
-            split_address(dns_address)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--dns-address") from error
     access = None
     if config_cluster == "in-cluster":
         access = KubernetesAccess(in_cluster=True)
@@ -228,11 +252,11 @@ def serve(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--lease-name/--lease-namespace") from error
     if otlp_endpoint:
-        from kontinuum.telemetry.pushes import TracingUnavailableError, check_tracing
+        from kontinuum.telemetry.otlp import otlp_target
 
         try:
-            check_tracing()
-        except TracingUnavailableError as error:
+            otlp_target(otlp_endpoint)
+        except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--otlp-endpoint") from error
     security = serve_security(
         ca_dir,
@@ -343,9 +367,14 @@ def validate(
     for line in problems:
         typer.echo(str(line), err=True)
     services = sum(len(s.services) for s in fleet.snapshots)
-    summary = (
-        f"{len(fleet.sites)} clusters, {services} services, {len(binding.statuses)} routes, "
-        f"{len(errors)} errors, {len(problems)} status problems"
+    summary = ", ".join(
+        (
+            plural(len(fleet.sites), "cluster"),
+            plural(services, "service"),
+            plural(len(binding.statuses), "route"),
+            plural(len(errors), "error"),
+            plural(len(problems), "status problem"),
+        )
     )
     if errors or problems:
         typer.echo(f"{path}: {summary}", err=True)
@@ -376,27 +405,28 @@ def bootstrap(
         str | None, typer.Option(help="The service this proxy fronts (sidecars).")
     ] = None,
     inbound_port: Annotated[
-        int | None,
-        typer.Option("--inbound-port", help="Port of the local workload (on 127.0.0.1)."),
+        int | None, port_option("--inbound-port", "Port of the local workload (on 127.0.0.1).")
     ] = None,
     inbound_address: Annotated[
         str | None,
-        typer.Option(
+        address_option(
             "--inbound-address",
-            help="IP:PORT where the sidecar accepts traffic for its service "
-            "(default 0.0.0.0:15006; on a shared host, the EndpointSlice address).",
+            "Where the sidecar accepts traffic for its service (default 0.0.0.0:15006; on "
+            "a shared host, the EndpointSlice address).",
         ),
     ] = None,
     outbound_port: Annotated[
-        int, typer.Option("--outbound-port", help="Port of the outbound listener.")
+        int, port_option("--outbound-port", "Port of the outbound listener.")
     ] = 15001,
-    admin_port: Annotated[int, typer.Option("--admin-port", help="Envoy admin port.")] = 15000,
+    admin_port: Annotated[
+        int, port_option("--admin-port", "Envoy admin port (0: any free one).", zero=True)
+    ] = 15000,
     stats_address: Annotated[
         str | None,
-        typer.Option(
+        address_option(
             "--stats-address",
-            help="HOST:PORT of a listener serving /stats/prometheus for Prometheus (as "
-            "Istio's 15090); `none` for no such listener.",
+            "A listener serving /stats/prometheus for Prometheus (as Istio's 15090); "
+            "`none` for no such listener.",
         ),
     ] = "0.0.0.0:15090",
     stats_inclusion_prefix: Annotated[
@@ -538,11 +568,16 @@ def bootstrap(
     if output is None:
         typer.echo(text)
         return
+    from kontinuum.errors import write_error
+
     # A bootstrap may hold a token: written for its owner only, never briefly wider.
-    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file too, before anything is written
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text + "\n")
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file too, before anything is written
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text + "\n")
+    except OSError as error:
+        raise write_error(error, output, "--output") from error
 
 
 @app.command()
@@ -553,13 +588,14 @@ def status(
         typer.Option(
             "--credentials",
             file_okay=False,
-            help="A directory of cert.pem, key.pem and ca.pem (`kontinuum ca issue "
-            "--namespace kontinuum-system --service-account operator`): read status over "
-            "TLS as the operator.",
+            help="A directory of cert.pem, key.pem and ca.pem (`kontinuum ca issue --ca-dir "
+            "CA_DIR --cluster CLUSTER --namespace kontinuum-system --service-account operator "
+            "--out DIR`): read status over TLS as the operator.",
         ),
     ] = None,
 ) -> None:
     """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # not gRPC's log of a failed handshake
     import grpc
 
     from kontinuum.status import fetch_status, render_status
@@ -574,12 +610,7 @@ def status(
             )
         except OSError as error:
             raise typer.BadParameter(str(error), param_hint="--credentials") from error
-    try:
-        proxies = fetch_status(xds_address, credentials=channel_credentials)
-    except ConnectionError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    render_status(proxies)
+    render_status(fetch_status(xds_address, credentials=channel_credentials))
 
 
 @app.command()
@@ -605,7 +636,8 @@ def demo(
                 f"failed after the ejection window: {consumer.failed_after_window}"
             )
         if outcome.prometheus is not None:
-            typer.echo(f"Prometheus (stopped with the demo) scraped {outcome.targets_up} targets")
+            scraped = plural(outcome.targets_up, "target")
+            typer.echo(f"Prometheus (stopped with the demo) scraped {scraped}")
 
 
 @app.command()
@@ -615,4 +647,4 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    sys.exit(run(app))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kontinuum.errors import OperatorError, write_error
 from kontinuum.security.ca import CaError, CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 
@@ -19,8 +20,15 @@ if TYPE_CHECKING:
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 
-ca_app = typer.Typer(name="ca", help="The fleet's certificate authority.", no_args_is_help=True)
-token_app = typer.Typer(name="token", help="Bootstrap tokens for proxies.", no_args_is_help=True)
+ca_app = typer.Typer(
+    name="ca",
+    help="The fleet's certificate authority.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+token_app = typer.Typer(
+    name="token", help="Bootstrap tokens for proxies.", no_args_is_help=True, rich_markup_mode=None
+)
 
 CaDir = Annotated[
     Path,
@@ -62,12 +70,11 @@ def duration_option(text: str, hint: str) -> timedelta:
 
 
 def load_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
-    """The CA of a directory, or a clear exit."""
+    """The CA of a directory, or an OperatorError saying why not."""
     try:
         return CertificateAuthority.load(directory, trust_domain)
     except CaError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise OperatorError(str(error)) from error
 
 
 def _identity(trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
@@ -144,8 +151,9 @@ def ca_init(
     try:
         ca.save(ca_dir)
     except CaError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise OperatorError(str(error)) from error
+    except OSError as error:
+        raise write_error(error, ca_dir, "--ca-dir") from error
     typer.echo(f"CA of trust domain {trust_domain} written to {ca_dir} (ca.crt, ca.key)")
 
 
@@ -172,16 +180,18 @@ def ca_issue(
     try:
         issued = ca.issue_workload(identity, cluster, duration_option(validity, "--validity"))
     except CaError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
-    (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
-    key = out / "key.pem"
-    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(issued.private_key_pem)
+        raise OperatorError(str(error)) from error
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
+        (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
+        key = out / "key.pem"
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(issued.private_key_pem)
+    except OSError as error:
+        raise write_error(error, out, "--out") from error
     typer.echo(f"{identity} (cluster {cluster}) until {issued.not_after:%Y-%m-%d %H:%M} UTC: {out}")
 
 
@@ -203,6 +213,5 @@ def token_create(
     try:
         token = issue_token(ca, identity, cluster, duration_option(validity, "--validity"))
     except (CaError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise OperatorError(str(error)) from error
     typer.echo(token)

@@ -38,6 +38,7 @@ from rich.text import Text
 
 from kontinuum.app import FleetOptions, XdsSecurity, running_fleet, serving
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, find_envoy, proxy_metadata
+from kontinuum.control.wording import plural
 from kontinuum.discovery.static import load_fleet
 from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
@@ -170,7 +171,7 @@ def _view(
     ]
     if outcome.prometheus is not None:
         where.append(
-            f"Prometheus: {outcome.prometheus} ({outcome.targets_up} targets up; try "
+            f"Prometheus: {outcome.prometheus} ({plural(outcome.targets_up, 'target')} up; try "
             "kontinuum:requests:rate1m or kontinuum:cross_site_bytes:rate1m)"
         )
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kontinuum.cli_output import fitting
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.model import ConfigError, Fleet
 from kontinuum.control.plane import Condition
@@ -68,11 +69,18 @@ def load_binding(path: Path) -> tuple[Fleet, RouteBinding, list[ConfigError]]:
 
 
 def render_routes(binding: RouteBinding, console: Console | None = None) -> None:
-    table = Table("object", "toward", "condition", "reason", "message", title="routing status")
+    """Every condition in a table: one column per part where that fits the terminal, else
+    three columns whose cells wrap; names are never cut."""
+    console = console or Console()
+    wide = Table("object", "toward", "condition", "reason", "message", title="routing status")
+    narrow = Table(title="routing status")
+    for column in ("object / toward", "condition", "message"):
+        narrow.add_column(column, overflow="fold")
     for line in status_lines(binding):
         c = line.condition
         style = "" if line.ok else "bold red"
-        table.add_row(
-            line.object, line.toward, f"{c.type}={c.status}", c.reason, c.message, style=style
-        )
-    (console or Console()).print(table)
+        condition = f"{c.type}={c.status}"
+        wide.add_row(line.object, line.toward, condition, c.reason, c.message, style=style)
+        where = f"{line.object}\n{line.toward}" if line.toward else line.object
+        narrow.add_row(where, f"{condition} {c.reason}", c.message, style=style)
+    console.print(fitting(console, wide, narrow))

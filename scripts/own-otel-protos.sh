@@ -1,7 +1,8 @@
 #!/bin/sh
 # xds-protos ships a stale copy of opentelemetry-proto's modules under the same paths
-# (grpc/grpc#42926); whichever package pip installed last owns them, and the stale ones
-# break the OTLP trace exporter. Reinstall opentelemetry-proto's own, at the version
+# (grpc/grpc#42926); whichever package pip installed last owns them. kontinuum itself imports
+# neither, but the tests decode OTLP with opentelemetry-proto's classes, which the stale ones
+# lack. Reinstall opentelemetry-proto's own, at the version
 # installed. Usage: scripts/own-otel-protos.sh PYTHON
 set -eu
 python=${1:-python3}

@@ -29,6 +29,7 @@ from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluste
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
+from kontinuum.control.wording import plural
 from kontinuum.discovery.last_good import LastGoodFiles
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
@@ -455,8 +456,3 @@ def _rescan_interval(reader: FleetReader) -> float:
     """Read again soon while a file is being written, else every 10 s in case an inotify
     event was missed."""
     return SETTLE_SECONDS / 4 if reader.settling else 10.0
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 error`, `2 errors`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

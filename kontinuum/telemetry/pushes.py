@@ -36,6 +36,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from kontinuum import __version__
 from kontinuum.discovery.aggregate import Change
 from kontinuum.telemetry.metrics import PushMetrics
+from kontinuum.telemetry.otlp import OtlpSpanExporter
 from kontinuum.xds.push import Outcome, Push
 
 log = logging.getLogger("kontinuum.telemetry")
@@ -43,40 +44,14 @@ log = logging.getLogger("kontinuum.telemetry")
 MAX_PUSH_AGE: Final = 300.0  # seconds a push's trace waits for its last proxy
 
 
-class TracingUnavailableError(RuntimeError):
-    """The OTLP exporter cannot be loaded in this installation."""
-
-
-def _otlp_exporter() -> Any:
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    except ImportError as error:
-        # xds-protos ships a stale copy of opentelemetry-proto's modules under the same
-        # paths (grpc/grpc#42926): whichever package was installed last owns them.
-        raise TracingUnavailableError(
-            f"the OTLP exporter does not load ({error}); if xds-protos was installed after "
-            "opentelemetry-proto, reinstall the latter: pip install --force-reinstall "
-            "--no-deps opentelemetry-proto"
-        ) from error
-    return OTLPSpanExporter
-
-
-def check_tracing() -> None:
-    """Raise TracingUnavailableError, saying how to repair it, if traces cannot be exported."""
-    _otlp_exporter()
-
-
 def tracer_provider(endpoint: str | None) -> TracerProvider | None:
     """Traces exported over OTLP/gRPC to `endpoint` (`host:port`, or a URL), or None for
     no tracing at all."""
     if not endpoint:
         return None
-    exporter = _otlp_exporter()
-
     resource = Resource.create({"service.name": "kontinuum", "service.version": __version__})
     provider = TracerProvider(resource=resource)
-    insecure = not endpoint.startswith("https://")
-    provider.add_span_processor(BatchSpanProcessor(exporter(endpoint, insecure=insecure)))
+    provider.add_span_processor(BatchSpanProcessor(OtlpSpanExporter(endpoint)))
     return provider
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -131,7 +132,7 @@ def test_status_shows_a_connected_proxy_synced(served: tuple[str, Path, Path]) -
         line = next(line for line in output.splitlines() if "cli-test-proxy" in line)
         assert "demo" in line
         assert "SYNCED" in line  # CDS, the one type this client asked for
-        assert "1 connected proxies" in output
+        assert "1 connected proxy" in output
     finally:
         outbox.put(None)
         channel.close()
@@ -190,6 +191,61 @@ def test_status_without_a_server_fails_clearly() -> None:
     )
     assert result.returncode == 1
     assert "cannot read client status" in result.stderr
+
+
+@pytest.mark.parametrize("busy", ["--admin-address", "--dns-address"])
+def test_serve_on_a_busy_address_says_so_in_one_line(tmp_path: Path, busy: str) -> None:
+    """Another process holds the admin (TCP) or DNS (UDP and TCP) address: `serve` names
+    the address and the option to change, in one line and without a traceback."""
+    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    kind = socket.SOCK_DGRAM if busy == "--dns-address" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        addresses = {
+            "--xds-address": f"127.0.0.1:{free_port()}",
+            "--admin-address": f"127.0.0.1:{free_port()}",
+            busy: taken,
+        }
+        result = subprocess.run(
+            [*KONTINUUM, "serve", "--plaintext-xds", "--config", str(fleet),
+             *(word for pair in addresses.items() for word in pair)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: address {taken} is in use: another process listens there; stop it or "
+        f"choose another {busy}"
+    ], result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith(("│", "╭"))]
+
+
+def test_status_with_credentials_against_a_plaintext_server_says_to_leave_them_out(
+    served: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    address, _, _ = served
+    ca, operator = tmp_path / "ca", tmp_path / "operator"
+    for args in (
+        ["ca", "init", "--ca-dir", str(ca)],
+        ["ca", "issue", "--ca-dir", str(ca), "--cluster", "demo", "--namespace",
+         "kontinuum-system", "--service-account", "operator", "--out", str(operator)],
+    ):  # fmt: skip
+        subprocess.run([*KONTINUUM, *args], capture_output=True, timeout=30, check=True)
+    result = subprocess.run(
+        [*KONTINUUM, "status", "--xds-address", address, "--credentials", str(operator)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {address} serves xDS without TLS (a --plaintext-xds server): leave out "
+        "--credentials\n"
+    ), result.stderr
 
 
 def test_version() -> None:
@@ -345,7 +401,7 @@ def test_validate_and_routes_report_route_conditions(tmp_path: Path) -> None:
         "routes.yaml: HTTPRoute demo/hello-canary: Service demo/hello: "
         "ResolvedRefs=False BackendNotFound"
     ) in result.stderr
-    assert "1 routes, 0 errors, 1 status problems" in result.stderr
+    assert "1 route, 0 errors, 1 status problem" in result.stderr
 
     shown = subprocess.run(
         [*KONTINUUM, "routes", str(fleet)],

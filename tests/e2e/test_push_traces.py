@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -150,3 +151,38 @@ async def test_without_an_endpoint_there_is_no_trace_but_the_metrics_count(
             assert sample(fleet, "kontinuum_translation_seconds_count") >= 2
     finally:
         backend.stop()
+
+
+# What a plain `pip install` leaves (grpc/grpc#42926): xds-protos' old copy of
+# opentelemetry-proto's modules in place of the real ones, so that neither they nor
+# OpenTelemetry's OTLP exporter import. The child process refuses them the same way.
+SHADOWED = """
+import importlib.abc, sys
+
+class Shadowed(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(("opentelemetry.proto", "opentelemetry.exporter")):
+            raise ImportError(f"cannot import name 'InstrumentationScope' ({name})")
+        return None
+
+sys.meta_path.insert(0, Shadowed())
+from kontinuum.telemetry.pushes import tracer_provider
+
+provider = tracer_provider(sys.argv[1])
+provider.get_tracer("kontinuum").start_span("kontinuum.shadowed").end()
+provider.shutdown()  # exports what is buffered
+"""
+
+
+async def test_traces_are_exported_where_opentelemetrys_proto_modules_are_shadowed() -> None:
+    async with Collector() as collector:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SHADOWED, collector.endpoint, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(child.communicate(), 30)
+        assert child.returncode == 0, stderr.decode()
+        received = await eventually(
+            lambda: [s for s in collector.spans if s.name == "kontinuum.shadowed"], 10
+        )
+    assert len(received) == 1
+    assert collector.services == {"kontinuum"}

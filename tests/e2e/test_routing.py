@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import select
 import signal
 import subprocess
@@ -228,6 +229,38 @@ async def test_weighted_splits_hold_their_shares(
     assert by_service.get("hello-v2", 0) == pytest.approx(0.25, abs=0.04), by_service
     assert set(by_service) == {"eu-central", "hello-v2"}, by_service
     print(f"LocalityPolicy 90/10: {by_site}; HTTPRoute 75/25: {by_service}")
+
+
+def documented(name: str) -> str:
+    """The YAML example of docs/routing.md that defines the object `name`, as written."""
+    text = (REPO / "docs" / "routing.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    found = [block for block in blocks if f"{{name: {name}," in block]
+    assert len(found) == 1, f"docs/routing.md has {len(found)} examples of {name}"
+    return found[0]
+
+
+async def test_the_documented_split_leaves_every_other_path_of_the_service_working(
+    tmp_path: Path, serve_fleet: ServeFleet, servers: StartBackend, envoys: StartEnvoy
+) -> None:
+    """docs/routing.md's `hello-split`, copied as written: `/split` is split, and the
+    service's other paths still reach it (a route takes the service over: without a rule
+    for them they would get 404)."""
+    eu, us = servers("eu-central"), servers("us-east")
+    root = write_fleet(
+        tmp_path / "fleet",
+        {"eu-central": [Workload("hello", (eu.port,))], "us-east": [Workload("hello", (us.port,))]},
+        [documented("hello-split")],
+    )
+    served = await serve_fleet(root)
+    (status,) = [s for s in served.mesh.routing_state.statuses if s.name == "hello-split"]
+    assert not failing_conditions(status), status  # accepted, every backend resolved
+    _, outbound = await start_sidecar(envoys, served.xds_port)
+    await until(outbound, HELLO, lambda reply: reply.status == 200, path="/split")
+    for path in ("/", "/other", "/split/x", "/splitting"):
+        reply = await asyncio.to_thread(request, outbound, HELLO, path)
+        assert reply.status == 200, (path, reply)
+        assert reply.backend in {"eu-central", "us-east"}, (path, reply)
 
 
 # --- 2. matches ------------------------------------------------------------------------------

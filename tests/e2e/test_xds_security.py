@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -551,7 +552,7 @@ async def test_status_as_an_operator_lists_the_envoy_and_refuses_a_workload(
     assert line is not None, shown.stdout
     assert CLUSTER in line, line
     assert "demo" in line, line
-    assert "1 connected proxies" in shown.stdout
+    assert "1 connected proxy" in shown.stdout
 
     refused = await _kontinuum(
         "status", "--xds-address", secured.mtls, "--credentials", str(frontend.directory)
@@ -560,6 +561,37 @@ async def test_status_as_an_operator_lists_the_envoy_and_refuses_a_workload(
     assert "may not read client status" in refused.stderr, refused.stderr
     for result in (shown, refused):
         assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def _readme_operator_command() -> list[str]:
+    """The `kontinuum ca issue` command the README gives for an operator's credentials."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `kontinuum status"))
+    found = re.search(r"`kontinuum (ca issue [^`]*--service-account operator[^`]*)`", row)
+    assert found is not None, row
+    return found.group(1).split()
+
+
+async def test_status_says_what_a_tls_server_needs_and_the_readme_credentials_work(
+    secured: Secured, tmp_path: Path
+) -> None:
+    without = await _kontinuum("status", "--xds-address", secured.mtls)
+    assert without.returncode == 1, without
+    assert without.stderr == (
+        f"error: {secured.mtls} serves xDS over TLS: pass --credentials DIR, a directory of an "
+        "operator's cert.pem, key.pem and ca.pem (`kontinuum ca issue ... --namespace "
+        "kontinuum-system --service-account operator --out DIR`)\n"
+    ), without.stderr
+
+    # The README's command, copied, with its placeholders filled in.
+    ca_dir, out = tmp_path / "ca", tmp_path / "operator"
+    secured.ca.save(ca_dir)
+    filled = {"CA_DIR": str(ca_dir), "CLUSTER": CLUSTER, "DIR": str(out)}
+    issued = await _kontinuum(*(filled.get(word, word) for word in _readme_operator_command()))
+    assert issued.returncode == 0, issued.stderr
+    shown = await _kontinuum("status", "--xds-address", secured.mtls, "--credentials", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "0 connected proxies" in shown.stdout
 
 
 # -- 7: the command line --------------------------------------------------------------------
