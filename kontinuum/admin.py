@@ -14,6 +14,7 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from kontinuum.bootstrap import split_address
+from kontinuum.xds.listen import listen_error
 
 log = logging.getLogger("kontinuum.admin")
 
@@ -34,7 +35,10 @@ class AdminServer:
 
     async def start(self, address: str) -> int:
         host, port = split_address(address)
-        self._server = await asyncio.start_server(self._handle, host, port)
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port)
+        except OSError as error:
+            raise listen_error(address, error) from None
         bound = int(self._server.sockets[0].getsockname()[1])
         log.info("admin endpoint on http://%s:%d (/healthz, /readyz, /metrics)", host, bound)
         return bound

@@ -505,7 +505,8 @@ def readiness_notes(aggregator: Aggregator) -> list[str]:
     return notes
 
 
-# A view no proxy has used this long is dropped (a pod's sidecar has a view of its own).
+# A view no proxy has used this long is dropped (a pod's sidecar has a view of its own);
+# an identity at `mesh.MAX_VIEWS_PER_IDENTITY` is told so when refused a new one.
 VIEW_IDLE_SECONDS = 600.0
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from kontinuum.cli_security import (
     token_app,
 )
 from kontinuum.control.wording import plural
+from kontinuum.errors import cannot_listen
 
 # The demo starts Envoy from a process that serves gRPC; grpc's fork handlers only warn
 # about that. kontinuum never forks a process that then uses gRPC.
@@ -83,6 +85,26 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _serve_until_stopped(main: Coroutine[Any, Any, None], addresses: dict[str, str | None]) -> None:
+    """Run a serving command until Ctrl-C or SIGTERM. An address it cannot listen on
+    (`addresses`: option -> address), such as one another `kontinuum serve` holds, ends it
+    with one line naming the address and exit code 1: before anything starts when that is
+    already so."""
+    from kontinuum.app import run_event_loop
+    from kontinuum.xds import ListenError
+    from kontinuum.xds.listen import check_free
+
+    options = {address: option for option, address in addresses.items() if address}
+    try:
+        for address in options:
+            check_free(address)
+        with contextlib.suppress(KeyboardInterrupt):
+            run_event_loop(main)
+    except ListenError as error:
+        main.close()  # not started, if the check refused
+        raise cannot_listen(error.address, options.get(error.address), error.reason) from None
 
 
 @app.command()
@@ -228,7 +250,7 @@ def serve(
     are watched; objects with errors are reported and left out. With --dns-address, the
     cluster set's names are answered over DNS (docs/dns.md).
     """
-    from kontinuum.app import FleetOptions, run_event_loop, serve_fleet
+    from kontinuum.app import FleetOptions, serve_fleet
     from kontinuum.control.model import KubernetesAccess
     from kontinuum.dns import ZoneOptions
     from kontinuum.kube import LeaseConfig
@@ -275,17 +297,22 @@ def serve(
         state_dir=state_dir,
     )
     _logging(verbose)
-    with contextlib.suppress(KeyboardInterrupt):
-        run_event_loop(
-            serve_fleet(
-                options,
-                xds_address,
-                admin_address,
-                dns_address=dns_address,
-                dns_options=dns_options,
-                prometheus_sd=prometheus_sd_file,
-            )
-        )
+    _serve_until_stopped(
+        serve_fleet(
+            options,
+            xds_address,
+            admin_address,
+            dns_address=dns_address,
+            dns_options=dns_options,
+            prometheus_sd=prometheus_sd_file,
+        ),
+        {
+            "--xds-address": xds_address,
+            "--xds-token-address": xds_token_address,
+            "--admin-address": admin_address,
+            "--dns-address": dns_address,
+        },
+    )
 
 
 @app.command("prometheus-config")
@@ -344,12 +371,13 @@ def serve_resources(
     A node receives the view named by its `node.cluster`. Files are re-read when they
     change; a bad file is reported and its view keeps its last good resources.
     """
-    from kontinuum.app import run_event_loop
     from kontinuum.app import serve_resources as run
 
     _logging(verbose)
-    with contextlib.suppress(KeyboardInterrupt):
-        run_event_loop(run(directory, xds_address, admin_address))
+    _serve_until_stopped(
+        run(directory, xds_address, admin_address),
+        {"--xds-address": xds_address, "--admin-address": admin_address},
+    )
 
 
 @app.command()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-
 
 class OperatorError(Exception):
     """An expected failure: its message says what went wrong and what to do about it, in
@@ -13,25 +11,17 @@ class OperatorError(Exception):
 
 def listen_error(error: OSError, address: str, option: str) -> OperatorError:
     """What a failure to listen on `address` (given as `option`) means to an operator."""
+    # Imported here: the `kontinuum` command loads gRPC only for the verbs that use it.
+    from kontinuum.xds.listen import listen_error as reason_of
+
     if error.errno is None and isinstance(error.__cause__, OSError):
         error = error.__cause__  # uvloop's "could not bind", caused by the bind's own error
-    if error.errno == errno.EADDRINUSE:
-        return OperatorError(
-            f"address {address} is in use: another process listens there; stop it or "
-            f"choose another {option}"
-        )
-    if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return OperatorError(
-            f"cannot listen on {address}: no interface of this host has that address; "
-            f"choose another {option}"
-        )
-    if error.errno == errno.EACCES:
-        return OperatorError(
-            f"cannot listen on {address}: permission denied (ports below 1024 need "
-            f"privileges); choose another {option}"
-        )
-    reason = error.strerror or str(error)
-    return OperatorError(f"cannot listen on {address}: {reason}; check {option}")
+    return cannot_listen(address, option, reason_of(address, error).reason)
+
+
+def cannot_listen(address: str, option: str | None, reason: str) -> OperatorError:
+    where = f"{address} ({option})" if option else address
+    return OperatorError(f"cannot listen on {where}: {reason}")
 
 
 def write_error(error: OSError, path: object, option: str) -> OperatorError:

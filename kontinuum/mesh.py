@@ -50,7 +50,13 @@ from kontinuum.security.admission import admit
 from kontinuum.security.ca import CaError
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
-from kontinuum.xds import Peer, Snapshot, SnapshotCache, ViewUnavailableError
+from kontinuum.xds import (
+    LimitExceededError,
+    Peer,
+    Snapshot,
+    SnapshotCache,
+    ViewUnavailableError,
+)
 from kontinuum.xds.push import Push
 from kontinuum.xds.resource import Resource
 
@@ -82,6 +88,27 @@ def _own_service_port(
 
 
 GroupKey = tuple[str, str, int, bool]  # (workspace, cluster, outbound port, proxyless gRPC)
+
+# Views one identity may hold at once: each distinct outbound port, inbound service or
+# inbound address its proxies claim is one (a view no proxy uses is dropped after a while).
+MAX_VIEWS_PER_IDENTITY = 256
+# Whose views count together: the identity of the views' workload certificate; without
+# certificates (or for a gateway, which holds none), the cluster, workspace and service
+# account claimed.
+Owner = WorkloadIdentity | tuple[str, str, str]
+
+
+def _owner(key: ViewKey, identity: WorkloadIdentity | None) -> Owner:
+    if identity is not None:
+        return identity
+    return (key.view.cluster, key.view.workspace, key.service_account)
+
+
+def _described(owner: Owner) -> str:
+    if isinstance(owner, WorkloadIdentity):
+        return str(owner)
+    cluster, workspace, account = owner
+    return f"service account {account} of workspace {workspace!r} in {cluster}"
 
 
 def _group_key(key: ViewKey) -> GroupKey | None:
@@ -125,6 +152,7 @@ class Mesh:
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
         self._translated: dict[str, tuple[Resource, ...]] = {}  # view -> resources, no secrets
         self._idle_since: dict[str, float] = {}  # view -> since when no stream uses it
+        self._owned: dict[Owner, set[str]] = {}  # the views of each identity
         self._problems: set[str] = set()
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
@@ -230,6 +258,15 @@ class Mesh:
             raise PermissionError(f"view {name} is of {held}, not of {identity}")
         self._idle_since.pop(name, None)  # in use again
         if name not in self._views:
+            owner = _owner(key, identity)
+            owned = self._owned.setdefault(owner, set())
+            if len(owned) >= MAX_VIEWS_PER_IDENTITY:
+                raise LimitExceededError(
+                    f"{_described(owner)} has {len(owned)} views, the most one identity may "
+                    "have (one per distinct outbound port, inbound service or address its "
+                    "proxies claim); a view no proxy uses is dropped after 10 minutes"
+                )
+            owned.add(name)
             self._add(name, key)
             if identity is not None:
                 self._identities[name] = identity
@@ -275,6 +312,12 @@ class Mesh:
 
     def _forget(self, name: str) -> None:
         key = self._views.pop(name)
+        owner = _owner(key, self._identities.get(name))
+        owned = self._owned.get(owner)
+        if owned is not None:
+            owned.discard(name)
+            if not owned:
+                del self._owned[owner]
         self._gateways.discard(name)
         if key.inbound is not None:
             own = (key.view.workspace, key.inbound.service)

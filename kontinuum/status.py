@@ -68,16 +68,22 @@ def _declared(node: Any, key: str) -> str:
     return ""
 
 
+MAX_STATUS_BYTES = 256 * 1024 * 1024
+
+
 def fetch_status(
     xds_address: str, timeout: float = 5.0, credentials: grpc.ChannelCredentials | None = None
 ) -> list[ProxyStatus]:
     """Ask the control plane's CSDS for every connected client (over TLS with
     `credentials`: an operator's certificate, `kontinuum ca issue --namespace
     kontinuum-system`). An OperatorError says why it cannot."""
+    # The status of a large fleet is larger than gRPC's default 4 MiB: take what the
+    # server may send.
+    options = [("grpc.max_receive_message_length", MAX_STATUS_BYTES)]
     channel = (
-        grpc.insecure_channel(xds_address)
+        grpc.insecure_channel(xds_address, options)
         if credentials is None
-        else grpc.secure_channel(xds_address, credentials)
+        else grpc.secure_channel(xds_address, credentials, options)
     )
     with channel:
         stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)

@@ -138,6 +138,13 @@ class FleetAuthenticator:
                     "client certificate refused: not issued by this fleet's CA (another "
                     "CA under the same root)"
                 )
+            # The handshake checked it when the connection opened; a call on a connection
+            # kept open past the certificate's end is refused.
+            if identity.expires is not None and identity.expires <= datetime.now(UTC):
+                raise UnauthenticatedError(
+                    f"client certificate expired at {identity.expires.isoformat()}: "
+                    "reconnect with a new one"
+                )
             return _peer(address, identity, VIA_CERTIFICATE)
         token = _bearer_token(tuple(context.invocation_metadata() or ()))
         if token is not None:

@@ -83,12 +83,14 @@ class XdsCollector(Collector):
         )
         refused = CounterMetricFamily(
             "kontinuum_xds_streams_refused",
-            "Streams refused: unauthenticated (no acceptable credential) or denied (the "
-            "identity may not claim what the node claims, or the fleet cannot serve it).",
+            "Streams refused: unauthenticated (no acceptable credential), denied (the "
+            "identity may not claim what the node claims, or the fleet cannot serve it) or "
+            "limit (past a bound: the node's size, the views of one identity).",
             labels=["reason"],
         )
         refused.add_metric(["unauthenticated"], stats.streams_unauthenticated)
         refused.add_metric(["denied"], stats.streams_refused)
+        refused.add_metric(["limit"], stats.streams_limited)
         yield refused
         views = self._server.cache.views()
         yield GaugeMetricFamily("kontinuum_xds_views", "Views served.", value=len(views))

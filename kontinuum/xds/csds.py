@@ -113,16 +113,23 @@ class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  
         self._authorize = authorize
 
     async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
-        """Refuse a caller `authorize` refuses; else when its credential expires (Unix
-        time; None: never)."""
+        """Refuse a caller `authorize` refuses, or whose credential has expired (on a
+        connection opened while it was valid); else when it expires (Unix time; None:
+        never). Every call is checked, unary ones too."""
         if self._authorize is None:
             return None
         try:
-            return self._authorize(context)
+            expires = self._authorize(context)
         except UnauthenticatedError as unproven:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
         except PermissionError as denied:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
+        if expires is not None and time.time() >= expires:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the credential of this call expired: reconnect with a new one",
+            )
+        return expires
 
     def status(self, request: Any) -> Any:
         configs = [

@@ -48,6 +48,12 @@ class DeltaStream(Stream):
         self.check_names(subscribe)
         self.check_names(unsubscribe)
         self.check_names(initial_versions)
+        added = {n for n in subscribe if n not in state.names and n != types.WILDCARD}
+        dropped = {n for n in unsubscribe if n in state.names or n in added}
+        characters = state.name_characters + sum(map(len, added)) - sum(map(len, dropped))
+        if first:  # the client's versions are held as long as the stream
+            characters += sum(len(n) + len(v) for n, v in initial_versions.items())
+        self.hold_names(state, len(state.names) + len(added) - len(dropped), characters)
         if first:
             state.sent = dict(initial_versions)
             state.acked = dict(initial_versions)
@@ -66,7 +72,6 @@ class DeltaStream(Stream):
                 state.announce_missing.add(name)
                 if state.dirty is not None:
                     state.dirty.add(name)
-        self.check_names(state.names)  # subscriptions add up across requests
         if more:
             self.follow_fetch(state)
         for name in unsubscribe:
@@ -109,7 +114,9 @@ class DeltaStream(Stream):
         updated.sort()
         versions = {n: available[n].version for n in updated}
         sent.update(versions)
-        body = snapshot.delta_body(state.type_url, tuple(updated), tuple(missing))
+        body = snapshot.delta_body(
+            state.type_url, tuple(updated), tuple(missing), shared=not missing
+        )
         return self._send(state, body, versions, frozenset(missing))
 
     def build_removal(self, state: TypeState, snapshot: Snapshot) -> bytes | None:

@@ -3,11 +3,13 @@
 The server asks an `Authenticator` who is on the other end of a stream (from the TLS
 peer certificate, a bearer token in the metadata, or nothing at all) and then asks a
 `ViewResolver` which view that node, so authenticated, may receive. Either may refuse
-with `PermissionError`, which ends the stream with PERMISSION_DENIED, or with
-`UnauthenticatedError` (the caller proved no identity), which ends it with UNAUTHENTICATED. A
-resolver not ready to answer yet (no configuration loaded) raises `ViewUnavailableError`: the
-stream ends with UNAVAILABLE, which a proxy retries, never as refused. The xDS layer never
-looks at node metadata itself: deciding what a node may claim is policy.
+with `PermissionError`, which ends the stream with PERMISSION_DENIED; with
+`UnauthenticatedError` (the caller proved no identity), which ends it with
+UNAUTHENTICATED; or with `LimitExceededError` (it holds as much as it may), which ends it
+with RESOURCE_EXHAUSTED. A resolver not ready to answer yet (no configuration loaded)
+raises `ViewUnavailableError`: the stream ends with UNAVAILABLE, which a proxy retries,
+never as refused. The xDS layer never looks at node metadata itself: deciding what a node
+may claim is policy.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class UnauthenticatedError(PermissionError):
 
 class ViewUnavailableError(Exception):
     """No view can be resolved yet (the server has no configuration): ask to retry."""
+
+
+class LimitExceededError(PermissionError):
+    """The caller already holds as much as it may (e.g. the views of one identity): the
+    stream ends with RESOURCE_EXHAUSTED."""
 
 
 class Authenticator(Protocol):

@@ -21,26 +21,33 @@ from kontinuum.xds.delta import DeltaStream
 from kontinuum.xds.identity import (
     AnonymousAuthenticator,
     Authenticator,
+    LimitExceededError,
     Peer,
     UnauthenticatedError,
     ViewResolver,
     ViewUnavailableError,
     view_by_node_cluster,
 )
+from kontinuum.xds.limits import (
+    MAX_REQUEST_BYTES,
+    ProtocolViolationError,
+    check_node,
+    cut,
+    kept_node,
+    shown,
+)
+from kontinuum.xds.listen import ListenError, check_free
 from kontinuum.xds.sotw import SotwStream
 from kontinuum.xds.stats import ServerStats
-from kontinuum.xds.stream import Connection, ProtocolViolationError, Stream
+from kontinuum.xds.stream import Connection, Stream
 
 log = logging.getLogger("kontinuum.xds")
 
 ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 CSDS_SERVICE = csds_pb2.DESCRIPTOR.services_by_name["ClientStatusDiscoveryService"].full_name
 
-# Envoy's node alone is ~61 KB; allow generous requests but not unbounded ones.
-MAX_RECEIVE_BYTES = 16 * 1024 * 1024
-
 _OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", 256 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -89,14 +96,24 @@ class XdsServer:
         credentials: grpc.ServerCredentials | None = None,
         *,
         also: Sequence[tuple[str, grpc.ServerCredentials]] = (),
+        reuse_port: bool = False,
     ) -> int:
         """Bind and start; returns the bound port (useful with port 0).
 
         `also`: more addresses the same services are served on, each with its own TLS
         credentials (one that requires client certificates, one that does not); their bound
         ports are in `ports` after `address`'s.
+
+        An address something already listens on is refused (`ListenError`): two servers
+        sharing a port would each get some of the proxies. `reuse_port` lets several
+        servers share one on purpose (SO_REUSEPORT).
         """
-        server = grpc.aio.server(options=_OPTIONS)
+        addresses = [address, *(where for where, _ in also)]
+        if not reuse_port:
+            for where in addresses:
+                check_free(where)
+        options = [*_OPTIONS, ("grpc.so_reuseport", 1 if reuse_port else 0)]
+        server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers((self._ads_handler(),))
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             ClientStatusService(self.streams, self._authorize_status), server
@@ -108,13 +125,16 @@ class XdsServer:
         )
         ports = []
         for where, creds in ((address, credentials), *also):
-            port = (
-                server.add_insecure_port(where)
-                if creds is None
-                else server.add_secure_port(where, creds)
-            )
+            try:
+                port = (
+                    server.add_insecure_port(where)
+                    if creds is None
+                    else server.add_secure_port(where, creds)
+                )
+            except RuntimeError:  # taken since `check_free`, or what gRPC alone refuses
+                port = 0
             if port == 0:
-                raise OSError(f"cannot bind the xDS server to {where}")
+                raise ListenError(where, "gRPC could not bind it")
             ports.append(port)
         await server.start()
         self.ports = tuple(ports)
@@ -123,7 +143,7 @@ class XdsServer:
         self._server = server
         log.info(
             "xDS server listening on %s (%s)",
-            ", ".join(where for where, _ in ((address, credentials), *also)),
+            ", ".join(addresses),
             "plaintext" if credentials is None else "TLS",
         )
         return ports[0]
@@ -192,6 +212,18 @@ class XdsServer:
         requests: AsyncIterator[Any],
         context: grpc.aio.ServicerContext[Any, bytes],
     ) -> None:
+        # Who the caller is comes from the connection and the call's metadata: a caller
+        # that proves nothing is refused before a byte of its requests is read or logged.
+        try:
+            peer = self._authenticator.authenticate(context)
+        except UnauthenticatedError as unproven:
+            self.stats.streams_unauthenticated += 1
+            log.warning("refused xDS stream from %s: %s", context.peer(), cut(unproven))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
+        except PermissionError as denied:
+            self.stats.streams_refused += 1
+            log.warning("refused xDS stream from %s: %s", context.peer(), cut(denied))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
         try:
             first = await anext(aiter(requests), None)
         except DecodeError as error:  # garbage bytes are the client's error, not UNKNOWN
@@ -202,28 +234,38 @@ class XdsServer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must carry a node"
             )
+        node_id = shown(first.node.id)
         try:
-            peer = self._authenticator.authenticate(context)
+            check_node(first.node)
+        except ProtocolViolationError as violation:
+            self.stats.streams_limited += 1
+            log.warning(
+                "refused xDS stream from %s (node %s): %s", context.peer(), node_id, violation
+            )
+            await context.abort(violation.code, str(violation))
+        try:
             view = self._resolve_view(first.node, peer)
+        except LimitExceededError as exhausted:
+            self.stats.streams_limited += 1
+            _refused(context, node_id, exhausted)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exhausted))
         except UnauthenticatedError as unproven:
             self.stats.streams_unauthenticated += 1
-            log.warning(
-                "refused xDS stream from %s (node %r): %s", context.peer(), first.node.id, unproven
-            )
+            _refused(context, node_id, unproven)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(unproven))
         except ViewUnavailableError as unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(unavailable))
         except PermissionError as denied:
             self.stats.streams_refused += 1
-            log.warning(
-                "refused xDS stream from %s (node %r): %s", context.peer(), first.node.id, denied
-            )
+            _refused(context, node_id, denied)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
-        stream = kind(self.cache, Connection(node=first.node, view=view, peer=peer), self.stats)
+        node = kept_node(first.node)
+        first = _without_node(first)
+        stream = kind(self.cache, Connection(node=node, view=view, peer=peer), self.stats)
         self._streams[stream.id] = stream
         self.stats.streams_opened += 1
         log.info(
-            "%s stream %d opened: node %r, view %r", kind.protocol, stream.id, first.node.id, view
+            "%s stream %d opened: node %s, view %s", kind.protocol, stream.id, node_id, shown(view)
         )
         # A stream lives no longer than the credential that opened it: a stolen or
         # expired certificate or token does not keep receiving configuration and secrets.
@@ -235,18 +277,29 @@ class XdsServer:
         except TimeoutError:
             if not scope.expired():
                 raise
-            log.info("closing stream %d of %r: its credential expired", stream.id, first.node.id)
+            log.info("closing stream %d of %s: its credential expired", stream.id, node_id)
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the credential this stream was opened with expired: reconnect with a new one",
             )
         except ProtocolViolationError as violation:
-            log.warning("closing stream %d of %r: %s", stream.id, first.node.id, violation)
+            log.warning("closing stream %d of %s: %s", stream.id, node_id, violation)
             await context.abort(violation.code, str(violation))
         except DecodeError as error:
-            log.warning("closing stream %d of %r: malformed request", stream.id, first.node.id)
+            log.warning("closing stream %d of %s: malformed request", stream.id, node_id)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
         finally:
             del self._streams[stream.id]
             self.stats.streams_closed += 1
-            log.info("%s stream %d closed (node %r)", kind.protocol, stream.id, first.node.id)
+            log.info("%s stream %d closed (node %s)", kind.protocol, stream.id, node_id)
+
+
+def _refused(context: grpc.aio.ServicerContext[Any, bytes], node_id: str, why: Exception) -> None:
+    log.warning("refused xDS stream from %s (node %s): %s", context.peer(), node_id, cut(why))
+
+
+def _without_node(request: Any) -> Any:
+    """The request without its node, parsed anew: the stream holds on to its first
+    request, and the message it came in would keep all the memory of the node."""
+    request.ClearField("node")
+    return type(request).FromString(request.SerializeToString())

@@ -105,13 +105,23 @@ class Snapshot:
             )
             versions = MappingProxyType({r.name: r.version for r in carried})
             cached = SotwBody(body, carried, versions)
-            self._remember(key, cached)
+            # Shared only when every name is the snapshot's: names that do not exist are
+            # one client's own, and must go with its stream, not stay with the snapshot.
+            if names is None or len(carried) - len(kept) == len(names):
+                self._remember(key, cached)
         return cached  # type: ignore[return-value]
 
     def delta_body(
-        self, type_url: str, updated: tuple[str, ...], removed: tuple[str, ...]
+        self,
+        type_url: str,
+        updated: tuple[str, ...],
+        removed: tuple[str, ...],
+        *,
+        shared: bool = True,
     ) -> bytes:
-        """A Delta response (all but the nonce) carrying `updated` and `removed` names."""
+        """A Delta response (all but the nonce) carrying `updated` and `removed` names;
+        not `shared` (kept for other streams) when `removed` has names of one client's
+        own (subscribed to, and not in the snapshot)."""
         key = (type_url, updated, removed)
         body = self._bodies.get(key)
         if body is None:
@@ -123,7 +133,8 @@ class Snapshot:
                     *(wire.text_field(wire.DELTA_REMOVED_RESOURCES, n) for n in removed),
                 )
             )
-            self._remember(key, body)
+            if shared:
+                self._remember(key, body)
         return body  # type: ignore[return-value]
 
     def _remember(self, key: tuple[object, ...], body: object) -> None:

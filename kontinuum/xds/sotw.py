@@ -48,6 +48,7 @@ class SotwStream(Stream):
         request.ClearField("response_nonce")
         request.ClearField("error_detail")
         request.ClearField("node")  # Envoy may resend its ~61 KB node on every request
+        request.ClearField("resource_locators")  # not served: no part of the subscription
         key = request.SerializeToString()
         if key != state.subscription_key:
             names = request.resource_names
@@ -69,6 +70,7 @@ class SotwStream(Stream):
         wildcard = wildcard or state.legacy_wildcard
         if wildcard == state.wildcard and names == state.names:
             return
+        self.hold_names(state, len(names), sum(map(len, names)))
         more = (wildcard and not state.wildcard) or not names <= state.names
         state.wildcard = wildcard
         state.names = names

@@ -47,6 +47,8 @@ class TypeState:
     wildcard: bool = False
     legacy_wildcard: bool = False  # wildcard by an empty first request (LDS/CDS only)
     names: set[str] = field(default_factory=set)
+    # Characters of `names` (Delta: and of the client's initial versions), for the bounds.
+    name_characters: int = 0
     # SotW: the subscription as a hashable key, shared with the snapshot's body cache.
     names_key: frozenset[str] | None = frozenset()  # None: wildcard
     # SotW: the last request without its ACK fields, to spot unchanged subscriptions.

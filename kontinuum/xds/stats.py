@@ -18,3 +18,5 @@ class ServerStats:
     streams_closed: int = 0
     streams_refused: int = 0  # by view resolution or policy: PERMISSION_DENIED
     streams_unauthenticated: int = 0  # no acceptable credential: UNAUTHENTICATED
+    # Past a bound when it opened (its node's size, the views of its identity).
+    streams_limited: int = 0

@@ -15,6 +15,15 @@ import grpc
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
 from kontinuum.xds.identity import Peer
+from kontinuum.xds.limits import (
+    MAX_NAME_CHARACTERS_PER_STREAM,
+    MAX_NAME_LENGTH,
+    MAX_NAMES_PER_STREAM,
+    MAX_NAMES_PER_TYPE,
+    ProtocolViolationError,
+    cut,
+    shown,
+)
 from kontinuum.xds.push import Outcome, Push
 from kontinuum.xds.snapshot import EMPTY_SNAPSHOT, Snapshot
 from kontinuum.xds.state import InFlight, Rejection, SyncStatus, TypeState
@@ -22,22 +31,21 @@ from kontinuum.xds.stats import ServerStats
 
 log = logging.getLogger("kontinuum.xds")
 
-# Bounds on what one client may make the server hold.
-MAX_NAMES_PER_TYPE = 100_000
-MAX_NAME_LENGTH = 4_096
+# The bounds and the error once defined here, still importable from here.
+__all__ = [
+    "MAX_NAMES_PER_TYPE",
+    "MAX_NAME_LENGTH",
+    "Connection",
+    "ProtocolViolationError",
+    "Stream",
+    "Write",
+]
+
 MAX_IGNORED_TYPES_LOGGED = 16
 # Pushes a stream follows at once; past that, the oldest is given up on (as expired).
 MAX_PENDING_PUSHES = 1024
 
 _stream_ids = itertools.count(1)
-
-
-class ProtocolViolationError(Exception):
-    """A request that breaks the protocol badly enough to end the stream."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,10 @@ class Stream:
         # The view's snapshot; until the view has one, nothing is sent (an empty answer
         # would wipe a reconnecting proxy's configuration before the server has loaded).
         self.snapshot: Snapshot | None = None
-        self.ignored_types: set[str] = set()
+        self.ignored_types: set[str] = set()  # as logged: cut short
+        # The resource names subscribed to, over every type: how many, how many characters.
+        self._names_held = 0
+        self._characters_held = 0
         self._nonces = itertools.count(1)
         self._wake = asyncio.Event()
         self._pushes: dict[Push, _Part] = {}  # insertion order: oldest first
@@ -315,15 +326,16 @@ class Stream:
         state = self.types.get(type_url)
         if state is None:
             if type_url not in types.KNOWN_TYPES:
+                logged = shown(type_url)  # what is kept of it, too
                 if len(self.ignored_types) < MAX_IGNORED_TYPES_LOGGED and (
-                    type_url not in self.ignored_types
+                    logged not in self.ignored_types
                 ):
-                    self.ignored_types.add(type_url)
+                    self.ignored_types.add(logged)
                     log.warning(
-                        "stream %d (%s): ignoring subscription to unknown type %r",
+                        "stream %d (%s): ignoring subscription to unknown type %s",
                         self.id,
-                        self.connection.node.id,
-                        type_url[:200],
+                        shown(self.connection.node.id),
+                        logged,
                     )
                 return None
             state = self.types[type_url] = TypeState(type_url)
@@ -352,10 +364,10 @@ class Stream:
             log.warning(
                 "%s NACK from %s for %s (nonce %s): %s",
                 self.protocol,
-                self.connection.node.id,
+                shown(self.connection.node.id),
                 types.short_name(state.type_url),
-                nonce,
-                message,
+                shown(nonce),
+                cut(message),
             )
         # Last, so that whoever hears of a push's end sees the stream as it now stands.
         for push in flight.pushes:
@@ -374,7 +386,29 @@ class Stream:
         """Record that the client accepted `flight`."""
         raise NotImplementedError
 
+    def hold_names(self, state: TypeState, count: int, characters: int) -> None:
+        """Let a type's subscription change to `count` names of `characters` in all, or
+        end the stream (RESOURCE_EXHAUSTED) when the stream's would exceed its bounds."""
+        names = self._names_held + count - len(state.names)
+        if names > MAX_NAMES_PER_STREAM:
+            raise ProtocolViolationError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a stream may subscribe to at most {MAX_NAMES_PER_STREAM} resource names "
+                f"(over all types); this one asks for {names}",
+            )
+        held = self._characters_held + characters - state.name_characters
+        if held > MAX_NAME_CHARACTERS_PER_STREAM:
+            raise ProtocolViolationError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the resource names a stream subscribes to may add up to at most "
+                f"{MAX_NAME_CHARACTERS_PER_STREAM} characters; this one's add up to {held}",
+            )
+        self._names_held = names
+        self._characters_held = held
+        state.name_characters = characters
+
     def check_names(self, names: Any) -> None:
+        """Refuse a request naming too many resources of one type, or too long a name."""
         if len(names) > MAX_NAMES_PER_TYPE:
             raise ProtocolViolationError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -182,6 +182,42 @@ def test_admin_endpoint_serves_probes_and_metrics(
     assert 'kontinuum_xds_nacks_total{type="CDS"} 0.0' in metrics
 
 
+def test_a_second_server_on_a_busy_address_fails_at_once_with_one_line(
+    served: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    """A second server on the address another serves on would take part of its proxies
+    (gRPC shares a port by default): it is refused, with the address and what to do."""
+    address, views, _ = served
+    ca_dir = tmp_path / "ca"
+    created = subprocess.run(
+        [*KONTINUUM, "ca", "init", "--ca-dir", str(ca_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert created.returncode == 0, created.stderr
+    fleet = ["serve", "--config", str(EXAMPLES.parent / "fleet"), "--ca-dir", str(ca_dir)]
+    attempts = {
+        "--xds-address": [*fleet, "--xds-address", address],
+        "--xds-token-address": [
+            *fleet, "--xds-address", f"127.0.0.1:{free_port()}", "--xds-token-address", address
+        ],
+        "serve-resources --xds-address": ["serve-resources", str(views), "--xds-address", address],
+    }  # fmt: skip
+    for option, arguments in attempts.items():
+        result = subprocess.run(
+            [*KONTINUUM, *arguments, "--admin-address", f"127.0.0.1:{free_port()}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1, (option, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert f"{address} ({option.split()[-1]})" in line, line
+        assert "in use" in line, line
+    assert _serving(address)  # the first serves on, alone
+
+
 def test_status_without_a_server_fails_clearly() -> None:
     result = subprocess.run(
         [*KONTINUUM, "status", "--xds-address", f"127.0.0.1:{free_port()}"],
@@ -217,8 +253,8 @@ def test_serve_on_a_busy_address_says_so_in_one_line(tmp_path: Path, busy: str) 
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f"error: address {taken} is in use: another process listens there; stop it or "
-        f"choose another {busy}"
+        f"error: cannot listen on {taken} ({busy}): the address is in use (another "
+        "kontinuum?): stop what listens there, or choose another address"
     ], result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.startswith(("│", "╭"))]

@@ -227,3 +227,26 @@ async def test_a_status_stream_answers_nothing_once_its_credential_expired(
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await asyncio.wait_for(call.read(), 5)
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+class _Expired:
+    """An authenticator that lets in a credential which expired a second ago."""
+
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+        return Peer(str(context.peer()), identity="x", expires_at=time.time() - 1.0)
+
+
+async def test_a_status_read_with_an_expired_credential_is_refused() -> None:
+    """Every CSDS call, the unary one too, is refused once the caller's credential expired,
+    whatever the authenticator let in."""
+    server = XdsServer(SnapshotCache(), authenticator=_Expired())
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            status = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await status.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5)
+    finally:
+        await server.stop(0)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in str(refused.value.details())
