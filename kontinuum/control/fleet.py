@@ -21,7 +21,9 @@ ignored):
   `policy.kontinuum.io/v1alpha1 LocalityPolicy`;
 - `v1 List`, whose `items` are read as if they were documents of their own.
 
-The fields used are validated as the Kubernetes API server would, with these differences:
+The fields used are validated as the Kubernetes API server would, its limits included
+(`kube_limits`: every object's name, namespace, labels and annotations; an EndpointSlice's
+1,000 endpoints, 100 addresses each and 20,000 ports), with these differences:
 endpoint addresses may be loopback (a whole fleet runs on one laptop), and what kontinuum
 cannot serve (`ExternalName` Services, `FQDN` EndpointSlices, slice ports without a number)
 is rejected instead of ignored. Across objects, an EndpointSlice needs its Service in the same
@@ -37,6 +39,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from kontinuum.control.kube_limits import (
+    MAX_ADDRESSES_PER_ENDPOINT,
+    MAX_ENDPOINTS_PER_SLICE,
+    MAX_PORTS_PER_SLICE,
+    check_object_meta,
+    qualified_name,
+    within,
+)
 from kontinuum.control.model import (
     AddressType,
     ClusterSite,
@@ -140,6 +150,7 @@ def _header(
 
 
 def _cluster_profile(obj: ObjectReader) -> ClusterSite:
+    check_object_meta(obj)
     labels = obj.labels()
     return ClusterSite(
         name=obj.name,
@@ -151,7 +162,7 @@ def _cluster_profile(obj: ObjectReader) -> ClusterSite:
 
 
 def _service(obj: ObjectReader, cluster: str) -> Service:
-    obj.labels()
+    check_object_meta(obj)
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
     service_type: ServiceType = "ClusterIP"
     kube_type = obj.string(spec, "type", "spec.type") or "ClusterIP"
@@ -187,7 +198,7 @@ def _service(obj: ObjectReader, cluster: str) -> Service:
             where = numbers[port, protocol]
             obj.error(f"{path}.port", f"duplicate port {port}/{protocol} (also {where})")
         numbers.setdefault((port, protocol), path)
-        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol")
+        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol", check=qualified_name)
         target: int | str = port
         raw_target = raw.get("targetPort")
         if isinstance(raw_target, str):
@@ -202,6 +213,7 @@ def _endpoint_slice(
     obj: ObjectReader, cluster: str
 ) -> tuple[tuple[EndpointPort, ...], tuple[Endpoint, ...]]:
     body = obj.body
+    check_object_meta(obj)
     labels = obj.labels()
     service = labels.get(SERVICE_NAME_LABEL)
     label_path = f"metadata.labels[{SERVICE_NAME_LABEL}]"
@@ -225,27 +237,19 @@ def _endpoint_slice(
         obj.error("addressType", "FQDN is not supported: use IPv4 or IPv6 addresses")
     elif raw_type is not None and raw_type != "IPv4":
         obj.error("addressType", f"must be one of IPv4, IPv6, FQDN, got {raw_type!r}")
-    ports: list[EndpointPort] = []
-    names: dict[str, str] = {}
-    for path, raw in obj.items(body, "ports", "ports"):
-        name = obj.string(raw, "name", f"{path}.name", check=dns_label) or ""
-        if name in names:
-            obj.error(f"{path}.name", f"duplicate port name {name!r} (also {names[name]})")
-        names.setdefault(name, path)
-        port = obj.integer(raw, "port", f"{path}.port", required=True)
-        protocol = obj.protocol(raw, path)
-        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol")
-        ports.append(EndpointPort(port, name, protocol, app_protocol))
+    ports = _slice_ports(obj)
     endpoints: list[Endpoint] = []
+    most = MAX_ENDPOINTS_PER_SLICE
+    if not within(obj, body, "endpoints", "endpoints", most, "endpoints", _PER_SLICE):
+        return ports, ()
     for path, raw in obj.items(body, "endpoints", "endpoints"):
         addresses: list[str] = []
-        raw_addresses = list(obj.strings(raw, "addresses", f"{path}.addresses"))
+        at = f"{path}.addresses"
+        if not within(obj, raw, "addresses", at, MAX_ADDRESSES_PER_ENDPOINT, "addresses"):
+            continue
+        raw_addresses = list(obj.strings(raw, "addresses", at))
         if not raw_addresses and "addresses" in raw:
-            obj.error(f"{path}.addresses", "must hold at least one address")
-        elif len(raw_addresses) > 100:
-            obj.error(
-                f"{path}.addresses", f"must hold at most 100 addresses, got {len(raw_addresses)}"
-            )
+            obj.error(at, "must hold at least one address")
         for address_path, address in raw_addresses:
             problem = _address(address, address_type)
             if problem:
@@ -275,7 +279,28 @@ def _endpoint_slice(
                 mutual_tls=tls_mode == "mutual",
             )
         )
-    return tuple(ports), tuple(endpoints)
+    return ports, tuple(endpoints)
+
+
+def _slice_ports(obj: ObjectReader) -> tuple[EndpointPort, ...]:
+    ports: list[EndpointPort] = []
+    names: dict[str, str] = {}
+    body = obj.body
+    if not within(obj, body, "ports", "ports", MAX_PORTS_PER_SLICE, "ports", _PER_SLICE):
+        return ()
+    for path, raw in obj.items(body, "ports", "ports"):
+        name = obj.string(raw, "name", f"{path}.name", check=dns_label) or ""
+        if name in names:
+            obj.error(f"{path}.name", f"duplicate port name {name!r} (also {names[name]})")
+        names.setdefault(name, path)
+        port = obj.integer(raw, "port", f"{path}.port", required=True)
+        protocol = obj.protocol(raw, path)
+        app_protocol = obj.string(raw, "appProtocol", f"{path}.appProtocol", check=qualified_name)
+        ports.append(EndpointPort(port, name, protocol, app_protocol))
+    return tuple(ports)
+
+
+_PER_SLICE: Final = " (Kubernetes' limit for one EndpointSlice: spread them over more slices)"
 
 
 def _address(address: str, address_type: AddressType) -> str | None:
@@ -291,7 +316,7 @@ def _address(address: str, address_type: AddressType) -> str | None:
 
 
 def _service_export(obj: ObjectReader, cluster: str) -> ServiceExport:
-    obj.labels()
+    check_object_meta(obj)
     created = obj.created()
     return ServiceExport(cluster, obj.namespace, obj.name, created)
 
@@ -533,12 +558,11 @@ def _grant_entries(
 ) -> list[tuple[str, dict[str, object], str]]:
     """The (path, entry, kind) of each valid-looking entry of `spec.<key>`."""
     path = f"spec.{key}"
+    if not within(obj, spec, key, path, MAX_GRANT_ENTRIES):
+        return []
     entries = list(obj.items(spec, key, path, required=True))
-    raw = spec.get(key)
-    if isinstance(raw, list) and not raw:
+    if spec.get(key) == []:
         obj.error(path, "must hold at least one entry")
-    elif isinstance(raw, list) and len(raw) > MAX_GRANT_ENTRIES:
-        obj.error(path, f"must hold at most {MAX_GRANT_ENTRIES} entries, got {len(raw)}")
     groups = _GRANT_KINDS[key]
     found: list[tuple[str, dict[str, object], str]] = []
     for entry_path, entry in entries:
@@ -572,9 +596,11 @@ def _granted_service_accounts(obj: ObjectReader, workspace: bool) -> tuple[str, 
     if not isinstance(annotations, dict) or SERVICE_ACCOUNTS_ANNOTATION not in annotations:
         return ()
     path = f"metadata.annotations[{SERVICE_ACCOUNTS_ANNOTATION}]"
-    raw = obj.string(annotations, SERVICE_ACCOUNTS_ANNOTATION, path, required=True)
+    raw = annotations[SERVICE_ACCOUNTS_ANNOTATION]
     if raw is None:
-        return ()
+        raw = ""  # as kubectl reads it: named, with no account, which is an error below
+    if not isinstance(raw, str):
+        return ()  # reported by check_object_meta
     if not workspace:
         obj.error(path, "narrows a grant from a Namespace only (its workspace's identities)")
         return ()
@@ -588,7 +614,7 @@ def _granted_service_accounts(obj: ObjectReader, workspace: bool) -> tuple[str, 
 
 
 def _reference_grant(obj: ObjectReader) -> list[Grant]:
-    obj.labels()
+    check_object_meta(obj)
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
     if obj.errors:
         return []

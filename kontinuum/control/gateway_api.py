@@ -62,6 +62,7 @@ from kontinuum.control.gateway_fields import (
     texts,
 )
 from kontinuum.control.gateway_routes import read_route
+from kontinuum.control.kube_limits import check_object_meta
 from kontinuum.control.model import ConfigError
 from kontinuum.control.objects import (
     Document,
@@ -122,6 +123,7 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
 
 
 def _gateway(obj: ObjectReader) -> Gateway:
+    check_object_meta(obj)
     _, generation = object_meta(obj)
     label = f"metadata.labels[{CLUSTER_LABEL}]"
     cluster = obj.labels().get(CLUSTER_LABEL)
@@ -174,7 +176,7 @@ _TARGET_KINDS: Final = {CORE_GROUP: "Service", MCS_GROUP: "ServiceImport"}
 
 
 def _policy(obj: ObjectReader) -> LocalityPolicy:
-    obj.labels()
+    check_object_meta(obj)
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
     targets: dict[tuple[str, str], str] = {}
     for path, raw in limited(obj, spec, "targetRefs", "spec.targetRefs", 16, required=True):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final, TypeVar
 
+from kontinuum.control.kube_limits import within
 from kontinuum.control.objects import ObjectReader, dns_subdomain, type_name
 
 _HOSTNAME: Final = re.compile(
@@ -152,13 +153,14 @@ def limited(
     most: int,
     required: bool = False,
 ) -> list[tuple[str, dict[str, object]]]:
-    """The (path, mapping) of each entry of a list of mappings that holds at most `most`."""
+    """The (path, mapping) of each entry of a list of mappings that holds at most `most`
+    (past that, none: as the API server, one error for the list)."""
+    if not within(obj, m, key, path, most):
+        return []
     entries = list(obj.items(m, key, path, required))
     raw = m.get(key)
     if isinstance(raw, list) and required and not raw:
         obj.error(path, "must hold at least one entry")
-    elif isinstance(raw, list) and len(raw) > most:
-        obj.error(path, f"must hold at most {most} entries, got {len(raw)}")
     return entries
 
 
@@ -166,12 +168,10 @@ def texts(
     obj: ObjectReader, m: dict[str, object], key: str, path: str, most: int, check: Check
 ) -> list[tuple[str, str]]:
     """The (path, string) of each valid entry of an optional list of strings."""
-    if m.get(key) is None:
+    if m.get(key) is None or not within(obj, m, key, path, most):
         return []
     found: list[tuple[str, str]] = []
     items = list(obj.strings(m, key, path))
-    if len(items) > most:
-        obj.error(path, f"must hold at most {most} entries, got {len(items)}")
     for item_path, value in items:
         if problem := check(value):
             obj.error(item_path, problem)

@@ -26,6 +26,7 @@ from kontinuum.control.gateway_fields import (
     precise_hostname,
     texts,
 )
+from kontinuum.control.kube_limits import check_object_meta
 from kontinuum.control.objects import ObjectReader, dns_label, dns_subdomain, type_name
 from kontinuum.control.routing import (
     CORE_GROUP,
@@ -440,7 +441,7 @@ def _rule(obj: ObjectReader, path: str, raw: dict[str, object], kind: RouteKind)
 
 def read_route(obj: ObjectReader, kind: RouteKind) -> Route:
     """An HTTPRoute or GRPCRoute whose header `_header` has checked."""
-    obj.labels()
+    check_object_meta(obj)
     spec = obj.mapping(obj.body, "spec", "spec", required=True)
     created, generation = object_meta(obj)
     hostnames = tuple(v for _, v in texts(obj, spec, "hostnames", "spec.hostnames", 16, hostname))

@@ -303,4 +303,6 @@ class ConfigError:
 
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.object, self.field) if p]
-        return ": ".join([*parts, self.message])
+        text = ": ".join([*parts, self.message])
+        lines = text.splitlines()  # one error, one line (a YAML parser's message has two)
+        return text if len(lines) <= 1 else " ".join(line.strip() for line in lines)

@@ -2,8 +2,9 @@
 
 `ObjectReader` wraps one parsed YAML document; its getters check the type (and optionally the
 format) of a field and record a `ConfigError` under the field's path (`spec.ports[1].port`)
-instead of raising, so one pass reports every problem of an object. The format checks are the
-ones the Kubernetes API server applies to names, labels and ports. Pure: no I/O.
+instead of raising, so one pass reports every problem of an object (its first
+`MAX_ERRORS_PER_OBJECT`, then how many more). The format checks are the ones the Kubernetes
+API server applies to names, labels and ports (`kube_limits`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -14,13 +15,35 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 
+from kontinuum.control.kube_limits import (
+    dns1035_label,
+    dns_label,
+    dns_subdomain,
+    label_value,
+    qualified_name,
+    shown,
+)
 from kontinuum.control.model import ConfigError, PortProtocol
 
-_DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035_LABEL: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+__all__ = [  # the name and label formats are Kubernetes' (kube_limits), read from here too
+    "PROTOCOLS",
+    "Document",
+    "ObjectReader",
+    "dns1035_label",
+    "dns_label",
+    "dns_subdomain",
+    "iana_port_name",
+    "label_value",
+    "port_number",
+    "type_name",
+]
+
 _IANA_SVC_NAME: Final = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 PROTOCOLS: Final[tuple[PortProtocol, ...]] = ("TCP", "UDP", "SCTP")
+# An object reports its first errors, then how many more it has: enough to fix it, and
+# bounded whatever its input holds. A message is cut where it would echo a huge value.
+MAX_ERRORS_PER_OBJECT: Final = 100
+MAX_MESSAGE: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,36 +75,6 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
-def dns_label(value: str) -> str | None:
-    if len(value) <= 63 and _DNS1123_LABEL.match(value):
-        return None
-    return f"must be a DNS label (a-z, 0-9 and '-', at most 63 characters), got {value!r}"
-
-
-def dns1035_label(value: str) -> str | None:
-    if len(value) <= 63 and _DNS1035_LABEL.match(value):
-        return None
-    return (
-        "must be a DNS label starting with a letter (a-z, 0-9 and '-', at most 63 "
-        f"characters), got {value!r}"
-    )
-
-
-def dns_subdomain(value: str) -> str | None:
-    if 0 < len(value) <= 253 and all(_DNS1123_LABEL.match(p) for p in value.split(".")):
-        return None
-    return f"must be a DNS subdomain (DNS labels joined by '.'), got {value!r}"
-
-
-def label_value(value: str) -> str | None:
-    if len(value) <= 63 and _LABEL_VALUE.match(value):
-        return None
-    return (
-        "must be a label value (at most 63 characters: letters, digits, '-', '_' and '.', "
-        f"starting and ending with a letter or digit), got {value!r}"
-    )
-
-
 def port_number(value: int) -> str | None:
     return None if 1 <= value <= 65535 else f"must be between 1 and 65535, got {value}"
 
@@ -93,15 +86,28 @@ class ObjectReader:
         self.doc = doc
         self.kind, self.namespace, self.name = kind, namespace, name
         self.errors: list[ConfigError] = []
+        self._more = 0  # errors past MAX_ERRORS_PER_OBJECT, counted only
+        # Errors name the object as it is, unless it could not be valid (huge, or not one line).
+        self._shown = (shown(kind, 64), shown(namespace, 64), shown(name))
 
     def error(self, path: str, message: str) -> None:
+        if len(self.errors) >= MAX_ERRORS_PER_OBJECT:
+            self._more += 1
+            path = ""
+            message = (
+                f"and {self._more} more error(s): an object's first {MAX_ERRORS_PER_OBJECT} "
+                "are listed"
+            )
+            del self.errors[MAX_ERRORS_PER_OBJECT:]
+        elif len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
         self.errors.append(
             ConfigError(
                 file=self.doc.file,
                 message=message,
-                kind=self.kind,
-                namespace=self.namespace,
-                name=self.name,
+                kind=self._shown[0],
+                namespace=self._shown[1],
+                name=self._shown[2],
                 field=path,
                 document=self.doc.index,
             )
@@ -190,20 +196,19 @@ class ObjectReader:
         return "TCP"
 
     def labels(self) -> dict[str, str]:
-        body = self.doc.body
-        assert isinstance(body, dict)
-        metadata = body.get("metadata")
-        raw = (
-            self.mapping(metadata, "labels", "metadata.labels")
-            if isinstance(metadata, dict)
-            else {}
-        )
-        labels: dict[str, str] = {}
-        for key in raw:
-            value = self.string(raw, key, f"metadata.labels[{key}]", check=label_value)
-            if value is not None:
-                labels[key] = value
-        return labels
+        """The object's valid labels; `kube_limits.check_object_meta` reports the others."""
+        metadata = self.body.get("metadata")
+        raw = metadata.get("labels") if isinstance(metadata, dict) else None
+        if not isinstance(raw, dict):
+            return {}
+        return {
+            key: value
+            for key, value in raw.items()
+            if isinstance(key, str)
+            and isinstance(value, str)
+            and qualified_name(key) is None
+            and label_value(value) is None
+        }
 
     def strings(self, m: dict[str, object], key: str, path: str) -> Iterator[tuple[str, str]]:
         """The (path, string) of each element of a required list of strings."""

@@ -31,20 +31,16 @@ _HOST_PORT: Final = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5
 
 
 def _annotations(obj: ObjectReader) -> dict[str, str]:
-    body = obj.body
-    metadata = body.get("metadata")
-    raw = (
-        obj.mapping(metadata, "annotations", "metadata.annotations")
-        if isinstance(metadata, dict)
-        else {}
-    )
-    found: dict[str, str] = {}
-    for key in raw:
-        if isinstance(key, str) and key.startswith(PREFIX):
-            value = obj.string(raw, key, f"metadata.annotations[{key}]")
-            if value is not None:
-                found[key.removeprefix(PREFIX)] = value
-    return found
+    """kontinuum's annotations that are strings (`check_object_meta` reports the others)."""
+    metadata = obj.body.get("metadata")
+    raw = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        key.removeprefix(PREFIX): value
+        for key, value in raw.items()
+        if isinstance(key, str) and key.startswith(PREFIX) and isinstance(value, str)
+    }
 
 
 def _dns_services(obj: ObjectReader, text: str, path: str) -> tuple[DnsService, ...]:
