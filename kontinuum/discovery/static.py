@@ -62,7 +62,11 @@ def _content(path: Path, name: str, errors: list[ConfigError]) -> bytes | None:
     """The bytes of a fleet file, or None (and why) when it cannot or may not be read."""
     try:
         with open(path, "rb") as file:
-            content = file.read(MAX_FILE_BYTES + 1)
+            # read(n) sets n bytes aside first: ask for what the file holds, not for the cap
+            size = os.fstat(file.fileno()).st_size
+            content = file.read(min(size, MAX_FILE_BYTES) + 1)
+            if len(content) > size:  # it grew while being read
+                content += file.read(MAX_FILE_BYTES + 1 - len(content))
     except IsADirectoryError:
         errors.append(ConfigError(file=name, message="is a directory, not a file"))
         return None
