@@ -27,7 +27,7 @@ from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Source
 from kontinuum.discovery.static import StaticSource
-from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -187,16 +187,19 @@ async def _serving(
 async def _clusterset_dns(
     mesh: Mesh, address: str | None, options: ZoneOptions | None
 ) -> AsyncIterator[None]:
-    """The `clusterset.local` DNS server of the mesh's current plane, if an address is set."""
+    """The `clusterset.local` DNS server of the mesh's current plane, if an address is set,
+    in a thread of its own: a flood of queries does not hold up xDS or the admin endpoint.
+    The thread reads `mesh.plane`, which is replaced, never changed."""
     if address is None:
         yield
         return
-    server = DnsServer(ClusterSetResponder(lambda: mesh.plane, options))
-    await server.start(*split_address(address))
+    thread = DnsThread(DnsServer(ClusterSetResponder(lambda: mesh.plane, options)))
     try:
+        await asyncio.wrap_future(thread.start(*split_address(address)))
         yield
     finally:
-        await server.stop()
+        await asyncio.wrap_future(thread.stop())
+        thread.join()
 
 
 def site_source(cluster: str, access: SiteAccess) -> Source:
