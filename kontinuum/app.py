@@ -30,7 +30,7 @@ from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
 from kontinuum.discovery.static import StaticSource
-from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import listen_error
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
@@ -197,19 +197,22 @@ async def _serving(
 async def _clusterset_dns(
     mesh: Mesh, address: str | None, options: ZoneOptions | None
 ) -> AsyncIterator[None]:
-    """The `clusterset.local` DNS server of the mesh's current plane, if an address is set."""
+    """The `clusterset.local` DNS server of the mesh's current plane, if an address is set,
+    in a thread of its own: a flood of queries does not hold up xDS or the admin endpoint.
+    The thread reads `mesh.plane`, which is replaced, never changed."""
     if address is None:
         yield
         return
-    server = DnsServer(ClusterSetResponder(lambda: mesh.plane, options))
+    thread = DnsThread(DnsServer(ClusterSetResponder(lambda: mesh.plane, options)))
     try:
-        await server.start(*split_address(address))
-    except OSError as error:
-        raise listen_error(error, address, "--dns-address") from error
-    try:
+        try:
+            await asyncio.wrap_future(thread.start(*split_address(address)))
+        except OSError as error:
+            raise listen_error(error, address, "--dns-address") from error
         yield
     finally:
-        await server.stop()
+        await asyncio.wrap_future(thread.stop())
+        thread.join()
 
 
 def site_source(cluster: str, access: SiteAccess) -> Source:

@@ -1,23 +1,21 @@
 """`clusterset.local` DNS over the network, asked by real clients: `dig` (BIND's, UDP and TCP)
 and dnspython (`dns.query`, `dns.resolver`), from the example fleet and from `kontinuum serve`.
 
-The server runs in a thread with its own event loop, so the clients here can block.
+The server runs in a thread with its own event loop (as `kontinuum serve` runs it), so the
+clients here can block.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.flags
@@ -31,7 +29,7 @@ import pytest
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.plane import Locality, PlaneEndpoint, PlanePort, PlaneService, ServicePlane
 from kontinuum.discovery.static import load_fleet
-from kontinuum.dns import ClusterSetResponder, DnsServer, ZoneOptions
+from tests.support.clusterset_dns import ClusterSetDns
 from tests.support.net import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -40,36 +38,6 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "fleet"
 KONTINUUM = [sys.executable, "-m", "kontinuum"]
 LOOPBACK = "127.0.0.1"
 HELLO = "hello.demo.svc.clusterset.local"
-
-
-class ThreadedDns:
-    """A `DnsServer` on 127.0.0.1 in a thread of its own; `with ThreadedDns(plane) as port`."""
-
-    def __init__(
-        self,
-        plane: Callable[[], ServicePlane],
-        options: ZoneOptions | None = None,
-        idle_timeout: float = 10.0,
-    ) -> None:
-        self.server = DnsServer(ClusterSetResponder(plane, options), idle_timeout=idle_timeout)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> int:
-        self._thread.start()
-        start = self.server.start(LOOPBACK, free_port())
-        return asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +62,8 @@ def example_plane() -> ServicePlane:
 def example_dns() -> Iterator[int]:
     """The example fleet's names, served on a free port of 127.0.0.1."""
     plane = example_plane()
-    with ThreadedDns(lambda: plane) as port:
-        yield port
+    with ClusterSetDns(lambda: plane) as served:
+        yield served.port
 
 
 @dataclass
@@ -239,7 +207,8 @@ def test_a_big_headless_answer_is_truncated_over_udp_and_whole_over_tcp(dig: str
     plane = _headless_plane(300)
     name = "ring.demo.svc.clusterset.local"
     member = f"10-9-0-7.eu-central.{name}"
-    with ThreadedDns(lambda: plane) as port:
+    with ClusterSetDns(lambda: plane) as served:
+        port = served.port
         query = dns.message.make_query(name, "A", use_edns=0, payload=1232)
         udp = dns.query.udp(query, LOOPBACK, port=port, timeout=5)
         assert udp.flags & dns.flags.TC
@@ -270,7 +239,8 @@ def _recv_message(sock: socket.socket) -> dns.message.Message:
 
 def test_tcp_pipelining_and_bounds() -> None:
     plane = example_plane()
-    with ThreadedDns(lambda: plane, idle_timeout=0.5) as port:
+    with ClusterSetDns(lambda: plane, idle_timeout=0.5) as served:
+        port = served.port
         with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
             # Two queries in one write: two answers, in order, on one connection.
             first = dns.message.make_query(HELLO, "A").to_wire(prepend_length=True)

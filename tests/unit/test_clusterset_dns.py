@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -22,7 +23,7 @@ from kontinuum.control.plane import (
     ServicePlane,
 )
 from kontinuum.dns import ClusterSetResponder, ZoneOptions, answer, build_zone, respond
-from kontinuum.dns.answer import MAX_UDP_PAYLOAD
+from kontinuum.dns.answer import MAX_QUERY, MAX_UDP_PAYLOAD
 from kontinuum.dns.zone import endpoint_hostname
 
 EU = Locality("eu", "eu-central-1", "eu-central-1a")
@@ -348,6 +349,53 @@ def test_edns_is_answered_with_our_payload() -> None:
     response = dns.message.from_wire(reply)
     assert response.edns == 0
     assert response.payload == MAX_UDP_PAYLOAD
+
+
+def _padded(size: int) -> bytes:
+    """A query for web's address of exactly `size` bytes, EDNS padding making up the rest."""
+    bare = dns.message.make_query("web.shop.svc.clusterset.local", "A", use_edns=0).to_wire()
+    padding = dns.edns.GenericOption(dns.edns.OptionType.PADDING, bytes(size - len(bare) - 4))
+    query = dns.message.make_query(
+        "web.shop.svc.clusterset.local", "A", use_edns=0, options=[padding]
+    )
+    wire = query.to_wire(max_size=65535)
+    assert len(wire) == size
+    return wire
+
+
+def test_a_message_longer_than_a_query_is_dropped_unread() -> None:
+    # Over UDP: 512 bytes, or with EDNS the 1232 this server announces.
+    answered = respond(_padded(MAX_UDP_PAYLOAD), ZONE, tcp=False)
+    assert answered is not None
+    assert dns.message.from_wire(answered).answer
+    assert respond(_padded(MAX_UDP_PAYLOAD + 1), ZONE, tcp=False) is None
+    plain = dns.message.make_query("web.shop.svc.clusterset.local", "A").to_wire()
+    assert respond(plain + bytes(512 - len(plain)), ZONE, tcp=False) is not None  # FORMERR
+    assert respond(plain + bytes(513 - len(plain)), ZONE, tcp=False) is None
+    # Over TCP: 4096 bytes.
+    assert respond(_padded(MAX_QUERY), ZONE, tcp=True) is not None
+    assert respond(_padded(MAX_QUERY + 1), ZONE, tcp=True) is None
+
+
+def test_more_than_one_question_or_records_besides_are_formerr_unread() -> None:
+    """Judged from the header: the response copies nothing, not even the question."""
+    many = dns.message.make_query("web.shop.svc.clusterset.local", "A")
+    many.question.append(dns.rrset.RRset(dns.name.from_text("db.shop.svc.clusterset.local"), 1, 1))
+    with_answer = dns.message.make_query("web.shop.svc.clusterset.local", "A")
+    with_answer.answer.append(
+        dns.rrset.from_text("web.shop.svc.clusterset.local.", 5, "IN", "A", "10.0.0.1")
+    )
+    with_additional = dns.message.make_query("web.shop.svc.clusterset.local", "A", use_edns=0)
+    for address in ("10.0.0.1", "10.0.0.2"):
+        with_additional.additional.append(
+            dns.rrset.from_text(f"{address}.example.", 5, "IN", "A", address)
+        )
+    for query in (many, with_answer, with_additional):
+        reply = respond(query.to_wire(), ZONE, tcp=False)
+        assert reply is not None
+        response = dns.message.from_wire(reply)
+        assert (response.id, response.rcode()) == (query.id, dns.rcode.FORMERR)
+        assert response.question == []
 
 
 def _big_plane(count: int) -> ServicePlane:
