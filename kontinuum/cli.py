@@ -48,7 +48,7 @@ def _address(value: str | None) -> str | None:
     """A HOST:PORT option's value, its port between 1 and 65535 (None: not given)."""
     from kontinuum.bootstrap import split_address
 
-    if value is None or value.lower() == "none":
+    if value is None:
         return value
     try:
         _, port = split_address(value)
@@ -59,8 +59,16 @@ def _address(value: str | None) -> str | None:
     return value
 
 
-def address_option(name: str, help: str) -> Any:
-    """An option naming a HOST:PORT, checked before the command runs."""
+def _address_or_none(value: str | None) -> str | None:
+    """As `_address`, or `none`."""
+    return value if value is not None and value.lower() == "none" else _address(value)
+
+
+def address_option(name: str, help: str, *, none: bool = False) -> Any:
+    """An option naming a HOST:PORT (or, with `none`, the word none), checked before the
+    command runs."""
+    if none:
+        return typer.Option(name, help=help, metavar="HOST:PORT|none", callback=_address_or_none)
     return typer.Option(name, help=help, metavar="HOST:PORT", callback=_address)
 
 
@@ -74,10 +82,11 @@ AdminAddress = Annotated[
     str, address_option("--admin-address", "Where to serve /healthz, /readyz and /metrics.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
-# Where XDG puts state that outlives a process; in a container, mount a volume there.
-DEFAULT_STATE_DIR = (
-    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "kontinuum"
-)
+
+
+def default_state_dir() -> Path:
+    """Where XDG puts state that outlives a process; in a container, mount a volume there."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "kontinuum"
 
 
 def _logging(verbose: bool) -> None:
@@ -231,15 +240,16 @@ def serve(
         ),
     ] = "1h",
     state_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--state-dir",
             envvar="KONTINUUM_STATE_DIR",
             file_okay=False,
-            help="Where the last good version of each fleet file is kept, so that a restart "
-            "with an error in a file still serves that file as it last was.",
+            help="Where the last good version of each fleet file and the last view of each "
+            "cluster are kept, so that a restart serves them as they last were (default: "
+            "$XDG_STATE_HOME/kontinuum, else ~/.local/state/kontinuum).",
         ),
-    ] = DEFAULT_STATE_DIR,
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Serve a fleet (see `kontinuum validate`) to Envoy sidecars and proxyless gRPC clients.
@@ -247,8 +257,8 @@ def serve(
     A proxy declares its cluster, namespace and role in its bootstrap (`kontinuum
     bootstrap`) and receives what its workspace may reach from its cluster. The fleet comes
     from --config, --config-cluster, or both; files are re-read when they change, clusters
-    are watched; objects with errors are reported and left out. With --dns-address, the
-    cluster set's names are answered over DNS (docs/dns.md).
+    are watched; a file with errors is reported and its last good version stays in force.
+    With --dns-address, the cluster set's names are answered over DNS (docs/dns.md).
     """
     from kontinuum.app import FleetOptions, serve_fleet
     from kontinuum.control.model import KubernetesAccess
@@ -294,7 +304,7 @@ def serve(
         status=StatusOptions(lease, lease_cluster or "") if write_status else None,
         otlp_endpoint=otlp_endpoint or None,
         security=security,
-        state_dir=state_dir,
+        state_dir=state_dir or default_state_dir(),
     )
     _logging(verbose)
     _serve_until_stopped(
@@ -455,6 +465,7 @@ def bootstrap(
             "--stats-address",
             "A listener serving /stats/prometheus for Prometheus (as Istio's 15090); "
             "`none` for no such listener.",
+            none=True,
         ),
     ] = "0.0.0.0:15090",
     stats_inclusion_prefix: Annotated[

@@ -12,8 +12,11 @@ class OperatorError(Exception):
 def listen_error(error: OSError, address: str, option: str) -> OperatorError:
     """What a failure to listen on `address` (given as `option`) means to an operator."""
     # Imported here: the `kontinuum` command loads gRPC only for the verbs that use it.
+    from kontinuum.xds.listen import ListenError
     from kontinuum.xds.listen import listen_error as reason_of
 
+    if isinstance(error, ListenError):  # already said what is wrong
+        return cannot_listen(address, option, error.reason)
     if error.errno is None and isinstance(error.__cause__, OSError):
         error = error.__cause__  # uvloop's "could not bind", caused by the bind's own error
     return cannot_listen(address, option, reason_of(address, error).reason)

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("kontinuum.discovery.last_good")
@@ -54,9 +55,10 @@ class LastGoodFiles:
         if name not in self._digests:
             return None
         try:
-            return (self.directory / name).read_bytes()
+            content = (self.directory / name).read_bytes()
         except OSError:
             return None
+        return content or None  # empty: cut short by a crash, or a file that was empty
 
     def keep(self, name: str, content: bytes) -> None:
         """Store `content` as the last good version of `name` (a no-op when it is already)."""
@@ -64,12 +66,20 @@ class LastGoodFiles:
         if not self._usable or self._digests.get(name) == digest:
             return
         target = self.directory / name
-        temporary = target.with_name(f".tmp-{target.name}")
+        # No fsync per copy: a first start stores every file, and a rename that replaces a
+        # file is ordered after its data by the file systems in use (ext4's auto_da_alloc,
+        # xfs, btrfs). A copy found empty is not used (`load`).
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(temporary, "wb") as file:
-                file.write(content)
-            os.replace(temporary, target)
+            descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+            try:
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(content)
+                os.replace(temporary, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
         except OSError as error:
             log.warning("cannot store the last good version of %s: %s", name, error)
             return

@@ -85,7 +85,8 @@ class LastSeenViews:
             return None
         try:
             return _decode(source, content)
-        except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        # JSONDecodeError is a ValueError; a file nested deeper than any we write recurses
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as error:
             log.warning("ignoring the saved view of %s in %s: %s", source, path, error)
             return None
 

@@ -228,7 +228,7 @@ def _optional_str(fields: Mapping[str, object], name: str) -> str | None:
 
 def _one_of(fields: Mapping[str, object], name: str, allowed: frozenset[str]) -> str:
     value = fields[name]
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     assert isinstance(value, str)
     return value

@@ -128,7 +128,7 @@ def _unfinished(content: bytes | None, key: FileKey | None) -> bool:
     taken as complete (an editor may save it so; a writer cut short leaves it so)."""
     if not content or content.endswith(b"\n") or key is None:
         return False
-    return time.time_ns() - key[0] < SETTLE_SECONDS * 1e9
+    return 0 <= time.time_ns() - key[0] < SETTLE_SECONDS * 1e9  # not if dated in the future
 
 
 def _file_key(path: Path) -> FileKey | None:
@@ -168,8 +168,11 @@ class FleetReader:
     the last good versions are stored (`LastGoodFiles`) and also serve after a restart.
     """
 
-    def __init__(self, root: str | Path, state_dir: Path | None = None) -> None:
+    def __init__(
+        self, root: str | Path, state_dir: Path | None = None, watching: bool = False
+    ) -> None:
         self.root = Path(root)
+        self._watching = watching  # read again on changes: a file may be caught mid-write
         self._files: dict[Path, _File] = {}
         self._good: dict[Path, _File] = {}  # the last version of each file without errors
         self._stored = LastGoodFiles(state_dir, self.root) if state_dir is not None else None
@@ -313,7 +316,7 @@ class FleetReader:
         self.parsed += 1
         objects = tuple(read_cluster_documents(cluster, docs)) if cluster is not None else ()
         errors.extend(e for o in objects for e in o.errors)
-        if _unfinished(content, key):
+        if self._watching and _unfinished(content, key):
             # Ends mid-line and was just written: most likely its writer is not done. Read
             # again (key None) until it ends with a line break or has been left alone a while.
             message = (
@@ -412,7 +415,7 @@ class StaticSource:
     async def updates(self) -> AsyncIterator[SourceUpdate]:
         config: FleetConfig | None = None
         snapshots: dict[str, SiteSnapshot] = {}
-        reader = await asyncio.to_thread(FleetReader, self._path, self._state_dir)
+        reader = await asyncio.to_thread(FleetReader, self._path, self._state_dir, self._watch)
         changes = (
             directory_changes(self._path, self._poll_interval, lambda: _rescan_interval(reader))
             if self._watch

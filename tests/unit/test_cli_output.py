@@ -110,6 +110,15 @@ def test_a_listening_address_needs_a_real_port(capsys: pytest.CaptureFixture[str
     assert "--admin-address" in err
 
 
+@pytest.mark.parametrize("option", ["--dns-address", "--admin-address", "--xds-address"])
+def test_none_is_no_address_of_a_server(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    # Only a sidecar's --stats-address may be `none`; a server's address is left out instead.
+    code, _, err = kontinuum(capsys, "serve", "--plaintext-xds", option, "none")
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"Invalid value for '{option}': expected HOST:PORT, got 'none'" in err, err
+
+
 def test_a_refused_option_is_one_line_with_the_way_to_help(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

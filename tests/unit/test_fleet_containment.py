@@ -74,7 +74,7 @@ def test_a_file_with_an_error_keeps_its_whole_last_good_version(fleet_dir: Path)
 
 
 def test_a_file_caught_mid_write_is_an_error_not_a_deletion(fleet_dir: Path) -> None:
-    reader = FleetReader(fleet_dir)
+    reader = FleetReader(fleet_dir, watching=True)
     before, _ = reader.read()
     path = hello(fleet_dir, "us-east")
     good = path.read_text()
@@ -170,7 +170,7 @@ def test_a_stored_version_is_replaced_by_each_good_one(fleet_dir: Path, tmp_path
 
 
 def test_a_file_left_without_a_final_line_break_applies_once_settled(fleet_dir: Path) -> None:
-    reader = FleetReader(fleet_dir)
+    reader = FleetReader(fleet_dir, watching=True)
     reader.read()
     path = hello(fleet_dir, "us-east")
     path.write_text(path.read_text().replace('"127.0.0.22"', '"127.0.0.27"').rstrip("\n"))
@@ -181,3 +181,12 @@ def test_a_file_left_without_a_final_line_break_applies_once_settled(fleet_dir: 
     assert errors == []
     assert "127.0.0.27" in addresses(fleet, "us-east")
     assert not reader.settling
+
+
+def test_a_single_read_takes_a_file_without_a_final_line_break_as_it_is(fleet_dir: Path) -> None:
+    # `kontinuum validate` right after an editor saved a file so: nothing is being written.
+    path = hello(fleet_dir, "us-east")
+    path.write_text(path.read_text().replace('"127.0.0.22"', '"127.0.0.27"').rstrip("\n"))
+    fleet, errors = FleetReader(fleet_dir).read()
+    assert errors == []
+    assert "127.0.0.27" in addresses(fleet, "us-east")

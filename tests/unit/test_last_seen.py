@@ -173,6 +173,14 @@ def test_a_saved_view_loads_as_it_was_written_in_a_private_file(tmp_path: Path) 
     assert store.load("kubernetes:eu") is None
 
 
+# A saved view as written, to damage one field of.
+_SAVED = (
+    b'{"format":1,"source":"kubernetes:eu","current_at":1.0,"snapshots":[{"cluster":"eu",'
+    b'"services":[{"cluster":"eu","namespace":"shop","name":"web","ports":[],'
+    b'"type":"ClusterIP","workspace":"shop"}],"endpoints":[],"exports":[],"stale":false}]}'
+)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -184,6 +192,8 @@ def test_a_saved_view_loads_as_it_was_written_in_a_private_file(tmp_path: Path) 
         (b'{"format": 1, "source": "kubernetes:eu", "current_at": NaN, "snapshots": []}', "fin"),
         (b'{"format": 1, "source": "kubernetes:eu", "current_at": "1", "snapshots": []}', "num"),
         (b'{"format": 1, "source": "kubernetes:eu", "current_at": 1, "snapshots": [{}]}', "fie"),
+        (_SAVED.replace(b'"type":"ClusterIP"', b'"type":["ClusterIP"]'), "type must be one of"),
+        (b"[" * 100_000 + b"]" * 100_000, "recursion"),
     ],
 )
 def test_a_file_that_cannot_be_trusted_is_ignored_with_one_warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,7 +90,10 @@ async def test_a_changed_cluster_is_yielded_again_and_only_it(watch: Watch) -> N
     await watch.nothing_for(10 * POLL)
 
 
-async def test_an_invalid_change_keeps_the_file_as_it_was_and_is_reported(watch: Watch) -> None:
+async def test_an_invalid_change_keeps_the_file_as_it_was_and_is_reported(
+    watch: Watch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kontinuum.discovery.static")
     path = endpoints_file(watch.root)
     good = path.read_text()
     path.write_text(good.replace("127.0.0.22", "not-an-address"))
@@ -104,6 +108,7 @@ async def test_an_invalid_change_keeps_the_file_as_it_was_and_is_reported(watch:
     assert isinstance(update, SiteSnapshot)
     assert update.cluster == "us-east"
     assert watch.source.status().health is Health.HEALTHY
+    assert "the fleet's configuration errors are fixed: every file applies" in caplog.messages
 
 
 async def test_a_bad_date_is_a_reported_error_not_a_crash(watch: Watch) -> None:
