@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import shutil
 import socket
 import struct
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import dns.edns
@@ -361,6 +363,10 @@ def repeated() -> st.SearchStrategy[bytes]:
     )
 
 
+# What the fuzzed server's code may hold after 200 inputs of up to 64 KB, and what the
+# test process may take at most while they are sent (the inputs alone add up to ~6 MB).
+MEMORY_HELD = 256 * 1024
+MEMORY_PEAK = 32 * 1024 * 1024
 INPUTS = st.one_of(st.binary(max_size=1500), messages(), repeated())
 
 
@@ -422,8 +428,20 @@ def test_any_input_leaves_the_server_answering(caplog: pytest.LogCaptureFixture)
             else:
                 exchange_tcp(served.port, wire, framed=transport == "tcp")
 
-        check()
-        # Nothing is held for what was sent: every connection is gone.
-        wait_until(lambda: served.server.tcp_connections == 0, what="the connections closed")
+        tracemalloc.start()
+        try:
+            _, before = tracemalloc.get_traced_memory()
+            check()
+            # Nothing is held for what was sent: every connection is gone, and with it
+            # what the server read (the inputs add up to megabytes).
+            wait_until(lambda: served.server.tcp_connections == 0, what="the connections closed")
+            gc.collect()
+            _, peak = tracemalloc.get_traced_memory()
+            server_code = [tracemalloc.Filter(True, "*/kontinuum/dns/*")]
+            held = tracemalloc.take_snapshot().filter_traces(server_code).statistics("filename")
+        finally:
+            tracemalloc.stop()
         assert served.server.tcp_clients == 0
+        assert sum(stat.size for stat in held) < MEMORY_HELD, held
+        assert peak - before < MEMORY_PEAK, (before, peak)
     assert erroneous(caplog.records) == []
