@@ -39,10 +39,11 @@ _SUFFIXES = (".yaml", ".yml")
 FileKey = tuple[int, int, int]  # (mtime_ns, size, inode): a file written anew has another
 
 
-def _yaml_files(directory: Path) -> list[Path]:
-    # scandir knows a plain file's type from the listing: one stat per file, in _file_key
+def _yaml_files(directory: Path) -> list[str]:
+    # scandir knows a plain file's type from the listing: one stat per file, in _file_key.
+    # Plain strings: a Path per file, hashed and compared, cost more than the stat.
     with os.scandir(directory) as entries:
-        return sorted(Path(e.path) for e in entries if e.name.endswith(_SUFFIXES) and e.is_file())
+        return sorted(e.path for e in entries if e.name.endswith(_SUFFIXES) and e.is_file())
 
 
 def _read(path: Path, root: Path, errors: list[ConfigError]) -> list[Document]:
@@ -73,9 +74,9 @@ class _File:
     objects: tuple[ClusterObject, ...] = ()
 
 
-def _file_key(path: Path) -> FileKey | None:
+def _file_key(path: str) -> FileKey | None:
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
@@ -92,7 +93,7 @@ class FleetReader:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._files: dict[Path, _File] = {}
+        self._files: dict[str, _File] = {}
         self._configs: tuple[tuple[_File, ...], FleetConfig, list[ConfigError]] | None = None
         self._clusters: dict[str, tuple[tuple[_File, ...], SiteSnapshot, list[ConfigError]]] = {}
         self.parsed = 0  # files parsed so far
@@ -102,7 +103,7 @@ class FleetReader:
         root = self.root
         if not root.is_dir():
             return Fleet(), [ConfigError(file=str(root), message="not a directory")]
-        seen: set[Path] = set()
+        seen: set[str] = set()
         fleet_files = tuple(self._file(p, seen) for p in _yaml_files(root))
         errors: list[ConfigError] = []
         if self._configs is None or not _same(self._configs[0], fleet_files):
@@ -131,7 +132,8 @@ class FleetReader:
                 )
                 continue
             present.add(directory.name)
-            files = tuple(self._file(p, seen, directory.name) for p in _yaml_files(directory))
+            name = directory.name
+            files = tuple(self._file(p, seen, name) for p in _yaml_files(directory))
             last = self._clusters.get(directory.name)
             if last is None or not _same(last[0], files):
                 objects = [o for f in files for o in f.objects]
@@ -153,14 +155,14 @@ class FleetReader:
         )
         return fleet, errors
 
-    def _file(self, path: Path, seen: set[Path], cluster: str | None = None) -> _File:
+    def _file(self, path: str, seen: set[str], cluster: str | None = None) -> _File:
         seen.add(path)
         key = _file_key(path)
         last = self._files.get(path)
         if last is not None and key is not None and last.key == key:
             return last
         errors: list[ConfigError] = []
-        docs = _read(path, self.root, errors)
+        docs = _read(Path(path), self.root, errors)
         self.parsed += 1
         objects = tuple(read_cluster_documents(cluster, docs)) if cluster is not None else ()
         file = _File(key, tuple(docs), tuple(errors), objects)
