@@ -35,7 +35,7 @@ from kontinuum.claims import ViewKey, claim
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import visible_services
 from kontinuum.control.model import Fleet, ServiceRef
-from kontinuum.control.plane import ProxyView, ServiceKey, ServicePlane
+from kontinuum.control.plane import PlaneService, ProxyView, ServiceKey, ServicePlane
 from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing_state import RoutingState
@@ -78,6 +78,18 @@ def _own_service_port(
     return (
         f"Service {ref} has ports {numbers} and none has endpoints on the inbound port "
         f"{listen_port} in cluster {cluster}: no inbound listener"
+    )
+
+
+def _gateway_share(services: tuple[PlaneService, ...], cluster: str) -> tuple[object, ...]:
+    """What the east-west gateway of `cluster` serves of `services`: each cluster-set
+    port with the endpoints in `cluster` (`east_west_gateway`)."""
+    return tuple(
+        (port.port, port.name, port.protocol, port.app_protocol, endpoints)
+        for service in services
+        if not service.scope
+        for port in service.ports
+        if (endpoints := tuple(e for e in port.endpoints if e.locality.cluster == cluster))
     )
 
 
@@ -174,7 +186,8 @@ class Mesh:
                 dirty.update(group.views)
         if everything:
             dirty.update(self._views)
-        dirty.update(self._gateways)  # they see every service: translated on any change
+        if self._gateways and not everything:
+            dirty.update(self._gateways_touched(change.keys, before, routing_before))
         for service_key in change.keys:  # sidecars whose own service changed
             dirty.update(self._fronting.get(service_key, ()))
         for name in sorted(dirty):
@@ -207,6 +220,32 @@ class Mesh:
                             s.workspace for parent in bound.parents for s in parent.services
                         )
         return workspaces
+
+    def _gateways_touched(
+        self, keys: frozenset[ServiceKey], before: ServicePlane, routing_before: MeshRouting
+    ) -> set[str]:
+        """The gateway views a change touches: an east-west gateway when what it serves of
+        a changed service (its cluster's endpoints of a cluster-set service) changed, an
+        ingress gateway when the routing did (its routes, their backends, its Gateway)."""
+        reached: set[str] = set()
+        for key in keys:
+            old, new = before.named(*key), self.plane.named(*key)
+            clusters = {
+                endpoint.locality.cluster
+                for service in (*old, *new)
+                if not service.scope
+                for port in service.ports
+                for endpoint in port.endpoints
+            }
+            reached.update(c for c in clusters if _gateway_share(old, c) != _gateway_share(new, c))
+        routing_changed = self._routing is not routing_before
+        touched: set[str] = set()
+        for name in self._gateways:
+            view = self._views[name].view
+            east_west = view.role == "gateway" and view.cluster in reached
+            if east_west or (view.role == "ingress" and routing_changed):
+                touched.add(name)
+        return touched
 
     def view_key(self, view: str) -> ViewKey | None:
         """What a view in use was resolved from (its role, cluster and workspace)."""

@@ -20,6 +20,7 @@ from benchmarks.fleet_gen import (
     service_path,
     write_fleet,
 )
+from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.discovery.static import FleetReader
@@ -172,3 +173,46 @@ def test_a_view_whose_group_changed_keeps_its_own_inbound_side(tmp_path: Path) -
     inbound = [n for n in before.resources(LISTENER) if n != "outbound"]
     assert inbound
     assert all(after.resources(LISTENER)[n] is before.resources(LISTENER)[n] for n in inbound)
+
+
+def east_west_gateway(cluster: str, address: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: east-west-{cluster}
+  namespace: kontinuum-system
+  labels: {{kontinuum.io/cluster: {cluster}}}
+spec:
+  gatewayClassName: kontinuum-east-west
+  addresses: [{{type: IPAddress, value: {address}}}]
+  listeners: [{{name: mesh, port: 15443, protocol: TLS, tls: {{mode: Passthrough}}}}]
+"""
+
+
+def test_an_east_west_gateway_is_translated_again_only_for_its_own_clusters_endpoints(
+    tmp_path: Path,
+) -> None:
+    write_fleet(tmp_path, SHAPE)
+    gateways = [east_west_gateway(SHAPE.cluster(c), f"127.0.0.{10 + c}") for c in (0, 1)]
+    (tmp_path / "gateways.yaml").write_text("---\n".join(gateways))
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    views = []
+    for c in (0, 1):
+        node = base_pb2.Node(id=f"gateway-{c}", cluster=SHAPE.cluster(c))
+        node.metadata.update(proxy_metadata(namespace="kontinuum-system", role="gateway"))
+        views.append(mesh.resolve_view(node, None))
+    before = [mesh.cache.snapshot(view) for view in views]
+    assert all(snapshot is not None and snapshot.resources(ENDPOINT) for snapshot in before)
+
+    # svc5's endpoints in c1 change: c1's gateway routes to them, c0's does not
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    mesh.apply(reader.read()[0])
+    after = [mesh.cache.snapshot(view) for view in views]
+    assert after[0] is before[0]
+    assert after[1] is not None
+    assert before[1] is not None
+    assert after[1].changes_from(before[1]) == {
+        ENDPOINT: frozenset({f"outbound|80|{SHAPE.cluster(1)}|svc5.ns1.svc.clusterset.local"})
+    }
