@@ -35,7 +35,7 @@ from kontinuum.claims import ViewKey, claim
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import visible_services
 from kontinuum.control.model import Fleet, ServiceRef
-from kontinuum.control.plane import ProxyView, ServiceKey, ServicePlane
+from kontinuum.control.plane import PlaneService, ProxyView, ServiceKey, ServicePlane
 from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing_state import RoutingState
@@ -84,6 +84,18 @@ def _own_service_port(
     return (
         f"Service {ref} has ports {numbers} and none has endpoints on the inbound port "
         f"{listen_port} in cluster {cluster}: no inbound listener"
+    )
+
+
+def _gateway_share(services: tuple[PlaneService, ...], cluster: str) -> tuple[object, ...]:
+    """What the east-west gateway of `cluster` serves of `services`: each cluster-set
+    port with the endpoints in `cluster` (`east_west_gateway`)."""
+    return tuple(
+        (port.port, port.name, port.protocol, port.app_protocol, endpoints)
+        for service in services
+        if not service.scope
+        for port in service.ports
+        if (endpoints := tuple(e for e in port.endpoints if e.locality.cluster == cluster))
     )
 
 
@@ -146,14 +158,18 @@ class Mesh:
         self._routing = MeshRouting()
         self._built: BuildCache[Resource] = BuildCache(Resource.of)
         self._groups: dict[GroupKey, _Group] = {}
+        self._workspace_groups: dict[str, set[GroupKey]] = {}  # workspace -> its groups
         self._views: dict[str, ViewKey] = {}
         self._gateways: set[str] = set()  # the views of east-west and ingress gateways
         self._fronting: dict[ServiceKey, set[str]] = {}  # own service -> its sidecars' views
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
         self._translated: dict[str, tuple[Resource, ...]] = {}  # view -> resources, no secrets
+        # view -> its inbound side, and what it was translated from (own services, grants)
+        self._inbound: dict[str, tuple[tuple[object, ...], tuple[Resource, ...]]] = {}
         self._idle_since: dict[str, float] = {}  # view -> since when no stream uses it
         self._owned: dict[Owner, set[str]] = {}  # the views of each identity
         self._problems: set[str] = set()
+        self._reported: object = None  # the binding whose problems were logged last
         # Told how long each `apply` took to translate (seconds) and how many views.
         self.translated: Callable[[float, int], None] | None = None
         self.views_updated = 0  # views given a new snapshot by the last `apply`
@@ -171,28 +187,38 @@ class Mesh:
         change = self._planes.update(fleet)
         self.services_changed = len(change.keys)
         self.plane = self._planes.plane
-        self._routing = self.routing_state.update(fleet, self.plane)
-        self._report_status()
+        self._routing = self.routing_state.update(
+            fleet, self.plane, None if change.everything else change.keys
+        )
+        if self.routing_state.binding is not self._reported:
+            self._report_status()
         if change.everything:  # the sites may have changed
             for name, key in list(self._views.items()):
                 if self.plane.site(key.view.cluster) is None:
                     self._forget(name)
-        everything = (
-            change.everything
-            or self._routing.spreads != routing_before.spreads
-            or self._routing.networks != routing_before.networks
+        everything = change.everything or (
+            self._routing is not routing_before
+            and (
+                self._routing.spreads != routing_before.spreads
+                or self._routing.networks != routing_before.networks
+            )
         )
         workspaces = self._changed_workspaces(change.keys, before, routing_before)
         # Who may see a service of those workspaces: they, and those they grant.
-        seeing = workspaces | {g.consumer for g in self.plane.grants if g.provider in workspaces}
+        seeing = workspaces | {g.consumer for w in workspaces for g in self.plane.grants_by(w)}
+        if everything:
+            touched = list(self._groups)
+        else:
+            touched = sorted(k for w in seeing for k in self._workspace_groups.get(w, ()))
         dirty: set[str] = set()
-        for group_key, group in list(self._groups.items()):
-            touched = everything or group_key[0] in seeing
-            if touched and self._translate_group(group_key, group):
+        for group_key in touched:
+            group = self._groups[group_key]
+            if self._translate_group(group_key, group):
                 dirty.update(group.views)
         if everything:
             dirty.update(self._views)
-        dirty.update(self._gateways)  # they see every service: translated on any change
+        if self._gateways and not everything:
+            dirty.update(self._gateways_touched(change.keys, before, routing_before))
         for service_key in change.keys:  # sidecars whose own service changed
             dirty.update(self._fronting.get(service_key, ()))
         for name in sorted(dirty):
@@ -213,6 +239,8 @@ class Mesh:
             for plane in (before, self.plane)
             for service in plane.named(*key)
         }
+        if self._routing is routing_before:
+            return workspaces
         old = {_route_key(b): b for b in routing_before.routes}
         new = {_route_key(b): b for b in self._routing.routes}
         for route_key in old.keys() | new.keys():
@@ -225,13 +253,40 @@ class Mesh:
                         )
         return workspaces
 
+    def _gateways_touched(
+        self, keys: frozenset[ServiceKey], before: ServicePlane, routing_before: MeshRouting
+    ) -> set[str]:
+        """The gateway views a change touches: an east-west gateway when what it serves of
+        a changed service (its cluster's endpoints of a cluster-set service) changed, an
+        ingress gateway when the routing did (its routes, their backends, its Gateway)."""
+        reached: set[str] = set()
+        for key in keys:
+            old, new = before.named(*key), self.plane.named(*key)
+            clusters = {
+                endpoint.locality.cluster
+                for service in (*old, *new)
+                if not service.scope
+                for port in service.ports
+                for endpoint in port.endpoints
+            }
+            reached.update(c for c in clusters if _gateway_share(old, c) != _gateway_share(new, c))
+        routing_changed = self._routing is not routing_before
+        touched: set[str] = set()
+        for name in self._gateways:
+            view = self._views[name].view
+            east_west = view.role == "gateway" and view.cluster in reached
+            if east_west or (view.role == "ingress" and routing_changed):
+                touched.add(name)
+        return touched
+
     def view_key(self, view: str) -> ViewKey | None:
         """What a view in use was resolved from (its role, cluster and workspace)."""
         return self._views.get(view)
 
     def _report_status(self) -> None:
         """Log each route, Gateway or policy condition that newly went wrong, once."""
-        problems = {str(x) for x in status_lines(self.routing_state.binding) if not x.ok}
+        binding = self._reported = self.routing_state.binding
+        problems = {str(x) for x in status_lines(binding) if not x.ok}
         for problem in sorted(problems - self._problems):
             log.warning("%s", problem)
         self._problems = problems
@@ -328,13 +383,18 @@ class Mesh:
                     del self._fronting[own]
         self._identities.pop(name, None)
         self._translated.pop(name, None)
+        self._inbound.pop(name, None)
         self._idle_since.pop(name, None)
         group_key = _group_key(key)
         group = self._groups.get(group_key) if group_key is not None else None
-        if group is not None:
+        if group_key is not None and group is not None:
             group.views.discard(name)
             if not group.views:  # nothing holds its resources any longer
-                del self._groups[group_key]  # type: ignore[arg-type]
+                del self._groups[group_key]
+                groups = self._workspace_groups[group_key[0]]
+                groups.discard(group_key)
+                if not groups:
+                    del self._workspace_groups[group_key[0]]
                 self._built.release(group_key)
 
     def gateway_identity(self, cluster: str) -> tuple[str, str] | None:
@@ -349,13 +409,8 @@ class Mesh:
         assert self.certificates is not None
         workspaces: set[str] = set()
         identities: set[str] = set()
-        for g in self.plane.grants:
-            if not (
-                g.from_kind == "Namespace"
-                and g.provider == ref.namespace
-                and g.service in (None, ref.name)
-                and g.consumer != ref.namespace
-            ):
+        for g in self.plane.grants_by(ref.namespace):
+            if g.service not in (None, ref.name) or g.consumer == ref.namespace:
                 continue
             if not g.service_accounts:
                 workspaces.add(g.consumer)
@@ -468,18 +523,30 @@ class Mesh:
         group = self._groups.get(group_key)
         if group is None:
             group = self._groups[group_key] = _Group()
+            self._workspace_groups.setdefault(group_key[0], set()).add(group_key)
             self._translate_group(group_key, group)
         group.views.add(name)
         resources = group.resources
         if key.inbound is not None:
-            options = self._options(name, key)
-            own = self.plane.named(key.view.workspace, key.inbound.service)
-            inbound = translate_inbound(own, key.view, options)
-            for error in inbound.errors:
-                log.error("view %s: %s", name, error)
-            resources = (*resources, *(Resource.of(m) for m in inbound.resources))
+            resources = (*resources, *self._translate_inbound(name, key))
         self._translated[name] = resources
         return self._snapshot(name, resources, push)
+
+    def _translate_inbound(self, name: str, key: ViewKey) -> tuple[Resource, ...]:
+        """A sidecar's own inbound side: translated again only when its own service or
+        the grants (who may call it) changed."""
+        assert key.inbound is not None
+        own = self.plane.named(key.view.workspace, key.inbound.service)
+        inputs = (own, self.plane.grants)
+        last = self._inbound.get(name)
+        if last is not None and last[0] == inputs:
+            return last[1]
+        inbound = translate_inbound(own, key.view, self._options(name, key))
+        for error in inbound.errors:
+            log.error("view %s: %s", name, error)
+        resources = tuple(Resource.of(m) for m in inbound.resources)
+        self._inbound[name] = (inputs, resources)
+        return resources
 
     def _snapshot(self, name: str, resources: tuple[Resource, ...], push: Push | None) -> bool:
         """Serve a view's resources, with the SDS secrets of its identity; False (the last

@@ -100,11 +100,7 @@ def plane_services(
 ) -> tuple[PlaneService, ...]:
     """A Service: every plane service of that name (any cluster); a ServiceImport: the
     cluster-set one."""
-    return tuple(
-        s
-        for s in plane.services
-        if s.namespace == namespace and s.name == name and (kind == "Service" or not s.scope)
-    )
+    return tuple(s for s in plane.named(namespace, name) if kind == "Service" or not s.scope)
 
 
 # --- gateways --------------------------------------------------------------------------------

@@ -302,22 +302,15 @@ def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
     if service.workspace == workspace:
         return True
     return any(
-        g.from_kind == "Namespace"
-        and g.provider == service.workspace
-        and g.consumer == workspace
-        and g.service in (None, service.name)
-        for g in plane.grants
+        g.provider == service.workspace and g.service in (None, service.name)
+        for g in plane.grants_to(workspace)
     )
 
 
 def visible_services(plane: ServicePlane, workspace: str, cluster: str) -> tuple[PlaneService, ...]:
     """What a proxy of `workspace` in `cluster` may be told about, in the plane's order."""
     # What `granted` decides, read off the grants once: (provider, service or None: all).
-    opened = {
-        (g.provider, g.service)
-        for g in plane.grants
-        if g.from_kind == "Namespace" and g.consumer == workspace
-    }
+    opened = {(g.provider, g.service) for g in plane.grants_to(workspace)}
     index = plane.index
     if index is None:
         candidates: Iterable[PlaneService] = plane.services

@@ -116,11 +116,14 @@ ServiceKey = tuple[str, str]  # (namespace, name): the services of that name acr
 
 @dataclass(frozen=True, slots=True)
 class PlaneIndex:
-    """Lookups into a plane's services: by (namespace, name), and the keys of each
-    workspace's services. Read-only; a plane built by `PlaneBuilder` carries one."""
+    """Lookups into a plane: its services by (namespace, name), the keys of each
+    workspace's services, and its workspace grants by consumer and by provider. Read-only;
+    a plane built by `PlaneBuilder` carries one."""
 
     by_key: Mapping[ServiceKey, tuple[PlaneService, ...]]
     by_workspace: Mapping[str, frozenset[ServiceKey]]
+    grants_to: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
+    grants_by: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,22 @@ class ServicePlane:
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)
+
+    def grants_to(self, workspace: str) -> tuple[Grant, ...]:
+        """The workspace grants (from a Namespace) that open services to `workspace`."""
+        if self.index is not None:
+            return self.index.grants_to.get(workspace, ())
+        return tuple(
+            g for g in self.grants if g.from_kind == "Namespace" and g.consumer == workspace
+        )
+
+    def grants_by(self, workspace: str) -> tuple[Grant, ...]:
+        """The workspace grants (from a Namespace) `workspace` gives to others."""
+        if self.index is not None:
+            return self.index.grants_by.get(workspace, ())
+        return tuple(
+            g for g in self.grants if g.from_kind == "Namespace" and g.provider == workspace
+        )
 
     def named(self, namespace: str, name: str) -> tuple[PlaneService, ...]:
         """The services of `namespace`/`name`: cluster-set first, then one per cluster."""

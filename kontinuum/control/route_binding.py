@@ -61,7 +61,7 @@ from kontinuum.control.gateway_binding import (
 )
 from kontinuum.control.gateway_fields import regex_problem
 from kontinuum.control.model import Grant
-from kontinuum.control.plane import Condition, PlaneService, ServicePlane
+from kontinuum.control.plane import Condition, PlaneService, ServiceKey, ServicePlane
 from kontinuum.control.routing import (
     GATEWAY_GROUP,
     MCS_GROUP,
@@ -376,6 +376,25 @@ def _service_parent(
 
 
 # --- everything ------------------------------------------------------------------------------
+
+
+def named_services(config: RoutingConfig, routes: Iterable[Route] = ()) -> frozenset[ServiceKey]:
+    """The (namespace, name) of every service `bind_routes` looks up for `config` and for
+    `routes` besides: the parents and backends of the routes, the targets of the policies.
+    Their binding depends on the plane through these services (and its sites) only."""
+    keys: set[ServiceKey] = set()
+    for route in (*config.routes, *routes):
+        keys.update((ref.namespace, ref.name) for ref in route.parents)
+        for rule in route.rules:
+            keys.update((ref.namespace, ref.name) for ref in rule.backends)
+            keys.update(
+                (f.backend.namespace, f.backend.name)
+                for f in rule.filters
+                if isinstance(f, RequestMirror)
+            )
+    for policy in config.policies:
+        keys.update((policy.namespace, name) for _, name in policy.targets)
+    return frozenset(keys)
 
 
 def bind_routes(

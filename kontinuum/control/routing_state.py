@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kontinuum.control.model import Fleet
-from kontinuum.control.plane import Condition, ServicePlane
-from kontinuum.control.route_binding import RouteBinding, RouteStatus, bind_routes
-from kontinuum.control.routing import EAST_WEST_NAMESPACE, Rejection, Route
+from kontinuum.control.model import ClusterSite, Fleet, Grant
+from kontinuum.control.plane import Condition, ServiceKey, ServicePlane
+from kontinuum.control.route_binding import (
+    RouteBinding,
+    RouteStatus,
+    bind_routes,
+    named_services,
+)
+from kontinuum.control.routing import EAST_WEST_NAMESPACE, Rejection, Route, RoutingConfig
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.networks import NetworkGateway, Networks
@@ -53,13 +58,32 @@ class RoutingState:
         self.gateway_classes: tuple[str, ...] = ()  # a config cluster's, of kontinuum
         self.disowned: tuple[tuple[str, str, str], ...] = ()  # routes no longer kontinuum's
         self.networks = Networks()
+        self.routing = MeshRouting((), {}, self.networks)  # what the last update returned
+        self._inputs: tuple[RoutingConfig, tuple[Grant, ...], tuple[ClusterSite, ...]] | None = None
+        self._named: frozenset[ServiceKey] = frozenset()  # the services the binding read
 
     @property
     def statuses(self) -> tuple[RouteStatus, ...]:
         return self.binding.statuses
 
-    def update(self, fleet: Fleet, plane: ServicePlane) -> MeshRouting:
+    def update(
+        self, fleet: Fleet, plane: ServicePlane, changed: frozenset[ServiceKey] | None = None
+    ) -> MeshRouting:
+        """Bind `fleet`'s routing to `plane`. `changed`: the services whose plane services
+        changed since the last update (None: anything may have). When the routing, the
+        grants and the sites are those of the last update and none of the services it
+        names changed, the last binding stands, the very same objects."""
         config = fleet.routing
+        inputs = (config, fleet.grants, plane.sites)
+        last = self._inputs
+        if (
+            changed is not None
+            and last is not None
+            and last[0] is config
+            and last[1:] == inputs[1:]
+            and changed.isdisjoint(self._named)
+        ):
+            return self.routing
         binding = bind_routes(config, plane, fleet.grants)
         accepted = {_key(bound.route) for bound in binding.routes}
         present = {_key(route) for route in config.routes}
@@ -84,7 +108,10 @@ class RoutingState:
         self.gateway_classes = config.gateway_classes
         self.disowned = config.disowned
         self.networks = networks(fleet, plane)
-        return mesh_routing(binding, self.networks)
+        self.routing = mesh_routing(binding, self.networks)
+        self._inputs = inputs
+        self._named = named_services(config, self._last_good.values())
+        return self.routing
 
 
 def networks(fleet: Fleet, plane: ServicePlane) -> Networks:

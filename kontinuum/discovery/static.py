@@ -47,18 +47,19 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 SETTLE_SECONDS = 2.0
 
 
-def _yaml_files(directory: Path) -> list[Path]:
+def _yaml_files(directory: Path) -> list[str]:
     # scandir knows a plain file's type from the listing: one stat per file, in _file_key.
-    # A link that leads nowhere is listed too, so that it is an error rather than a silence.
+    # Plain strings: a Path per file, hashed and compared, cost more than the stat. A link
+    # that leads nowhere is listed too, so that it is an error rather than a silence.
     with os.scandir(directory) as entries:
         return sorted(
-            Path(e.path)
+            e.path
             for e in entries
             if e.name.endswith(_SUFFIXES) and (e.is_file() or e.is_symlink())
         )
 
 
-def _content(path: Path, name: str, errors: list[ConfigError]) -> bytes | None:
+def _content(path: str, name: str, errors: list[ConfigError]) -> bytes | None:
     """The bytes of a fleet file, or None (and why) when it cannot or may not be read."""
     try:
         with open(path, "rb") as file:
@@ -71,7 +72,7 @@ def _content(path: Path, name: str, errors: list[ConfigError]) -> bytes | None:
         errors.append(ConfigError(file=name, message="is a directory, not a file"))
         return None
     except FileNotFoundError:
-        if path.is_symlink():
+        if os.path.islink(path):
             target = os.readlink(path)
             message = f"is a symbolic link to {target}, which does not exist"
         else:
@@ -131,9 +132,9 @@ def _unfinished(content: bytes | None, key: FileKey | None) -> bool:
     return 0 <= time.time_ns() - key[0] < SETTLE_SECONDS * 1e9  # not if dated in the future
 
 
-def _file_key(path: Path) -> FileKey | None:
+def _file_key(path: str) -> FileKey | None:
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
@@ -173,8 +174,8 @@ class FleetReader:
     ) -> None:
         self.root = Path(root)
         self._watching = watching  # read again on changes: a file may be caught mid-write
-        self._files: dict[Path, _File] = {}
-        self._good: dict[Path, _File] = {}  # the last version of each file without errors
+        self._files: dict[str, _File] = {}  # by path
+        self._good: dict[str, _File] = {}  # the last version of each file without errors
         self._stored = LastGoodFiles(state_dir, self.root) if state_dir is not None else None
         self._config: _Part[FleetConfig] | None = None
         self._clusters: dict[str, _Part[SiteSnapshot]] = {}
@@ -188,7 +189,7 @@ class FleetReader:
         root = self.root
         if not root.is_dir():
             return Fleet(), [ConfigError(file=str(root), message="not a directory")]
-        seen: set[Path] = set()
+        seen: set[str] = set()
         paths = _yaml_files(root)
         files = tuple(self._file(p, seen) for p in paths)
         if self._config is None or not _same(self._config.files, files):
@@ -236,7 +237,7 @@ class FleetReader:
         )
         return fleet, errors
 
-    def _fleet_config(self, files: tuple[_File, ...], paths: list[Path]) -> _Part[FleetConfig]:
+    def _fleet_config(self, files: tuple[_File, ...], paths: list[str]) -> _Part[FleetConfig]:
         """The config of the fleet-wide files, each file with errors as it last was without
         (parsed together: some errors are found only across files)."""
         config, parse_errors = parse_fleet_config(d for f in files for d in f.docs)
@@ -255,7 +256,7 @@ class FleetReader:
             config, _ = parse_fleet_config(d for f in in_force for d in f.docs)
         return _Part(files, tuple(in_force), config, tuple(errors), tuple(held))
 
-    def _cluster(self, directory: Path, seen: set[Path]) -> _Part[SiteSnapshot]:
+    def _cluster(self, directory: Path, seen: set[str]) -> _Part[SiteSnapshot]:
         """A cluster's snapshot, each file with errors as it last was without."""
         cluster = directory.name
         paths = _yaml_files(directory)
@@ -279,14 +280,14 @@ class FleetReader:
         self._clusters[cluster] = part
         return part
 
-    def _keep(self, path: Path, file: _File) -> None:
+    def _keep(self, path: str, file: _File) -> None:
         if self._good.get(path) is file:
             return
         self._good[path] = file
         if self._stored is not None and file.content is not None:
             self._stored.keep(file.name, file.content)
 
-    def _last_good(self, path: Path, file: _File, cluster: str | None) -> _File | None:
+    def _last_good(self, path: str, file: _File, cluster: str | None) -> _File | None:
         """The last version of `path` without errors: in memory, else stored."""
         good = self._good.get(path)
         if good is not None or self._stored is None:
@@ -303,13 +304,13 @@ class FleetReader:
         self._good[path] = good
         return good
 
-    def _file(self, path: Path, seen: set[Path], cluster: str | None = None) -> _File:
+    def _file(self, path: str, seen: set[str], cluster: str | None = None) -> _File:
         seen.add(path)
         key = _file_key(path)
         last = self._files.get(path)
         if last is not None and key is not None and last.key == key:
             return last
-        name = path.relative_to(self.root).as_posix()
+        name = os.path.relpath(path, self.root).replace(os.sep, "/")
         errors: list[ConfigError] = []
         content = _content(path, name, errors)
         docs = _parse(content, name, errors) if content is not None else []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -10,8 +12,55 @@ from typing import Any, NamedTuple
 from kontinuum.xds import types, wire
 from kontinuum.xds.resource import Resource
 
-# Distinct response bodies one snapshot keeps for sharing between streams.
-MAX_SHARED_BODIES = 4096
+# Response bodies kept for sharing between streams, over every snapshot: the least recently
+# used go past this many bytes (or bodies). Streams in step (one view, one push) ask within
+# moments of each other; keeping every view's first responses for its snapshot's lifetime
+# held most of a large fleet's memory after its proxies connected.
+MAX_SHARED_BYTES = 32 * 1024 * 1024
+MAX_SHARED_BODIES = 16_384
+
+
+class _SharedBodies:
+    """Bodies by (snapshot, content key), least recently used dropped past the bounds."""
+
+    __slots__ = ("_bodies", "_size", "max_bodies", "max_bytes")
+
+    def __init__(self, max_bytes: int, max_bodies: int) -> None:
+        self._bodies: OrderedDict[tuple[object, ...], tuple[object, int]] = OrderedDict()
+        self._size = 0
+        self.max_bytes = max_bytes
+        self.max_bodies = max_bodies
+
+    def get(self, key: tuple[object, ...]) -> object | None:
+        found = self._bodies.get(key)
+        if found is None:
+            return None
+        self._bodies.move_to_end(key)
+        return found[0]
+
+    def put(self, key: tuple[object, ...], body: object, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        old = self._bodies.pop(key, None)
+        if old is not None:
+            self._size -= old[1]
+        self._bodies[key] = (body, size)
+        self._size += size
+        while self._size > self.max_bytes or len(self._bodies) > self.max_bodies:
+            _, (_, dropped) = self._bodies.popitem(last=False)
+            self._size -= dropped
+
+    @property
+    def size(self) -> int:
+        """Bytes kept."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+
+SHARED_BODIES = _SharedBodies(MAX_SHARED_BYTES, MAX_SHARED_BODIES)
+_serials = itertools.count()
 
 
 class SotwBody(NamedTuple):
@@ -34,7 +83,7 @@ class Snapshot:
     left warming a cluster or listener the server cannot complete.
     """
 
-    __slots__ = ("_bodies", "_by_type")
+    __slots__ = ("_by_type", "_serial", "_sizes")
 
     def __init__(self, resources: Iterable[Resource]) -> None:
         by_type: dict[str, dict[str, Resource]] = {}
@@ -48,9 +97,10 @@ class Snapshot:
         self._by_type: Mapping[str, Mapping[str, Resource]] = MappingProxyType(
             {t: MappingProxyType(r) for t, r in by_type.items()}
         )
-        # Response bodies by content key: shared by every stream that needs the same
-        # response, and dropped together with the snapshot.
-        self._bodies: dict[tuple[object, ...], object] = {}
+        # Response bodies are shared by every stream that needs the same response, in
+        # SHARED_BODIES under this snapshot's serial; a type's size is kept here.
+        self._serial = next(_serials)
+        self._sizes: dict[str, int] = {}
         problems = consistency_problems(self._by_type)
         if problems:
             raise InconsistentSnapshotError("; ".join(problems))
@@ -69,12 +119,12 @@ class Snapshot:
 
     def size(self, type_url: str) -> int:
         """Serialized bytes of a type's resources (computed once: the snapshot is immutable)."""
-        key = ("size", type_url)
-        size = self._bodies.get(key)
+        size = self._sizes.get(type_url)
         if size is None:
-            size = sum(len(r.sotw_entry) for r in self.resources(type_url).values())
-            self._bodies[key] = size
-        return size  # type: ignore[return-value]
+            size = self._sizes[type_url] = sum(
+                len(r.sotw_entry) for r in self.resources(type_url).values()
+            )
+        return size
 
     def sotw_body(
         self,
@@ -89,8 +139,8 @@ class Snapshot:
         The version is the hash of what is carried, so streams that see the same content
         see the same version, on every replica.
         """
-        key = (type_url, names, kept)
-        cached = self._bodies.get(key)
+        key = (self._serial, type_url, names, kept)
+        cached = SHARED_BODIES.get(key)
         if cached is None:
             available = self.resources(type_url)
             chosen = available.keys() if names is None else (n for n in names if n in available)
@@ -106,9 +156,9 @@ class Snapshot:
             versions = MappingProxyType({r.name: r.version for r in carried})
             cached = SotwBody(body, carried, versions)
             # Shared only when every name is the snapshot's: names that do not exist are
-            # one client's own, and must go with its stream, not stay with the snapshot.
+            # one client's own, and must go with its stream, not stay in the shared cache.
             if names is None or len(carried) - len(kept) == len(names):
-                self._remember(key, cached)
+                SHARED_BODIES.put(key, cached, len(body))
         return cached  # type: ignore[return-value]
 
     def delta_body(
@@ -122,8 +172,8 @@ class Snapshot:
         """A Delta response (all but the nonce) carrying `updated` and `removed` names;
         not `shared` (kept for other streams) when `removed` has names of one client's
         own (subscribed to, and not in the snapshot)."""
-        key = (type_url, updated, removed)
-        body = self._bodies.get(key)
+        key = (self._serial, type_url, updated, removed)
+        body = SHARED_BODIES.get(key)
         if body is None:
             available = self.resources(type_url)
             body = b"".join(
@@ -134,14 +184,8 @@ class Snapshot:
                 )
             )
             if shared:
-                self._remember(key, body)
+                SHARED_BODIES.put(key, body, len(body))
         return body  # type: ignore[return-value]
-
-    def _remember(self, key: tuple[object, ...], body: object) -> None:
-        # Streams in step share a handful of bodies; clients with odd subscriptions would
-        # add one each, so past a bound they are built for every response instead.
-        if len(self._bodies) < MAX_SHARED_BODIES:
-            self._bodies[key] = body
 
     def changes_from(self, previous: Snapshot | None) -> dict[str, frozenset[str]]:
         """Per type, the names that were added, changed or removed since `previous`."""

@@ -12,7 +12,9 @@ going cluster-set <-> local, an export without its Service); workspace and route
 narrowed to service accounts); GAMMA and ingress routes with matches and weighted, sometimes
 unknown backends; locality policies; east-west and ingress Gateways; clusters joining,
 leaving, moving region or zone and changing network. A cluster whose objects did not change
-hands over the same SiteSnapshot object, as sources do; a resync hands over equal new ones.
+hands over the same SiteSnapshot object, as sources do; a changed one carries over the very
+objects of its unchanged documents (as the static source does) or builds them all again (as
+the Kubernetes source does); a resync hands over equal new ones.
 Proxies of every role, cluster and namespace connect and go away as it goes (sidecars with
 and without an own inbound service, on two outbound ports); half the runs give the mesh
 workload certificates (SDS secrets, mTLS to endpoints, inbound RBAC from grants).
@@ -30,6 +32,7 @@ Gateway is gone) must hold nothing but its secrets.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -41,7 +44,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kontinuum.bootstrap import proxy_metadata
-from kontinuum.control.fleet import parse_cluster_objects
+from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluster_documents
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import Fleet, SiteSnapshot
 from kontinuum.control.objects import Document
@@ -139,6 +142,7 @@ def endpoint_slice(
     ports: Iterable[int],
     endpoints: Iterable[EndpointSpec],
     mutual: bool,
+    second: bool = False,  # the service's second slice (its own name and addresses)
 ) -> Body:
     labels = {"kubernetes.io/service-name": name}
     if mutual:
@@ -147,7 +151,11 @@ def endpoint_slice(
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": f"{name}-{cluster}", "namespace": namespace, "labels": labels},
+        "metadata": {
+            "name": f"{'z' if second else ''}{name}-{cluster}",
+            "namespace": namespace,
+            "labels": labels,
+        },
         "addressType": "IPv4",
         "ports": [
             {"name": PORTS[port], "port": port + ENDPOINT_OFFSET, "protocol": "TCP"}
@@ -155,7 +163,7 @@ def endpoint_slice(
         ],
         "endpoints": [
             {
-                "addresses": [f"10.{subnet}.0.{e.host}"],
+                "addresses": [f"10.{subnet}.{int(second)}.{e.host}"],
                 "conditions": {"ready": e.ready, "serving": e.ready, "terminating": False},
                 **({"zone": e.zone} if e.zone else {}),
             }
@@ -489,6 +497,9 @@ class IncrementalOracle(RuleBasedStateMachine):
         # sources hand it over), unless `fresh` asks for equal values that are new objects.
         self.parsed: dict[str, tuple[list[tuple[Key, Body]], SiteSnapshot]] = {}
         self.fresh = False
+        # Each document's objects as last read, reused while it is unchanged unless `whole`.
+        self.read: dict[str, dict[Key, tuple[Body, list[ClusterObject]]]] = {}
+        self.whole = False
         self.applied_routes: dict[Key, Body] = {}  # the routes of the last fleet applied
         self.edited_routes: set[Key] = set()  # routes applied in 2+ versions since they came
         self.held: dict[Proxy, str] = {}  # proxies whose views the mesh keeps up to date
@@ -511,9 +522,18 @@ class IncrementalOracle(RuleBasedStateMachine):
             objects = sorted(self.cluster_docs[site.name].items())
             parsed = self.parsed.get(site.name)
             if parsed is None or parsed[0] != objects or self.fresh:
-                file = f"clusters/{site.name}/objects.yaml"
-                snapshot, _ = parse_cluster_objects(
-                    site.name, [Document(file, body, i) for i, (_, body) in enumerate(objects, 1)]
+                last = {} if self.fresh or self.whole else self.read.get(site.name, {})
+                read: dict[Key, tuple[Body, list[ClusterObject]]] = {}
+                for key, body in objects:
+                    hit = last.get(key)
+                    if hit is None or hit[0] != body:
+                        file = f"clusters/{site.name}/{'.'.join(key)}.yaml"
+                        doc = Document(file, body, 1)
+                        hit = (copy.deepcopy(body), read_cluster_documents(site.name, [doc]))
+                    read[key] = hit
+                self.read[site.name] = read
+                snapshot, _ = assemble_cluster(
+                    site.name, [o for _, parts in read.values() for o in parts]
                 )
                 parsed = self.parsed[site.name] = (objects, snapshot)
             snapshots.append(parsed[1])
@@ -614,8 +634,11 @@ class IncrementalOracle(RuleBasedStateMachine):
             label="endpoints",
         )
         mutual = data.draw(st.booleans(), label="mutual")
-        self.cluster_docs[cluster]["EndpointSlice", namespace, f"{name}-{cluster}"] = (
-            endpoint_slice(cluster, namespace, name, ports, endpoints, mutual)
+        # A service may have a second slice, far from the first in the cluster's order.
+        second = data.draw(st.booleans(), label="second slice")
+        slice_name = f"{'z' if second else ''}{name}-{cluster}"
+        self.cluster_docs[cluster]["EndpointSlice", namespace, slice_name] = endpoint_slice(
+            cluster, namespace, name, ports, endpoints, mutual, second
         )
 
     def remove_endpoints(self, data: st.DataObject) -> None:
@@ -802,16 +825,23 @@ class IncrementalOracle(RuleBasedStateMachine):
         """A proxy connects: the mesh resolves its view exactly when a full translation does."""
         self.resolve(proxy)
 
-    @rule(change=st.sampled_from(CHANGES), data=st.data())
-    def change(self, change: Change, data: st.DataObject) -> None:
+    @rule(change=st.sampled_from(CHANGES), whole=st.booleans(), data=st.data())
+    def change(self, change: Change, whole: bool, data: st.DataObject) -> None:
+        """One change; `whole`: a changed cluster's objects are all built again."""
         change(self, data)
+        self.whole = whole
         self.apply()
 
-    @rule(changes=st.lists(st.sampled_from(CHANGES), min_size=2, max_size=4), data=st.data())
-    def change_several(self, changes: list[Change], data: st.DataObject) -> None:
+    @rule(
+        changes=st.lists(st.sampled_from(CHANGES), min_size=2, max_size=4),
+        whole=st.booleans(),
+        data=st.data(),
+    )
+    def change_several(self, changes: list[Change], whole: bool, data: st.DataObject) -> None:
         """Changes that arrive together (one debounced apply)."""
         for change in changes:
             change(self, data)
+        self.whole = whole
         self.apply()
 
     # -- the oracle

@@ -12,13 +12,21 @@ from pathlib import Path
 
 from envoy.config.core.v3 import base_pb2
 
-from benchmarks.fleet_gen import FleetShape, service_file, service_path, write_fleet
+from benchmarks.fleet_gen import (
+    FleetShape,
+    http_route,
+    route_path,
+    service_file,
+    service_path,
+    write_fleet,
+)
+from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.discovery.static import FleetReader
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache
-from kontinuum.xds.types import CLUSTER, ENDPOINT
+from kontinuum.xds.types import CLUSTER, ENDPOINT, LISTENER
 
 SHAPE = FleetShape(services=12, namespaces=4, clusters=3)
 SVC5 = "outbound|80||svc5.ns1.svc.clusterset.local"  # svc5 is in ns1 (fleet_gen)
@@ -123,3 +131,88 @@ def test_an_endpoint_change_updates_only_the_views_that_can_see_it(tmp_path: Pat
         if (snap := mesh.cache.snapshot(n)) is not None
     }
     assert len(held) == SHAPE.clusters
+
+
+def test_routes_are_bound_again_only_when_a_service_they_name_changes(tmp_path: Path) -> None:
+    write_fleet(tmp_path, SHAPE)
+    # svc1 (ns1) routes to svc5 (ns1): the route names svc1 and svc5
+    replace_file(route_path(tmp_path), http_route(SHAPE, 1, generation=1))
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    bound = mesh.routing_state.binding
+    assert [b.route.name for b in bound.routes] == ["bench-svc1"]
+
+    replace_file(service_path(tmp_path, SHAPE, 2, 0), service_file(SHAPE, 2, 0, generation=1))
+    mesh.apply(reader.read()[0])
+    assert mesh.routing_state.binding is bound  # svc2 is not named: the binding stands
+
+    replace_file(service_path(tmp_path, SHAPE, 5, 0), service_file(SHAPE, 5, 0, generation=1))
+    mesh.apply(reader.read()[0])
+    rebound = mesh.routing_state.binding
+    assert rebound is not bound  # its backend changed: bound again, to the new svc5
+    (backend,) = rebound.routes[0].rules[0].backends
+    now = mesh.plane.named(SHAPE.namespace(5), SHAPE.service(5))
+    assert all(a is b for a, b in zip(backend.services, now, strict=True))
+
+
+def test_a_view_whose_group_changed_keeps_its_own_inbound_side(tmp_path: Path) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    # svc9 (ns1) sees svc5 (ns1): its view gets a new snapshot, with the same inbound side
+    view = mesh.resolve_view(sidecar(SHAPE, 9, 0), None)
+    before = mesh.cache.snapshot(view)
+    assert before is not None
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    mesh.apply(reader.read()[0])
+    after = mesh.cache.snapshot(view)
+    assert after is not None
+    assert after is not before
+    inbound = [n for n in before.resources(LISTENER) if n != "outbound"]
+    assert inbound
+    assert all(after.resources(LISTENER)[n] is before.resources(LISTENER)[n] for n in inbound)
+
+
+def east_west_gateway(cluster: str, address: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: east-west-{cluster}
+  namespace: kontinuum-system
+  labels: {{kontinuum.io/cluster: {cluster}}}
+spec:
+  gatewayClassName: kontinuum-east-west
+  addresses: [{{type: IPAddress, value: {address}}}]
+  listeners: [{{name: mesh, port: 15443, protocol: TLS, tls: {{mode: Passthrough}}}}]
+"""
+
+
+def test_an_east_west_gateway_is_translated_again_only_for_its_own_clusters_endpoints(
+    tmp_path: Path,
+) -> None:
+    write_fleet(tmp_path, SHAPE)
+    gateways = [east_west_gateway(SHAPE.cluster(c), f"127.0.0.{10 + c}") for c in (0, 1)]
+    (tmp_path / "gateways.yaml").write_text("---\n".join(gateways))
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    views = []
+    for c in (0, 1):
+        node = base_pb2.Node(id=f"gateway-{c}", cluster=SHAPE.cluster(c))
+        node.metadata.update(proxy_metadata(namespace="kontinuum-system", role="gateway"))
+        views.append(mesh.resolve_view(node, None))
+    before = [mesh.cache.snapshot(view) for view in views]
+    assert all(snapshot is not None and snapshot.resources(ENDPOINT) for snapshot in before)
+
+    # svc5's endpoints in c1 change: c1's gateway routes to them, c0's does not
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    mesh.apply(reader.read()[0])
+    after = [mesh.cache.snapshot(view) for view in views]
+    assert after[0] is before[0]
+    assert after[1] is not None
+    assert before[1] is not None
+    assert after[1].changes_from(before[1]) == {
+        ENDPOINT: frozenset({f"outbound|80|{SHAPE.cluster(1)}|svc5.ns1.svc.clusterset.local"})
+    }
