@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -182,13 +182,18 @@ class FleetReader:
         self.parsed = 0  # files parsed so far
         self.held: tuple[str, ...] = ()  # the files whose last good version is in force
         self.settling = False  # a file seems to be being written: read again soon
+        self._absolute_root = os.path.abspath(self.root)
+        self._changed: frozenset[str] | None = None  # during `read`: what inotify named
 
-    def read(self) -> tuple[Fleet, list[ConfigError]]:
+    def read(self, changed: Collection[str] | None = None) -> tuple[Fleet, list[ConfigError]]:
         """The fleet as the directory holds it now (a file with errors as it last was
-        without), and every error."""
+        without), and every error. `changed`: the paths an inotify batch named, so that
+        the other files known need no stat; None (or a path that is not a fleet file,
+        such as a ConfigMap's `..data` link) looks at every file."""
         root = self.root
         if not root.is_dir():
             return Fleet(), [ConfigError(file=str(root), message="not a directory")]
+        self._changed = self._fleet_files(changed)
         seen: set[str] = set()
         paths = _yaml_files(root)
         files = tuple(self._file(p, seen) for p in paths)
@@ -304,10 +309,35 @@ class FleetReader:
         self._good[path] = good
         return good
 
+    def _fleet_files(self, changed: Collection[str] | None) -> frozenset[str] | None:
+        """The YAML files of `changed`, as this reader names paths; None when it named a
+        directory (a new cluster, a ConfigMap's `..data` link swapped): look at every file.
+        Other files (an editor's temporary file, renamed over a fleet file) are not read."""
+        if changed is None:
+            return None
+        found = set()
+        for path in changed:
+            if not path.endswith(_SUFFIXES):
+                if os.path.isdir(path):
+                    return None
+                continue
+            relative = os.path.relpath(os.path.abspath(path), self._absolute_root)
+            if relative.startswith(os.pardir):  # named another way (a link resolved)
+                return None
+            found.add(os.path.join(str(self.root), relative))
+        return frozenset(found)
+
     def _file(self, path: str, seen: set[str], cluster: str | None = None) -> _File:
         seen.add(path)
-        key = _file_key(path)
         last = self._files.get(path)
+        if (
+            last is not None
+            and last.key is not None
+            and self._changed is not None
+            and path not in self._changed
+        ):
+            return last  # inotify named the files that changed: not this one
+        key = _file_key(path)
         if last is not None and key is not None and last.key == key:
             return last
         name = os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -351,26 +381,35 @@ def load_fleet(path: str | Path) -> tuple[Fleet, list[ConfigError]]:
 
 async def directory_changes(
     path: Path, poll_interval: float, rescan_interval: Callable[[], float] = lambda: 10.0
-) -> AsyncGenerator[None, None]:
-    """Yields whenever files below `path` may have changed: on inotify events (watchfiles),
-    and at least every `rescan_interval()` seconds in case an event was missed (or a file
-    is settling); by polling every `poll_interval` seconds where it cannot be watched."""
-    events: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+) -> AsyncGenerator[frozenset[str] | None, None]:
+    """Yields whenever files below `path` may have changed: on inotify events (watchfiles)
+    the paths they named, since the last yield; at least every `rescan_interval()` seconds,
+    in case an event was missed (or a file is settling), None: look at everything. Where
+    the directory cannot be watched, None every `poll_interval` seconds."""
+    named: set[str] = set()
+    arrived = asyncio.Event()
 
     async def watch() -> None:
-        async for _ in watchfiles.awatch(
+        async for batch in watchfiles.awatch(
             path, watch_filter=None, debounce=50, step=20, ignore_permission_denied=True
         ):
-            with contextlib.suppress(asyncio.QueueFull):  # one pending batch is enough
-                events.put_nowait(None)
+            named.update(changed for _, changed in batch)
+            arrived.set()
 
     watcher = asyncio.create_task(watch(), name=f"watch {path}")
     try:
         while not watcher.done():
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(rescan_interval()):
-                    await events.get()
-            yield None
+                    await arrived.wait()
+            except TimeoutError:
+                arrived.clear()
+                named.clear()
+                yield None
+                continue
+            arrived.clear()
+            batch, named = frozenset(named), set()
+            yield batch
         problem = watcher.exception() if not watcher.cancelled() else None
         log.warning("cannot watch %s (%s): polling every %.1f s", path, problem, poll_interval)
         while True:
@@ -422,9 +461,10 @@ class StaticSource:
             if self._watch
             else None
         )
+        changed: frozenset[str] | None = None  # the first read looks at everything
         try:
             while True:
-                fleet, errors = await asyncio.to_thread(reader.read)
+                fleet, errors = await asyncio.to_thread(reader.read, changed)
                 self._report(errors, reader.held)
                 if fleet.config is not config and fleet.config != config:
                     config = fleet.config
@@ -436,7 +476,7 @@ class StaticSource:
                         yield snapshot
                 if changes is None:
                     return
-                await anext(changes)
+                changed = await anext(changes)
         finally:
             if changes is not None:
                 await changes.aclose()

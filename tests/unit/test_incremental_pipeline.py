@@ -80,6 +80,28 @@ def test_a_reread_parses_only_the_changed_file_and_keeps_every_other_object(
     assert [a is b for a, b in zip(before.services, after.services, strict=True)].count(False) == 1
 
 
+def test_a_reread_after_an_inotify_batch_looks_only_at_the_files_it_named(
+    tmp_path: Path,
+) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    first, _ = reader.read()
+    named, unnamed = service_path(tmp_path, SHAPE, 5, 1), service_path(tmp_path, SHAPE, 6, 1)
+    replace_file(named, service_file(SHAPE, 5, 1, generation=1))
+    replace_file(unnamed, service_file(SHAPE, 6, 1, generation=1))
+    # inotify names every file that changes; here it is told of one, and the other file,
+    # known and not named, is not even looked at (no stat), so its change is not seen yet.
+    temporary = named.with_name(f".{named.name}.tmp")  # an editor's, renamed over it
+    changed, _ = reader.read({str(named), str(temporary)})
+    assert changed.snapshots[1] != first.snapshots[1]
+    assert reader.parsed == 2 + SHAPE.services * SHAPE.clusters + 1
+    # A batch that names a directory (a ConfigMap swapping its `..data` link, a new
+    # cluster) looks at every file again; so does the periodic rescan (None).
+    (tmp_path / "..data").mkdir()
+    reader.read({str(tmp_path / "..data")})
+    assert reader.parsed == 2 + SHAPE.services * SHAPE.clusters + 2
+
+
 def test_the_plane_merges_again_only_the_changed_service(tmp_path: Path) -> None:
     write_fleet(tmp_path, SHAPE)
     reader = FleetReader(tmp_path)
