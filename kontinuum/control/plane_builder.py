@@ -146,34 +146,47 @@ def _window(old: tuple[T, ...], new: tuple[T, ...]) -> tuple[int, int, int]:
     return start, len(old) - tail, len(new) - tail
 
 
+class _Outside:
+    """Where one kind's window lies among each key's objects of the old snapshot: how many
+    of a key's objects come before it. Counted by position, once, on the window's shorter
+    side; never by identity, as a key's indexed objects are equal to the snapshot's but not
+    always the same (an equal object handed over in place of one keeps the one indexed)."""
+
+    __slots__ = ("_before", "_counts", "_key", "_old", "_window")
+
+    def __init__(
+        self, old: tuple[Any, ...], window: tuple[int, int, int], key: Callable[[Any], ServiceKey]
+    ) -> None:
+        self._old, self._window, self._key = old, window, key
+        self._counts: dict[ServiceKey, int] | None = None
+        self._before = True
+
+    def before(self, k: ServiceKey, held: int, removed: int) -> int:
+        """How many of `k`'s `held` objects, `removed` of them in the window, precede it."""
+        if self._counts is None:
+            start, end, _ = self._window
+            self._before = start <= len(self._old) - end
+            side = self._old[:start] if self._before else self._old[end:]
+            self._counts = {}
+            for obj in side:
+                key = self._key(obj)
+                self._counts[key] = self._counts.get(key, 0) + 1
+        count = self._counts.get(k, 0)
+        return count if self._before else held - removed - count
+
+
 def _respliced(
-    held: tuple[T, ...],
-    removed: list[T],
-    added: list[T],
-    old: tuple[T, ...],
-    window: tuple[int, int, int],
-) -> tuple[T, ...] | None:
+    k: ServiceKey, held: tuple[T, ...], removed: list[T], added: list[T], outside: _Outside
+) -> tuple[T, ...]:
     """A key's objects of one kind after a change: `held` (equal to the old snapshot's, in
-    its order) without the `removed` ones of the window and with the `added` ones in their
-    place; None where that is ambiguous (the caller indexes the snapshot whole)."""
-    if removed:  # a run in `held`, as they are in the old snapshot's window
-        first = removed[0]
-        if held.count(first) != 1:  # absent, or equal objects: which one is meant?
-            return None
-        at = held.index(first)
-        end = at + len(removed)
-        if held[at:end] != tuple(removed):
-            return None
-        return held[:at] + tuple(added) + held[end:]
-    # None of the key's objects was in the window: those before it stay before the added.
-    start, old_end, _ = window
-    before = set(map(id, old[:start]))
-    after = set(map(id, old[old_end:]))
-    sides = [id(obj) in before for obj in held]
-    if not all(side or id(obj) in after for side, obj in zip(sides, held, strict=True)):
-        return None  # an equal object, not the same: which side is it on?
-    at = sides.count(True)
-    return held[:at] + tuple(added) + held[at:]
+    its order) with the `removed` ones of the window replaced by the `added` ones."""
+    if removed and held.count(removed[0]) == 1:  # its only equal: where the run starts
+        at = held.index(removed[0])
+    elif held:
+        at = outside.before(k, len(held), len(removed))
+    else:
+        at = 0
+    return held[:at] + tuple(added) + held[at + len(removed) :]
 
 
 class _ClusterIndex:
@@ -202,19 +215,20 @@ class _ClusterIndex:
         changes: list[tuple[dict[ServiceKey, list[Any]], dict[ServiceKey, list[Any]]]] = []
         for (before, after, key), (start, end, new_end) in zip(kinds, windows, strict=True):
             changes.append((_by_key(before[start:end], key), _by_key(after[start:new_end], key)))
+        outsides = [
+            _Outside(before, window, key)
+            for (before, _, key), window in zip(kinds, windows, strict=True)
+        ]
         dirty: set[ServiceKey] = set()
         touched = {k for removed, added in changes for k in (*removed, *added)}
         for k in touched:
             was = self.members.get(k, _EMPTY)
             parts: list[tuple[Any, ...]] = []
-            for held, (before, _, _), window, (removed, added) in zip(
-                (was.services, was.endpoints, was.exports), kinds, windows, changes, strict=True
+            for held, outside, (removed, added) in zip(
+                (was.services, was.endpoints, was.exports), outsides, changes, strict=True
             ):
                 gone, new = removed.get(k, []), added.get(k, [])
-                part = _respliced(held, gone, new, before, window) if gone or new else held
-                if part is None:  # not as indexed: a source that repeats an object
-                    return dirty | self._reindex(snapshot)
-                parts.append(part)
+                parts.append(_respliced(k, held, gone, new, outside) if gone or new else held)
             member = Member(*parts)
             if member.services or member.endpoints or member.exports:
                 self.members[k] = member

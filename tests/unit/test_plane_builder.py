@@ -152,3 +152,41 @@ def test_the_incremental_plane_equals_one_built_from_scratch(
         # and the plane services of a key not reported are the very objects they were
         for key in set(KEYS) - change.keys:
             assert builder.plane.named(*key) is before.named(*key)
+
+
+def test_a_service_inserted_behind_an_equal_copy_does_not_take_the_first_place() -> None:
+    """A source hands over an equal copy of a cluster's Service in front of the one it had,
+    then inserts another Service of that name between the two: the first Service still
+    decides the ports, as a build from scratch says (the copy is not the object indexed)."""
+    on_80 = Service("west", "a", "q", (ServicePort(80, "http", target_port=8080),))
+    copy_on_80 = _copy(on_80)
+    on_81 = Service("west", "a", "q", (ServicePort(81, "http", target_port=8080),))
+    builder = PlaneBuilder()
+    for services in ((on_80,), (copy_on_80, on_80), (copy_on_80, on_81, on_80)):
+        fleet = Fleet(sites=SITES, snapshots=(SiteSnapshot("west", services=services),))
+        builder.update(fleet)
+        assert_same_plane(builder.plane, build_plane(fleet))
+    (service,) = builder.plane.named("a", "q")
+    assert [port.port for port in service.ports] == [80]
+
+
+def test_an_export_inserted_between_two_of_the_same_object_does_not_become_the_last() -> None:
+    """A source repeats one ServiceExport object, then inserts another between the two:
+    the last export (the repeated one, the oldest in the fleet) still decides precedence,
+    so the cluster-set service keeps west's type."""
+    east = SiteSnapshot(
+        "east",
+        services=(Service("east", "a", "q", (ServicePort(80, "http"),), "ClusterIP"),),
+        exports=(ServiceExport("east", "a", "q", datetime(2026, 1, 2, tzinfo=UTC)),),
+    )
+    oldest = ServiceExport("west", "a", "q", datetime(2026, 1, 1, tzinfo=UTC))
+    newest = ServiceExport("west", "a", "q", datetime(2026, 1, 3, tzinfo=UTC))
+    west_service = Service("west", "a", "q", (ServicePort(80, "http"),), "Headless")
+    builder = PlaneBuilder()
+    for exports in ((oldest,), (oldest, oldest), (oldest, newest, oldest)):
+        west = SiteSnapshot("west", services=(west_service,), exports=exports)
+        fleet = Fleet(sites=SITES, snapshots=(east, west))
+        builder.update(fleet)
+        assert_same_plane(builder.plane, build_plane(fleet))
+    clusterset = next(s for s in builder.plane.named("a", "q") if s.scope == "")
+    assert clusterset.type == "Headless"
