@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 log = logging.getLogger("kontinuum.discovery.last_good")
@@ -91,3 +92,10 @@ class LastGoodFiles:
             with contextlib.suppress(OSError):
                 (self.directory / name).unlink()
             del self._digests[name]
+
+    def forget(self, names: Collection[str]) -> None:
+        """Delete the copies of these files, which the fleet no longer has."""
+        for name in names:
+            if self._digests.pop(name, None) is not None:
+                with contextlib.suppress(OSError):
+                    (self.directory / name).unlink()

@@ -18,19 +18,21 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import watchfiles
 import yaml
 
-from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluster_documents
+from kontinuum.control.assembly import Assembly
+from kontinuum.control.fleet import ClusterObject, read_cluster_documents
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.control.wording import plural
 from kontinuum.discovery.last_good import LastGoodFiles
+from kontinuum.discovery.listing import YAML_SUFFIXES, listed, mark, relist, yaml_files
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 
 CLUSTERS_DIR = "clusters"
@@ -39,24 +41,11 @@ log = logging.getLogger("kontinuum.discovery.static")
 
 # libyaml's C loader when PyYAML was built with it (about 10x faster), else pure Python.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SUFFIXES = (".yaml", ".yml")
 FileKey = tuple[int, int, int]  # (mtime_ns, size, inode): a file written anew has another
 # Bigger fleet files are refused unread: splitting them is cheap, parsing them is not.
 MAX_FILE_BYTES = 5 * 1024 * 1024
 # A file ending mid-line younger than this is taken as still being written.
 SETTLE_SECONDS = 2.0
-
-
-def _yaml_files(directory: Path) -> list[str]:
-    # scandir knows a plain file's type from the listing: one stat per file, in _file_key.
-    # Plain strings: a Path per file, hashed and compared, cost more than the stat. A link
-    # that leads nowhere is listed too, so that it is an error rather than a silence.
-    with os.scandir(directory) as entries:
-        return sorted(
-            e.path
-            for e in entries
-            if e.name.endswith(_SUFFIXES) and (e.is_file() or e.is_symlink())
-        )
 
 
 def _content(path: str, name: str, errors: list[ConfigError]) -> bytes | None:
@@ -154,13 +143,30 @@ class _Part(Generic[T]):
     held: tuple[str, ...]  # the files whose last good version is applied
 
 
+@dataclass(slots=True)
+class _Cluster:
+    """A cluster directory as last read: its files, as read and as applied, and what they
+    assemble into, kept up to date file by file."""
+
+    assembly: Assembly
+    paths: list[str] = field(default_factory=list)  # its YAML files, sorted
+    files: dict[str, _File] = field(default_factory=dict)  # as read
+    in_force: dict[str, _File] = field(default_factory=dict)  # as applied
+    wrong: list[str] = field(default_factory=list)  # the files with errors, sorted
+    held: list[str] = field(default_factory=list)  # those whose last good version applies
+    errors: tuple[ConfigError, ...] = ()
+    held_names: tuple[str, ...] = ()
+
+
 class FleetReader:
     """Reads a fleet directory; each later read parses only the files that changed.
 
     A file is parsed again when its (mtime, size, inode) differs; the objects of every other
     file are the very objects of the last read, and a cluster none of whose files changed
     keeps its very snapshot (and the fleet-wide part its config), so what consumes them
-    sees at once, by identity, that they did not change.
+    sees at once, by identity, that they did not change. After an inotify batch only the
+    files it named are looked at, and a cluster's snapshot is assembled again only for the
+    objects of those files (`Assembly`): a change costs what it touches, not the fleet's size.
 
     A file with an error keeps its last good version in force, whole (its other objects
     too), while every other file's changes apply; a file without one is read for what is
@@ -178,38 +184,52 @@ class FleetReader:
         self._good: dict[str, _File] = {}  # the last version of each file without errors
         self._stored = LastGoodFiles(state_dir, self.root) if state_dir is not None else None
         self._config: _Part[FleetConfig] | None = None
-        self._clusters: dict[str, _Part[SiteSnapshot]] = {}
+        self._clusters: dict[str, _Cluster] = {}
         self.parsed = 0  # files parsed so far
         self.held: tuple[str, ...] = ()  # the files whose last good version is in force
         self.settling = False  # a file seems to be being written: read again soon
         self._absolute_root = os.path.abspath(self.root)
         self._changed: frozenset[str] | None = None  # during `read`: what inotify named
+        self._root_paths: list[str] | None = None  # the fleet-wide files, sorted
+        self._directories: list[Path] = []  # the cluster directories, sorted
+        self._unkeyed: set[str] = set()  # files without a key: looked at on every read
 
     def read(self, changed: Collection[str] | None = None) -> tuple[Fleet, list[ConfigError]]:
         """The fleet as the directory holds it now (a file with errors as it last was
         without), and every error. `changed`: the paths an inotify batch named, so that
-        the other files known need no stat; None (or a path that is not a fleet file,
-        such as a ConfigMap's `..data` link) looks at every file."""
+        the other files known need no stat and the directories no listing; None (or a path
+        that is not a fleet file, such as a ConfigMap's `..data` link) looks at every file."""
         root = self.root
         if not root.is_dir():
             return Fleet(), [ConfigError(file=str(root), message="not a directory")]
-        self._changed = self._fleet_files(changed)
-        seen: set[str] = set()
-        paths = _yaml_files(root)
-        files = tuple(self._file(p, seen) for p in paths)
+        self._changed = self._fleet_files(changed) if self._root_paths is not None else None
+        named: dict[str, list[str]] | None = None
+        if self._changed is not None:
+            named = {}
+            for path in self._changed | self._unkeyed:
+                named.setdefault(os.path.dirname(path), []).append(path)
+        forgotten: list[str] = []
+        if self._root_paths is None or named is None:
+            paths = yaml_files(root)
+            forgotten.extend(set(self._root_paths or ()).difference(paths))
+            self._root_paths = paths
+        else:
+            forgotten.extend(relist(self._root_paths, named.get(str(root), ())))
+        files = tuple(self._file(p) for p in self._root_paths)
         if self._config is None or not _same(self._config.files, files):
-            self._config = self._fleet_config(files, paths)
+            self._config = self._fleet_config(files, self._root_paths)
         config = self._config.value
         errors = list(self._config.errors)
         held = list(self._config.held)
         known = {site.name for site in config.sites}
         snapshots: dict[str, SiteSnapshot] = {name: SiteSnapshot(name) for name in known}
-        clusters = root / CLUSTERS_DIR
-        directories: list[Path] = []
-        if clusters.is_dir():
-            directories = sorted(p for p in clusters.iterdir() if p.is_dir())
+        if named is None:
+            clusters = root / CLUSTERS_DIR
+            self._directories = (
+                sorted(p for p in clusters.iterdir() if p.is_dir()) if clusters.is_dir() else []
+            )
         present: set[str] = set()
-        for directory in directories:
+        for directory in self._directories:
             relative = directory.relative_to(root).as_posix()
             if directory.name not in known:
                 errors.append(
@@ -221,19 +241,20 @@ class FleetReader:
                 )
                 continue
             present.add(directory.name)
-            part = self._cluster(directory, seen)
-            snapshots[directory.name] = part.value
+            part = self._cluster(directory, named, forgotten)
+            snapshots[directory.name] = part.assembly.snapshot
             errors.extend(part.errors)
-            held.extend(part.held)
-        for path in self._files.keys() - seen:
-            del self._files[path]
-            self._good.pop(path, None)
+            held.extend(part.held_names)
         for name in self._clusters.keys() - present:
-            del self._clusters[name]
+            forgotten.extend(self._clusters.pop(name).paths)
+        names = [self._forget(path) for path in forgotten]
         if self._stored is not None:
-            self._stored.keep_only({f.name for f in self._good.values()})
+            if named is None:
+                self._stored.keep_only({f.name for f in self._good.values()})
+            else:
+                self._stored.forget(names)
         self.held = tuple(held)
-        self.settling = any(f.key is None and f.content is not None for f in self._files.values())
+        self.settling = any(self._files[p].content is not None for p in self._unkeyed)
         fleet = Fleet(
             sites=config.sites,
             snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
@@ -241,6 +262,13 @@ class FleetReader:
             routing=config.routing,
         )
         return fleet, errors
+
+    def _forget(self, path: str) -> str:
+        """Drop a file that is gone; its name."""
+        self._files.pop(path, None)
+        self._good.pop(path, None)
+        self._unkeyed.discard(path)
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
 
     def _fleet_config(self, files: tuple[_File, ...], paths: list[str]) -> _Part[FleetConfig]:
         """The config of the fleet-wide files, each file with errors as it last was without
@@ -261,28 +289,58 @@ class FleetReader:
             config, _ = parse_fleet_config(d for f in in_force for d in f.docs)
         return _Part(files, tuple(in_force), config, tuple(errors), tuple(held))
 
-    def _cluster(self, directory: Path, seen: set[str]) -> _Part[SiteSnapshot]:
-        """A cluster's snapshot, each file with errors as it last was without."""
+    def _cluster(
+        self, directory: Path, named: dict[str, list[str]] | None, forgotten: list[str]
+    ) -> _Cluster:
+        """A cluster's snapshot, each file with errors as it last was without, assembled
+        again for the files that changed (with `named`, only those it names can have)."""
         cluster = directory.name
-        paths = _yaml_files(directory)
-        files = tuple(self._file(p, seen, cluster) for p in paths)
-        in_force: list[_File] = []
-        for file, path in zip(files, paths, strict=True):
+        part = self._clusters.get(cluster)
+        candidates: Collection[str]
+        if part is None or named is None:
+            if part is None:
+                part = self._clusters[cluster] = _Cluster(Assembly(cluster))
+            paths = yaml_files(str(directory))
+            gone = set(part.paths).difference(paths)
+            candidates = [*paths, *gone]
+            part.paths = paths
+        else:
+            candidates = named.get(str(directory), ())
+            if not candidates:
+                return part
+            gone = set(relist(part.paths, candidates))
+            candidates = [p for p in candidates if p in gone or listed(part.paths, p)]
+        forgotten.extend(gone)
+        changes: dict[str, tuple[ClusterObject, ...]] = {}
+        changed = bool(gone)
+        for path in candidates:
+            if path in gone:
+                part.files.pop(path, None)
+                if part.in_force.pop(path, None) is not None:
+                    changes[path] = ()
+                mark(part.wrong, path, False)
+                mark(part.held, path, False)
+                continue
+            file = self._file(path, cluster)
+            if file is part.files.get(path):
+                continue
+            changed = True
+            part.files[path] = file
             good = self._last_good(path, file, cluster) if file.errors else None
             if not file.errors:
                 self._keep(path, file)
-            in_force.append(good or file)
-        last = self._clusters.get(cluster)
-        if last is not None and _same(last.files, files) and _same(last.in_force, tuple(in_force)):
-            return last
-        snapshot, cluster_errors = assemble_cluster(
-            cluster, [o for f in in_force for o in f.objects]
-        )
-        own = [e for f in files for e in f.errors]
-        held = tuple(f.name for f, kept in zip(files, in_force, strict=True) if f is not kept)
-        errors = tuple(dict.fromkeys([*own, *cluster_errors]))
-        part = _Part(files, tuple(in_force), snapshot, errors, held)
-        self._clusters[cluster] = part
+            in_force = good or file
+            mark(part.wrong, path, bool(file.errors))
+            mark(part.held, path, in_force is not file)
+            if in_force is not part.in_force.get(path):
+                part.in_force[path] = in_force
+                changes[path] = in_force.objects
+        if not changed:
+            return part
+        part.assembly.change(changes)
+        own = [e for path in part.wrong for e in part.files[path].errors]
+        part.errors = tuple(dict.fromkeys([*own, *part.assembly.errors()]))
+        part.held_names = tuple(part.files[path].name for path in part.held)
         return part
 
     def _keep(self, path: str, file: _File) -> None:
@@ -311,24 +369,30 @@ class FleetReader:
 
     def _fleet_files(self, changed: Collection[str] | None) -> frozenset[str] | None:
         """The YAML files of `changed`, as this reader names paths; None when it named a
-        directory (a new cluster, a ConfigMap's `..data` link swapped): look at every file.
-        Other files (an editor's temporary file, renamed over a fleet file) are not read."""
+        directory (a new cluster, one removed, a ConfigMap's `..data` link swapped): look at
+        every file. Other files (an editor's temporary file, renamed over a fleet file) are
+        not read."""
         if changed is None:
             return None
+        root = str(self.root)
+        clusters = os.path.join(root, CLUSTERS_DIR)
+        directories = {root, clusters, *(str(d) for d in self._directories)}
         found = set()
         for path in changed:
-            if not path.endswith(_SUFFIXES):
-                if os.path.isdir(path):
+            relative = os.path.relpath(os.path.abspath(path), self._absolute_root)
+            own = os.path.join(root, relative)
+            if os.path.dirname(own) == clusters:  # a cluster directory came or went
+                return None
+            if not path.endswith(YAML_SUFFIXES):
+                if own in directories or os.path.isdir(path):
                     return None
                 continue
-            relative = os.path.relpath(os.path.abspath(path), self._absolute_root)
             if relative.startswith(os.pardir):  # named another way (a link resolved)
                 return None
-            found.add(os.path.join(str(self.root), relative))
+            found.add(own)
         return frozenset(found)
 
-    def _file(self, path: str, seen: set[str], cluster: str | None = None) -> _File:
-        seen.add(path)
+    def _file(self, path: str, cluster: str | None = None) -> _File:
         last = self._files.get(path)
         if (
             last is not None
@@ -367,6 +431,10 @@ class FleetReader:
                 )
                 file = replace(file, errors=(ConfigError(file=name, message=message),))
         self._files[path] = file
+        if key is None:
+            self._unkeyed.add(path)
+        else:
+            self._unkeyed.discard(path)
         return file
 
 
