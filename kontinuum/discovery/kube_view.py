@@ -33,7 +33,8 @@ from typing import Any, Final, Literal
 
 from kubernetes.client import ApiClient, Configuration  # type: ignore[import-untyped]
 
-from kontinuum.control.fleet import CLUSTER_KINDS, parse_cluster_objects
+from kontinuum.control.assembly import Assembly
+from kontinuum.control.fleet import CLUSTER_KINDS, ClusterObject, read_cluster_documents
 from kontinuum.control.model import ConfigError, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
@@ -224,7 +225,12 @@ class KindsView(abc.ABC):
             for obj in event.objects:
                 doc = object_document(self.name, kind, obj)
                 objects[object_key(doc.body)] = doc
-            changed = objects != self._objects[kind]
+            old = self._objects[kind]
+            changed = objects != old
+            if changed:  # a relist: the objects that differ from the watch's last view
+                for key in old.keys() | objects.keys():
+                    if old.get(key) != objects.get(key):
+                        self.touched(kind, key)
             self._objects[kind] = objects
             self._listed.add(kind)
             self._failing.pop(kind, None)
@@ -241,6 +247,8 @@ class KindsView(abc.ABC):
             else:
                 changed = self._objects[kind].get(key) != doc
                 self._objects[kind][key] = doc
+            if changed:
+                self.touched(kind, key)
         elif isinstance(event, Failed):
             self._failing[kind] = event.message
         self._dirty = self._dirty or changed
@@ -251,6 +259,9 @@ class KindsView(abc.ABC):
             self._lost = None
             self.last_sync = wall
         return changed or was_synced != self.synced
+
+    def touched(self, kind: WatchedKind, key: ObjectKey) -> None:  # noqa: B027 (optional hook)
+        """Told of each object an event changed (added, changed or removed)."""
 
     @abc.abstractmethod
     def lost_sync(self) -> None:
@@ -313,12 +324,19 @@ class ClusterView(KindsView):
         self._dropped = False  # stale_after passed: the endpoints are dropped
         self._good: SiteSnapshot | None = None  # the last view parsed in sync
         self._errors: tuple[ConfigError, ...] = ()
+        self._assembly = Assembly(cluster)
+        self._files: dict[WatchedKind, str] = {}  # each kind's prefix of its objects' names
+        # The objects changed since they were last read: only they are read again.
+        self._touched: set[tuple[WatchedKind, ObjectKey]] = set()
 
     def apply(self, event: WatchEvent, now: float, wall: float) -> bool:
         changed = super().apply(event, now, wall)
         if self.synced:
             self._dropped = False
         return changed
+
+    def touched(self, kind: WatchedKind, key: ObjectKey) -> None:
+        self._touched.add((kind, key))
 
     def lost_sync(self) -> None:
         self._parse()  # the last view in sync is what serves, marked stale, from now on
@@ -339,10 +357,26 @@ class ClusterView(KindsView):
         return True
 
     def _parse(self) -> None:
-        if self._dirty or self._good is None:
-            self._good, errors = parse_cluster_objects(self.cluster, self.documents())
-            self._errors = tuple(errors)
-            self._dirty = False
+        """Read again the objects that changed since the last read, and only them: each
+        object is one file of the cluster's `Assembly`, named to sort as `documents()`."""
+        if not (self._dirty or self._good is None):
+            return
+        touched = (
+            self._touched
+            if self._good is not None
+            else {(kind, key) for kind in self.kinds for key in self._objects[kind]}
+        )
+        changes: dict[str, tuple[ClusterObject, ...]] = {}
+        for kind, key in touched:
+            doc = self._objects[kind].get(key)
+            file = self._files.setdefault(kind, f"{self.kinds.index(kind):02d}") + "\0".join(
+                ("", *key)
+            )
+            changes[file] = tuple(read_cluster_documents(self.cluster, [doc])) if doc else ()
+        self._good = self._assembly.change(changes)
+        self._errors = tuple(self._assembly.errors())
+        self._touched = set()
+        self._dirty = False
 
     def result(self) -> SiteSnapshot | None:
         return self.snapshot()
