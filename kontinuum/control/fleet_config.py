@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kontinuum.control.fleet import parse_fleet_objects, parse_grants
+from kontinuum.control.fleet import parse_fleet_objects
 from kontinuum.control.gateway_api import parse_routing
+from kontinuum.control.grants import parse_grants
 from kontinuum.control.model import ConfigError, FleetConfig
 from kontinuum.control.objects import Document
 

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from google.protobuf import any_pb2, json_format
 
-from kontinuum.control.fleet import parse_grants
 from kontinuum.control.gateway_api import parse_routing
+from kontinuum.control.grants import parse_grants
 from kontinuum.control.model import ClusterSite, ServiceRef
 from kontinuum.control.objects import Document
 from kontinuum.control.plane import (

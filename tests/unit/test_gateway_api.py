@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects, parse_grants
+from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects
 from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.gateway_fields import parse_duration
+from kontinuum.control.grants import parse_grants
 from kontinuum.control.model import Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.routing import (

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kontinuum.control.fleet import parse_fleet_objects, parse_grants
+from kontinuum.control.fleet import parse_fleet_objects
+from kontinuum.control.grants import parse_grants
 from kontinuum.control.mcs import build_plane, visible_services
 from kontinuum.control.model import (
     ClusterSite,

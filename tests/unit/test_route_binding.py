@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kontinuum.control.fleet import parse_grants
 from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.gateway_fields import regex_problem
+from kontinuum.control.grants import parse_grants
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.model import ClusterSite, Grant
 from kontinuum.control.objects import Document
