@@ -214,7 +214,11 @@ async def test_an_ingress_gateway_serves_a_route_from_outside(
     url = f"http://127.0.0.1:{listen}/hello/world"
     answer = await _until_ok(url, "www.example.com")
     assert answer == (200, "backend eu-hello\n")
+    # Hostname matching ignores a port in the Host header, whichever port it is.
+    for host in (f"www.example.com:{listen}", "www.example.com:1234"):
+        assert await asyncio.to_thread(_get, url, host) == answer, host
     assert await asyncio.to_thread(_get, url, "other.example.com") == (404, "")
+    assert await asyncio.to_thread(_get, url, "other.example.com:1234") == (404, "")
     other_path = f"http://127.0.0.1:{listen}/elsewhere"
     assert (await asyncio.to_thread(_get, other_path, "www.example.com"))[0] == 404
 

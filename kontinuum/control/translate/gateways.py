@@ -25,7 +25,8 @@ per gateway: when a remote cluster has both kinds of endpoints, the mutual one (
 
 Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listener per
 listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
-per listener hostname, and the routes attached to that listener.
+per listener hostname, and the routes attached to that listener. A port in the `Host`
+header is ignored (stripped) before virtual hosts are matched, as the Gateway API says.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def ingress_gateway(
         listener.address.socket_address.address = address
         listener.address.socket_address.port_value = port
         hcm = envoy.http_connection_manager(name, rds=name)
+        # The Gateway API matches hostnames ignoring a port in the Host header
+        # (`foo.com:8080` is `foo.com`); Envoy also forwards it without the port.
+        hcm.strip_any_host_port = True
         chain = listener.filter_chains.add()
         chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
         listeners.append(listener)
