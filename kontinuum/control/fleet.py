@@ -13,7 +13,8 @@ ignored):
   are fronted by a kontinuum sidecar that requires mTLS, `disabled` or no label that they
   are not: Kubernetes copies a Service's labels onto its EndpointSlices, so labelling the
   Service is enough in a real cluster) and `multicluster.x-k8s.io/v1alpha1 ServiceExport`;
-- `gateway.networking.k8s.io/v1beta1 ReferenceGrant`, fleet-wide, in the provider's namespace:
+- `gateway.networking.k8s.io/v1beta1` (or `v1`) `ReferenceGrant`, fleet-wide, in the provider's
+  namespace:
   a workspace's grant to another workspace to reach its services, or the Gateway API's grant
   to another namespace's routes to name its services as backends (read by
   `kontinuum.control.grants.parse_grants`);
@@ -91,6 +92,9 @@ FLEET_KINDS: Final = {
     "LocalityPolicy": "policy.kontinuum.io/v1alpha1",
 }
 CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
+# Other apiVersions a kind is read in, the same schema: newer Gateway API releases serve
+# ReferenceGrant as v1 too (a config cluster is still listed at the version every release has).
+OTHER_API_VERSIONS: Final = {"ReferenceGrant": ("gateway.networking.k8s.io/v1",)}
 _NAMESPACED: Final = frozenset({*CLUSTER_KINDS, *FLEET_KINDS} - {"ClusterProfile"})
 _SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
@@ -132,8 +136,9 @@ def _header(
     elif kind not in allowed:
         known = ", ".join(sorted(allowed))
         obj.error("kind", f"unknown kind {kind!r} here (expected one of {known})")
-    elif api_version != allowed[kind]:
-        obj.error("apiVersion", f"must be {allowed[kind]} for kind {kind}, got {api_version!r}")
+    elif api_version not in (versions := (allowed[kind], *OTHER_API_VERSIONS.get(kind, ()))):
+        expected = " or ".join(versions)
+        obj.error("apiVersion", f"must be {expected} for kind {kind}, got {api_version!r}")
     if obj.errors:
         return obj, kind
     if metadata is None or not isinstance(metadata, dict):

@@ -21,8 +21,8 @@ from kontinuum.control.model import ConfigError, Grant, grant_order
 from kontinuum.control.objects import Document, ObjectReader, dns1035_label, dns_label
 
 # A workspace opens its services to another workspace with a Gateway API `ReferenceGrant`
-# (`gateway.networking.k8s.io/v1beta1`), the standard "this namespace may refer to my objects"
-# handshake, in the fleet-wide *.yaml files and in the provider's namespace:
+# (`gateway.networking.k8s.io/v1beta1`, or `v1`), the standard "this namespace may refer to
+# my objects" handshake, in the fleet-wide *.yaml files and in the provider's namespace:
 #
 #     kind: ReferenceGrant
 #     metadata: {name: demo-reaches-billing, namespace: payments}
@@ -38,8 +38,9 @@ from kontinuum.control.objects import Document, ObjectReader, dns1035_label, dns
 # The Gateway API's own use parses too: `from` HTTPRoutes or GRPCRoutes of a namespace
 # (group gateway.networking.k8s.io) lets those routes name the provider's Services (or, group
 # multicluster.x-k8s.io, ServiceImports) as backends. Such a grant opens nothing to proxies.
-# Other `from` or `to` kinds are rejected, so a grant never silently means less than its
-# author thinks.
+# Other `from` or `to` kinds of those groups are rejected, so a grant never silently means less
+# than its author thinks. An entry of another group (one kontinuum reads nothing of) grants
+# nothing, as the Gateway API says: a grant from `not-a-group` HTTPRoutes matches no route.
 
 MAX_GRANT_ENTRIES: Final = 16  # as the Gateway API CRD limits spec.from and spec.to
 _ROUTE_GROUP: Final = "gateway.networking.k8s.io"
@@ -73,12 +74,10 @@ def _grant_entries(
         group = obj.string(entry, "group", f"{entry_path}.group", required=True)
         kind = obj.string(entry, "kind", f"{entry_path}.kind", required=True)
         if group is not None and group not in groups:
-            # Name the group of the kind the author wrote; the core group for an unknown kind.
-            home = next((g for g, (kinds, _) in groups.items() if kind in kinds), "")
-            owner = kind if home else groups[""][0][0]
-            what = f"{home} (the API group" if home else '"" (the core API group'
-            obj.error(f"{entry_path}.group", f"must be {what} of {owner}), got {group!r}")
-        elif kind is not None:
+            # The spec's semantics: an entry names a kind of its group, and nothing kontinuum
+            # reads or refers to is of another group, so the entry matches nothing.
+            continue
+        if kind is not None:
             kinds, reason = groups[group or ""]
             if group is None and any(kind in k for k, _ in groups.values()):
                 continue  # only the missing group is wrong (and already reported)

@@ -461,12 +461,6 @@ OBJECT = "grants.yaml: ReferenceGrant payments/demo-reaches-billing"
             id="to-kind",
         ),
         pytest.param(
-            'to: [{group: ""',
-            "to: [{group: apps",
-            "spec.to[0].group: must be \"\" (the core API group of Service), got 'apps'",
-            id="to-group",
-        ),
-        pytest.param(
             'from: [{group: "", ',
             "from: [{",
             "spec.from[0].group: required",
@@ -493,9 +487,10 @@ OBJECT = "grants.yaml: ReferenceGrant payments/demo-reaches-billing"
         ),
         pytest.param(
             "v1beta1",
-            "v1",
-            "apiVersion: must be gateway.networking.k8s.io/v1beta1 for kind "
-            "ReferenceGrant, got 'gateway.networking.k8s.io/v1'",
+            "v1alpha2",
+            "apiVersion: must be gateway.networking.k8s.io/v1beta1 or "
+            "gateway.networking.k8s.io/v1 for kind ReferenceGrant, got "
+            "'gateway.networking.k8s.io/v1alpha2'",
             id="api-version",
         ),
     ],
@@ -505,6 +500,40 @@ def test_reference_grant_errors(old: str, new: str, message: str) -> None:
     grants, errors = parse_grants(grant_doc(GRANT.replace(old, new)))
     assert grants == ()
     assert [str(e) for e in errors] == [f"{OBJECT}: {message}"]
+
+
+def test_a_reference_grant_of_gateway_api_v1_grants_as_v1beta1_does() -> None:
+    grants, errors = parse_grants(grant_doc(GRANT.replace("/v1beta1", "/v1")))
+    assert (grants, errors) == ((Grant("payments", "demo", "billing"),), [])
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param('from: [{group: ""', "from: [{group: not.a.group", id="from"),
+        pytest.param('to: [{group: ""', "to: [{group: apps", id="to"),
+    ],
+)
+def test_an_entry_of_another_api_group_grants_nothing(old: str, new: str) -> None:
+    # As the Gateway API says, an entry names a kind of its group: another group's kind
+    # matches nothing kontinuum reads or refers to. It is not an error, and the grant's
+    # other entries still grant.
+    side = "from" if old.startswith("from") else "to"
+    extra = (
+        '{group: "", kind: Namespace, namespace: ops}'
+        if side == "from"
+        else '{group: "", kind: Service, name: ledger}'
+    )
+    grants, errors = parse_grants(grant_doc(GRANT.replace(old, new)))
+    assert (grants, errors) == ((), [])
+    both = GRANT.replace(old, new).replace(f"{side}: [", f"{side}: [{extra}, ")
+    grants, errors = parse_grants(grant_doc(both))
+    granted = (
+        Grant("payments", "ops", "billing")
+        if side == "from"
+        else (Grant("payments", "demo", "ledger"))
+    )
+    assert (grants, errors) == ((granted,), [])
 
 
 def test_a_missing_spec_and_a_duplicate_grant_are_errors() -> None:

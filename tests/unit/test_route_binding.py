@@ -529,6 +529,44 @@ def test_resolved_refs_reasons(backends: str, reason: str, message: str) -> None
     assert rule.invalid_backends  # every request gets a 500
 
 
+ROUTE_GRANT = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {name: routes-to-billing, namespace: payments}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: demo}]
+  to: [{group: "", kind: Service, name: billing}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("grant_text", "resolved"),
+    [
+        pytest.param(ROUTE_GRANT, True, id="v1-grant"),
+        pytest.param(
+            ROUTE_GRANT.replace("group: gateway.networking.k8s.io", "group: not.the.group"),
+            False,
+            id="wrong-from-group",
+        ),
+        pytest.param(
+            ROUTE_GRANT.replace("namespace: demo}", "namespace: payments}"),
+            False,
+            id="wrong-from-namespace",
+        ),
+    ],
+)
+def test_a_route_reaches_another_namespace_only_through_a_matching_grant(
+    grant_text: str, resolved: bool
+) -> None:
+    grants, errors = parse_grants(docs(grant_text))
+    assert errors == []
+    binding = bind(with_backends("[{name: billing, namespace: payments, port: 80}]"), grants=grants)
+    status, reason, _ = route_conditions(binding)["ResolvedRefs"]
+    assert (status, reason) == (
+        ("True", "ResolvedRefs") if resolved else ("False", "RefNotPermitted")
+    )
+
+
 def test_a_service_import_with_one_port_needs_no_port() -> None:
     binding = bind(
         with_backends(
