@@ -16,7 +16,8 @@ Reads the fleet-wide documents (the ones `parse_fleet_objects` reads) and picks 
 - What the schema accepts but kontinuum may not be able to serve parses, and the binding
   (`route_binding`) reports it in status as the Gateway API asks: regular expressions RE2
   refuses, listener protocols other than HTTP, `ExtensionRef`, `CORS` and `ExternalAuth`
-  filters, per-backend filters, references to unknown kinds or to missing objects.
+  filters, backendRef filters other than header modifiers, references to unknown kinds or
+  to missing objects.
 
 A `Gateway` must say which fleet cluster its ingress proxies run in, with the label
 `kontinuum.io/cluster: <ClusterProfile name>`; it is required because a fleet-wide Gateway

@@ -19,7 +19,9 @@ Routes, per parentRef, condition `Accepted`:
 - Then `UnsupportedValue` when the route holds what kontinuum cannot serve: a regular
   expression that Python's `re` rejects or that uses what RE2 (Envoy's dialect) lacks
   (lookaround, backreferences, atomic groups, possessive quantifiers, conditionals, comments,
-  inline flags other than i, m, s); a `CORS` or `ExternalAuth` filter; per-backend filters.
+  inline flags other than i, m, s); a `CORS` or `ExternalAuth` filter; a backendRef filter
+  other than `RequestHeaderModifier` / `ResponseHeaderModifier` (those two are served: they
+  apply to the requests sent to that backend only).
 
 Condition `ResolvedRefs` is about the route's references, so it is the same for every parent;
 False with the reason of the first problem, and every problem in the message:
@@ -67,8 +69,10 @@ from kontinuum.control.routing import (
     MCS_GROUP,
     BackendRef,
     ExtensionRef,
+    Filter,
     Gateway,
     GatewayListener,
+    HeaderModifier,
     ParentRef,
     RequestMirror,
     RequestRedirect,
@@ -188,6 +192,11 @@ def _regexes(route: Route) -> Iterable[tuple[str, str]]:
                         yield f"{at}.method.{part}", value
 
 
+def _filter_type(f: Filter) -> str:
+    """The Gateway API type of a filter other than a header modifier (classes are so named)."""
+    return f.type if isinstance(f, UnsupportedFilter) else type(f).__name__
+
+
 def _unsupported(route: Route) -> list[str]:
     found = [f"{at}: {problem}" for at, v in _regexes(route) if (problem := regex_problem(v))]
     for i, rule in enumerate(route.rules):
@@ -195,11 +204,13 @@ def _unsupported(route: Route) -> list[str]:
             if isinstance(f, UnsupportedFilter):
                 found.append(f"spec.rules[{i}].filters[{j}]: {f.type} filters are not supported")
         for j, backend in enumerate(rule.backends):
-            if backend.filters:
-                found.append(
-                    f"spec.rules[{i}].backendRefs[{j}].filters: per-backend filters are not "
-                    f"supported: put them in spec.rules[{i}].filters"
-                )
+            for k, f in enumerate(backend.filters):
+                if not isinstance(f, HeaderModifier):
+                    found.append(
+                        f"spec.rules[{i}].backendRefs[{j}].filters[{k}]: a backendRef's filters "
+                        f"may only be RequestHeaderModifier or ResponseHeaderModifier, not "
+                        f"{_filter_type(f)}"
+                    )
     return found
 
 

@@ -684,3 +684,70 @@ async def test_header_modifiers_and_url_rewrites_reach_the_backend(
     assert (await asyncio.to_thread(request, outbound, "shop.demo", "/apiary")).status == 404
     received = echo.received()[-1]
     assert received.path == "/healthz", received
+
+
+async def test_each_weighted_backend_gets_its_own_backend_ref_header_modifiers(
+    tmp_path: Path, serve_fleet: ServeFleet, servers: StartBackend, envoys: StartEnvoy
+) -> None:
+    """The Gateway API's per-backend RequestHeaderModifier / ResponseHeaderModifier
+    (HTTPRouteRequestHeaderModifierBackendWeights): of a 50/50 split, every request that
+    reaches v1 carries v1's header and none of v2's, and the reply carries v1's response
+    header; the same for v2. The rule's own filter applies to both."""
+    echoed = ("backend", "x-env", "x-trace")
+    v1, v2 = servers("v1", echo=echoed), servers("v2", echo=echoed)
+
+    def backend_ref(name: str) -> str:
+        return (
+            f"    - name: shop-{name}\n"
+            "      port: 80\n"
+            "      filters:\n"
+            "      - type: RequestHeaderModifier\n"
+            "        requestHeaderModifier:\n"
+            f"          set: [{{name: Backend, value: {name}}}, {{name: X-Env, value: {name}}}]\n"
+            f"          add: [{{name: X-Trace, value: {name}}}]\n"
+            "      - type: ResponseHeaderModifier\n"
+            f"        responseHeaderModifier: {{set: [{{name: X-Picked, value: {name}}}]}}\n"
+        )
+
+    root = write_fleet(
+        tmp_path / "fleet",
+        {
+            "eu-central": [
+                Workload("shop", (), exported=False),
+                Workload("shop-v1", (v1.port,), exported=False),
+                Workload("shop-v2", (v2.port,), exported=False),
+            ]
+        },
+        [
+            http_route(
+                "shop",
+                "shop",
+                "  - filters:\n"
+                "    - type: RequestHeaderModifier\n"
+                "      requestHeaderModifier: {set: [{name: X-Env, value: prod}]}\n"
+                "    backendRefs:\n" + backend_ref("v1") + backend_ref("v2"),
+            )
+        ],
+    )
+    served = await serve_fleet(root)
+    (status,) = [s for s in served.mesh.routing_state.statuses if s.name == "shop"]
+    assert not failing_conditions(status), status  # accepted, every backend resolved
+    _, outbound = await start_sidecar(envoys, served.xds_port)
+    await until(outbound, "shop.demo", lambda reply: reply.status == 200)
+
+    sent = {"Backend": "client", "X-Trace": "client"}
+    replies = await burst(outbound, "shop.demo", ["/"] * 100, sent)
+    for reply in replies:
+        assert reply.backend in {"v1", "v2"}, reply
+        name = reply.backend
+        assert reply.echoed() == {
+            "path": "/",
+            "header backend": name,  # set: the client's value overwritten
+            "header x-env": "prod",  # the rule's filter, applied after the backend's
+            "header x-trace": f"client, {name}",  # add: appended
+        }, reply.body
+        assert reply.headers.get("x-picked") == name, reply.headers
+    by_backend = shares(replies)
+    assert set(by_backend) == {"v1", "v2"}, by_backend
+    for backend, name in ((v1, "v1"), (v2, "v2")):
+        assert {r.headers.get("backend") for r in backend.received()} == {name}

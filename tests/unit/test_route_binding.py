@@ -15,7 +15,7 @@ from kontinuum.control.model import ClusterSite, Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.plane import Condition, PlanePort, PlaneService, ServicePlane
 from kontinuum.control.route_binding import RouteBinding, bind_routes
-from kontinuum.control.routing import GatewayListener, intersect_hostnames
+from kontinuum.control.routing import GatewayListener, HeaderModifier, intersect_hostnames
 from kontinuum.discovery.static import load_fleet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet"
@@ -406,10 +406,25 @@ def test_attached_routes_are_counted_per_listener_and_statuses_follow_parent_ord
         ),
         pytest.param(
             "  - backendRefs: [{name: hello, port: 80, filters: [{type: RequestHeaderModifier, "
-            "requestHeaderModifier: {remove: [x]}}]}]\n",
-            "spec.rules[1].backendRefs[0].filters: per-backend filters are not supported: put "
-            "them in spec.rules[1].filters",
-            id="backend-filters",
+            "requestHeaderModifier: {remove: [x]}}, {type: URLRewrite, urlRewrite: "
+            "{hostname: a.example}}]}]\n",
+            "spec.rules[1].backendRefs[0].filters[1]: a backendRef's filters may only be "
+            "RequestHeaderModifier or ResponseHeaderModifier, not URLRewrite",
+            id="backend-url-rewrite",
+        ),
+        pytest.param(
+            "  - backendRefs: [{name: hello, port: 80, filters: [{type: RequestMirror, "
+            "requestMirror: {backendRef: {name: web, port: 80}}}]}]\n",
+            "spec.rules[1].backendRefs[0].filters[0]: a backendRef's filters may only be "
+            "RequestHeaderModifier or ResponseHeaderModifier, not RequestMirror",
+            id="backend-mirror",
+        ),
+        pytest.param(
+            "  - backendRefs: [{name: hello, port: 80, filters: [{type: ExtensionRef, "
+            "extensionRef: {group: example.com, kind: Auth, name: a}}]}]\n",
+            "spec.rules[1].backendRefs[0].filters[0]: a backendRef's filters may only be "
+            "RequestHeaderModifier or ResponseHeaderModifier, not ExtensionRef",
+            id="backend-extension",
         ),
     ],
 )
@@ -417,6 +432,38 @@ def test_unsupported_values_are_not_accepted(rule: str, message: str) -> None:
     binding = bind(ROUTE + rule)
     assert route_conditions(binding)["Accepted"] == ("False", "UnsupportedValue", message)
     assert binding.routes == ()
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
+def test_header_modifiers_on_backend_refs_are_accepted_and_kept_per_backend(kind: str) -> None:
+    """The Gateway API's per-backend RequestHeaderModifier / ResponseHeaderModifier: accepted,
+    and each bound backend holds its own (they apply to the requests sent to it only)."""
+    rule = (
+        "  - backendRefs:\n"
+        "    - name: hello\n"
+        "      port: 80\n"
+        "      weight: 3\n"
+        "      filters:\n"
+        "      - type: RequestHeaderModifier\n"
+        "        requestHeaderModifier: {set: [{name: Backend, value: hello}]}\n"
+        "      - type: ResponseHeaderModifier\n"
+        "        responseHeaderModifier: {remove: [Server]}\n"
+        "    - name: web\n"
+        "      port: 80\n"
+        "      filters:\n"
+        "      - type: RequestHeaderModifier\n"
+        "        requestHeaderModifier: {add: [{name: Backend, value: web}]}\n"
+    )
+    binding = bind(edit(ROUTE, "kind: HTTPRoute", f"kind: {kind}") + rule)
+    assert route_conditions(binding) == {"Accepted": ACCEPTED, "ResolvedRefs": RESOLVED}
+    (route,) = binding.routes
+    hello, web = route.rules[1].backends
+    assert hello.ref.filters == (
+        HeaderModifier(set=(("Backend", "hello"),)),
+        HeaderModifier(remove=("Server",), response=True),
+    )
+    assert web.ref.filters == (HeaderModifier(add=(("Backend", "web"),)),)
+    assert (hello.weight, web.weight) == (3, 1)
 
 
 def test_a_grpc_regex_is_checked_too_and_a_valid_one_accepted() -> None:

@@ -13,8 +13,10 @@ request). How each Gateway API field maps:
   GRPCRoute's with 503, which gRPC clients read as UNAVAILABLE), as the Gateway API asks;
   so is every request of a rule with no weight left at all.
 - `RequestHeaderModifier` / `ResponseHeaderModifier` set (overwrite), add (append) and
-  remove headers; `RequestRedirect` is a `redirect`; `URLRewrite` is a prefix rewrite, a
-  whole-path rewrite (`regex_rewrite` of `^/.*$`) and `host_rewrite_literal`;
+  remove headers: a rule's on the `Route`, a backendRef's on that backend's
+  `weighted_clusters` entry (a lone backend with filters is a one-entry split), which Envoy
+  applies before the route's; `RequestRedirect` is a `redirect`; `URLRewrite` is a prefix
+  rewrite, a whole-path rewrite (`regex_rewrite` of `^/.*$`) and `host_rewrite_literal`;
   `RequestMirror` is a `request_mirror_policies` entry.
 - `timeouts.request` is the route timeout (0 disables it); `timeouts.backendRequest` is
   each attempt's timeout. `retry` sets the attempts, the status codes to retry (on top of
@@ -185,6 +187,7 @@ def _headers_to_add(headers: Sequence[tuple[str, str]], append: bool) -> list[An
 
 
 def _apply_header_modifier(route: Any, modifier: HeaderModifier) -> None:
+    """On a `Route` (a rule's filter) or a `ClusterWeight` (a backendRef's): same fields."""
     options = [*_headers_to_add(modifier.set, False), *_headers_to_add(modifier.add, True)]
     removed = [name.lower() for name in modifier.remove]
     if modifier.response:
@@ -245,18 +248,18 @@ def _backends(action: Any, bound: BoundRule, clusters: BackendCluster) -> bool:
         entries.append((None, bound.invalid_weight, None))
     if not entries or all(cluster is None for _, _, cluster in entries):
         return False
-    if len(entries) == 1:
-        action.cluster = entries[0][2]
+    first, _, first_cluster = entries[0]
+    if len(entries) == 1 and (first is None or not first.ref.filters):
+        action.cluster = first_cluster
         return True
+    # A backend's own header modifiers go on its weighted-cluster entry (a lone backend with
+    # filters is a one-entry split), so Envoy applies them to the requests sent to it only.
     for backend, weight, cluster in entries:
         entry = action.weighted_clusters.clusters.add(name=cluster or INVALID_BACKEND)
         entry.weight.value = weight
         for modifier in backend.ref.filters if backend else ():
-            if isinstance(modifier, HeaderModifier) and not modifier.response:
-                entry.request_headers_to_add.extend(
-                    [*_headers_to_add(modifier.set, False), *_headers_to_add(modifier.add, True)]
-                )
-                entry.request_headers_to_remove.extend(n.lower() for n in modifier.remove)
+            if isinstance(modifier, HeaderModifier):
+                _apply_header_modifier(entry, modifier)
     return True
 
 
