@@ -723,10 +723,15 @@ async def test_a_consumer_route_changes_its_own_namespace_s_calls_only(
     """GEP-1294: demo's route to payments/billing (no ReferenceGrant: its backend is one
     demo may reach) applies to demo's callers and wins over payments' producer route for
     them; ops' callers get the producer route."""
-    billing = servers("billing")
+    billing, front = servers("billing"), servers("front")
     root = write_fleet(
         tmp_path / "fleet",
-        {"eu-central": [Workload("billing", (billing.port,), namespace="payments")]},
+        {
+            "eu-central": [
+                Workload("billing", (billing.port,), namespace="payments"),
+                Workload("front", (front.port,), namespace="web"),
+            ]
+        },
         [
             workspace_grant("demo"),
             workspace_grant("ops"),
@@ -749,3 +754,14 @@ async def test_a_consumer_route_changes_its_own_namespace_s_calls_only(
         assert {(r.backend, r.headers.get("x-route")) for r in replies} == {("billing", marked)}, (
             replies[:3]
         )
+    # Another namespace's service by its short and its cluster.local name: the same routes.
+    names = ["billing.payments", "billing.payments:80", "billing.payments.svc.cluster.local"]
+    for port, marked in ((demo, "consumer"), (ops, "producer")):
+        for name in names:
+            reply = await asyncio.to_thread(request, port, name)
+            assert (reply.backend, reply.headers.get("x-route")) == ("billing", marked), reply
+    # A namespace that may not reach billing reaches it by no name: no route opens it.
+    _, web = await start_sidecar(envoys, served.xds_port, "web")
+    await until(web, "front.web", _answered_by("front"))  # its configuration is in
+    for name in [host, *names]:
+        assert (await asyncio.to_thread(request, web, name)).status == 404, name
