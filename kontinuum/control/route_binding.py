@@ -27,7 +27,10 @@ Condition `ResolvedRefs` is about the route's references, so it is the same for 
 False with the reason of the first problem, and every problem in the message:
 `InvalidKind` (a backendRef neither a core Service nor a ServiceImport, or an ExtensionRef
 filter: kontinuum has no extensions), `RefNotPermitted` (a backendRef to another namespace
-without a ReferenceGrant there from the route's kind and namespace to that kind and name),
+without a ReferenceGrant there from the route's kind and namespace to that kind and name;
+a consumer route, every parent a Service or ServiceImport of another namespace, needs none
+for a backend its own workspace may reach, since it applies to that workspace's callers
+only: GEP-1294),
 `BackendNotFound` (a `Service`: none of that name in any cluster; a `ServiceImport`: no cluster
 exports it; or no such port; a ServiceImport without a port must have exactly one).
 
@@ -228,6 +231,26 @@ def _visible(service: PlaneService, workspace: str, grants: tuple[Grant, ...]) -
     )
 
 
+def is_consumer_route(route: Route) -> bool:
+    """A GAMMA consumer route: every parent a Service or ServiceImport of another namespace.
+    It applies to the callers of its own namespace only (GEP-1294)."""
+    return bool(route.parents) and all(
+        (ref.group, ref.kind) in SERVICE_KINDS and ref.namespace != route.namespace
+        for ref in route.parents
+    )
+
+
+def _route_granted(route: Route, ref: BackendRef, kind: str, grants: tuple[Grant, ...]) -> bool:
+    return any(
+        g.from_kind == route.kind
+        and g.to_kind == kind
+        and g.provider == ref.namespace
+        and g.consumer == route.namespace
+        and g.service in (None, ref.name)
+        for g in grants
+    )
+
+
 def _resolve(
     route: Route, ref: BackendRef, at: str, plane: ServicePlane, grants: tuple[Grant, ...]
 ) -> ResolvedBackend | tuple[str, str]:
@@ -239,19 +262,18 @@ def _resolve(
             f"{at}: kontinuum sends to Services and {MCS_GROUP} ServiceImports, not to a "
             f"{kind_label(ref.group, ref.kind)}"
         )
-    if ref.namespace != route.namespace and not any(
-        g.from_kind == route.kind
-        and g.to_kind == kind
-        and g.provider == ref.namespace
-        and g.consumer == route.namespace
-        and g.service in (None, ref.name)
-        for g in grants
-    ):
-        return "RefNotPermitted", (
-            f"{at}: {kind} {where} is in another namespace and no ReferenceGrant in "
-            f"{ref.namespace} lets {route.kind}s of {route.namespace} refer to it"
-        )
     services = plane_services(plane, kind, ref.namespace, ref.name)
+    if ref.namespace != route.namespace and not _route_granted(route, ref, kind, grants):
+        # A consumer route's callers are its own workspace's: a backend that workspace may
+        # reach widens nothing, so it needs no ReferenceGrant (GEP-1294). Any other route
+        # would open the backend to callers that may not reach it.
+        visible = tuple(s for s in services if _visible(s, route.namespace, grants))
+        if not (is_consumer_route(route) and visible):
+            return "RefNotPermitted", (
+                f"{at}: {kind} {where} is in another namespace and no ReferenceGrant in "
+                f"{ref.namespace} lets {route.kind}s of {route.namespace} refer to it"
+            )
+        services = visible
     if not services:
         missing = "in any cluster" if kind == "Service" else "(no cluster exports it)"
         return "BackendNotFound", f"{at}: no {kind} {where} {missing}"

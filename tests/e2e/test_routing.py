@@ -95,14 +95,16 @@ def backend_process(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
             process.stdout.close()
 
 
-async def start_sidecar(envoys: StartEnvoy, xds_port: int) -> tuple[Envoy, int]:
-    """A sidecar of namespace demo in eu-central, LIVE; (envoy, outbound port)."""
+async def start_sidecar(
+    envoys: StartEnvoy, xds_port: int, namespace: str = NAMESPACE
+) -> tuple[Envoy, int]:
+    """A sidecar of `namespace` (demo) in eu-central, LIVE; (envoy, outbound port)."""
     outbound = free_port()
     envoy = envoys(
         view="eu-central",
         xds_port=xds_port,
         mode="delta",
-        metadata=proxy_metadata(namespace=NAMESPACE, role="sidecar", outbound_port=outbound),
+        metadata=proxy_metadata(namespace=namespace, role="sidecar", outbound_port=outbound),
     )
     await asyncio.to_thread(envoy.wait_live, 15)
     return envoy, outbound
@@ -751,3 +753,82 @@ async def test_each_weighted_backend_gets_its_own_backend_ref_header_modifiers(
     assert set(by_backend) == {"v1", "v2"}, by_backend
     for backend, name in ((v1, "v1"), (v2, "v2")):
         assert {r.headers.get("backend") for r in backend.received()} == {name}
+
+
+# --- 9. GAMMA consumer and producer routes ----------------------------------------------------
+
+
+def workspace_grant(consumer: str) -> str:
+    """payments lets workspace `consumer` reach its Service billing."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: {consumer}-may-bill, namespace: payments}}
+spec:
+  from: [{{group: "", kind: Namespace, namespace: {consumer}}}]
+  to: [{{group: "", kind: Service, name: billing}}]
+"""
+
+
+def billing_route(namespace: str, value: str) -> str:
+    """An HTTPRoute of `namespace` attached to payments/billing that marks its replies."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: billing, namespace: {namespace}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, namespace: payments, name: billing}}]
+  rules:
+  - filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{set: [{{name: X-Route, value: {value}}}]}}
+    backendRefs: [{{name: billing, namespace: payments, port: 80}}]
+"""
+
+
+async def test_a_consumer_route_changes_its_own_namespace_s_calls_only(
+    tmp_path: Path, serve_fleet: ServeFleet, servers: StartBackend, envoys: StartEnvoy
+) -> None:
+    """GEP-1294: demo's route to payments/billing (no ReferenceGrant: its backend is one
+    demo may reach) applies to demo's callers and wins over payments' producer route for
+    them; ops' callers get the producer route."""
+    billing, front = servers("billing"), servers("front")
+    root = write_fleet(
+        tmp_path / "fleet",
+        {
+            "eu-central": [
+                Workload("billing", (billing.port,), namespace="payments"),
+                Workload("front", (front.port,), namespace="web"),
+            ]
+        },
+        [
+            workspace_grant("demo"),
+            workspace_grant("ops"),
+            billing_route("payments", "producer"),
+            billing_route("demo", "consumer"),
+        ],
+    )
+    served = await serve_fleet(root)
+    failing = [failing_conditions(s) for s in served.mesh.routing_state.statuses]
+    assert failing == [[], []], served.mesh.routing_state.statuses
+    host = "billing.payments.svc.clusterset.local"
+    (_, demo), (_, ops) = [
+        await start_sidecar(envoys, served.xds_port, namespace) for namespace in ("demo", "ops")
+    ]
+    mine = await until(demo, host, lambda r: r.headers.get("x-route") == "consumer")
+    theirs = await until(ops, host, lambda r: r.headers.get("x-route") == "producer")
+    assert (mine.backend, theirs.backend) == ("billing", "billing")
+    for port, marked in ((demo, "consumer"), (ops, "producer")):
+        replies = await burst(port, host, ["/"] * 20, workers=4)
+        assert {(r.backend, r.headers.get("x-route")) for r in replies} == {("billing", marked)}, (
+            replies[:3]
+        )
+    # Another namespace's service by its short and its cluster.local name: the same routes.
+    names = ["billing.payments", "billing.payments:80", "billing.payments.svc.cluster.local"]
+    for port, marked in ((demo, "consumer"), (ops, "producer")):
+        for name in names:
+            reply = await asyncio.to_thread(request, port, name)
+            assert (reply.backend, reply.headers.get("x-route")) == ("billing", marked), reply
+    # A namespace that may not reach billing reaches it by no name: no route opens it.
+    _, web = await start_sidecar(envoys, served.xds_port, "web")
+    await until(web, "front.web", _answered_by("front"))  # its configuration is in
+    for name in [host, *names]:
+        assert (await asyncio.to_thread(request, web, name)).status == 404, name

@@ -13,9 +13,17 @@ from kontinuum.control.grants import parse_grants
 from kontinuum.control.mcs import build_plane
 from kontinuum.control.model import ClusterSite, Grant
 from kontinuum.control.objects import Document
-from kontinuum.control.plane import Condition, PlanePort, PlaneService, ServicePlane
+from kontinuum.control.plane import (
+    Condition,
+    PlanePort,
+    PlaneService,
+    ProxyView,
+    ServicePlane,
+)
 from kontinuum.control.route_binding import RouteBinding, bind_routes
 from kontinuum.control.routing import GatewayListener, HeaderModifier, intersect_hostnames
+from kontinuum.control.routing_state import mesh_routing
+from kontinuum.control.translate.backends import routes_for
 from kontinuum.discovery.static import load_fleet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet"
@@ -655,6 +663,74 @@ def test_a_cross_namespace_backend_needs_a_route_grant(granted: Grant, resolved:
     assert len(binding.routes[0].rules[0].backends) == resolved
 
 
+CONSUMER = with_backends(
+    "[{name: billing, namespace: payments, port: 80}]",
+    with_parent('{group: "", kind: Service, name: billing, namespace: payments}'),
+)
+
+
+def test_a_consumer_route_needs_no_route_grant_for_a_backend_its_workspace_may_reach() -> None:
+    # GEP-1294: demo's route to payments/billing applies to demo's callers only, who may
+    # reach billing (workspace grant): the backendRef widens nothing, so no ReferenceGrant.
+    binding = bind(CONSUMER, grants=(grant("Namespace"),))
+    assert route_conditions(binding) == {"Accepted": ACCEPTED, "ResolvedRefs": RESOLVED}
+    (rule,) = binding.routes[0].rules
+    (backend,) = rule.backends
+    assert (backend.services, backend.port, rule.invalid_weight) == ((BILLING,), 80, 0)
+    # The same holds for a ServiceImport parent and backend.
+    imported = edit(
+        edit(CONSUMER, 'group: "", kind: Service, name: billing', _IMPORT_BILLING),
+        "{name: billing, namespace: payments, port: 80}",
+        "{" + _IMPORT_BILLING + ", namespace: payments, port: 80}",
+    )
+    assert route_conditions(bind(imported, grants=(grant("Namespace"),))) == {
+        "Accepted": ACCEPTED,
+        "ResolvedRefs": RESOLVED,
+    }
+
+
+_IMPORT_BILLING = "group: multicluster.x-k8s.io, kind: ServiceImport, name: billing"
+
+
+def test_a_consumer_route_opens_no_service_its_workspace_may_not_reach() -> None:
+    # Without the workspace grant the parent is not demo's to see, and a backend demo may
+    # not reach still needs a ReferenceGrant: a consumer route widens no one's reach.
+    conditions = route_conditions(bind(CONSUMER))
+    assert conditions["Accepted"][:2] == ("False", "NoMatchingParent")
+    assert conditions["ResolvedRefs"][:2] == ("False", "RefNotPermitted")
+    # payments/billing is demo's to see, payments/ledger is not (the grant names billing).
+    to_ledger = edit(
+        CONSUMER,
+        "{name: billing, namespace: payments, port: 80}",
+        "{name: ledger, namespace: payments, port: 8080}",
+    )
+    by_name = grant("Namespace", 'group: "", kind: Service, name: billing')
+    conditions = route_conditions(bind(to_ledger, grants=(by_name,)))
+    assert conditions["Accepted"] == ACCEPTED
+    assert conditions["ResolvedRefs"] == (
+        "False",
+        "RefNotPermitted",
+        "spec.rules[0].backendRefs[0]: Service payments/ledger is in another namespace and "
+        "no ReferenceGrant in payments lets HTTPRoutes of demo refer to it",
+    )
+
+
+def test_a_producer_route_still_needs_a_route_grant_for_another_namespace_s_backend() -> None:
+    # A producer route applies to every caller of hello, not only to those that may reach
+    # payments/billing: without a ReferenceGrant it would open billing to them.
+    producer = with_backends("[{name: billing, namespace: payments, port: 80}]")
+    conditions = route_conditions(bind(producer, grants=(grant("Namespace"),)))
+    assert conditions["ResolvedRefs"][:2] == ("False", "RefNotPermitted")
+    # A route with a producer parent besides its consumer parent is no consumer route.
+    both = edit(
+        CONSUMER,
+        "namespace: payments}]",
+        'namespace: payments}, {group: "", kind: Service, name: hello}]',
+    )
+    conditions = route_conditions(bind(both, grants=(grant("Namespace"),)))
+    assert conditions["ResolvedRefs"][:2] == ("False", "RefNotPermitted")
+
+
 def test_an_invalid_backend_takes_its_share_of_the_weight_as_500s() -> None:
     binding = bind(with_backends("[{name: hello, port: 80, weight: 3}, {name: nope, port: 80}]"))
     (rule,) = binding.routes[0].rules
@@ -971,3 +1047,24 @@ def test_an_east_west_gateway_is_programmed_only_with_an_address() -> None:
     http = bind(plain.replace("protocol: TLS", "protocol: HTTP"))
     (listener,) = http.gateway_statuses[0].listeners
     assert listener.conditions[0].reason == "UnsupportedProtocol"
+
+
+def test_a_consumer_route_wins_for_its_workspace_and_the_producer_route_for_the_rest() -> None:
+    producer = edit(
+        with_parent(
+            '{group: "", kind: Service, name: billing}',
+            with_backends("[{name: billing, port: 80}]"),
+        ),
+        "namespace: demo}",
+        "namespace: payments}",
+    )
+    opened = (grant("Namespace"), grant("Namespace", consumer="ops"))
+    routing = mesh_routing(bind(producer, CONSUMER, grants=opened))
+    # Both routes are named `web`: their namespaces tell them apart.
+    scopes = {
+        workspace: [
+            b.route.namespace for b in routes_for(routing, ProxyView(workspace, "eu"), BILLING, 80)
+        ]
+        for workspace in ("demo", "ops", "payments")
+    }
+    assert scopes == {"demo": ["demo"], "ops": ["payments"], "payments": ["payments"]}

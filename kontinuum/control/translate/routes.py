@@ -3,14 +3,17 @@
 The `outbound` RouteConfiguration has one virtual host per (service, port), named
 `<host>:<port>`, with the domains
 
-    <host>            <host>:<port>
-    <svc>.<ns>        <svc>.<ns>:<port>      only for a service of the view's own workspace
-    <svc>             <svc>:<port>           likewise
+    <host>                          <host>:<port>
+    <svc>.<ns>.svc.cluster.local    <svc>.<ns>.svc.cluster.local:<port>   a cluster-set service
+    <svc>.<ns>                      <svc>.<ns>:<port>
+    <svc>                           <svc>:<port>       only for a service of the view's workspace
 
 where `<host>` is `<svc>.<ns>.svc.clusterset.local` (or `.svc.cluster.local` for a service
-reachable only in one cluster). Envoy rejects a domain that two virtual hosts share, so a
-domain goes to the first virtual host that claims it, in translation order (services by
-namespace, name and scope, cluster-set first; ports by number):
+reachable only in one cluster). Every name is of a service the view may see (its own
+workspace's or granted to it); `<svc>` alone means the caller's own namespace, as Kubernetes
+DNS reads it. Envoy rejects a domain that two virtual hosts share, so a domain goes to the
+first virtual host that claims it, in translation order (services by namespace, name and
+scope, cluster-set first; ports by number):
 
 - a host with several ports: only the `:<port>` forms are unambiguous; the forms without a
   port go to the lowest port number;
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kontinuum.control.naming import LOCAL_DOMAIN
 from kontinuum.control.plane import PlaneService, ProxyView
 from kontinuum.control.translate import envoy
 
@@ -52,8 +56,11 @@ def candidate_domains(target: Target, view: ProxyView) -> list[str]:
     """Every name a client may use for the port, before ambiguous ones are dropped."""
     service, port = target.service, target.port
     names = [service.host]
+    if not service.scope:
+        names.append(f"{service.name}.{service.namespace}.{LOCAL_DOMAIN}")
+    names.append(f"{service.name}.{service.namespace}")
     if service.workspace == view.workspace:
-        names += [f"{service.name}.{service.namespace}", service.name]
+        names.append(service.name)
     return [form for name in names for form in (name, f"{name}:{port}")]
 
 
