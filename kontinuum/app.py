@@ -31,7 +31,7 @@ from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
-from kontinuum.errors import listen_error
+from kontinuum.errors import operator_listen_error
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -182,7 +182,7 @@ async def _serving(
     try:
         await admin.start(admin_address)
     except OSError as error:
-        raise listen_error(error, admin_address, "--admin-address") from error
+        raise operator_listen_error(error, admin_address, "--admin-address") from error
     try:
         credentials, also = listeners
         await server.start(xds_address, credentials, also=also)
@@ -208,7 +208,7 @@ async def _clusterset_dns(
         try:
             await asyncio.wrap_future(thread.start(*split_address(address)))
         except OSError as error:
-            raise listen_error(error, address, "--dns-address") from error
+            raise operator_listen_error(error, address, "--dns-address") from error
         yield
     finally:
         await asyncio.wrap_future(thread.stop())

@@ -9,7 +9,7 @@ class OperatorError(Exception):
     traceback."""
 
 
-def listen_error(error: OSError, address: str, option: str) -> OperatorError:
+def operator_listen_error(error: OSError, address: str, option: str) -> OperatorError:
     """What a failure to listen on `address` (given as `option`) means to an operator."""
     # Imported here: the `kontinuum` command loads gRPC only for the verbs that use it.
     from kontinuum.xds.listen import ListenError

@@ -13,7 +13,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from kontinuum.control.fleet import SERVICE_NAME_LABEL, ClusterObject
+from kontinuum.control.fleet import ClusterObject, export_problem, slice_problems
 from kontinuum.control.model import (
     ConfigError,
     Endpoint,
@@ -249,24 +249,8 @@ class Assembly:
             self._sorted_endpoints.set(ref, None)
             return
         at, obj = candidate
-        found = self._services.get((obj.namespace, obj.service_name))
-        problems: list[ConfigError] = []
-        if found is None:
-            problems.append(
-                obj.error(
-                    f"metadata.labels[{SERVICE_NAME_LABEL}]",
-                    f"no Service {obj.namespace}/{obj.service_name} in cluster {self.cluster}",
-                )
-            )
-        else:
-            for i, port in enumerate(obj.ports):
-                if found.port_named(port.name) is None:
-                    problems.append(
-                        obj.error(
-                            f"ports[{i}].name",
-                            f"Service {found.ref} has no port named {port.name!r}",
-                        )
-                    )
+        service = self._services.get((obj.namespace, obj.service_name))
+        problems = slice_problems(self.cluster, obj, service)
         if problems:
             self._slice_at[ref] = at
             self._slice_errors.set(at, tuple(problems))
@@ -280,7 +264,6 @@ class Assembly:
             return
         at, obj = winner
         if ref not in self._services:
-            message = f"no Service {value.ref} in cluster {self.cluster} to export"
             self._export_at[ref] = at
-            self._export_errors.set(at, (obj.error("metadata.name", message),))
+            self._export_errors.set(at, (export_problem(self.cluster, obj, value),))
         self._sorted_exports.set(ref, (value,))

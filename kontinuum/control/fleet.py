@@ -443,6 +443,29 @@ def parse_cluster_objects(
     return assemble_cluster(cluster, read_cluster_documents(cluster, docs))
 
 
+def slice_problems(cluster: str, obj: ClusterObject, service: Service | None) -> list[ConfigError]:
+    """What keeps an EndpointSlice of `cluster` out: its Service (`service`, as found in
+    the cluster) missing, or a port name that Service lacks."""
+    if service is None:
+        return [
+            obj.error(
+                f"metadata.labels[{SERVICE_NAME_LABEL}]",
+                f"no Service {obj.namespace}/{obj.service_name} in cluster {cluster}",
+            )
+        ]
+    return [
+        obj.error(f"ports[{i}].name", f"Service {service.ref} has no port named {port.name!r}")
+        for i, port in enumerate(obj.ports)
+        if service.port_named(port.name) is None
+    ]
+
+
+def export_problem(cluster: str, obj: ClusterObject, export: ServiceExport) -> ConfigError:
+    """The error of an export of a Service `cluster` does not have (it is kept: MCS gives
+    it `Valid=False`, `NoService`)."""
+    return obj.error("metadata.name", f"no Service {export.ref} in cluster {cluster} to export")
+
+
 def assemble_cluster(
     cluster: str, objects: Iterable[ClusterObject]
 ) -> tuple[SiteSnapshot, list[ConfigError]]:
@@ -475,24 +498,7 @@ def assemble_cluster(
     # Across objects: a slice or an export of a Service this cluster does not have is dropped.
     kept_endpoints: list[tuple[str, str, tuple[Endpoint, ...]]] = []
     for obj in slices:
-        found = services.get((obj.namespace, obj.service_name))
-        problems: list[ConfigError] = []
-        if found is None:
-            problems.append(
-                obj.error(
-                    f"metadata.labels[{SERVICE_NAME_LABEL}]",
-                    f"no Service {obj.namespace}/{obj.service_name} in cluster {cluster}",
-                )
-            )
-        else:
-            for i, port in enumerate(obj.ports):
-                if found.port_named(port.name) is None:
-                    problems.append(
-                        obj.error(
-                            f"ports[{i}].name",
-                            f"Service {found.ref} has no port named {port.name!r}",
-                        )
-                    )
+        problems = slice_problems(cluster, obj, services.get((obj.namespace, obj.service_name)))
         if problems:
             errors.extend(problems)
         else:
@@ -503,11 +509,7 @@ def assemble_cluster(
     for export in kept_exports:
         if (export.namespace, export.name) not in services:
             obj = next(o for o in exports if o.value is export)
-            errors.append(
-                obj.error(
-                    "metadata.name", f"no Service {export.ref} in cluster {cluster} to export"
-                )
-            )
+            errors.append(export_problem(cluster, obj, export))
 
     snapshot = SiteSnapshot(
         cluster=cluster,

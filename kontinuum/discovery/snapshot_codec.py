@@ -9,6 +9,7 @@ exactly this is not trusted at all.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar, cast, get_args
@@ -35,18 +36,25 @@ _ADDRESS_TYPES: Final = frozenset(get_args(AddressType))
 
 def encode_snapshot(snapshot: SiteSnapshot) -> Json:
     """`snapshot` as JSON values (dicts, lists, strings, numbers, booleans, null)."""
-    return {
-        "cluster": snapshot.cluster,
-        "services": [_encode_service(s) for s in snapshot.services],
-        "endpoints": [_encode_endpoint(e) for e in snapshot.endpoints],
-        "exports": [_encode_export(e) for e in snapshot.exports],
-        "stale": snapshot.stale,
-    }
+    encoded = _encode(snapshot)
+    assert isinstance(encoded, dict)
+    return encoded
+
+
+def _encode(value: object) -> object:
+    """A model value as JSON: a dataclass by its fields' names, a tuple as a list."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_encode(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def decode_snapshot(data: object) -> SiteSnapshot:
     """The snapshot `encode_snapshot` made `data` of; `ValueError` if it is anything else."""
-    fields = _fields(data, "snapshot", ("cluster", "services", "endpoints", "exports", "stale"))
+    fields = _fields(data, "snapshot", SiteSnapshot)
     return SiteSnapshot(
         cluster=_typed(fields, "cluster", str),
         services=tuple(_decode_service(s) for s in _typed(fields, "services", list)),
@@ -56,21 +64,8 @@ def decode_snapshot(data: object) -> SiteSnapshot:
     )
 
 
-def _encode_service(service: Service) -> Json:
-    return {
-        "cluster": service.cluster,
-        "namespace": service.namespace,
-        "name": service.name,
-        "ports": [_encode_service_port(p) for p in service.ports],
-        "type": service.type,
-        "workspace": service.workspace,
-    }
-
-
 def _decode_service(data: object) -> Service:
-    fields = _fields(
-        data, "service", ("cluster", "namespace", "name", "ports", "type", "workspace")
-    )
+    fields = _fields(data, "service", Service)
     return Service(
         cluster=_typed(fields, "cluster", str),
         namespace=_typed(fields, "namespace", str),
@@ -81,20 +76,8 @@ def _decode_service(data: object) -> Service:
     )
 
 
-def _encode_service_port(port: ServicePort) -> Json:
-    return {
-        "port": port.port,
-        "name": port.name,
-        "protocol": port.protocol,
-        "app_protocol": port.app_protocol,
-        "target_port": port.target_port,
-    }
-
-
 def _decode_service_port(data: object) -> ServicePort:
-    fields = _fields(
-        data, "service port", ("port", "name", "protocol", "app_protocol", "target_port")
-    )
+    fields = _fields(data, "service port", ServicePort)
     target = fields["target_port"]
     if not isinstance(target, str):
         target = _typed(fields, "target_port", int)
@@ -107,43 +90,8 @@ def _decode_service_port(data: object) -> ServicePort:
     )
 
 
-def _encode_endpoint(endpoint: Endpoint) -> Json:
-    return {
-        "cluster": endpoint.cluster,
-        "namespace": endpoint.namespace,
-        "service": endpoint.service,
-        "addresses": list(endpoint.addresses),
-        "ports": [_encode_endpoint_port(p) for p in endpoint.ports],
-        "address_type": endpoint.address_type,
-        "ready": endpoint.ready,
-        "serving": endpoint.serving,
-        "terminating": endpoint.terminating,
-        "zone": endpoint.zone,
-        "node_name": endpoint.node_name,
-        "hostname": endpoint.hostname,
-        "mutual_tls": endpoint.mutual_tls,
-    }
-
-
-_ENDPOINT_FIELDS: Final = (
-    "cluster",
-    "namespace",
-    "service",
-    "addresses",
-    "ports",
-    "address_type",
-    "ready",
-    "serving",
-    "terminating",
-    "zone",
-    "node_name",
-    "hostname",
-    "mutual_tls",
-)
-
-
 def _decode_endpoint(data: object) -> Endpoint:
-    fields = _fields(data, "endpoint", _ENDPOINT_FIELDS)
+    fields = _fields(data, "endpoint", Endpoint)
     addresses = _typed(fields, "addresses", list)
     if not all(isinstance(a, str) for a in addresses):
         raise ValueError(f"endpoint addresses must be strings, got {addresses!r}")
@@ -164,17 +112,8 @@ def _decode_endpoint(data: object) -> Endpoint:
     )
 
 
-def _encode_endpoint_port(port: EndpointPort) -> Json:
-    return {
-        "port": port.port,
-        "name": port.name,
-        "protocol": port.protocol,
-        "app_protocol": port.app_protocol,
-    }
-
-
 def _decode_endpoint_port(data: object) -> EndpointPort:
-    fields = _fields(data, "endpoint port", ("port", "name", "protocol", "app_protocol"))
+    fields = _fields(data, "endpoint port", EndpointPort)
     return EndpointPort(
         port=_typed(fields, "port", int),
         name=_typed(fields, "name", str),
@@ -183,17 +122,8 @@ def _decode_endpoint_port(data: object) -> EndpointPort:
     )
 
 
-def _encode_export(export: ServiceExport) -> Json:
-    return {
-        "cluster": export.cluster,
-        "namespace": export.namespace,
-        "name": export.name,
-        "created": export.created.isoformat() if export.created is not None else None,
-    }
-
-
 def _decode_export(data: object) -> ServiceExport:
-    fields = _fields(data, "export", ("cluster", "namespace", "name", "created"))
+    fields = _fields(data, "export", ServiceExport)
     created = _optional_str(fields, "created")
     return ServiceExport(
         cluster=_typed(fields, "cluster", str),
@@ -203,7 +133,9 @@ def _decode_export(data: object) -> ServiceExport:
     )
 
 
-def _fields(data: object, what: str, names: tuple[str, ...]) -> Mapping[str, object]:
+def _fields(data: object, what: str, model: type[object]) -> Mapping[str, object]:
+    """`data` if it is an object with exactly the fields of the dataclass `model`."""
+    names = [f.name for f in dataclasses.fields(model)]  # type: ignore[arg-type]
     if not isinstance(data, Mapping):
         raise ValueError(f"{what}: must be an object, got {type(data).__name__}")
     if set(data) != set(names):

@@ -19,6 +19,7 @@ from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.source import Source
+from tests.e2e.test_kubernetes_source import PROFILE as KUBERNETES_PROFILE
 from tests.support.fleet import cluster_profile, fast
 from tests.support.kube import (
     KubeCluster,
@@ -32,18 +33,8 @@ from tests.support.net import eventually
 
 pytestmark = pytest.mark.e2e
 
-PROFILE = """\
-apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ClusterProfile
-metadata:
-  name: eu
-  labels: {{topology.kubernetes.io/region: eu-1}}
-  annotations:
-    kontinuum.io/source: kubernetes
-    kontinuum.io/kubeconfig: {kubeconfig}
-    kontinuum.io/context: eu
-    kontinuum.io/stale-after: {stale_after}
-"""
+# eu, reached through its API, as test_kubernetes_source declares it, with its stale-after
+PROFILE = KUBERNETES_PROFILE + "    kontinuum.io/stale-after: {stale_after}\n"
 
 
 def quick_source(cluster: str, access: SiteAccess) -> Source:

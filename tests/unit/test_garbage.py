@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,17 +92,6 @@ def no_unexpected_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[No
         and "raised by servicer method" in r.getMessage()
     ]
     assert not errors
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    cache = SnapshotCache()
-    cache.set_resources(VIEW, base_resources())
-    server = XdsServer(cache)
-    port = await server.start("127.0.0.1:0")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Env(server, cache, channel)
-    await server.stop(0)
 
 
 def first_request(type_url: str = CDS, names: Iterable[str] = (), *, delta: bool = False) -> Any:

@@ -35,7 +35,7 @@ from kontinuum.xds.limits import (
     MAX_NODE_METADATA_BYTES,
     MAX_REQUEST_BYTES,
 )
-from tests.unit.fake_stream import VIEW, base_resources, node
+from tests.unit.fake_stream import VIEW, node
 from tests.unit.test_garbage import (
     CDS,
     EDS,
@@ -49,17 +49,6 @@ from tests.unit.test_garbage import (
 )
 
 RDS, SDS = types.ROUTE, types.SECRET
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    cache = SnapshotCache()
-    cache.set_resources(VIEW, base_resources())
-    server = XdsServer(cache)
-    port = await server.start("127.0.0.1:0")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Env(server, cache, channel)
-    await server.stop(0)
 
 
 async def client_status(env: Env) -> list[Any]:
