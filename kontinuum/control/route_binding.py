@@ -49,8 +49,16 @@ Gateways and LocalityPolicies are bound by `gateway_binding` (its docstring has 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from kontinuum.control.cross_serving import (
+    Conflict,
+    ListenerKey,
+    RouteKey,
+    cross_serving_conflicts,
+    listener_key,
+    route_key,
+)
 from kontinuum.control.gateway_binding import (
     SERVICE_KINDS,
     BoundGateway,
@@ -408,6 +416,36 @@ def _service_parent(
     return BoundParent(ref, services=services, ports=tuple(ports))
 
 
+def _without_conflicts(
+    route: Route, found: BoundParent, conflicts: dict[tuple[ListenerKey, RouteKey], Conflict]
+) -> BoundParent | tuple[str, str]:
+    """`found` without the listeners a route of the other kind holds (cross serving), or
+    why none is left."""
+    assert found.gateway is not None
+    lost = [
+        conflict
+        for listener in found.listeners
+        if (conflict := conflicts.get((listener_key(found.gateway, listener), route_key(route))))
+    ]
+    if not lost:
+        return found
+    kept = tuple(
+        listener
+        for listener in found.listeners
+        if (listener_key(found.gateway, listener), route_key(route)) not in conflicts
+    )
+    if kept:
+        return replace(found, listeners=kept)
+    other = "GRPCRoute" if route.kind == "HTTPRoute" else "HTTPRoute"
+    holders = ", ".join(
+        dict.fromkeys(f"{c.winner[1]}/{c.winner[2]} (listener {c.listener[2]})" for c in lost)
+    )
+    return "HostnameConflict", (
+        f"the {other} {holders} already serves a hostname of this route there: an HTTPRoute "
+        "and a GRPCRoute cannot share a hostname on a listener"
+    )
+
+
 # --- everything ------------------------------------------------------------------------------
 
 
@@ -449,7 +487,23 @@ def bind_routes(
     attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
     routes: list[BoundRoute] = []
     statuses: list[RouteStatus] = []
-    for route in config.routes:
+
+    def find(route: Route, ref: ParentRef) -> BoundParent | tuple[str, str]:
+        if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
+            return _service_parent(route, ref, plane, grants)
+        key = (ref.namespace, ref.name)
+        return _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
+
+    found_parents = [[find(route, ref) for ref in route.parents] for route in config.routes]
+    conflicts = cross_serving_conflicts(
+        (found.gateway, listener, route)
+        for route, founds in zip(config.routes, found_parents, strict=True)
+        if not _unsupported(route)
+        for found in founds
+        if isinstance(found, BoundParent) and found.gateway is not None
+        for listener in found.listeners
+    )
+    for route, founds in zip(config.routes, found_parents, strict=True):
         rules, problems = _bind_rules(route, plane, grants)
         resolved = (
             Condition("ResolvedRefs", "False", problems[0][0], "; ".join(m for _, m in problems))
@@ -459,13 +513,9 @@ def bind_routes(
         unsupported = _unsupported(route)
         parents: list[BoundParent] = []
         parent_statuses: list[ParentStatus] = []
-        for ref in route.parents:
-            key = (ref.namespace, ref.name)
-            found = (
-                _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
-                if (ref.group, ref.kind) == (GATEWAY_GROUP, "Gateway")
-                else _service_parent(route, ref, plane, grants)
-            )
+        for ref, found in zip(route.parents, founds, strict=True):
+            if isinstance(found, BoundParent) and found.gateway is not None:
+                found = _without_conflicts(route, found, conflicts)
             if not isinstance(found, BoundParent):
                 condition = Condition("Accepted", "False", *found)
             elif unsupported:

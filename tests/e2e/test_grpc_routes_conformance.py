@@ -25,7 +25,7 @@ from kontinuum.bootstrap import proxy_metadata
 from tests.e2e import grpc_client, grpc_echo
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.grpc_echo import Call
-from tests.support.fleet import cluster_profile
+from tests.support.fleet import cluster_profile, rewrite
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -418,3 +418,54 @@ async def proxyless_rounds(
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+# --- Gateway: an HTTPRoute and a GRPCRoute on one hostname (GEP-1016 cross serving) -------------
+
+
+def _cross_route(kind: str, name: str, backend: str, created: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: {kind}
+metadata: {{name: {name}, namespace: {NAMESPACE}, creationTimestamp: "{created}"}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [grpc.example.com]
+  rules:
+  - backendRefs: [{{name: {backend}, port: {SERVICE_PORT}}}]
+"""
+
+
+async def test_gateway_an_http_route_keeps_its_hostname_from_a_newer_grpc_route(
+    tmp_path: Path, backends: dict[str, int], serve_fleet: ServeFleet, envoys: StartEnvoy
+) -> None:
+    """The older HTTPRoute serves the host (a gRPC call is HTTP/2: it reaches v1 through the
+    HTTPRoute); the newer GRPCRoute is not accepted, and takes over once the HTTPRoute goes."""
+    port = free_port()
+    http_route = _cross_route("HTTPRoute", "web", BACKENDS[0], "2026-01-01T00:00:00Z")
+    grpc_route = _cross_route("GRPCRoute", "api", BACKENDS[1], "2026-01-02T00:00:00Z")
+    root = _write_fleet(
+        tmp_path / "fleet", backends, [_same_namespace(port), http_route, grpc_route]
+    )
+    served = await serve_fleet(root)
+    accepted = {
+        s.kind: s.parents[0].conditions[0] for s in served.mesh.routing_state.binding.statuses
+    }
+    assert (accepted["HTTPRoute"].status, accepted["GRPCRoute"].status) == ("True", "False")
+    assert accepted["GRPCRoute"].reason == "HostnameConflict"
+    envoys(
+        view=CLUSTER,
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace=NAMESPACE, role="ingress", gateway="same-namespace"),
+    )
+    address = f"127.0.0.1:{port}"
+    calls = [
+        Call("Echo", authority="grpc.example.com"),
+        Call("EchoTwo", authority="grpc.example.com"),
+    ]
+    await consistently(lambda: grpc_echo.outcomes(address, calls), [V1, V1], calls)
+
+    rewrite(root / "routes.yaml", "---\n".join([_same_namespace(port), grpc_route]))
+    await consistently(lambda: grpc_echo.outcomes(address, calls), [V2, V2], calls)
+    (status,) = served.mesh.routing_state.binding.statuses
+    assert status.parents[0].conditions[0].status == "True"

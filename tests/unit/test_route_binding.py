@@ -383,6 +383,87 @@ def test_attached_routes_are_counted_per_listener_and_statuses_follow_parent_ord
     assert [[li.name for li in p.listeners] for p in web.parents] == [["http"], ["alt"]]
 
 
+# --- cross serving: an HTTPRoute and a GRPCRoute on one listener (GEP-1016) ------------------
+
+
+def kind_route(
+    kind: str, name: str, hostnames: str = "", created: str = "", parent: str = "{name: ingress}"
+) -> str:
+    """A route of `kind` on the Gateway, with `hostnames` and a creationTimestamp."""
+    route = edit(gateway_route(parent, hostnames), "name: web,", f"name: {name},")
+    route = edit(route, "kind: HTTPRoute", f"kind: {kind}")
+    if created:
+        route = edit(
+            route, "namespace: demo}", f'namespace: demo, creationTimestamp: "{created}"}}'
+        )
+    return route
+
+
+TWO_LISTENERS = edit(
+    GATEWAY,
+    "  - {name: http, port: 80, protocol: HTTP}",
+    '  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}\n'
+    "  - {name: alt, port: 8080, protocol: HTTP}",
+)
+
+
+@pytest.mark.parametrize(
+    ("http_hosts", "grpc_hosts", "http_created", "grpc_created", "loser"),
+    [
+        pytest.param(
+            "", "", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "GRPCRoute", id="older-http"
+        ),
+        pytest.param(
+            "", "", "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", "HTTPRoute", id="older-grpc"
+        ),
+        pytest.param("", "", "", "", "HTTPRoute", id="by-name"),  # demo/api before demo/web
+        pytest.param("a.example.com", "'*.example.com'", "", "", "HTTPRoute", id="wildcard"),
+        pytest.param("a.example.com", "b.example.com", "", "", None, id="apart"),
+    ],
+)
+def test_an_http_route_and_a_grpc_route_never_share_a_hostname_on_a_listener(
+    http_hosts: str, grpc_hosts: str, http_created: str, grpc_created: str, loser: str | None
+) -> None:
+    parent = "{name: ingress, sectionName: http}"
+    binding = bind(
+        TWO_LISTENERS,
+        kind_route("HTTPRoute", "web", http_hosts, http_created, parent),
+        kind_route("GRPCRoute", "api", grpc_hosts, grpc_created, parent),
+    )
+    accepted = {s.kind: s.parents[0].conditions[0] for s in binding.statuses}
+    assert [r.route.kind for r in binding.routes] == [k for k in accepted if k != loser]
+    for kind, condition in accepted.items():
+        assert condition.status == ("False" if kind == loser else "True"), kind
+    if loser is not None:
+        winner = {"HTTPRoute": "GRPCRoute demo/api", "GRPCRoute": "HTTPRoute demo/web"}[loser]
+        assert accepted[loser].reason == "HostnameConflict"
+        assert accepted[loser].message == (
+            f"the {winner} (listener http) already serves a hostname of this route there: an "
+            "HTTPRoute and a GRPCRoute cannot share a hostname on a listener"
+        )
+    listeners = {li.name: li.attached_routes for li in binding.gateway_statuses[0].listeners}
+    assert listeners == {"http": 1 if loser else 2, "alt": 0}
+
+
+def test_a_route_that_loses_one_listener_keeps_the_others() -> None:
+    """Without sectionName a route attaches to both listeners; the GRPCRoute holds only the
+    one it names, so the newer HTTPRoute keeps the other."""
+    binding = bind(
+        TWO_LISTENERS,
+        kind_route(
+            "GRPCRoute", "api", "", "2026-01-01T00:00:00Z", "{name: ingress, sectionName: alt}"
+        ),
+        kind_route("HTTPRoute", "web", "", "2026-01-02T00:00:00Z"),
+        kind_route(
+            "HTTPRoute", "www", "", "2026-01-03T00:00:00Z", "{name: ingress, sectionName: alt}"
+        ),
+    )
+    statuses = {s.name: s.parents[0].conditions[0].reason for s in binding.statuses}
+    assert statuses == {"api": "Accepted", "web": "Accepted", "www": "HostnameConflict"}
+    web = next(r for r in binding.routes if r.route.name == "web")
+    assert [li.name for li in web.parents[0].listeners] == ["http"]
+
+
 # --- what kontinuum cannot serve: UnsupportedValue -------------------------------------------
 
 
