@@ -1,9 +1,10 @@
 """The gRPC echo service of the Gateway API conformance cases, its backends and its clients.
 
 Backends serve `gateway_api_conformance.echo_basic.grpcecho.GrpcEcho` (methods `Echo`,
-`EchoTwo`, `EchoThree`) with generic handlers, bytes in and bytes out: every call is
-answered with JSON naming the backend, the method called and the metadata received, so a
-test sees which backend a route chose and what reached it.
+`EchoTwo`, `EchoThree`), and any other method too, with a generic handler, bytes in and
+bytes out: every call is answered with JSON naming the backend, the method called and the
+metadata received, so a test sees which backend a route chose and what reached it (an
+UNIMPLEMENTED status comes from the proxy, never from a backend).
 
 A call's outcome is one short line, the same for every kind of client:
 
@@ -71,20 +72,24 @@ class Echoed:
     metadata: dict[str, list[str]] = field(default_factory=dict)
 
 
-def echo_handler(name: str) -> grpc.GenericRpcHandler[bytes, bytes]:
-    """Every method of the echo service, answered with `name` and what the call carried."""
+class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method of every service (so that a test sees where any call went), answered
+    with the backend's name, the method called and the metadata received."""
 
-    def handler(method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        method = str(details.method)  # type: ignore[attr-defined]
+
         async def answer(request: bytes, context: Any) -> bytes:
             metadata: dict[str, list[str]] = {}
             for key, value in context.invocation_metadata() or ():
                 metadata.setdefault(key, []).append(str(value))
-            reply = {"backend": name, "method": f"/{SERVICE}/{method}", "metadata": metadata}
+            reply = {"backend": self.name, "method": method, "metadata": metadata}
             return json.dumps(reply).encode()
 
         return grpc.unary_unary_rpc_method_handler(answer)
-
-    return grpc.method_handlers_generic_handler(SERVICE, {m: handler(m) for m in METHODS})
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +100,7 @@ async def echo_backends(names: Iterable[str]) -> AsyncIterator[dict[str, int]]:
     try:
         for name in names:
             server = grpc.aio.server()
-            server.add_generic_rpc_handlers((echo_handler(name),))
+            server.add_generic_rpc_handlers((EchoHandler(name),))
             port = server.add_insecure_port("127.0.0.1:0")
             assert port, f"cannot bind {name}"
             servers.append(server)

@@ -179,6 +179,50 @@ async def test_gateway_exact_method_matching(
     )
 
 
+# --- Gateway: method matches by regular expression (extended: implementation-specific) -----------
+
+ESCAPED_SERVICE = grpc_echo.SERVICE.replace(".", "\\.")
+REGEX_MATCHING = rf"""apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: regex-matching, namespace: {NAMESPACE}}}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches:
+    - method:
+        type: RegularExpression
+        service: 'other\.Echo|{ESCAPED_SERVICE}'
+        method: Echo|EchoT.o
+    backendRefs: [{{name: grpc-infra-backend-v1, port: {SERVICE_PORT}}}]
+  - matches:
+    - method: {{type: RegularExpression, method: 'Echo(Three|Four)'}}
+    backendRefs: [{{name: grpc-infra-backend-v2, port: {SERVICE_PORT}}}]
+"""
+# Each expression matches its whole part of `/<service>/<method>`: an alternation stays in it.
+REGEX_CALLS = [
+    Call("Echo"),
+    Call("EchoTwo"),
+    Call("EchoThree"),
+    Call("EchoTwo", service="other.Echo"),
+    Call("EchoThreeX"),
+    Call("Echo", service=grpc_echo.SERVICE + "X"),
+]
+REGEX_EXPECTED = [V1, V1, V2, V1, UNIMPLEMENTED, UNIMPLEMENTED]
+
+
+async def test_gateway_regular_expression_method_matching(
+    tmp_path: Path, backends: dict[str, int], serve_fleet: ServeFleet, envoys: StartEnvoy
+) -> None:
+    port = free_port()
+    root = _write_fleet(tmp_path / "fleet", backends, [_same_namespace(port), REGEX_MATCHING])
+    await _through_gateway(root, serve_fleet, envoys, "same-namespace")
+    address = f"127.0.0.1:{port}"
+    await consistently(
+        lambda: grpc_echo.outcomes(address, REGEX_CALLS), REGEX_EXPECTED, REGEX_CALLS
+    )
+
+
 # --- Gateway: GRPCRouteHeaderMatching ------------------------------------------------------------
 
 

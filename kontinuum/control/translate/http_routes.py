@@ -7,7 +7,10 @@ request). How each Gateway API field maps:
   `/` ignored, as Gateway API defines it; `/` is a plain prefix); `RegularExpression` is a
   RE2 `safe_regex`. Headers and query parameters are `HeaderMatcher`s and
   `QueryParameterMatcher`s; a method is a `:method` header match. A gRPC method match is a
-  match on the request path `/<service>/<method>`.
+  match on the request path `/<service>/<method>`: `Exact` with both the path, with the
+  service only the prefix `/<service>/`, with the method only a regular expression; a
+  `RegularExpression` service and method each match their whole part of the path (an
+  absent one any name).
 - Backends are `weighted_clusters` (one backend: a plain `cluster`). A backend that cannot
   be served keeps its share of the weight and that share is answered with HTTP 500 (a
   GRPCRoute's with 503, which gRPC clients read as UNAVAILABLE), as the Gateway API asks;
@@ -92,7 +95,8 @@ def _string_match(value: str, regex: bool) -> Any:
 def _grpc_path(match: GrpcMethodMatch) -> tuple[str, str]:
     """("path" | "prefix" | "regex", value) matching the request path of a gRPC method."""
     if match.type == "RegularExpression":
-        return "regex", f"/{match.service or '[^/]+'}/{match.method or '[^/]+'}"
+        # Each expression matches its whole part: grouped, `a|b` cannot spill into the other.
+        return "regex", f"/(?:{match.service or '[^/]+'})/(?:{match.method or '[^/]+'})"
     if match.service and match.method:
         return "path", f"/{match.service}/{match.method}"
     if match.service:
