@@ -1,6 +1,7 @@
 """Real HTTP backends on loopback, and a plain HTTP client for requests through Envoy.
 
-A backend answers every GET with `backend <name>`. Options make it misbehave or report on
+A backend answers every request (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS; a request
+body is read and dropped) with `backend <name>`. Options make it misbehave or report on
 what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
@@ -26,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Most requests a backend records (a bound on memory, far above what a test sends).
 MAX_RECORDED = 100_000
+# Most bytes of a request body a backend reads (tests send small bodies, if any).
+MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         server = self.server
         number = server.count()
+        length = self.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            self.rfile.read(min(int(length), MAX_BODY))
         headers: dict[str, str] = {}
         for key, value in self.headers.items():  # a repeated header: its values, joined
             key = key.lower()
@@ -68,9 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Backend", server.name)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
         except OSError:
             pass  # the client (Envoy, after a timeout) is gone
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output quiet
