@@ -130,6 +130,42 @@ spec:
 """
 
 
+def http_route(
+    name: str,
+    rules: str,
+    *,
+    parents: str = "[{name: same-namespace}]",
+    hostnames: str | None = None,
+    namespace: str = INFRA,
+) -> str:
+    """An HTTPRoute: `parents` is the flow-style `parentRefs` list, `hostnames` likewise,
+    and `rules` the YAML list under `spec.rules`, indented by two spaces."""
+    hostnames_field = "" if hostnames is None else f"\n  hostnames: {hostnames}"
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  parentRefs: {parents}{hostnames_field}
+  rules:
+{rules}"""
+
+
+def case_gateway(name: str, listeners: str, namespace: str = INFRA) -> str:
+    """A case's own Gateway in fleet form (its cluster, class and address added): `listeners`
+    is the YAML list under `spec.listeners`, indented by two spaces."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{kontinuum.io/cluster: {CLUSTER}}}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+{listeners}"""
+
+
 def base_files(
     backend_ports: Mapping[str, int], gateway_ports: Mapping[str, int]
 ) -> dict[str, str]:

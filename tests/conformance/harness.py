@@ -91,6 +91,7 @@ class Answer:
     headers: Mapping[str, str]
     backend: str | None = None
     received: Received | None = None
+    request_id: str = ""
 
 
 def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> Answer:
@@ -112,6 +113,14 @@ def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> 
         connection.close()
 
 
+def same_values(got: str | None, want: str) -> bool:
+    """Whether a header's value is `want`, as a list: `a,b` and `a, b` are the same values
+    (RFC 9110 joins a field's lines with a comma and optional whitespace)."""
+    if got is None:
+        return False
+    return [v.strip() for v in got.split(",")] == [v.strip() for v in want.split(",")]
+
+
 def mismatch(answer: Answer, expected: Expected) -> str | None:
     """How `answer` differs from `expected`, or None when it is as expected."""
     if answer.status != expected.status:
@@ -129,14 +138,14 @@ def mismatch(answer: Answer, expected: Expected) -> str | None:
         if expected.host is not None and host != expected.host:
             return f"backend saw host {host!r} (want {expected.host!r})"
         for name, value in expected.headers.items():
-            if seen.headers.get(name.lower()) != value:
+            if not same_values(seen.headers.get(name.lower()), value):
                 got = seen.headers.get(name.lower())
                 return f"backend saw header {name}: {got!r} (want {value!r})"
         for name in expected.absent_headers:
             if name.lower() in seen.headers:
                 return f"backend saw header {name}: {seen.headers[name.lower()]!r} (want none)"
     for name, value in expected.response_headers.items():
-        if answer.headers.get(name.lower()) != value:
+        if not same_values(answer.headers.get(name.lower()), value):
             got = answer.headers.get(name.lower())
             return f"response header {name}: {got!r} (want {value!r})"
     for name in expected.absent_response_headers:
@@ -345,7 +354,14 @@ class Conformance:
                 ),
                 None,
             )
-        return Answer(answer.status, answer.body, answer.headers, backend, received)
+        return Answer(answer.status, answer.body, answer.headers, backend, received, request_id)
+
+    def received(self, backend: str, answer: Answer) -> Received | None:
+        """What `backend` received of the request that got `answer` (a mirror's copy, say)."""
+        for seen in self.backends[backend].received():
+            if seen.headers.get(REQUEST_ID) == answer.request_id:
+                return seen
+        return None
 
     def expect(
         self, port: int, request: Request, expected: Expected, timeout: float = TRAFFIC_TIMEOUT

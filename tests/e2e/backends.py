@@ -6,6 +6,8 @@ what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
 - `delay=S`: sleep S seconds before answering (cut short when the backend stops);
+- a request header `x-backend-delay: S` delays that answer S seconds (at most
+  `MAX_HEADER_DELAY`), for timeout tests that share one backend;
 - `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
   for each named request header present;
 - every request is recorded (`received()`: method, path, headers), so a test can assert
@@ -27,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Most requests a backend records (a bound on memory, far above what a test sends).
 MAX_RECORDED = 100_000
+# Longest delay a request may ask for with `x-backend-delay`.
+MAX_HEADER_DELAY = 10.0
 # Most bytes of a request body a backend reads (tests send small bodies, if any).
 MAX_BODY = 1 << 20
 
@@ -56,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
         server.record(Received(self.command, self.path, headers))
         if server.delay > 0:
             server.stopping.wait(server.delay)
+        asked = _seconds(headers.get("x-backend-delay"))
+        if asked > 0:
+            server.stopping.wait(min(asked, MAX_HEADER_DELAY))
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
@@ -83,6 +90,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output quiet
+
+
+def _seconds(value: str | None) -> float:
+    """A header's number of seconds; 0 when absent or not a number."""
+    try:
+        return float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 class Backend(ThreadingHTTPServer):
