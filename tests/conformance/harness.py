@@ -253,17 +253,19 @@ class Conformance:
 
     def apply(self, *documents: str) -> tuple[str, ...]:
         """Make `documents` the case's objects (replacing the previous case's) and wait until
-        the fleet has applied them; returns the files' errors (objects left out)."""
+        the fleet has applied them; returns the files' errors. A case file with an error is
+        not applied at all (the fleet keeps a file's last good version whole): a case that
+        expects none asserts that this returns `()`."""
         text = joined(documents) if documents else ""
         if text == self._case:
             return self.errors()
-        before = self.fleet.mesh.applied
+        before, errors_before = self.fleet.mesh.applied, self.errors()
         rewrite(self.root / "case.yaml", text)
         self._case = text
         deadline = time.monotonic() + APPLY_TIMEOUT
-        while self.fleet.mesh.applied == before:
+        while self.fleet.mesh.applied == before and self.errors() == errors_before:
             assert time.monotonic() < deadline, (
-                f"the fleet did not apply the case in {APPLY_TIMEOUT}s"
+                f"the fleet did not take the case in {APPLY_TIMEOUT}s"
             )
             time.sleep(0.02)
         return self.errors()
