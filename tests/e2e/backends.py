@@ -1,10 +1,13 @@
 """Real HTTP backends on loopback, and a plain HTTP client for requests through Envoy.
 
-A backend answers every GET with `backend <name>`. Options make it misbehave or report on
+A backend answers every request (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS; a request
+body is read and dropped) with `backend <name>`. Options make it misbehave or report on
 what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
 - `delay=S`: sleep S seconds before answering (cut short when the backend stops);
+- a request header `x-backend-delay: S` delays that answer S seconds (at most
+  `MAX_HEADER_DELAY`), for timeout tests that share one backend;
 - `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
   for each named request header present;
 - every request is recorded (`received()`: method, path, headers), so a test can assert
@@ -26,6 +29,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Most requests a backend records (a bound on memory, far above what a test sends).
 MAX_RECORDED = 100_000
+# Longest delay a request may ask for with `x-backend-delay`.
+MAX_HEADER_DELAY = 10.0
+# Most bytes of a request body a backend reads (tests send small bodies, if any).
+MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         server = self.server
         number = server.count()
+        length = self.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            self.rfile.read(min(int(length), MAX_BODY))
         headers: dict[str, str] = {}
         for key, value in self.headers.items():  # a repeated header: its values, joined
             key = key.lower()
@@ -50,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
         server.record(Received(self.command, self.path, headers))
         if server.delay > 0:
             server.stopping.wait(server.delay)
+        asked = _seconds(headers.get("x-backend-delay"))
+        if asked > 0:
+            server.stopping.wait(min(asked, MAX_HEADER_DELAY))
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
@@ -68,12 +81,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Backend", server.name)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
         except OSError:
             pass  # the client (Envoy, after a timeout) is gone
 
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
+
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output quiet
+
+
+def _seconds(value: str | None) -> float:
+    """A header's number of seconds; 0 when absent or not a number."""
+    try:
+        return float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 class Backend(ThreadingHTTPServer):
