@@ -13,20 +13,21 @@ A call's outcome is one short line, the same for every kind of client:
 
 Run as a script, this is a proxyless client: it calls `xds:///<name>` (grpcio's own xDS
 resolver, configured by the bootstrap that `GRPC_XDS_BOOTSTRAP` names) in rounds, each round
-making every call of `--calls` once, and prints each round as one JSON list of outcomes,
-flushed. It stops after `--rounds` rounds or `--seconds` seconds, whichever comes first,
-and imports nothing but grpcio and the standard library.
+making every call of `--calls` once, and prints each round as one JSON list of results
+(`[outcome, metadata the backend received or null]`), flushed. It stops after `--rounds`
+rounds or `--seconds` seconds, whichever comes first, and imports nothing but grpcio and
+the standard library.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +64,13 @@ class Call:
         return cls(raw["method"], pairs, raw.get("authority"), raw.get("service", SERVICE))
 
 
-@dataclass
-class Echoed:
-    """What the last call that a backend answered brought it."""
+@dataclass(frozen=True)
+class Result:
+    """A call's outcome line and, when a backend answered, the metadata it received (each
+    key's values joined with `,`)."""
 
-    backend: str
-    method: str
-    metadata: dict[str, list[str]] = field(default_factory=dict)
+    outcome: str
+    metadata: dict[str, str] | None = field(default=None, compare=False)
 
 
 class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
@@ -80,9 +81,9 @@ class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self.name = name
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
-        method = str(details.method)  # type: ignore[attr-defined]
+        method = str(details.method)
 
-        async def answer(request: bytes, context: Any) -> bytes:
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
             metadata: dict[str, list[str]] = {}
             for key, value in context.invocation_metadata() or ():
                 metadata.setdefault(key, []).append(str(value))
@@ -92,72 +93,63 @@ class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(answer)
 
 
-@contextlib.asynccontextmanager
-async def echo_backends(names: Iterable[str]) -> AsyncIterator[dict[str, int]]:
+@contextlib.contextmanager
+def echo_backends(names: Iterable[str]) -> Iterator[dict[str, int]]:
     """Real gRPC echo servers on 127.0.0.1, one per name: name -> port."""
-    servers: list[grpc.aio.Server] = []
+    servers: list[grpc.Server] = []
     ports: dict[str, int] = {}
     try:
         for name in names:
-            server = grpc.aio.server()
+            server = grpc.server(ThreadPoolExecutor(max_workers=4))
             server.add_generic_rpc_handlers((EchoHandler(name),))
             port = server.add_insecure_port("127.0.0.1:0")
             assert port, f"cannot bind {name}"
             servers.append(server)
-            await server.start()
+            server.start()
             ports[name] = port
         yield ports
     finally:
-        await asyncio.gather(*(s.stop(0) for s in servers))
+        for server in servers:
+            server.stop(0).wait(5)
 
 
-async def call_once(
-    channel: grpc.aio.Channel, call: Call, timeout: float = 2.0
-) -> tuple[str, Echoed | None]:
-    """Make `call` on `channel`: (outcome line, what the backend saw if one answered)."""
+def call_once(channel: grpc.Channel, call: Call, timeout: float = 2.0) -> Result:
+    """Make `call` on `channel`."""
     stub = channel.unary_unary(call.path, request_serializer=None, response_deserializer=None)
     try:
-        reply = await stub(b"", timeout=timeout, metadata=call.metadata or None)
-    except grpc.aio.AioRpcError as error:
-        return f"err {error.code().name}", None
+        reply = stub(b"", timeout=timeout, metadata=call.metadata or None)
+    except grpc.RpcError as error:
+        return Result(f"err {error.code().name}")
     body = json.loads(reply)
-    echoed = Echoed(body["backend"], body["method"], body["metadata"])
-    return f"ok {echoed.backend}", echoed
+    metadata = {key: ",".join(values) for key, values in body["metadata"].items()}
+    return Result(f"ok {body['backend']}", metadata)
 
 
-@contextlib.asynccontextmanager
-async def channel_to(address: str, authority: str | None = None) -> AsyncIterator[grpc.aio.Channel]:
-    """A plaintext channel to `address` (`127.0.0.1:<port>`) sending `:authority`."""
+def channel(target: str, authority: str | None = None) -> grpc.Channel:
+    """A plaintext channel to `target` sending `:authority` (else the target's)."""
     options = [("grpc.default_authority", authority)] if authority else []
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
-        yield channel
+    return grpc.insecure_channel(target, options=options)
 
 
-async def outcomes(address: str, calls: Sequence[Call]) -> list[str]:
-    """One round of `calls` to `address`, each on a channel with its own `:authority`."""
-    found = []
-    for call in calls:
-        async with channel_to(address, call.authority) as channel:
-            found.append((await call_once(channel, call))[0])
-    return found
+def call_through(address: str, call: Call) -> Result:
+    """`call` on a fresh channel to `address` (`127.0.0.1:<port>`, an Envoy listener)."""
+    with channel(address, call.authority) as opened:
+        return call_once(opened, call)
 
 
-async def _rounds(target: str, calls: list[Call], rounds: int, seconds: float) -> None:
+def _rounds(target: str, calls: Sequence[Call], rounds: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    channels: dict[str | None, grpc.aio.Channel] = {}
+    channels = {c.authority: channel(target, c.authority) for c in calls}
     try:
-        for call in calls:
-            if call.authority not in channels:
-                options = [("grpc.default_authority", call.authority)] if call.authority else []
-                channels[call.authority] = grpc.aio.insecure_channel(target, options=options)
         for _ in range(rounds):
             if time.monotonic() > deadline:
                 break
-            found = [(await call_once(channels[c.authority], c, 1.0))[0] for c in calls]
-            print(json.dumps(found), flush=True)
-            await asyncio.sleep(0.05)
+            found = [call_once(channels[c.authority], c, 1.0) for c in calls]
+            print(json.dumps([[r.outcome, r.metadata] for r in found]), flush=True)
+            time.sleep(0.05)
     finally:
-        await asyncio.gather(*(c.close() for c in channels.values()))
+        for opened in channels.values():
+            opened.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=45.0, help="stop after this long")
     args = parser.parse_args(argv)
     calls = [Call.from_json(raw) for raw in json.loads(args.calls)]
-    asyncio.run(_rounds(args.target, calls, args.rounds, args.seconds))
+    _rounds(args.target, calls, args.rounds, args.seconds)
     return 0
 
 
