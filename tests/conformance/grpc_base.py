@@ -26,6 +26,7 @@ import selectors
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,35 @@ def expect_rounds(
             break
         time.sleep(0.05)
     raise AssertionError("\n".join(problems))
+
+
+def weighted_split(
+    conformance: Conformance,
+    next_round: Round,
+    before: str,
+    weighted: str,
+    only: GrpcExpected,
+    rounds: int = 10,
+) -> Counter[str]:
+    """The outcomes of `rounds` rounds once route `weighted` is in force. `before` (the same
+    route sending every call to one backend, `only`) goes first: once another backend
+    answers, `weighted` is in force, whatever the backends of the parent itself."""
+    assert conformance.apply(before) == ()
+    calls = len(next_round())
+    expect_rounds(next_round, [(Call(), only)] * calls)
+    assert conformance.apply(weighted) == ()
+    for _ in range(int(TRAFFIC_TIMEOUT / 0.05)):
+        if any(r.outcome != only.outcome for r in next_round()):
+            break
+    return Counter(r.outcome for _ in range(rounds) for r in next_round())
+
+
+def assert_split(outcomes: Counter[str], first: str, second: str) -> None:
+    """70% to `first` and 30% to `second`, within about four standard deviations either way
+    for 200 calls, and no call anywhere else (a weight 0 gets none)."""
+    assert set(outcomes) == {f"ok {first}", f"ok {second}"}, outcomes
+    share = outcomes[f"ok {first}"] / sum(outcomes.values())
+    assert 0.55 <= share <= 0.85, outcomes
 
 
 class ProxylessRounds:

@@ -16,10 +16,12 @@ from tests.conformance.base import INFRA, case_gateway
 from tests.conformance.grpc_base import (
     UNIMPLEMENTED,
     GrpcExpected,
+    assert_split,
     expect_rounds,
     grpc_base,
     ok,
     through,
+    weighted_split,
 )
 from tests.conformance.harness import Conformance
 from tests.e2e.grpc_echo import SERVICE, Call
@@ -300,3 +302,21 @@ def test_an_http_route_and_a_grpc_route_never_share_a_hostname(conformance: Conf
     conformance.apply(newer_grpc)
     accepted(conformance, "api")
     expect(port, [(call, ok(V2)) for call in calls])
+
+
+def test_weight(conformance: Conformance) -> None:
+    """GRPCRouteWeight: calls split 70/30 between v1 and v2; v3, of weight 0, gets none."""
+    weights = "  - backendRefs:\n" + "".join(
+        f"    - {{name: {backend}, port: 8080, weight: {weight}}}\n"
+        for backend, weight in ((V1, 70), (V2, 30), (V3, 0))
+    )
+    only_v2 = f"  - backendRefs: [{{name: {V2}, port: 8080}}]\n"
+    port = conformance.gateway("same-namespace")
+    split = weighted_split(
+        conformance,
+        through(f"127.0.0.1:{port}", [Call("Echo")] * 20),
+        grpc_route("weighted-backends", only_v2),
+        grpc_route("weighted-backends", weights),
+        ok(V2),
+    )
+    assert_split(split, V1, V2)

@@ -25,11 +25,12 @@ from tests.conformance.grpc_base import (
     UNIMPLEMENTED,
     GrpcExpected,
     ProxylessRounds,
-    Round,
+    assert_split,
     expect_rounds,
     grpc_base,
     ok,
     through,
+    weighted_split,
 )
 from tests.conformance.harness import TRAFFIC_TIMEOUT, Conformance
 from tests.e2e.grpc_echo import SERVICE, Call
@@ -245,42 +246,25 @@ WEIGHTED = mesh_route(
     - {{name: {PARENT}, port: {PORT}, weight: 0}}
 """,
 )
-# Before the weighted route, one that sends every call to v2: once v1 answers, the weighted
-# route is in force (grpc-echo alone would also reach both versions).
+# First a route sending every call to v2 (see `weighted_split`).
 ALL_TO_V2 = mesh_route(
     "mesh-grpc-weighted-backends", f"  - backendRefs: [{{name: {V2}, port: {PORT}}}]\n"
 )
-WEIGHT_ROUNDS, ROUND_CALLS = 10, 20
-
-
-def _assert_weighted(outcomes: Counter[str]) -> None:
-    """70/30, within what 200 calls make all but certain (about four standard deviations
-    each way), and none to the weight 0 (the parent itself, which reaches both versions)."""
-    assert set(outcomes) == {f"ok {V1}", f"ok {V2}"}, outcomes
-    share = outcomes[f"ok {V1}"] / sum(outcomes.values())
-    assert 0.55 <= share <= 0.85, outcomes
-
-
-def _weighted_rounds(conformance: Conformance, next_round: Round, call: Call) -> Counter[str]:
-    expect_rounds(next_round, [(call, ok(V2))] * ROUND_CALLS)
-    conformance.apply(WEIGHTED)
-    for _ in range(int(TRAFFIC_TIMEOUT / 0.05)):  # until the weighted route is in force
-        if any(r.outcome == f"ok {V1}" for r in next_round()):
-            break
-    return Counter(r.outcome for _ in range(WEIGHT_ROUNDS) for r in next_round())
+ROUND_CALLS = 20
 
 
 def test_weight_through_a_sidecar(conformance: Conformance) -> None:
-    """MeshGRPCRouteWeight: the calls split 70/30 between the versions; weight 0 gets none."""
-    conformance.apply(ALL_TO_V2)
-    call = Call("Echo", authority=AUTHORITY)
+    """MeshGRPCRouteWeight: the calls split 70/30 between the versions; weight 0 (the parent
+    itself, which reaches both) gets none."""
     address = f"127.0.0.1:{conformance.sidecar()}"
-    _assert_weighted(_weighted_rounds(conformance, through(address, [call] * ROUND_CALLS), call))
+    calls = [Call("Echo", authority=AUTHORITY)] * ROUND_CALLS
+    split = weighted_split(conformance, through(address, calls), ALL_TO_V2, WEIGHTED, ok(V2))
+    assert_split(split, V1, V2)
 
 
 def test_weight_for_a_proxyless_client(conformance: Conformance, tmp_path: Path) -> None:
-    conformance.apply(ALL_TO_V2)
+    assert conformance.apply(ALL_TO_V2) == ()
     client = ProxylessRounds(tmp_path, conformance.xds_port, MESH, TARGET)
-    call = Call("Echo")
-    with client.calling([call] * ROUND_CALLS) as next_round:
-        _assert_weighted(_weighted_rounds(conformance, next_round, call))
+    with client.calling([Call("Echo")] * ROUND_CALLS) as next_round:
+        split = weighted_split(conformance, next_round, ALL_TO_V2, WEIGHTED, ok(V2))
+    assert_split(split, V1, V2)
