@@ -24,6 +24,7 @@ from tests.conformance.grpc_base import (
     weighted_split,
 )
 from tests.conformance.harness import Conformance
+from tests.e2e import grpc_echo
 from tests.e2e.grpc_echo import SERVICE, Call
 from tests.support.net import free_port
 
@@ -320,3 +321,17 @@ def test_weight(conformance: Conformance) -> None:
         ok(V2),
     )
     assert_split(split, V1, V2)
+
+
+def test_a_call_may_last_longer_than_envoy_s_default_route_timeout(
+    conformance: Conformance,
+) -> None:
+    """kontinuum's choice where the GRPCRoute has no field: a call is bounded by its own
+    deadline, not by Envoy's default route timeout of 15 s, which would cut every longer
+    call and every stream (the backend answers after 16 s; the deadline is 25 s away)."""
+    conformance.apply(grpc_route("slow", f"  - backendRefs: [{{name: {V1}, port: 8080}}]\n"))
+    accepted(conformance, "slow")
+    port = conformance.gateway("same-namespace")
+    expect(port, [(Call("Echo"), ok(V1))])
+    slow = Call("Echo", ((grpc_echo.DELAY, "16"),))
+    assert grpc_echo.call_through(f"127.0.0.1:{port}", slow, timeout=25).outcome == f"ok {V1}"

@@ -4,7 +4,8 @@ Backends serve `gateway_api_conformance.echo_basic.grpcecho.GrpcEcho` (methods `
 `EchoTwo`, `EchoThree`), and any other method too, with a generic handler, bytes in and
 bytes out: every call is answered with JSON naming the backend, the method called and the
 metadata received, so a test sees which backend a route chose and what reached it (an
-UNIMPLEMENTED status comes from the proxy, never from a backend).
+UNIMPLEMENTED status comes from the proxy, never from a backend). A call with the metadata
+`x-echo-delay-seconds: S` is answered S seconds later (at most 30).
 
 A call's outcome is one short line, the same for every kind of client:
 
@@ -35,6 +36,8 @@ import grpc
 
 SERVICE = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
 METHODS = ("Echo", "EchoTwo", "EchoThree")
+DELAY = "x-echo-delay-seconds"  # metadata that makes a backend answer this much later
+MAX_DELAY = 30.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             metadata: dict[str, list[str]] = {}
             for key, value in context.invocation_metadata() or ():
                 metadata.setdefault(key, []).append(str(value))
+            if DELAY in metadata:  # a slow backend, as long as the call asks (bounded)
+                time.sleep(min(float(metadata[DELAY][0]), MAX_DELAY))
             reply = {"backend": self.name, "method": method, "metadata": metadata}
             return json.dumps(reply).encode()
 
@@ -131,10 +136,11 @@ def channel(target: str, authority: str | None = None) -> grpc.Channel:
     return grpc.insecure_channel(target, options=options)
 
 
-def call_through(address: str, call: Call) -> Result:
-    """`call` on a fresh channel to `address` (`127.0.0.1:<port>`, an Envoy listener)."""
+def call_through(address: str, call: Call, timeout: float = 2.0) -> Result:
+    """`call` on a fresh channel to `address` (`127.0.0.1:<port>`, an Envoy listener), with
+    a deadline `timeout` seconds away."""
     with channel(address, call.authority) as opened:
-        return call_once(opened, call)
+        return call_once(opened, call, timeout)
 
 
 def _rounds(target: str, calls: Sequence[Call], rounds: int, seconds: float) -> None:

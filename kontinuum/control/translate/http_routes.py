@@ -23,7 +23,10 @@ request). How each Gateway API field maps:
   `RequestMirror` is a `request_mirror_policies` entry.
 - `timeouts.request` is the route timeout (0 disables it); `timeouts.backendRequest` is
   each attempt's timeout. `retry` sets the attempts, the status codes to retry (on top of
-  the connection failures a sidecar always retries) and the base back-off interval.
+  the connection failures a sidecar always retries) and the base back-off interval. A
+  GRPCRoute's calls have no route timeout but their own deadline (`grpc-timeout`:
+  `max_stream_duration.grpc_timeout_header_max` of 0), so a long call or a stream is not
+  cut after Envoy's default 15 s.
 
 Precedence between routes of one host follows the Gateway API: an exact path first, then
 (kontinuum's choice where the API leaves it open, as Envoy Gateway does) regular
@@ -332,6 +335,11 @@ def envoy_route(
             action.request_mirror_policies.add(
                 cluster=cluster, runtime_fraction=_percent(mirror.percent)
             )
+    if kind == "GRPCRoute":
+        # A call lasts as long as its deadline (`grpc-timeout`) says, a stream included:
+        # Envoy's default route timeout (15 s) would cut every longer one.
+        action.timeout.CopyFrom(_seconds(0))
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_seconds(0))
     timeouts = rule.timeouts
     if timeouts is not None and timeouts.request is not None:
         action.timeout.CopyFrom(_seconds(timeouts.request))
