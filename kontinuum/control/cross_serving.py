@@ -1,12 +1,18 @@
-"""Cross serving (GEP-1016): an HTTPRoute and a GRPCRoute never share a hostname on a listener.
+"""Routes of both kinds on one host: an HTTPRoute and a GRPCRoute are never merged.
 
-The Gateway API does not merge gRPC and HTTP routing for one host. When a route of one kind
+Gateways (GEP-1016, "cross serving"). When a route of one kind
 and a route of the other are attached to the same Gateway listener and the hostnames they
 serve there (each route's `hostnames` intersected with the listener's; a route without any
 serves all of the listener's) intersect, exactly one of them is accepted there: the older
 one (`creationTimestamp`), then the first by `<namespace>/<name>`. The other is not attached
 to that listener, and is `Accepted=False` toward its parent when no listener is left.
-A route that lost on a listener does not block a third route there. Pure: no I/O.
+A route that lost on a listener does not block a third route there.
+
+Mesh (GEP-1294, "route types"). When routes of both kinds of one namespace attach to the same
+Service port (a Service or ServiceImport parent of that name), the GRPCRoutes apply there and
+the HTTPRoutes do not: an HTTPRoute left with no port of its parent is `Accepted=False`
+`Conflicted`. Routes of different namespaces never merge (a consumer route replaces the
+producer routes for its namespace), so they do not conflict. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -89,3 +95,18 @@ def _oldest_first(routes: Sequence[Route]) -> list[Route]:
     """Each route once (two parentRefs may name one listener), the oldest first."""
     unique = {route_key(route): route for route in routes}
     return sorted(unique.values(), key=_age)
+
+
+ServicePortKey = tuple[str, str, str, int]
+"""A route namespace's view of a Service port: the route's namespace, the parent's namespace
+and name, and the port."""
+
+
+def mesh_grpc_ports(attached: Iterable[tuple[Route, str, str, int]]) -> frozenset[ServicePortKey]:
+    """The Service ports that a GRPCRoute of the (route, parent namespace, parent name, port)
+    attachments holds: an HTTPRoute of the same namespace does not apply there."""
+    return frozenset(
+        (route.namespace, namespace, name, port)
+        for route, namespace, name, port in attached
+        if route.kind == "GRPCRoute"
+    )

@@ -16,6 +16,10 @@ Routes, per parentRef, condition `Accepted`:
   with the same message as for a missing one, so status reveals nothing that workspace
   isolation hides. sectionName names a Service port, port numbers one. Other kinds:
   `NoMatchingParent`.
+- An HTTPRoute and a GRPCRoute are never merged (`cross_serving`): on a Gateway listener
+  where both serve a hostname, the older keeps it (the other, left with no listener,
+  `HostnameConflict`); on a Service port that both of one namespace attach to, the
+  GRPCRoutes apply (the HTTPRoute, left with no port, `Conflicted`).
 - Then `UnsupportedValue` when the route holds what kontinuum cannot serve: a regular
   expression that Python's `re` rejects or that uses what RE2 (Envoy's dialect) lacks
   (lookaround, backreferences, atomic groups, possessive quantifiers, conditionals, comments,
@@ -55,8 +59,10 @@ from kontinuum.control.cross_serving import (
     Conflict,
     ListenerKey,
     RouteKey,
+    ServicePortKey,
     cross_serving_conflicts,
     listener_key,
+    mesh_grpc_ports,
     route_key,
 )
 from kontinuum.control.gateway_binding import (
@@ -446,6 +452,26 @@ def _without_conflicts(
     )
 
 
+def _without_grpc_ports(
+    route: Route, found: BoundParent, grpc_ports: frozenset[ServicePortKey]
+) -> BoundParent | tuple[str, str]:
+    """A mesh HTTPRoute's parent without the Service ports a GRPCRoute of its namespace
+    holds (GEP-1294), or why none is left."""
+    ref = found.ref
+    kept = tuple(
+        p for p in found.ports if (route.namespace, ref.namespace, ref.name, p) not in grpc_ports
+    )
+    if kept == found.ports:
+        return found
+    if kept:
+        return replace(found, ports=kept)
+    ports = ", ".join(map(str, found.ports))
+    return "Conflicted", (
+        f"a GRPCRoute of namespace {route.namespace} applies to {ref.namespace}/{ref.name} "
+        f"port {ports}: of routes of both kinds on one Service port, the GRPCRoutes apply"
+    )
+
+
 # --- everything ------------------------------------------------------------------------------
 
 
@@ -503,6 +529,14 @@ def bind_routes(
         if isinstance(found, BoundParent) and found.gateway is not None
         for listener in found.listeners
     )
+    grpc_ports = mesh_grpc_ports(
+        (route, found.ref.namespace, found.ref.name, port)
+        for route, founds in zip(config.routes, found_parents, strict=True)
+        if not _unsupported(route)
+        for found in founds
+        if isinstance(found, BoundParent)
+        for port in found.ports
+    )
     for route, founds in zip(config.routes, found_parents, strict=True):
         rules, problems = _bind_rules(route, plane, grants)
         resolved = (
@@ -516,6 +550,8 @@ def bind_routes(
         for ref, found in zip(route.parents, founds, strict=True):
             if isinstance(found, BoundParent) and found.gateway is not None:
                 found = _without_conflicts(route, found, conflicts)
+            elif isinstance(found, BoundParent) and route.kind == "HTTPRoute":
+                found = _without_grpc_ports(route, found, grpc_ports)
             if not isinstance(found, BoundParent):
                 condition = Condition("Accepted", "False", *found)
             elif unsupported:

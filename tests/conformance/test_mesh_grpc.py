@@ -268,3 +268,32 @@ def test_weight_for_a_proxyless_client(conformance: Conformance, tmp_path: Path)
     with client.calling([Call("Echo")] * ROUND_CALLS) as next_round:
         split = weighted_split(conformance, next_round, ALL_TO_V2, WEIGHTED, ok(V2))
     assert_split(split, V1, V2)
+
+
+def test_a_grpc_route_and_an_http_route_on_one_service_port(conformance: Conformance) -> None:
+    """GEP-1294 route types: of an HTTPRoute and a GRPCRoute on one Service port, only the
+    GRPCRoute applies; the HTTPRoute is Conflicted, its rules nowhere in force."""
+    http_route = f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: mesh-http, namespace: {MESH}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {PARENT}, port: {PORT}}}]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /{SERVICE}/EchoThree}}}}]
+    backendRefs: [{{name: {V1}, port: {PORT}}}]
+"""
+    grpc_route = mesh_route(
+        "mesh-grpc",
+        f"""  - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    backendRefs: [{{name: {V2}, port: {PORT}}}]
+""",
+    )
+    assert conformance.apply(http_route, grpc_route) == ()
+    (http,) = conformance.parent_conditions("mesh-http", MESH)
+    (grpc,) = conformance.parent_conditions("mesh-grpc", MESH, "GRPCRoute")
+    assert (http["Accepted"].status, http["Accepted"].reason) == ("False", "Conflicted")
+    assert grpc["Accepted"].status == "True"
+    through_sidecar(
+        conformance,
+        [(Call("Echo"), ok(V2)), (Call("EchoThree"), GrpcExpected(UNIMPLEMENTED))],
+    )

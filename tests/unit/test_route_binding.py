@@ -464,6 +464,36 @@ def test_a_route_that_loses_one_listener_keeps_the_others() -> None:
     assert [li.name for li in web.parents[0].listeners] == ["http"]
 
 
+def test_on_a_service_port_a_grpc_route_applies_and_an_http_route_of_its_namespace_not() -> None:
+    """GEP-1294: of routes of both kinds on one Service port, the GRPCRoute applies; the
+    HTTPRoute keeps the ports it alone has, and is Conflicted with none left."""
+    grpc = edit(edit(ROUTE, "kind: HTTPRoute", "kind: GRPCRoute"), "name: web,", "name: api,")
+    grpc = with_parent('{group: "", kind: Service, name: hello, port: 80}', grpc)
+    everywhere = edit(ROUTE, "name: web,", "name: all,")  # ports 80 and 9090
+    on_80 = with_parent('{group: "", kind: Service, name: hello, port: 80}')
+    binding = bind(grpc, everywhere, on_80)
+    reasons = {s.name: s.parents[0].conditions[0] for s in binding.statuses}
+    assert (reasons["api"].reason, reasons["all"].reason) == ("Accepted", "Accepted")
+    assert (reasons["web"].status, reasons["web"].reason) == ("False", "Conflicted")
+    assert reasons["web"].message == (
+        "a GRPCRoute of namespace demo applies to demo/hello port 80: of routes of both kinds "
+        "on one Service port, the GRPCRoutes apply"
+    )
+    ports = {r.route.name: r.parents[0].ports for r in binding.routes}
+    assert ports == {"api": (80,), "all": (9090,)}
+    # demo's consumer HTTPRoute replaces payments' producer GRPCRoute for demo's callers
+    # instead: routes of two namespaces never merge, so they do not conflict.
+    producer = edit(
+        edit(grpc, "name: hello, port: 80}]\n  rules", "name: billing}]\n  rules"),
+        "namespace: demo}",
+        "namespace: payments}",
+    )
+    producer = edit(producer, "[{name: hello, port: 80}]", "[{name: billing, port: 80}]")
+    binding = bind(producer, CONSUMER, grants=(grant("Namespace"),))
+    reasons = {(s.kind, s.namespace): s.parents[0].conditions[0].reason for s in binding.statuses}
+    assert reasons == {("GRPCRoute", "payments"): "Accepted", ("HTTPRoute", "demo"): "Accepted"}
+
+
 # --- what kontinuum cannot serve: UnsupportedValue -------------------------------------------
 
 
