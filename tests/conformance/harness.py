@@ -366,20 +366,25 @@ class Conformance:
         return None
 
     def expect(
-        self, port: int, request: Request, expected: Expected, timeout: float = TRAFFIC_TIMEOUT
+        self,
+        port: int,
+        request: Request,
+        expected: Expected,
+        timeout: float = TRAFFIC_TIMEOUT,
+        consecutive: int = CONSECUTIVE,
     ) -> Answer:
-        """Send `request` until its answer has been `expected` `CONSECUTIVE` times in a row
+        """Send `request` until its answer has been `expected` `consecutive` times in a row
         (bounded by `timeout`); fail with the last difference otherwise."""
         deadline = time.monotonic() + timeout
         in_a_row = 0
         problem = "no request sent"
         answer = Answer(0, "", {})
-        for _ in range(int(timeout / 0.05) + CONSECUTIVE):
+        for _ in range(int(timeout / 0.05) + consecutive):
             answer = self.send(port, request)
             problem_now = mismatch(answer, expected)
             if problem_now is None:
                 in_a_row += 1
-                if in_a_row == CONSECUTIVE:
+                if in_a_row == consecutive:
                     return answer
                 continue
             in_a_row, problem = 0, problem_now
