@@ -360,10 +360,16 @@ class Conformance:
 
     def received(self, backend: str, answer: Answer) -> Received | None:
         """What `backend` received of the request that got `answer` (a mirror's copy, say)."""
-        for seen in self.backends[backend].received():
-            if seen.headers.get(REQUEST_ID) == answer.request_id:
-                return seen
-        return None
+        copies = self.copies(backend, answer)
+        return copies[0] if copies else None
+
+    def copies(self, backend: str, answer: Answer) -> list[Received]:
+        """Every copy of the request that got `answer` that `backend` received (retries)."""
+        return [
+            seen
+            for seen in self.backends[backend].received()
+            if seen.headers.get(REQUEST_ID) == answer.request_id
+        ]
 
     def expect(
         self,

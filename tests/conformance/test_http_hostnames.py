@@ -1,6 +1,7 @@
 """Gateway HTTP conformance: listener and route hostnames, as upstream's
-HTTPRouteListenerHostnameMatching and HTTPRouteHostnameIntersection cases check (this
-suite's own names): a route serves the intersection of its hostnames with its listener's."""
+HTTPRouteListenerHostnameMatching, HTTPRouteHostnameIntersection and
+GatewayHTTPListenerIsolation cases check (this suite's own names): a route serves the
+intersection of its hostnames with its listener's."""
 
 from __future__ import annotations
 
@@ -169,3 +170,40 @@ def test_hostname_intersection(conformance: Conformance) -> None:
             (Request("sub.two.example"), NOT_FOUND),
         ],
     )
+
+
+def test_listener_isolation(conformance: Conformance) -> None:
+    """GatewayHTTPListenerIsolation (extended): a request is served by the routes of the
+    most specific listener its Host matches only, even where a less specific listener's
+    route would match its path."""
+    port = free_port()
+    listeners = (
+        hostname_listener("any", port, None)
+        + hostname_listener("wide", port, "*.lake.example")
+        + hostname_listener("narrow", port, "*.north.lake.example")
+        + hostname_listener("exact", port, "pier.north.lake.example")
+    )
+    routes = [
+        http_route(
+            f"on-{section}",
+            f"""  - matches: [{{path: {{type: PathPrefix, value: /{section}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+""",
+            parents=f"[{{name: isolated, sectionName: {section}}}]",
+        )
+        for section in ("any", "wide", "narrow", "exact")
+    ]
+    conformance.apply(case_gateway("isolated", listeners), *routes)
+    conformance.gateway("isolated")
+    by_host = {
+        "shore.example": "any",
+        "beach.lake.example": "wide",
+        "cove.north.lake.example": "narrow",
+        "pier.north.lake.example": "exact",
+    }
+    cases = [
+        (Request(host, f"/{section}"), v(1) if section == own else NOT_FOUND)
+        for host, own in by_host.items()
+        for section in ("any", "wide", "narrow", "exact")
+    ]
+    conformance.expect_all(port, cases)

@@ -1,7 +1,8 @@
 """Gateway HTTP conformance: how traffic is shared, bounded in time and served on several
 Gateways, as upstream's HTTPRouteWeight, HTTPRouteTimeoutRequest,
-HTTPRouteTimeoutBackendRequest, HTTPRouteNoBackendRefs and HTTPRouteMultipleGateways cases
-check. A request asks the echo backend to answer late with `x-backend-delay: <seconds>`."""
+HTTPRouteTimeoutBackendRequest, HTTPRouteNoBackendRefs, HTTPRouteMultipleGateways and
+HTTPRouteRetry cases check. A request asks the echo backend to answer late with
+`x-backend-delay: <seconds>`, or with a status, `x-backend-status: <code>`."""
 
 from __future__ import annotations
 
@@ -146,3 +147,34 @@ def test_a_route_on_two_gateways(conformance: Conformance) -> None:
             (Request(HOST, "/"), Expected(backend="infra-backend-v3")),
         ],
     )
+
+
+def test_retries(conformance: Conformance) -> None:
+    """HTTPRouteRetry (extended): an answer of a listed status is retried `attempts` times
+    (the backend gets the request 1 + attempts times), another status is not; the client
+    gets the last answer."""
+    conformance.apply(
+        http_route(
+            "retries",
+            """  - matches: [{path: {type: PathPrefix, value: /twice}}]
+    retry: {codes: [500, 503], attempts: 2, backoff: 10ms}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /never}}]
+    retry: {attempts: 0}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+""",
+        )
+    )
+    port = conformance.gateway()
+    v3 = "infra-backend-v3"
+    conformance.expect_all(
+        port,
+        [
+            (Request(HOST, "/twice"), Expected(backend=v3)),
+            (Request(HOST, "/never"), Expected(backend=v3)),
+        ],
+    )
+    for path, status, copies in (("/twice", "503", 3), ("/twice", "502", 1), ("/never", "503", 1)):
+        answer = conformance.send(port, Request(HOST, path, headers={"x-backend-status": status}))
+        assert (answer.status, answer.backend) == (int(status), v3), answer.body
+        assert len(conformance.copies(v3, answer)) == copies, (path, status)

@@ -6,6 +6,7 @@ what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
 - `delay=S`: sleep S seconds before answering (cut short when the backend stops);
+- a request header `x-backend-status: N` (200-599) makes that answer HTTP N;
 - a request header `x-backend-delay: S` delays that answer S seconds (at most
   `MAX_HEADER_DELAY`), for timeout tests that share one backend;
 - `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
@@ -66,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
+        asked_status = headers.get("x-backend-status", "")
+        if asked_status.isdigit() and 200 <= int(asked_status) <= 599:
+            status = int(asked_status)
         lines = [f"backend {server.name}"]
         if server.echo is not None:
             lines.append(f"path {self.path}")
