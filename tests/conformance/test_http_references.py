@@ -3,10 +3,11 @@ HTTPRouteReferenceGrant, HTTPRouteInvalidReferenceGrant,
 HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteInvalidNonExistentBackendRef,
 HTTPRouteInvalidBackendRefUnknownKind, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
 HTTPRouteInvalidCrossNamespaceParentRef, HTTPRouteInvalidParentRefNotMatchingListenerPort,
-HTTPRouteInvalidParentRefNotMatchingSectionName and HTTPRouteDisallowedKind check: a backend
-the route may not use, or that does not exist, answers 500 (the spec's rule for a rule whose
-backends are all invalid) with `ResolvedRefs=False`; a parent the route may not attach to is
-`Accepted=False`."""
+HTTPRouteInvalidParentRefNotMatchingSectionName,
+HTTPRouteInvalidParentRefSectionNameNotMatchingPort and HTTPRouteDisallowedKind check: a
+backend the route may not use, or that does not exist, answers 500 (the spec's rule for a
+rule whose backends are all invalid) with `ResolvedRefs=False`; a parent the route may not
+attach to is `Accepted=False`."""
 
 from __future__ import annotations
 
@@ -232,3 +233,16 @@ def test_disallowed_kind(conformance: Conformance) -> None:
         ),
     )
     assert accepted(conformance, "disallowed-kind") == ("False", "NotAllowedByListeners")
+
+
+def test_section_name_not_matching_port(conformance: Conformance) -> None:
+    """HTTPRouteInvalidParentRefSectionNameNotMatchingPort (extended): a parentRef naming a
+    listener and a port that listener does not have: `NoMatchingParent`."""
+    conformance.apply(
+        http_route(
+            "section-and-port",
+            "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+            parents=f"[{{name: same-namespace, sectionName: http, port: {free_port()}}}]",
+        )
+    )
+    assert accepted(conformance, "section-and-port") == ("False", "NoMatchingParent")
