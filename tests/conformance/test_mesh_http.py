@@ -141,15 +141,10 @@ def test_mesh_consumer_route(conformance: Conformance) -> None:
         )
     )
     accepted(conformance, "consumer-header", MESH_CONSUMER)
-    host = f"echo-v1.{MESH}"
-    conformance.expect(
-        conformance.sidecar(MESH_CONSUMER),
-        Request(host),
-        echo(1, response_headers={"x-consumer": "yes"}),
-    )
-    conformance.expect(
-        conformance.sidecar(MESH), Request(host), echo(1, absent_response_headers=["x-consumer"])
-    )
+    consumer, producer = conformance.sidecar(MESH_CONSUMER), conformance.sidecar(MESH)
+    for host in (f"echo-v1.{MESH}", f"echo-v1.{MESH}.svc.cluster.local", f"echo-v1.{MESH}:80"):
+        conformance.expect(consumer, Request(host), echo(1, response_headers={"x-consumer": "yes"}))
+        conformance.expect(producer, Request(host), echo(1, absent_response_headers=["x-consumer"]))
 
 
 def test_mesh_matching(conformance: Conformance) -> None:
