@@ -246,3 +246,28 @@ def test_section_name_not_matching_port(conformance: Conformance) -> None:
         )
     )
     assert accepted(conformance, "section-and-port") == ("False", "NoMatchingParent")
+
+
+def test_an_invalid_backend_keeps_its_share(conformance: Conformance) -> None:
+    """The spec's rule for a rule with valid and invalid backends: the requests the invalid
+    backend's weight would have had get 500, the others reach the valid backend."""
+    conformance.apply(
+        http_route(
+            "half-missing",
+            """  - backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: no-such-backend, port: 8080, weight: 1}
+""",
+        )
+    )
+    assert resolved_refs(conformance, "half-missing") == ("False", "BackendNotFound")
+    port = conformance.gateway()
+    conformance.expect(port, Request(HOST, "/"), SERVER_ERROR, consecutive=1)
+    conformance.expect(
+        port, Request(HOST, "/"), Expected(backend="infra-backend-v1"), consecutive=1
+    )
+    outcomes = [conformance.send(port, Request(HOST, "/")) for _ in range(100)]
+    served = sum(1 for a in outcomes if (a.status, a.backend) == (200, "infra-backend-v1"))
+    failed = sum(1 for a in outcomes if (a.status, a.backend) == (500, None))
+    assert served + failed == 100
+    assert 20 <= served <= 80, served  # 1:1 of 100: 50, the bounds 6 standard deviations
