@@ -97,7 +97,14 @@ class Answer:
 def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> Answer:
     """One request to 127.0.0.1:`port` on a fresh connection; never raises OSError."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Host": request.host, **request.headers, REQUEST_ID: request_id}
+    # The id also keys the copies of one request (retries) at an echo backend, for
+    # `x-backend-fail-first`.
+    headers = {
+        "Host": request.host,
+        **request.headers,
+        REQUEST_ID: request_id,
+        "x-backend-attempt-key": request_id,
+    }
     try:
         connection.request(request.method, request.path, headers=headers)
         response = connection.getresponse()

@@ -1,8 +1,9 @@
 """Gateway HTTP conformance: how traffic is shared, bounded in time and served on several
 Gateways, as upstream's HTTPRouteWeight, HTTPRouteTimeoutRequest,
-HTTPRouteTimeoutBackendRequest, HTTPRouteNoBackendRefs, HTTPRouteMultipleGateways and
-HTTPRouteRetry cases check. A request asks the echo backend to answer late with
-`x-backend-delay: <seconds>`, or with a status, `x-backend-status: <code>`."""
+HTTPRouteTimeoutBackendRequest, HTTPRouteNoBackendRefs, HTTPRouteMultipleGateways,
+HTTPRouteRetry and HTTPRouteRetryWithTimeouts cases check. A request asks the echo backend to
+answer late (`x-backend-delay: <seconds>`) or with a status (`x-backend-status: <code>`),
+for its first N copies only with `x-backend-fail-first: N`."""
 
 from __future__ import annotations
 
@@ -150,9 +151,9 @@ def test_a_route_on_two_gateways(conformance: Conformance) -> None:
 
 
 def test_retries(conformance: Conformance) -> None:
-    """HTTPRouteRetry (extended): an answer of a listed status is retried `attempts` times
-    (the backend gets the request 1 + attempts times), another status is not; the client
-    gets the last answer."""
+    """HTTPRouteRetry (extended): an answer of a listed status is retried up to `attempts`
+    times, so a backend that fails twice then answers is seen to answer; one that fails
+    more often gets the client its last failure; another status is not retried."""
     conformance.apply(
         http_route(
             "retries",
@@ -174,7 +175,35 @@ def test_retries(conformance: Conformance) -> None:
             (Request(HOST, "/never"), Expected(backend=v3)),
         ],
     )
-    for path, status, copies in (("/twice", "503", 3), ("/twice", "502", 1), ("/never", "503", 1)):
-        answer = conformance.send(port, Request(HOST, path, headers={"x-backend-status": status}))
-        assert (answer.status, answer.backend) == (int(status), v3), answer.body
+    for path, status, failures, answered, copies in (
+        ("/twice", "500", "2", 200, 3),
+        ("/twice", "503", "3", 503, 3),
+        ("/twice", "502", "1", 502, 1),
+        ("/never", "503", "1", 503, 1),
+    ):
+        headers = {"x-backend-status": status, "x-backend-fail-first": failures}
+        answer = conformance.send(port, Request(HOST, path, headers=headers))
+        assert (answer.status, answer.backend) == (answered, v3), (path, status, answer.body)
         assert len(conformance.copies(v3, answer)) == copies, (path, status)
+
+
+def test_retries_of_timed_out_attempts(conformance: Conformance) -> None:
+    """HTTPRouteRetryBackendTimeout (extended): an attempt that outlives `backendRequest` is
+    retried, within `attempts`; then the client gets 504."""
+    conformance.apply(
+        http_route(
+            "retry-timeouts",
+            """  - retry: {attempts: 2, backoff: 10ms}
+    timeouts: {backendRequest: 300ms}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+""",
+        )
+    )
+    port = conformance.gateway()
+    v3 = "infra-backend-v3"
+    conformance.expect(port, Request(HOST, "/"), Expected(backend=v3))
+    for failures, answered, copies in (("2", 200, 3), ("3", 504, 3)):
+        headers = {"x-backend-delay": "1", "x-backend-fail-first": failures}
+        answer = conformance.send(port, Request(HOST, "/slow", headers=headers))
+        assert answer.status == answered, (failures, answer.body)
+        assert len(conformance.copies(v3, answer)) == copies, failures

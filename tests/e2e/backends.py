@@ -9,6 +9,8 @@ what it received, for routing tests:
 - a request header `x-backend-status: N` (200-599) makes that answer HTTP N;
 - a request header `x-backend-delay: S` delays that answer S seconds (at most
   `MAX_HEADER_DELAY`), for timeout tests that share one backend;
+- with `x-backend-fail-first: N` and `x-backend-attempt-key: K`, those two apply to the
+  first N copies of the request with key K only (a retry succeeds after N failures);
 - `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
   for each named request header present;
 - every request is recorded (`received()`: method, path, headers), so a test can assert
@@ -61,15 +63,14 @@ class _Handler(BaseHTTPRequestHandler):
         server.record(Received(self.command, self.path, headers))
         if server.delay > 0:
             server.stopping.wait(server.delay)
-        asked = _seconds(headers.get("x-backend-delay"))
-        if asked > 0:
-            server.stopping.wait(min(asked, MAX_HEADER_DELAY))
+        asked_delay, asked_status = _asked(server, headers)
+        if asked_delay > 0:
+            server.stopping.wait(asked_delay)
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
-        asked_status = headers.get("x-backend-status", "")
-        if asked_status.isdigit() and 200 <= int(asked_status) <= 599:
-            status = int(asked_status)
+        if asked_status is not None:
+            status = asked_status
         lines = [f"backend {server.name}"]
         if server.echo is not None:
             lines.append(f"path {self.path}")
@@ -96,12 +97,23 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet
 
 
+def _asked(server: Backend, headers: Mapping[str, str]) -> tuple[float, int | None]:
+    """The delay and status a request asks for with its headers (see the module doc)."""
+    fail_first, key = headers.get("x-backend-fail-first", ""), headers.get("x-backend-attempt-key")
+    if fail_first.isdigit() and key is not None and server.attempt(key) > int(fail_first):
+        return 0.0, None
+    delay = min(_seconds(headers.get("x-backend-delay")), MAX_HEADER_DELAY)
+    status = headers.get("x-backend-status", "")
+    return delay, int(status) if status.isdigit() and 200 <= int(status) <= 599 else None
+
+
 def _seconds(value: str | None) -> float:
-    """A header's number of seconds; 0 when absent or not a number."""
+    """A header's number of seconds; 0 when absent or not a positive number."""
     try:
-        return float(value) if value is not None else 0.0
+        seconds = float(value) if value is not None else 0.0
     except ValueError:
         return 0.0
+    return seconds if seconds > 0 else 0.0  # NaN too
 
 
 class Backend(ThreadingHTTPServer):
@@ -131,6 +143,7 @@ class Backend(ThreadingHTTPServer):
         self.echo = None if echo is None else tuple(echo)
         self.stopping = threading.Event()
         self._received: list[Received] = []
+        self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=f"backend-{name}"
@@ -145,6 +158,14 @@ class Backend(ThreadingHTTPServer):
         with self._lock:
             self.requests += 1
             return self.requests
+
+    def attempt(self, key: str) -> int:
+        """Count one copy of the request with attempt key `key`; its number (1 for the first)."""
+        with self._lock:
+            if key not in self._attempts and len(self._attempts) >= MAX_RECORDED:
+                return 1 << 30  # over the bound: a copy that never misbehaves
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            return self._attempts[key]
 
     def record(self, request: Received) -> None:
         with self._lock:
