@@ -1,9 +1,10 @@
 """Gateway HTTP conformance: how traffic is shared, bounded in time and served on several
 Gateways, as upstream's HTTPRouteWeight, HTTPRouteTimeoutRequest,
 HTTPRouteTimeoutBackendRequest, HTTPRouteNoBackendRefs, HTTPRouteMultipleGateways,
-HTTPRouteRetry and HTTPRouteRetryWithTimeouts cases check. A request asks the echo backend to
-answer late (`x-backend-delay: <seconds>`) or with a status (`x-backend-status: <code>`),
-for its first N copies only with `x-backend-fail-first: N`."""
+HTTPRouteRetry, HTTPRouteRetryWithTimeouts and HTTPRouteRetryConnectionError cases check. A
+request asks the echo backend to answer late (`x-backend-delay: <seconds>`), with a status
+(`x-backend-status: <code>`) or not at all (`x-backend-status: close`), for its first N
+copies only with `x-backend-fail-first: N`."""
 
 from __future__ import annotations
 
@@ -206,4 +207,25 @@ def test_retries_of_timed_out_attempts(conformance: Conformance) -> None:
         headers = {"x-backend-delay": "1", "x-backend-fail-first": failures}
         answer = conformance.send(port, Request(HOST, "/slow", headers=headers))
         assert answer.status == answered, (failures, answer.body)
+        assert len(conformance.copies(v3, answer)) == copies, failures
+
+
+def test_retries_of_connection_errors(conformance: Conformance) -> None:
+    """HTTPRouteRetryConnectionError (extended): a rule with `retry` retries a request
+    whose connection the backend closed without answering, within `attempts`."""
+    conformance.apply(
+        http_route(
+            "retry-resets",
+            """  - retry: {attempts: 3, backoff: 10ms}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+""",
+        )
+    )
+    port = conformance.gateway()
+    v3 = "infra-backend-v3"
+    conformance.expect(port, Request(HOST, "/"), Expected(backend=v3))
+    for failures, answered, copies in (("2", (200,), 3), ("4", (500, 502, 503), 4)):
+        headers = {"x-backend-status": "close", "x-backend-fail-first": failures}
+        answer = conformance.send(port, Request(HOST, "/dropped", headers=headers))
+        assert answer.status in answered, (failures, answer.status, answer.body)
         assert len(conformance.copies(v3, answer)) == copies, failures

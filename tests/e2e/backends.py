@@ -6,7 +6,8 @@ what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
 - `delay=S`: sleep S seconds before answering (cut short when the backend stops);
-- a request header `x-backend-status: N` (200-599) makes that answer HTTP N;
+- a request header `x-backend-status: N` (200-599) makes that answer HTTP N, and
+  `x-backend-status: close` closes the connection without an answer;
 - a request header `x-backend-delay: S` delays that answer S seconds (at most
   `MAX_HEADER_DELAY`), for timeout tests that share one backend;
 - with `x-backend-fail-first: N` and `x-backend-attempt-key: K`, those two apply to the
@@ -23,7 +24,9 @@ own process (so it can live in another network namespace) and prints `A:P` once 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -32,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Most requests a backend records (a bound on memory, far above what a test sends).
 MAX_RECORDED = 100_000
+# The status `_asked` gives for `x-backend-status: close`: no answer, the connection closed.
+CLOSE = -1
 # Longest delay a request may ask for with `x-backend-delay`.
 MAX_HEADER_DELAY = 10.0
 # Most bytes of a request body a backend reads (tests send small bodies, if any).
@@ -69,6 +74,11 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
+        if asked_status == CLOSE:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if asked_status is not None:
             status = asked_status
         lines = [f"backend {server.name}"]
@@ -104,6 +114,8 @@ def _asked(server: Backend, headers: Mapping[str, str]) -> tuple[float, int | No
         return 0.0, None
     delay = min(_seconds(headers.get("x-backend-delay")), MAX_HEADER_DELAY)
     status = headers.get("x-backend-status", "")
+    if status == "close":
+        return delay, CLOSE
     return delay, int(status) if status.isdigit() and 200 <= int(status) <= 599 else None
 
 
