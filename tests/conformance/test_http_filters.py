@@ -411,3 +411,48 @@ def test_request_percentage_mirror(conformance: Conformance) -> None:
                 break
             time.sleep(0.1)
         assert low <= mirrored <= high, (path, mirrored)
+
+
+def test_filters_that_cannot_be_served(conformance: Conformance) -> None:
+    """The spec's rules for filters an implementation cannot apply: a rule whose
+    `ExtensionRef` resolves to nothing is never served without it (500, `ResolvedRefs=False
+    InvalidKind`); a route with a filter kontinuum does not serve (CORS) is not accepted
+    (`UnsupportedValue`), and serves nothing."""
+    conformance.apply(
+        http_route(
+            "extension",
+            """  - matches: [{path: {type: PathPrefix, value: /extended}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: filters.example.com, kind: Stamp, name: red}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+            hostnames="[extension.example]",
+        ),
+        http_route(
+            "with-cors",
+            """  - filters:
+    - type: CORS
+      cors: {allowOrigins: ["https://app.example"]}
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+""",
+            parents="[{name: all-namespaces}]",
+        ),
+    )
+    (extension,) = conformance.parent_conditions("extension")
+    assert (extension["Accepted"].status, extension["ResolvedRefs"].reason) == (
+        "True",
+        "InvalidKind",
+    )
+    (cors,) = conformance.parent_conditions("with-cors")
+    assert (cors["Accepted"].status, cors["Accepted"].reason) == ("False", "UnsupportedValue")
+    port = conformance.gateway()
+    conformance.expect_all(
+        port,
+        [
+            (Request("extension.example", "/extended"), Expected(status=500)),
+            (Request("extension.example", "/plain"), Expected(backend="infra-backend-v1")),
+        ],
+    )
+    conformance.expect(conformance.gateway("all-namespaces"), Request(HOST), Expected(status=404))
