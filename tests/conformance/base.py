@@ -5,6 +5,7 @@ here they are the same objects in fleet form, all in one cluster (`conformance`)
 
     fleet/clusters.yaml                       the ClusterProfile of `conformance`
     fleet/gateways.yaml                       the base Gateways, each on its own free port
+    fleet/grants.yaml                         the mesh namespace opened to the consumer one
     fleet/clusters/conformance/<ns>.yaml      each namespace's Services and EndpointSlices
     fleet/case.yaml                           the running case's objects (the harness swaps it)
 
@@ -12,7 +13,10 @@ Every Service port leads to one real HTTP echo backend on 127.0.0.1 named as the
 (`infra-backend-v1` answers `backend infra-backend-v1`); a mesh `echo` Service leads to both
 `echo-v1` and `echo-v2`, as upstream's selects both versions' pods. A Gateway listens on
 127.0.0.1 at the port the harness picked for it (upstream's are all port 80: a case names
-its listener's port through the harness, never a literal).
+its listener's port through the harness, never a literal). In Kubernetes any namespace may
+call any Service; a kontinuum workspace reaches another's only where that one grants it, so
+the base adds the one grant upstream's mesh cases assume: `gateway-conformance-mesh` opens its
+Services to `gateway-conformance-mesh-consumer`.
 """
 
 from __future__ import annotations
@@ -67,6 +71,15 @@ GATEWAYS: tuple[tuple[str, str], ...] = (
     ("all-namespaces", "All"),
     ("backend-namespaces", "Selector"),
 )
+
+
+MESH_TO_CONSUMER = f"""apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: consumers-may-call, namespace: {MESH}}}
+spec:
+  from: [{{group: "", kind: Namespace, namespace: {MESH_CONSUMER}}}]
+  to: [{{group: "", kind: Service}}]
+"""
 
 
 def service_yaml(service: BaseService, backend_ports: Mapping[str, int]) -> str:
@@ -172,6 +185,7 @@ def base_files(
     """The base fleet's files, by path relative to the fleet directory."""
     files = {
         "clusters.yaml": cluster_profile(CLUSTER, REGION),
+        "grants.yaml": MESH_TO_CONSUMER,
         "gateways.yaml": "---\n".join(
             gateway_yaml(name, allowed, gateway_ports[name]) for name, allowed in GATEWAYS
         ),

@@ -97,7 +97,14 @@ class Answer:
 def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> Answer:
     """One request to 127.0.0.1:`port` on a fresh connection; never raises OSError."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Host": request.host, **request.headers, REQUEST_ID: request_id}
+    # The id also keys the copies of one request (retries) at an echo backend, for
+    # `x-backend-fail-first`.
+    headers = {
+        "Host": request.host,
+        **request.headers,
+        REQUEST_ID: request_id,
+        "x-backend-attempt-key": request_id,
+    }
     try:
         connection.request(request.method, request.path, headers=headers)
         response = connection.getresponse()
@@ -378,26 +385,37 @@ class Conformance:
 
     def received(self, backend: str, answer: Answer) -> Received | None:
         """What `backend` received of the request that got `answer` (a mirror's copy, say)."""
-        for seen in self.backends[backend].received():
-            if seen.headers.get(REQUEST_ID) == answer.request_id:
-                return seen
-        return None
+        copies = self.copies(backend, answer)
+        return copies[0] if copies else None
+
+    def copies(self, backend: str, answer: Answer) -> list[Received]:
+        """Every copy of the request that got `answer` that `backend` received (retries)."""
+        return [
+            seen
+            for seen in self.backends[backend].received()
+            if seen.headers.get(REQUEST_ID) == answer.request_id
+        ]
 
     def expect(
-        self, port: int, request: Request, expected: Expected, timeout: float = TRAFFIC_TIMEOUT
+        self,
+        port: int,
+        request: Request,
+        expected: Expected,
+        timeout: float = TRAFFIC_TIMEOUT,
+        consecutive: int = CONSECUTIVE,
     ) -> Answer:
-        """Send `request` until its answer has been `expected` `CONSECUTIVE` times in a row
+        """Send `request` until its answer has been `expected` `consecutive` times in a row
         (bounded by `timeout`); fail with the last difference otherwise."""
         deadline = time.monotonic() + timeout
         in_a_row = 0
         problem = "no request sent"
         answer = Answer(0, "", {})
-        for _ in range(int(timeout / 0.05) + CONSECUTIVE):
+        for _ in range(int(timeout / 0.05) + consecutive):
             answer = self.send(port, request)
             problem_now = mismatch(answer, expected)
             if problem_now is None:
                 in_a_row += 1
-                if in_a_row == CONSECUTIVE:
+                if in_a_row == consecutive:
                     return answer
                 continue
             in_a_row, problem = 0, problem_now

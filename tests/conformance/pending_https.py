@@ -5,6 +5,9 @@ pass; rename to test_pending_https.py then.
 - HTTPRouteRedirectHostAndStatus: a redirect that sets only the hostname drops the
   listener's port from the Location (the spec keeps the listener's port when no scheme is
   set); kontinuum's Location is `http://moved.example/host/a`.
+- HTTPRouteRedirectPortAndScheme (the part without an HTTPS listener): a redirect to a
+  scheme's well-known port (`https` and 443, `http` and 80) should leave the port out of
+  the Location; kontinuum's is `https://redirect.example:443/...`.
 - HTTPRouteInvalidReferenceGrant, its grant `to` a Secret named as the Service: kontinuum
   reads a grant to a Secret as an error of the file (`spec.to[0].kind: must be Service`),
   so the whole case file is not applied; the spec's grant simply opens nothing to the
@@ -79,3 +82,27 @@ spec:
     resolved = parent["ResolvedRefs"]
     assert (resolved.status, resolved.reason) == ("False", "RefNotPermitted")
     conformance.expect(conformance.gateway(), Request(HOST, "/"), Expected(status=500))
+
+
+def test_a_redirect_to_a_well_known_port_leaves_it_out(conformance: Conformance) -> None:
+    """HTTPRouteRedirectPortAndScheme (extended), from an HTTP listener."""
+    conformance.apply(
+        http_route(
+            "well-known-ports",
+            """  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, port: 443}
+  - matches: [{path: {type: PathPrefix, value: /plain}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: http, port: 80}
+""",
+        )
+    )
+    port = conformance.gateway()
+    for scheme, path in (("https", "/secure"), ("http", "/plain")):
+        answer = conformance.expect(
+            port, Request(HOST, path), Expected(status=302, redirect=Redirect(scheme, HOST))
+        )
+        assert answer.headers["location"] == f"{scheme}://{HOST}{path}"

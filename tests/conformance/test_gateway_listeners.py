@@ -1,8 +1,9 @@
 """Gateway HTTP conformance: Gateways, their listeners and the routes attached to them, as
 upstream's GatewayObservedGenerationBump, GatewayModifyListeners, GatewayInvalidRouteKind,
-GatewayWithAttachedRoutes, HTTPRouteObservedGenerationBump, HTTPRouteListenerPortMatching
-and HTTPRouteParentRefPort cases check. In fleet files `metadata.generation` is written by
-whoever edits them (the Kubernetes API server's part): a case bumps it with the spec."""
+GatewayWithAttachedRoutes, GatewayListenerUnsupportedProtocol,
+HTTPRouteObservedGenerationBump, HTTPRouteListenerPortMatching and HTTPRouteParentRefPort
+cases check. In fleet files `metadata.generation` is written by whoever edits them (the
+Kubernetes API server's part): a case bumps it with the spec."""
 
 from __future__ import annotations
 
@@ -200,3 +201,22 @@ def test_listener_port_matching(conformance: Conformance) -> None:
             (Request(f"other.example:{second}"), Expected(status=404)),
         ],
     )
+
+
+def test_unsupported_listener_protocol(conformance: Conformance) -> None:
+    """GatewayListenerUnsupportedProtocol (core): a listener of a protocol the
+    implementation does not serve is not accepted (`UnsupportedProtocol`); the Gateway's
+    other listeners are."""
+    conformance.apply(
+        case_gateway(
+            "mixed-protocols",
+            listener("web", free_port())
+            + f"""  - name: datagrams
+    port: {free_port()}
+    protocol: UDP
+""",
+        )
+    )
+    by_name = listeners_by_name(conformance, "mixed-protocols")
+    assert condition(by_name["datagrams"], "Accepted") == ("False", "UnsupportedProtocol")
+    assert condition(by_name["web"], "Accepted") == ("True", "Accepted")

@@ -2,7 +2,8 @@
 `same-namespace`, as upstream's HTTPRouteRequestHeaderModifier,
 HTTPRouteResponseHeaderModifier, HTTPRouteRequestHeaderModifierBackendWeights,
 HTTPRouteRedirect{Path,Port,Scheme}, HTTPRoute30{3,7,8}Redirect, HTTPRouteRewriteHost,
-HTTPRouteRewritePath and HTTPRouteRequestMirror cases check (this suite's own rules)."""
+HTTPRouteRewritePath, HTTPRouteRequestMirror, HTTPRouteRequestMultipleMirrors and
+HTTPRouteRequestPercentageMirror cases check (this suite's own rules)."""
 
 from __future__ import annotations
 
@@ -369,3 +370,89 @@ def test_request_mirror(conformance: Conformance) -> None:
             assert copy is not None, f"{mirror} got no copy of {path}"
             assert copy.path == path
             assert copy.method == "GET"
+
+
+def test_request_percentage_mirror(conformance: Conformance) -> None:
+    """HTTPRouteRequestPercentageMirror (extended): `percent` and `fraction` mirror about
+    that share of the requests."""
+    conformance.apply(
+        http_route(
+            "some-mirrored",
+            """  - matches: [{path: {type: PathPrefix, value: /percent}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 20}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /fraction}}]
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: infra-backend-v3, port: 8080}
+        fraction: {numerator: 1, denominator: 2}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+        )
+    )
+    port = conformance.gateway()
+    for path, mirror, share in (
+        ("/percent", "infra-backend-v2", 0.2),
+        ("/fraction", "infra-backend-v3", 0.5),
+    ):
+        conformance.expect(port, Request(HOST, path), Expected(backend="infra-backend-v1"))
+        before = len(conformance.backends[mirror].received())
+        sent = 300
+        for _ in range(sent):
+            assert conformance.send(port, Request(HOST, path)).backend == "infra-backend-v1"
+        low, high = share * sent - 60, share * sent + 60  # over 6 standard deviations
+        mirrored = 0
+        for _ in range(50):  # copies go beside the answers: wait for them, 5 s at most
+            mirrored = len(conformance.backends[mirror].received()) - before
+            if mirrored >= low:
+                break
+            time.sleep(0.1)
+        assert low <= mirrored <= high, (path, mirrored)
+
+
+def test_filters_that_cannot_be_served(conformance: Conformance) -> None:
+    """The spec's rules for filters an implementation cannot apply: a rule whose
+    `ExtensionRef` resolves to nothing is never served without it (500, `ResolvedRefs=False
+    InvalidKind`); a route with a filter kontinuum does not serve (CORS) is not accepted
+    (`UnsupportedValue`), and serves nothing."""
+    conformance.apply(
+        http_route(
+            "extension",
+            """  - matches: [{path: {type: PathPrefix, value: /extended}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: filters.example.com, kind: Stamp, name: red}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+            hostnames="[extension.example]",
+        ),
+        http_route(
+            "with-cors",
+            """  - filters:
+    - type: CORS
+      cors: {allowOrigins: ["https://app.example"]}
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+""",
+            parents="[{name: all-namespaces}]",
+        ),
+    )
+    (extension,) = conformance.parent_conditions("extension")
+    assert (extension["Accepted"].status, extension["ResolvedRefs"].reason) == (
+        "True",
+        "InvalidKind",
+    )
+    (cors,) = conformance.parent_conditions("with-cors")
+    assert (cors["Accepted"].status, cors["Accepted"].reason) == ("False", "UnsupportedValue")
+    port = conformance.gateway()
+    conformance.expect_all(
+        port,
+        [
+            (Request("extension.example", "/extended"), Expected(status=500)),
+            (Request("extension.example", "/plain"), Expected(backend="infra-backend-v1")),
+        ],
+    )
+    conformance.expect(conformance.gateway("all-namespaces"), Request(HOST), Expected(status=404))

@@ -1,7 +1,7 @@
 """Gateway HTTP conformance: how requests match rules on the base Gateway `same-namespace`,
 as upstream's HTTPRouteMatching, HTTPRouteHeaderMatching, HTTPRouteMethodMatching,
-HTTPRouteQueryParamMatching and HTTPRoutePathMatchOrder cases check (rules and values are
-this suite's own)."""
+HTTPRouteQueryParamMatching, HTTPRoutePathMatchOrder and HTTPRouteNamedRule cases check
+(rules and values are this suite's own)."""
 
 from __future__ import annotations
 
@@ -236,4 +236,26 @@ def test_path_match_order(conformance: Conformance) -> None:
             (Request(HOST, "/docs/guide/faq"), v(1)),
             (Request(HOST, "/docs/other"), v(3)),
         ],
+    )
+
+
+def test_named_rules(conformance: Conformance) -> None:
+    """HTTPRouteNamedRouteRule (extended): rules may carry a `name`; named and unnamed
+    rules serve alike."""
+    conformance.apply(
+        http_route(
+            "named-rules",
+            """  - name: catalogue
+    matches: [{path: {type: PathPrefix, value: /catalogue}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /basket}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+""",
+        )
+    )
+    (parent,) = conformance.parent_conditions("named-rules")
+    assert parent["Accepted"].status == "True"
+    conformance.expect_all(
+        conformance.gateway(),
+        [(Request(HOST, "/catalogue"), v(1)), (Request(HOST, "/basket"), v(2))],
     )

@@ -3,10 +3,11 @@ HTTPRouteReferenceGrant, HTTPRouteInvalidReferenceGrant,
 HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteInvalidNonExistentBackendRef,
 HTTPRouteInvalidBackendRefUnknownKind, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
 HTTPRouteInvalidCrossNamespaceParentRef, HTTPRouteInvalidParentRefNotMatchingListenerPort,
-HTTPRouteInvalidParentRefNotMatchingSectionName and HTTPRouteDisallowedKind check: a backend
-the route may not use, or that does not exist, answers 500 (the spec's rule for a rule whose
-backends are all invalid) with `ResolvedRefs=False`; a parent the route may not attach to is
-`Accepted=False`."""
+HTTPRouteInvalidParentRefNotMatchingSectionName,
+HTTPRouteInvalidParentRefSectionNameNotMatchingPort and HTTPRouteDisallowedKind check: a
+backend the route may not use, or that does not exist, answers 500 (the spec's rule for a
+rule whose backends are all invalid) with `ResolvedRefs=False`; a parent the route may not
+attach to is `Accepted=False`."""
 
 from __future__ import annotations
 
@@ -232,3 +233,41 @@ def test_disallowed_kind(conformance: Conformance) -> None:
         ),
     )
     assert accepted(conformance, "disallowed-kind") == ("False", "NotAllowedByListeners")
+
+
+def test_section_name_not_matching_port(conformance: Conformance) -> None:
+    """HTTPRouteInvalidParentRefSectionNameNotMatchingPort (extended): a parentRef naming a
+    listener and a port that listener does not have: `NoMatchingParent`."""
+    conformance.apply(
+        http_route(
+            "section-and-port",
+            "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+            parents=f"[{{name: same-namespace, sectionName: http, port: {free_port()}}}]",
+        )
+    )
+    assert accepted(conformance, "section-and-port") == ("False", "NoMatchingParent")
+
+
+def test_an_invalid_backend_keeps_its_share(conformance: Conformance) -> None:
+    """The spec's rule for a rule with valid and invalid backends: the requests the invalid
+    backend's weight would have had get 500, the others reach the valid backend."""
+    conformance.apply(
+        http_route(
+            "half-missing",
+            """  - backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: no-such-backend, port: 8080, weight: 1}
+""",
+        )
+    )
+    assert resolved_refs(conformance, "half-missing") == ("False", "BackendNotFound")
+    port = conformance.gateway()
+    conformance.expect(port, Request(HOST, "/"), SERVER_ERROR, consecutive=1)
+    conformance.expect(
+        port, Request(HOST, "/"), Expected(backend="infra-backend-v1"), consecutive=1
+    )
+    outcomes = [conformance.send(port, Request(HOST, "/")) for _ in range(100)]
+    served = sum(1 for a in outcomes if (a.status, a.backend) == (200, "infra-backend-v1"))
+    failed = sum(1 for a in outcomes if (a.status, a.backend) == (500, None))
+    assert served + failed == 100
+    assert 20 <= served <= 80, served  # 1:1 of 100: 50, the bounds 6 standard deviations

@@ -6,8 +6,12 @@ what it received, for routing tests:
 
 - `flaky_every=N`: every Nth request (the Nth, 2Nth, ...) gets HTTP 503;
 - `delay=S`: sleep S seconds before answering (cut short when the backend stops);
+- a request header `x-backend-status: N` (200-599) makes that answer HTTP N, and
+  `x-backend-status: close` closes the connection without an answer;
 - a request header `x-backend-delay: S` delays that answer S seconds (at most
   `MAX_HEADER_DELAY`), for timeout tests that share one backend;
+- with `x-backend-fail-first: N` and `x-backend-attempt-key: K`, those two apply to the
+  first N copies of the request with key K only (a retry succeeds after N failures);
 - `echo=("x-env", ...)`: the body goes on with `path <path>` and `header <name>: <value>`
   for each named request header present;
 - every request is recorded (`received()`: method, path, headers), so a test can assert
@@ -20,7 +24,9 @@ own process (so it can live in another network namespace) and prints `A:P` once 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -29,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Most requests a backend records (a bound on memory, far above what a test sends).
 MAX_RECORDED = 100_000
+# The status `_asked` gives for `x-backend-status: close`: no answer, the connection closed.
+CLOSE = -1
 # Longest delay a request may ask for with `x-backend-delay`.
 MAX_HEADER_DELAY = 10.0
 # Most bytes of a request body a backend reads (tests send small bodies, if any).
@@ -60,12 +68,19 @@ class _Handler(BaseHTTPRequestHandler):
         server.record(Received(self.command, self.path, headers))
         if server.delay > 0:
             server.stopping.wait(server.delay)
-        asked = _seconds(headers.get("x-backend-delay"))
-        if asked > 0:
-            server.stopping.wait(min(asked, MAX_HEADER_DELAY))
+        asked_delay, asked_status = _asked(server, headers)
+        if asked_delay > 0:
+            server.stopping.wait(asked_delay)
         status = 200
         if server.flaky_every > 0 and number % server.flaky_every == 0:
             status = 503
+        if asked_status == CLOSE:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if asked_status is not None:
+            status = asked_status
         lines = [f"backend {server.name}"]
         if server.echo is not None:
             lines.append(f"path {self.path}")
@@ -92,12 +107,25 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet
 
 
+def _asked(server: Backend, headers: Mapping[str, str]) -> tuple[float, int | None]:
+    """The delay and status a request asks for with its headers (see the module doc)."""
+    fail_first, key = headers.get("x-backend-fail-first", ""), headers.get("x-backend-attempt-key")
+    if fail_first.isdigit() and key is not None and server.attempt(key) > int(fail_first):
+        return 0.0, None
+    delay = min(_seconds(headers.get("x-backend-delay")), MAX_HEADER_DELAY)
+    status = headers.get("x-backend-status", "")
+    if status == "close":
+        return delay, CLOSE
+    return delay, int(status) if status.isdigit() and 200 <= int(status) <= 599 else None
+
+
 def _seconds(value: str | None) -> float:
-    """A header's number of seconds; 0 when absent or not a number."""
+    """A header's number of seconds; 0 when absent or not a positive number."""
     try:
-        return float(value) if value is not None else 0.0
+        seconds = float(value) if value is not None else 0.0
     except ValueError:
         return 0.0
+    return seconds if seconds > 0 else 0.0  # NaN too
 
 
 class Backend(ThreadingHTTPServer):
@@ -127,6 +155,7 @@ class Backend(ThreadingHTTPServer):
         self.echo = None if echo is None else tuple(echo)
         self.stopping = threading.Event()
         self._received: list[Received] = []
+        self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=f"backend-{name}"
@@ -141,6 +170,14 @@ class Backend(ThreadingHTTPServer):
         with self._lock:
             self.requests += 1
             return self.requests
+
+    def attempt(self, key: str) -> int:
+        """Count one copy of the request with attempt key `key`; its number (1 for the first)."""
+        with self._lock:
+            if key not in self._attempts and len(self._attempts) >= MAX_RECORDED:
+                return 1 << 30  # over the bound: a copy that never misbehaves
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            return self._attempts[key]
 
     def record(self, request: Received) -> None:
         with self._lock:
