@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.base import MESH
+from tests.conformance.base import MESH, MESH_CONSUMER
 from tests.conformance.grpc_base import (
     NO_ROUTE_PROXYLESS,
     UNIMPLEMENTED,
@@ -297,3 +297,28 @@ spec:
         conformance,
         [(Call("Echo"), ok(V2)), (Call("EchoThree"), GrpcExpected(UNIMPLEMENTED))],
     )
+
+
+def test_a_consumer_route(conformance: Conformance, tmp_path: Path) -> None:
+    """MeshConsumerRoute for gRPC (GEP-1294): a GRPCRoute of the caller's namespace on
+    another namespace's Service applies to that namespace's callers, sidecar or proxyless,
+    in place of the producer route, which still applies to everyone else."""
+    producer = mesh_route("producer", f"  - backendRefs: [{{name: {V1}, port: {PORT}}}]\n")
+    consumer = f"""apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: consumer, namespace: {MESH_CONSUMER}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {PARENT}, namespace: {MESH}, port: {PORT}}}]
+  rules:
+  - backendRefs: [{{name: {V2}, namespace: {MESH}, port: {PORT}}}]
+"""
+    assert conformance.apply(producer, consumer) == ()
+    (parent,) = conformance.parent_conditions("consumer", MESH_CONSUMER, "GRPCRoute")
+    assert (parent["Accepted"].status, parent["ResolvedRefs"].status) == ("True", "True"), parent
+    call = Call("Echo", authority=f"{PARENT}.{MESH}:{PORT}")
+    for namespace, backend in ((MESH_CONSUMER, V2), (MESH, V1)):
+        address = f"127.0.0.1:{conformance.sidecar(namespace)}"
+        expect_rounds(through(address, [call]), [(call, ok(backend))])
+    client = ProxylessRounds(tmp_path, conformance.xds_port, MESH_CONSUMER, TARGET)
+    with client.calling([Call("Echo")]) as next_round:
+        expect_rounds(next_round, [(Call("Echo"), ok(V2))])
