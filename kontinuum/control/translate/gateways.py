@@ -151,7 +151,8 @@ def ingress_gateway(
         hostnames = {host for r in attached for host in r.route.hostnames}
         domains = list(intersect_hostnames(listener.hostname, tuple(sorted(hostnames))) or ("*",))
         vhost = rc.VirtualHost(name=f"{gateway.name}/{listener.name}", domains=domains)
-        vhost.routes.extend(http_routes.ranked_routes(attached, backends))
+        origin = http_routes.ListenerOrigin(listener.protocol.lower(), listener.port)
+        vhost.routes.extend(http_routes.ranked_routes(attached, backends, origin=origin))
         by_port.setdefault(listener.port, []).append(vhost)
     listeners: list[Any] = []
     configs: list[Any] = []
