@@ -5,10 +5,14 @@ the client's SNI names, served by SDS so that a renewed Secret is served without
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from kontinuum.bootstrap import proxy_metadata
 from tests.e2e.backends import Backend, Reply, request
@@ -16,6 +20,7 @@ from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.test_gateways import _service
 from tests.support.fleet import cluster_profile
 from tests.support.net import free_port
+from tests.support.server_certs import ServerCertificate, TestCa, tls_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +117,170 @@ async def test_a_redirect_keeps_the_listener_port_unless_its_scheme_or_port_says
         reply = await asyncio.to_thread(request, listen, host, path, None, 2)
         assert reply.status in (301, 302), (path, reply)
         assert reply.headers["location"] == location, (path, host)
+
+
+HTTPS = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: demo
+  labels: {kontinuum.io/cluster: eu-central}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: a
+    port: PORT
+    protocol: HTTPS
+    hostname: a.example.com
+    tls: {certificateRefs: [{name: a-cert}]}
+  - name: b
+    port: PORT
+    protocol: HTTPS
+    hostname: b.example.com
+    tls: {mode: Terminate, certificateRefs: [{kind: Secret, name: b-cert}]}
+  - name: missing
+    port: OTHER
+    protocol: HTTPS
+    hostname: c.example.com
+    tls: {certificateRefs: [{name: no-such-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: front, namespace: demo}
+spec:
+  parentRefs: [{name: front}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /hello}}]
+    backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
+"""
+
+
+@dataclass(frozen=True)
+class HttpsFleet:
+    root: Path
+    port: int
+    ca: TestCa
+    a: ServerCertificate
+    b: ServerCertificate
+
+
+@pytest.fixture
+def https_fleet(tmp_path: Path, backends: Callable[[str], Backend]) -> HttpsFleet:
+    """eu-central with hello exported, and a Gateway `front` with HTTPS listeners for
+    a.example.com and b.example.com on one free port, each with its Secret."""
+    listen, other = free_port(), free_port()
+    root = tmp_path / "fleet"
+    (root / "clusters" / "eu-central").mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    gateway = HTTPS.replace("PORT", str(listen)).replace("OTHER", str(other))
+    (root / "gateway.yaml").write_text(gateway)
+    ca = TestCa()
+    a, b = ca.issue("a.example.com"), ca.issue("b.example.com")
+    (root / "a-cert.yaml").write_text(tls_secret("demo", "a-cert", a.certificate, a.key))
+    (root / "b-cert.yaml").write_text(tls_secret("demo", "b-cert", b.certificate, b.key))
+    backend = backends("eu-hello")
+    (root / "clusters" / "eu-central" / "hello.yaml").write_text(_service(backend.port))
+    return HttpsFleet(root, listen, ca, a, b)
+
+
+@dataclass(frozen=True)
+class TlsReply:
+    serial: int  # of the certificate the server presented; 0 when the request failed
+    status: int = 0
+    body: str = ""
+
+
+def _https_get(port: int, server_name: str, ca: bytes, path: str) -> TlsReply:
+    """GET over TLS with SNI `server_name`, verifying the server by `ca` and that name."""
+    context = ssl.create_default_context(cadata=ca.decode())
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            serial = x509.load_der_x509_certificate(der).serial_number
+            request_text = (
+                f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+            )
+            tls.sendall(request_text.encode())
+            received = b""
+            while len(received) < 1 << 20:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    except (OSError, ssl.SSLError):
+        return TlsReply(0)
+    head, _, body = received.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    return TlsReply(serial, status, body.decode(errors="replace"))
+
+
+async def _until_served(
+    port: int, server_name: str, ca: bytes, serial: int, path: str = "/hello/x"
+) -> TlsReply:
+    reply = TlsReply(0)
+    for _ in range(150):  # 15 s at most
+        reply = await asyncio.to_thread(_https_get, port, server_name, ca, path)
+        if reply.serial == serial and reply.status == 200:
+            return reply
+        await asyncio.sleep(0.1)
+    return reply
+
+
+async def test_https_listeners_serve_each_hostname_its_certificate_and_rotate_without_restart(
+    https_fleet: HttpsFleet,
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fleet = https_fleet
+    served = await serve_fleet(fleet.root)
+    envoy = envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
+    )
+    ca = fleet.ca.pem
+    a = await _until_served(fleet.port, "a.example.com", ca, fleet.a.serial)
+    assert (a.serial, a.status, a.body) == (fleet.a.serial, 200, "backend eu-hello\n")
+    b = await asyncio.to_thread(_https_get, fleet.port, "b.example.com", ca, "/hello/y")
+    assert (b.serial, b.status, b.body) == (fleet.b.serial, 200, "backend eu-hello\n")
+    # A name no listener has gets no certificate at all (no default chain).
+    assert (await asyncio.to_thread(_https_get, fleet.port, "z.example.com", ca, "/")).serial == 0
+
+    # The listener whose Secret does not exist is not served, and says why.
+    (status,) = served.mesh.routing_state.binding.gateway_statuses
+    listeners = {li.name: li for li in status.listeners}
+    conditions = {c.type: c for c in listeners["missing"].conditions}
+    resolved = conditions["ResolvedRefs"]
+    assert (resolved.status, resolved.reason) == ("False", "InvalidCertificateRef")
+    assert resolved.message == "no Secret demo/no-such-cert"
+    assert (conditions["Programmed"].status, conditions["Programmed"].reason) == (
+        "False",
+        "Invalid",
+    )
+    assert {c.type: c.status for c in listeners["a"].conditions}["ResolvedRefs"] == "True"
+
+    # A renewed certificate: only the Secret changes, and Envoy serves it on new connections.
+    envoy.wait_admin()
+    pid = envoy.pid
+    renewed = fleet.ca.issue("a.example.com")
+    secret = tls_secret("demo", "a-cert", renewed.certificate, renewed.key)
+    (fleet.root / "a-cert.yaml").write_text(secret)
+    a = await _until_served(fleet.port, "a.example.com", ca, renewed.serial)
+    assert (a.serial, a.status) == (renewed.serial, 200)
+    assert envoy.pid == pid
+    # The listener was never updated or drained: the secret alone changed.
+    assert envoy.stat("listener_manager.lds.update_success") == 1
+    b = await asyncio.to_thread(_https_get, fleet.port, "b.example.com", ca, "/hello/y")
+    assert (b.serial, b.status) == (fleet.b.serial, 200)
+    # No key material is ever logged.
+    for key in (fleet.a.key, fleet.b.key, renewed.key):
+        body = b"".join(key.splitlines()[1:-1]).decode()
+        assert body[:40] not in caplog.text

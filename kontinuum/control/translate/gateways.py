@@ -27,6 +27,8 @@ Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listen
 listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
 per listener hostname, and the routes attached to that listener. A port in the `Host`
 header is ignored (stripped) before virtual hosts are matched, as the Gateway API says.
+A port of HTTPS listeners terminates TLS, choosing the listener's certificate by SNI
+(`gateway_tls`); a redirect's port follows its listener's port and scheme (`http_routes`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from kontinuum.control.naming import ClusterName
 from kontinuum.control.plane import PlaneService, ProxyView
 from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing import intersect_hostnames
-from kontinuum.control.translate import clusters, envoy, http_routes
+from kontinuum.control.translate import clusters, envoy, gateway_tls, http_routes
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting
 from kontinuum.control.translate.builder import Builder
 from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
@@ -166,8 +168,12 @@ def ingress_gateway(
         # The Gateway API matches hostnames ignoring a port in the Host header
         # (`foo.com:8080` is `foo.com`); Envoy also forwards it without the port.
         hcm.strip_any_host_port = True
-        chain = listener.filter_chains.add()
-        chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+        on_port = [li for li in bound.listeners if li.port == port]
+        if any(li.protocol == "HTTPS" for li in on_port):
+            gateway_tls.terminate_tls(listener, hcm, on_port, bound)
+        else:
+            chain = listener.filter_chains.add()
+            chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
         listeners.append(listener)
     for config in configs:
         config.validate_clusters.value = False
@@ -176,6 +182,7 @@ def ingress_gateway(
         *sorted(backends.assignments, key=lambda a: str(a.cluster_name)),
         *listeners,
         *configs,
+        *gateway_tls.gateway_secrets(bound),
     ]
     return Translation(tuple(resources))
 
