@@ -5,6 +5,7 @@ the client's SNI names, served by SDS so that a renewed Secret is served without
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from kontinuum.bootstrap import proxy_metadata
 from tests.e2e.backends import Backend, Reply, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.test_gateways import _service
+from tests.e2e.test_routing import documented
 from tests.support.fleet import cluster_profile
 from tests.support.net import free_port
 from tests.support.server_certs import ServerCertificate, TestCa, tls_secret
@@ -284,3 +286,57 @@ async def test_https_listeners_serve_each_hostname_its_certificate_and_rotate_wi
     for key in (fleet.a.key, fleet.b.key, renewed.key):
         body = b"".join(key.splitlines()[1:-1]).decode()
         assert body[:40] not in caplog.text
+
+
+async def test_the_documented_https_gateway_serves_both_names_and_redirects_to_https(
+    tmp_path: Path,
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+    backends: Callable[[str], Backend],
+) -> None:
+    """docs/routing.md's HTTPS example as written, with real certificates in its Secrets and
+    free ports: each name gets its certificate (one from another namespace, granted), and the
+    plain listener redirects to https on the HTTPS port."""
+    secure, plain = free_port(), free_port()
+    example = documented("secure")
+    secret_doc = re.search(
+        r"^apiVersion: v1\nkind: Secret\n.*?(?=^---\n)", example, re.DOTALL | re.MULTILINE
+    )
+    assert secret_doc is not None
+    ca = TestCa()
+    www, api = ca.issue("www.example.com"), ca.issue("api.example.com")
+    example = example.replace(
+        secret_doc.group(0),
+        tls_secret("demo", "www-example-com", www.certificate, www.key)
+        + "---\n"
+        + tls_secret("certs", "api-example-com", api.certificate, api.key),
+    )
+    example = (
+        example.replace("127.0.0.50", "127.0.0.1")
+        .replace("8443", str(secure))
+        .replace("8080", str(plain))
+    )
+    root = tmp_path / "fleet"
+    (root / "clusters" / "eu-central").mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "secure.yaml").write_text(example)
+    backend = backends("eu-hello")
+    (root / "clusters" / "eu-central" / "hello.yaml").write_text(_service(backend.port))
+    served = await serve_fleet(root)
+    (status,) = [s for s in served.mesh.routing_state.binding.gateway_statuses]
+    for listener in status.listeners:
+        assert all(
+            c.status == ("False" if c.type == "Conflicted" else "True") for c in listener.conditions
+        ), listener
+    envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="demo", role="ingress", gateway="secure"),
+    )
+    reply = await _until_served(secure, "www.example.com", ca.pem, www.serial)
+    assert (reply.serial, reply.status, reply.body) == (www.serial, 200, "backend eu-hello\n")
+    reply = await asyncio.to_thread(_https_get, secure, "api.example.com", ca.pem, "/hello")
+    assert (reply.serial, reply.status) == (api.serial, 200)
+    redirect = await _until_status(plain, "www.example.com", "/hello/x", 301)
+    assert redirect.headers["location"] == f"https://www.example.com:{secure}/hello/x"
