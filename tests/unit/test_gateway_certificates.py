@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import base64
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
+from envoy.config.core.v3 import base_pb2
 
+from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.grants import parse_grants
 from kontinuum.control.model import Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.route_binding import RouteBinding, bind_routes
 from kontinuum.control.routing import CertificateRef, TlsSecret
+from kontinuum.mesh import Mesh
+from kontinuum.xds import Peer, SnapshotCache
+from kontinuum.xds.types import SECRET
+from tests.support.fleet import cluster_profile, load_into
 from tests.support.server_certs import TestCa, tls_secret
 from tests.unit.test_route_binding import PLANE, gateway_route, summary
 
@@ -316,3 +323,56 @@ def test_no_key_material_in_any_status() -> None:
     body = base64.b64encode(OTHER.key).decode()
     assert OTHER.key.decode().splitlines()[1][:40] not in rendered
     assert body[:40] not in rendered
+
+
+# --- in the mesh: a renewed Secret reaches the gateways that serve it, as SDS alone ----------
+
+
+def _https_gateway(name: str, secret: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+  namespace: demo
+  labels: {{kontinuum.io/cluster: eu}}
+spec:
+  gatewayClassName: kontinuum
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {{certificateRefs: [{{name: {secret}}}]}}
+"""
+
+
+def _ingress_node(gateway: str) -> base_pb2.Node:
+    result = base_pb2.Node(id=gateway, cluster="eu")
+    result.metadata.update(proxy_metadata(namespace="demo", role="ingress", gateway=gateway))
+    return result
+
+
+def test_a_renewed_secret_changes_only_the_secret_of_the_gateways_that_serve_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "clusters" / "eu").mkdir(parents=True)
+    (tmp_path / "clusters.yaml").write_text(cluster_profile("eu", "eu-central-1"))
+    (tmp_path / "gateways.yaml").write_text(
+        _https_gateway("front-a", "a") + "---\n" + _https_gateway("front-b", "b")
+    )
+    (tmp_path / "a.yaml").write_text(tls_secret("demo", "a", WWW.certificate, WWW.key))
+    (tmp_path / "b.yaml").write_text(tls_secret("demo", "b", OTHER.certificate, OTHER.key))
+    mesh = Mesh(SnapshotCache())
+    load_into(mesh, tmp_path)
+    view_a = mesh.resolve_view(_ingress_node("front-a"), Peer(address="test"))
+    view_b = mesh.resolve_view(_ingress_node("front-b"), Peer(address="test"))
+    before_a, before_b = mesh.cache.snapshot(view_a), mesh.cache.snapshot(view_b)
+    assert before_a is not None
+    assert set(before_a.resources(SECRET)) == {"kubernetes-gateway://demo/a"}
+
+    renewed = CA.issue("www.example.com")
+    (tmp_path / "a.yaml").write_text(tls_secret("demo", "a", renewed.certificate, renewed.key))
+    load_into(mesh, tmp_path)
+    after_a = mesh.cache.snapshot(view_a)
+    assert after_a is not None
+    assert after_a.changes_from(before_a) == {SECRET: frozenset({"kubernetes-gateway://demo/a"})}
+    assert mesh.cache.snapshot(view_b) is before_b  # not even translated again
