@@ -155,6 +155,10 @@ spec:
   rules:
   - matches: [{path: {type: PathPrefix, value: /hello}}]
     backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /moved}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]
+  - matches: [{path: {type: PathPrefix, value: /plain}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: http, hostname: example.org}}]
 """
 
 
@@ -191,6 +195,7 @@ class TlsReply:
     serial: int  # of the certificate the server presented; 0 when the request failed
     status: int = 0
     body: str = ""
+    location: str = ""
 
 
 def _https_get(port: int, server_name: str, ca: bytes, path: str) -> TlsReply:
@@ -219,7 +224,12 @@ def _https_get(port: int, server_name: str, ca: bytes, path: str) -> TlsReply:
         return TlsReply(0)
     head, _, body = received.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
-    return TlsReply(serial, status, body.decode(errors="replace"))
+    headers = dict(
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.decode().partition(":") for line in head.split(b"\r\n")[1:])
+    )
+    text = body.decode(errors="replace")
+    return TlsReply(serial, status, text, headers.get("location", ""))
 
 
 async def _until_served(
@@ -253,6 +263,11 @@ async def test_https_listeners_serve_each_hostname_its_certificate_and_rotate_wi
     assert (a.serial, a.status, a.body) == (fleet.a.serial, 200, "backend eu-hello\n")
     b = await asyncio.to_thread(_https_get, fleet.port, "b.example.com", ca, "/hello/y")
     assert (b.serial, b.status, b.body) == (fleet.b.serial, 200, "backend eu-hello\n")
+    # Redirects on an HTTPS listener: the listener's port and scheme, unless set.
+    moved = await asyncio.to_thread(_https_get, fleet.port, "a.example.com", ca, "/moved/x")
+    assert (moved.status, moved.location) == (302, f"https://example.org:{fleet.port}/moved/x")
+    plain = await asyncio.to_thread(_https_get, fleet.port, "b.example.com", ca, "/plain")
+    assert (plain.status, plain.location) == (302, "http://example.org/plain")
     # A name no listener has gets no certificate at all (no default chain).
     assert (await asyncio.to_thread(_https_get, fleet.port, "z.example.com", ca, "/")).serial == 0
 
