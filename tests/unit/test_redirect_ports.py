@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kontinuum.control.routing import RequestRedirect
-from kontinuum.control.translate.http_routes import ListenerOrigin, redirect_port
+from kontinuum.control.translate.gateway_redirects import ListenerOrigin, redirect_port
 
 HTTP_80, HTTP_8080, HTTPS_443 = (
     ListenerOrigin("http", 80),
@@ -40,5 +39,4 @@ HTTP_80, HTTP_8080, HTTPS_443 = (
 def test_a_redirect_port_follows_the_scheme_and_the_listener(
     origin: ListenerOrigin, scheme: str | None, port: int | None, expected: int | None
 ) -> None:
-    redirect = RequestRedirect(scheme=scheme, hostname="example.org", port=port)  # type: ignore[arg-type]
-    assert redirect_port(redirect, origin) == expected
+    assert redirect_port(scheme, port, origin) == expected

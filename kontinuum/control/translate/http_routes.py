@@ -15,8 +15,7 @@ request). How each Gateway API field maps:
 - `RequestHeaderModifier` / `ResponseHeaderModifier` set (overwrite), add (append) and
   remove headers: a rule's on the `Route`, a backendRef's on that backend's
   `weighted_clusters` entry (a lone backend with filters is a one-entry split), which Envoy
-  applies before the route's; `RequestRedirect` is a `redirect` (on a Gateway listener, with
-  the spec's port rules: see `redirect_port`); `URLRewrite` is a prefix
+  applies before the route's; `RequestRedirect` is a `redirect`; `URLRewrite` is a prefix
   rewrite, a whole-path rewrite (`regex_rewrite` of `^/.*$`) and `host_rewrite_literal`;
   `RequestMirror` is a `request_mirror_policies` entry.
 - `timeouts.request` is the route timeout (0 disables it); `timeouts.backendRequest` is
@@ -70,36 +69,6 @@ _REDIRECT_CODES: Final = {
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
-
-
-WELL_KNOWN_PORTS: Final = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerOrigin:
-    """The Gateway listener a request came in on: its scheme (`http` for an HTTP listener,
-    `https` for HTTPS) and port, from which a redirect's port is derived."""
-
-    scheme: str
-    port: int
-
-
-def redirect_port(redirect: RequestRedirect, origin: ListenerOrigin) -> int | None:
-    """The port of a redirect's `Location`, None when it is left out.
-
-    The Gateway API's rules: a port set is that port; else, with a scheme set, the scheme's
-    well-known port (http 80, https 443); else the listener's port. The port is left out
-    when it is the well-known port of the Location's scheme (the redirect's, else the
-    listener's).
-    """
-    scheme = redirect.scheme or origin.scheme
-    if redirect.port is not None:
-        port = redirect.port
-    elif redirect.scheme is not None:
-        port = WELL_KNOWN_PORTS.get(redirect.scheme, origin.port)
-    else:
-        port = origin.port
-    return None if WELL_KNOWN_PORTS.get(scheme) == port else port
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,17 +198,14 @@ def _apply_header_modifier(route: Any, modifier: HeaderModifier) -> None:
         route.request_headers_to_remove.extend(removed)
 
 
-def _redirect(redirect: RequestRedirect, match: RouteMatch, origin: ListenerOrigin | None) -> Any:
+def _redirect(redirect: RequestRedirect, match: RouteMatch) -> Any:
     action = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.status_code])
     if redirect.scheme is not None:
         action.scheme_redirect = redirect.scheme
     if redirect.hostname is not None:
         action.host_redirect = redirect.hostname
-    # On a listener, the port is always decided here: Envoy would otherwise keep the
-    # request's (a gateway strips it from the Host header) or drop it.
-    port = redirect.port if origin is None else redirect_port(redirect, origin)
-    if port is not None:
-        action.port_redirect = port
+    if redirect.port is not None:
+        action.port_redirect = redirect.port
     if redirect.path is not None:
         _set_path(action, redirect.path, match)
     return action
@@ -329,10 +295,8 @@ def envoy_route(
     clusters: BackendCluster,
     *,
     retries: bool = True,
-    origin: ListenerOrigin | None = None,
 ) -> Any:
-    """The Envoy route of one match of one rule (see the module doc); `origin`: the
-    Gateway listener it serves (None: a mesh route)."""
+    """The Envoy route of one match of one rule (see the module doc)."""
     rule = bound.rule
     route = rc.Route(name=name, match=envoy_match(match))
     unavailable = 503 if kind == "GRPCRoute" else 500
@@ -341,7 +305,7 @@ def envoy_route(
         if isinstance(modifier, HeaderModifier):
             _apply_header_modifier(route, modifier)
     if redirect is not None and not bound.invalid_filters:
-        route.redirect.CopyFrom(_redirect(redirect, match, origin))
+        route.redirect.CopyFrom(_redirect(redirect, match))
         return route
     if bound.invalid_backends or not _backends(route.route, bound, clusters):
         route.ClearField("route")
@@ -375,14 +339,9 @@ def envoy_route(
 
 
 def ranked_routes(
-    routes: Sequence[BoundRoute],
-    clusters: BackendCluster,
-    *,
-    retries: bool = True,
-    origin: ListenerOrigin | None = None,
+    routes: Sequence[BoundRoute], clusters: BackendCluster, *, retries: bool = True
 ) -> list[Any]:
-    """Every rule and match of `routes` as Envoy routes, in Gateway API precedence order;
-    `origin`: the Gateway listener they serve (None: mesh routes)."""
+    """Every rule and match of `routes` as Envoy routes, in Gateway API precedence order."""
     ranked: list[RankedRoute] = []
     for bound in routes:
         route = bound.route
@@ -392,8 +351,6 @@ def ranked_routes(
             for m, match in enumerate(matches):
                 name = f"{route.namespace}/{route.name}/rule/{r}/match/{m}"
                 rank = (match_rank(match), created, route.namespace, route.name, r, m)
-                envoy_rule = envoy_route(
-                    name, route.kind, rule, match, clusters, retries=retries, origin=origin
-                )
+                envoy_rule = envoy_route(name, route.kind, rule, match, clusters, retries=retries)
                 ranked.append(RankedRoute(rank, envoy_rule))
     return [r.route for r in sorted(ranked, key=lambda r: r.rank)]
