@@ -297,6 +297,23 @@ async def test_https_listeners_serve_each_hostname_its_certificate_and_rotate_wi
     assert envoy.stat("listener_manager.lds.update_success") == 1
     b = await asyncio.to_thread(_https_get, fleet.port, "b.example.com", ca, "/hello/y")
     assert (b.serial, b.status) == (fleet.b.serial, 200)
+    # A renewal gone wrong (the key of another certificate): the last good one keeps
+    # serving, and the listener's status says why.
+    broken = tls_secret("demo", "a-cert", fleet.b.certificate, renewed.key)
+    (fleet.root / "a-cert.yaml").write_text(broken)
+
+    def a_resolved() -> str:
+        (status,) = served.mesh.routing_state.binding.gateway_statuses
+        (a_listener,) = [li for li in status.listeners if li.name == "a"]
+        return next(c.reason for c in a_listener.conditions if c.type == "ResolvedRefs")
+
+    for _ in range(100):  # 10 s at most
+        if a_resolved() == "InvalidCertificateRef":
+            break
+        await asyncio.sleep(0.1)
+    assert a_resolved() == "InvalidCertificateRef"
+    a = await asyncio.to_thread(_https_get, fleet.port, "a.example.com", ca, "/hello/x")
+    assert (a.serial, a.status) == (renewed.serial, 200)
     # No key material is ever logged.
     for key in (fleet.a.key, fleet.b.key, renewed.key):
         body = b"".join(key.splitlines()[1:-1]).decode()

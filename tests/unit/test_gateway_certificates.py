@@ -14,10 +14,11 @@ from envoy.config.core.v3 import base_pb2
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.grants import parse_grants
-from kontinuum.control.model import Grant
+from kontinuum.control.model import Fleet, Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.route_binding import RouteBinding, bind_routes
 from kontinuum.control.routing import CertificateRef, TlsSecret
+from kontinuum.control.routing_state import RoutingState
 from kontinuum.mesh import Mesh
 from kontinuum.xds import Peer, SnapshotCache
 from kontinuum.xds.types import SECRET
@@ -376,3 +377,35 @@ def test_a_renewed_secret_changes_only_the_secret_of_the_gateways_that_serve_it(
     assert after_a is not None
     assert after_a.changes_from(before_a) == {SECRET: frozenset({"kubernetes-gateway://demo/a"})}
     assert mesh.cache.snapshot(view_b) is before_b  # not even translated again
+
+
+def test_a_secret_that_turns_bad_keeps_its_last_good_version_serving() -> None:
+    state = RoutingState()
+    good = tls_secret("demo", "www", WWW.certificate, WWW.key)
+    plane = PLANE
+
+    def update(*texts: str) -> RouteBinding:
+        routing, errors = parse_routing(docs(*texts))
+        assert errors == []
+        state.update(Fleet(sites=plane.sites, routing=routing), plane)
+        return state.binding
+
+    first = update(HTTPS_GATEWAY, good)
+    (bound,) = first.gateways
+    (served,) = bound.certificates_of(bound.listeners[0])
+    # Renewed with the key of another certificate: the last good one keeps serving.
+    mismatched = update(HTTPS_GATEWAY, tls_secret("demo", "www", WWW.certificate, OTHER.key))
+    (bound,) = mismatched.gateways
+    assert bound.certificates_of(bound.listeners[0]) == (served,)
+    assert listener(mismatched)["ResolvedRefs"] == (
+        "False",
+        "InvalidCertificateRef",
+        "Secret demo/www cannot serve TLS: tls.key does not belong to the first certificate of "
+        "tls.crt; its last good version stays in force",
+    )
+    assert listener(mismatched)["Programmed"] == ("True", "Programmed", "")
+    # Deleted, it is gone; one never good serves nothing.
+    assert update(HTTPS_GATEWAY).gateways[0].listeners == ()
+    never = update(HTTPS_GATEWAY, tls_secret("demo", "www", WWW.certificate, OTHER.key))
+    assert never.gateways[0].listeners == ()
+    assert listener(never)["ResolvedRefs"][2].endswith("of tls.crt")
