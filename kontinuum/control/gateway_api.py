@@ -113,7 +113,9 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
     protocol = protocol or ""
     tls_mode: TlsMode | None = None
     certificates: tuple[CertificateRef, ...] = ()
-    if protocol.upper() in ("HTTP", "TCP", "UDP") and raw.get("tls") is not None:
+    tls = raw.get("tls")
+    client_validation = isinstance(tls, dict) and tls.get("frontendValidation") is not None
+    if protocol.upper() in ("HTTP", "TCP", "UDP") and tls is not None:
         obj.error(f"{path}.tls", f"must not be set for protocol {protocol}")
     else:
         tls_mode, certificates = _listener_tls(obj, path, raw, protocol)
@@ -129,7 +131,9 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
         kind = obj.string(entry, "kind", f"{kind_path}.kind", required=True, check=kind_name)
         if kind is not None:
             kinds.append((GATEWAY_GROUP if group is None else group, kind))
-    return GatewayListener(name, port, protocol, host, where, tuple(kinds), tls_mode, certificates)
+    return GatewayListener(
+        name, port, protocol, host, where, tuple(kinds), tls_mode, certificates, client_validation
+    )
 
 
 def _listener_tls(

@@ -154,6 +154,14 @@ def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Co
             "UnsupportedProtocol",
             f"kontinuum serves HTTP and HTTPS listeners only, not {listener.protocol}{passthrough}",
         )
+    if listener.client_validation:
+        return Condition(
+            "Accepted",
+            "False",
+            "UnsupportedValue",
+            "tls.frontendValidation (client certificates) is not supported: the listener "
+            "would admit clients it was asked to refuse",
+        )
     if listener.allowed_namespaces == "Selector":
         return Condition(
             "Accepted",

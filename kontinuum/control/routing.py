@@ -255,6 +255,7 @@ class GatewayListener:
     allowed_kinds: tuple[tuple[str, str], ...] = ()
     tls_mode: TlsMode | None = None
     certificate_refs: tuple[CertificateRef, ...] = ()
+    client_validation: bool = False  # `tls.frontendValidation` is set (not supported)
 
 
 @dataclass(frozen=True, slots=True)

@@ -409,3 +409,19 @@ def test_a_secret_that_turns_bad_keeps_its_last_good_version_serving() -> None:
     never = update(HTTPS_GATEWAY, tls_secret("demo", "www", WWW.certificate, OTHER.key))
     assert never.gateways[0].listeners == ()
     assert listener(never)["ResolvedRefs"][2].endswith("of tls.crt")
+
+
+def test_client_certificate_validation_is_not_accepted_rather_than_ignored() -> None:
+    text = HTTPS_GATEWAY.replace(
+        "tls: {certificateRefs: [{name: www}]}",
+        "tls: {certificateRefs: [{name: www}], frontendValidation: "
+        "{caCertificateRefs: [{kind: ConfigMap, name: ca}]}}",
+    )
+    binding = bind(text, tls_secret("demo", "www", WWW.certificate, WWW.key))
+    assert listener(binding)["Accepted"] == (
+        "False",
+        "UnsupportedValue",
+        "tls.frontendValidation (client certificates) is not supported: the listener would "
+        "admit clients it was asked to refuse",
+    )
+    assert binding.gateways == ()
