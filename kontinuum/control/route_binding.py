@@ -77,6 +77,7 @@ from kontinuum.control.gateway_binding import (
     listener_condition,
     listener_kinds,
     plane_services,
+    protocol_conflicts,
 )
 from kontinuum.control.gateway_fields import regex_problem
 from kontinuum.control.model import Grant
@@ -507,6 +508,7 @@ def bind_routes(
             if plane.site(g.cluster) is not None
             and not g.east_west
             and listener_condition(listener).status == "True"
+            and listener.name not in protocol_conflicts(g)
         )
         for key, g in gateways.items()
     }
@@ -576,12 +578,10 @@ def bind_routes(
         if parents:
             routes.append(BoundRoute(route, tuple(parents), rules))
     counts = {key: len(names) for key, names in attached.items()}
-    gateway_statuses = tuple(gateway_status(g, plane, counts) for g in config.gateways)
-    bound_gateways = tuple(
-        BoundGateway(g, tuple(li for li in g.listeners if li.name in accepted[g.namespace, g.name]))
-        for g, s in zip(config.gateways, gateway_statuses, strict=True)
-        if s.conditions[0].status == "True"
-    )
+    secrets = {(s.namespace, s.name): s for s in config.secrets}
+    bound = [gateway_status(g, plane, counts, secrets, grants) for g in config.gateways]
+    gateway_statuses = tuple(status for status, _ in bound)
+    bound_gateways = tuple(gateway for _, gateway in bound if gateway is not None)
     policies, policy_statuses = bind_policies(config.policies, plane)
     return RouteBinding(
         routes=tuple(routes),

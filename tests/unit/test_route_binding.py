@@ -316,7 +316,7 @@ def test_a_route_attaches_to_a_gateway_listener() -> None:
             id="kinds",
         ),
         pytest.param(
-            edit(GATEWAY, "protocol: HTTP}", "protocol: HTTPS}"),
+            edit(GATEWAY, "protocol: HTTP}", "protocol: TLS, tls: {mode: Passthrough}}"),
             gateway_route(),
             (
                 "False",
@@ -905,7 +905,7 @@ def test_gateway_and_listener_statuses() -> None:
         GATEWAY,
         "  - {name: http, port: 80, protocol: HTTP}",
         """  - {name: http, port: 80, protocol: HTTP}
-  - {name: tls, port: 443, protocol: HTTPS}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
   - name: picky
     port: 81
     protocol: HTTP
@@ -931,7 +931,7 @@ def test_gateway_and_listener_statuses() -> None:
     assert summary(listeners["tls"].conditions)["Accepted"] == (
         "False",
         "UnsupportedProtocol",
-        "kontinuum serves HTTP listeners only, not HTTPS (TLS termination is not supported yet)",
+        "kontinuum serves HTTP and HTTPS listeners only, not TLS (TLS passthrough to TLSRoutes)",
     )
     assert summary(listeners["tls"].conditions)["Programmed"] == (
         "False",
