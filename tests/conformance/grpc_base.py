@@ -150,9 +150,12 @@ Round = Callable[[], list[Result]]
 """Makes every call of a case once (in order) and returns the results."""
 
 
-def through(address: str, calls: Sequence[Call]) -> Round:
-    """Rounds of `calls` through an Envoy listener at `address` (`127.0.0.1:<port>`)."""
-    return lambda: [grpc_echo.call_through(address, call) for call in calls]
+def through(address: str, calls: Sequence[Call], root_certificates: bytes | None = None) -> Round:
+    """Rounds of `calls` through an Envoy listener at `address` (`127.0.0.1:<port>`), over
+    TLS with `root_certificates`."""
+    return lambda: [
+        grpc_echo.call_through(address, call, root_certificates=root_certificates) for call in calls
+    ]
 
 
 def expect_rounds(

@@ -27,6 +27,7 @@ from tests.conformance.harness import Conformance
 from tests.e2e import grpc_echo
 from tests.e2e.grpc_echo import SERVICE, Call
 from tests.support.net import free_port
+from tests.support.server_certs import TestCa, tls_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -335,3 +336,40 @@ def test_a_call_may_last_longer_than_envoy_s_default_route_timeout(
     expect(port, [(Call("Echo"), ok(V1))])
     slow = Call("Echo", ((grpc_echo.DELAY, "16"),))
     assert grpc_echo.call_through(f"127.0.0.1:{port}", slow, timeout=25).outcome == f"ok {V1}"
+
+
+def test_an_https_listener(conformance: Conformance) -> None:
+    """A GRPCRoute on HTTPS listeners: the client negotiates HTTP/2 by ALPN, as the spec
+    requires of an implementation that supports GRPCRoute on HTTPS, and its SNI and
+    `:authority` pick the listener and its certificate."""
+    port = free_port()
+    ca = TestCa()
+    listeners = "".join(
+        f"""  - name: {name}
+    port: {port}
+    protocol: HTTPS
+    hostname: {name}.example.com
+    tls: {{certificateRefs: [{{name: {name}-cert}}]}}
+"""
+        for name in ("one", "two")
+    )
+    secrets = [
+        tls_secret(INFRA, f"{name}-cert", issued.certificate, issued.key)
+        for name in ("one", "two")
+        for issued in [ca.issue(f"{name}.example.com")]
+    ]
+    routes = [
+        grpc_route(f"https-{name}", f"  - backendRefs: [{{name: {backend}, port: 8080}}]\n",
+                   parents=f"[{{name: grpc-https, sectionName: {name}}}]")
+        for name, backend in (("one", V1), ("two", V2))
+    ]  # fmt: skip
+    assert conformance.apply(case_gateway("grpc-https", listeners), *secrets, *routes) == ()
+    for route in ("https-one", "https-two"):
+        accepted(conformance, route)
+    conformance.gateway("grpc-https")
+    cases = [
+        (Call("Echo", authority="one.example.com"), ok(V1)),
+        (Call("Echo", authority="two.example.com"), ok(V2)),
+    ]
+    calls = [call for call, _ in cases]
+    expect_rounds(through(f"127.0.0.1:{port}", calls, root_certificates=ca.pem), cases)

@@ -130,16 +130,26 @@ def call_once(channel: grpc.Channel, call: Call, timeout: float = 2.0) -> Result
     return Result(f"ok {body['backend']}", metadata)
 
 
-def channel(target: str, authority: str | None = None) -> grpc.Channel:
-    """A plaintext channel to `target` sending `:authority` (else the target's)."""
+def channel(
+    target: str, authority: str | None = None, root_certificates: bytes | None = None
+) -> grpc.Channel:
+    """A channel to `target` sending `:authority` (else the target's): plaintext, or with
+    `root_certificates` TLS, whose SNI and verified name are the authority."""
     options = [("grpc.default_authority", authority)] if authority else []
-    return grpc.insecure_channel(target, options=options)
+    if root_certificates is None:
+        return grpc.insecure_channel(target, options=options)
+    if authority:
+        options.append(("grpc.ssl_target_name_override", authority))
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
-def call_through(address: str, call: Call, timeout: float = 2.0) -> Result:
+def call_through(
+    address: str, call: Call, timeout: float = 2.0, root_certificates: bytes | None = None
+) -> Result:
     """`call` on a fresh channel to `address` (`127.0.0.1:<port>`, an Envoy listener), with
-    a deadline `timeout` seconds away."""
-    with channel(address, call.authority) as opened:
+    a deadline `timeout` seconds away; over TLS with `root_certificates`."""
+    with channel(address, call.authority, root_certificates) as opened:
         return call_once(opened, call, timeout)
 
 
