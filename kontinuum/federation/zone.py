@@ -1,0 +1,244 @@
+"""`kontinuum zone`: a site's control plane that dials out to the global one.
+
+It discovers its site locally (this release: a directory of the site's Service,
+EndpointSlice and ServiceExport YAML, watched for changes), dials the global's federation
+address over mutual TLS with its certificate (`kontinuum ca issue --namespace
+kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
+site's objects on the `ZoneToGlobal` stream, sending only what changed
+(`kontinuum.federation.publisher`). A response is sent once the previous one was
+answered, so a burst of changes goes out as one. When the stream fails, it dials again
+after a backoff doubling from 0.5 s to 30 s (with jitter); on reconnect the global says
+what it holds, and only what differs is sent.
+
+It does not serve xDS to the site's proxies yet (docs/federation.md: what comes next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.control.model import ConfigError
+from kontinuum.discovery.kube_watch import Backoff
+from kontinuum.discovery.listing import yaml_files
+from kontinuum.discovery.static import directory_changes, read_documents
+from kontinuum.federation.objects import (
+    MAX_MESSAGE_BYTES,
+    SERVICE,
+    SITE_METADATA,
+    TYPE_URL,
+    ZONE_TO_GLOBAL,
+    ObjectError,
+    SiteObject,
+    site_object,
+)
+from kontinuum.federation.publisher import Publisher
+from kontinuum.xds.limits import cut
+
+log = logging.getLogger("kontinuum.zone")
+
+_EOF: Final = grpc.aio.EOF  # type: ignore[attr-defined]
+_OPTIONS: Final[list[tuple[str, Any]]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class CredentialsError(ValueError):
+    """A credentials directory that cannot be used; the message says why, on one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSettings:
+    """Who the zone is, where the global is, and where the site's objects are."""
+
+    site: str
+    global_address: str
+    credentials: Path  # cert.pem, key.pem, ca.pem (`kontinuum ca issue --out`)
+    config: Path  # the site's objects: YAML files
+    server_name: str = ""  # the name the global's certificate is checked against
+    poll_interval: float = 0.5
+    backoff: tuple[float, float] = (0.5, 30.0)
+
+
+def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
+    """Mutual TLS with the certificate `kontinuum ca issue` wrote to `directory`."""
+    files = {}
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        try:
+            files[name] = (directory / name).read_bytes()
+        except OSError as error:
+            raise CredentialsError(
+                f"cannot read {directory / name}: {error.strerror or error} (`kontinuum ca "
+                "issue --out DIR` writes cert.pem, key.pem and ca.pem)"
+            ) from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=files["ca.pem"],
+        private_key=files["key.pem"],
+        certificate_chain=files["cert.pem"],
+    )
+
+
+def read_site(directory: Path) -> tuple[list[SiteObject], list[str]]:
+    """The objects of the site's YAML files (below `directory`, sorted), and a line per
+    file or object left out. Only Services, EndpointSlices and ServiceExports are
+    published; the global checks each fully (and refuses what is invalid)."""
+    errors: list[ConfigError] = []
+    problems: list[str] = []
+    objects: dict[str, SiteObject] = {}
+    try:
+        paths = yaml_files(directory)
+    except OSError as error:
+        return [], [f"{directory}: cannot list: {error.strerror or error}"]
+    for path in paths:
+        name = str(Path(path).relative_to(directory))
+        for document in read_documents(path, name, errors):
+            body = document.body
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                problems.append(f"{name}: document {document.index}: not an object")
+                continue
+            items = body.get("items") if str(body.get("kind", "")).endswith("List") else None
+            for item in items if isinstance(items, list) else [body]:
+                try:
+                    obj = site_object(item if isinstance(item, dict) else {})
+                except ObjectError as error:
+                    problems.append(f"{name}: document {document.index}: {error}")
+                    continue
+                if obj.name in objects:
+                    problems.append(f"{name}: {obj.name} is declared twice; the first counts")
+                    continue
+                objects[obj.name] = obj
+    problems[:0] = [str(error) for error in errors]
+    return list(objects.values()), problems
+
+
+class Zone:
+    """A zone publishing its site to the global until cancelled (see the module doc)."""
+
+    def __init__(self, options: ZoneSettings, credentials: grpc.ChannelCredentials) -> None:
+        self.options = options
+        self.publisher = Publisher()
+        self.synced = asyncio.Event()  # the site was read once
+        self._credentials = credentials
+        self._wake = asyncio.Event()
+        self._problems: list[str] = []
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._discover(), name="site files")
+            group.create_task(self._dial(), name="global")
+
+    async def _discover(self) -> None:
+        changes = directory_changes(self.options.config, self.options.poll_interval)
+        try:
+            while True:
+                objects, problems = await asyncio.to_thread(read_site, self.options.config)
+                if problems != self._problems:
+                    for problem in problems:
+                        log.error("%s", problem)
+                    self._problems = problems
+                self.publisher.publish(objects)
+                self.synced.set()
+                self._wake.set()
+                await anext(changes)
+        finally:
+            await changes.aclose()
+
+    async def _dial(self) -> None:
+        await self.synced.wait()
+        backoff = Backoff(*self.options.backoff)
+        options = list(_OPTIONS)
+        if self.options.server_name:
+            options.append(("grpc.ssl_target_name_override", self.options.server_name))
+        while True:
+            try:
+                async with grpc.aio.secure_channel(
+                    self.options.global_address, self._credentials, options=options
+                ) as channel:
+                    await self._stream(channel, backoff)
+                problem = "the global ended the stream"
+            except grpc.aio.AioRpcError as error:
+                problem = f"{error.code().name}: {error.details()}"
+            finally:
+                self.publisher.disconnect()
+            delay = backoff.next()
+            log.log(
+                logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,
+                "global %s: %s; dialing again in %.1f s",
+                self.options.global_address,
+                cut(problem),
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _stream(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+            request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        )
+        call: Any = method(metadata=((SITE_METADATA, self.options.site),))
+        try:
+            first = await call.read()
+            if first is _EOF:
+                return
+            if first.type_url != TYPE_URL:
+                log.error("global asked for %s, not %s", first.type_url, TYPE_URL)
+                return
+            self.publisher.connect(dict(first.initial_resource_versions))
+            backoff.reset()
+            log.info(
+                "connected to the global %s: it holds %d object(s) of site %s",
+                self.options.global_address,
+                len(first.initial_resource_versions),
+                self.options.site,
+            )
+            self._wake.set()
+            sender = asyncio.create_task(self._send(call), name="send")
+            reader = asyncio.create_task(self._answers(call), name="answers")
+            try:
+                done, _ = await asyncio.wait((sender, reader), return_when="FIRST_COMPLETED")
+                for task in done:
+                    task.result()  # raises what ended the stream
+            finally:
+                for task in (sender, reader):
+                    task.cancel()
+                await asyncio.gather(sender, reader, return_exceptions=True)
+        finally:
+            call.cancel()
+
+    async def _send(self, call: Any) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.publisher.unanswered:
+                continue  # the answer wakes this again
+            response = self.publisher.response()
+            if response is not None:
+                log.debug(
+                    "sending %d object(s), %d removal(s)",
+                    len(response.resources),
+                    len(response.removed_resources),
+                )
+                await call.write(response)
+
+    async def _answers(self, call: Any) -> None:
+        while True:
+            request = await call.read()
+            if request is _EOF:
+                return
+            answer = self.publisher.answer(request)
+            if answer is not None and not answer.accepted:
+                log.error("the global refused objects: %s", cut(answer.error))
+            self._wake.set()
