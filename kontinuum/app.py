@@ -33,7 +33,7 @@ from kontinuum.discovery.static import StaticSource
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
-from kontinuum.federation.service import FederationService, start_server
+from kontinuum.federation.service import FederationService, NotReadyError, start_server
 from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
@@ -510,12 +510,15 @@ async def serving(
 
 
 def zone_of(aggregator: Aggregator) -> Callable[[str], ZoneSource | None]:
-    """The source of a site declared with `kontinuum.io/source: zone`, by its name."""
+    """The source of a site declared with `kontinuum.io/source: zone`, by its name; before
+    the first fleet, a site not found yet may still be declared: `NotReadyError`."""
 
     def find(site: str) -> ZoneSource | None:
         for source in aggregator.sources:
             if isinstance(source, ZoneSource) and source.cluster == site:
                 return source
+        if not aggregator.synced.is_set():
+            raise NotReadyError("the global has not read the fleet yet: retry")
         return None
 
     return find

@@ -41,7 +41,7 @@ from kontinuum.federation.objects import (
 from kontinuum.federation.v1.federation_pb2 import KubeObject
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE
-from kontinuum.xds.identity import Authenticator, UnauthenticatedError
+from kontinuum.xds.identity import Authenticator, Peer, UnauthenticatedError
 from kontinuum.xds.limits import cut, shown
 from kontinuum.xds.listen import ListenError, check_free
 
@@ -65,6 +65,11 @@ _OPTIONS: Final = [
 _INVALID_ARGUMENT: Final = 3  # google.rpc.Code, in a NACK's error_detail
 
 
+class NotReadyError(Exception):
+    """The global cannot tell yet whether a site is a zone (it has not read the fleet):
+    the zone is asked to retry (UNAVAILABLE), not refused."""
+
+
 class _RefusedError(Exception):
     def __init__(self, reason: str, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -74,7 +79,8 @@ class _RefusedError(Exception):
 
 class FederationService:
     """The `Federation` service of the global (see the module doc). `zone_of(site)` is
-    the source of a site declared with `source: zone`, or None."""
+    the source of a site declared with `source: zone`, or None; it raises `NotReadyError`
+    before the fleet is known."""
 
     def __init__(
         self, authenticator: Authenticator, zone_of: Callable[[str], ZoneSource | None]
@@ -105,30 +111,8 @@ class FederationService:
             raise _RefusedError(
                 REFUSED_UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED, str(error)
             ) from None
-        expected = f"ns/{CONTROL_PLANE_NAMESPACE}/sa/{zone_service_account(site)}"
-        try:
-            identity = SpiffeId.parse(peer.identity or "")
-        except ValueError:
-            identity = None
-        cluster = peer.claims.get("cluster", site)
-        if (
-            not site
-            or identity is None
-            or (identity.namespace, identity.service_account)
-            != (CONTROL_PLANE_NAMESPACE, zone_service_account(site))
-            or cluster != site
-        ):
-            raise _RefusedError(
-                REFUSED_IDENTITY,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{peer.identity or 'an anonymous peer'} may not publish site {shown(site)}: "
-                f"a zone of that site proves {expected}"
-                + (
-                    f" for cluster {site}"
-                    if site
-                    else f" (name it in the {SITE_METADATA} metadata)"
-                ),
-            )
+        if problem := _identity_problem(peer, site):
+            raise _RefusedError(REFUSED_IDENTITY, grpc.StatusCode.PERMISSION_DENIED, problem)
         source = self._zone_of(site)
         if source is None:
             raise _RefusedError(
@@ -146,6 +130,9 @@ class FederationService:
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
         try:
             source = self._admit(context)
+        except NotReadyError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            return
         except _RefusedError as refused:
             self.refused[refused.reason] += 1
             log.warning("refused a zone stream from %s: %s", context.peer(), cut(refused))
@@ -201,6 +188,28 @@ class FederationService:
             request.error_detail.code = _INVALID_ARGUMENT
             request.error_detail.message = detail
         return request
+
+
+def _identity_problem(peer: Peer, site: str) -> str:
+    """Why `peer` may not publish `site`, or "": it must prove the site's zone identity,
+    `ns/kontinuum-system/sa/zone-<site>`, of the site's cluster when it names one."""
+    if not site:
+        return f"name the site in the {SITE_METADATA} metadata"
+    expected = f"ns/{CONTROL_PLANE_NAMESPACE}/sa/{zone_service_account(site)}"
+    refusal = f"{peer.identity or 'an anonymous peer'} may not publish site {shown(site)}"
+    try:
+        identity = SpiffeId.parse(peer.identity or "")
+    except ValueError:
+        return f"{refusal}: a zone of that site proves {expected}"
+    if (identity.namespace, identity.service_account) != (
+        CONTROL_PLANE_NAMESPACE,
+        zone_service_account(site),
+    ):
+        return f"{refusal}: a zone of that site proves {expected}"
+    cluster = peer.claims.get("cluster", site)
+    if cluster != site:
+        return f"{refusal}: its certificate is for cluster {shown(cluster)}"
+    return ""
 
 
 async def start_server(
