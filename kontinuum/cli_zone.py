@@ -34,15 +34,31 @@ def zone(
         ),
     ],
     config: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--config",
             exists=True,
             file_okay=False,
-            help="The site's Services, EndpointSlices and ServiceExports (YAML files), "
-            "watched for changes.",
+            help="Read the site's Services, EndpointSlices and ServiceExports from this "
+            "directory's YAML files, watched for changes.",
         ),
-    ],
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Or read them from the site's Kubernetes API, listed and watched: a context "
+            "of --kubeconfig, or `in-cluster` for the pod's service account.",
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            dir_okay=False,
+            help="The kubeconfig of --context (default: $KUBECONFIG, ~/.kube/config).",
+        ),
+    ] = None,
     server_name: Annotated[
         str,
         typer.Option(
@@ -61,17 +77,30 @@ def zone(
     """
     from kontinuum.app import run_zone
     from kontinuum.cli_options import setup_logging
+    from kontinuum.control.model import KubernetesAccess
     from kontinuum.control.objects import dns_label
     from kontinuum.errors import OperatorError
     from kontinuum.federation.zone import CredentialsError, ZoneSettings, channel_credentials
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
+    where: Path | KubernetesAccess
+    if (config is None) == (context is None):
+        raise typer.BadParameter(
+            "give the site's files (--config) or its Kubernetes API (--context), one of them",
+            param_hint="--config/--context",
+        )
+    if config is not None:
+        where = config
+    elif context == "in-cluster":
+        where = KubernetesAccess(in_cluster=True)
+    else:
+        where = KubernetesAccess(kubeconfig=str(kubeconfig or ""), context=context or "")
     try:
         channel = channel_credentials(credentials)
     except CredentialsError as error:
         raise OperatorError(str(error)) from error
-    options = ZoneSettings(site, global_address, credentials, config, server_name)
+    options = ZoneSettings(site, global_address, credentials, where, server_name)
     setup_logging(verbose)
     serve_until_stopped(
         run_zone(options, channel, admin_address), {"--admin-address": admin_address}

@@ -1,7 +1,10 @@
 """`kontinuum zone`: a site's control plane that dials out to the global one.
 
-It discovers its site locally (this release: a directory of the site's Service,
-EndpointSlice and ServiceExport YAML, watched for changes), dials the global's federation
+It discovers its site locally: a directory of the site's Service, EndpointSlice and
+ServiceExport YAML, watched for changes, or the site's Kubernetes API, listed and watched
+by the Kubernetes source (`kontinuum.discovery.kubernetes`: the objects of its view, as
+`kubectl get -o yaml` prints them, published whenever the view changes). It dials the
+global's federation
 address over mutual TLS with its certificate (`kontinuum ca issue --namespace
 kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
 site's objects on the `ZoneToGlobal` stream, sending only what changed
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,8 +28,10 @@ from typing import Any, Final
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from kontinuum.control.model import ConfigError
+from kontinuum.control.model import ConfigError, KubernetesAccess
+from kontinuum.control.objects import Document
 from kontinuum.discovery.kube_watch import Backoff
+from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
 from kontinuum.discovery.static import directory_changes, read_documents
 from kontinuum.federation.objects import (
@@ -64,7 +70,8 @@ class ZoneSettings:
     site: str
     global_address: str
     credentials: Path  # cert.pem, key.pem, ca.pem (`kontinuum ca issue --out`)
-    config: Path  # the site's objects: YAML files
+    # Where the site's objects are: a directory of YAML files, or its Kubernetes API.
+    config: Path | KubernetesAccess
     server_name: str = ""  # the name the global's certificate is checked against
     poll_interval: float = 0.5
     backoff: tuple[float, float] = (0.5, 30.0)
@@ -88,39 +95,48 @@ def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
     )
 
 
-def read_site(directory: Path) -> tuple[list[SiteObject], list[str]]:
-    """The objects of the site's YAML files (below `directory`, sorted), and a line per
-    file or object left out. Only Services, EndpointSlices and ServiceExports are
-    published; the global checks each fully (and refuses what is invalid)."""
-    errors: list[ConfigError] = []
+def site_objects(documents: Iterable[Document]) -> tuple[list[SiteObject], list[str]]:
+    """The objects of documents (a `kubectl get -o yaml` List counts as its items), and a
+    line per one left out. Only Services, EndpointSlices and ServiceExports are published;
+    the global checks each fully (and refuses what is invalid)."""
     problems: list[str] = []
     objects: dict[str, SiteObject] = {}
+    for document in documents:
+        body, where = document.body, f"{document.file}: document {document.index}"
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        items = body.get("items") if str(body.get("kind", "")).endswith("List") else None
+        for item in items if isinstance(items, list) else [body]:
+            try:
+                obj = site_object(item if isinstance(item, dict) else {})
+            except ObjectError as error:
+                problems.append(f"{where}: {error}")
+                continue
+            if obj.name in objects:
+                problems.append(f"{where}: {obj.name} is declared twice; the first counts")
+                continue
+            objects[obj.name] = obj
+    return list(objects.values()), problems
+
+
+def read_site(directory: Path) -> tuple[list[SiteObject], list[str]]:
+    """The objects of the site's YAML files (in `directory`, sorted), and a line per file
+    or object left out (see `site_objects`)."""
+    errors: list[ConfigError] = []
     try:
         paths = yaml_files(directory)
     except OSError as error:
         return [], [f"{directory}: cannot list: {error.strerror or error}"]
-    for path in paths:
-        name = str(Path(path).relative_to(directory))
-        for document in read_documents(path, name, errors):
-            body = document.body
-            if body is None:
-                continue
-            if not isinstance(body, dict):
-                problems.append(f"{name}: document {document.index}: not an object")
-                continue
-            items = body.get("items") if str(body.get("kind", "")).endswith("List") else None
-            for item in items if isinstance(items, list) else [body]:
-                try:
-                    obj = site_object(item if isinstance(item, dict) else {})
-                except ObjectError as error:
-                    problems.append(f"{name}: document {document.index}: {error}")
-                    continue
-                if obj.name in objects:
-                    problems.append(f"{name}: {obj.name} is declared twice; the first counts")
-                    continue
-                objects[obj.name] = obj
-    problems[:0] = [str(error) for error in errors]
-    return list(objects.values()), problems
+    documents = [
+        document
+        for path in paths
+        for document in read_documents(path, str(Path(path).relative_to(directory)), errors)
+    ]
+    objects, problems = site_objects(documents)
+    return objects, [str(error) for error in errors] + problems
 
 
 class Zone:
@@ -140,20 +156,31 @@ class Zone:
             group.create_task(self._dial(), name="global")
 
     async def _discover(self) -> None:
-        changes = directory_changes(self.options.config, self.options.poll_interval)
+        where = self.options.config
+        if isinstance(where, KubernetesAccess):
+            await self._watch_cluster(where)
+            return
+        changes = directory_changes(where, self.options.poll_interval)
         try:
             while True:
-                objects, problems = await asyncio.to_thread(read_site, self.options.config)
-                if problems != self._problems:
-                    for problem in problems:
-                        log.error("%s", problem)
-                    self._problems = problems
-                self.publisher.publish(objects)
-                self.synced.set()
-                self._wake.set()
+                self._publish(*await asyncio.to_thread(read_site, where))
                 await anext(changes)
         finally:
             await changes.aclose()
+
+    async def _watch_cluster(self, access: KubernetesAccess) -> None:
+        source = KubernetesSource(self.options.site, access, backoff=self.options.backoff)
+        async for _ in source.updates():
+            self._publish(*site_objects(source.view.documents()))
+
+    def _publish(self, objects: list[SiteObject], problems: list[str]) -> None:
+        if problems != self._problems:
+            for problem in problems:
+                log.error("%s", problem)
+            self._problems = problems
+        self.publisher.publish(objects)
+        self.synced.set()
+        self._wake.set()
 
     async def _dial(self) -> None:
         await self.synced.wait()

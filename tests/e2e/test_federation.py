@@ -25,6 +25,13 @@ from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
 from kontinuum.security.xds_auth import control_plane_identity
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
+from tests.support.kube import (
+    KubeCluster,
+    endpoint_slice,
+    service,
+    service_export,
+    write_kubeconfig,
+)
 from tests.support.net import free_port
 from tests.support.security import metrics_text, sample
 
@@ -177,16 +184,18 @@ class Federation:
     federation: str
     ca: Path
     backends: dict[str, Backend]
+    zone_credentials: Path = Path()
 
     @property
     def logs(self) -> tuple[Path, ...]:
         return (self.global_.log, self.zone.log)
 
-    def zone_process(self, credentials: Path, site: str = "edge-paris") -> Process:
+    def zone_process(self, credentials: Path, site: str = "edge-paris", *discovery: str) -> Process:
         return Process(
             [
                 "zone", "--site", site, "--global", self.federation,
-                "--credentials", str(credentials), "--config", str(self.zone_files),
+                "--credentials", str(credentials),
+                *(discovery or ("--config", str(self.zone_files))),
             ],
             self.root / f"zone-{credentials.name}.log",
             f"127.0.0.1:{free_port()}",
@@ -225,11 +234,11 @@ async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
     )  # fmt: skip
     found = Federation(tmp_path, zone_files, global_, Process([], Path(), ""), xds_port,
                        federation_address, ca, backends)  # fmt: skip
+    found.zone_credentials = credentials
     found.zone = found.zone_process(credentials)
     started: list[Process] = [global_, found.zone]
     try:
         global_.start()
-        found.zone.start()
         yield found
     finally:
         for process in started:
@@ -269,6 +278,7 @@ async def test_a_zone_publishes_its_site_and_the_global_keeps_it_through_a_cut(
 ) -> None:
     found = federation
     global_, logs = found.global_, found.logs
+    found.zone.start()
     sidecar = await asyncio.to_thread(
         issue, found.ca, found.root / "frontend", "eu-central", "demo", "frontend"
     )
@@ -348,6 +358,7 @@ async def test_a_zone_claiming_another_site_is_refused_and_counted(
 ) -> None:
     found = federation
     global_, logs = found.global_, found.logs
+    found.zone.start()
     await until(
         lambda: global_.metric("kontinuum_federation_zone_connected", {"zone": "edge-paris"}),
         "the real zone connected",
@@ -388,3 +399,38 @@ async def test_a_zone_claiming_another_site_is_refused_and_counted(
             30,
             logs,
         )
+
+
+async def test_a_zone_publishes_its_site_from_its_kubernetes_api(federation: Federation) -> None:
+    found = federation
+    global_ = found.global_
+    async with KubeCluster("edge-paris") as cluster:
+        cluster.put(
+            service("web"), endpoint_slice("web-1", "web", ["10.3.0.1"]), service_export("web")
+        )
+        kubeconfig = write_kubeconfig(found.root / "kubeconfig", [cluster])
+        zone = found.zone_process(
+            found.zone_credentials,
+            "edge-paris",
+            "--context", "edge-paris", "--kubeconfig", str(kubeconfig),
+        )  # fmt: skip
+        endpoints = {"source": ZONE}
+        with running(zone):
+            logs = (global_.log, zone.log)
+            await until(
+                lambda: global_.metric("kontinuum_source_endpoints", endpoints),
+                "the cluster's endpoint at the global",
+                60,
+                logs,
+            )
+            assert await global_.metric("kontinuum_federation_zone_objects", {
+                "zone": "edge-paris"
+            }) == 3  # fmt: skip
+
+            cluster.put(endpoint_slice("web-1", "web", ["10.3.0.1", "10.3.0.2"]))
+
+            async def two() -> bool:
+                return await global_.metric("kontinuum_source_endpoints", endpoints) == 2
+
+            await until(two, "the cluster's new endpoint at the global", 30, logs)
+            assert await zone.metric("kontinuum_zone_objects_sent_total") == 4
