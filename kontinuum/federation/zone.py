@@ -197,6 +197,8 @@ class Zone:
                 problem = "the global ended the stream"
             except grpc.aio.AioRpcError as error:
                 problem = f"{error.code().name}: {error.details()}"
+            except asyncio.InvalidStateError:  # written to as it ended
+                problem = "the stream ended"
             finally:
                 self.publisher.disconnect()
             delay = backoff.next()
