@@ -32,6 +32,7 @@ class PublisherStats:
     responses: int = 0
     objects_sent: int = 0  # objects in responses (each new or changed object once)
     removals_sent: int = 0
+    bytes_sent: int = 0  # serialized responses
     acks: int = 0
     nacks: int = 0
     last_nack: str = ""
@@ -119,6 +120,7 @@ class Publisher:
         self.stats.responses += 1
         self.stats.objects_sent += len(changed)
         self.stats.removals_sent += len(removed)
+        self.stats.bytes_sent += response.ByteSize()
         return response
 
     def answer(self, request: discovery_pb2.DeltaDiscoveryRequest) -> Answer | None:

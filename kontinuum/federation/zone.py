@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,21 +123,49 @@ def site_objects(documents: Iterable[Document]) -> tuple[list[SiteObject], list[
     return list(objects.values()), problems
 
 
-def read_site(directory: Path) -> tuple[list[SiteObject], list[str]]:
-    """The objects of the site's YAML files (in `directory`, sorted), and a line per file
-    or object left out (see `site_objects`)."""
-    errors: list[ConfigError] = []
-    try:
-        paths = yaml_files(directory)
-    except OSError as error:
-        return [], [f"{directory}: cannot list: {error.strerror or error}"]
-    documents = [
-        document
-        for path in paths
-        for document in read_documents(path, str(Path(path).relative_to(directory)), errors)
-    ]
-    objects, problems = site_objects(documents)
-    return objects, [str(error) for error in errors] + problems
+class SiteFiles:
+    """The site's YAML files (in a directory, sorted): only the files that changed since
+    the last `read` (by modification time, size and inode) are read and hashed again, so a
+    change costs its file, not the site."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # path -> (its key when read, its objects, its problems)
+        self._files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]] = {}
+
+    def read(self) -> tuple[list[SiteObject], list[str]]:
+        """Every object of the files, and a line per file or object left out (see
+        `site_objects`; an object declared in two files counts in the first)."""
+        try:
+            paths = yaml_files(self.directory)
+        except OSError as error:
+            return [], [f"{self.directory}: cannot list: {error.strerror or error}"]
+        files = {}
+        for path in paths:
+            try:
+                found = os.stat(path)
+                key = (found.st_mtime_ns, found.st_size, found.st_ino)
+            except OSError:
+                key = (0, 0, 0)  # gone meanwhile: read, which says so
+            cached = self._files.get(path)
+            if cached is None or cached[0] != key or key == (0, 0, 0):
+                errors: list[ConfigError] = []
+                name = str(Path(path).relative_to(self.directory))
+                objects, problems = site_objects(read_documents(path, name, errors))
+                cached = (key, objects, [str(error) for error in errors] + problems)
+            files[path] = cached
+        self._files = files
+        merged: dict[str, SiteObject] = {}
+        problems = []
+        for path, (_, objects, found_problems) in files.items():
+            problems += found_problems
+            for obj in objects:
+                if obj.name in merged:
+                    where = Path(path).relative_to(self.directory)
+                    problems.append(f"{where}: {obj.name} is declared twice; the first counts")
+                    continue
+                merged[obj.name] = obj
+        return list(merged.values()), problems
 
 
 class Zone:
@@ -161,9 +190,10 @@ class Zone:
             await self._watch_cluster(where)
             return
         changes = directory_changes(where, self.options.poll_interval)
+        files = SiteFiles(where)
         try:
             while True:
-                self._publish(*await asyncio.to_thread(read_site, where))
+                self._publish(*await asyncio.to_thread(files.read))
                 await anext(changes)
         finally:
             await changes.aclose()

@@ -306,6 +306,11 @@ class ZoneCollector(Collector):
         yield CounterMetricFamily(
             "kontinuum_zone_responses_sent", "Responses sent to the global.", value=stats.responses
         )
+        yield CounterMetricFamily(
+            "kontinuum_zone_sent_bytes",
+            "Bytes of the responses sent to the global (serialized).",
+            value=stats.bytes_sent,
+        )
         answers = CounterMetricFamily(
             "kontinuum_zone_answers",
             "Answers of the global to the responses: ack, or nack (objects refused).",
