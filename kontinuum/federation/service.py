@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
@@ -101,8 +102,9 @@ class FederationService:
             },
         )
 
-    def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> ZoneSource:
-        """The source of the zone on the other end, or `_RefusedError` saying why not."""
+    def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ZoneSource, Peer]:
+        """The source of the zone on the other end and who it is, or `_RefusedError`
+        saying why not."""
         metadata = dict(context.invocation_metadata() or ())
         site = str(metadata.get(SITE_METADATA, ""))
         try:
@@ -121,7 +123,7 @@ class FederationService:
                 f"site {shown(site)} is not declared as a zone: its ClusterProfile needs the "
                 "annotation kontinuum.io/source: zone",
             )
-        return source
+        return source, peer
 
     async def _zone_to_global(
         self,
@@ -129,7 +131,7 @@ class FederationService:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
         try:
-            source = self._admit(context)
+            source, peer = self._admit(context)
         except NotReadyError as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
             return
@@ -148,6 +150,9 @@ class FederationService:
                 initial_resource_versions=source.held(),
             )
             async for response in responses:
+                if peer.expires_at is not None and time.time() >= peer.expires_at:
+                    reason = "its certificate expired: reconnect with a new one"
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
                 yield self._take(source, stream, response)
         except SupersededError:
             reason = "another stream of the zone replaced it"
@@ -163,25 +168,26 @@ class FederationService:
         self, source: ZoneSource, stream: int, response: discovery_pb2.DeltaDiscoveryResponse
     ) -> discovery_pb2.DeltaDiscoveryRequest:
         """Apply one response; its ACK, or its NACK naming what was refused."""
-        refused: list[str] = []
-        objects: list[ReceivedObject] = []
-        if response.type_url != TYPE_URL:
-            refused.append(f"type {shown(response.type_url)} is not {TYPE_URL}")
-        else:
-            for resource in response.resources:
-                message = KubeObject()
-                try:
-                    if not resource.resource.Unpack(message):
-                        raise ObjectError(f"holds a {shown(resource.resource.type_url)}")
-                    obj = received_object(resource.name, resource.version, message)
-                except ObjectError as error:
-                    refused.append(f"{shown(resource.name)}: {error}")
-                    continue
-                objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body))
-        refused += source.apply(stream, objects, list(response.removed_resources))
         request = discovery_pb2.DeltaDiscoveryRequest(
             type_url=TYPE_URL, response_nonce=response.nonce
         )
+        if response.type_url != TYPE_URL:  # nothing of it applies
+            request.error_detail.code = _INVALID_ARGUMENT
+            request.error_detail.message = f"type {shown(response.type_url)} is not {TYPE_URL}"
+            return request
+        refused: list[str] = []
+        objects: list[ReceivedObject] = []
+        for resource in response.resources:
+            message = KubeObject()
+            try:
+                if not resource.resource.Unpack(message):
+                    raise ObjectError(f"holds a {shown(resource.resource.type_url)}")
+                obj = received_object(resource.name, resource.version, message)
+            except ObjectError as error:
+                refused.append(f"{shown(resource.name)}: {error}")
+                continue
+            objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body))
+        refused += source.apply(stream, objects, list(response.removed_resources))
         if refused:
             detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
             log.warning("zone %s: %s", source.cluster, detail)

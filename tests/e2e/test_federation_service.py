@@ -14,6 +14,7 @@ import grpc
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import (
     MAX_MESSAGE_BYTES,
@@ -181,3 +182,42 @@ async def test_a_message_over_the_bound_is_refused(served: Global) -> None:
     error = await refusal(call)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert served.zone.objects == 0
+
+
+async def test_a_response_of_another_type_is_nacked_whole(served: Global) -> None:
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    await call.read()
+    response = Publisher()
+    response.publish([service_object("a")])
+    response.connect({})
+    wrong = response.response()
+    assert wrong is not None
+    wrong.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    await call.write(wrong)
+    answer = await call.read()
+    assert answer.response_nonce == wrong.nonce
+    assert answer.error_detail.message == (
+        "type 'type.googleapis.com/envoy.config.cluster.v3.Cluster' is not " + TYPE_URL
+    )
+    assert served.zone.objects == 0
+    assert served.zone.status().health is Health.STARTING  # its first response is still due
+
+
+async def test_a_stream_outliving_its_certificate_is_ended(served: Global) -> None:
+    lifetime = timedelta(seconds=1.5)
+    issued = served.ca.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", lifetime
+    )
+    call = served.open(
+        grpc.ssl_channel_credentials(
+            served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+        )
+    )
+    await call.read()
+    await asyncio.sleep(lifetime.total_seconds() + 0.5)
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "certificate expired" in (error.details() or "")
+    assert served.zone.objects == 0
+    assert not served.zone.stats.connected
