@@ -50,7 +50,6 @@ app = typer.Typer(
 
 app.add_typer(ca_app)
 app.add_typer(token_app)
-app.command("zone")(zone)
 
 
 @app.command()
@@ -270,6 +269,9 @@ def serve(
             "--federation-address": federation_address,
         },
     )
+
+
+app.command("zone")(zone)
 
 
 @app.command("prometheus-config")
