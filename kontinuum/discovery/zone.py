@@ -10,8 +10,9 @@ into the site's snapshot. No I/O here: the stream does it.
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
   apply. A zone holds at most `MAX_OBJECTS` objects.
-- The first snapshot comes once the zone's first response of a stream was applied (its
-  view is then complete); after that, a new one whenever an object changes, debounced.
+- The first snapshot comes once the zone's first complete response of a stream was applied
+  (its view is then complete: the responses before, marked partial, are held back); after
+  that, a new one whenever an object changes, debounced.
 - When the stream ends, the last view is served marked stale, and after `stale_after`
   seconds without the zone, without its endpoints (its Services and exports stay), as
   for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
@@ -170,10 +171,15 @@ class ZoneSource:
         self._post([Failed(kind, reason) for kind in KINDS])
 
     def apply(
-        self, stream: int, objects: Sequence[ReceivedObject], removed: Sequence[str]
+        self,
+        stream: int,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool = False,
     ) -> list[str]:
         """Apply one response of `stream`: the objects new or changed, and the names of
-        those removed. Returns a line per object refused (the rest applies)."""
+        those removed; `partial`: more of the same change follows. Returns a line per
+        object refused (the rest applies)."""
         if stream != self._stream:
             raise SupersededError("another stream of this zone replaced this one")
         refused: list[str] = []
@@ -193,6 +199,8 @@ class ZoneSource:
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
         self.stats.objects_refused += len(refused)
         self.stats.last_sync = time.time()
+        if not self._complete and partial:
+            return refused  # held back until the stream's view is whole
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
             by_kind: dict[WatchedKind, list[Mapping[str, Any]]] = {kind: [] for kind in KINDS}

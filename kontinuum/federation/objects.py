@@ -27,6 +27,12 @@ ZONE_KINDS: Final = ("Service", "EndpointSlice", "ServiceExport")
 
 # One message either way; gRPC refuses a larger one with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# What a zone puts in one response at most (the objects' own bytes): a larger change goes
+# out in several responses, each under the message bound.
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
+# `system_version_info` of a response that leaves more to send: before a stream's first
+# complete response, the global holds back what it received (it is not the whole site).
+PARTIAL: Final = "partial"
 # One object's JSON: far above a real Service or EndpointSlice (an EndpointSlice holds at
 # most 1,000 endpoints, about 300 KB), far below a message.
 MAX_OBJECT_BYTES: Final = 1024 * 1024

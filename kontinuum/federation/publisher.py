@@ -8,6 +8,10 @@ differs from it: the objects that are new or changed (by version, the content ha
 the names of those gone. So a zone that reconnects with nothing changed sends no object
 at all, only an empty first response, which tells the global its view is complete.
 
+A response holds at most `MAX_RESPONSE_BYTES` of objects (and at least one): a larger
+change goes out in several, all but the last marked `system_version_info: partial`, so
+that the global knows the first of a stream is not the whole site yet.
+
 Each response has a nonce of its own; the global answers each with an ACK (the nonce) or
 a NACK (the nonce and an `error_detail`: the objects it refused, and why). A NACK is
 recorded and reported, never answered with the same objects again (no resend loop): a
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from kontinuum.federation.objects import TYPE_URL, SiteObject
+from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, TYPE_URL, SiteObject
 
 
 @dataclass(slots=True)
@@ -94,32 +98,50 @@ class Publisher:
         changed = sum(1 for o in self.objects.values() if self._sent.get(o.name) != o.version)
         return changed + sum(1 for name in self._sent if name not in self.objects)
 
-    def response(self) -> discovery_pb2.DeltaDiscoveryResponse | None:
-        """The next response: what differs from what the global was sent, or None when
-        nothing does (or there is no stream). What it holds counts as sent from now on."""
+    def response(
+        self, budget: int = MAX_RESPONSE_BYTES
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        """The next response: what differs from what the global was sent (at most `budget`
+        bytes of it, at least one object or removal), or None when nothing does (or there
+        is no stream). What it holds counts as sent from now on."""
         sent = self._sent
         if sent is None:
             return None
-        changed = [o for o in self.objects.values() if sent.get(o.name) != o.version]
+        changed = sorted(
+            (o for o in self.objects.values() if sent.get(o.name) != o.version),
+            key=lambda o: o.name,
+        )
         removed = sorted(name for name in sent if name not in self.objects)
         if not (changed or removed or self._owe_first):
             return None
         self._owe_first = False
         self._nonce += 1
         nonce = str(self._nonce)
-        response = discovery_pb2.DeltaDiscoveryResponse(
-            type_url=TYPE_URL, nonce=nonce, removed_resources=removed
-        )
-        for obj in sorted(changed, key=lambda o: o.name):
+        response = discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce=nonce)
+        size = 0
+        taken_removals = 0
+        for name in removed:
+            if size >= budget and taken_removals:
+                break
+            response.removed_resources.append(name)
+            del sent[name]
+            size += len(name)
+            taken_removals += 1
+        taken = 0
+        for obj in changed:
+            if size + obj.size > budget and (taken or taken_removals):
+                break
             resource = response.resources.add(name=obj.name, version=obj.version)
             resource.resource.Pack(obj.message)
             sent[obj.name] = obj.version
-        for name in removed:
-            del sent[name]
+            size += obj.size
+            taken += 1
+        if taken < len(changed) or taken_removals < len(removed):
+            response.system_version_info = PARTIAL
         self._unanswered.add(nonce)
         self.stats.responses += 1
-        self.stats.objects_sent += len(changed)
-        self.stats.removals_sent += len(removed)
+        self.stats.objects_sent += taken
+        self.stats.removals_sent += taken_removals
         self.stats.bytes_sent += response.ByteSize()
         return response
 

@@ -31,6 +31,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
 from kontinuum.federation.objects import (
     MAX_MESSAGE_BYTES,
+    PARTIAL,
     SERVICE,
     SITE_METADATA,
     TYPE_URL,
@@ -187,7 +188,8 @@ class FederationService:
                 refused.append(f"{shown(resource.name)}: {error}")
                 continue
             objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body))
-        refused += source.apply(stream, objects, list(response.removed_resources))
+        partial = response.system_version_info == PARTIAL
+        refused += source.apply(stream, objects, list(response.removed_resources), partial)
         if refused:
             detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
             log.warning("zone %s: %s", source.cluster, detail)

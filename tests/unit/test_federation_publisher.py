@@ -161,3 +161,33 @@ def test_a_received_object_must_be_what_its_name_and_version_say() -> None:
     huge = dict(a.body, data="x" * MAX_OBJECT_BYTES)
     with pytest.raises(ObjectError, match="more than the"):
         site_object(huge)
+
+
+def test_a_large_change_goes_out_in_responses_under_the_budget() -> None:
+    objects = [service(f"s{i}") for i in range(10)]
+    publisher = Publisher()
+    publisher.publish(objects)
+    publisher.connect({"Service/demo/gone": "0" * 64})
+    budget = 3 * objects[0].size
+    responses = []
+    for _ in range(20):  # bounded: 10 objects need 4 responses
+        response = publisher.response(budget)
+        if response is None:
+            break
+        responses.append(response)
+    assert [(len(r.removed_resources), len(r.resources)) for r in responses] == [
+        (1, 2),
+        (0, 3),
+        (0, 3),
+        (0, 2),
+    ]
+    assert [r.system_version_info for r in responses] == ["partial", "partial", "partial", ""]
+    assert sorted(n for r in responses for n in (x.name for x in r.resources)) == sorted(
+        o.name for o in objects
+    )
+    one = publisher.response(budget=1)
+    assert one is None  # everything was sent
+    publisher.publish([*objects, service("big")])
+    single = publisher.response(budget=1)  # an object larger than the budget still goes
+    assert single is not None
+    assert len(single.resources) == 1

@@ -143,3 +143,18 @@ def test_a_new_stale_after_is_taken_without_a_restart() -> None:
     zone = ZoneSource("edge-paris", stale_after=300.0)
     zone.retune(ZoneAccess(stale_after=60.0))
     assert zone.stale_after == 60.0
+
+
+async def test_partial_responses_are_held_back_until_the_view_is_whole(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    stream = zone.attach()
+    assert zone.apply(stream, [hello()], [], partial=True) == []
+    assert zone.status().health is Health.STARTING
+    zone.apply(stream, [hello_slice("10.0.0.1")], [])
+    snapshot = await updates.next()
+    assert (len(snapshot.services), addresses(snapshot)) == (1, ["10.0.0.1"])
+    # once whole, a partial response applies as it comes: it is a change like any other
+    zone.apply(stream, [hello_slice("10.0.0.2", version="2")], [], partial=True)
+    assert addresses(await updates.next()) == ["10.0.0.2"]
