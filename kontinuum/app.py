@@ -31,6 +31,7 @@ from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
 from kontinuum.discovery.static import StaticSource
 from kontinuum.discovery.zone import ZoneSource
+from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
 from kontinuum.federation.service import FederationService, NotReadyError, start_server
@@ -341,7 +342,7 @@ async def running_fleet(
         views=LastSeenViews(options.state_dir) if options.state_dir else None,
     )
     # Clusters reached through their API or DNS get a source each, as the fleet declares them.
-    sites = SiteSources(aggregator, options.site_source)
+    sites = SiteSources(aggregator, _keeping_zones(options.site_source, options.state_dir))
     aggregator.on_sites = sites.reconcile
     if options.status is not None and (options.status.lease_cluster or config is not None):
         status = StatusRuntime(mesh, options.status, config, sites.unreported)
@@ -371,6 +372,20 @@ async def running_fleet(
         await asyncio.gather(*tasks, return_exceptions=True)
         if provider is not None:  # what is buffered goes out, within a few seconds
             await asyncio.to_thread(provider.shutdown)
+
+
+def _keeping_zones(factory: SourceFactory, state_dir: Path | None) -> SourceFactory:
+    """`factory`, its zone sources keeping what they hold under `state_dir` (if any)."""
+    if state_dir is None:
+        return factory
+
+    def build(cluster: str, access: SiteAccess) -> Source:
+        source = factory(cluster, access)
+        if isinstance(source, ZoneSource):
+            source.keep(ZoneObjects(state_dir, cluster))
+        return source
+
+    return build
 
 
 async def first_fleet(fleet: RunningFleet) -> None:

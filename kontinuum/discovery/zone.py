@@ -17,7 +17,8 @@ into the site's snapshot. No I/O here: the stream does it.
   seconds without the zone, without its endpoints (its Services and exports stay), as
   for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
   back in sync; the objects held are what the global says it holds when it reconnects
-  (`held`), so the zone sends only what changed meanwhile.
+  (`held`), so the zone sends only what changed meanwhile. With a store
+  (`kontinuum.discovery.zone_store`, `keep`), what is held also outlasts a restart.
 - One stream per zone: a new one takes over, and the one it replaced may apply nothing
   more (`SupersededError`).
 """
@@ -46,6 +47,9 @@ from kontinuum.discovery.kube_view import (
     WatchedKind,
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
+
+__all__ = ["ReceivedObject", "SupersededError", "ZoneSource", "ZoneStats"]
 
 log = logging.getLogger("kontinuum.discovery.zone")
 
@@ -56,17 +60,6 @@ _KINDS: Final = {kind.kind: kind for kind in KINDS}
 
 class SupersededError(Exception):
     """A stream of the zone that another, newer one replaced."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedObject:
-    """One object as a zone published it: resource name, version (content hash), kind,
-    and the object as `kubectl get -o json` prints it."""
-
-    name: str
-    version: str
-    kind: str
-    body: Mapping[str, Any]
 
 
 @dataclass(slots=True)
@@ -115,6 +108,15 @@ class ZoneSource:
         self._woken = asyncio.Event()
         self.stats = ZoneStats()
         self._status = SourceStatus(Health.STARTING, self._view._listing())
+        self._store: ZoneObjects | None = None
+        self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
+
+    def keep(self, store: ZoneObjects) -> None:
+        """Keep what is held in `store`, and start from what it holds (blocking: call
+        before the zone connects, when the source is created)."""
+        if self._streams == 0 and not self._objects:
+            self._objects = {obj.name: obj for obj in store.load()}
+        self._store = store
 
     @property
     def name(self) -> str:
@@ -187,6 +189,7 @@ class ZoneSource:
         for name in removed:
             gone = self._objects.pop(name, None)
             if gone is not None:
+                self._stored(name, None)
                 self.stats.removals_received += 1
                 events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
         for obj in objects:
@@ -195,6 +198,7 @@ class ZoneSource:
                 refused.append(f"{obj.name}: {problem}")
                 continue
             self._objects[obj.name] = obj
+            self._stored(obj.name, obj)
             self.stats.objects_received += 1
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
         self.stats.objects_refused += len(refused)
@@ -210,6 +214,10 @@ class ZoneSource:
         else:
             self._post(events)
         return refused
+
+    def _stored(self, name: str, obj: ReceivedObject | None) -> None:
+        if self._store is not None:
+            self._unsaved[name] = obj
 
     def _problem(self, obj: ReceivedObject) -> str:
         """Why an object is refused, or "" (checked as a fleet file's object is)."""
@@ -243,6 +251,9 @@ class ZoneSource:
                 async with asyncio.timeout(timeout):
                     await self._woken.wait()
             self._woken.clear()
+            if self._unsaved and self._store is not None:
+                unsaved, self._unsaved = self._unsaved, {}
+                await asyncio.to_thread(self._store.save, unsaved)
             now = loop.time()
             changed, self._changed = self._changed, False
             if self._view.expire(now) or changed:
