@@ -154,6 +154,9 @@ class FederationService:
                 if peer.expires_at is not None and time.time() >= peer.expires_at:
                     reason = "its certificate expired: reconnect with a new one"
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                if self._zone_of(source.cluster) is not source:
+                    reason = f"site {source.cluster} is no longer declared as a zone"
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
                 yield self._take(source, stream, response)
         except SupersededError:
             reason = "another stream of the zone replaced it"

@@ -43,6 +43,7 @@ class Global:
     address: str
     service: FederationService
     zone: ZoneSource
+    zones: dict[str, ZoneSource]
     channels: list[grpc.aio.Channel]
 
     def credentials(self, account: str, cluster: str | None) -> grpc.ChannelCredentials:
@@ -81,7 +82,7 @@ async def served() -> AsyncIterator[Global]:
             pass
 
     follower = asyncio.create_task(follow())
-    served = Global(ca, address, service, zone, [])
+    served = Global(ca, address, service, zone, zones, [])
     try:
         yield served
     finally:
@@ -221,3 +222,15 @@ async def test_a_stream_outliving_its_certificate_is_ended(served: Global) -> No
     assert "certificate expired" in (error.details() or "")
     assert served.zone.objects == 0
     assert not served.zone.stats.connected
+
+
+async def test_a_site_no_longer_declared_as_a_zone_ends_its_stream(served: Global) -> None:
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    await call.read()
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    assert (await call.read()).response_nonce == "1"
+    del served.zones["edge-paris"]  # its ClusterProfile changed: its source stopped
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="2"))
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == "site edge-paris is no longer declared as a zone"
