@@ -41,7 +41,7 @@ from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import zone_service_account
 from kontinuum.federation.service import FederationService, start_server
-from kontinuum.federation.zone import Zone, ZoneSettings, channel_credentials
+from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security import CertificateAuthority, SpiffeId
 from kontinuum.security.xds_auth import (
     CONTROL_PLANE_NAMESPACE,
@@ -147,7 +147,7 @@ async def run(services: int, changes: int, within: float, work: Path) -> dict[st
     result: dict[str, Any] = {"services": services, "objects": 3 * services}
     try:
         started = time.perf_counter()
-        zone = Zone(settings, channel_credentials(credentials))
+        zone = Zone(settings)
         running = asyncio.create_task(zone.run())
         done = await follower.until(
             lambda s: len(s.services) == services and len(s.endpoints) == services, within
@@ -182,7 +182,7 @@ async def run(services: int, changes: int, within: float, work: Path) -> dict[st
             index = (step * 104729) % services
             last = address(index, 250)
             rewrite(files / f"svc-{index:05d}.yaml", service_file(index, last))
-        again = Zone(settings, channel_credentials(credentials))
+        again = Zone(settings)
         running = asyncio.create_task(again.run())
         await follower.until(lambda s: not s.stale and holds(last)(s), within)
         stats = again.publisher.stats

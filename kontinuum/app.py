@@ -666,12 +666,10 @@ async def serve_resources(
             resources.reload()
 
 
-async def run_zone(
-    options: ZoneSettings, credentials: grpc.ChannelCredentials, admin_address: str
-) -> None:
+async def run_zone(options: ZoneSettings, admin_address: str) -> None:
     """Run a zone until cancelled: publish its site to the global (`kontinuum zone`), with
     its metrics on the admin endpoint (ready once connected to the global)."""
-    zone = Zone(options, credentials)
+    zone = Zone(options)
     registry = CollectorRegistry()
     registry.register(ZoneCollector(zone.publisher))
     admin = AdminServer(registry, ready=lambda: zone.publisher.connected)

@@ -97,11 +97,9 @@ def zone(
     else:
         where = KubernetesAccess(kubeconfig=str(kubeconfig or ""), context=context or "")
     try:
-        channel = channel_credentials(credentials)
+        channel_credentials(credentials)  # readable now; read again at each dial
     except CredentialsError as error:
         raise OperatorError(str(error)) from error
     options = ZoneSettings(site, global_address, credentials, where, server_name)
     setup_logging(verbose)
-    serve_until_stopped(
-        run_zone(options, channel, admin_address), {"--admin-address": admin_address}
-    )
+    serve_until_stopped(run_zone(options, admin_address), {"--admin-address": admin_address})

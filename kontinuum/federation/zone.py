@@ -10,8 +10,9 @@ kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes
 site's objects on the `ZoneToGlobal` stream, sending only what changed
 (`kontinuum.federation.publisher`). A response is sent once the previous one was
 answered, so a burst of changes goes out as one. When the stream fails, it dials again
-after a backoff doubling from 0.5 s to 30 s (with jitter); on reconnect the global says
-what it holds, and only what differs is sent.
+after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate read again
+(renewed in place, it is the new one that connects); on reconnect the global says what it
+holds, and only what differs is sent.
 
 It does not serve xDS to the site's proxies yet (docs/federation.md: what comes next).
 """
@@ -171,11 +172,10 @@ class SiteFiles:
 class Zone:
     """A zone publishing its site to the global until cancelled (see the module doc)."""
 
-    def __init__(self, options: ZoneSettings, credentials: grpc.ChannelCredentials) -> None:
+    def __init__(self, options: ZoneSettings) -> None:
         self.options = options
         self.publisher = Publisher()
         self.synced = asyncio.Event()  # the site was read once
-        self._credentials = credentials
         self._wake = asyncio.Event()
         self._problems: list[str] = []
 
@@ -220,8 +220,11 @@ class Zone:
             options.append(("grpc.ssl_target_name_override", self.options.server_name))
         while True:
             try:
+                # Read anew at each dial: the certificate is renewed in place (cert-manager,
+                # `kontinuum ca issue` again) and a new stream presents the new one.
+                credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
                 async with grpc.aio.secure_channel(
-                    self.options.global_address, self._credentials, options=options
+                    self.options.global_address, credentials, options=options
                 ) as channel:
                     await self._stream(channel, backoff)
                 problem = "the global ended the stream"
@@ -229,6 +232,8 @@ class Zone:
                 problem = f"{error.code().name}: {error.details()}"
             except asyncio.InvalidStateError:  # written to as it ended
                 problem = "the stream ended"
+            except CredentialsError as error:
+                problem = str(error)
             finally:
                 self.publisher.disconnect()
             delay = backoff.next()

@@ -5,13 +5,16 @@ NACK by nonce, a stream taken over by a newer one, and the message bound."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.discovery.source import Health
@@ -26,9 +29,10 @@ from kontinuum.federation.objects import (
 )
 from kontinuum.federation.publisher import Publisher
 from kontinuum.federation.service import FederationService, start_server
+from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security import CertificateAuthority, SpiffeId
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
-from tests.support.net import free_port
+from tests.support.net import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -234,3 +238,41 @@ async def test_a_site_no_longer_declared_as_a_zone_ends_its_stream(served: Globa
     error = await refusal(call)
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert error.details() == "site edge-paris is no longer declared as a zone"
+
+
+def write_credentials(directory: Path, ca: CertificateAuthority, lifetime: timedelta) -> None:
+    issued = ca.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", lifetime
+    )
+    directory.mkdir(exist_ok=True)
+    for name, content in (
+        ("cert.pem", issued.certificate_chain_pem),
+        ("key.pem", issued.private_key_pem),
+        ("ca.pem", ca.trust_bundle_pem),
+    ):
+        temporary = directory / f".{name}"
+        temporary.write_bytes(content)
+        os.replace(temporary, directory / name)
+
+
+async def test_a_zone_reconnects_with_its_renewed_certificate(
+    served: Global, tmp_path: Path
+) -> None:
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    lifetime = timedelta(seconds=2)
+    write_credentials(credentials, served.ca, lifetime)
+    zone = Zone(ZoneSettings("edge-paris", served.address, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        write_credentials(credentials, served.ca, HOUR)  # renewed in place
+        await asyncio.sleep(lifetime.total_seconds() + 0.5)  # the first one has expired
+        (site / "b.yaml").write_text(yaml.safe_dump(dict(service_object("b").body)))
+        # refused with the old certificate, sent with the new one
+        await eventually(lambda: served.zone.objects == 2, timeout=10, what="b published")
+        assert served.zone.stats.connections == 2
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
