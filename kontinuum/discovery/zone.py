@@ -115,7 +115,7 @@ class ZoneSource:
         """Keep what is held in `store`, and start from what it holds (blocking: call
         before the zone connects, when the source is created)."""
         if self._streams == 0 and not self._objects:
-            self._objects = {obj.name: obj for obj in store.load()}
+            self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
         self._store = store
 
     @property
