@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test system-deps lint typecheck unit e2e bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py proto/generate.py $(wildcard proto/kontinuum/*/*/*.proto)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kontinuum needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

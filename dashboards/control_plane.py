@@ -105,6 +105,31 @@ def dashboard() -> dict[str, Any]:
             unit="s",
         ),
         Chart(
+            "Zones",
+            "Each zone control plane: connected to the global (1) or not; and the zone "
+            "streams refused per second, by reason (every zone, not filtered).",
+            [
+                Query("max by (zone) (kontinuum_federation_zone_connected)", "{{zone}} connected"),
+                Query(
+                    "sum by (reason) (rate(kontinuum_federation_refused_total[$__rate_interval]))",
+                    "refused: {{reason}}",
+                ),
+            ],
+        ),
+        Chart(
+            "Time since zones synced",
+            "Seconds since a response of each zone last applied at the global (every zone, "
+            "not filtered).",
+            [
+                Query(
+                    "time() - max by (zone) "
+                    "(kontinuum_federation_zone_last_sync_timestamp_seconds)",
+                    "{{zone}}",
+                )
+            ],
+            unit="s",
+        ),
+        Chart(
             "Configuration errors",
             "Invalid objects each source leaves out (the last good view serves); every "
             "source, not filtered.",

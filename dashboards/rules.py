@@ -75,6 +75,16 @@ ALERTS: Final = (
         "marked stale, until they expire.",
     ),
     Alert(
+        "KontinuumZoneDisconnected",
+        # Connected to one global replica is connected: the largest over the replicas.
+        "max by (zone) (kontinuum_federation_zone_connected) == 0",
+        60,
+        "warning",
+        "Zone {{ $labels.zone }} is not connected to the global control plane",
+        "The global serves the last view {{ $labels.zone }} published, marked stale, until "
+        "its stale-after; the site's changes do not arrive meanwhile.",
+    ),
+    Alert(
         "KontinuumConvergenceSlow",
         f"{q.PUSH_CONVERGENCE_P99} > 5",
         600,

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from kontinuum.admin import AdminServer
 from kontinuum.bootstrap import split_address
-from kontinuum.control.model import Fleet, KubernetesAccess, SiteAccess
+from kontinuum.control.model import DnsAccess, Fleet, KubernetesAccess, SiteAccess
 from kontinuum.control.wording import plural
 from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.config_cluster import ConfigClusterSource
@@ -30,8 +30,12 @@ from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.sites import SiteSources, SourceFactory
 from kontinuum.discovery.source import Health, Source
 from kontinuum.discovery.static import StaticSource
+from kontinuum.discovery.zone import ZoneSource
+from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
+from kontinuum.federation.service import FederationService, NotReadyError, start_server
+from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -39,10 +43,12 @@ from kontinuum.security.workload import DEFAULT_VALIDITY, WorkloadCertificates
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, operator_identity
 from kontinuum.telemetry.metrics import (
     CertificateCollector,
+    FederationCollector,
     PushMetrics,
     SourceCollector,
     StatusCollector,
     XdsCollector,
+    ZoneCollector,
 )
 from kontinuum.telemetry.prometheus_sd import ServiceDiscoveryFile
 from kontinuum.telemetry.pushes import PushTelemetry, tracer_provider
@@ -217,10 +223,12 @@ async def _clusterset_dns(
 
 def site_source(cluster: str, access: SiteAccess) -> Source:
     """The source of a cluster that its ClusterProfile says is reached through its Kubernetes
-    API or described in DNS."""
+    API, described in DNS, or published by its zone."""
     if isinstance(access, KubernetesAccess):
         return KubernetesSource(cluster, access, stale_after=access.stale_after)
-    return DnsSource(cluster, access)
+    if isinstance(access, DnsAccess):
+        return DnsSource(cluster, access)
+    return ZoneSource(cluster, stale_after=access.stale_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +244,8 @@ class XdsSecurity:
     - `server_names`: DNS names and IP addresses in the server certificate, besides the
       listening hosts (what gRPC clients check; Envoy pins the server's SPIFFE ID).
     - `workload_validity`: lifetime of workload certificates; renewed at half of it.
+    - `federation_address`: where zones dial in (mutual TLS, docs/federation.md); None:
+      nowhere.
     """
 
     ca: CertificateAuthority
@@ -243,12 +253,15 @@ class XdsSecurity:
     token_address: str | None = None
     server_names: tuple[str, ...] = ()
     workload_validity: timedelta = DEFAULT_VALIDITY
+    federation_address: str | None = None
 
     def __post_init__(self) -> None:
         # A plaintext server signs whatever identity a node declares: its CA must be its
         # own (`kontinuum serve --plaintext-xds` makes one), and no proxy may trust it.
         if self.plaintext and self.token_address is not None:
             raise ValueError("a plaintext xDS server has no token address")
+        if self.plaintext and self.federation_address is not None:
+            raise ValueError("zones prove who they are with the fleet CA: not with --plaintext-xds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +342,7 @@ async def running_fleet(
         views=LastSeenViews(options.state_dir) if options.state_dir else None,
     )
     # Clusters reached through their API or DNS get a source each, as the fleet declares them.
-    sites = SiteSources(aggregator, options.site_source)
+    sites = SiteSources(aggregator, _keeping_zones(options.site_source, options.state_dir))
     aggregator.on_sites = sites.reconcile
     if options.status is not None and (options.status.lease_cluster or config is not None):
         status = StatusRuntime(mesh, options.status, config, sites.unreported)
@@ -359,6 +372,20 @@ async def running_fleet(
         await asyncio.gather(*tasks, return_exceptions=True)
         if provider is not None:  # what is buffered goes out, within a few seconds
             await asyncio.to_thread(provider.shutdown)
+
+
+def _keeping_zones(factory: SourceFactory, state_dir: Path | None) -> SourceFactory:
+    """`factory`, its zone sources keeping what they hold under `state_dir` (if any)."""
+    if state_dir is None:
+        return factory
+
+    def build(cluster: str, access: SiteAccess) -> Source:
+        source = factory(cluster, access)
+        if isinstance(source, ZoneSource):
+            source.keep(ZoneObjects(state_dir, cluster))
+        return source
+
+    return build
 
 
 async def first_fleet(fleet: RunningFleet) -> None:
@@ -492,8 +519,50 @@ async def serving(
         ),
         _discovery_file(server, mesh, prometheus_sd),
         _background(_forget_idle_views(server, mesh), "views"),
+        _federation(fleet),
     ):
         yield server
+
+
+def zone_of(aggregator: Aggregator) -> Callable[[str], ZoneSource | None]:
+    """The source of a site declared with `kontinuum.io/source: zone`, by its name; before
+    the first fleet, a site not found yet may still be declared: `NotReadyError`."""
+
+    def find(site: str) -> ZoneSource | None:
+        for source in aggregator.sources:
+            if isinstance(source, ZoneSource) and source.cluster == site:
+                return source
+        if not aggregator.synced.is_set():
+            raise NotReadyError("the global has not read the fleet yet: retry")
+        return None
+
+    return find
+
+
+@contextlib.asynccontextmanager
+async def _federation(fleet: RunningFleet) -> AsyncIterator[None]:
+    """The federation server zones dial out to, if the security names its address: mutual
+    TLS with a certificate of the fleet CA, as the xDS address."""
+    security = fleet.security
+    if security is None or security.federation_address is None:
+        yield
+        return
+    address = security.federation_address
+    host = split_address(address)[0]
+    names = [h for h in (host, *security.server_names) if h not in ("0.0.0.0", "::", "")]
+    certificate = ServerCertificate(security.ca, list(dict.fromkeys(names or ["localhost"])))
+    service = FederationService(FleetAuthenticator(security.ca), zone_of(fleet.aggregator))
+    fleet.registry.register(FederationCollector(service, fleet.aggregator))
+    try:
+        server = await start_server(
+            service, address, certificate.credentials(require_client_certificate=True)
+        )
+    except OSError as error:
+        raise operator_listen_error(error, address, "--federation-address") from error
+    try:
+        yield
+    finally:
+        await server.stop(1.0)
 
 
 def readiness_notes(aggregator: Aggregator) -> list[str]:
@@ -595,3 +664,20 @@ async def serve_resources(
         while True:
             await asyncio.sleep(poll_interval)
             resources.reload()
+
+
+async def run_zone(options: ZoneSettings, admin_address: str) -> None:
+    """Run a zone until cancelled: publish its site to the global (`kontinuum zone`), with
+    its metrics on the admin endpoint (ready once connected to the global)."""
+    zone = Zone(options)
+    registry = CollectorRegistry()
+    registry.register(ZoneCollector(zone.publisher))
+    admin = AdminServer(registry, ready=lambda: zone.publisher.connected)
+    try:
+        await admin.start(admin_address)
+    except OSError as error:
+        raise operator_listen_error(error, admin_address, "--admin-address") from error
+    try:
+        await zone.run()
+    finally:
+        await admin.stop()

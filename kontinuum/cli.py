@@ -31,6 +31,7 @@ from kontinuum.cli_security import (
     serve_security,
     token_app,
 )
+from kontinuum.cli_zone import zone
 from kontinuum.control.wording import plural
 
 # The demo starts Envoy from a process that serves gRPC; grpc's fork handlers only warn
@@ -167,6 +168,14 @@ def serve(
             "listening hosts (repeatable; e.g. kontinuum.kontinuum-system.svc).",
         ),
     ] = None,
+    federation_address: Annotated[
+        str | None,
+        address_option(
+            "--federation-address",
+            "Where zone control planes dial in (`kontinuum zone`; mutual TLS with "
+            "certificates of the fleet CA; docs/federation.md); without it, nowhere.",
+        ),
+    ] = None,
     workload_cert_validity: Annotated[
         str,
         typer.Option(
@@ -232,6 +241,7 @@ def serve(
         xds_token_address,
         tuple(server_name or ()),
         duration_option(workload_cert_validity, "--workload-cert-validity"),
+        federation_address,
     )
     options = FleetOptions(
         path=config,
@@ -256,8 +266,12 @@ def serve(
             "--xds-token-address": xds_token_address,
             "--admin-address": admin_address,
             "--dns-address": dns_address,
+            "--federation-address": federation_address,
         },
     )
+
+
+app.command("zone")(zone)
 
 
 @app.command("prometheus-config")

@@ -100,6 +100,7 @@ def serve_security(
     token_address: str | None,
     server_names: tuple[str, ...],
     workload_validity: timedelta,
+    federation_address: str | None = None,
 ) -> XdsSecurity:
     """The security of `kontinuum serve`, from its options (or a clear refusal)."""
     from kontinuum.app import XdsSecurity
@@ -113,6 +114,12 @@ def serve_security(
     if plaintext:
         # A plaintext server believes what nodes declare, so it would sign any identity:
         # never with the fleet's CA, and never next to a port proxies trust.
+        if federation_address is not None:
+            raise typer.BadParameter(
+                "zones prove who they are with certificates of the fleet CA (--ca-dir), "
+                "which a plaintext server never uses",
+                param_hint="--federation-address",
+            )
         if ca_dir is not None or token_address is not None:
             raise typer.BadParameter(
                 "a plaintext server signs whatever identity a node declares: it runs with "
@@ -135,7 +142,9 @@ def serve_security(
             f"must be between {MIN_VALIDITY} and {MAX_VALIDITY}",
             param_hint="--workload-cert-validity",
         )
-    return XdsSecurity(ca, plaintext, token_address, server_names, workload_validity)
+    return XdsSecurity(
+        ca, plaintext, token_address, server_names, workload_validity, federation_address
+    )
 
 
 @ca_app.command("init")

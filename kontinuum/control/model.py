@@ -59,7 +59,16 @@ class DnsAccess:
     services: tuple[DnsService, ...] = ()
 
 
-SiteAccess = KubernetesAccess | DnsAccess
+@dataclass(frozen=True, slots=True)
+class ZoneAccess:
+    """A site whose zone control plane dials out to this one and publishes its objects
+    (docs/federation.md); how long its endpoints are kept, marked stale, once it is
+    disconnected."""
+
+    stale_after: float = 300.0  # seconds
+
+
+SiteAccess = KubernetesAccess | DnsAccess | ZoneAccess
 
 
 @dataclass(frozen=True, slots=True)

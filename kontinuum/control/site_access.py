@@ -12,6 +12,10 @@
       kontinuum.io/dns-server: HOST:PORT  the server to ask (default: the system's resolver)
       kontinuum.io/dns-services: LIST     `<namespace>/<name>:<port>[/<protocol>]`, comma
                                           separated: the service ports to look up
+    kontinuum.io/source: zone           its zone control plane, which dials out and
+                                        publishes the site's objects (docs/federation.md):
+      kontinuum.io/stale-after: DURATION  how long its endpoints are kept, marked stale, once
+                                          it is disconnected (default 300s)
 
 The Cluster Inventory API leaves how to reach a cluster to each implementation; annotations
 keep the ClusterProfile standard. Pure: no I/O.
@@ -23,7 +27,13 @@ import re
 from typing import Final
 
 from kontinuum.control.gateway_fields import parse_duration
-from kontinuum.control.model import DnsAccess, DnsService, KubernetesAccess, SiteAccess
+from kontinuum.control.model import (
+    DnsAccess,
+    DnsService,
+    KubernetesAccess,
+    SiteAccess,
+    ZoneAccess,
+)
 from kontinuum.control.objects import PROTOCOLS, ObjectReader, dns_label, dns_subdomain
 
 PREFIX: Final = "kontinuum.io/"
@@ -65,6 +75,16 @@ def _dns_services(obj: ObjectReader, text: str, path: str) -> tuple[DnsService, 
     return tuple(services)
 
 
+def _stale_after(obj: ObjectReader, found: dict[str, str], at: str) -> float:
+    stale_after = parse_duration(found.get("stale-after", "300s"))
+    if not stale_after:
+        obj.error(
+            f"{at}stale-after]",
+            f"must be a duration above zero such as 300s or 5m, got {found.get('stale-after')!r}",
+        )
+    return stale_after or 300.0
+
+
 def site_access(obj: ObjectReader) -> SiteAccess | None:
     """The cluster's access as its annotations declare it (errors recorded on `obj`)."""
     found = _annotations(obj)
@@ -76,19 +96,14 @@ def site_access(obj: ObjectReader) -> SiteAccess | None:
         in_cluster = found.get("in-cluster", "false")
         if in_cluster not in ("true", "false"):
             obj.error(f"{at}in-cluster]", f'must be "true" or "false", got {in_cluster!r}')
-        stale_after = parse_duration(found.get("stale-after", "300s"))
-        if not stale_after:
-            obj.error(
-                f"{at}stale-after]",
-                "must be a duration above zero such as 300s or 5m, "
-                f"got {found.get('stale-after')!r}",
-            )
         return KubernetesAccess(
             kubeconfig=found.get("kubeconfig", ""),
             context=found.get("context", ""),
             in_cluster=in_cluster == "true",
-            stale_after=stale_after or 300.0,
+            stale_after=_stale_after(obj, found, at),
         )
+    if source == "zone":
+        return ZoneAccess(stale_after=_stale_after(obj, found, at))
     if source == "dns":
         domain = found.get("dns-domain", "")
         if problem := dns_subdomain(domain.rstrip(".")):
@@ -98,5 +113,5 @@ def site_access(obj: ObjectReader) -> SiteAccess | None:
             obj.error(f"{at}dns-server]", f"must be HOST:PORT, got {server!r}")
         services = _dns_services(obj, found.get("dns-services", ""), f"{at}dns-services]")
         return DnsAccess(domain.rstrip("."), server, services)
-    obj.error(f"{at}source]", f'must be "kubernetes" or "dns", got {source!r}')
+    obj.error(f"{at}source]", f'must be "kubernetes", "dns" or "zone", got {source!r}')
     return None

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-from kontinuum.control.model import ClusterSite, KubernetesAccess, SiteAccess
+from kontinuum.control.model import ClusterSite, KubernetesAccess, SiteAccess, ZoneAccess
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Source
 
@@ -33,13 +33,15 @@ class Retunable(Protocol):
 def _same_connection(a: SiteAccess, b: SiteAccess) -> bool:
     if isinstance(a, KubernetesAccess) and isinstance(b, KubernetesAccess):
         return a.connection == b.connection
+    if isinstance(a, ZoneAccess) and isinstance(b, ZoneAccess):
+        return True  # the zone dials in: nothing to reconnect
     return a == b
 
 
 def _keep_stale_for(access: SiteAccess) -> float | None:
     """How long the cluster's source keeps its endpoints once the cluster is lost; None
     when it keeps its last answers as long as it runs (a DNS-described site)."""
-    return access.stale_after if isinstance(access, KubernetesAccess) else None
+    return access.stale_after if isinstance(access, KubernetesAccess | ZoneAccess) else None
 
 
 class SiteSources:

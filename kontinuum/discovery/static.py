@@ -96,6 +96,13 @@ def _parse(content: bytes, name: str, errors: list[ConfigError]) -> list[Documen
     return [Document(name, body, index) for index, body in enumerate(bodies, start=1)]
 
 
+def read_documents(path: str, name: str, errors: list[ConfigError]) -> list[Document]:
+    """The documents of one YAML file (`name` in errors), all or, when it cannot be read
+    or parsed, none (and why, in `errors`)."""
+    content = _content(path, name, errors)
+    return [] if content is None else _parse(content, name, errors)
+
+
 @dataclass(frozen=True, slots=True)
 class _File:
     """One version of a file: its documents and, in a cluster directory, its objects;

@@ -20,6 +20,9 @@ from prometheus_client.registry import Collector
 
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
+from kontinuum.discovery.zone import ZoneSource
+from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.service import REFUSED_REASONS, FederationService
 from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.mesh import Mesh
 from kontinuum.security.workload import WorkloadCertificates
@@ -206,6 +209,116 @@ class SourceCollector(Collector):
             "Updates received from the sources, before debouncing.",
             value=self._aggregator.updates,
         )
+
+
+class FederationCollector(Collector):
+    """The global's side of federation: zone streams refused by reason, and per zone (one
+    label value per site declared with `source: zone`: bounded by the fleet) whether it
+    is connected, when it last synced, and the objects it holds and sent."""
+
+    def __init__(self, service: FederationService, aggregator: Aggregator) -> None:
+        self._service = service
+        self._aggregator = aggregator
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        refused = CounterMetricFamily(
+            "kontinuum_federation_refused",
+            "Zone streams refused: unauthenticated (no certificate of the fleet CA), identity "
+            "(not zone-<site> of the site it names), undeclared (no site with source zone).",
+            labels=["reason"],
+        )
+        for reason in REFUSED_REASONS:
+            refused.add_metric([reason], self._service.refused[reason])
+        yield refused
+        connected = GaugeMetricFamily(
+            "kontinuum_federation_zone_connected",
+            "1 while the zone's stream is open.",
+            labels=["zone"],
+        )
+        last_sync = GaugeMetricFamily(
+            "kontinuum_federation_zone_last_sync_timestamp_seconds",
+            "When a response of the zone was last applied (Unix time).",
+            labels=["zone"],
+        )
+        held = GaugeMetricFamily(
+            "kontinuum_federation_zone_objects", "Objects of the zone held now.", labels=["zone"]
+        )
+        received = CounterMetricFamily(
+            "kontinuum_federation_zone_objects_received",
+            "Objects the zone sent that applied (each new or changed object once).",
+            labels=["zone"],
+        )
+        rejected = CounterMetricFamily(
+            "kontinuum_federation_zone_objects_refused",
+            "Objects the zone sent that were refused (NACKed): invalid, or past the limits.",
+            labels=["zone"],
+        )
+        connections = CounterMetricFamily(
+            "kontinuum_federation_zone_connections",
+            "Streams of the zone admitted.",
+            labels=["zone"],
+        )
+        zones = [s for s in self._aggregator.sources if isinstance(s, ZoneSource)]
+        for zone in sorted(zones, key=lambda z: z.cluster):
+            stats, label = zone.stats, [zone.cluster]
+            connected.add_metric(label, 1.0 if stats.connected else 0.0)
+            if stats.last_sync is not None:
+                last_sync.add_metric(label, stats.last_sync)
+            held.add_metric(label, zone.objects)
+            received.add_metric(label, stats.objects_received)
+            rejected.add_metric(label, stats.objects_refused)
+            connections.add_metric(label, stats.connections)
+        yield from (connected, last_sync, held, received, rejected, connections)
+
+
+class ZoneCollector(Collector):
+    """A zone's side of federation (`kontinuum zone`): its stream to the global and what it
+    sent on it."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        publisher, stats = self._publisher, self._publisher.stats
+        yield GaugeMetricFamily(
+            "kontinuum_zone_connected",
+            "1 while the stream to the global is open.",
+            value=1.0 if publisher.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "kontinuum_zone_objects", "Objects of the site published.", value=len(publisher.objects)
+        )
+        yield GaugeMetricFamily(
+            "kontinuum_zone_pending_objects",
+            "Objects (and removals) not sent to the global yet: the lag.",
+            value=publisher.pending(),
+        )
+        yield CounterMetricFamily(
+            "kontinuum_zone_objects_sent",
+            "Objects sent to the global (each new or changed object once per stream).",
+            value=stats.objects_sent,
+        )
+        yield CounterMetricFamily(
+            "kontinuum_zone_removals_sent",
+            "Removals sent to the global.",
+            value=stats.removals_sent,
+        )
+        yield CounterMetricFamily(
+            "kontinuum_zone_responses_sent", "Responses sent to the global.", value=stats.responses
+        )
+        yield CounterMetricFamily(
+            "kontinuum_zone_sent_bytes",
+            "Bytes of the responses sent to the global (serialized).",
+            value=stats.bytes_sent,
+        )
+        answers = CounterMetricFamily(
+            "kontinuum_zone_answers",
+            "Answers of the global to the responses: ack, or nack (objects refused).",
+            labels=["answer"],
+        )
+        answers.add_metric(["ack"], stats.acks)
+        answers.add_metric(["nack"], stats.nacks)
+        yield answers
 
 
 class PushMetrics:

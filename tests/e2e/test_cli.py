@@ -202,6 +202,9 @@ def test_a_second_server_on_a_busy_address_fails_at_once_with_one_line(
         "--xds-token-address": [
             *fleet, "--xds-address", f"127.0.0.1:{free_port()}", "--xds-token-address", address
         ],
+        "--federation-address": [
+            *fleet, "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", address
+        ],
         "serve-resources --xds-address": ["serve-resources", str(views), "--xds-address", address],
     }  # fmt: skip
     for option, arguments in attempts.items():

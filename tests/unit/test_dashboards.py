@@ -136,6 +136,8 @@ FLEET_WIDE = {
     "NACKs",
     "Sources",
     "Time since sources were in sync",
+    "Zones",
+    "Time since zones synced",
     "Configuration errors",
     "Translation time",
     "Configuration size",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kontinuum.control.fleet import parse_fleet_objects
-from kontinuum.control.model import DnsAccess, DnsService, KubernetesAccess, SiteAccess
+from kontinuum.control.model import (
+    DnsAccess,
+    DnsService,
+    KubernetesAccess,
+    SiteAccess,
+    ZoneAccess,
+)
 from kontinuum.control.objects import Document
 
 
@@ -41,6 +47,15 @@ def test_how_long_a_lost_cluster_keeps_its_endpoints() -> None:
     assert access(source="kubernetes", stale_after="90s")[0] == KubernetesAccess(stale_after=90)
 
 
+def test_a_zone_site() -> None:
+    assert access(source="zone") == (ZoneAccess(stale_after=300.0), [])
+    assert access(source="zone", stale_after="2m") == (ZoneAccess(stale_after=120.0), [])
+    assert access(source="zone", stale_after="never")[1] == [
+        "clusters.yaml: ClusterProfile eu: metadata.annotations[kontinuum.io/stale-after]: "
+        "must be a duration above zero such as 300s or 5m, got 'never'"
+    ]
+
+
 def test_a_dns_site() -> None:
     found = access(
         source="dns",
@@ -55,7 +70,7 @@ def test_a_dns_site() -> None:
 @pytest.mark.parametrize(
     ("annotations", "problem"),
     [
-        ({"source": "ftp"}, 'must be "kubernetes" or "dns", got \'ftp\''),
+        ({"source": "ftp"}, 'must be "kubernetes", "dns" or "zone", got \'ftp\''),
         ({"source": "kubernetes", "in_cluster": "yes"}, '"true" or "false"'),
         ({"source": "kubernetes", "stale_after": "soon"}, "above zero such as 300s or 5m"),
         ({"source": "kubernetes", "stale_after": "0s"}, "got '0s'"),

@@ -1,0 +1,282 @@
+"""The source of a site whose zone control plane dials out and publishes its objects.
+
+A ClusterProfile annotated `kontinuum.io/source: zone` declares such a site
+(`kontinuum.control.site_access`). Its zone connects to the global's federation address
+(`kontinuum.federation.service`) and publishes the site's Services, EndpointSlices and
+ServiceExports; the stream hands what it receives to this source, which reads them
+exactly as the fleet files and the Kubernetes source do (`kontinuum.discovery.kube_view`),
+into the site's snapshot. No I/O here: the stream does it.
+
+- Each received object is checked as a fleet file's object is: an invalid one is refused
+  (the stream NACKs it, naming it and why) and the version held before stays; the others
+  apply. A zone holds at most `MAX_OBJECTS` objects.
+- The first snapshot comes once the zone's first complete response of a stream was applied
+  (its view is then complete: the responses before, marked partial, are held back); after
+  that, a new one whenever an object changes, debounced.
+- When the stream ends, the last view is served marked stale, and after `stale_after`
+  seconds without the zone, without its endpoints (its Services and exports stay), as
+  for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
+  back in sync; the objects held are what the global says it holds when it reconnects
+  (`held`), so the zone sends only what changed meanwhile. With a store
+  (`kontinuum.discovery.zone_store`, `keep`), what is held also outlasts a restart.
+- One stream per zone: a new one takes over, and the one it replaced may apply nothing
+  more (`SupersededError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from kontinuum.control.fleet import read_cluster_documents
+from kontinuum.control.model import SiteAccess, ZoneAccess
+from kontinuum.control.objects import Document
+from kontinuum.discovery.kube_view import (
+    KINDS,
+    Changed,
+    ClusterView,
+    Debouncer,
+    Failed,
+    Listed,
+    WatchedKind,
+)
+from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
+
+__all__ = ["ReceivedObject", "SupersededError", "ZoneSource", "ZoneStats"]
+
+log = logging.getLogger("kontinuum.discovery.zone")
+
+MAX_OBJECTS: Final = 100_000  # objects one zone may publish
+DEBOUNCE_LIMIT: Final = 10  # a burst is cut after this many `debounce` periods
+_KINDS: Final = {kind.kind: kind for kind in KINDS}
+
+
+class SupersededError(Exception):
+    """A stream of the zone that another, newer one replaced."""
+
+
+@dataclass(slots=True)
+class ZoneStats:
+    """What the zone's streams brought (counters, and the current state)."""
+
+    connected: bool = False
+    connections: int = 0
+    objects_received: int = 0  # objects applied, each new or changed one once
+    objects_refused: int = 0
+    removals_received: int = 0
+    last_sync: float | None = None  # Unix time a response was last applied
+
+
+class ZoneView(ClusterView):
+    """A `ClusterView` of a zone's objects, with status texts of a stream, not an API."""
+
+    def __init__(self, cluster: str, stale_after: float) -> None:
+        super().__init__(cluster, stale_after)
+        self.name = f"zone:{cluster}"
+        self.reason = ""
+
+    def _listing(self) -> str:
+        return "waiting for its zone to connect"
+
+    def _since(self) -> str:
+        assert self._lost is not None
+        since = datetime.fromtimestamp(self._lost[1], UTC).isoformat(timespec="seconds")
+        return f"its zone is disconnected since {since.replace('+00:00', 'Z')} ({self.reason})"
+
+
+class ZoneSource:
+    """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
+
+    def __init__(self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1) -> None:
+        if stale_after <= 0:
+            raise ValueError(f"stale_after must be positive, got {stale_after}")
+        self._cluster = cluster
+        self._view = ZoneView(cluster, stale_after)
+        self._objects: dict[str, ReceivedObject] = {}
+        self._stream = 0  # the current stream's token; 0: none
+        self._streams = 0
+        self._complete = False  # the current stream's first response was applied
+        self._debounce = debounce
+        self._changed = False
+        self._woken = asyncio.Event()
+        self.stats = ZoneStats()
+        self._status = SourceStatus(Health.STARTING, self._view._listing())
+        self._store: ZoneObjects | None = None
+        self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
+
+    def keep(self, store: ZoneObjects) -> None:
+        """Keep what is held in `store`, and start from what it holds (blocking: call
+        before the zone connects, when the source is created)."""
+        if self._streams == 0 and not self._objects:
+            self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
+        self._store = store
+
+    @property
+    def name(self) -> str:
+        return f"zone:{self._cluster}"
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    @property
+    def stale_after(self) -> float:
+        return self._view.stale_after
+
+    def retune(self, access: SiteAccess) -> None:
+        """Take a new `stale_after`; the view and its staleness stay."""
+        if isinstance(access, ZoneAccess):
+            self._view.stale_after = access.stale_after
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            self._status.health,
+            self._status.detail,
+            self._status.errors,
+            last_sync=self._view.last_sync,
+        )
+
+    @property
+    def objects(self) -> int:
+        return len(self._objects)
+
+    def held(self) -> dict[str, str]:
+        """What the global holds of the zone (name -> version): the `initial_resource_versions`
+        of a new stream."""
+        return {name: obj.version for name, obj in self._objects.items()}
+
+    # -- what the stream calls --------------------------------------------------------
+
+    def attach(self) -> int:
+        """A stream of the zone begins (replacing any other); its token."""
+        self._streams += 1
+        self._stream = self._streams
+        self._complete = False
+        self.stats.connected = True
+        self.stats.connections += 1
+        return self._stream
+
+    def detach(self, stream: int, reason: str) -> None:
+        """A stream ends; unless another replaced it, the view goes stale."""
+        if stream != self._stream:
+            return
+        self._stream = 0
+        self.stats.connected = False
+        self._view.reason = reason
+        self._post([Failed(kind, reason) for kind in KINDS])
+
+    def apply(
+        self,
+        stream: int,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool = False,
+    ) -> list[str]:
+        """Apply one response of `stream`: the objects new or changed, and the names of
+        those removed; `partial`: more of the same change follows. Returns a line per
+        object refused (the rest applies)."""
+        if stream != self._stream:
+            raise SupersededError("another stream of this zone replaced this one")
+        refused: list[str] = []
+        events: list[Listed | Changed] = []
+        for name in removed:
+            gone = self._objects.pop(name, None)
+            if gone is not None:
+                self._stored(name, None)
+                self.stats.removals_received += 1
+                events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
+        for obj in objects:
+            problem = self._problem(obj)
+            if problem:
+                refused.append(f"{obj.name}: {problem}")
+                continue
+            self._objects[obj.name] = obj
+            self._stored(obj.name, obj)
+            self.stats.objects_received += 1
+            events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
+        self.stats.objects_refused += len(refused)
+        self.stats.last_sync = time.time()
+        if not self._complete and partial:
+            return refused  # held back until the stream's view is whole
+        if not self._complete:  # the view is complete: every kind listed anew
+            self._complete = True
+            by_kind: dict[WatchedKind, list[Mapping[str, Any]]] = {kind: [] for kind in KINDS}
+            for obj in self._objects.values():
+                by_kind[_KINDS[obj.kind]].append(obj.body)
+            self._post([Listed(kind, by_kind[kind]) for kind in KINDS])
+        else:
+            self._post(events)
+        return refused
+
+    def _stored(self, name: str, obj: ReceivedObject | None) -> None:
+        if self._store is not None:
+            self._unsaved[name] = obj
+
+    def _problem(self, obj: ReceivedObject) -> str:
+        """Why an object is refused, or "" (checked as a fleet file's object is)."""
+        if obj.kind not in _KINDS:
+            return f"kind {obj.kind!r} is not published by a zone"
+        if obj.name not in self._objects and len(self._objects) >= MAX_OBJECTS:
+            return f"the zone already holds the {MAX_OBJECTS} objects it may"
+        document = Document(f"zone:{self._cluster}", dict(obj.body))
+        for read in read_cluster_documents(self._cluster, [document]):
+            if read.errors:
+                return "; ".join(_without_file(str(e), document.file) for e in read.errors)
+        return ""
+
+    def _post(self, events: Sequence[Listed | Changed | Failed]) -> None:
+        now = asyncio.get_running_loop().time()
+        wall = time.time()
+        for event in events:
+            self._changed = self._view.apply(event, now, wall) or self._changed
+        self._woken.set()
+
+    # -- the Source ---------------------------------------------------------------------
+
+    async def updates(self) -> AsyncIterator[SourceUpdate]:
+        loop = asyncio.get_running_loop()
+        debouncer = Debouncer(self._debounce, self._debounce * DEBOUNCE_LIMIT)
+        yielded: SourceUpdate | None = None
+        while True:
+            deadlines = [d for d in (debouncer.deadline, self._view.deadline) if d is not None]
+            timeout = max(min(deadlines) - loop.time(), 0.0) if deadlines else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._woken.wait()
+            self._woken.clear()
+            if self._unsaved and self._store is not None:
+                unsaved, self._unsaved = self._unsaved, {}
+                await asyncio.to_thread(self._store.save, unsaved)
+            now = loop.time()
+            changed, self._changed = self._changed, False
+            if self._view.expire(now) or changed:
+                debouncer.touch(now)
+            if debouncer.due(now):
+                debouncer.reset()
+                result = self._view.result()
+                self._status = self._view.status(now)
+                if result is not None and result != yielded:
+                    self._report(result, yielded)
+                    yielded = result
+                    yield result
+            self._status = self._view.status(loop.time())
+
+    def _report(self, update: SourceUpdate, previous: SourceUpdate | None) -> None:
+        stale = getattr(update, "stale", False)
+        if stale and not getattr(previous, "stale", False):
+            log.warning("%s: %s", self.name, self._status.detail)
+        elif not stale and getattr(previous, "stale", False):
+            log.info("%s: in sync again", self.name)
+        for error in self._status.errors:
+            log.error("%s", error)
+
+
+def _without_file(text: str, file: str) -> str:
+    return text.removeprefix(f"{file}: ")

@@ -1,0 +1,126 @@
+"""What travels on a federation stream: a site's Kubernetes objects as resources.
+
+Each object is a `KubeObject` (the object as JSON, with its apiVersion, kind, namespace and
+name) named `<kind>/<namespace>/<name>`, at a version that is the hex SHA-256 of the
+message serialized deterministically: equal content, equal version, on every zone and
+across restarts, so a reconnecting zone and the global agree on what needs sending
+without comparing contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kontinuum.federation.v1.federation_pb2 import DESCRIPTOR, KubeObject
+
+TYPE_URL: Final = f"type.googleapis.com/{KubeObject.DESCRIPTOR.full_name}"
+SERVICE: Final = DESCRIPTOR.services_by_name["Federation"].full_name
+ZONE_TO_GLOBAL: Final = "ZoneToGlobal"
+# The metadata a zone names its site in; its certificate must prove the site's identity.
+SITE_METADATA: Final = "kontinuum-zone-site"
+# What a zone publishes to the global: the standard objects of its site.
+ZONE_KINDS: Final = ("Service", "EndpointSlice", "ServiceExport")
+
+# One message either way; gRPC refuses a larger one with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# What a zone puts in one response at most (the objects' own bytes): a larger change goes
+# out in several responses, each under the message bound.
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
+# `system_version_info` of a response that leaves more to send: before a stream's first
+# complete response, the global holds back what it received (it is not the whole site).
+PARTIAL: Final = "partial"
+# One object's JSON: far above a real Service or EndpointSlice (an EndpointSlice holds at
+# most 1,000 endpoints, about 300 KB), far below a message.
+MAX_OBJECT_BYTES: Final = 1024 * 1024
+
+
+class ObjectError(ValueError):
+    """A resource that is not a site object kontinuum accepts; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteObject:
+    """One object of a site, as published: its resource name, version and JSON body."""
+
+    name: str
+    version: str
+    kind: str
+    namespace: str
+    body: Mapping[str, Any]
+    message: KubeObject
+
+    @property
+    def size(self) -> int:
+        return len(self.message.json)
+
+
+def resource_name(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{namespace}/{name}"
+
+
+def version_of(message: KubeObject) -> str:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+def site_object(body: Mapping[str, Any]) -> SiteObject:
+    """An object body (as `kubectl get -o json` prints it) as a resource; ObjectError when
+    it is not of a published kind or lacks its namespace or name."""
+    kind, api_version = body.get("kind"), body.get("apiVersion")
+    metadata = body.get("metadata")
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if kind not in ZONE_KINDS:
+        raise ObjectError(f"kind {kind!r} is not published (only {', '.join(ZONE_KINDS)})")
+    if not isinstance(api_version, str) or not api_version:
+        raise ObjectError(f"{kind}: no apiVersion")
+    if not (isinstance(namespace, str) and namespace and isinstance(name, str) and name):
+        raise ObjectError(f"{kind}: metadata.namespace and metadata.name are required")
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    if len(encoded) > MAX_OBJECT_BYTES:
+        raise ObjectError(
+            f"{kind} {namespace}/{name}: {len(encoded)} bytes of JSON, more than the "
+            f"{MAX_OBJECT_BYTES} an object may have"
+        )
+    message = KubeObject(
+        api_version=api_version, kind=kind, namespace=namespace, name=name, json=encoded
+    )
+    return SiteObject(
+        resource_name(kind, namespace, name), version_of(message), kind, namespace, body, message
+    )
+
+
+def received_object(name: str, version: str, message: KubeObject) -> SiteObject:
+    """A resource as received: checked to be what its name and version say; ObjectError
+    saying why not."""
+    expected = resource_name(message.kind, message.namespace, message.name)
+    if name != expected:
+        raise ObjectError(f"named {name!r} but holds {expected!r}")
+    if len(message.json) > MAX_OBJECT_BYTES:
+        raise ObjectError(
+            f"{len(message.json)} bytes of JSON, more than the {MAX_OBJECT_BYTES} an object "
+            "may have"
+        )
+    if version != version_of(message):
+        raise ObjectError("its version is not the SHA-256 of its content")
+    try:
+        body = json.loads(message.json)
+    except (ValueError, RecursionError) as error:
+        raise ObjectError(f"not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ObjectError("its JSON is not an object")
+    again = site_object(body)
+    if again.name != name:
+        raise ObjectError(f"its JSON is {again.name!r}, not {name!r}")
+    if body.get("apiVersion") != message.api_version:
+        raise ObjectError(f"its JSON has apiVersion {body.get('apiVersion')!r}")
+    return SiteObject(name, version, message.kind, message.namespace, body, message)
+
+
+def zone_service_account(site: str) -> str:
+    """The service account a zone's certificate names: `zone-<site>` (namespace
+    kontinuum-system)."""
+    return f"zone-{site}"

@@ -1,0 +1,242 @@
+"""The global's side of federation: the `Federation` gRPC service zones dial out to.
+
+A zone opens `ZoneToGlobal` over mutual TLS with a certificate of the fleet CA. Before
+anything it sends is read, the stream is admitted or refused:
+
+- the certificate must prove `spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>`
+  (and, when it names a cluster, that same site) for the site the zone names in its
+  `kontinuum-zone-site` metadata: a zone publishes the objects of its own site only;
+- the site must be declared by a ClusterProfile annotated `kontinuum.io/source: zone`.
+
+A refusal ends the stream with UNAUTHENTICATED or PERMISSION_DENIED and is counted by
+reason. An admitted stream plays the xDS client's part: it subscribes with a wildcard,
+naming in `initial_resource_versions` what the global already holds of the site, then
+hands each response to the site's source (`kontinuum.discovery.zone`) and answers it with
+an ACK, or a NACK whose `error_detail` names on one line each object refused and why (the
+others apply). A message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
+from kontinuum.federation.objects import (
+    MAX_MESSAGE_BYTES,
+    PARTIAL,
+    SERVICE,
+    SITE_METADATA,
+    TYPE_URL,
+    ZONE_TO_GLOBAL,
+    ObjectError,
+    received_object,
+    zone_service_account,
+)
+from kontinuum.federation.v1.federation_pb2 import KubeObject
+from kontinuum.security.spiffe import SpiffeId
+from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE
+from kontinuum.xds.identity import Authenticator, Peer, UnauthenticatedError
+from kontinuum.xds.limits import cut, shown
+from kontinuum.xds.listen import ListenError, check_free
+
+log = logging.getLogger("kontinuum.federation")
+
+# Why a zone's stream was refused, the label of kontinuum_federation_refused_total.
+REFUSED_UNAUTHENTICATED: Final = "unauthenticated"  # no certificate of the fleet CA
+REFUSED_IDENTITY: Final = "identity"  # not the identity of the site it names
+REFUSED_UNDECLARED: Final = "undeclared"  # no site of that name has `source: zone`
+REFUSED_REASONS: Final = (REFUSED_UNAUTHENTICATED, REFUSED_IDENTITY, REFUSED_UNDECLARED)
+
+_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+_INVALID_ARGUMENT: Final = 3  # google.rpc.Code, in a NACK's error_detail
+
+
+class NotReadyError(Exception):
+    """The global cannot tell yet whether a site is a zone (it has not read the fleet):
+    the zone is asked to retry (UNAVAILABLE), not refused."""
+
+
+class _RefusedError(Exception):
+    def __init__(self, reason: str, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+
+
+class FederationService:
+    """The `Federation` service of the global (see the module doc). `zone_of(site)` is
+    the source of a site declared with `source: zone`, or None; it raises `NotReadyError`
+    before the fleet is known."""
+
+    def __init__(
+        self, authenticator: Authenticator, zone_of: Callable[[str], ZoneSource | None]
+    ) -> None:
+        self._authenticator = authenticator
+        self._zone_of = zone_of
+        self.refused: Counter[str] = Counter()
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                ZONE_TO_GLOBAL: grpc.stream_stream_rpc_method_handler(
+                    self._zone_to_global,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+                    response_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                )
+            },
+        )
+
+    def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ZoneSource, Peer]:
+        """The source of the zone on the other end and who it is, or `_RefusedError`
+        saying why not."""
+        metadata = dict(context.invocation_metadata() or ())
+        site = str(metadata.get(SITE_METADATA, ""))
+        try:
+            peer = self._authenticator.authenticate(context)
+        except UnauthenticatedError as error:
+            raise _RefusedError(
+                REFUSED_UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED, str(error)
+            ) from None
+        if problem := _identity_problem(peer, site):
+            raise _RefusedError(REFUSED_IDENTITY, grpc.StatusCode.PERMISSION_DENIED, problem)
+        source = self._zone_of(site)
+        if source is None:
+            raise _RefusedError(
+                REFUSED_UNDECLARED,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"site {shown(site)} is not declared as a zone: its ClusterProfile needs the "
+                "annotation kontinuum.io/source: zone",
+            )
+        return source, peer
+
+    async def _zone_to_global(
+        self,
+        responses: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+        try:
+            source, peer = self._admit(context)
+        except NotReadyError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            return
+        except _RefusedError as refused:
+            self.refused[refused.reason] += 1
+            log.warning("refused a zone stream from %s: %s", context.peer(), cut(refused))
+            await context.abort(refused.code, cut(refused))
+            return
+        stream = source.attach()
+        log.info("zone %s connected from %s", source.cluster, context.peer())
+        reason = "its stream ended"
+        try:
+            yield discovery_pb2.DeltaDiscoveryRequest(
+                type_url=TYPE_URL,
+                resource_names_subscribe=["*"],
+                initial_resource_versions=source.held(),
+            )
+            async for response in responses:
+                if peer.expires_at is not None and time.time() >= peer.expires_at:
+                    reason = "its certificate expired: reconnect with a new one"
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                if self._zone_of(source.cluster) is not source:
+                    reason = f"site {source.cluster} is no longer declared as a zone"
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+                yield self._take(source, stream, response)
+        except SupersededError:
+            reason = "another stream of the zone replaced it"
+            await context.abort(grpc.StatusCode.ABORTED, reason)
+        except asyncio.CancelledError:
+            reason = "its stream was cut"
+            raise
+        finally:
+            source.detach(stream, reason)
+            log.info("zone %s disconnected: %s", source.cluster, reason)
+
+    def _take(
+        self, source: ZoneSource, stream: int, response: discovery_pb2.DeltaDiscoveryResponse
+    ) -> discovery_pb2.DeltaDiscoveryRequest:
+        """Apply one response; its ACK, or its NACK naming what was refused."""
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=TYPE_URL, response_nonce=response.nonce
+        )
+        if response.type_url != TYPE_URL:  # nothing of it applies
+            request.error_detail.code = _INVALID_ARGUMENT
+            request.error_detail.message = f"type {shown(response.type_url)} is not {TYPE_URL}"
+            return request
+        refused: list[str] = []
+        objects: list[ReceivedObject] = []
+        for resource in response.resources:
+            message = KubeObject()
+            try:
+                if not resource.resource.Unpack(message):
+                    raise ObjectError(f"holds a {shown(resource.resource.type_url)}")
+                obj = received_object(resource.name, resource.version, message)
+            except ObjectError as error:
+                refused.append(f"{shown(resource.name)}: {error}")
+                continue
+            objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body))
+        partial = response.system_version_info == PARTIAL
+        refused += source.apply(stream, objects, list(response.removed_resources), partial)
+        if refused:
+            detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
+            log.warning("zone %s: %s", source.cluster, detail)
+            request.error_detail.code = _INVALID_ARGUMENT
+            request.error_detail.message = detail
+        return request
+
+
+def _identity_problem(peer: Peer, site: str) -> str:
+    """Why `peer` may not publish `site`, or "": it must prove the site's zone identity,
+    `ns/kontinuum-system/sa/zone-<site>`, of the site's cluster when it names one."""
+    if not site:
+        return f"name the site in the {SITE_METADATA} metadata"
+    expected = f"ns/{CONTROL_PLANE_NAMESPACE}/sa/{zone_service_account(site)}"
+    refusal = f"{peer.identity or 'an anonymous peer'} may not publish site {shown(site)}"
+    try:
+        identity = SpiffeId.parse(peer.identity or "")
+    except ValueError:
+        return f"{refusal}: a zone of that site proves {expected}"
+    if (identity.namespace, identity.service_account) != (
+        CONTROL_PLANE_NAMESPACE,
+        zone_service_account(site),
+    ):
+        return f"{refusal}: a zone of that site proves {expected}"
+    cluster = peer.claims.get("cluster", site)
+    if cluster != site:
+        return f"{refusal}: its certificate is for cluster {shown(cluster)}"
+    return ""
+
+
+async def start_server(
+    service: FederationService, address: str, credentials: grpc.ServerCredentials
+) -> grpc.aio.Server:
+    """The federation server on `address` (mutual TLS), started; `ListenError` when the
+    address cannot be listened on."""
+    check_free(address)
+    server = grpc.aio.server(options=_OPTIONS)
+    server.add_generic_rpc_handlers((service.handler(),))
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ListenError(address, "gRPC could not bind it")
+    await server.start()
+    log.info("federation server listening on %s (mutual TLS)", address)
+    return server

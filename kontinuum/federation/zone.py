@@ -1,0 +1,308 @@
+"""`kontinuum zone`: a site's control plane that dials out to the global one.
+
+It discovers its site locally: a directory of the site's Service, EndpointSlice and
+ServiceExport YAML, watched for changes, or the site's Kubernetes API, listed and watched
+by the Kubernetes source (`kontinuum.discovery.kubernetes`: the objects of its view, as
+`kubectl get -o yaml` prints them, published whenever the view changes). It dials the
+global's federation
+address over mutual TLS with its certificate (`kontinuum ca issue --namespace
+kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
+site's objects on the `ZoneToGlobal` stream, sending only what changed
+(`kontinuum.federation.publisher`). A response is sent once the previous one was
+answered, so a burst of changes goes out as one. When the stream fails, it dials again
+after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate read again
+(renewed in place, it is the new one that connects); on reconnect the global says what it
+holds, and only what differs is sent.
+
+It does not serve xDS to the site's proxies yet (docs/federation.md: what comes next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.control.model import ConfigError, KubernetesAccess
+from kontinuum.control.objects import Document
+from kontinuum.discovery.kube_watch import Backoff
+from kontinuum.discovery.kubernetes import KubernetesSource
+from kontinuum.discovery.listing import yaml_files
+from kontinuum.discovery.static import directory_changes, read_documents
+from kontinuum.federation.objects import (
+    MAX_MESSAGE_BYTES,
+    SERVICE,
+    SITE_METADATA,
+    TYPE_URL,
+    ZONE_TO_GLOBAL,
+    ObjectError,
+    SiteObject,
+    site_object,
+)
+from kontinuum.federation.publisher import Publisher
+from kontinuum.xds.limits import cut
+
+log = logging.getLogger("kontinuum.zone")
+
+_EOF: Final = grpc.aio.EOF  # type: ignore[attr-defined]
+_OPTIONS: Final[list[tuple[str, Any]]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class CredentialsError(ValueError):
+    """A credentials directory that cannot be used; the message says why, on one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSettings:
+    """Who the zone is, where the global is, and where the site's objects are."""
+
+    site: str
+    global_address: str
+    credentials: Path  # cert.pem, key.pem, ca.pem (`kontinuum ca issue --out`)
+    # Where the site's objects are: a directory of YAML files, or its Kubernetes API.
+    config: Path | KubernetesAccess
+    server_name: str = ""  # the name the global's certificate is checked against
+    poll_interval: float = 0.5
+    backoff: tuple[float, float] = (0.5, 30.0)
+
+
+def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
+    """Mutual TLS with the certificate `kontinuum ca issue` wrote to `directory`."""
+    files = {}
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        try:
+            files[name] = (directory / name).read_bytes()
+        except OSError as error:
+            raise CredentialsError(
+                f"cannot read {directory / name}: {error.strerror or error} (`kontinuum ca "
+                "issue --out DIR` writes cert.pem, key.pem and ca.pem)"
+            ) from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=files["ca.pem"],
+        private_key=files["key.pem"],
+        certificate_chain=files["cert.pem"],
+    )
+
+
+def site_objects(documents: Iterable[Document]) -> tuple[list[SiteObject], list[str]]:
+    """The objects of documents (a `kubectl get -o yaml` List counts as its items), and a
+    line per one left out. Only Services, EndpointSlices and ServiceExports are published;
+    the global checks each fully (and refuses what is invalid)."""
+    problems: list[str] = []
+    objects: dict[str, SiteObject] = {}
+    for document in documents:
+        body, where = document.body, f"{document.file}: document {document.index}"
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        items = body.get("items") if str(body.get("kind", "")).endswith("List") else None
+        for item in items if isinstance(items, list) else [body]:
+            try:
+                obj = site_object(item if isinstance(item, dict) else {})
+            except ObjectError as error:
+                problems.append(f"{where}: {error}")
+                continue
+            if obj.name in objects:
+                problems.append(f"{where}: {obj.name} is declared twice; the first counts")
+                continue
+            objects[obj.name] = obj
+    return list(objects.values()), problems
+
+
+class SiteFiles:
+    """The site's YAML files (in a directory, sorted): only the files that changed since
+    the last `read` (by modification time, size and inode) are read and hashed again, so a
+    change costs its file, not the site."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # path -> (its key when read, its objects, its problems)
+        self._files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]] = {}
+
+    def read(self) -> tuple[list[SiteObject], list[str]]:
+        """Every object of the files, and a line per file or object left out (see
+        `site_objects`; an object declared in two files counts in the first)."""
+        try:
+            paths = yaml_files(self.directory)
+        except OSError as error:
+            return [], [f"{self.directory}: cannot list: {error.strerror or error}"]
+        files = {}
+        for path in paths:
+            try:
+                found = os.stat(path)
+                key = (found.st_mtime_ns, found.st_size, found.st_ino)
+            except OSError:
+                key = (0, 0, 0)  # gone meanwhile: read, which says so
+            cached = self._files.get(path)
+            if cached is None or cached[0] != key or key == (0, 0, 0):
+                errors: list[ConfigError] = []
+                name = str(Path(path).relative_to(self.directory))
+                objects, problems = site_objects(read_documents(path, name, errors))
+                cached = (key, objects, [str(error) for error in errors] + problems)
+            files[path] = cached
+        self._files = files
+        merged: dict[str, SiteObject] = {}
+        problems = []
+        for path, (_, objects, found_problems) in files.items():
+            problems += found_problems
+            for obj in objects:
+                if obj.name in merged:
+                    where = Path(path).relative_to(self.directory)
+                    problems.append(f"{where}: {obj.name} is declared twice; the first counts")
+                    continue
+                merged[obj.name] = obj
+        return list(merged.values()), problems
+
+
+class Zone:
+    """A zone publishing its site to the global until cancelled (see the module doc)."""
+
+    def __init__(self, options: ZoneSettings) -> None:
+        self.options = options
+        self.publisher = Publisher()
+        self.synced = asyncio.Event()  # the site was read once
+        self._wake = asyncio.Event()
+        self._problems: list[str] = []
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._discover(), name="site files")
+            group.create_task(self._dial(), name="global")
+
+    async def _discover(self) -> None:
+        where = self.options.config
+        if isinstance(where, KubernetesAccess):
+            await self._watch_cluster(where)
+            return
+        changes = directory_changes(where, self.options.poll_interval)
+        files = SiteFiles(where)
+        try:
+            while True:
+                self._publish(*await asyncio.to_thread(files.read))
+                await anext(changes)
+        finally:
+            await changes.aclose()
+
+    async def _watch_cluster(self, access: KubernetesAccess) -> None:
+        source = KubernetesSource(self.options.site, access, backoff=self.options.backoff)
+        async for _ in source.updates():
+            self._publish(*site_objects(source.view.documents()))
+
+    def _publish(self, objects: list[SiteObject], problems: list[str]) -> None:
+        if problems != self._problems:
+            for problem in problems:
+                log.error("%s", problem)
+            self._problems = problems
+        self.publisher.publish(objects)
+        self.synced.set()
+        self._wake.set()
+
+    async def _dial(self) -> None:
+        await self.synced.wait()
+        backoff = Backoff(*self.options.backoff)
+        options = list(_OPTIONS)
+        if self.options.server_name:
+            options.append(("grpc.ssl_target_name_override", self.options.server_name))
+        while True:
+            try:
+                # Read anew at each dial: the certificate is renewed in place (cert-manager,
+                # `kontinuum ca issue` again) and a new stream presents the new one.
+                credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
+                async with grpc.aio.secure_channel(
+                    self.options.global_address, credentials, options=options
+                ) as channel:
+                    await self._stream(channel, backoff)
+                problem = "the global ended the stream"
+            except grpc.aio.AioRpcError as error:
+                problem = f"{error.code().name}: {error.details()}"
+            except asyncio.InvalidStateError:  # written to as it ended
+                problem = "the stream ended"
+            except CredentialsError as error:
+                problem = str(error)
+            finally:
+                self.publisher.disconnect()
+            delay = backoff.next()
+            log.log(
+                logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,
+                "global %s: %s; dialing again in %.1f s",
+                self.options.global_address,
+                cut(problem),
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _stream(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+            request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        )
+        call: Any = method(metadata=((SITE_METADATA, self.options.site),))
+        try:
+            first = await call.read()
+            if first is _EOF:
+                return
+            if first.type_url != TYPE_URL:
+                log.error("global asked for %s, not %s", first.type_url, TYPE_URL)
+                return
+            self.publisher.connect(dict(first.initial_resource_versions))
+            backoff.reset()
+            log.info(
+                "connected to the global %s: it holds %d object(s) of site %s",
+                self.options.global_address,
+                len(first.initial_resource_versions),
+                self.options.site,
+            )
+            self._wake.set()
+            sender = asyncio.create_task(self._send(call), name="send")
+            reader = asyncio.create_task(self._answers(call), name="answers")
+            try:
+                done, _ = await asyncio.wait((sender, reader), return_when="FIRST_COMPLETED")
+                for task in done:
+                    task.result()  # raises what ended the stream
+            finally:
+                for task in (sender, reader):
+                    task.cancel()
+                await asyncio.gather(sender, reader, return_exceptions=True)
+        finally:
+            call.cancel()
+
+    async def _send(self, call: Any) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.publisher.unanswered:
+                continue  # the answer wakes this again
+            response = self.publisher.response()
+            if response is not None:
+                log.debug(
+                    "sending %d object(s), %d removal(s)",
+                    len(response.resources),
+                    len(response.removed_resources),
+                )
+                await call.write(response)
+
+    async def _answers(self, call: Any) -> None:
+        while True:
+            request = await call.read()
+            if request is _EOF:
+                return
+            answer = self.publisher.answer(request)
+            if answer is not None and not answer.accepted:
+                log.error("the global refused objects: %s", cut(answer.error))
+            self._wake.set()

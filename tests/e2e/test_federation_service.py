@@ -1,0 +1,278 @@
+"""The global's federation service over real gRPC and mutual TLS on 127.0.0.1, with
+certificates of a real fleet CA: who is admitted, what the first request says, ACK and
+NACK by nonce, a stream taken over by a newer one, and the message bound."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.discovery.source import Health
+from kontinuum.discovery.zone import ZoneSource
+from kontinuum.federation.objects import (
+    MAX_MESSAGE_BYTES,
+    SERVICE,
+    SITE_METADATA,
+    TYPE_URL,
+    ZONE_TO_GLOBAL,
+    site_object,
+)
+from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.service import FederationService, start_server
+from kontinuum.federation.zone import Zone, ZoneSettings
+from kontinuum.security import CertificateAuthority, SpiffeId
+from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
+from tests.support.net import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+
+TD = "cluster.local"
+HOUR = timedelta(hours=1)
+EOF_ = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+@dataclass
+class Global:
+    ca: CertificateAuthority
+    address: str
+    service: FederationService
+    zone: ZoneSource
+    zones: dict[str, ZoneSource]
+    channels: list[grpc.aio.Channel]
+
+    def credentials(self, account: str, cluster: str | None) -> grpc.ChannelCredentials:
+        issued = self.ca.issue_workload(SpiffeId(TD, "kontinuum-system", account), cluster, HOUR)
+        return grpc.ssl_channel_credentials(
+            self.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+        )
+
+    def open(self, credentials: grpc.ChannelCredentials, site: str = "edge-paris") -> Any:
+        channel = grpc.aio.secure_channel(
+            self.address, credentials, options=[("grpc.max_send_message_length", -1)]
+        )
+        self.channels.append(channel)
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+            request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        )
+        return method(metadata=((SITE_METADATA, site),) if site else ())
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Global]:
+    ca = CertificateAuthority.generate(TD)
+    zone = ZoneSource("edge-paris", debounce=0.01)
+    zones = {"edge-paris": zone}
+    service = FederationService(FleetAuthenticator(ca), zones.get)
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(ca, ["127.0.0.1"])
+    server = await start_server(
+        service, address, certificate.credentials(require_client_certificate=True)
+    )
+
+    async def follow() -> None:  # the source runs, as under the aggregator
+        async for _ in zone.updates():
+            pass
+
+    follower = asyncio.create_task(follow())
+    served = Global(ca, address, service, zone, zones, [])
+    try:
+        yield served
+    finally:
+        for channel in served.channels:
+            await channel.close()
+        follower.cancel()
+        await server.stop(0)
+
+
+def service_object(name: str, port: Any = 80) -> Any:
+    return site_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"ports": [{"name": "http", "port": port}]},
+        }
+    )
+
+
+async def refusal(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async with asyncio.timeout(10):
+            await call.read()
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("account", "cluster", "site", "reason", "says"),
+    [
+        ("zone-other", "other", "edge-paris", "identity", "proves ns/kontinuum-system/sa/zone-e"),
+        ("zone-edge-paris", "other", "edge-paris", "identity", "is for cluster 'other'"),
+        ("zone-edge-paris", "edge-paris", "", "identity", "name the site in the"),
+        ("zone-eu", "eu", "eu", "undeclared", "kontinuum.io/source: zone"),
+    ],
+)  # fmt: skip
+async def test_a_zone_is_admitted_only_for_its_own_declared_site(
+    served: Global, account: str, cluster: str, site: str, reason: str, says: str
+) -> None:
+    error = await refusal(served.open(served.credentials(account, cluster), site))
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert says in (error.details() or "")
+    assert served.service.refused[reason] == 1
+    assert served.zone.stats.connections == 0
+
+
+async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(
+    served: Global,
+) -> None:
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    publisher = Publisher()
+    publisher.publish([service_object("a"), service_object("b")])
+
+    call = served.open(credentials)
+    first = await call.read()
+    assert (list(first.resource_names_subscribe), dict(first.initial_resource_versions)) == (
+        ["*"],
+        {},
+    )
+    publisher.connect(dict(first.initial_resource_versions))
+    response = publisher.response()
+    await call.write(response)
+    answer = publisher.answer(await call.read())
+    assert answer is not None
+    assert answer.accepted
+    assert served.zone.objects == 2
+
+    publisher.publish([service_object("a", port="eighty"), service_object("b", port=81)])
+    await call.write(publisher.response())
+    answer = publisher.answer(await call.read())
+    assert answer is not None
+    assert answer.error == (
+        "1 object(s) refused: Service/demo/a: Service demo/a: spec.ports[0].port: must be "
+        "an integer, got string"
+    )
+    held = served.zone.held()
+    assert held["Service/demo/a"] == service_object("a").version  # the last good one
+    assert held["Service/demo/b"] == service_object("b", port=81).version
+
+    # A restarted zone: the new stream is told what is held, and takes over.
+    again = served.open(credentials)
+    assert dict((await again.read()).initial_resource_versions) == held
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="9"))
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.ABORTED
+    assert served.zone.stats.connections == 2
+    assert served.zone.stats.connected
+    again.cancel()
+
+
+async def test_a_message_over_the_bound_is_refused(served: Global) -> None:
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    await call.read()
+    huge = discovery_pb2.DeltaDiscoveryResponse(
+        type_url=TYPE_URL, nonce="1", system_version_info="x" * MAX_MESSAGE_BYTES
+    )
+    await call.write(huge)
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.zone.objects == 0
+
+
+async def test_a_response_of_another_type_is_nacked_whole(served: Global) -> None:
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    await call.read()
+    response = Publisher()
+    response.publish([service_object("a")])
+    response.connect({})
+    wrong = response.response()
+    assert wrong is not None
+    wrong.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    await call.write(wrong)
+    answer = await call.read()
+    assert answer.response_nonce == wrong.nonce
+    assert answer.error_detail.message == (
+        "type 'type.googleapis.com/envoy.config.cluster.v3.Cluster' is not " + TYPE_URL
+    )
+    assert served.zone.objects == 0
+    assert served.zone.status().health is Health.STARTING  # its first response is still due
+
+
+async def test_a_stream_outliving_its_certificate_is_ended(served: Global) -> None:
+    lifetime = timedelta(seconds=1.5)
+    issued = served.ca.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", lifetime
+    )
+    call = served.open(
+        grpc.ssl_channel_credentials(
+            served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+        )
+    )
+    await call.read()
+    await asyncio.sleep(lifetime.total_seconds() + 0.5)
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "certificate expired" in (error.details() or "")
+    assert served.zone.objects == 0
+    assert not served.zone.stats.connected
+
+
+async def test_a_site_no_longer_declared_as_a_zone_ends_its_stream(served: Global) -> None:
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    await call.read()
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    assert (await call.read()).response_nonce == "1"
+    del served.zones["edge-paris"]  # its ClusterProfile changed: its source stopped
+    await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="2"))
+    error = await refusal(call)
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == "site edge-paris is no longer declared as a zone"
+
+
+def write_credentials(directory: Path, ca: CertificateAuthority, lifetime: timedelta) -> None:
+    issued = ca.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", lifetime
+    )
+    directory.mkdir(exist_ok=True)
+    for name, content in (
+        ("cert.pem", issued.certificate_chain_pem),
+        ("key.pem", issued.private_key_pem),
+        ("ca.pem", ca.trust_bundle_pem),
+    ):
+        temporary = directory / f".{name}"
+        temporary.write_bytes(content)
+        os.replace(temporary, directory / name)
+
+
+async def test_a_zone_reconnects_with_its_renewed_certificate(
+    served: Global, tmp_path: Path
+) -> None:
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    lifetime = timedelta(seconds=2)
+    write_credentials(credentials, served.ca, lifetime)
+    zone = Zone(ZoneSettings("edge-paris", served.address, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        write_credentials(credentials, served.ca, HOUR)  # renewed in place
+        await asyncio.sleep(lifetime.total_seconds() + 0.5)  # the first one has expired
+        (site / "b.yaml").write_text(yaml.safe_dump(dict(service_object("b").body)))
+        # refused with the old certificate, sent with the new one
+        await eventually(lambda: served.zone.objects == 2, timeout=10, what="b published")
+        assert served.zone.stats.connections == 2
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
