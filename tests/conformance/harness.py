@@ -8,7 +8,9 @@ first use and stay for the module: an ingress per base Gateway (`gateway(name)` 
 port to send to) and a sidecar per client namespace (`sidecar(ns)` gives its outbound
 port). Envoy takes its new configuration a moment after `apply()`, so traffic is checked
 with `expect()`, which polls (bounded) until the answer has been as expected three times in
-a row, as upstream's eventually consistent requests do.
+a row, as upstream's eventually consistent requests do. A case's own Gateway listeners take
+their ports from `free_ports()`, never from a bare `free_port()`: one port handed out twice
+in a module (before an Envoy binds it) would make two listeners one.
 """
 
 from __future__ import annotations
@@ -192,7 +194,8 @@ class Conformance:
         self._envoy_path = envoy_path
         self.backends: dict[str, Backend] = {}
         self.envoys: list[Envoy] = []
-        self._gateway_ports = {name: free_port() for name, _ in GATEWAYS}
+        self._handed_out: set[int] = set()
+        self._gateway_ports: dict[str, int] = {}
         self._ingresses: dict[str, int] = {}
         self._sidecars: dict[str, int] = {}
         self._ids = itertools.count(1)
@@ -210,6 +213,9 @@ class Conformance:
     def start(self) -> Conformance:
         for name in BACKENDS:
             self.backends[name] = Backend(name).start()
+        # Picked once the backends listen, so that no backend takes a Gateway's port.
+        ports = self.free_ports(len(GATEWAYS))
+        self._gateway_ports = {name: port for (name, _), port in zip(GATEWAYS, ports, strict=True)}
         ports = {name: backend.port for name, backend in self.backends.items()}
         for path, text in base_files(ports, self._gateway_ports).items():
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -310,6 +316,23 @@ class Conformance:
 
     # -- proxies ---------------------------------------------------------------------------
 
+    def free_ports(self, count: int) -> list[int]:
+        """`count` ports free on 127.0.0.1 now, distinct from each other and from every port
+        this harness handed out before (a case's listeners bind theirs only once applied)."""
+        ports: list[int] = []
+        for _ in range(100 * count):
+            port = free_port()
+            if port not in self._handed_out:
+                self._handed_out.add(port)
+                ports.append(port)
+                if len(ports) == count:
+                    return ports
+        raise AssertionError(f"no {count} free ports in {100 * count} tries")
+
+    def free_port(self) -> int:
+        """One port as `free_ports` gives them."""
+        return self.free_ports(1)[0]
+
     def port(self, gateway: str) -> int:
         """The port of base Gateway `gateway`'s listener `http`."""
         return self._gateway_ports[gateway]
@@ -326,7 +349,7 @@ class Conformance:
     def sidecar(self, namespace: str = MESH) -> int:
         """Start (once) a sidecar Envoy of a client in `namespace`; its outbound port."""
         if namespace not in self._sidecars:
-            outbound = free_port()
+            outbound = self.free_port()
             metadata = proxy_metadata(namespace=namespace, role="sidecar", outbound_port=outbound)
             self._start_envoy(f"sidecar-{namespace}", metadata)
             self._sidecars[namespace] = outbound

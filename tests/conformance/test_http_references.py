@@ -15,7 +15,6 @@ import pytest
 
 from tests.conformance.base import APP_BACKEND, INFRA, WEB_BACKEND, case_gateway, http_route
 from tests.conformance.harness import Conformance, Expected, Request
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -182,7 +181,7 @@ def test_cross_namespace_parent_not_allowed(conformance: Conformance) -> None:
 def test_parent_ref_not_matching_listener_port(conformance: Conformance) -> None:
     """HTTPRouteInvalidParentRefNotMatchingListenerPort (core): a parentRef `port` that no
     listener has: `NoMatchingParent`."""
-    other = free_port()
+    other = conformance.free_port()
     conformance.apply(
         http_route(
             "wrong-port",
@@ -218,7 +217,7 @@ def test_disallowed_kind(conformance: Conformance) -> None:
         case_gateway(
             "grpc-only",
             f"""  - name: grpc
-    port: {free_port()}
+    port: {conformance.free_port()}
     protocol: HTTP
     allowedRoutes:
       namespaces: {{from: Same}}
@@ -238,11 +237,12 @@ def test_disallowed_kind(conformance: Conformance) -> None:
 def test_section_name_not_matching_port(conformance: Conformance) -> None:
     """HTTPRouteInvalidParentRefSectionNameNotMatchingPort (extended): a parentRef naming a
     listener and a port that listener does not have: `NoMatchingParent`."""
+    other = conformance.free_port()
     conformance.apply(
         http_route(
             "section-and-port",
             "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
-            parents=f"[{{name: same-namespace, sectionName: http, port: {free_port()}}}]",
+            parents=f"[{{name: same-namespace, sectionName: http, port: {other}}}]",
         )
     )
     assert accepted(conformance, "section-and-port") == ("False", "NoMatchingParent")
