@@ -1,6 +1,7 @@
 """Conformance cases that wait for HTTPS listeners and the spec's redirect port rules
 (branch g-https): not collected by pytest (the file name is not `test_*.py`) until they
-pass; rename to test_pending_https.py then.
+pass; rename to test_pending_https.py then. All three pass with branch g-https (at 5cc8c23)
+merged in.
 
 - HTTPRouteRedirectHostAndStatus: a redirect that sets only the hostname drops the
   listener's port from the Location (the spec keeps the listener's port when no scheme is
