@@ -24,6 +24,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kontinuum.app import RunningFleet, running_fleet
 from kontinuum.bootstrap import proxy_metadata
@@ -31,7 +32,16 @@ from kontinuum.control.gateway_binding import GatewayStatus
 from kontinuum.control.plane import Condition
 from kontinuum.control.route_binding import RouteStatus
 from kontinuum.xds import XdsServer
-from tests.conformance.base import BACKENDS, CLUSTER, GATEWAYS, INFRA, MESH, base_files, joined
+from tests.conformance.base import (
+    BACKENDS,
+    CLUSTER,
+    GATEWAYS,
+    H2C_BACKEND,
+    INFRA,
+    MESH,
+    base_files,
+    joined,
+)
 from tests.e2e.backends import Backend, Received
 from tests.e2e.envoy import Envoy
 from tests.support.fleet import fast, rewrite
@@ -185,6 +195,55 @@ def _redirect_mismatch(location: str | None, expected: Redirect) -> str | None:
     return None
 
 
+def h2c_backend_bootstrap(port: int) -> dict[str, Any]:
+    """A static Envoy on 127.0.0.1:`port` that takes HTTP/2 only and answers 200 itself:
+    `backend h2c-backend`, with `x-backend` and the request's protocol in
+    `x-backend-protocol`."""
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        },
+    }
+    answer = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": f"backend {H2C_BACKEND}\n"}},
+    }
+    headers = [
+        {"header": {"key": "x-backend", "value": H2C_BACKEND}},
+        {"header": {"key": "x-backend-protocol", "value": "%PROTOCOL%"}},
+    ]
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "h2c",
+        "codec_type": "HTTP2",
+        "route_config": {
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [answer]}],
+            "response_headers_to_add": headers,
+        },
+        "http_filters": [router],
+    }
+    listener = {
+        "name": "h2c",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [listener]},
+    }
+
+
 class Conformance:
     """The base fleet served by `kontinuum` on a thread, its backends and Envoys."""
 
@@ -198,6 +257,8 @@ class Conformance:
         self._gateway_ports: dict[str, int] = {}
         self._ingresses: dict[str, int] = {}
         self._sidecars: dict[str, int] = {}
+        self._h2c_port = 0
+        self._h2c: Envoy | None = None
         self._ids = itertools.count(1)
         self._case = ""
         self._fleet: RunningFleet | None = None
@@ -217,6 +278,7 @@ class Conformance:
         ports = self.free_ports(len(GATEWAYS))
         self._gateway_ports = {name: port for (name, _), port in zip(GATEWAYS, ports, strict=True)}
         ports = {name: backend.port for name, backend in self.backends.items()}
+        ports[H2C_BACKEND] = self._h2c_port = self.free_port()
         for path, text in base_files(ports, self._gateway_ports).items():
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
             (self.root / path).write_text(text)
@@ -354,6 +416,25 @@ class Conformance:
             self._start_envoy(f"sidecar-{namespace}", metadata)
             self._sidecars[namespace] = outbound
         return self._sidecars[namespace]
+
+    def h2c_backend(self) -> str:
+        """Start (once) the backend of Service `infra-backend-h2c`: an Envoy that speaks only
+        HTTP/2 without TLS (prior knowledge) and answers every request itself, naming the
+        protocol it was asked in (`x-backend-protocol`); returns its backend name."""
+        if self._h2c is None:
+            envoy = Envoy(
+                self.workdir / H2C_BACKEND,
+                node_id=H2C_BACKEND,
+                view=CLUSTER,
+                xds_port=0,
+                mode="delta",
+                binary=self._envoy_path,
+                config=h2c_backend_bootstrap(self._h2c_port),
+            )
+            self.envoys.append(envoy)
+            envoy.start()
+            self._h2c = envoy
+        return H2C_BACKEND
 
     def _start_envoy(self, node_id: str, metadata: dict[str, str]) -> Envoy:
         envoy = Envoy(
