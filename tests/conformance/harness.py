@@ -319,6 +319,10 @@ class Conformance:
             self._failure = error
             self._ready.set()
 
+    def running(self) -> bool:
+        """Whether the fleet is being served."""
+        return self._fleet is not None and self._thread.is_alive()
+
     @property
     def fleet(self) -> RunningFleet:
         assert self._fleet is not None, "the fleet is not running"
