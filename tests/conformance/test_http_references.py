@@ -271,3 +271,21 @@ def test_an_invalid_backend_keeps_its_share(conformance: Conformance) -> None:
     failed = sum(1 for a in outcomes if (a.status, a.backend) == (500, None))
     assert served + failed == 100
     assert 20 <= served <= 80, served  # 1:1 of 100: 50, the bounds 6 standard deviations
+
+
+def test_cross_namespace_parent_allowed_by_all(conformance: Conformance) -> None:
+    """A listener allowing routes from `All` namespaces accepts another namespace's route,
+    which serves its own namespace's backend without a grant (the counterpart of
+    HTTPRouteInvalidCrossNamespaceParentRef)."""
+    conformance.apply(
+        http_route(
+            "from-web",
+            "  - backendRefs: [{name: web-backend, port: 8080}]\n",
+            parents=f"[{{name: all-namespaces, namespace: {INFRA}}}]",
+            namespace=WEB_BACKEND,
+        )
+    )
+    assert accepted(conformance, "from-web", WEB_BACKEND) == ("True", "Accepted")
+    assert resolved_refs(conformance, "from-web", WEB_BACKEND) == ("True", "ResolvedRefs")
+    port = conformance.gateway("all-namespaces")
+    conformance.expect(port, Request(HOST, "/"), Expected(backend="web-backend"))
