@@ -195,7 +195,7 @@ def test_retries_of_timed_out_attempts(conformance: Conformance) -> None:
         http_route(
             "retry-timeouts",
             """  - retry: {attempts: 2, backoff: 10ms}
-    timeouts: {backendRequest: 300ms}
+    timeouts: {backendRequest: 500ms}
     backendRefs: [{name: infra-backend-v3, port: 8080}]
 """,
         )
