@@ -15,7 +15,11 @@ port: it is translated once per such group, and each piece of it once per consum
 (`BuildCache`), serialized once and held by reference. Only the groups that may see a
 changed service, or hold a changed route, are translated again, and only the views of a
 group whose resources changed (or whose own service, grants or certificate changed) get a
-new snapshot. Gateways and ingress gateways are translated again on every change.
+new snapshot. East-west gateways are translated again when their cluster's share of a
+changed service changed; an ingress gateway when what it is translated from changed (its
+Gateway with its certificates, the routes attached to it and their backends, the spreads
+and networks): a renewed Secret costs the gateways that serve it, and reaches their Envoys
+as an SDS update alone.
 
 With workload certificates (`WorkloadCertificates`), a proxy's identity must agree with
 what it claims (`kontinuum.security.admission`), every view carries its identity's SDS
@@ -164,6 +168,8 @@ class Mesh:
         self._fronting: dict[ServiceKey, set[str]] = {}  # own service -> its sidecars' views
         self._identities: dict[str, WorkloadIdentity] = {}  # view -> whose secrets it holds
         self._translated: dict[str, tuple[Resource, ...]] = {}  # view -> resources, no secrets
+        # ingress view -> what its resources were translated from (`_translate`)
+        self._ingress_inputs: dict[str, tuple[object, ...]] = {}
         # view -> its inbound side, and what it was translated from (own services, grants)
         self._inbound: dict[str, tuple[tuple[object, ...], tuple[Resource, ...]]] = {}
         self._idle_since: dict[str, float] = {}  # view -> since when no stream uses it
@@ -383,6 +389,7 @@ class Mesh:
                     del self._fronting[own]
         self._identities.pop(name, None)
         self._translated.pop(name, None)
+        self._ingress_inputs.pop(name, None)
         self._inbound.pop(name, None)
         self._idle_since.pop(name, None)
         group_key = _group_key(key)
@@ -503,11 +510,22 @@ class Mesh:
             if bound is None:
                 log.error("view %s: its Gateway is gone or no longer accepted", name)
                 translation = Translation()
+                self._ingress_inputs.pop(name, None)
             else:
-                routes = [r for r in self.routing_state.binding.routes if r.parents]
-                translation = ingress_gateway(
-                    bound, routes, view, site, SidecarOptions(mtls=self._mtls()), self._routing
+                routes = tuple(
+                    r
+                    for r in self.routing_state.binding.routes
+                    if any(p.gateway == bound.gateway for p in r.parents)
                 )
+                options = SidecarOptions(mtls=self._mtls())
+                routing = self._routing
+                # What the translation reads: unchanged (another Gateway's route or Secret
+                # changed), its resources are too, and nothing is done again.
+                inputs = (bound, routes, site, options, routing.spreads, routing.networks)
+                if name in self._translated and self._ingress_inputs.get(name) == inputs:
+                    return True
+                self._ingress_inputs[name] = inputs
+                translation = ingress_gateway(bound, routes, view, site, options, routing)
         else:
             return self._translate_sidecar(name, key, push)
         for error in translation.errors:

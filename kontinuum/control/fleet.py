@@ -19,8 +19,9 @@ ignored):
   to another namespace's routes to name its services as backends (read by
   `kontinuum.control.grants.parse_grants`);
 - fleet-wide too, read by `kontinuum.control.gateway_api.parse_routing` and skipped here:
-  `gateway.networking.k8s.io/v1` `HTTPRoute`, `GRPCRoute` and `Gateway`, and
-  `policy.kontinuum.io/v1alpha1 LocalityPolicy`;
+  `gateway.networking.k8s.io/v1` `HTTPRoute`, `GRPCRoute` and `Gateway`,
+  `policy.kontinuum.io/v1alpha1 LocalityPolicy`, and `v1 Secret` of type
+  `kubernetes.io/tls`, the certificates of HTTPS listeners;
 - `v1 List`, whose `items` are read as if they were documents of their own.
 
 The fields used are validated as the Kubernetes API server would, its limits included
@@ -90,6 +91,8 @@ FLEET_KINDS: Final = {
     "GRPCRoute": "gateway.networking.k8s.io/v1",
     "Gateway": "gateway.networking.k8s.io/v1",
     "LocalityPolicy": "policy.kontinuum.io/v1alpha1",
+    # the certificates of HTTPS listeners (kontinuum.control.gateway_certificates)
+    "Secret": "v1",
 }
 CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
 # Other apiVersions a kind is read in, the same schema: newer Gateway API releases serve

@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from kontinuum.control.fleet import _NOT_FLEET_WIDE, CLUSTER_KINDS, FLEET_KINDS, _expand, _header
+from kontinuum.control.gateway_certificates import read_secret
 from kontinuum.control.gateway_fields import (
     api_group,
     choice,
@@ -77,6 +78,7 @@ from kontinuum.control.routing import (
     CORE_GROUP,
     GATEWAY_GROUP,
     MCS_GROUP,
+    CertificateRef,
     FailoverStep,
     Gateway,
     GatewayListener,
@@ -84,11 +86,14 @@ from kontinuum.control.routing import (
     NamespacesFrom,
     Route,
     RoutingConfig,
+    TlsMode,
+    TlsSecret,
 )
 
 CLUSTER_LABEL: Final = "kontinuum.io/cluster"
-ROUTING_KINDS: Final = ("HTTPRoute", "GRPCRoute", "Gateway", "LocalityPolicy")
+ROUTING_KINDS: Final = ("HTTPRoute", "GRPCRoute", "Gateway", "LocalityPolicy", "Secret")
 NAMESPACES_FROM: Final[tuple[NamespacesFrom, ...]] = ("All", "Selector", "Same")
+TLS_MODES: Final[tuple[TlsMode, ...]] = ("Terminate", "Passthrough")
 _PROTOCOL: Final = re.compile(  # a Gateway API ProtocolType: a name, or domain/name
     r"^([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
     r"|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]+)$"
@@ -106,8 +111,14 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
     if protocol is not None and not _PROTOCOL.match(protocol):
         obj.error(f"{path}.protocol", f"must be a protocol name such as HTTP, got {protocol!r}")
     protocol = protocol or ""
-    if protocol.upper() in ("HTTP", "TCP", "UDP") and raw.get("tls") is not None:
+    tls_mode: TlsMode | None = None
+    certificates: tuple[CertificateRef, ...] = ()
+    tls = raw.get("tls")
+    client_validation = isinstance(tls, dict) and tls.get("frontendValidation") is not None
+    if protocol.upper() in ("HTTP", "TCP", "UDP") and tls is not None:
         obj.error(f"{path}.tls", f"must not be set for protocol {protocol}")
+    else:
+        tls_mode, certificates = _listener_tls(obj, path, raw, protocol)
     if protocol.upper() in ("TCP", "UDP") and host:
         obj.error(f"{path}.hostname", f"must not be set for protocol {protocol}")
     allowed = obj.mapping(raw, "allowedRoutes", f"{path}.allowedRoutes")
@@ -120,7 +131,44 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
         kind = obj.string(entry, "kind", f"{kind_path}.kind", required=True, check=kind_name)
         if kind is not None:
             kinds.append((GATEWAY_GROUP if group is None else group, kind))
-    return GatewayListener(name, port, protocol, host, where, tuple(kinds))
+    return GatewayListener(
+        name, port, protocol, host, where, tuple(kinds), tls_mode, certificates, client_validation
+    )
+
+
+def _listener_tls(
+    obj: ObjectReader, path: str, raw: dict[str, object], protocol: str
+) -> tuple[TlsMode | None, tuple[CertificateRef, ...]]:
+    """A listener's `tls`: its mode (Terminate by default) and certificate refs, with the
+    CRD's rules: HTTPS needs `tls`, in mode Terminate, and Terminate needs a certificate
+    ref or options."""
+    at = f"{path}.tls"
+    if raw.get("tls") is None:
+        if protocol == "HTTPS":
+            obj.error(at, "required for protocol HTTPS (its certificateRefs)")
+        return None, ()
+    tls = obj.mapping(raw, "tls", at)
+    mode = choice(obj, tls, "mode", f"{at}.mode", TLS_MODES) or "Terminate"
+    if protocol == "HTTPS" and mode != "Terminate":
+        obj.error(f"{at}.mode", "must be Terminate for protocol HTTPS")
+    refs: list[CertificateRef] = []
+    for ref_path, entry in limited(obj, tls, "certificateRefs", f"{at}.certificateRefs", 64):
+        group = obj.string(entry, "group", f"{ref_path}.group", check=api_group)
+        kind = obj.string(entry, "kind", f"{ref_path}.kind", check=kind_name)
+        name = obj.string(entry, "name", f"{ref_path}.name", required=True, check=length(253))
+        namespace = obj.string(entry, "namespace", f"{ref_path}.namespace", check=dns_label)
+        refs.append(
+            CertificateRef(
+                namespace or obj.namespace,
+                name or "",
+                CORE_GROUP if group is None else group,
+                kind or "Secret",
+            )
+        )
+    options = obj.mapping(tls, "options", f"{at}.options")
+    if mode == "Terminate" and not refs and not options:
+        obj.error(at, "certificateRefs or options must be set for mode Terminate")
+    return mode, tuple(refs)
 
 
 def _gateway(obj: ObjectReader) -> Gateway:
@@ -261,6 +309,7 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
     routes: list[Route] = []
     gateways: list[Gateway] = []
     policies: list[LocalityPolicy] = []
+    secrets: list[TlsSecret] = []
     seen: dict[tuple[str, str, str], str] = {}
     errors: list[ConfigError] = []
     for doc in _expand(docs, []):
@@ -283,6 +332,11 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
             gateway = _gateway(obj)
             if not obj.errors:
                 gateways.append(gateway)
+        elif kind == "Secret":
+            check_object_meta(obj)
+            secret = read_secret(obj)
+            if not obj.errors:
+                secrets.append(secret)
         else:
             policy = _policy(obj)
             if not obj.errors:
@@ -292,5 +346,6 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
         routes=tuple(sorted(routes, key=lambda r: (r.kind, r.namespace, r.name))),
         gateways=tuple(sorted(gateways, key=lambda g: (g.namespace, g.name))),
         policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
+        secrets=tuple(sorted(secrets, key=lambda s: (s.namespace, s.name))),
     )
     return config, errors

@@ -3,12 +3,18 @@
 The rules (`route_binding` says how routes attach to what this binds):
 
 - Gateways: `Accepted` False `Invalid` when the label kontinuum.io/cluster names no cluster of
-  the fleet. Per listener: `Accepted` False `UnsupportedProtocol` for any protocol but HTTP,
-  and False `UnsupportedValue` for `allowedRoutes.namespaces.from: Selector` (the fleet files
-  have no namespace labels to select by); `ResolvedRefs` False `InvalidRouteKinds` for route
-  kinds other than HTTPRoute and GRPCRoute, which are the default kinds. A Gateway is
+  the fleet. Per listener: `Accepted` False `UnsupportedProtocol` for any protocol but HTTP
+  and HTTPS (TLS termination; a `TLS` listener, which would pass TLS through to TLSRoutes,
+  is not supported), and False `UnsupportedValue` for `allowedRoutes.namespaces.from:
+  Selector` (the fleet files have no namespace labels to select by); `ResolvedRefs` False
+  `InvalidRouteKinds` for route kinds other than HTTPRoute and GRPCRoute, which are the
+  default kinds, and for an HTTPS listener False `InvalidCertificateRef` or
+  `RefNotPermitted` when its certificates cannot be used (`gateway_certificates`); then the
+  listener is not `Programmed` (`Invalid`): it is not served, and its routes stay attached.
+  Listeners of one port must share a protocol: those whose protocol differs from the
+  port's first listener's are `Conflicted` (`ProtocolConflict`), not accepted. A Gateway is
   `Accepted` while one of its listeners is (`ListenersNotValid` names the others), and
-  `Programmed` follows `Accepted`: what is accepted is handed to the translator. A Gateway
+  `Programmed` while one of them is: what is programmed is handed to the translator. A Gateway
   of class `kontinuum-east-west` is a cluster's east-west gateway: its listener is TLS
   (mode Passthrough, so that end-to-end mTLS passes through it) and no route attaches.
 - LocalityPolicies, per target (GEP-713 `Accepted`): False `TargetNotFound` when the Service
@@ -25,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from kontinuum.control.gateway_certificates import listener_certificates
+from kontinuum.control.model import Grant
 from kontinuum.control.plane import Condition, PlaneService, ServicePlane
 from kontinuum.control.routing import (
     CORE_GROUP,
@@ -35,6 +43,7 @@ from kontinuum.control.routing import (
     Gateway,
     GatewayListener,
     LocalityPolicy,
+    TlsSecret,
 )
 
 ROUTE_KINDS: Final = ("HTTPRoute", "GRPCRoute")
@@ -64,10 +73,15 @@ class GatewayStatus:
 
 @dataclass(frozen=True, slots=True)
 class BoundGateway:
-    """An accepted Gateway, with its accepted listeners only."""
+    """An accepted Gateway, with its programmed listeners only, and the Secrets each HTTPS
+    listener serves (by listener name)."""
 
     gateway: Gateway
     listeners: tuple[GatewayListener, ...]
+    certificates: tuple[tuple[str, tuple[TlsSecret, ...]], ...] = ()
+
+    def certificates_of(self, listener: GatewayListener) -> tuple[TlsSecret, ...]:
+        return next((found for name, found in self.certificates if name == listener.name), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +146,21 @@ def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Co
         return Condition(
             "Accepted", "True", "Accepted", "east-west: sidecars of other networks come in here"
         )
-    if listener.protocol != "HTTP":
-        tls = " (TLS termination is not supported yet)" if listener.protocol == "HTTPS" else ""
+    if listener.protocol not in ("HTTP", "HTTPS"):
+        passthrough = " (TLS passthrough to TLSRoutes)" if listener.protocol == "TLS" else ""
         return Condition(
             "Accepted",
             "False",
             "UnsupportedProtocol",
-            f"kontinuum serves HTTP listeners only, not {listener.protocol}{tls}",
+            f"kontinuum serves HTTP and HTTPS listeners only, not {listener.protocol}{passthrough}",
+        )
+    if listener.client_validation:
+        return Condition(
+            "Accepted",
+            "False",
+            "UnsupportedValue",
+            "tls.frontendValidation (client certificates) is not supported: the listener "
+            "would admit clients it was asked to refuse",
         )
     if listener.allowed_namespaces == "Selector":
         return Condition(
@@ -151,41 +173,68 @@ def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Co
     return Condition("Accepted", "True", "Accepted")
 
 
+def protocol_conflicts(gateway: Gateway) -> dict[str, str]:
+    """The listeners whose protocol differs from their port's first listener's, and that
+    protocol: one Envoy listener per port speaks one protocol."""
+    first: dict[int, str] = {}
+    conflicts: dict[str, str] = {}
+    for listener in gateway.listeners:
+        protocol = first.setdefault(listener.port, listener.protocol)
+        if listener.protocol != protocol:
+            conflicts[listener.name] = protocol
+    return conflicts
+
+
 def gateway_status(
-    gateway: Gateway, plane: ServicePlane, attached: dict[tuple[str, str, str], int]
-) -> GatewayStatus:
-    """A Gateway's status; `attached` counts the routes per (namespace, name, listener)."""
+    gateway: Gateway,
+    plane: ServicePlane,
+    attached: dict[tuple[str, str, str], int],
+    secrets: dict[tuple[str, str], TlsSecret] | None = None,
+    grants: tuple[Grant, ...] = (),
+) -> tuple[GatewayStatus, BoundGateway | None]:
+    """A Gateway's status, and what of it is programmed (None when it is not accepted);
+    `attached` counts the routes per (namespace, name, listener)."""
     site = plane.site(gateway.cluster)
     listeners: list[ListenerStatus] = []
     invalid: list[str] = []
+    programmed_listeners: list[GatewayListener] = []
+    certificates: list[tuple[str, tuple[TlsSecret, ...]]] = []
+    conflicts = protocol_conflicts(gateway)
     for listener in gateway.listeners:
         accepted = listener_condition(listener, gateway.gateway_class)
+        conflicted = Condition("Conflicted", "False", "NoConflicts")
+        if listener.name in conflicts and accepted.status == "True":
+            message = (
+                f"port {listener.port} is {conflicts[listener.name]} for an earlier listener: "
+                "listeners of one port share a protocol"
+            )
+            conflicted = Condition("Conflicted", "True", "ProtocolConflict", message)
+            accepted = Condition("Accepted", "False", "ProtocolConflict", message)
         good, bad = listener_kinds(listener)
+        served, unresolved = listener_certificates(gateway, listener, secrets or {}, grants)
         resolved = (
             Condition(
                 "ResolvedRefs", "False", "InvalidRouteKinds", f"no route kind {', '.join(bad)}"
             )
             if bad
-            else Condition("ResolvedRefs", "True", "ResolvedRefs")
+            else unresolved or Condition("ResolvedRefs", "True", "ResolvedRefs")
         )
         if accepted.status != "True":
             invalid.append(listener.name)
-        programmed = (
-            Condition("Programmed", "True", "Programmed")
-            if accepted.status == "True" and site is not None
-            else Condition(
-                "Programmed",
-                "False",
-                "Invalid",
-                "the listener is not accepted" if site else "the Gateway is not accepted",
-            )
-        )
-        conditions = (
-            accepted,
-            resolved,
-            programmed,
-            Condition("Conflicted", "False", "NoConflicts"),
-        )
+        if accepted.status == "True" and site is not None and unresolved is None:
+            programmed = Condition("Programmed", "True", "Programmed")
+            if not gateway.east_west:  # an east-west gateway's listener is no ingress's
+                programmed_listeners.append(listener)
+            if served:
+                certificates.append((listener.name, served))
+        else:
+            why = "the Gateway is not accepted"
+            if site is not None:
+                why = "the listener is not accepted"
+            if site is not None and accepted.status == "True":
+                why = "its certificates cannot be used (see ResolvedRefs)"
+            programmed = Condition("Programmed", "False", "Invalid", why)
+        conditions = (accepted, resolved, programmed, conflicted)
         count = attached.get((gateway.namespace, gateway.name, listener.name), 0)
         kinds = good if accepted.status == "True" else ()
         listeners.append(ListenerStatus(listener.name, kinds, count, conditions))
@@ -210,11 +259,14 @@ def gateway_status(
         if accepted.status == "True"
         else Condition("Programmed", "False", "Invalid", accepted.message)
     )
+    if accepted.status == "True" and not gateway.east_west and not programmed_listeners:
+        message = "no listener is programmed"
+        programmed = Condition("Programmed", "False", "Invalid", message)
     if accepted.status == "True" and gateway.east_west and not gateway.addresses:
         # Sidecars of other networks need an address to reach it: nothing to program.
         message = "an east-west gateway needs spec.addresses (type IPAddress)"
         programmed = Condition("Programmed", "False", "AddressNotAssigned", message)
-    return GatewayStatus(
+    status = GatewayStatus(
         gateway.namespace,
         gateway.name,
         gateway.file,
@@ -222,6 +274,9 @@ def gateway_status(
         (accepted, programmed),
         tuple(listeners),
     )
+    if accepted.status != "True":
+        return status, None
+    return status, BoundGateway(gateway, tuple(programmed_listeners), tuple(certificates))
 
 
 # --- policies --------------------------------------------------------------------------------

@@ -18,7 +18,13 @@ from kontinuum.control.fleet import (
 )
 from kontinuum.control.kube_limits import check_object_meta, within
 from kontinuum.control.model import ConfigError, Grant, grant_order
-from kontinuum.control.objects import Document, ObjectReader, dns1035_label, dns_label
+from kontinuum.control.objects import (
+    Document,
+    ObjectReader,
+    dns1035_label,
+    dns_label,
+    dns_subdomain,
+)
 
 # A workspace opens its services to another workspace with a Gateway API `ReferenceGrant`
 # (`gateway.networking.k8s.io/v1beta1`, or `v1`), the standard "this namespace may refer to
@@ -37,7 +43,9 @@ from kontinuum.control.objects import Document, ObjectReader, dns1035_label, dns
 #
 # The Gateway API's own use parses too: `from` HTTPRoutes or GRPCRoutes of a namespace
 # (group gateway.networking.k8s.io) lets those routes name the provider's Services (or, group
-# multicluster.x-k8s.io, ServiceImports) as backends. Such a grant opens nothing to proxies.
+# multicluster.x-k8s.io, ServiceImports) as backends; `from` Gateways `to` Secrets lets the
+# Gateways of a namespace name the provider's Secrets as listener certificates
+# (`gateway_certificates`). Such a grant opens nothing to proxies.
 # Other `from` or `to` kinds of those groups are rejected, so a grant never silently means less
 # than its author thinks. An entry of another group (one kontinuum reads nothing of) grants
 # nothing, as the Gateway API says: a grant from `not-a-group` HTTPRoutes matches no route.
@@ -49,10 +57,16 @@ _MCS_GROUP: Final = "multicluster.x-k8s.io"
 _GRANT_KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], str]]]] = {
     "from": {
         "": (("Namespace",), "a grant opens services to a whole workspace"),
-        _ROUTE_GROUP: (("HTTPRoute", "GRPCRoute"), "the routes that may name backends"),
+        _ROUTE_GROUP: (
+            ("HTTPRoute", "GRPCRoute", "Gateway"),
+            "the routes that may name backends, or the Gateways that may name certificates",
+        ),
     },
     "to": {
-        "": (("Service",), "a grant opens services, all or one by name"),
+        "": (
+            ("Service", "Secret"),
+            "a grant opens services, all or one by name, or a Gateway's certificates",
+        ),
         _MCS_GROUP: (("ServiceImport",), "the cluster-set services routes may name"),
     },
 }
@@ -82,7 +96,7 @@ def _grant_entries(
             if group is None and any(kind in k for k, _ in groups.values()):
                 continue  # only the missing group is wrong (and already reported)
             if kind not in kinds:
-                expected = " or ".join(kinds)
+                expected = " or ".join(filter(None, (", ".join(kinds[:-1]), kinds[-1])))
                 obj.error(f"{entry_path}.kind", f"must be {expected} ({reason}), got {kind!r}")
             else:
                 found.append((entry_path, entry, kind))
@@ -131,13 +145,16 @@ def _reference_grant(obj: ObjectReader) -> list[Grant]:
     workspace = any(kind == "Namespace" for kind, _ in consumers)
     services: list[tuple[str, str | None]] = []
     for path, entry, kind in _grant_entries(obj, spec, "to"):
-        if kind == "ServiceImport" and workspace:
+        if kind in ("ServiceImport", "Secret") and workspace:
+            to = "routes only (from HTTPRoute or GRPCRoute)"
+            if kind == "Secret":
+                to = "Gateways only (from Gateway)"
             obj.error(
                 f"{path}.kind",
-                "a ServiceImport can be granted to routes only (from HTTPRoute or GRPCRoute): "
-                "a Namespace grant opens Services",
+                f"a {kind} can be granted to {to}: a Namespace grant opens Services",
             )
-        services.append((kind, obj.string(entry, "name", f"{path}.name", check=dns1035_label)))
+        check = dns_subdomain if kind == "Secret" else dns1035_label
+        services.append((kind, obj.string(entry, "name", f"{path}.name", check=check)))
     accounts = _granted_service_accounts(obj, workspace)
     return [
         Grant(

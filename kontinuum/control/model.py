@@ -212,7 +212,9 @@ class Grant:
     With `from_kind` `Namespace` it is a workspace grant: every proxy of `consumer` may reach
     the service. With `HTTPRoute` or `GRPCRoute` it is the Gateway API's own use: routes of
     that kind in namespace `consumer` may name the provider's `to_kind` (`Service` or
-    `ServiceImport`) as a backend; it opens nothing to proxies by itself.
+    `ServiceImport`) as a backend; with `Gateway` (and `to_kind` `Secret`), Gateways in
+    namespace `consumer` may name the provider's Secret `service` (None: any) as a listener
+    certificate. It opens nothing to proxies by itself.
     """
 
     provider: str

@@ -16,6 +16,10 @@ Routes, per parentRef, condition `Accepted`:
   with the same message as for a missing one, so status reveals nothing that workspace
   isolation hides. sectionName names a Service port, port numbers one. Other kinds:
   `NoMatchingParent`.
+- An HTTPRoute and a GRPCRoute are never merged (`cross_serving`): on a Gateway listener
+  where both serve a hostname, the older keeps it (the other, left with no listener,
+  `HostnameConflict`); on a Service port that both of one namespace attach to, the
+  GRPCRoutes apply (the HTTPRoute, left with no port, `Conflicted`).
 - Then `UnsupportedValue` when the route holds what kontinuum cannot serve: a regular
   expression that Python's `re` rejects or that uses what RE2 (Envoy's dialect) lacks
   (lookaround, backreferences, atomic groups, possessive quantifiers, conditionals, comments,
@@ -49,8 +53,18 @@ Gateways and LocalityPolicies are bound by `gateway_binding` (its docstring has 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from kontinuum.control.cross_serving import (
+    Conflict,
+    ListenerKey,
+    RouteKey,
+    ServicePortKey,
+    cross_serving_conflicts,
+    listener_key,
+    mesh_grpc_ports,
+    route_key,
+)
 from kontinuum.control.gateway_binding import (
     SERVICE_KINDS,
     BoundGateway,
@@ -63,6 +77,7 @@ from kontinuum.control.gateway_binding import (
     listener_condition,
     listener_kinds,
     plane_services,
+    protocol_conflicts,
 )
 from kontinuum.control.gateway_fields import regex_problem
 from kontinuum.control.model import Grant
@@ -408,6 +423,56 @@ def _service_parent(
     return BoundParent(ref, services=services, ports=tuple(ports))
 
 
+def _without_conflicts(
+    route: Route, found: BoundParent, conflicts: dict[tuple[ListenerKey, RouteKey], Conflict]
+) -> BoundParent | tuple[str, str]:
+    """`found` without the listeners a route of the other kind holds (cross serving), or
+    why none is left."""
+    assert found.gateway is not None
+    lost = [
+        conflict
+        for listener in found.listeners
+        if (conflict := conflicts.get((listener_key(found.gateway, listener), route_key(route))))
+    ]
+    if not lost:
+        return found
+    kept = tuple(
+        listener
+        for listener in found.listeners
+        if (listener_key(found.gateway, listener), route_key(route)) not in conflicts
+    )
+    if kept:
+        return replace(found, listeners=kept)
+    other = "GRPCRoute" if route.kind == "HTTPRoute" else "HTTPRoute"
+    holders = ", ".join(
+        dict.fromkeys(f"{c.winner[1]}/{c.winner[2]} (listener {c.listener[2]})" for c in lost)
+    )
+    return "HostnameConflict", (
+        f"the {other} {holders} already serves a hostname of this route there: an HTTPRoute "
+        "and a GRPCRoute cannot share a hostname on a listener"
+    )
+
+
+def _without_grpc_ports(
+    route: Route, found: BoundParent, grpc_ports: frozenset[ServicePortKey]
+) -> BoundParent | tuple[str, str]:
+    """A mesh HTTPRoute's parent without the Service ports a GRPCRoute of its namespace
+    holds (GEP-1294), or why none is left."""
+    ref = found.ref
+    kept = tuple(
+        p for p in found.ports if (route.namespace, ref.namespace, ref.name, p) not in grpc_ports
+    )
+    if kept == found.ports:
+        return found
+    if kept:
+        return replace(found, ports=kept)
+    ports = ", ".join(map(str, found.ports))
+    return "Conflicted", (
+        f"a GRPCRoute of namespace {route.namespace} applies to {ref.namespace}/{ref.name} "
+        f"port {ports}: of routes of both kinds on one Service port, the GRPCRoutes apply"
+    )
+
+
 # --- everything ------------------------------------------------------------------------------
 
 
@@ -443,13 +508,38 @@ def bind_routes(
             if plane.site(g.cluster) is not None
             and not g.east_west
             and listener_condition(listener).status == "True"
+            and listener.name not in protocol_conflicts(g)
         )
         for key, g in gateways.items()
     }
     attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
     routes: list[BoundRoute] = []
     statuses: list[RouteStatus] = []
-    for route in config.routes:
+
+    def find(route: Route, ref: ParentRef) -> BoundParent | tuple[str, str]:
+        if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
+            return _service_parent(route, ref, plane, grants)
+        key = (ref.namespace, ref.name)
+        return _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
+
+    found_parents = [[find(route, ref) for ref in route.parents] for route in config.routes]
+    conflicts = cross_serving_conflicts(
+        (found.gateway, listener, route)
+        for route, founds in zip(config.routes, found_parents, strict=True)
+        if not _unsupported(route)
+        for found in founds
+        if isinstance(found, BoundParent) and found.gateway is not None
+        for listener in found.listeners
+    )
+    grpc_ports = mesh_grpc_ports(
+        (route, found.ref.namespace, found.ref.name, port)
+        for route, founds in zip(config.routes, found_parents, strict=True)
+        if not _unsupported(route)
+        for found in founds
+        if isinstance(found, BoundParent)
+        for port in found.ports
+    )
+    for route, founds in zip(config.routes, found_parents, strict=True):
         rules, problems = _bind_rules(route, plane, grants)
         resolved = (
             Condition("ResolvedRefs", "False", problems[0][0], "; ".join(m for _, m in problems))
@@ -459,13 +549,11 @@ def bind_routes(
         unsupported = _unsupported(route)
         parents: list[BoundParent] = []
         parent_statuses: list[ParentStatus] = []
-        for ref in route.parents:
-            key = (ref.namespace, ref.name)
-            found = (
-                _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
-                if (ref.group, ref.kind) == (GATEWAY_GROUP, "Gateway")
-                else _service_parent(route, ref, plane, grants)
-            )
+        for ref, found in zip(route.parents, founds, strict=True):
+            if isinstance(found, BoundParent) and found.gateway is not None:
+                found = _without_conflicts(route, found, conflicts)
+            elif isinstance(found, BoundParent) and route.kind == "HTTPRoute":
+                found = _without_grpc_ports(route, found, grpc_ports)
             if not isinstance(found, BoundParent):
                 condition = Condition("Accepted", "False", *found)
             elif unsupported:
@@ -490,12 +578,10 @@ def bind_routes(
         if parents:
             routes.append(BoundRoute(route, tuple(parents), rules))
     counts = {key: len(names) for key, names in attached.items()}
-    gateway_statuses = tuple(gateway_status(g, plane, counts) for g in config.gateways)
-    bound_gateways = tuple(
-        BoundGateway(g, tuple(li for li in g.listeners if li.name in accepted[g.namespace, g.name]))
-        for g, s in zip(config.gateways, gateway_statuses, strict=True)
-        if s.conditions[0].status == "True"
-    )
+    secrets = {(s.namespace, s.name): s for s in config.secrets}
+    bound = [gateway_status(g, plane, counts, secrets, grants) for g in config.gateways]
+    gateway_statuses = tuple(status for status, _ in bound)
+    bound_gateways = tuple(gateway for _, gateway in bound if gateway is not None)
     policies, policy_statuses = bind_policies(config.policies, plane)
     return RouteBinding(
         routes=tuple(routes),

@@ -11,7 +11,7 @@ in status, not a reason to drop the object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
@@ -21,6 +21,7 @@ RedirectCode = Literal[301, 302, 303, 307, 308]
 PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
 RouteKind = Literal["HTTPRoute", "GRPCRoute"]
 NamespacesFrom = Literal["Same", "All", "Selector"]
+TlsMode = Literal["Terminate", "Passthrough"]
 
 # The GatewayClass of east-west gateways: one per cluster, where sidecars of other networks
 # reach the cluster's services; not for routes.
@@ -224,10 +225,26 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRef:
+    """A listener's `tls.certificateRefs` entry (a SecretObjectReference), as written, its
+    namespace filled in with the Gateway's."""
+
+    namespace: str
+    name: str
+    group: str = CORE_GROUP
+    kind: str = "Secret"
+
+    def __str__(self) -> str:
+        what = self.kind if not self.group else f"{self.group}/{self.kind}"
+        return f"{what} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayListener:
     """A port a Gateway listens on; which routes may attach to it, by namespace and kind.
 
     `allowed_kinds` holds (group, kind) pairs; empty means the protocol's default kinds.
+    `tls_mode` is None when the listener has no `tls`.
     """
 
     name: str
@@ -236,6 +253,23 @@ class GatewayListener:
     hostname: str | None = None
     allowed_namespaces: NamespacesFrom = "Same"
     allowed_kinds: tuple[tuple[str, str], ...] = ()
+    tls_mode: TlsMode | None = None
+    certificate_refs: tuple[CertificateRef, ...] = ()
+    client_validation: bool = False  # `tls.frontendValidation` is set (not supported)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSecret:
+    """A `v1 Secret` of the fleet-wide objects, as a listener may use it: its PEM certificate
+    chain and private key, and `problem`, why it cannot serve (empty: it can). The key is
+    never shown (`repr`) and never written into errors, status or logs."""
+
+    namespace: str
+    name: str
+    file: str
+    certificate: bytes = b""
+    key: bytes = field(default=b"", repr=False)
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +342,7 @@ class RoutingConfig:
     policies: tuple[LocalityPolicy, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     gateway_classes: tuple[str, ...] = ()  # a config cluster's GatewayClasses of kontinuum
+    secrets: tuple[TlsSecret, ...] = ()  # the Secrets listeners may name, by identity
     # a config cluster's routes that are no longer kontinuum's but carry its status entries
     disowned: tuple[tuple[str, str, str], ...] = ()
 

@@ -3,13 +3,17 @@
 A route that is no longer accepted by any parent (an edit made it unservable) does not take
 its traffic down: its last accepted version is bound again in its place, and its status
 reports the new version's problem, saying the last good version stays in force. A route
-that is deleted is gone. Pure state: no I/O.
+that is deleted is gone. Likewise a Secret that can no longer serve TLS (renewed with a key
+of another certificate, say): its last good version keeps serving, and the listeners that
+name it say `ResolvedRefs=False` `InvalidCertificateRef` with the new version's problem.
+Pure state: no I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from kontinuum.control.gateway_binding import GatewayStatus
 from kontinuum.control.model import ClusterSite, Fleet, Grant
 from kontinuum.control.plane import Condition, ServiceKey, ServicePlane
 from kontinuum.control.route_binding import (
@@ -18,7 +22,14 @@ from kontinuum.control.route_binding import (
     bind_routes,
     named_services,
 )
-from kontinuum.control.routing import EAST_WEST_NAMESPACE, Rejection, Route, RoutingConfig
+from kontinuum.control.routing import (
+    EAST_WEST_NAMESPACE,
+    Gateway,
+    Rejection,
+    Route,
+    RoutingConfig,
+    TlsSecret,
+)
 from kontinuum.control.translate.backends import MeshRouting
 from kontinuum.control.translate.clusters import Spread
 from kontinuum.control.translate.networks import NetworkGateway, Networks
@@ -30,6 +41,54 @@ KEPT_NOTE = "; its last accepted version stays in force"
 
 def _key(route: Route) -> RouteKey:
     return (route.kind, route.namespace, route.name)
+
+
+SecretKey = tuple[str, str]  # (namespace, name)
+
+
+def secrets_in_force(
+    secrets: tuple[TlsSecret, ...], good: dict[SecretKey, TlsSecret]
+) -> tuple[tuple[TlsSecret, ...], dict[SecretKey, str]]:
+    """The Secrets to serve: each as it is, or its last good version (from `good`) when it
+    can no longer serve; and the problem of each Secret kept so."""
+    in_force: list[TlsSecret] = []
+    kept: dict[SecretKey, str] = {}
+    for secret in secrets:
+        key = (secret.namespace, secret.name)
+        last = good.get(key)
+        if secret.problem and last is not None:
+            in_force.append(last)
+            kept[key] = secret.problem
+        else:
+            in_force.append(secret)
+    return tuple(in_force), kept
+
+
+def _with_secret_notes(
+    status: GatewayStatus, gateway: Gateway | None, kept: dict[SecretKey, str]
+) -> GatewayStatus:
+    """A Gateway's status, each listener naming a kept Secret saying so."""
+    if gateway is None:
+        return status
+    refs = {li.name: li.certificate_refs for li in gateway.listeners}
+    listeners = []
+    for listener in status.listeners:
+        problems = [
+            f"Secret {r.namespace}/{r.name} cannot serve TLS: {kept[r.namespace, r.name]}"
+            for r in refs.get(listener.name, ())
+            if (r.namespace, r.name) in kept
+        ]
+        conditions = listener.conditions
+        if problems:
+            message = "; ".join(problems) + "; its last good version stays in force"
+            conditions = tuple(
+                Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+                if c.type == "ResolvedRefs" and c.status == "True"
+                else c
+                for c in conditions
+            )
+        listeners.append(replace(listener, conditions=conditions))
+    return replace(status, listeners=tuple(listeners))
 
 
 def _with_note(status: RouteStatus) -> RouteStatus:
@@ -53,6 +112,7 @@ class RoutingState:
 
     def __init__(self) -> None:
         self._last_good: dict[RouteKey, Route] = {}
+        self._good_secrets: dict[SecretKey, TlsSecret] = {}
         self.binding = RouteBinding()
         self.rejections: tuple[Rejection, ...] = ()  # objects whose newest version is invalid
         self.gateway_classes: tuple[str, ...] = ()  # a config cluster's, of kontinuum
@@ -84,6 +144,10 @@ class RoutingState:
             and changed.isdisjoint(self._named)
         ):
             return self.routing
+        secrets, kept_secrets = secrets_in_force(config.secrets, self._good_secrets)
+        self._good_secrets = {(s.namespace, s.name): s for s in secrets if not s.problem}
+        if kept_secrets:
+            config = replace(config, secrets=secrets)
         binding = bind_routes(config, plane, fleet.grants)
         accepted = {_key(bound.route) for bound in binding.routes}
         present = {_key(route) for route in config.routes}
@@ -98,6 +162,13 @@ class RoutingState:
                 for s in binding.statuses
             )
             binding = replace(fallback, statuses=statuses)
+        if kept_secrets:
+            gateways = {(g.namespace, g.name): g for g in config.gateways}
+            notes = tuple(
+                _with_secret_notes(s, gateways.get((s.namespace, s.name)), kept_secrets)
+                for s in binding.gateway_statuses
+            )
+            binding = replace(binding, gateway_statuses=notes)
         # A deleted route is forgotten; an accepted one is the new last good version.
         self._last_good = {k: v for k, v in self._last_good.items() if k in present}
         self._last_good.update(

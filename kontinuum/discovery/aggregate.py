@@ -118,7 +118,7 @@ def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> 
 
 
 def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
-    """Every source's routes, Gateways and policies; an object several sources declare
+    """Every source's routes, Gateways, policies and Secrets; an object several sources declare
     (same kind, namespace and name) keeps the first source's version."""
     if len(configs) == 1:
         return configs[0]
@@ -126,11 +126,13 @@ def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
     gateways = {(g.namespace, g.name): g for c in reversed(configs) for g in c.gateways}
     policies = {(p.namespace, p.name): p for c in reversed(configs) for p in c.policies}
     rejections = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.rejections}
+    secrets = {(s.namespace, s.name): s for c in reversed(configs) for s in c.secrets}
     return RoutingConfig(
         routes=tuple(routes[k] for k in sorted(routes)),
         gateways=tuple(gateways[k] for k in sorted(gateways)),
         policies=tuple(policies[k] for k in sorted(policies)),
         rejections=tuple(rejections[k] for k in sorted(rejections)),
+        secrets=tuple(secrets[k] for k in sorted(secrets)),
         gateway_classes=tuple(sorted({name for c in configs for name in c.gateway_classes})),
         disowned=tuple(sorted({key for c in configs for key in c.disowned})),
     )

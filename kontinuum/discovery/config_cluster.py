@@ -11,14 +11,16 @@ the fleet-wide files are (`kontinuum.control.fleet_config`):
     gateway.networking.k8s.io/v1beta1 ReferenceGrant
     gateway.networking.k8s.io/v1     HTTPRoute, GRPCRoute, Gateway, GatewayClass
     policy.kontinuum.io/v1alpha1     LocalityPolicy           (deploy/crds/)
+    v1                               Secret                   (type kubernetes.io/tls only)
 
 Only what is kontinuum's is read: the Gateways of its GatewayClasses and the routes
-attached to them or to Services (`kontinuum.discovery.config_objects`); other
-controllers' objects share the cluster untouched.
+attached to them or to Services (`kontinuum.discovery.config_objects`), and of the Secrets
+those of type `kubernetes.io/tls` (HTTPS listeners' certificates; others are dropped
+unread); other controllers' objects share the cluster untouched.
 
-Each kind is optional: a cluster without a CRD holds none of that kind, and the source's
-status says so. The source yields one `FleetConfig`; the aggregator merges it with the
-files' (the files' version of an object both declare wins).
+Each kind but the built-in Secret is optional: a cluster without a CRD holds none of that
+kind, and the source's status says so. The source yields one `FleetConfig`; the aggregator
+merges it with the files' (the files' version of an object both declare wins).
 
 Bad input never breaks the mesh: an object with an error is reported (the source's
 status, the log, `kontinuum_source_config_errors`, and the config's `routing.rejections`
@@ -62,6 +64,7 @@ _PLURALS: Final = {
     "GRPCRoute": ("grpcroutes", _GATEWAY_API),
     "Gateway": ("gateways", _GATEWAY_API),
     "LocalityPolicy": ("localitypolicies", "kontinuum LocalityPolicy"),
+    "Secret": ("secrets", ""),  # built in: HTTPS listeners' certificates
 }
 CONFIG_KINDS: Final = (
     *(

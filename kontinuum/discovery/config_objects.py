@@ -14,6 +14,8 @@ only for what it controls. So, before anything is parsed (`kontinuum_objects`):
   left out; a route left with none is not kontinuum's at all. Such a route that still
   carries entries of kontinuum's in `status.parents` (it was kontinuum's) is `disowned`:
   its entries are to be removed;
+- a Secret is read only if it is of type `kubernetes.io/tls` (a certificate a listener may
+  name); the cluster's other Secrets are none of kontinuum's business;
 - GatewayClasses themselves are not fleet objects: only their names are kept, and the
   names of kontinuum's well-known classes that Gateways use but no GatewayClass declares
   (deploy/gatewayclasses.yaml was not applied) are reported.
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kontinuum.control.gateway_certificates import TLS_TYPE
 from kontinuum.control.model import ConfigError
 from kontinuum.control.objects import Document
 from kontinuum.control.routing import (
@@ -161,6 +164,8 @@ def kontinuum_objects(docs: Iterable[Document]) -> Owned:
         kind, namespace, name = object_id(doc)
         if kind == "GatewayClass" or (kind == "Gateway" and (namespace, name) in others):
             continue
+        if kind == "Secret" and _body(doc).get("type") != TLS_TYPE:
+            continue  # no listener can use it: not read at all
         if kind in ROUTE_KINDS:
             own = _own_parents(doc, ours, others)
             if own is None:

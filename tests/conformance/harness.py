@@ -349,6 +349,24 @@ class Conformance:
             time.sleep(0.02)
         return self.errors()
 
+    def add_base(self, files: Mapping[str, str]) -> None:
+        """Add fleet files that every case of the module shares (by path relative to the fleet
+        directory, such as a cluster's Services) and wait until the fleet has applied them."""
+        before = self.fleet.mesh.applied
+        for path, text in files.items():
+            (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+            rewrite(self.root / path, text)
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while self.fleet.mesh.applied == before:
+            assert time.monotonic() < deadline, f"the fleet did not take {list(files)}"
+            time.sleep(0.02)
+        assert self.errors() == (), self.errors()
+
+    @property
+    def xds_port(self) -> int:
+        """The port the fleet's xDS server listens on (127.0.0.1), for a proxyless client."""
+        return self._xds_port
+
     def errors(self) -> tuple[str, ...]:
         """The fleet files' errors, one line each."""
         static = self.fleet.static

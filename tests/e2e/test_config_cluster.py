@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kontinuum.app import RunningFleet, running_fleet
 from kontinuum.bootstrap import proxy_metadata
@@ -28,6 +29,7 @@ from kontinuum.writeback import StatusOptions
 from kontinuum.xds import XdsServer
 from tests.e2e.backends import Backend, Reply, request
 from tests.e2e.conftest import StartEnvoy
+from tests.e2e.test_gateway_https import _https_get
 from tests.support.fleet import fast
 from tests.support.kube import (
     Follower,
@@ -38,6 +40,7 @@ from tests.support.kube import (
 )
 from tests.support.kube_writes import WritableKubeCluster
 from tests.support.net import eventually, free_port
+from tests.support.server_certs import TestCa, tls_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -474,3 +477,76 @@ async def test_other_controllers_objects_are_left_alone(tmp_path: Path) -> None:
             assert theirs["status"] == istio_status
             assert fleet.config.status().health is Health.DEGRADED  # only for "broken"
             assert [e.name for e in fleet.config.status().errors] == ["broken"]
+
+
+async def test_a_gateway_certificate_from_the_config_cluster_is_served_and_rotated(
+    tmp_path: Path, backends: Callable[[str], Backend], envoys: StartEnvoy
+) -> None:
+    """An HTTPS Gateway and its kubernetes.io/tls Secret in the hub: the ingress Envoy
+    presents the Secret's certificate, and a renewed Secret there is served without a
+    restart; the listener's status says when its Secret is missing."""
+    web = backends("web")
+    ca = TestCa()
+    first, renewed = ca.issue("www.example.com"), ca.issue("www.example.com")
+    listen = free_port()
+    gateway = ingress("secure", "kontinuum", "eu")
+    gateway["spec"]["addresses"] = [{"type": "IPAddress", "value": "127.0.0.1"}]
+    gateway["spec"]["listeners"] = [
+        {
+            "name": "https",
+            "port": listen,
+            "protocol": "HTTPS",
+            "hostname": "www.example.com",
+            "tls": {"certificateRefs": [{"name": "www"}]},
+        }
+    ]
+    route = http_route("/", "web")
+    route["spec"]["parentRefs"] = [{"name": "secure"}]
+    async with (
+        WritableKubeCluster("hub") as hub,
+        WritableKubeCluster("eu") as eu,
+    ):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub, eu])
+        eu.put(*endpointed("web", web.port))
+        hub.put(
+            cluster_profile("eu", kubeconfig),
+            gateway_class("kontinuum", "kontinuum.io/gateway-controller"),
+            gateway,
+            route,
+            yaml.safe_load(tls_secret("shop", "www", first.certificate, first.key)),
+        )
+        async with replica(hub, kubeconfig) as fleet:
+            server = XdsServer(fleet.mesh.cache, resolve_view=fleet.mesh.resolve_view)
+            xds_port = await server.start("127.0.0.1:0")
+            try:
+                envoy = envoys(
+                    view="eu",
+                    xds_port=xds_port,
+                    mode="delta",
+                    metadata=proxy_metadata(namespace="shop", role="ingress", gateway="secure"),
+                )
+
+                def served() -> int:
+                    return _https_get(listen, "www.example.com", ca.pem, "/").serial
+
+                await eventually(lambda: served() == first.serial, what="the first certificate")
+                pid = envoy.pid
+                hub.put(yaml.safe_load(tls_secret("shop", "www", renewed.certificate, renewed.key)))
+                await eventually(lambda: served() == renewed.serial, what="the renewed one")
+                assert envoy.pid == pid
+
+                hub.remove("Secret", "shop", "www")
+
+                def listener_reason() -> str | None:
+                    found = hub.object("Gateway", "shop", "secure") or {}
+                    for listener in found.get("status", {}).get("listeners", []):
+                        for condition in listener["conditions"]:
+                            if condition["type"] == "ResolvedRefs":
+                                return str(condition["reason"])
+                    return None
+
+                await eventually(
+                    lambda: listener_reason() == "InvalidCertificateRef", what="the status"
+                )
+            finally:
+                await server.stop(0)

@@ -80,6 +80,7 @@ RESOURCES: Final = {
         Resource("Gateway", _GATEWAY, "v1", "gateways", False),
         Resource("LocalityPolicy", "policy.kontinuum.io", "v1alpha1", "localitypolicies", False),
         Resource("GatewayClass", _GATEWAY, "v1", "gatewayclasses", False, namespaced=False),
+        Resource("Secret", "", "v1", "secrets", True),
     )
 }
 GoneAs = Literal["event", "status"]

@@ -5,7 +5,8 @@ carrying their ClusterLoadAssignment, RDS references become inline route configu
 (api_listeners, which only gRPC reads, are left out: a bootstrap holds at most one), and
 the SDS secrets the TLS contexts name over ADS (`default`, `ROOTCA`) become static secrets
 of those names holding a real certificate, key and trust bundle, so that Envoy builds
-every TLS context. Certificates are made with the `openssl` command.
+every TLS context. Secrets the translation itself holds (an ingress gateway's
+certificates) become static secrets as they are. Certificates are made with the `openssl` command.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
 from kontinuum.control.translate.tls import ROOT_SECRET, WORKLOAD_SECRET
 
@@ -155,6 +156,10 @@ def static_bootstrap(resources: tuple[Any, ...], identity: Identity | None = Non
                     if hcm.HasField("rds"):
                         hcm.route_config.CopyFrom(route_configs[hcm.rds.route_config_name])
                         network_filter.typed_config.Pack(hcm)
+    held = {m.name: m for m in resources if isinstance(m, secret_pb2.Secret)}
+    for name in sorted(held):
+        bootstrap.static_resources.secrets.add().CopyFrom(held[name])
+    secrets -= held.keys()
     if secrets:
         assert identity is not None, f"secrets {sorted(secrets)} need an identity"
         _add_secrets(bootstrap, secrets, identity)

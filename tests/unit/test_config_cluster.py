@@ -19,6 +19,7 @@ from kontinuum.discovery.config_cluster import (
 )
 from kontinuum.discovery.kube_view import Changed, Failed, Listed, WatchedKind
 from kontinuum.discovery.source import Health
+from tests.support.server_certs import TestCa, tls_secret
 
 NAME = "kubernetes-config:hub"
 KINDS = {kind.kind: kind for kind in CONFIG_KINDS}
@@ -90,9 +91,10 @@ def test_the_kinds_are_the_fleet_wide_ones_and_each_is_optional() -> None:
         ("gateway.networking.k8s.io/v1", "grpcroutes"),
         ("gateway.networking.k8s.io/v1", "gateways"),
         ("policy.kontinuum.io/v1alpha1", "localitypolicies"),
+        ("v1", "secrets"),
         ("gateway.networking.k8s.io/v1", "gatewayclasses"),
     ]
-    assert all(k.optional for k in CONFIG_KINDS)
+    assert [k.kind for k in CONFIG_KINDS if not k.optional] == ["Secret"]  # built in
 
 
 def test_nothing_before_every_kind_was_listed() -> None:
@@ -321,3 +323,20 @@ def test_gateways_of_a_missing_well_known_class_are_reported() -> None:
     assert status.health is Health.DEGRADED
     assert "GatewayClass(es) kontinuum, which do not exist" in status.detail
     assert "deploy/gatewayclasses.yaml" in status.detail
+
+
+def test_tls_secrets_are_read_and_other_secrets_are_not() -> None:
+    issued = TestCa().issue("www.example.com")
+    certificate = body(tls_secret("demo", "www", issued.certificate, issued.key))
+    token = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "token", "namespace": "demo"},
+        "type": "kubernetes.io/service-account-token",
+        "data": {"token": "not base64 at all, and never read"},
+    }
+    view = listed(Secret=[certificate, token])
+    (secret,) = config(view).routing.secrets
+    assert (secret.namespace, secret.name, secret.problem) == ("demo", "www", "")
+    assert (secret.certificate, secret.key) == (issued.certificate, issued.key)
+    assert view.status(0.0).health is Health.HEALTHY

@@ -15,6 +15,7 @@ from kontinuum.control.model import Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.routing import (
     BackendRef,
+    CertificateRef,
     ExtensionRef,
     FailoverStep,
     Gateway,
@@ -355,7 +356,13 @@ def test_a_gateway() -> None:
                     "All",
                     (("gateway.networking.k8s.io", "HTTPRoute"), ("example.com", "Other")),
                 ),
-                GatewayListener("tls", 443, "HTTPS"),
+                GatewayListener(
+                    "tls",
+                    443,
+                    "HTTPS",
+                    tls_mode="Terminate",
+                    certificate_refs=(CertificateRef("demo", "cert"),),
+                ),
                 GatewayListener("raw", 9000, "example.com/raw"),
             ),
             generation=2,
@@ -1229,9 +1236,9 @@ TO_SERVICE = 'to: [{group: "", kind: Service, name: billing}]'
     ("text", "message"),
     [
         pytest.param(
-            grant_edit(("kind: HTTPRoute", "kind: Gateway")),
-            "spec.from[0].kind: must be HTTPRoute or GRPCRoute (the routes that may name "
-            "backends), got 'Gateway'",
+            grant_edit(("kind: HTTPRoute", "kind: TLSRoute")),
+            "spec.from[0].kind: must be HTTPRoute, GRPCRoute or Gateway (the routes that may "
+            "name backends, or the Gateways that may name certificates), got 'TLSRoute'",
             id="from-route-kind",
         ),
         pytest.param(
@@ -1242,7 +1249,8 @@ TO_SERVICE = 'to: [{group: "", kind: Service, name: billing}]'
         ),
         pytest.param(
             grant_edit((TO_SERVICE, 'to: [{group: "", kind: ServiceImport}]')),
-            "spec.to[0].kind: must be Service (a grant opens services, all or one by name), got "
+            "spec.to[0].kind: must be Service or Secret (a grant opens services, all or one by "
+            "name, or a Gateway's certificates), got "
             "'ServiceImport'",
             id="to-import-in-core-group",
         ),

@@ -456,7 +456,8 @@ OBJECT = "grants.yaml: ReferenceGrant payments/demo-reaches-billing"
         pytest.param(
             "kind: Service",
             "kind: Gateway",
-            "spec.to[0].kind: must be Service (a grant opens services, all or one by name), "
+            "spec.to[0].kind: must be Service or Secret (a grant opens services, all or one by "
+            "name, or a Gateway's certificates), "
             "got 'Gateway'",
             id="to-kind",
         ),

@@ -316,7 +316,7 @@ def test_a_route_attaches_to_a_gateway_listener() -> None:
             id="kinds",
         ),
         pytest.param(
-            edit(GATEWAY, "protocol: HTTP}", "protocol: HTTPS}"),
+            edit(GATEWAY, "protocol: HTTP}", "protocol: TLS, tls: {mode: Passthrough}}"),
             gateway_route(),
             (
                 "False",
@@ -381,6 +381,117 @@ def test_attached_routes_are_counted_per_listener_and_statuses_follow_parent_ord
     assert listeners == {"http": 2, "alt": 2}
     web = next(r for r in binding.routes if r.route.name == "web")
     assert [[li.name for li in p.listeners] for p in web.parents] == [["http"], ["alt"]]
+
+
+# --- cross serving: an HTTPRoute and a GRPCRoute on one listener (GEP-1016) ------------------
+
+
+def kind_route(
+    kind: str, name: str, hostnames: str = "", created: str = "", parent: str = "{name: ingress}"
+) -> str:
+    """A route of `kind` on the Gateway, with `hostnames` and a creationTimestamp."""
+    route = edit(gateway_route(parent, hostnames), "name: web,", f"name: {name},")
+    route = edit(route, "kind: HTTPRoute", f"kind: {kind}")
+    if created:
+        route = edit(
+            route, "namespace: demo}", f'namespace: demo, creationTimestamp: "{created}"}}'
+        )
+    return route
+
+
+TWO_LISTENERS = edit(
+    GATEWAY,
+    "  - {name: http, port: 80, protocol: HTTP}",
+    '  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}\n'
+    "  - {name: alt, port: 8080, protocol: HTTP}",
+)
+
+
+@pytest.mark.parametrize(
+    ("http_hosts", "grpc_hosts", "http_created", "grpc_created", "loser"),
+    [
+        pytest.param(
+            "", "", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "GRPCRoute", id="older-http"
+        ),
+        pytest.param(
+            "", "", "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", "HTTPRoute", id="older-grpc"
+        ),
+        pytest.param("", "", "", "", "HTTPRoute", id="by-name"),  # demo/api before demo/web
+        pytest.param("a.example.com", "'*.example.com'", "", "", "HTTPRoute", id="wildcard"),
+        pytest.param("a.example.com", "b.example.com", "", "", None, id="apart"),
+    ],
+)
+def test_an_http_route_and_a_grpc_route_never_share_a_hostname_on_a_listener(
+    http_hosts: str, grpc_hosts: str, http_created: str, grpc_created: str, loser: str | None
+) -> None:
+    parent = "{name: ingress, sectionName: http}"
+    binding = bind(
+        TWO_LISTENERS,
+        kind_route("HTTPRoute", "web", http_hosts, http_created, parent),
+        kind_route("GRPCRoute", "api", grpc_hosts, grpc_created, parent),
+    )
+    accepted = {s.kind: s.parents[0].conditions[0] for s in binding.statuses}
+    assert [r.route.kind for r in binding.routes] == [k for k in accepted if k != loser]
+    for kind, condition in accepted.items():
+        assert condition.status == ("False" if kind == loser else "True"), kind
+    if loser is not None:
+        winner = {"HTTPRoute": "GRPCRoute demo/api", "GRPCRoute": "HTTPRoute demo/web"}[loser]
+        assert accepted[loser].reason == "HostnameConflict"
+        assert accepted[loser].message == (
+            f"the {winner} (listener http) already serves a hostname of this route there: an "
+            "HTTPRoute and a GRPCRoute cannot share a hostname on a listener"
+        )
+    listeners = {li.name: li.attached_routes for li in binding.gateway_statuses[0].listeners}
+    assert listeners == {"http": 1 if loser else 2, "alt": 0}
+
+
+def test_a_route_that_loses_one_listener_keeps_the_others() -> None:
+    """Without sectionName a route attaches to both listeners; the GRPCRoute holds only the
+    one it names, so the newer HTTPRoute keeps the other."""
+    binding = bind(
+        TWO_LISTENERS,
+        kind_route(
+            "GRPCRoute", "api", "", "2026-01-01T00:00:00Z", "{name: ingress, sectionName: alt}"
+        ),
+        kind_route("HTTPRoute", "web", "", "2026-01-02T00:00:00Z"),
+        kind_route(
+            "HTTPRoute", "www", "", "2026-01-03T00:00:00Z", "{name: ingress, sectionName: alt}"
+        ),
+    )
+    statuses = {s.name: s.parents[0].conditions[0].reason for s in binding.statuses}
+    assert statuses == {"api": "Accepted", "web": "Accepted", "www": "HostnameConflict"}
+    web = next(r for r in binding.routes if r.route.name == "web")
+    assert [li.name for li in web.parents[0].listeners] == ["http"]
+
+
+def test_on_a_service_port_a_grpc_route_applies_and_an_http_route_of_its_namespace_not() -> None:
+    """GEP-1294: of routes of both kinds on one Service port, the GRPCRoute applies; the
+    HTTPRoute keeps the ports it alone has, and is Conflicted with none left."""
+    grpc = edit(edit(ROUTE, "kind: HTTPRoute", "kind: GRPCRoute"), "name: web,", "name: api,")
+    grpc = with_parent('{group: "", kind: Service, name: hello, port: 80}', grpc)
+    everywhere = edit(ROUTE, "name: web,", "name: all,")  # ports 80 and 9090
+    on_80 = with_parent('{group: "", kind: Service, name: hello, port: 80}')
+    binding = bind(grpc, everywhere, on_80)
+    reasons = {s.name: s.parents[0].conditions[0] for s in binding.statuses}
+    assert (reasons["api"].reason, reasons["all"].reason) == ("Accepted", "Accepted")
+    assert (reasons["web"].status, reasons["web"].reason) == ("False", "Conflicted")
+    assert reasons["web"].message == (
+        "a GRPCRoute of namespace demo applies to demo/hello port 80: of routes of both kinds "
+        "on one Service port, the GRPCRoutes apply"
+    )
+    ports = {r.route.name: r.parents[0].ports for r in binding.routes}
+    assert ports == {"api": (80,), "all": (9090,)}
+    # demo's consumer HTTPRoute replaces payments' producer GRPCRoute for demo's callers
+    # instead: routes of two namespaces never merge, so they do not conflict.
+    producer = edit(
+        edit(grpc, "name: hello, port: 80}]\n  rules", "name: billing}]\n  rules"),
+        "namespace: demo}",
+        "namespace: payments}",
+    )
+    producer = edit(producer, "[{name: hello, port: 80}]", "[{name: billing, port: 80}]")
+    binding = bind(producer, CONSUMER, grants=(grant("Namespace"),))
+    reasons = {(s.kind, s.namespace): s.parents[0].conditions[0].reason for s in binding.statuses}
+    assert reasons == {("GRPCRoute", "payments"): "Accepted", ("HTTPRoute", "demo"): "Accepted"}
 
 
 # --- what kontinuum cannot serve: UnsupportedValue -------------------------------------------
@@ -794,7 +905,7 @@ def test_gateway_and_listener_statuses() -> None:
         GATEWAY,
         "  - {name: http, port: 80, protocol: HTTP}",
         """  - {name: http, port: 80, protocol: HTTP}
-  - {name: tls, port: 443, protocol: HTTPS}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
   - name: picky
     port: 81
     protocol: HTTP
@@ -820,7 +931,7 @@ def test_gateway_and_listener_statuses() -> None:
     assert summary(listeners["tls"].conditions)["Accepted"] == (
         "False",
         "UnsupportedProtocol",
-        "kontinuum serves HTTP listeners only, not HTTPS (TLS termination is not supported yet)",
+        "kontinuum serves HTTP and HTTPS listeners only, not TLS (TLS passthrough to TLSRoutes)",
     )
     assert summary(listeners["tls"].conditions)["Programmed"] == (
         "False",

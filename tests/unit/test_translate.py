@@ -70,6 +70,32 @@ def test_inbound_for_an_unseen_service_is_plain_http() -> None:
     assert "inbound" in names
 
 
+@pytest.mark.parametrize(
+    ("name", "app_protocol", "http2"),
+    [
+        ("grpc", None, True),
+        ("grpc-api", None, True),
+        ("http2", None, True),
+        ("h2c", None, True),
+        ("grpc-web", None, False),  # gRPC-Web runs over HTTP/1.1
+        ("http", None, False),
+        ("grpcx", None, False),
+        ("", None, False),
+        ("grpc", "http", False),  # an appProtocol says it, whatever the name
+        ("http", "kubernetes.io/h2c", True),
+    ],
+)
+def test_http2_by_app_protocol_else_by_port_name(
+    name: str, app_protocol: str | None, http2: bool
+) -> None:
+    """Istio's protocol selection by port name, where no appProtocol says otherwise."""
+    port = PlanePort(7070, name, app_protocol=app_protocol)
+    service = PlaneService("shop", "cart", "shop", (port,))
+    translation = translate_sidecar([service], ProxyView("shop", "east-1"), None, SidecarOptions())
+    (cluster,) = [m for m in translation.resources if isinstance(m, cluster_pb2.Cluster)]
+    assert bool(cluster.typed_extension_protocol_options) is http2
+
+
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
     """A workload certificate and key, and the trust bundle that verifies it."""

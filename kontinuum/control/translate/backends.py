@@ -85,7 +85,7 @@ def outbound(
     mtls = options.mtls
     reachable, behind = networks.endpoints(endpoints, view.cluster, mutual_tls=mtls is not None)
     cluster = clusters.outbound_cluster(name, port, options, spread)
-    http2 = envoy.is_http2(port.app_protocol)
+    http2 = envoy.is_http2(port.app_protocol, port.name)
     if behind and authority:
         cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
             service_header_options(authority, http2)

@@ -50,7 +50,7 @@ def outbound_cluster(
     cluster = passthrough_cluster(name, options)
     if spread is not None and spread.weights:
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
-    if envoy.is_http2(port.app_protocol):
+    if envoy.is_http2(port.app_protocol, port.name):
         cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
             envoy.http2_protocol_options()
         )
@@ -195,10 +195,9 @@ def _lb_endpoint(address: str, port: int, weight: int = 1, *, mutual: bool = Fal
     return lb_endpoint
 
 
-def inbound_cluster(
-    name: str, workload_port: int, app_protocol: str | None, options: SidecarOptions
-) -> Any:
-    """A STATIC cluster for the local workload on 127.0.0.1:`workload_port`."""
+def inbound_cluster(name: str, workload_port: int, http2: bool, options: SidecarOptions) -> Any:
+    """A STATIC cluster for the local workload on 127.0.0.1:`workload_port` (speaking
+    HTTP/2 to it with `http2`)."""
     cluster = cluster_pb2.Cluster(
         name=name, type=cluster_pb2.Cluster.STATIC, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN
     )
@@ -206,7 +205,7 @@ def inbound_cluster(
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     cla.endpoints.add().lb_endpoints.append(_lb_endpoint("127.0.0.1", workload_port))
     cluster.load_assignment.CopyFrom(cla)
-    if envoy.is_http2(app_protocol):
+    if http2:
         cluster.typed_extension_protocol_options[envoy.HTTP_PROTOCOL_OPTIONS].CopyFrom(
             envoy.http2_protocol_options()
         )

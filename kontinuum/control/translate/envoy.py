@@ -25,10 +25,19 @@ HTTP_PROTOCOL_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 
 # Kubernetes `appProtocol` values that mean the upstream speaks HTTP/2 (h2c).
 HTTP2_APP_PROTOCOLS: Final = frozenset({"grpc", "h2", "h2c", "http2", "kubernetes.io/h2c"})
+# Without an `appProtocol`, a port named `grpc`, `http2` or `h2c`, or so with a suffix
+# (`grpc-api`), speaks HTTP/2 too: Istio's protocol selection by port name, which Services
+# written for a mesh (the Gateway API's conformance mesh among them) rely on. `grpc-web`
+# is HTTP/1.1.
+HTTP2_PORT_NAMES: Final = frozenset({"grpc", "http2", "h2c"})
 
 
-def is_http2(app_protocol: str | None) -> bool:
-    return app_protocol is not None and app_protocol.lower() in HTTP2_APP_PROTOCOLS
+def is_http2(app_protocol: str | None, port_name: str = "") -> bool:
+    """Whether a port of this `appProtocol` (else of this name) speaks HTTP/2."""
+    if app_protocol is not None:
+        return app_protocol.lower() in HTTP2_APP_PROTOCOLS
+    name = port_name.lower()
+    return name != "grpc-web" and name.partition("-")[0] in HTTP2_PORT_NAMES
 
 
 def duration(value: timedelta) -> Any:

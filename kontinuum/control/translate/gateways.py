@@ -27,6 +27,9 @@ Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listen
 listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
 per listener hostname, and the routes attached to that listener. A port in the `Host`
 header is ignored (stripped) before virtual hosts are matched, as the Gateway API says.
+A port of HTTPS listeners terminates TLS, choosing the listener's certificate by SNI
+(`gateway_tls`); a redirect's port follows its listener's port and scheme
+(`gateway_redirects`).
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.naming import ClusterName
 from kontinuum.control.plane import PlaneService, ProxyView
 from kontinuum.control.route_binding import BoundRoute
-from kontinuum.control.routing import intersect_hostnames
-from kontinuum.control.translate import clusters, envoy, http_routes
+from kontinuum.control.routing import GatewayListener, intersect_hostnames
+from kontinuum.control.translate import clusters, envoy, gateway_redirects, gateway_tls, http_routes
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting
 from kontinuum.control.translate.builder import Builder
 from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
@@ -157,17 +160,11 @@ def ingress_gateway(
     configs: list[Any] = []
     for port, vhosts in sorted(by_port.items()):
         name = f"{gateway.namespace}/{gateway.name}/{port}"
-        configs.append(envoy.route_configuration(name, _unique_domains(vhosts)))
-        listener = listener_pb2.Listener(name=name)
-        listener.address.socket_address.address = address
-        listener.address.socket_address.port_value = port
-        hcm = envoy.http_connection_manager(name, rds=name)
-        # The Gateway API matches hostnames ignoring a port in the Host header
-        # (`foo.com:8080` is `foo.com`); Envoy also forwards it without the port.
-        hcm.strip_any_host_port = True
-        chain = listener.filter_chains.add()
-        chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
-        listeners.append(listener)
+        on_port = [li for li in bound.listeners if li.port == port]
+        config = envoy.route_configuration(name, _unique_domains(vhosts))
+        gateway_redirects.complete_redirects(config, _origin(on_port, port))
+        configs.append(config)
+        listeners.append(_port_listener(name, address, port, on_port, bound))
     for config in configs:
         config.validate_clusters.value = False
     resources = [
@@ -175,8 +172,35 @@ def ingress_gateway(
         *sorted(backends.assignments, key=lambda a: str(a.cluster_name)),
         *listeners,
         *configs,
+        *gateway_tls.gateway_secrets(bound),
     ]
     return Translation(tuple(resources))
+
+
+def _origin(on_port: list[GatewayListener], port: int) -> gateway_redirects.ListenerOrigin:
+    """How requests reach a listener port (its listeners share one protocol)."""
+    secure = any(li.protocol == "HTTPS" for li in on_port)
+    return gateway_redirects.ListenerOrigin("https" if secure else "http", port)
+
+
+def _port_listener(
+    name: str, address: str, port: int, on_port: list[GatewayListener], bound: BoundGateway
+) -> Any:
+    """The Envoy listener of one port: its HTTP connection manager (routes by RDS `name`),
+    behind TLS termination per listener hostname when its listeners are HTTPS."""
+    listener = listener_pb2.Listener(name=name)
+    listener.address.socket_address.address = address
+    listener.address.socket_address.port_value = port
+    hcm = envoy.http_connection_manager(name, rds=name)
+    # The Gateway API matches hostnames ignoring a port in the Host header
+    # (`foo.com:8080` is `foo.com`); Envoy also forwards it without the port.
+    hcm.strip_any_host_port = True
+    if any(li.protocol == "HTTPS" for li in on_port):
+        gateway_tls.terminate_tls(listener, hcm, on_port, bound)
+    else:
+        chain = listener.filter_chains.add()
+        chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
+    return listener
 
 
 def _unique_domains(vhosts: list[Any]) -> list[Any]:

@@ -7,7 +7,10 @@ request). How each Gateway API field maps:
   `/` ignored, as Gateway API defines it; `/` is a plain prefix); `RegularExpression` is a
   RE2 `safe_regex`. Headers and query parameters are `HeaderMatcher`s and
   `QueryParameterMatcher`s; a method is a `:method` header match. A gRPC method match is a
-  match on the request path `/<service>/<method>`.
+  match on the request path `/<service>/<method>`: `Exact` with both the path, with the
+  service only the prefix `/<service>/`, with the method only a regular expression; a
+  `RegularExpression` service and method each match their whole part of the path (an
+  absent one any name).
 - Backends are `weighted_clusters` (one backend: a plain `cluster`). A backend that cannot
   be served keeps its share of the weight and that share is answered with HTTP 500 (a
   GRPCRoute's with 503, which gRPC clients read as UNAVAILABLE), as the Gateway API asks;
@@ -20,7 +23,10 @@ request). How each Gateway API field maps:
   `RequestMirror` is a `request_mirror_policies` entry.
 - `timeouts.request` is the route timeout (0 disables it); `timeouts.backendRequest` is
   each attempt's timeout. `retry` sets the attempts, the status codes to retry (on top of
-  the connection failures a sidecar always retries) and the base back-off interval.
+  the connection failures a sidecar always retries) and the base back-off interval. A
+  GRPCRoute's calls have no route timeout but their own deadline (`grpc-timeout`:
+  `max_stream_duration.grpc_timeout_header_max` of 0), so a long call or a stream is not
+  cut after Envoy's default 15 s.
 
 Precedence between routes of one host follows the Gateway API: an exact path first, then
 (kontinuum's choice where the API leaves it open, as Envoy Gateway does) regular
@@ -92,7 +98,8 @@ def _string_match(value: str, regex: bool) -> Any:
 def _grpc_path(match: GrpcMethodMatch) -> tuple[str, str]:
     """("path" | "prefix" | "regex", value) matching the request path of a gRPC method."""
     if match.type == "RegularExpression":
-        return "regex", f"/{match.service or '[^/]+'}/{match.method or '[^/]+'}"
+        # Each expression matches its whole part: grouped, `a|b` cannot spill into the other.
+        return "regex", f"/(?:{match.service or '[^/]+'})/(?:{match.method or '[^/]+'})"
     if match.service and match.method:
         return "path", f"/{match.service}/{match.method}"
     if match.service:
@@ -328,6 +335,11 @@ def envoy_route(
             action.request_mirror_policies.add(
                 cluster=cluster, runtime_fraction=_percent(mirror.percent)
             )
+    if kind == "GRPCRoute":
+        # A call lasts as long as its deadline (`grpc-timeout`) says, a stream included:
+        # Envoy's default route timeout (15 s) would cut every longer one.
+        action.timeout.CopyFrom(_seconds(0))
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_seconds(0))
     timeouts = rule.timeouts
     if timeouts is not None and timeouts.request is not None:
         action.timeout.CopyFrom(_seconds(timeouts.request))

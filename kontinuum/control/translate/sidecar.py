@@ -20,7 +20,7 @@ from kontinuum.control.model import ClusterSite, ServiceRef
 from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
-from kontinuum.control.translate import clusters, http_routes, listeners, routes
+from kontinuum.control.translate import clusters, envoy, http_routes, listeners, routes
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting, routes_for
 from kontinuum.control.translate.build_cache import BuildCache
 from kontinuum.control.translate.builder import Builder
@@ -214,9 +214,9 @@ def _inbound(
         errors.append(f"inbound {ref}:{port}: name and namespace must be DNS labels (RFC 1123)")
         return None
     # The protocol of the own service's port, when the view can see the service.
-    app_protocol = next(
+    own_port = next(
         (
-            p.app_protocol
+            p
             for s in sorted(services, key=lambda s: (s.scope != view.cluster, s.scope))
             if (s.namespace, s.name) == (ref.namespace, ref.name)
             for p in s.ports
@@ -224,7 +224,8 @@ def _inbound(
         ),
         None,
     )
-    cluster = clusters.inbound_cluster(str(name), workload_port, app_protocol, options)
+    http2 = own_port is not None and envoy.is_http2(own_port.app_protocol, own_port.name)
+    cluster = clusters.inbound_cluster(str(name), workload_port, http2, options)
     listener = listeners.inbound_listener(
         options.inbound_listen_address,
         options.inbound_listen_port,

@@ -1,0 +1,157 @@
+"""The certificates of HTTPS listeners: `v1 Secret`s read and checked, and each listener's
+`tls.certificateRefs` resolved to them, with the status the Gateway API asks for. Pure: no I/O.
+
+A Secret is read from the fleet-wide objects (the fleet files' *.yaml or a config cluster),
+in the namespace that owns it:
+
+    apiVersion: v1
+    kind: Secret
+    metadata: {name: www-example-com, namespace: demo}
+    type: kubernetes.io/tls
+    data: {tls.crt: <base64 PEM chain>, tls.key: <base64 PEM key>}   # or stringData: PEM
+
+What the API server would refuse is a `ConfigError` (and the Secret is left out): a field of
+the wrong type, `data` that is not base64, more than 1 MiB of data. What it accepts but a
+listener cannot serve is kept with its `problem`: another `type`, a missing `tls.crt` or
+`tls.key`, a chain or key that is not PEM, or a key that does not belong to the first
+certificate. No message ever holds any of the Secret's data.
+
+A listener's certificate refs resolve (`listener_certificates`) when each names group ""
+kind Secret, the Secret exists and can serve, and a Secret in another namespace than the
+Gateway's is granted by a ReferenceGrant of its namespace from Gateways of the Gateway's
+namespace to that Secret (or every Secret). Otherwise the listener's `ResolvedRefs` is
+False: `RefNotPermitted` for a reference no grant allows, else `InvalidCertificateRef`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
+
+from kontinuum.control.model import Grant
+from kontinuum.control.objects import ObjectReader
+from kontinuum.control.plane import Condition
+from kontinuum.control.routing import CORE_GROUP, Gateway, GatewayListener, TlsSecret
+
+TLS_TYPE: Final = "kubernetes.io/tls"
+CERTIFICATE_KEY: Final = "tls.crt"
+PRIVATE_KEY_KEY: Final = "tls.key"
+MAX_SECRET_BYTES: Final = 1024 * 1024  # the API server's limit for a Secret's data
+
+
+def _data(obj: ObjectReader) -> dict[str, bytes]:
+    """`data` (base64) overlaid with `stringData`, as the API server merges them."""
+    found: dict[str, bytes] = {}
+    data = obj.mapping(obj.body, "data", "data")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            obj.error(f"data[{key}]", "must be a base64 string")
+            continue
+        try:
+            found[str(key)] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            obj.error(f"data[{key}]", "must be base64 (the value is not shown)")
+    strings = obj.mapping(obj.body, "stringData", "stringData")
+    for key, value in strings.items():
+        if not isinstance(value, str):
+            obj.error(f"stringData[{key}]", "must be a string")
+        else:
+            found[str(key)] = value.encode()
+    if sum(len(v) for v in found.values()) > MAX_SECRET_BYTES:
+        obj.error("data", f"holds more than {MAX_SECRET_BYTES} bytes, a Secret's limit")
+    return found
+
+
+def certificate_problem(chain: bytes, key: bytes) -> str:
+    """Why a PEM chain and key cannot serve TLS ('' when they can)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(chain)
+    except ValueError:
+        return f"{CERTIFICATE_KEY} is not a PEM certificate chain"
+    try:
+        private = load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        return f"{PRIVATE_KEY_KEY} is not an unencrypted PEM private key"
+    except Exception:
+        return f"{PRIVATE_KEY_KEY} is not a private key kontinuum can read"
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if private.public_key().public_bytes(*spki) != certificates[0].public_key().public_bytes(*spki):
+        return f"{PRIVATE_KEY_KEY} does not belong to the first certificate of {CERTIFICATE_KEY}"
+    return ""
+
+
+def read_secret(obj: ObjectReader) -> TlsSecret:
+    """A Secret of the fleet-wide objects (see the module doc); errors go to `obj`."""
+    secret_type = obj.string(obj.body, "type", "type") or "Opaque"
+    data = _data(obj)
+    chain, key = data.get(CERTIFICATE_KEY, b""), data.get(PRIVATE_KEY_KEY, b"")
+    if secret_type != TLS_TYPE:
+        problem = f"its type is {secret_type}, not {TLS_TYPE}"
+        chain = key = b""  # nothing of a Secret no listener can use is kept
+    elif not chain or not key:
+        missing = [k for k, v in ((CERTIFICATE_KEY, chain), (PRIVATE_KEY_KEY, key)) if not v]
+        problem = f"it has no {' and no '.join(missing)}"
+    else:
+        problem = certificate_problem(chain, key)
+    return TlsSecret(obj.namespace, obj.name, obj.doc.file, chain, key, problem)
+
+
+# --- listeners -------------------------------------------------------------------------------
+
+
+def _granted(gateway: Gateway, namespace: str, name: str, grants: Iterable[Grant]) -> bool:
+    return any(
+        g.provider == namespace
+        and g.consumer == gateway.namespace
+        and g.from_kind == "Gateway"
+        and g.to_kind == "Secret"
+        and g.service in (None, name)
+        for g in grants
+    )
+
+
+def listener_certificates(
+    gateway: Gateway,
+    listener: GatewayListener,
+    secrets: dict[tuple[str, str], TlsSecret],
+    grants: Iterable[Grant],
+) -> tuple[tuple[TlsSecret, ...], Condition | None]:
+    """The Secrets an HTTPS listener serves, or the `ResolvedRefs` condition why it cannot
+    (None for a listener that terminates no TLS)."""
+    if listener.protocol != "HTTPS":
+        return (), None
+    if not listener.certificate_refs:
+        message = "tls.certificateRefs names no certificate: kontinuum needs one to terminate TLS"
+        return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+    found: list[TlsSecret] = []
+    grants = tuple(grants)
+    for ref in listener.certificate_refs:
+        if ref.namespace != gateway.namespace and not _granted(
+            gateway, ref.namespace, ref.name, grants
+        ):
+            message = (
+                f"{ref} is in another namespace and no ReferenceGrant of {ref.namespace} "
+                f"allows Gateways of {gateway.namespace} to name it"
+            )
+            return (), Condition("ResolvedRefs", "False", "RefNotPermitted", message)
+        if (ref.group, ref.kind) != (CORE_GROUP, "Secret"):
+            message = f'{ref}: a certificate is a Secret (group "") only'
+            return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+        secret = secrets.get((ref.namespace, ref.name))
+        if secret is None:
+            message = f"no {ref}"
+            return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+        if secret.problem:
+            message = f"{ref} cannot serve TLS: {secret.problem}"
+            return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+        found.append(secret)
+    return tuple(found), None
