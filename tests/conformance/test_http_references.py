@@ -86,15 +86,15 @@ def test_a_grant_names_one_service(conformance: Conformance) -> None:
 
 def test_invalid_reference_grants(conformance: Conformance) -> None:
     """HTTPRouteInvalidReferenceGrant (core): grants that differ from the reference in one
-    part each (where they live, from group, kind or namespace, to group or name) open
-    nothing, and none of them is an error in the files. (A grant to a Secret is in
-    pending_https.py.)"""
+    part each (where they live, from group, kind or namespace, to group, kind or name) open
+    nothing, and none of them is an error in the files."""
     wrong = [
         grant("wrong-namespace", namespace=INFRA),
         grant("wrong-from-group", from_group="example.com"),
         grant("wrong-from-kind", from_kind="GRPCRoute"),
         grant("wrong-from-namespace", from_namespace=APP_BACKEND),
         grant("wrong-to-group", to_group="example.com"),
+        grant("wrong-to-kind", to_kind="Secret"),
         grant("wrong-to-name", to_name="web-frontend"),
     ]
     assert conformance.apply(*wrong, WEB_ROUTE) == ()
