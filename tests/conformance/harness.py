@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
+import ssl
 import threading
 import time
 import urllib.parse
@@ -58,12 +59,14 @@ CONSECUTIVE = 3  # answers in a row that must be as expected
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a client sends: to `host` (the Host header), `path` (with any query)."""
+    """What a client sends: to `host` (the Host header), `path` (with any query); with `ca`
+    (a PEM bundle), over TLS with `host` (without a port) as SNI, trusting only `ca`."""
 
     host: str
     path: str = "/"
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
+    ca: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +109,26 @@ class Answer:
     request_id: str = ""
 
 
+class _TlsConnection(http.client.HTTPConnection):
+    """HTTPS to 127.0.0.1 with a server name of the caller's choosing (SNI and verification)."""
+
+    def __init__(self, port: int, server_name: str, ca: bytes, timeout: float) -> None:
+        super().__init__("127.0.0.1", port, timeout=timeout)
+        self._server_name = server_name
+        self._context = ssl.create_default_context(cadata=ca.decode())
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
 def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> Answer:
     """One request to 127.0.0.1:`port` on a fresh connection; never raises OSError."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = (
+        http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if request.ca is None
+        else _TlsConnection(port, request.host.rsplit(":", 1)[0], request.ca, timeout)
+    )
     # The id also keys the copies of one request (retries) at an echo backend, for
     # `x-backend-fail-first`.
     headers = {
