@@ -1,7 +1,8 @@
 """Conformance cases that wait for per-route virtual hosts and `allowedRoutes` Selectors
 (branch g-vhosts): not collected by pytest (the file name is not `test_*.py`) until they
 pass; rename to test_pending_vhosts.py then (and move the Namespace objects into the base
-if the fleet form for namespace labels differs).
+if the fleet form for namespace labels differs). With branch g-vhosts (at ee21938) merged in,
+test_matching_across_routes passes; test_cross_namespace_by_selector waits for Selectors.
 
 - HTTPRouteMatchingAcrossRoutes: two routes on one listener are served as one virtual host
   with both routes' hostnames, so `/menu` on `tea.example` (named by the first route only)
