@@ -335,3 +335,21 @@ def intersect_hostnames(listener: str | None, route: tuple[str, ...]) -> tuple[s
         elif host.startswith("*.") and _within(listener, host):
             found.append(listener)
     return tuple(dict.fromkeys(found))
+
+
+def hostname_covers(pattern: str | None, host: str) -> bool:
+    """Whether a request for `host` (a hostname, or a wildcard standing for the hosts it
+    matches) matches `pattern`: None or `*` matches every host, a wildcard one or more
+    labels, an exact hostname itself only."""
+    if pattern is None or pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*.") and host != "*" and _within(host, pattern)
+
+
+def hostname_specificity(hostname: str | None) -> tuple[int, int]:
+    """Larger is more specific: an exact hostname, then a wildcard, longer first, then no
+    hostname (or `*`). Orders both listeners (a request matches the most specific listener
+    whose hostname matches it) and routes (the Gateway API's hostname precedence)."""
+    if hostname is None or hostname == "*":
+        return (0, 0)
+    return (1 if hostname.startswith("*.") else 2, len(hostname))

@@ -21,7 +21,13 @@ from kontinuum.control.plane import (
     ServicePlane,
 )
 from kontinuum.control.route_binding import RouteBinding, bind_routes
-from kontinuum.control.routing import GatewayListener, HeaderModifier, intersect_hostnames
+from kontinuum.control.routing import (
+    GatewayListener,
+    HeaderModifier,
+    hostname_covers,
+    hostname_specificity,
+    intersect_hostnames,
+)
 from kontinuum.control.routing_state import mesh_routing
 from kontinuum.control.translate.backends import routes_for
 from kontinuum.discovery.static import load_fleet
@@ -888,6 +894,32 @@ def test_hostname_intersection(
     listener: str | None, route: tuple[str, ...], expected: tuple[str, ...] | None
 ) -> None:
     assert intersect_hostnames(listener, route) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "expected"),
+    [
+        (None, "example.com", True),
+        ("*", "*.example.com", True),
+        ("example.com", "example.com", True),
+        ("example.com", "www.example.com", False),
+        ("*.example.com", "www.example.com", True),
+        ("*.example.com", "a.b.example.com", True),  # one or more labels
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "*.b.example.com", True),  # a narrower wildcard's hosts
+        ("*.b.example.com", "*.example.com", False),
+        ("*.com", "*", False),
+        ("www.example.com", "*.example.com", False),
+    ],
+)
+def test_hostname_covers(pattern: str | None, host: str, expected: bool) -> None:
+    assert hostname_covers(pattern, host) is expected
+
+
+def test_hostname_specificity_puts_exact_before_wildcards_before_none() -> None:
+    names = [None, "*.com", "a.example.com", "*.example.com", "example.com", "*"]
+    ordered = sorted(names, key=hostname_specificity, reverse=True)
+    assert ordered == ["a.example.com", "example.com", "*.example.com", "*.com", None, "*"]
 
 
 # --- LocalityPolicies ------------------------------------------------------------------------
