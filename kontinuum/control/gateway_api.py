@@ -64,6 +64,7 @@ from kontinuum.control.gateway_fields import (
 )
 from kontinuum.control.gateway_routes import read_route
 from kontinuum.control.kube_limits import check_object_meta
+from kontinuum.control.label_selectors import LabelRequirement, LabelSelector
 from kontinuum.control.model import ConfigError
 from kontinuum.control.objects import (
     Document,
@@ -81,13 +82,17 @@ from kontinuum.control.routing import (
     Gateway,
     GatewayListener,
     LocalityPolicy,
+    Namespace,
     NamespacesFrom,
     Route,
     RoutingConfig,
 )
 
 CLUSTER_LABEL: Final = "kontinuum.io/cluster"
-ROUTING_KINDS: Final = ("HTTPRoute", "GRPCRoute", "Gateway", "LocalityPolicy")
+ROUTING_KINDS: Final = ("HTTPRoute", "GRPCRoute", "Gateway", "LocalityPolicy", "Namespace")
+# The most entries of a namespace selector's matchLabels, matchExpressions and values: the
+# CRD sets none; kontinuum bounds what it reads.
+MAX_SELECTOR_ENTRIES: Final = 64
 NAMESPACES_FROM: Final[tuple[NamespacesFrom, ...]] = ("All", "Selector", "Same")
 _PROTOCOL: Final = re.compile(  # a Gateway API ProtocolType: a name, or domain/name
     r"^([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
@@ -114,13 +119,55 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
     at = f"{path}.allowedRoutes"
     namespaces = obj.mapping(allowed, "namespaces", f"{at}.namespaces")
     where = choice(obj, namespaces, "from", f"{at}.namespaces.from", NAMESPACES_FROM) or "Same"
+    selector = None
+    if namespaces.get("selector") is not None:
+        selector = _selector(obj, namespaces, f"{at}.namespaces.selector")
     kinds: list[tuple[str, str]] = []
     for kind_path, entry in limited(obj, allowed, "kinds", f"{at}.kinds", 8):
         group = obj.string(entry, "group", f"{kind_path}.group", check=api_group)
         kind = obj.string(entry, "kind", f"{kind_path}.kind", required=True, check=kind_name)
         if kind is not None:
             kinds.append((GATEWAY_GROUP if group is None else group, kind))
-    return GatewayListener(name, port, protocol, host, where, tuple(kinds))
+    return GatewayListener(name, port, protocol, host, where, tuple(kinds), selector)
+
+
+def _selector(obj: ObjectReader, m: dict[str, object], path: str) -> LabelSelector:
+    """A LabelSelector's structure, as the CRD's schema checks it; what Kubernetes would
+    refuse in its keys, operators and values is the binding's to report."""
+    raw = obj.mapping(m, "selector", path)
+    labels = obj.mapping(raw, "matchLabels", f"{path}.matchLabels")
+    match_labels: dict[str, str] = {}
+    if len(labels) > MAX_SELECTOR_ENTRIES:
+        message = f"must hold at most {MAX_SELECTOR_ENTRIES} entries, got {len(labels)}"
+        obj.error(f"{path}.matchLabels", message)
+        labels = {}
+    for key in labels:
+        at = f"{path}.matchLabels[{key}]"
+        if not isinstance(key, str):
+            obj.error(at, "the key must be a string (quote it)")
+        else:  # null: empty, as kubectl reads it
+            match_labels[key] = obj.string(labels, key, at) or ""
+    requirements: list[LabelRequirement] = []
+    expressions = f"{path}.matchExpressions"
+    for at, entry in limited(obj, raw, "matchExpressions", expressions, MAX_SELECTOR_ENTRIES):
+        label = obj.string(entry, "key", f"{at}.key", required=True)
+        operator = obj.string(entry, "operator", f"{at}.operator", required=True)
+        values = tuple(
+            value
+            for _, value in texts(obj, entry, "values", f"{at}.values", MAX_SELECTOR_ENTRIES, _any)
+        )
+        if label is not None and operator is not None:
+            requirements.append(LabelRequirement(label, operator, values))
+    return LabelSelector(tuple(sorted(match_labels.items())), tuple(requirements))
+
+
+def _any(_: str) -> None:
+    return None
+
+
+def _namespace(obj: ObjectReader) -> Namespace:
+    check_object_meta(obj)
+    return Namespace(obj.name, obj.doc.file, tuple(sorted(obj.labels().items())))
 
 
 def _gateway(obj: ObjectReader) -> Gateway:
@@ -252,8 +299,8 @@ def _policy(obj: ObjectReader) -> LocalityPolicy:
 
 
 def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigError]]:
-    """The routes, Gateways and LocalityPolicies of the fleet-wide documents, sorted by kind,
-    namespace and name.
+    """The routes, Gateways, LocalityPolicies and Namespaces of the fleet-wide documents,
+    sorted by kind, namespace and name.
 
     Reads the same documents as `parse_fleet_objects` and reports only these kinds' errors.
     An object with any error is left out whole; the others still load.
@@ -261,6 +308,7 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
     routes: list[Route] = []
     gateways: list[Gateway] = []
     policies: list[LocalityPolicy] = []
+    namespaces: list[Namespace] = []
     seen: dict[tuple[str, str, str], str] = {}
     errors: list[ConfigError] = []
     for doc in _expand(docs, []):
@@ -283,6 +331,10 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
             gateway = _gateway(obj)
             if not obj.errors:
                 gateways.append(gateway)
+        elif kind == "Namespace":
+            namespace = _namespace(obj)
+            if not obj.errors:
+                namespaces.append(namespace)
         else:
             policy = _policy(obj)
             if not obj.errors:
@@ -292,5 +344,6 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
         routes=tuple(sorted(routes, key=lambda r: (r.kind, r.namespace, r.name))),
         gateways=tuple(sorted(gateways, key=lambda g: (g.namespace, g.name))),
         policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
+        namespaces=tuple(sorted(namespaces, key=lambda n: n.name)),
     )
     return config, errors

@@ -4,8 +4,10 @@ The rules (`route_binding` says how routes attach to what this binds):
 
 - Gateways: `Accepted` False `Invalid` when the label kontinuum.io/cluster names no cluster of
   the fleet. Per listener: `Accepted` False `UnsupportedProtocol` for any protocol but HTTP,
-  and False `UnsupportedValue` for `allowedRoutes.namespaces.from: Selector` (the fleet files
-  have no namespace labels to select by); `ResolvedRefs` False `InvalidRouteKinds` for route
+  and False `UnsupportedValue` for `allowedRoutes.namespaces.from: Selector` without a
+  selector or with one Kubernetes would refuse (`label_selectors`: an unknown operator, a
+  malformed key or value, values where the operator takes none or none where it needs
+  them); `ResolvedRefs` False `InvalidRouteKinds` for route
   kinds other than HTTPRoute and GRPCRoute, which are the default kinds. A Gateway is
   `Accepted` while one of its listeners is (`ListenersNotValid` names the others), and
   `Programmed` follows `Accepted`: what is accepted is handed to the translator. A Gateway
@@ -25,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from kontinuum.control.label_selectors import selector_problems as label_problems
 from kontinuum.control.plane import Condition, PlaneService, ServicePlane
 from kontinuum.control.routing import (
     CORE_GROUP,
@@ -140,15 +143,20 @@ def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Co
             "UnsupportedProtocol",
             f"kontinuum serves HTTP listeners only, not {listener.protocol}{tls}",
         )
-    if listener.allowed_namespaces == "Selector":
-        return Condition(
-            "Accepted",
-            "False",
-            "UnsupportedValue",
-            "allowedRoutes.namespaces.from: Selector is not supported (the fleet files have "
-            "no namespace labels to select): use Same or All",
-        )
+    if problems := selector_problems(listener):
+        message = "; ".join(problems)
+        return Condition("Accepted", "False", "UnsupportedValue", message)
     return Condition("Accepted", "True", "Accepted")
+
+
+def selector_problems(listener: GatewayListener) -> list[str]:
+    """What is wrong with the namespace selector of a listener with `from: Selector`."""
+    if listener.allowed_namespaces != "Selector":
+        return []
+    at = "allowedRoutes.namespaces.selector"
+    if listener.namespace_selector is None:
+        return [f"{at}: required with allowedRoutes.namespaces.from: Selector"]
+    return [f"invalid {problem}" for problem in label_problems(listener.namespace_selector, at)]
 
 
 def gateway_status(

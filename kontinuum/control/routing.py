@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
+from kontinuum.control.label_selectors import Labels, LabelSelector
+
 PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 MatchType = Literal["Exact", "RegularExpression"]
 RedirectCode = Literal[301, 302, 303, 307, 308]
@@ -228,6 +230,7 @@ class GatewayListener:
     """A port a Gateway listens on; which routes may attach to it, by namespace and kind.
 
     `allowed_kinds` holds (group, kind) pairs; empty means the protocol's default kinds.
+    `namespace_selector` is `allowedRoutes.namespaces.selector`, as written (None: unset).
     """
 
     name: str
@@ -236,6 +239,7 @@ class GatewayListener:
     hostname: str | None = None
     allowed_namespaces: NamespacesFrom = "Same"
     allowed_kinds: tuple[tuple[str, str], ...] = ()
+    namespace_selector: LabelSelector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,13 +303,23 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Namespace:
+    """A `v1 Namespace` of the fleet: the labels a listener's namespace selector reads."""
+
+    name: str
+    file: str
+    labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    """Every valid route, Gateway and LocalityPolicy of the fleet, each sorted by identity,
-    and the objects among them whose newest version was rejected."""
+    """Every valid route, Gateway, LocalityPolicy and Namespace of the fleet, each sorted by
+    identity, and the objects among them whose newest version was rejected."""
 
     routes: tuple[Route, ...] = ()
     gateways: tuple[Gateway, ...] = ()
     policies: tuple[LocalityPolicy, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     gateway_classes: tuple[str, ...] = ()  # a config cluster's GatewayClasses of kontinuum
     # a config cluster's routes that are no longer kontinuum's but carry its status entries

@@ -11,13 +11,14 @@ the fleet-wide files are (`kontinuum.control.fleet_config`):
     gateway.networking.k8s.io/v1beta1 ReferenceGrant
     gateway.networking.k8s.io/v1     HTTPRoute, GRPCRoute, Gateway, GatewayClass
     policy.kontinuum.io/v1alpha1     LocalityPolicy           (deploy/crds/)
+    v1                               Namespace                (its labels)
 
 Only what is kontinuum's is read: the Gateways of its GatewayClasses and the routes
 attached to them or to Services (`kontinuum.discovery.config_objects`); other
 controllers' objects share the cluster untouched.
 
-Each kind is optional: a cluster without a CRD holds none of that kind, and the source's
-status says so. The source yields one `FleetConfig`; the aggregator merges it with the
+Each kind but Namespace is optional: a cluster without a CRD holds none of that kind, and
+the source's status says so. The source yields one `FleetConfig`; the aggregator merges it with the
 files' (the files' version of an object both declare wins).
 
 Bad input never breaks the mesh: an object with an error is reported (the source's
@@ -70,6 +71,8 @@ CONFIG_KINDS: Final = (
     ),
     # which Gateways are kontinuum's (kontinuum.discovery.config_objects)
     watched_kind(f"{GATEWAY_GROUP}/v1", "GatewayClass", "gatewayclasses", crd=_GATEWAY_API),
+    # their labels, for listeners' namespace selectors (built in: always served)
+    watched_kind(FLEET_KINDS["Namespace"], "Namespace", "namespaces"),
 )
 
 

@@ -319,3 +319,87 @@ async def test_routes_of_one_listener_each_serve_their_own_hostnames(
         answer = await asyncio.to_thread(_get, f"{base}{path}", host, headers)
         wanted = (200, f"backend {expected}\n") if expected else (404, "")
         assert answer == wanted, (host, path, headers)
+
+
+SELECTING_GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: infra
+  labels: {kontinuum.io/cluster: eu-central}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: web
+    port: PORT
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-access: front}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hello, namespace: demo}
+spec:
+  parentRefs: [{name: front, namespace: infra}]
+  rules:
+  - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
+"""
+
+
+def _namespace(labels: str) -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: demo, labels: {{{labels}}}}}\n"
+
+
+async def test_a_listener_admits_the_routes_of_the_namespaces_its_selector_selects(
+    tmp_path: Path,
+    backends: Callable[[str], Backend],
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+) -> None:
+    """HTTPRouteCrossNamespace: a Gateway of namespace infra takes routes from the namespaces
+    labelled for it; labelling the route's namespace later attaches the route."""
+    listen = free_port()
+    root = tmp_path / "fleet"
+    site = root / "clusters" / "eu-central"
+    site.mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "gateway.yaml").write_text(SELECTING_GATEWAY.replace("PORT", str(listen)))
+    namespaces = root / "namespaces.yaml"
+    namespaces.write_text(_namespace("team: demo"))
+    (site / "hello.yaml").write_text(_service(backends("hello").port))
+    served = await serve_fleet(root)
+    mesh = served.mesh
+
+    def accepted() -> tuple[str, str, str]:
+        statuses = {(s.kind, s.name): s for s in mesh.routing_state.binding.statuses}
+        (parent,) = statuses["HTTPRoute", "hello"].parents
+        condition = parent.conditions[0]
+        return condition.status, condition.reason, condition.message
+
+    assert accepted() == (
+        "False",
+        "NotAllowedByListeners",
+        "no accepted listener of Gateway infra/front (web) admits HTTPRoutes from namespace demo",
+    )
+    envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="infra", role="ingress", gateway="front"),
+    )
+    url = f"http://127.0.0.1:{listen}/hello"
+    answer: tuple[int, str] = (0, "")
+    for _ in range(100):  # until the listener is up: 10 s at most
+        answer = await asyncio.to_thread(_get, url, "www.example.com")
+        if answer[0] != 0:
+            break
+        await asyncio.sleep(0.1)
+    assert answer == (404, "")  # the listener is there, the route is not
+
+    # Labelled for the Gateway, the namespace's route attaches and is served.
+    namespaces.write_text(_namespace("team: demo, gateway-access: front"))
+    assert await _until_ok(url, "www.example.com") == (200, "backend hello\n")
+    assert accepted() == ("True", "Accepted", "")
