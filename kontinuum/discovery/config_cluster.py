@@ -18,8 +18,9 @@ attached to them or to Services (`kontinuum.discovery.config_objects`); other
 controllers' objects share the cluster untouched.
 
 Each kind but Namespace is optional: a cluster without a CRD holds none of that kind, and
-the source's status says so. The source yields one `FleetConfig`; the aggregator merges it with the
-files' (the files' version of an object both declare wins).
+the source's status says so. A kind kontinuum may not list from the start (its RBAC lacks
+it), Namespaces included, is read as none. The source yields one `FleetConfig`; the
+aggregator merges it with the files' (the files' version of an object both declare wins).
 
 Bad input never breaks the mesh: an object with an error is reported (the source's
 status, the log, `kontinuum_source_config_errors`, and the config's `routing.rejections`
@@ -72,7 +73,13 @@ CONFIG_KINDS: Final = (
     # which Gateways are kontinuum's (kontinuum.discovery.config_objects)
     watched_kind(f"{GATEWAY_GROUP}/v1", "GatewayClass", "gatewayclasses", crd=_GATEWAY_API),
     # their labels, for listeners' namespace selectors (built in: always served)
-    watched_kind(FLEET_KINDS["Namespace"], "Namespace", "namespaces"),
+    watched_kind(
+        FLEET_KINDS["Namespace"],
+        "Namespace",
+        "namespaces",
+        missing="a namespace has only its kubernetes.io/metadata.name label",
+        spared=True,
+    ),
 )
 
 

@@ -300,7 +300,7 @@ class KindWatcher:
                 )
                 self._post(Listed(self.kind, (), note))
                 return ""
-            if exc.status == 403 and kind.optional and not self._listed:
+            if exc.status == 403 and (kind.optional or kind.spared) and not self._listed:
                 # One kind's RBAC must not block the others' first view; once listed, a
                 # 403 is a failure like any other (the last view serves, marked stale).
                 note = (
