@@ -7,12 +7,12 @@ The rules (`route_binding` says how routes attach to what this binds):
   and False `UnsupportedValue` for `allowedRoutes.namespaces.from: Selector` without a
   selector or with one Kubernetes would refuse (`label_selectors`: an unknown operator, a
   malformed key or value, values where the operator takes none or none where it needs
-  them); `ResolvedRefs` False `InvalidRouteKinds` for route
-  kinds other than HTTPRoute and GRPCRoute, which are the default kinds. A Gateway is
-  `Accepted` while one of its listeners is (`ListenersNotValid` names the others), and
-  `Programmed` follows `Accepted`: what is accepted is handed to the translator. A Gateway
-  of class `kontinuum-east-west` is a cluster's east-west gateway: its listener is TLS
-  (mode Passthrough, so that end-to-end mTLS passes through it) and no route attaches.
+  them); `ResolvedRefs` False `InvalidRouteKinds` for route kinds other than HTTPRoute and
+  GRPCRoute, which are the default kinds. A Gateway is `Accepted` while one of its listeners
+  is (`ListenersNotValid` names the others), and `Programmed` follows `Accepted`: what is
+  accepted is handed to the translator. A Gateway of class `kontinuum-east-west` is a
+  cluster's east-west gateway: its listener is TLS (mode Passthrough, so that end-to-end
+  mTLS passes through it) and no route attaches.
 - LocalityPolicies, per target (GEP-713 `Accepted`): False `TargetNotFound` when the Service
   or ServiceImport does not exist; False `Invalid` when the policy names a cluster or region
   the fleet does not have (a typo would otherwise silently send no traffic there); False
