@@ -83,6 +83,22 @@ GATEWAYS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The namespaces of the backends carry the label `backend-namespaces` selects, as upstream's
+# base manifests label them.
+NAMESPACES = f"""apiVersion: v1
+kind: Namespace
+metadata: {{name: {INFRA}, labels: {{gateway-conformance: infra}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {APP_BACKEND}, labels: {{gateway-conformance: backend}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {WEB_BACKEND}, labels: {{gateway-conformance: backend}}}}
+"""
+
+
 MESH_TO_CONSUMER = f"""apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
 metadata: {{name: consumers-may-call, namespace: {MESH}}}
@@ -196,6 +212,7 @@ def base_files(
     """The base fleet's files, by path relative to the fleet directory."""
     files = {
         "clusters.yaml": cluster_profile(CLUSTER, REGION),
+        "namespaces.yaml": NAMESPACES,
         "grants.yaml": MESH_TO_CONSUMER,
         "gateways.yaml": "---\n".join(
             gateway_yaml(name, allowed, gateway_ports[name]) for name, allowed in GATEWAYS

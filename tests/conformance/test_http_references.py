@@ -289,3 +289,39 @@ def test_cross_namespace_parent_allowed_by_all(conformance: Conformance) -> None
     assert resolved_refs(conformance, "from-web", WEB_BACKEND) == ("True", "ResolvedRefs")
     port = conformance.gateway("all-namespaces")
     conformance.expect(port, Request(HOST, "/"), Expected(backend="web-backend"))
+
+
+def test_cross_namespace_by_selector(conformance: Conformance) -> None:
+    """HTTPRouteCrossNamespace (core): a listener that selects namespaces by label accepts
+    a route of a selected namespace, and serves it; a route of another namespace is
+    `NotAllowedByListeners`."""
+    assert (
+        conformance.apply(
+            http_route(
+                "cross-namespace",
+                """  - backendRefs: [{name: web-backend, port: 8080}]
+""",
+                parents=f"[{{name: backend-namespaces, namespace: {INFRA}}}]",
+                namespace=WEB_BACKEND,
+                hostnames="[selected.example]",
+            ),
+            http_route(
+                "not-selected",
+                """  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+                parents="[{name: backend-namespaces}]",
+                hostnames="[unselected.example]",
+            ),
+        )
+        == ()
+    )
+    (parent,) = conformance.parent_conditions("cross-namespace", WEB_BACKEND)
+    assert (parent["Accepted"].status, parent["ResolvedRefs"].status) == ("True", "True")
+    (other,) = conformance.parent_conditions("not-selected")
+    assert (other["Accepted"].status, other["Accepted"].reason) == (
+        "False",
+        "NotAllowedByListeners",
+    )
+    port = conformance.gateway("backend-namespaces")
+    conformance.expect(port, Request("selected.example"), Expected(backend="web-backend"))
+    conformance.expect(port, Request("unselected.example"), Expected(status=404))
