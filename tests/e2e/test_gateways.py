@@ -258,7 +258,7 @@ spec:
   parentRefs: [{name: front}]
   hostnames: [example.com, example.net]
   rules:
-  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+  - matches: [{path: {type: PathPrefix, value: /one}}, {headers: [{name: version, value: one}]}]
     backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: one, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -268,7 +268,7 @@ spec:
   parentRefs: [{name: front}]
   hostnames: ["*.com"]
   rules:
-  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+  - matches: [{path: {type: PathPrefix, value: /one/more}}, {path: {type: PathPrefix, value: /}}]
     backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: two, port: 80}]
 """
 
@@ -279,8 +279,9 @@ async def test_routes_of_one_listener_each_serve_their_own_hostnames(
     serve_fleet: ServeFleet,
     envoys: StartEnvoy,
 ) -> None:
-    """HTTPRouteMatchingAcrossRoutes: the rules of two routes on one listener compete by
-    Gateway API precedence where their hostnames overlap, and nowhere else."""
+    """HTTPRouteMatchingAcrossRoutes and the hostname precedence of HTTPRoute: each route
+    serves its own hostnames only, and where they overlap the rules of the route with the
+    more specific hostname go first, those of the other after them."""
     listen = free_port()
     root = tmp_path / "fleet"
     site = root / "clusters" / "eu-central"
@@ -297,23 +298,23 @@ async def test_routes_of_one_listener_each_serve_their_own_hostnames(
         metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
     )
     base = f"http://127.0.0.1:{listen}"
-    assert await _until_ok(f"{base}/", "example.com") == (200, "backend one\n")
+    assert await _until_ok(f"{base}/one", "example.com") == (200, "backend one\n")
     cases = [
-        ("example.com", "/", {}, "one"),
-        ("example.com", "/example", {"version": "one"}, "one"),
-        ("example.net", "/example", {}, "one"),
-        # A longer prefix, or more header matches, wins across routes.
-        ("example.com", "/v2", {}, "two"),
-        ("example.com", "/v2/example", {}, "two"),
-        ("example.com", "/", {"version": "two"}, "two"),
+        ("example.com", "/one", {}, "one"),
+        ("example.com", "/", {"version": "one"}, "one"),
+        # The exact hostname's rules go first: its /one wins over the wildcard route's
+        # longer /one/more prefix.
+        ("example.com", "/one/more", {}, "one"),
+        # What the exact route does not match, the wildcard route (it covers example.com)
+        # answers.
+        ("example.com", "/two", {}, "two"),
         # The wildcard route does not name example.net: its rules are not there.
-        ("example.net", "/v2", {}, "one"),
-        ("example.net", "/", {"version": "two"}, "one"),
-        # Nor is the exact route's `/` on the other hosts the wildcard covers.
-        ("shop.com", "/v2", {}, "two"),
-        ("shop.com", "/", {"version": "two"}, "two"),
-        ("shop.com", "/", {}, None),
-        ("example.org", "/v2", {}, None),
+        ("example.net", "/one/more", {}, "one"),
+        ("example.net", "/two", {}, None),
+        # Nor are the exact route's rules on the other hosts the wildcard covers.
+        ("shop.com", "/one", {}, "two"),
+        ("shop.com", "/", {"version": "one"}, "two"),
+        ("example.org", "/one", {}, None),
     ]
     for host, path, headers, expected in cases:
         answer = await asyncio.to_thread(_get, f"{base}{path}", host, headers)

@@ -8,18 +8,17 @@ request may reach there follows the Gateway API:
 - A request matches the most specific listener whose hostname matches its `Host` (an exact
   hostname, then the longest wildcard, then a listener without hostname), and only the
   routes attached to that listener serve it (listener isolation).
-- Among those routes, a route serves the request when one of its hostnames matches it: the
-  rules of every such route compete, so a route of `*.example.com` serves
-  `foo.example.com` with whatever rules a route of `foo.example.com` does not match.
+- Among those routes, a route serves the request when one of its hostnames matches it, and
+  the rules of the route with the more specific matching hostname go first (more characters
+  in an exact hostname, then in a wildcard: the API's hostname precedence), so a route of
+  `*.example.com` serves `foo.example.com` with whatever rules a route of `foo.example.com`
+  does not match.
 
 So there is one virtual host per distinct hostname (the listeners' and the routes'), whose
 domain is that hostname, holding the rules of every route of its listener whose hostnames
-match it, in the Gateway API's precedence order across routes (`http_routes.match_rank`);
-among equal matches, the route with the more specific matching hostname (more characters
-in an exact hostname, then in a wildcard: the API's hostname precedence) comes first, then
-the older route, then namespace/name. Match precedence goes first because the conformance
-suite's HTTPRouteMatchingAcrossRoutes expects a `/v2` prefix of a `*.com` route to win over
-the `/` prefix of an `example.com` route. Envoy picks a virtual host the same way a
+match it: ordered by that hostname precedence, then by the Gateway API's precedence of
+matches across routes (`http_routes.match_rank`), then the older route, then
+namespace/name. Envoy picks a virtual host the same way a
 request picks a listener (exact domain, longest wildcard suffix, then `*`), and every
 domain belongs to one virtual host only, as Envoy requires. A hostname no route serves
 still gets its (empty) virtual host, so its requests get 404 rather than falling through to
