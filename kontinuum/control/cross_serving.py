@@ -57,9 +57,10 @@ def _overlap(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
     return any(intersect_hostnames(x, (y,)) for x in a for y in b)
 
 
-def _age(route: Route) -> tuple[float, str, str]:
+def _age(route: Route) -> tuple[float, str]:
     created = route.created.timestamp() if route.created else float("inf")
-    return (created, route.namespace, route.name)
+    # "{namespace}/{name}" as one string, as the API orders routes: `a-b/x` before `a/x`.
+    return (created, f"{route.namespace}/{route.name}")
 
 
 def cross_serving_conflicts(

@@ -13,8 +13,10 @@ in the namespace that owns it:
 What the API server would refuse is a `ConfigError` (and the Secret is left out): a field of
 the wrong type, `data` that is not base64, more than 1 MiB of data. What it accepts but a
 listener cannot serve is kept with its `problem`: another `type`, a missing `tls.crt` or
-`tls.key`, a chain or key that is not PEM, or a key that does not belong to the first
-certificate. No message ever holds any of the Secret's data.
+`tls.key`, a chain or key that is not PEM, a key that does not belong to the first
+certificate, or a key Envoy refuses to serve with (RSA under 2048 bits, EC of a curve other
+than P-256, P-384 or P-521): Envoy would reject the secret, and with it every listener of
+the port. No message ever holds any of the Secret's data.
 
 A listener's certificate refs resolve (`listener_certificates`) when each names group ""
 kind Secret, the Secret exists and can serve, and a Secret in another namespace than the
@@ -31,6 +33,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -46,6 +49,9 @@ TLS_TYPE: Final = "kubernetes.io/tls"
 CERTIFICATE_KEY: Final = "tls.crt"
 PRIVATE_KEY_KEY: Final = "tls.key"
 MAX_SECRET_BYTES: Final = 1024 * 1024  # the API server's limit for a Secret's data
+# The keys Envoy serves with (BoringSSL): RSA of at least 2048 bits, EC of these curves.
+MIN_RSA_BITS: Final = 2048
+ENVOY_CURVES: Final = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 def _data(obj: ObjectReader) -> dict[str, bytes]:
@@ -86,7 +92,33 @@ def certificate_problem(chain: bytes, key: bytes) -> str:
     spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if private.public_key().public_bytes(*spki) != certificates[0].public_key().public_bytes(*spki):
         return f"{PRIVATE_KEY_KEY} does not belong to the first certificate of {CERTIFICATE_KEY}"
-    return ""
+    return _unservable_key(certificates[0].public_key())
+
+
+def _unservable_key(public: object) -> str:
+    """Why Envoy would refuse to serve with this key ('' when it would not). Envoy rejects
+    the whole secret, and a listener port whose secret it rejects serves none of its
+    listeners, so such a key is caught here."""
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            return (
+                f"the first certificate of {CERTIFICATE_KEY} has an RSA key of "
+                f"{public.key_size} bits: Envoy serves {MIN_RSA_BITS} bits or more"
+            )
+        return ""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in ENVOY_CURVES:
+            return (
+                f"the first certificate of {CERTIFICATE_KEY} has an EC key of curve "
+                f"{public.curve.name}: Envoy serves {', '.join(ENVOY_CURVES.values())} only"
+            )
+        return ""
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return ""
+    return (
+        f"the first certificate of {CERTIFICATE_KEY} has a key Envoy cannot serve with "
+        "(RSA, EC P-256, P-384, P-521 and Ed25519 keys only)"
+    )
 
 
 def read_secret(obj: ObjectReader) -> TlsSecret:

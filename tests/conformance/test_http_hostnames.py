@@ -206,3 +206,43 @@ def test_listener_isolation(conformance: Conformance) -> None:
         for section in ("any", "wide", "narrow", "exact")
     ]
     conformance.expect_all(port, cases)
+
+
+def test_hostname_precedence_counts_the_route_s_own_hostname(conformance: Conformance) -> None:
+    """HTTPRoute's hostname precedence: on a listener of one exact hostname, a route naming
+    that hostname goes before a route whose wildcard covers it, though both serve the same
+    host there: precedence counts the characters of the route's matching non-wildcard
+    hostname, and the wildcard route has none."""
+    port = conformance.free_port()
+    conformance.apply(
+        case_gateway("exact-listener", hostname_listener("exact", port, "kiosk.plaza.example")),
+        http_route(
+            "by-wildcard",
+            """  - matches: [{path: {type: PathPrefix, value: /menu/today}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /hours}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+""",
+            parents="[{name: exact-listener}]",
+            hostnames="['*.plaza.example']",
+        ),
+        http_route(
+            "by-name",
+            """  - matches: [{path: {type: PathPrefix, value: /menu}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+""",
+            parents="[{name: exact-listener}]",
+            hostnames="[kiosk.plaza.example]",
+        ),
+    )
+    conformance.gateway("exact-listener")
+    conformance.expect_all(
+        port,
+        [
+            # The exact route's /menu goes first, before the wildcard route's longer prefix.
+            (Request("kiosk.plaza.example", "/menu/today"), v(2)),
+            (Request("kiosk.plaza.example", "/menu"), v(2)),
+            # What the exact route does not match, the wildcard route still serves.
+            (Request("kiosk.plaza.example", "/hours"), v(3)),
+        ],
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conformance.base import http_route
+from tests.conformance.base import INFRA, MESH, MESH_CONSUMER, http_route
 from tests.conformance.harness import Conformance, Expected, Request
 
 pytestmark = pytest.mark.e2e
@@ -299,3 +299,40 @@ def test_matching_across_routes(conformance: Conformance) -> None:
             (Request("tea.example", "/", headers={"flavour": "mocha"}), v1),
         ],
     )
+
+
+def test_a_tie_goes_to_the_route_first_by_namespace_and_name(conformance: Conformance) -> None:
+    """Of two routes whose matches tie and that are equally old, the rules of the one first
+    in alphabetical order by "{namespace}/{name}" go first: `...-mesh-consumer/tied` before
+    `...-mesh/tied`, since `-` sorts before `/`."""
+    rules = """  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: {backend}, namespace: gateway-conformance-mesh, port: 80}}]
+"""
+    conformance.apply(
+        http_route(
+            "tied",
+            rules.format(backend="echo-v1"),
+            parents=f"[{{name: all-namespaces, namespace: {INFRA}}}]",
+            namespace=MESH,
+            hostnames="[tie.example]",
+        ),
+        http_route(
+            "tied",
+            rules.format(backend="echo-v2"),
+            parents=f"[{{name: all-namespaces, namespace: {INFRA}}}]",
+            namespace=MESH_CONSUMER,
+            hostnames="[tie.example]",
+        ),
+        f"""apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {{name: consumer-routes, namespace: {MESH}}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {MESH_CONSUMER}}}]
+  to: [{{group: "", kind: Service, name: echo-v2}}]
+""",
+    )
+    for namespace in (MESH, MESH_CONSUMER):
+        (parent,) = conformance.parent_conditions("tied", namespace)
+        assert (parent["Accepted"].status, parent["ResolvedRefs"].status) == ("True", "True")
+    port = conformance.gateway("all-namespaces")
+    conformance.expect(port, Request("tie.example", "/"), Expected(backend="echo-v2"))

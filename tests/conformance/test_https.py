@@ -8,8 +8,13 @@ name as SNI, so an answer shows that the listener presented the certificate for 
 from __future__ import annotations
 
 import base64
+import datetime
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from kontinuum.control.gateway_binding import ListenerStatus
 from tests.conformance.base import APP_BACKEND, INFRA, WEB_BACKEND, case_gateway, http_route
@@ -254,3 +259,66 @@ def test_redirect_port_and_scheme(conformance: Conformance, ca: TestCa) -> None:
         assert location(plain, path, None) == want, path
     for path, want in from_secure.items():
         assert location(secure, path, ca.pem) == want, path
+
+
+def _self_signed(hostname: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    """A Secret of a certificate for `hostname` signed by its own `key`."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    private = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return tls_secret(
+        INFRA, f"{hostname.split('.')[0]}-cert", certificate.public_bytes(pem), private
+    )
+
+
+def test_keys_envoy_cannot_serve(conformance: Conformance, ca: TestCa) -> None:
+    """GatewayInvalidTLSConfiguration's malformed Secret, for keys that parse but that Envoy
+    refuses to serve with (an RSA key under 2048 bits, an EC key of a curve other than P-256,
+    P-384 or P-521): the listener is `ResolvedRefs=False InvalidCertificateRef` and not
+    served, and the listener beside it on the same port serves on."""
+    port = conformance.free_port()
+    keys = {
+        "short": rsa.generate_private_key(public_exponent=65537, key_size=1024),
+        "koblitz": ec.generate_private_key(ec.SECP256K1()),
+    }
+    assert (
+        conformance.apply(
+            *(_self_signed(f"{name}.example", key) for name, key in keys.items()),
+            secret(ca, "sound-cert", "sound.example"),
+            case_gateway(
+                "weakly-certified",
+                "".join(
+                    https_listener(name, port, f"{name}.example", f"[{{name: {name}-cert}}]")
+                    for name in ("sound", *keys)
+                ),
+            ),
+            http_route(
+                "sound",
+                "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+                parents="[{name: weakly-certified}]",
+            ),
+        )
+        == ()
+    )
+    for name in keys:
+        status = listener_status(conformance, "weakly-certified", name)
+        assert condition(status, "ResolvedRefs") == ("False", "InvalidCertificateRef"), name
+        assert condition(status, "Programmed") == ("False", "Invalid"), name
+    conformance.gateway("weakly-certified")
+    conformance.expect(
+        port, Request("sound.example", ca=ca.pem), Expected(backend="infra-backend-v1")
+    )

@@ -4,6 +4,7 @@ through their east-west gateways, and an ingress gateway programmed from a `Gate
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -404,3 +405,58 @@ async def test_a_listener_admits_the_routes_of_the_namespaces_its_selector_selec
     namespaces.write_text(_namespace("team: demo, gateway-access: front"))
     assert await _until_ok(url, "www.example.com") == (200, "backend hello\n")
     assert accepted() == ("True", "Accepted", "")
+
+
+def _documented_selector() -> str:
+    """docs/routing.md's example of a listener that selects namespaces, as written."""
+    text = (Path(__file__).parents[2] / "docs" / "routing.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "from: Selector" in b]
+    assert len(blocks) == 1, f"docs/routing.md has {len(blocks)} examples of from: Selector"
+    return blocks[0]
+
+
+async def test_the_documented_namespace_selector_admits_the_labelled_namespace_only(
+    tmp_path: Path,
+    backends: Callable[[str], Backend],
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+) -> None:
+    """docs/routing.md's Namespace `shop` and Gateway `shared` as written (on a free port):
+    a route of shop is served, one of a namespace without the label is not admitted."""
+    listen = free_port()
+    root = tmp_path / "fleet"
+    site = root / "clusters" / "eu-central"
+    site.mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "shared.yaml").write_text(_documented_selector().replace("8080", str(listen)))
+    routes = []
+    for namespace in ("shop", "ops"):
+        service = _service(backends(namespace).port, name=namespace)
+        (site / f"{namespace}.yaml").write_text(
+            service.replace("namespace: demo", f"namespace: {namespace}")
+        )
+        routes.append(
+            f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {namespace}, namespace: {namespace}}}
+spec:
+  parentRefs: [{{name: shared, namespace: infra}}]
+  hostnames: [{namespace}.example.com]
+  rules:
+  - backendRefs: [{{name: {namespace}, port: 80}}]
+"""
+        )
+    (root / "routes.yaml").write_text("---\n".join(routes))
+    served = await serve_fleet(root)
+    statuses = {s.name: s for s in served.mesh.routing_state.binding.statuses}
+    accepted = {name: statuses[name].parents[0].conditions[0].reason for name in ("shop", "ops")}
+    assert accepted == {"shop": "Accepted", "ops": "NotAllowedByListeners"}
+    envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="infra", role="ingress", gateway="shared"),
+    )
+    url = f"http://127.0.0.1:{listen}/"
+    assert await _until_ok(url, "shop.example.com") == (200, "backend shop\n")
+    assert await asyncio.to_thread(_get, url, "ops.example.com") == (404, "")

@@ -580,6 +580,25 @@ def test_an_http_route_and_a_grpc_route_never_share_a_hostname_on_a_listener(
     assert listeners == {"http": 1 if loser else 2, "alt": 0}
 
 
+def test_of_equally_old_routes_the_first_by_namespace_slash_name_holds_the_hostname() -> None:
+    """Routes of equal age are ordered by "{namespace}/{name}" as one string: `demo-x/web`
+    goes before `demo/web` (`-` sorts before `/`), though namespace `demo` sorts first."""
+    gateway = edit(
+        GATEWAY,
+        "{name: http, port: 80, protocol: HTTP}",
+        "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+    )
+    grpc = edit(
+        kind_route("GRPCRoute", "web", parent="{name: ingress, namespace: demo}"),
+        "namespace: demo}\nspec",
+        "namespace: demo-x}\nspec",
+    )
+    binding = bind(gateway, kind_route("HTTPRoute", "web"), grpc)
+    accepted = {(s.kind, s.namespace): s.parents[0].conditions[0] for s in binding.statuses}
+    assert accepted["GRPCRoute", "demo-x"].reason == "Accepted"
+    assert accepted["HTTPRoute", "demo"].reason == "HostnameConflict"
+
+
 def test_a_route_that_loses_one_listener_keeps_the_others() -> None:
     """Without sectionName a route attaches to both listeners; the GRPCRoute holds only the
     one it names, so the newer HTTPRoute keeps the other."""

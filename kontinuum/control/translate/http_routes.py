@@ -370,7 +370,9 @@ def ranked_routes(
             matches = rule.rule.matches or (RouteMatch(),)
             for m, match in enumerate(matches):
                 name = f"{route.namespace}/{route.name}/rule/{r}/match/{m}"
-                rank = (host, match_rank(match), created, route.namespace, route.name, r, m)
+                # "{namespace}/{name}" as one string, as the API orders routes on a tie:
+                # `a-b/x` goes before `a/x`.
+                rank = (host, match_rank(match), created, f"{route.namespace}/{route.name}", r, m)
                 envoy_rule = envoy_route(name, route.kind, rule, match, clusters, retries=retries)
                 ranked.append(RankedRoute(rank, envoy_rule))
     return [r.route for r in sorted(ranked, key=lambda r: r.rank)]

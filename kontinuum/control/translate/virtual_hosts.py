@@ -12,7 +12,8 @@ request may reach there follows the Gateway API:
   the rules of the route with the more specific matching hostname go first (more characters
   in an exact hostname, then in a wildcard: the API's hostname precedence), so a route of
   `*.example.com` serves `foo.example.com` with whatever rules a route of `foo.example.com`
-  does not match.
+  does not match. The hostname counted is the route's own, also where the listener narrows
+  it: on a listener of `foo.example.com`, the route of `*.example.com` is still a wildcard's.
 
 So there is one virtual host per distinct hostname (the listeners' and the routes'), whose
 domain is that hostname, holding the rules of every route of its listener whose hostnames
@@ -48,14 +49,26 @@ CATCH_ALL = "*"
 
 def _route_hostnames(
     gateway: Gateway, listener: GatewayListener, routes: Sequence[BoundRoute]
-) -> list[tuple[BoundRoute, tuple[str, ...]]]:
-    """The routes attached to `listener` with their hostnames on it (`*`: every host)."""
+) -> list[tuple[BoundRoute, dict[str, tuple[int, int]]]]:
+    """The routes attached to `listener` with their hostnames on it (`*`: every host), each
+    with the specificity of the route's own hostname that it comes from."""
     attached = []
     for bound in routes:
         if any(p.gateway == gateway and listener in p.listeners for p in bound.parents):
             hostnames = intersect_hostnames(listener.hostname, bound.route.hostnames)
-            attached.append((bound, hostnames or (CATCH_ALL,)))
+            attached.append(
+                (bound, {h: _own_specificity(bound, h) for h in hostnames or (CATCH_ALL,)})
+            )
     return attached
+
+
+def _own_specificity(bound: BoundRoute, hostname: str) -> tuple[int, int]:
+    """How specific the route's own hostname is that gave it `hostname` on a listener: a
+    route of `*.example.com` on a listener of `foo.example.com` serves `foo.example.com`,
+    but its matching hostname, the one precedence counts, is still the wildcard. A route
+    without hostnames has the listener's."""
+    own = [h for h in bound.route.hostnames if hostname_covers(h, hostname)]
+    return max(map(hostname_specificity, own or (hostname,)))
 
 
 def _owner(domain: str, listeners: Sequence[GatewayListener]) -> str | None:
@@ -101,7 +114,7 @@ def port_virtual_hosts(
                 if not matching:
                     continue
                 key = _identity(bound)
-                best = max(hostname_specificity(h) for h in matching)
+                best = max(hosts[h] for h in matching)
                 if key not in serving or serving[key][1] < best:
                     serving[key] = (bound, best)
         ranks = {key: (-kind, -length) for key, (_, (kind, length)) in serving.items()}
