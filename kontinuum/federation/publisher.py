@@ -23,10 +23,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import Message
 
-from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, TYPE_URL, SiteObject
+from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, TYPE_URL
+
+
+class Published(Protocol):
+    """A resource a publisher sends: its name, version (content hash), message and size."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def message(self) -> Message: ...
+    @property
+    def size(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -57,9 +72,11 @@ class Answer:
 @dataclass(slots=True)
 class Publisher:
     """The objects a zone publishes, and what the global was sent of them on the current
-    stream (see the module doc)."""
+    stream (see the module doc). The global uses one per zone stream too, to send the zone
+    what it needs of the fleet (`type_url`: ZoneResources)."""
 
-    objects: dict[str, SiteObject] = field(default_factory=dict)
+    objects: Mapping[str, Published] = field(default_factory=dict)
+    type_url: str = TYPE_URL
     stats: PublisherStats = field(default_factory=PublisherStats)
     # What the global holds, as far as it was sent (name -> version); None: no stream.
     _sent: dict[str, str] | None = None
@@ -67,9 +84,13 @@ class Publisher:
     _nonce: int = 0
     _unanswered: set[str] = field(default_factory=set)
 
-    def publish(self, objects: Iterable[SiteObject]) -> None:
+    def publish(self, objects: Iterable[Published]) -> None:
         """The site's objects as they are now (all of them)."""
         self.objects = {obj.name: obj for obj in objects}
+
+    def publish_mapping(self, objects: Mapping[str, Published]) -> None:
+        """The objects as they are now, by name (held, not copied)."""
+        self.objects = objects
 
     @property
     def connected(self) -> bool:
@@ -117,7 +138,7 @@ class Publisher:
         self._owe_first = False
         self._nonce += 1
         nonce = str(self._nonce)
-        response = discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce=nonce)
+        response = discovery_pb2.DeltaDiscoveryResponse(type_url=self.type_url, nonce=nonce)
         size = 0
         taken_removals = 0
         for name in removed:
