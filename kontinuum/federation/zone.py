@@ -198,7 +198,7 @@ class Zone:
             group.create_task(self._discover(), name="site files")
             group.create_task(self._dial(self._stream, "publishing to"), name="global")
             if self.copy is not None:
-                group.create_task(self._dial(self._subscribe, "subscribed to"), name="fleet")
+                group.create_task(self._dial(self._subscribe, "subscribing to"), name="fleet")
 
     async def _discover(self) -> None:
         where = self.options.config
