@@ -134,22 +134,21 @@ class FleetCatalog:
         """What the zone of `site` is sent: everything but its own site's services."""
         return ChainMap(self.fleet, *(r for s, r in self.sites.items() if s != site))
 
-    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> bool:
+    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> set[str]:
         """Take the fleet-wide objects' bodies and the sites' snapshots as they are now;
-        True when any resource changed."""
+        the names of the resources that changed (new, changed or gone)."""
         changed = self._update_fleet(bodies)
         current = {snapshot.cluster for snapshot in snapshots}
         for site in list(self.sites):
             if site not in current:
-                del self.sites[site]
+                changed.update(self.sites.pop(site))
                 self._snapshots.pop(site, None)
                 self._parts.pop(site, None)
-                changed = True
         for snapshot in snapshots:
-            changed = self._update_site(snapshot) or changed
+            changed |= self._update_site(snapshot)
         return changed
 
-    def _update_fleet(self, bodies: Sequence[object]) -> bool:
+    def _update_fleet(self, bodies: Sequence[object]) -> set[str]:
         known: dict[int, tuple[object, CatalogResource | None]] = {}
         fleet: dict[str, CatalogResource] = {}
         for body in _expanded(bodies):
@@ -162,23 +161,28 @@ class FleetCatalog:
             if resource is not None:
                 fleet.setdefault(resource.name, resource)  # the first declaration counts
         self._bodies = known
-        if fleet.keys() == self.fleet.keys() and all(
-            fleet[n].version == r.version for n, r in self.fleet.items()
-        ):
-            return False
-        self.fleet = fleet
-        return True
+        changed = {
+            n
+            for n in fleet.keys() | self.fleet.keys()
+            if _version(fleet, n) != _version(self.fleet, n)
+        }
+        if changed:
+            self.fleet = fleet
+        return changed
 
-    def _update_site(self, snapshot: SiteSnapshot) -> bool:
+    def _update_site(self, snapshot: SiteSnapshot) -> set[str]:
         site = snapshot.cluster
         if self._snapshots.get(site) is snapshot:
-            return False
+            return set()
         self._snapshots[site] = snapshot
         before = self._parts.get(site, {})
         resources = self.sites.get(site, {})
         parts = _exported_parts(snapshot)
         updated: dict[str, CatalogResource] = {}
-        changed = parts.keys() != before.keys()
+        changed = {
+            site_service_name(site, namespace, name)
+            for namespace, name in before.keys() - parts.keys()
+        }
         for (namespace, name), found in parts.items():
             key = site_service_name(site, namespace, name)
             if before.get((namespace, name)) == found and key in resources:
@@ -198,10 +202,16 @@ class FleetCatalog:
             )
             updated[key] = _resource(key, message)
             self.encoded += 1
-            changed = True
+            if _version(resources, key) != updated[key].version:
+                changed.add(key)
         self._parts[site] = parts
         self.sites[site] = updated
         return changed
+
+
+def _version(resources: Mapping[str, CatalogResource], name: str) -> str | None:
+    found = resources.get(name)
+    return found.version if found is not None else None
 
 
 def _expanded(bodies: Sequence[object]) -> list[object]:

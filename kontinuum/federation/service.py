@@ -22,12 +22,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import (
@@ -89,20 +90,21 @@ class FleetFeed:
     def __init__(self) -> None:
         self.catalog = FleetCatalog()
         self.ready = asyncio.Event()  # the first fleet is in the catalog
-        self._streams: set[asyncio.Event] = set()
+        self._streams: dict[asyncio.Event, Publisher] = {}
 
-    def update(self, bodies: list[object], snapshots: Any) -> None:
+    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> None:
         changed = self.catalog.update(bodies, snapshots)
         self.ready.set()
         if changed:
-            for wake in self._streams:
+            for wake, publisher in self._streams.items():
+                publisher.touched(changed)
                 wake.set()
 
-    def follow(self, wake: asyncio.Event) -> None:
-        self._streams.add(wake)
+    def follow(self, wake: asyncio.Event, publisher: Publisher) -> None:
+        self._streams[wake] = publisher
 
     def leave(self, wake: asyncio.Event) -> None:
-        self._streams.discard(wake)
+        self._streams.pop(wake, None)
 
 
 class FederationService:
@@ -234,13 +236,13 @@ class FederationService:
                 f"type {shown(first.type_url)} is not {ZONE_RESOURCE_TYPE_URL}",
             )
         await self.feed.ready.wait()
-        publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+        publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
         publisher.stats = self.sent.setdefault(site, PublisherStats())
         publisher.publish_mapping(self.feed.catalog.for_zone(site))
         publisher.connect(dict(first.initial_resource_versions))
         wake = asyncio.Event()
         wake.set()
-        self.feed.follow(wake)
+        self.feed.follow(wake, publisher)
         self.subscribed[site] += 1
         log.info(
             "zone %s subscribed from %s, holding %d resource(s)",

@@ -167,3 +167,33 @@ def test_a_resource_that_is_not_what_its_version_says_is_nacked_by_name() -> Non
     )
     assert copy.resources == {}
     assert json.loads(good.message.object.json)["metadata"]["name"] == "eu"
+
+
+def test_a_stream_told_what_changed_sends_what_a_full_comparison_would() -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 20), site("us", 5)])
+    tracked = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+    full = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    for publisher in (tracked, full):
+        publisher.connect({})
+    steps = [
+        [site("eu", 20, port=9090), site("us", 5)],  # every eu service changes
+        [site("eu", 18, port=9090), site("us", 5)],  # two are gone
+        [site("eu", 18, port=9090)],  # a site leaves
+        [site("eu", 25, port=9090), site("us", 1)],
+    ]
+    for snapshots in [None, *steps]:
+        changed = catalog.update(PROFILES, snapshots) if snapshots is not None else set()
+        tracked.touched(changed)
+        sent = []
+        for publisher in (tracked, full):
+            publisher.publish_mapping(catalog.for_zone("edge"))
+            names: list[tuple[list[str], list[str]]] = []
+            while (response := publisher.response(budget=2_000)) is not None:
+                names.append(
+                    ([r.name for r in response.resources], list(response.removed_resources))
+                )
+                publisher.answer(discovery_pb2.DeltaDiscoveryRequest(response_nonce=response.nonce))
+            sent.append(names)
+        assert sent[0] == sent[1]
+        assert sent[0]
