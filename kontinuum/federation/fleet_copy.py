@@ -69,6 +69,8 @@ class FleetCopy:
     def __init__(self, site: str, state_dir: Path | None = None) -> None:
         self.site = site
         self.resources: dict[str, tuple[str, ZoneResource]] = {}
+        # each other site's services, decoded once: site -> name -> the service's snapshot
+        self._services: dict[str, dict[str, SiteSnapshot]] = {}
         self.stats = CopyStats()
         self._path = state_dir / STATE_FILE if state_dir is not None else None
         self._complete = False  # the current stream's view is whole
@@ -97,19 +99,26 @@ class FleetCopy:
             if raw.get("format") != FORMAT or raw.get("site") != self.site:
                 raise ValueError(f"not of format {FORMAT} for site {self.site}")
             resources = {}
+            services: dict[str, dict[str, SiteSnapshot]] = {}
             for name, entry in raw["resources"].items():
                 message = ZoneResource.FromString(base64.b64decode(entry["message"]))
                 if version_of(message) != entry["version"]:
                     raise ValueError(f"{name}: its version is not its content's")
+                problem, service = _content(str(name), message)
+                if problem:
+                    raise ValueError(f"{name}: {problem}")
                 resources[str(name)] = (str(entry["version"]), message)
+                if service is not None:
+                    services.setdefault(_site_of(name), {})[name] = service
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
             log.warning("ignoring the kept copy of the global %s: %s", self._path, cut(error))
             return
         self.resources = resources
+        self._services = services
         self._whole = True
-        self._dirty_sites = {_site_of(name) for name in resources if name.startswith(SITE_PREFIX)}
+        self._dirty_sites = set(services)
         log.info("serving the kept copy of the global: %d resource(s)", len(resources))
 
     def save(self) -> None:
@@ -166,11 +175,12 @@ class FleetCopy:
         refused: list[str] = []
         for name in response.removed_resources:
             if self.resources.pop(name, None) is not None:
+                self._services.get(_site_of(name), {}).pop(name, None)
                 self._touch(name)
                 self.stats.removals_received += 1
         for resource in response.resources:
             message = ZoneResource()
-            problem = ""
+            problem, service = "", None
             if not resource.resource.Unpack(message):
                 problem = f"holds a {shown(resource.resource.type_url)}"
             elif version_of(message) != resource.version:
@@ -180,11 +190,13 @@ class FleetCopy:
             elif resource.name.startswith(SITE_PREFIX) and _site_of(resource.name) == self.site:
                 problem = "a service of this zone's own site"
             else:
-                problem = _content_problem(resource.name, message)
+                problem, service = _content(resource.name, message)
             if problem:
                 refused.append(f"{shown(resource.name)}: {problem}")
                 continue
             self.resources[resource.name] = (resource.version, message)
+            if service is not None:
+                self._services.setdefault(_site_of(resource.name), {})[resource.name] = service
             self._touch(resource.name)
             self.stats.resources_received += 1
         self.stats.refused += len(refused)
@@ -209,7 +221,7 @@ class FleetCopy:
             self._dirty_fleet = True
 
     def _sites(self) -> set[str]:
-        return {_site_of(name) for name in self.resources if name.startswith(SITE_PREFIX)}
+        return {site for site, services in self._services.items() if services}
 
     # -- the Source ------------------------------------------------------------------
 
@@ -255,15 +267,8 @@ class FleetCopy:
         return replace(config, sites=sites, bodies=tuple(bodies))
 
     def _snapshot(self, site: str, stale: bool) -> SiteSnapshot:
-        prefix = f"{SITE_PREFIX}{site}/"
-        parts: list[SiteSnapshot] = []
-        for name, (_, message) in self.resources.items():
-            if not name.startswith(prefix):
-                continue
-            try:
-                parts.append(decode_snapshot(json.loads(message.service.snapshot_json)))
-            except ValueError as error:
-                log.warning("%s: %s; left out", name, cut(error))
+        services = self._services.get(site, {})
+        parts = [services[name] for name in sorted(services)]
         return SiteSnapshot(
             site,
             services=tuple(s for p in parts for s in p.services),
@@ -277,17 +282,21 @@ def _site_of(name: str) -> str:
     return name.removeprefix(SITE_PREFIX).split("/", 1)[0]
 
 
-def _content_problem(name: str, message: ZoneResource) -> str:
-    """Why a resource's content cannot be used, or ""."""
+def _content(name: str, message: ZoneResource) -> tuple[str, SiteSnapshot | None]:
+    """Why a resource's content cannot be used (or ""), and the service it holds, decoded
+    (a snapshot of its site with that one service)."""
     try:
         if name.startswith(SITE_PREFIX):
             if message.WhichOneof("resource") != "service":
-                return "not a service"
-            decode_snapshot(json.loads(message.service.snapshot_json))
-        elif message.WhichOneof("resource") != "object":
-            return "not an object"
-        elif not isinstance(json.loads(message.object.json), dict):
-            return "its JSON is not an object"
+                return "not a service", None
+            service = decode_snapshot(json.loads(message.service.snapshot_json))
+            if service.cluster != _site_of(name):
+                return f"a service of site {shown(service.cluster)}", None
+            return "", service
+        if message.WhichOneof("resource") != "object":
+            return "not an object", None
+        if not isinstance(json.loads(message.object.json), dict):
+            return "its JSON is not an object", None
     except (ValueError, RecursionError) as error:
-        return cut(str(error))
-    return ""
+        return cut(str(error)), None
+    return "", None
