@@ -224,7 +224,9 @@ def site_source(cluster: str, access: SiteAccess) -> Source:
         return KubernetesSource(cluster, access, stale_after=access.stale_after)
     if isinstance(access, DnsAccess):
         return DnsSource(cluster, access)
-    return ZoneSource(cluster, stale_after=access.stale_after)
+    # A zone coalesces a burst into one response already (one in flight at a time): a short
+    # debounce here keeps the path from one zone to another short.
+    return ZoneSource(cluster, stale_after=access.stale_after, debounce=0.02)
 
 
 @dataclass(frozen=True, slots=True)

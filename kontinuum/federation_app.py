@@ -32,7 +32,7 @@ from kontinuum.app import (
     serving,
 )
 from kontinuum.bootstrap import split_address
-from kontinuum.discovery.aggregate import Aggregator
+from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.zone import ReceivedObject, ZoneSource
 from kontinuum.errors import operator_listen_error
 from kontinuum.federation.fleet_copy import FleetCopy
@@ -43,6 +43,8 @@ from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
 from kontinuum.telemetry.metrics import FederationCollector, ZoneCollector
 
 log = logging.getLogger("kontinuum.zone")
+
+ZONE_DEBOUNCE = 0.02  # seconds of quiet before a zone's mesh applies a change
 
 
 def zone_of(aggregator: Aggregator) -> Callable[[str], ZoneSource | None]:
@@ -144,7 +146,14 @@ async def run_zone(
     await asyncio.to_thread(copy.load)
     copy.wake()
     zone = Zone(options, on_site=local, copy=copy)
-    fleet_options = FleetOptions(sources=(local.source, copy), status=None, security=xds.security)
+    # Both sources coalesce already (the site's debounces its changes, the global sends
+    # its own debounced fleet): a short quiet period keeps the WAN path's latency down.
+    fleet_options = FleetOptions(
+        sources=(local.source, copy),
+        status=None,
+        security=xds.security,
+        debounce=Debounce(after=ZONE_DEBOUNCE),
+    )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
         fleet.registry.register(ZoneCollector(zone.publisher, copy))
         async with serving(fleet, xds.xds_address, admin_address):
