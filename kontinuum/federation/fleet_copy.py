@@ -229,9 +229,6 @@ class FleetCopy:
         while True:
             await self._woken.wait()
             self._woken.clear()
-            if self._unsaved and (self._complete or not self.stats.subscribed):
-                self._unsaved = False
-                await asyncio.to_thread(self.save)
             if not self._whole or (self.stats.subscribed and not self._complete):
                 continue  # a stream's first view is not whole yet
             stale = not self.stats.subscribed
@@ -246,6 +243,9 @@ class FleetCopy:
             sites, self._dirty_sites = self._dirty_sites, set()
             for site in sorted(sites):
                 yield self._snapshot(site, stale)
+            if self._unsaved:  # once the mesh has what changed: kept off its path
+                self._unsaved = False
+                await asyncio.to_thread(self.save)
 
     def wake(self) -> None:
         self._woken.set()
