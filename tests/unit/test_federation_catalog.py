@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,8 +99,7 @@ def sync(publisher: Publisher, copy: FleetCopy) -> int:
     return sent
 
 
-async def next_updates(copy: FleetCopy, count: int) -> list[object]:
-    updates = copy.updates()
+async def next_updates(updates: AsyncIterator[object], count: int) -> list[object]:
     return [await asyncio.wait_for(anext(updates), 5) for _ in range(count)]
 
 
@@ -113,7 +113,8 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
     publisher.publish_mapping(catalog.for_zone("edge"))
     publisher.connect(dict(copy.subscription().initial_resource_versions))
     assert sync(publisher, copy) == 5
-    config, eu = await next_updates(copy, 2)
+    updates = copy.updates()
+    config, eu = await next_updates(updates, 2)
     assert isinstance(config, FleetConfig)
     # At the zone, no site is reached but through the global.
     assert [(s.name, s.access) for s in config.sites] == [("edge", None), ("eu", None)]
@@ -123,7 +124,7 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
 
     # Cut off: the other sites stay as they were, marked stale.
     copy.unsubscribed()
-    (stale,) = await next_updates(copy, 1)
+    (stale,) = await next_updates(updates, 1)
     assert isinstance(stale, SiteSnapshot)
     assert stale.stale
     assert stale.services == eu.services
@@ -132,7 +133,8 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
     restarted = FleetCopy("edge", tmp_path)
     restarted.load()
     restarted.wake()
-    kept = await next_updates(restarted, 2)
+    kept_updates = restarted.updates()
+    kept = await next_updates(kept_updates, 2)
     assert kept[0] == config
     assert isinstance(kept[1], SiteSnapshot)
     assert kept[1].stale
@@ -141,7 +143,7 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
     again.publish_mapping(catalog.for_zone("edge"))
     again.connect(dict(restarted.subscription().initial_resource_versions))
     assert sync(again, restarted) == 1
-    (fresh,) = await next_updates(restarted, 1)
+    (fresh,) = await next_updates(kept_updates, 1)
     assert isinstance(fresh, SiteSnapshot)
     assert not fresh.stale
     assert len(fresh.services) == 4
