@@ -11,6 +11,8 @@ sidecars of edge-paris bootstrapped to the zone. What each process counts is rea
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from kontinuum.security.xds_auth import control_plane_identity
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.routing_fleet import endpoint_slice, service
-from tests.e2e.test_federation import TD, Process, issue, kontinuum, until
+from tests.e2e.test_federation import KONTINUUM, TD, Process, issue, kontinuum, until
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -231,3 +233,38 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         global_.stop()
         for backend in backends.values():
             backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--ca-dir", "ca"], "are for serving xDS: give --xds-address"),
+        (["--xds-address", "127.0.0.1:18000"], "the xDS server serves TLS: give the fleet CA"),
+        (
+            ["--xds-address", "127.0.0.1:18000", "--plaintext-xds", "--ca-dir", "ca"],
+            "a plaintext server signs whatever identity",
+        ),
+    ],
+)
+def test_a_zone_s_xds_options_are_checked_before_it_runs(
+    tmp_path: Path, extra: list[str], says: str
+) -> None:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "site").mkdir()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (credentials / name).write_text("")
+    done = subprocess.run(
+        [
+            *KONTINUUM, "zone", "--site", "edge-paris", "--global", "127.0.0.1:1",
+            "--credentials", str(credentials), "--config", str(tmp_path / "site"),
+            *(str(tmp_path / a) if a == "ca" else a for a in extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KONTINUUM_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert says in " ".join(done.stderr.split())
