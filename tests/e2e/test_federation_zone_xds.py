@@ -159,7 +159,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         sent = await global_.metric("kontinuum_federation_zone_resources_sent_total", {
             "zone": "edge-paris"
         })  # fmt: skip
-        assert sent == 4  # the 2 ClusterProfiles, the route, eu's web: not its own hello
+        assert sent == 5  # 2 ClusterProfiles, the route, eu's web and state; not its own hello
         assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
 
         # The link is cut: the global is gone.
@@ -192,7 +192,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         zone.start()
 
         async def zone_ready() -> bool:
-            return await zone.metric("kontinuum_zone_fleet_resources") == 4
+            return await zone.metric("kontinuum_zone_fleet_resources") == 5
 
         await until(zone_ready, "the restarted zone serving its kept copy", 60, logs)
         third = start_sidecar("frontend-3")
