@@ -20,8 +20,9 @@ ignored):
   `kontinuum.control.grants.parse_grants`);
 - fleet-wide too, read by `kontinuum.control.gateway_api.parse_routing` and skipped here:
   `gateway.networking.k8s.io/v1` `HTTPRoute`, `GRPCRoute` and `Gateway`,
-  `policy.kontinuum.io/v1alpha1 LocalityPolicy`, and `v1 Secret` of type
-  `kubernetes.io/tls`, the certificates of HTTPS listeners;
+  `policy.kontinuum.io/v1alpha1 LocalityPolicy`, `v1 Secret` of type `kubernetes.io/tls`,
+  the certificates of HTTPS listeners, and `v1 Namespace` (its labels, which a Gateway
+  listener's `allowedRoutes.namespaces.selector` selects by);
 - `v1 List`, whose `items` are read as if they were documents of their own.
 
 The fields used are validated as the Kubernetes API server would, its limits included
@@ -93,12 +94,13 @@ FLEET_KINDS: Final = {
     "LocalityPolicy": "policy.kontinuum.io/v1alpha1",
     # the certificates of HTTPS listeners (kontinuum.control.gateway_certificates)
     "Secret": "v1",
+    "Namespace": "v1",  # its labels, for a listener's namespace selector
 }
 CLUSTER_KINDS: Final = {"Service": "v1", "EndpointSlice": DISCOVERY_API, "ServiceExport": MCS_API}
 # Other apiVersions a kind is read in, the same schema: newer Gateway API releases serve
 # ReferenceGrant as v1 too (a config cluster is still listed at the version every release has).
 OTHER_API_VERSIONS: Final = {"ReferenceGrant": ("gateway.networking.k8s.io/v1",)}
-_NAMESPACED: Final = frozenset({*CLUSTER_KINDS, *FLEET_KINDS} - {"ClusterProfile"})
+_NAMESPACED: Final = frozenset({*CLUSTER_KINDS, *FLEET_KINDS} - {"ClusterProfile", "Namespace"})
 _SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
 
@@ -148,7 +150,7 @@ def _header(
         obj.mapping(body, "metadata", "metadata", required=True)
         return obj, kind
     check = dns1035_label if kind in ("Service", "ServiceExport") else dns_label
-    if kind not in ("ClusterProfile", "Service", "ServiceExport"):  # those are DNS labels
+    if kind not in ("ClusterProfile", "Namespace", "Service", "ServiceExport"):  # DNS labels
         check = dns_subdomain
     obj.string(meta, "name", "metadata.name", required=True, check=check)
     if namespaced and meta.get("namespace") != "":

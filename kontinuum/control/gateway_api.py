@@ -65,6 +65,7 @@ from kontinuum.control.gateway_fields import (
 )
 from kontinuum.control.gateway_routes import read_route
 from kontinuum.control.kube_limits import check_object_meta
+from kontinuum.control.label_selectors import LabelRequirement, LabelSelector
 from kontinuum.control.model import ConfigError
 from kontinuum.control.objects import (
     Document,
@@ -83,6 +84,7 @@ from kontinuum.control.routing import (
     Gateway,
     GatewayListener,
     LocalityPolicy,
+    Namespace,
     NamespacesFrom,
     Route,
     RoutingConfig,
@@ -91,7 +93,17 @@ from kontinuum.control.routing import (
 )
 
 CLUSTER_LABEL: Final = "kontinuum.io/cluster"
-ROUTING_KINDS: Final = ("HTTPRoute", "GRPCRoute", "Gateway", "LocalityPolicy", "Secret")
+ROUTING_KINDS: Final = (
+    "HTTPRoute",
+    "GRPCRoute",
+    "Gateway",
+    "LocalityPolicy",
+    "Secret",
+    "Namespace",
+)
+# The most entries of a namespace selector's matchLabels, matchExpressions and values: the
+# CRD sets none; kontinuum bounds what it reads.
+MAX_SELECTOR_ENTRIES: Final = 64
 NAMESPACES_FROM: Final[tuple[NamespacesFrom, ...]] = ("All", "Selector", "Same")
 TLS_MODES: Final[tuple[TlsMode, ...]] = ("Terminate", "Passthrough")
 _PROTOCOL: Final = re.compile(  # a Gateway API ProtocolType: a name, or domain/name
@@ -125,6 +137,9 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
     at = f"{path}.allowedRoutes"
     namespaces = obj.mapping(allowed, "namespaces", f"{at}.namespaces")
     where = choice(obj, namespaces, "from", f"{at}.namespaces.from", NAMESPACES_FROM) or "Same"
+    selector = None
+    if namespaces.get("selector") is not None:
+        selector = _selector(obj, namespaces, f"{at}.namespaces.selector")
     kinds: list[tuple[str, str]] = []
     for kind_path, entry in limited(obj, allowed, "kinds", f"{at}.kinds", 8):
         group = obj.string(entry, "group", f"{kind_path}.group", check=api_group)
@@ -132,7 +147,16 @@ def _listener(obj: ObjectReader, path: str, raw: dict[str, object]) -> GatewayLi
         if kind is not None:
             kinds.append((GATEWAY_GROUP if group is None else group, kind))
     return GatewayListener(
-        name, port, protocol, host, where, tuple(kinds), tls_mode, certificates, client_validation
+        name,
+        port,
+        protocol,
+        host,
+        where,
+        tuple(kinds),
+        tls_mode=tls_mode,
+        certificate_refs=certificates,
+        client_validation=client_validation,
+        namespace_selector=selector,
     )
 
 
@@ -169,6 +193,45 @@ def _listener_tls(
     if mode == "Terminate" and not refs and not options:
         obj.error(at, "certificateRefs or options must be set for mode Terminate")
     return mode, tuple(refs)
+
+
+def _selector(obj: ObjectReader, m: dict[str, object], path: str) -> LabelSelector:
+    """A LabelSelector's structure, as the CRD's schema checks it; what Kubernetes would
+    refuse in its keys, operators and values is the binding's to report."""
+    raw = obj.mapping(m, "selector", path)
+    labels = obj.mapping(raw, "matchLabels", f"{path}.matchLabels")
+    match_labels: dict[str, str] = {}
+    if len(labels) > MAX_SELECTOR_ENTRIES:
+        message = f"must hold at most {MAX_SELECTOR_ENTRIES} entries, got {len(labels)}"
+        obj.error(f"{path}.matchLabels", message)
+        labels = {}
+    for key in labels:
+        at = f"{path}.matchLabels[{key}]"
+        if not isinstance(key, str):
+            obj.error(at, "the key must be a string (quote it)")
+        else:  # null: empty, as kubectl reads it
+            match_labels[key] = obj.string(labels, key, at) or ""
+    requirements: list[LabelRequirement] = []
+    expressions = f"{path}.matchExpressions"
+    for at, entry in limited(obj, raw, "matchExpressions", expressions, MAX_SELECTOR_ENTRIES):
+        label = obj.string(entry, "key", f"{at}.key", required=True)
+        operator = obj.string(entry, "operator", f"{at}.operator", required=True)
+        values = tuple(
+            value
+            for _, value in texts(obj, entry, "values", f"{at}.values", MAX_SELECTOR_ENTRIES, _any)
+        )
+        if label is not None and operator is not None:
+            requirements.append(LabelRequirement(label, operator, values))
+    return LabelSelector(tuple(sorted(match_labels.items())), tuple(requirements))
+
+
+def _any(_: str) -> None:
+    return None
+
+
+def _namespace(obj: ObjectReader) -> Namespace:
+    check_object_meta(obj)
+    return Namespace(obj.name, obj.doc.file, tuple(sorted(obj.labels().items())))
 
 
 def _gateway(obj: ObjectReader) -> Gateway:
@@ -300,8 +363,8 @@ def _policy(obj: ObjectReader) -> LocalityPolicy:
 
 
 def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigError]]:
-    """The routes, Gateways and LocalityPolicies of the fleet-wide documents, sorted by kind,
-    namespace and name.
+    """The routes, Gateways, LocalityPolicies and Namespaces of the fleet-wide documents,
+    sorted by kind, namespace and name.
 
     Reads the same documents as `parse_fleet_objects` and reports only these kinds' errors.
     An object with any error is left out whole; the others still load.
@@ -310,6 +373,7 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
     gateways: list[Gateway] = []
     policies: list[LocalityPolicy] = []
     secrets: list[TlsSecret] = []
+    namespaces: list[Namespace] = []
     seen: dict[tuple[str, str, str], str] = {}
     errors: list[ConfigError] = []
     for doc in _expand(docs, []):
@@ -337,6 +401,10 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
             secret = read_secret(obj)
             if not obj.errors:
                 secrets.append(secret)
+        elif kind == "Namespace":
+            namespace = _namespace(obj)
+            if not obj.errors:
+                namespaces.append(namespace)
         else:
             policy = _policy(obj)
             if not obj.errors:
@@ -347,5 +415,6 @@ def parse_routing(docs: Iterable[Document]) -> tuple[RoutingConfig, list[ConfigE
         gateways=tuple(sorted(gateways, key=lambda g: (g.namespace, g.name))),
         policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
         secrets=tuple(sorted(secrets, key=lambda s: (s.namespace, s.name))),
+        namespaces=tuple(sorted(namespaces, key=lambda n: n.name)),
     )
     return config, errors

@@ -6,17 +6,19 @@ The rules (`route_binding` says how routes attach to what this binds):
   the fleet. Per listener: `Accepted` False `UnsupportedProtocol` for any protocol but HTTP
   and HTTPS (TLS termination; a `TLS` listener, which would pass TLS through to TLSRoutes,
   is not supported), and False `UnsupportedValue` for `allowedRoutes.namespaces.from:
-  Selector` (the fleet files have no namespace labels to select by); `ResolvedRefs` False
-  `InvalidRouteKinds` for route kinds other than HTTPRoute and GRPCRoute, which are the
-  default kinds, and for an HTTPS listener False `InvalidCertificateRef` or
-  `RefNotPermitted` when its certificates cannot be used (`gateway_certificates`); then the
-  listener is not `Programmed` (`Invalid`): it is not served, and its routes stay attached.
-  Listeners of one port must share a protocol: those whose protocol differs from the
-  port's first listener's are `Conflicted` (`ProtocolConflict`), not accepted. A Gateway is
-  `Accepted` while one of its listeners is (`ListenersNotValid` names the others), and
-  `Programmed` while one of them is: what is programmed is handed to the translator. A Gateway
-  of class `kontinuum-east-west` is a cluster's east-west gateway: its listener is TLS
-  (mode Passthrough, so that end-to-end mTLS passes through it) and no route attaches.
+  Selector` without a selector or with one Kubernetes would refuse (`label_selectors`: an
+  unknown operator, a malformed key or value, values where the operator takes none or none
+  where it needs them); `ResolvedRefs` False `InvalidRouteKinds` for route kinds other than
+  HTTPRoute and GRPCRoute, which are the default kinds, and for an HTTPS listener False
+  `InvalidCertificateRef` or `RefNotPermitted` when its certificates cannot be used
+  (`gateway_certificates`); then the listener is not `Programmed` (`Invalid`): it is not
+  served, and its routes stay attached. Listeners of one port must share a protocol: those
+  whose protocol differs from the port's first listener's are `Conflicted`
+  (`ProtocolConflict`), not accepted. A Gateway is `Accepted` while one of its listeners is
+  (`ListenersNotValid` names the others), and `Programmed` while one of them is: what is
+  programmed is handed to the translator. A Gateway of class `kontinuum-east-west` is a
+  cluster's east-west gateway: its listener is TLS (mode Passthrough, so that end-to-end
+  mTLS passes through it) and no route attaches.
 - LocalityPolicies, per target (GEP-713 `Accepted`): False `TargetNotFound` when the Service
   or ServiceImport does not exist; False `Invalid` when the policy names a cluster or region
   the fleet does not have (a typo would otherwise silently send no traffic there); False
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kontinuum.control.gateway_certificates import listener_certificates
+from kontinuum.control.label_selectors import selector_problems as label_problems
 from kontinuum.control.model import Grant
 from kontinuum.control.plane import Condition, PlaneService, ServicePlane
 from kontinuum.control.routing import (
@@ -162,14 +165,9 @@ def listener_condition(listener: GatewayListener, gateway_class: str = "") -> Co
             "tls.frontendValidation (client certificates) is not supported: the listener "
             "would admit clients it was asked to refuse",
         )
-    if listener.allowed_namespaces == "Selector":
-        return Condition(
-            "Accepted",
-            "False",
-            "UnsupportedValue",
-            "allowedRoutes.namespaces.from: Selector is not supported (the fleet files have "
-            "no namespace labels to select): use Same or All",
-        )
+    if problems := selector_problems(listener):
+        message = "; ".join(problems)
+        return Condition("Accepted", "False", "UnsupportedValue", message)
     return Condition("Accepted", "True", "Accepted")
 
 
@@ -183,6 +181,16 @@ def protocol_conflicts(gateway: Gateway) -> dict[str, str]:
         if listener.protocol != protocol:
             conflicts[listener.name] = protocol
     return conflicts
+
+
+def selector_problems(listener: GatewayListener) -> list[str]:
+    """What is wrong with the namespace selector of a listener with `from: Selector`."""
+    if listener.allowed_namespaces != "Selector":
+        return []
+    at = "allowedRoutes.namespaces.selector"
+    if listener.namespace_selector is None:
+        return [f"{at}: required with allowedRoutes.namespaces.from: Selector"]
+    return [f"invalid {problem}" for problem in label_problems(listener.namespace_selector, at)]
 
 
 def gateway_status(

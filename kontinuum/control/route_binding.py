@@ -7,8 +7,10 @@ rules, as the Gateway API and GEP-713 state them and where kontinuum decides:
 Routes, per parentRef, condition `Accepted`:
 - A `Gateway` parent (group gateway.networking.k8s.io) needs a Gateway of the fleet files and
   a listener matching its sectionName and port (else `NoMatchingParent`), accepted (see below)
-  and admitting the route's kind and namespace (else `NotAllowedByListeners`), whose hostname
-  intersects the route's (else `NoMatchingListenerHostname`).
+  and admitting the route's kind and namespace (else `NotAllowedByListeners`: `from: Same`
+  admits the Gateway's namespace, `All` every one, `Selector` those whose labels the
+  listener's selector selects; `label_selectors` says which labels a namespace has), whose
+  hostname intersects the route's (else `NoMatchingListenerHostname`).
 - A `Service` parent (group ""), the GAMMA mesh attachment, needs a Service of that name in
   some cluster; a `ServiceImport` parent (group multicluster.x-k8s.io) needs the cluster-set
   service (exported from some cluster). Either must be visible to the route's workspace (its
@@ -52,7 +54,7 @@ Gateways and LocalityPolicies are bound by `gateway_binding` (its docstring has 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from kontinuum.control.cross_serving import (
@@ -80,6 +82,7 @@ from kontinuum.control.gateway_binding import (
     protocol_conflicts,
 )
 from kontinuum.control.gateway_fields import regex_problem
+from kontinuum.control.label_selectors import Labels, namespace_labels, selects
 from kontinuum.control.model import Grant
 from kontinuum.control.plane import Condition, PlaneService, ServiceKey, ServicePlane
 from kontinuum.control.routing import (
@@ -347,16 +350,27 @@ def _section(ref: ParentRef) -> str:
     return " and ".join([*parts, *([f"on port {ref.port}"] if ref.port else [])])
 
 
-def _admits(listener: GatewayListener, gateway: Gateway, route: Route) -> bool:
+def _admits(
+    listener: GatewayListener, gateway: Gateway, route: Route, namespaces: Mapping[str, Labels]
+) -> bool:
     if route.kind not in listener_kinds(listener)[0]:
         return False
-    return listener.allowed_namespaces == "All" or (
-        listener.allowed_namespaces == "Same" and route.namespace == gateway.namespace
-    )
+    match listener.allowed_namespaces:
+        case "All":
+            return True
+        case "Same":
+            return route.namespace == gateway.namespace
+    selector = listener.namespace_selector
+    labels = namespace_labels(route.namespace, namespaces.get(route.namespace, ()))
+    return selector is not None and selects(selector, labels)
 
 
 def _gateway_parent(
-    route: Route, ref: ParentRef, gateway: Gateway | None, accepted: frozenset[str]
+    route: Route,
+    ref: ParentRef,
+    gateway: Gateway | None,
+    accepted: frozenset[str],
+    namespaces: Mapping[str, Labels],
 ) -> BoundParent | tuple[str, str]:
     """The listeners a route attaches to on a Gateway, or the (reason, message) why none."""
     where = f"Gateway {ref.namespace}/{ref.name}"
@@ -372,7 +386,7 @@ def _gateway_parent(
     allowed = [
         listener
         for listener in candidates
-        if listener.name in accepted and _admits(listener, gateway, route)
+        if listener.name in accepted and _admits(listener, gateway, route, namespaces)
     ]
     if not allowed:
         names = ", ".join(listener.name for listener in candidates)
@@ -512,6 +526,7 @@ def bind_routes(
         )
         for key, g in gateways.items()
     }
+    namespaces = {ns.name: ns.labels for ns in config.namespaces}
     attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
     routes: list[BoundRoute] = []
     statuses: list[RouteStatus] = []
@@ -520,7 +535,9 @@ def bind_routes(
         if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
             return _service_parent(route, ref, plane, grants)
         key = (ref.namespace, ref.name)
-        return _gateway_parent(route, ref, gateways.get(key), accepted.get(key, frozenset()))
+        return _gateway_parent(
+            route, ref, gateways.get(key), accepted.get(key, frozenset()), namespaces
+        )
 
     found_parents = [[find(route, ref) for ref in route.parents] for route in config.routes]
     conflicts = cross_serving_conflicts(

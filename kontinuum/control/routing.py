@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
+from kontinuum.control.label_selectors import Labels, LabelSelector
+
 PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 MatchType = Literal["Exact", "RegularExpression"]
 RedirectCode = Literal[301, 302, 303, 307, 308]
@@ -245,6 +247,7 @@ class GatewayListener:
 
     `allowed_kinds` holds (group, kind) pairs; empty means the protocol's default kinds.
     `tls_mode` is None when the listener has no `tls`.
+    `namespace_selector` is `allowedRoutes.namespaces.selector`, as written (None: unset).
     """
 
     name: str
@@ -256,6 +259,7 @@ class GatewayListener:
     tls_mode: TlsMode | None = None
     certificate_refs: tuple[CertificateRef, ...] = ()
     client_validation: bool = False  # `tls.frontendValidation` is set (not supported)
+    namespace_selector: LabelSelector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,13 +337,23 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Namespace:
+    """A `v1 Namespace` of the fleet: the labels a listener's namespace selector reads."""
+
+    name: str
+    file: str
+    labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    """Every valid route, Gateway and LocalityPolicy of the fleet, each sorted by identity,
-    and the objects among them whose newest version was rejected."""
+    """Every valid route, Gateway, LocalityPolicy and Namespace of the fleet, each sorted by
+    identity, and the objects among them whose newest version was rejected."""
 
     routes: tuple[Route, ...] = ()
     gateways: tuple[Gateway, ...] = ()
     policies: tuple[LocalityPolicy, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     gateway_classes: tuple[str, ...] = ()  # a config cluster's GatewayClasses of kontinuum
     secrets: tuple[TlsSecret, ...] = ()  # the Secrets listeners may name, by identity
@@ -370,3 +384,21 @@ def intersect_hostnames(listener: str | None, route: tuple[str, ...]) -> tuple[s
         elif host.startswith("*.") and _within(listener, host):
             found.append(listener)
     return tuple(dict.fromkeys(found))
+
+
+def hostname_covers(pattern: str | None, host: str) -> bool:
+    """Whether a request for `host` (a hostname, or a wildcard standing for the hosts it
+    matches) matches `pattern`: None or `*` matches every host, a wildcard one or more
+    labels, an exact hostname itself only."""
+    if pattern is None or pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*.") and host != "*" and _within(host, pattern)
+
+
+def hostname_specificity(hostname: str | None) -> tuple[int, int]:
+    """Larger is more specific: an exact hostname, then a wildcard, longer first, then no
+    hostname (or `*`). Orders both listeners (a request matches the most specific listener
+    whose hostname matches it) and routes (the Gateway API's hostname precedence)."""
+    if hostname is None or hostname == "*":
+        return (0, 0)
+    return (1 if hostname.startswith("*.") else 2, len(hostname))

@@ -157,8 +157,11 @@ class RoutingState:
                 self._last_good[_key(r)] if _key(r) in kept else r for r in config.routes
             )
             fallback = bind_routes(replace(config, routes=routes), plane, fleet.grants)
+            # Only a last good version the fallback accepts is in force (a route whose
+            # Gateway or namespace no longer admits it has none).
+            in_force = kept & {_key(b.route) for b in fallback.routes}
             statuses = tuple(
-                _with_note(s) if (s.kind, s.namespace, s.name) in kept else s
+                _with_note(s) if (s.kind, s.namespace, s.name) in in_force else s
                 for s in binding.statuses
             )
             binding = replace(fallback, statuses=statuses)

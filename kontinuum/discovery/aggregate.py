@@ -118,19 +118,21 @@ def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> 
 
 
 def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
-    """Every source's routes, Gateways, policies and Secrets; an object several sources declare
-    (same kind, namespace and name) keeps the first source's version."""
+    """Every source's routes, Gateways, policies, Secrets and Namespaces; an object several
+    sources declare (same kind, namespace and name) keeps the first source's version."""
     if len(configs) == 1:
         return configs[0]
     routes = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.routes}
     gateways = {(g.namespace, g.name): g for c in reversed(configs) for g in c.gateways}
     policies = {(p.namespace, p.name): p for c in reversed(configs) for p in c.policies}
+    namespaces = {n.name: n for c in reversed(configs) for n in c.namespaces}
     rejections = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.rejections}
     secrets = {(s.namespace, s.name): s for c in reversed(configs) for s in c.secrets}
     return RoutingConfig(
         routes=tuple(routes[k] for k in sorted(routes)),
         gateways=tuple(gateways[k] for k in sorted(gateways)),
         policies=tuple(policies[k] for k in sorted(policies)),
+        namespaces=tuple(namespaces[k] for k in sorted(namespaces)),
         rejections=tuple(rejections[k] for k in sorted(rejections)),
         secrets=tuple(secrets[k] for k in sorted(secrets)),
         gateway_classes=tuple(sorted({name for c in configs for name in c.gateway_classes})),

@@ -12,15 +12,18 @@ the fleet-wide files are (`kontinuum.control.fleet_config`):
     gateway.networking.k8s.io/v1     HTTPRoute, GRPCRoute, Gateway, GatewayClass
     policy.kontinuum.io/v1alpha1     LocalityPolicy           (deploy/crds/)
     v1                               Secret                   (type kubernetes.io/tls only)
+    v1                               Namespace                (its labels)
 
 Only what is kontinuum's is read: the Gateways of its GatewayClasses and the routes
 attached to them or to Services (`kontinuum.discovery.config_objects`), and of the Secrets
 those of type `kubernetes.io/tls` (HTTPS listeners' certificates; others are dropped
 unread); other controllers' objects share the cluster untouched.
 
-Each kind but the built-in Secret is optional: a cluster without a CRD holds none of that
-kind, and the source's status says so. The source yields one `FleetConfig`; the aggregator
-merges it with the files' (the files' version of an object both declare wins).
+Each kind but the built-in Secret and Namespace is optional: a cluster without a CRD holds
+none of that kind, and the source's status says so. A kind kontinuum may not list from the
+start (its RBAC lacks it), Namespaces included, is read as none. The source yields one
+`FleetConfig`; the aggregator merges it with the files' (the files' version of an object
+both declare wins).
 
 Bad input never breaks the mesh: an object with an error is reported (the source's
 status, the log, `kontinuum_source_config_errors`, and the config's `routing.rejections`
@@ -73,6 +76,14 @@ CONFIG_KINDS: Final = (
     ),
     # which Gateways are kontinuum's (kontinuum.discovery.config_objects)
     watched_kind(f"{GATEWAY_GROUP}/v1", "GatewayClass", "gatewayclasses", crd=_GATEWAY_API),
+    # their labels, for listeners' namespace selectors (built in: always served)
+    watched_kind(
+        FLEET_KINDS["Namespace"],
+        "Namespace",
+        "namespaces",
+        missing="a namespace has only its kubernetes.io/metadata.name label",
+        spared=True,
+    ),
 )
 
 

@@ -45,7 +45,7 @@ from kontinuum.control.routing import (
 )
 
 ROUTE_KINDS: Final = ("HTTPRoute", "GRPCRoute")
-_CLUSTER_SCOPED: Final = ("ClusterProfile", "GatewayClass")  # as kontinuum reads them
+_CLUSTER_SCOPED: Final = ("ClusterProfile", "GatewayClass", "Namespace")  # as kontinuum reads them
 ObjectId = tuple[str, str, str]  # kind, namespace ("" for a ClusterProfile), name
 
 

@@ -54,6 +54,9 @@ class WatchedKind:
     plural: str
     crd: str = ""
     missing: str = ""  # what the absence of an optional kind means, for the note
+    # a built-in kind kontinuum can do without: one its RBAC does not let it list is read as
+    # none (as an optional kind's is) instead of blocking the first view
+    spared: bool = False
 
     @property
     def api_version(self) -> str:
@@ -68,10 +71,15 @@ class WatchedKind:
 
 
 def watched_kind(
-    api_version: str, kind: str, plural: str, crd: str = "", missing: str = ""
+    api_version: str,
+    kind: str,
+    plural: str,
+    crd: str = "",
+    missing: str = "",
+    spared: bool = False,
 ) -> WatchedKind:
     group, _, version = api_version.rpartition("/")
-    return WatchedKind(kind, group, version, plural, crd, missing)
+    return WatchedKind(kind, group, version, plural, crd, missing, spared)
 
 
 SERVICE: Final = watched_kind(CLUSTER_KINDS["Service"], "Service", "services")

@@ -264,8 +264,10 @@ class KindWatcher:
             raise _Stopped
         kwargs["_preload_content"] = False
         kind = self.kind
-        if kind is SERVICE:  # the core group is not at /apis/<group>: its own call
+        if kind is SERVICE:  # the core group is not at /apis/<group>: its own calls
             response = CoreV1Api(self._api).list_service_for_all_namespaces(**kwargs)
+        elif kind.group == "" and kind.plural == "namespaces":
+            response = CoreV1Api(self._api).list_namespace(**kwargs)
         else:  # any other group's kind, built in or custom, in all namespaces
             response = CustomObjectsApi(self._api).list_cluster_custom_object(
                 kind.group, kind.version, kind.plural, **kwargs
@@ -298,7 +300,7 @@ class KindWatcher:
                 )
                 self._post(Listed(self.kind, (), note))
                 return ""
-            if exc.status == 403 and kind.optional and not self._listed:
+            if exc.status == 403 and (kind.optional or kind.spared) and not self._listed:
                 # One kind's RBAC must not block the others' first view; once listed, a
                 # 403 is a failure like any other (the last view serves, marked stale).
                 note = (

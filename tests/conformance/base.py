@@ -11,7 +11,8 @@ here they are the same objects in fleet form, all in one cluster (`conformance`)
 
 Every Service port leads to one real HTTP echo backend on 127.0.0.1 named as the Service
 (`infra-backend-v1` answers `backend infra-backend-v1`); a mesh `echo` Service leads to both
-`echo-v1` and `echo-v2`, as upstream's selects both versions' pods. A Gateway listens on
+`echo-v1` and `echo-v2`, as upstream's selects both versions' pods; `infra-backend-h2c`
+(`appProtocol: kubernetes.io/h2c`) leads to a backend that speaks HTTP/2 only. A Gateway listens on
 127.0.0.1 at the port the harness picked for it (upstream's are all port 80: a case names
 its listener's port through the harness, never a literal). In Kubernetes any namespace may
 call any Service; a kontinuum workspace reaches another's only where that one grants it, so
@@ -43,7 +44,10 @@ class BaseService:
     name: str
     ports: tuple[tuple[str, int], ...]
     backends: tuple[str, ...]
+    app_protocol: str | None = None  # of every port
 
+
+H2C_BACKEND = "h2c-backend"  # speaks HTTP/2 without TLS only
 
 # Ports as upstream's base manifests give them: the echo backends on 8080, the mesh's
 # `echo` on 80 and 8080.
@@ -60,9 +64,15 @@ SERVICES: tuple[BaseService, ...] = (
     BaseService(MESH, "echo", (("http", 80), ("http-alt", 8080)), ("echo-v1", "echo-v2")),
     BaseService(MESH, "echo-v1", (("http", 80), ("http-alt", 8080)), ("echo-v1",)),
     BaseService(MESH, "echo-v2", (("http", 80), ("http-alt", 8080)), ("echo-v2",)),
+    # Upstream's HTTPRouteBackendProtocolH2C case brings its own; in fleet form Services live
+    # in cluster files, so the base has it.
+    BaseService(INFRA, "infra-backend-h2c", (("http", 8080),), (H2C_BACKEND,), "kubernetes.io/h2c"),
 )
 
-BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(b for s in SERVICES for b in s.backends))
+# The echo backends the harness starts (the h2c one is an Envoy, started on demand).
+BACKENDS: tuple[str, ...] = tuple(
+    dict.fromkeys(b for s in SERVICES for b in s.backends if b != H2C_BACKEND)
+)
 
 # The base Gateways: (name, which namespaces' routes they allow); upstream's
 # `backend-namespaces` selects namespaces by label (`allowedRoutes.namespaces.from: Selector`).
@@ -71,6 +81,22 @@ GATEWAYS: tuple[tuple[str, str], ...] = (
     ("all-namespaces", "All"),
     ("backend-namespaces", "Selector"),
 )
+
+
+# The namespaces of the backends carry the label `backend-namespaces` selects, as upstream's
+# base manifests label them.
+NAMESPACES = f"""apiVersion: v1
+kind: Namespace
+metadata: {{name: {INFRA}, labels: {{gateway-conformance: infra}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {APP_BACKEND}, labels: {{gateway-conformance: backend}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {WEB_BACKEND}, labels: {{gateway-conformance: backend}}}}
+"""
 
 
 MESH_TO_CONSUMER = f"""apiVersion: gateway.networking.k8s.io/v1beta1
@@ -84,8 +110,9 @@ spec:
 
 def service_yaml(service: BaseService, backend_ports: Mapping[str, int]) -> str:
     """The Service and one EndpointSlice per backend (every service port to that backend)."""
+    app = "" if service.app_protocol is None else f", appProtocol: {service.app_protocol}"
     ports = ", ".join(
-        f"{{name: {name}, port: {port}, protocol: TCP}}" for name, port in service.ports
+        f"{{name: {name}, port: {port}, protocol: TCP{app}}}" for name, port in service.ports
     )
     docs = [
         f"""apiVersion: v1
@@ -185,6 +212,7 @@ def base_files(
     """The base fleet's files, by path relative to the fleet directory."""
     files = {
         "clusters.yaml": cluster_profile(CLUSTER, REGION),
+        "namespaces.yaml": NAMESPACES,
         "grants.yaml": MESH_TO_CONSUMER,
         "gateways.yaml": "---\n".join(
             gateway_yaml(name, allowed, gateway_ports[name]) for name, allowed in GATEWAYS

@@ -1,6 +1,6 @@
 """Fixtures of the conformance cases: one `Conformance` (fleet, backends, Envoys) per test
-module, reset to the bare base before each case; a failed case's report carries the tail of
-every Envoy log of its module."""
+module (each case swaps its own objects in); a failed case's report carries the tail of every
+Envoy log of its module and the fleet files' errors."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def pytest_runtest_makereport(
     if report.failed and running is not None:
         for envoy in running.envoys:
             report.sections.append((f"Envoy {envoy.node_id} log", envoy.log_tail()))
+        if running.running() and running.errors():
+            report.sections.append(("fleet file errors", "\n".join(running.errors())))
     return report
 
 

@@ -8,7 +8,9 @@ first use and stay for the module: an ingress per base Gateway (`gateway(name)` 
 port to send to) and a sidecar per client namespace (`sidecar(ns)` gives its outbound
 port). Envoy takes its new configuration a moment after `apply()`, so traffic is checked
 with `expect()`, which polls (bounded) until the answer has been as expected three times in
-a row, as upstream's eventually consistent requests do.
+a row, as upstream's eventually consistent requests do. A case's own Gateway listeners take
+their ports from `free_ports()`, never from a bare `free_port()`: one port handed out twice
+in a module (before an Envoy binds it) would make two listeners one.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kontinuum.app import RunningFleet, running_fleet
 from kontinuum.bootstrap import proxy_metadata
@@ -29,7 +33,16 @@ from kontinuum.control.gateway_binding import GatewayStatus
 from kontinuum.control.plane import Condition
 from kontinuum.control.route_binding import RouteStatus
 from kontinuum.xds import XdsServer
-from tests.conformance.base import BACKENDS, CLUSTER, GATEWAYS, INFRA, MESH, base_files, joined
+from tests.conformance.base import (
+    BACKENDS,
+    CLUSTER,
+    GATEWAYS,
+    H2C_BACKEND,
+    INFRA,
+    MESH,
+    base_files,
+    joined,
+)
 from tests.e2e.backends import Backend, Received
 from tests.e2e.envoy import Envoy
 from tests.support.fleet import fast, rewrite
@@ -46,12 +59,14 @@ CONSECUTIVE = 3  # answers in a row that must be as expected
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a client sends: to `host` (the Host header), `path` (with any query)."""
+    """What a client sends: to `host` (the Host header), `path` (with any query); with `ca`
+    (a PEM bundle), over TLS with `host` (without a port) as SNI, trusting only `ca`."""
 
     host: str
     path: str = "/"
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
+    ca: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +109,26 @@ class Answer:
     request_id: str = ""
 
 
+class _TlsConnection(http.client.HTTPConnection):
+    """HTTPS to 127.0.0.1 with a server name of the caller's choosing (SNI and verification)."""
+
+    def __init__(self, port: int, server_name: str, ca: bytes, timeout: float) -> None:
+        super().__init__("127.0.0.1", port, timeout=timeout)
+        self._server_name = server_name
+        self._context = ssl.create_default_context(cadata=ca.decode())
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
 def send(port: int, request: Request, request_id: str, timeout: float = 5.0) -> Answer:
     """One request to 127.0.0.1:`port` on a fresh connection; never raises OSError."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = (
+        http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if request.ca is None
+        else _TlsConnection(port, request.host.rsplit(":", 1)[0], request.ca, timeout)
+    )
     # The id also keys the copies of one request (retries) at an echo backend, for
     # `x-backend-fail-first`.
     headers = {
@@ -183,6 +215,55 @@ def _redirect_mismatch(location: str | None, expected: Redirect) -> str | None:
     return None
 
 
+def h2c_backend_bootstrap(port: int) -> dict[str, Any]:
+    """A static Envoy on 127.0.0.1:`port` that takes HTTP/2 only and answers 200 itself:
+    `backend h2c-backend`, with `x-backend` and the request's protocol in
+    `x-backend-protocol`."""
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        },
+    }
+    answer = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": f"backend {H2C_BACKEND}\n"}},
+    }
+    headers = [
+        {"header": {"key": "x-backend", "value": H2C_BACKEND}},
+        {"header": {"key": "x-backend-protocol", "value": "%PROTOCOL%"}},
+    ]
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "h2c",
+        "codec_type": "HTTP2",
+        "route_config": {
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [answer]}],
+            "response_headers_to_add": headers,
+        },
+        "http_filters": [router],
+    }
+    listener = {
+        "name": "h2c",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [listener]},
+    }
+
+
 class Conformance:
     """The base fleet served by `kontinuum` on a thread, its backends and Envoys."""
 
@@ -192,9 +273,12 @@ class Conformance:
         self._envoy_path = envoy_path
         self.backends: dict[str, Backend] = {}
         self.envoys: list[Envoy] = []
-        self._gateway_ports = {name: free_port() for name, _ in GATEWAYS}
+        self._handed_out: set[int] = set()
+        self._gateway_ports: dict[str, int] = {}
         self._ingresses: dict[str, int] = {}
         self._sidecars: dict[str, int] = {}
+        self._h2c_port = 0
+        self._h2c: Envoy | None = None
         self._ids = itertools.count(1)
         self._case = ""
         self._fleet: RunningFleet | None = None
@@ -210,7 +294,11 @@ class Conformance:
     def start(self) -> Conformance:
         for name in BACKENDS:
             self.backends[name] = Backend(name).start()
+        # Picked once the backends listen, so that no backend takes a Gateway's port.
+        ports = self.free_ports(len(GATEWAYS))
+        self._gateway_ports = {name: port for (name, _), port in zip(GATEWAYS, ports, strict=True)}
         ports = {name: backend.port for name, backend in self.backends.items()}
+        ports[H2C_BACKEND] = self._h2c_port = self.free_port()
         for path, text in base_files(ports, self._gateway_ports).items():
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
             (self.root / path).write_text(text)
@@ -250,6 +338,10 @@ class Conformance:
         except Exception as error:  # reported by start()
             self._failure = error
             self._ready.set()
+
+    def running(self) -> bool:
+        """Whether the fleet is being served."""
+        return self._fleet is not None and self._thread.is_alive()
 
     @property
     def fleet(self) -> RunningFleet:
@@ -328,6 +420,23 @@ class Conformance:
 
     # -- proxies ---------------------------------------------------------------------------
 
+    def free_ports(self, count: int) -> list[int]:
+        """`count` ports free on 127.0.0.1 now, distinct from each other and from every port
+        this harness handed out before (a case's listeners bind theirs only once applied)."""
+        ports: list[int] = []
+        for _ in range(100 * count):
+            port = free_port()
+            if port not in self._handed_out:
+                self._handed_out.add(port)
+                ports.append(port)
+                if len(ports) == count:
+                    return ports
+        raise AssertionError(f"no {count} free ports in {100 * count} tries")
+
+    def free_port(self) -> int:
+        """One port as `free_ports` gives them."""
+        return self.free_ports(1)[0]
+
     def port(self, gateway: str) -> int:
         """The port of base Gateway `gateway`'s listener `http`."""
         return self._gateway_ports[gateway]
@@ -344,11 +453,30 @@ class Conformance:
     def sidecar(self, namespace: str = MESH) -> int:
         """Start (once) a sidecar Envoy of a client in `namespace`; its outbound port."""
         if namespace not in self._sidecars:
-            outbound = free_port()
+            outbound = self.free_port()
             metadata = proxy_metadata(namespace=namespace, role="sidecar", outbound_port=outbound)
             self._start_envoy(f"sidecar-{namespace}", metadata)
             self._sidecars[namespace] = outbound
         return self._sidecars[namespace]
+
+    def h2c_backend(self) -> str:
+        """Start (once) the backend of Service `infra-backend-h2c`: an Envoy that speaks only
+        HTTP/2 without TLS (prior knowledge) and answers every request itself, naming the
+        protocol it was asked in (`x-backend-protocol`); returns its backend name."""
+        if self._h2c is None:
+            envoy = Envoy(
+                self.workdir / H2C_BACKEND,
+                node_id=H2C_BACKEND,
+                view=CLUSTER,
+                xds_port=0,
+                mode="delta",
+                binary=self._envoy_path,
+                config=h2c_backend_bootstrap(self._h2c_port),
+            )
+            self.envoys.append(envoy)
+            envoy.start()
+            self._h2c = envoy
+        return H2C_BACKEND
 
     def _start_envoy(self, node_id: str, metadata: dict[str, str]) -> Envoy:
         envoy = Envoy(

@@ -12,7 +12,6 @@ import pytest
 from kontinuum.control.gateway_binding import ListenerStatus
 from tests.conformance.base import case_gateway, http_route
 from tests.conformance.harness import Conformance, Expected, Request
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +52,7 @@ def test_listeners_added_and_removed(conformance: Conformance) -> None:
     """GatewayModifyListeners and GatewayObservedGenerationBump (core): a listener added to
     a running Gateway serves its routes, one removed stops serving, and the Gateway's status
     follows each generation."""
-    first, second = free_port(), free_port()
+    first, second = conformance.free_ports(2)
     route = http_route(
         "everywhere",
         """  - backendRefs: [{name: infra-backend-v1, port: 8080}]
@@ -113,8 +112,10 @@ def test_invalid_route_kinds(conformance: Conformance) -> None:
     conformance.apply(
         case_gateway(
             "odd-kinds",
-            listener("only-odd", free_port(), kinds="[{kind: FooRoute}]")
-            + listener("some-odd", free_port(), kinds="[{kind: HTTPRoute}, {kind: FooRoute}]"),
+            listener("only-odd", conformance.free_port(), kinds="[{kind: FooRoute}]")
+            + listener(
+                "some-odd", conformance.free_port(), kinds="[{kind: HTTPRoute}, {kind: FooRoute}]"
+            ),
         )
     )
     by_name = listeners_by_name(conformance, "odd-kinds")
@@ -128,7 +129,7 @@ def test_attached_routes(conformance: Conformance) -> None:
     """GatewayWithAttachedRoutes (core): each listener counts the routes attached to it; a
     route whose hostnames meet no listener's is `NoMatchingListenerHostname` and counted
     nowhere."""
-    port = free_port()
+    port = conformance.free_port()
     backend = """  - backendRefs: [{name: infra-backend-v1, port: 8080}]
 """
     conformance.apply(
@@ -153,7 +154,7 @@ def test_listener_port_matching(conformance: Conformance) -> None:
     """HTTPRouteListenerPortMatching and HTTPRouteParentRefPort (extended): a parentRef
     `port` attaches to the listeners of that port only; a Host's port plays no part in
     matching hostnames."""
-    first, second = free_port(), free_port()
+    first, second = conformance.free_ports(2)
     conformance.apply(
         case_gateway(
             "two-ports",
@@ -210,9 +211,9 @@ def test_unsupported_listener_protocol(conformance: Conformance) -> None:
     conformance.apply(
         case_gateway(
             "mixed-protocols",
-            listener("web", free_port())
+            listener("web", conformance.free_port())
             + f"""  - name: datagrams
-    port: {free_port()}
+    port: {conformance.free_port()}
     protocol: UDP
 """,
         )

@@ -456,3 +456,63 @@ def test_filters_that_cannot_be_served(conformance: Conformance) -> None:
         ],
     )
     conformance.expect(conformance.gateway("all-namespaces"), Request(HOST), Expected(status=404))
+
+
+def test_redirect_hostname_keeps_the_listener_port(conformance: Conformance) -> None:
+    """HTTPRouteRedirectHostAndStatus (core): a redirect that sets only the hostname (and a
+    status) keeps the scheme and the Gateway listener's port, which is not 80 here."""
+    conformance.apply(
+        http_route(
+            "redirect-host",
+            """  - matches: [{path: {type: PathPrefix, value: /host}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: moved.example}
+  - matches: [{path: {type: PathPrefix, value: /host-status}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: moved.example, statusCode: 301}
+""",
+        )
+    )
+    port = conformance.gateway()
+    conformance.expect_all(
+        port,
+        [
+            (
+                Request(HOST, "/host/a"),
+                Expected(status=302, redirect=Redirect("http", "moved.example", port, "/host/a")),
+            ),
+            (
+                Request(HOST, "/host-status"),
+                Expected(
+                    status=301, redirect=Redirect("http", "moved.example", port, "/host-status")
+                ),
+            ),
+        ],
+    )
+
+
+def test_a_redirect_to_a_well_known_port_leaves_it_out(conformance: Conformance) -> None:
+    """HTTPRouteRedirectPortAndScheme (extended), from an HTTP listener: a redirect to a
+    scheme's well-known port (https and 443, http and 80) leaves the port out."""
+    conformance.apply(
+        http_route(
+            "well-known-ports",
+            """  - matches: [{path: {type: PathPrefix, value: /secure}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, port: 443}
+  - matches: [{path: {type: PathPrefix, value: /plain}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: http, port: 80}
+""",
+        )
+    )
+    port = conformance.gateway()
+    for scheme, path in (("https", "/secure"), ("http", "/plain")):
+        answer = conformance.expect(
+            port, Request(HOST, path), Expected(status=302, redirect=Redirect(scheme, HOST))
+        )
+        assert answer.headers["location"] == f"{scheme}://{HOST}{path}"

@@ -9,7 +9,6 @@ import pytest
 
 from tests.conformance.base import case_gateway, http_route
 from tests.conformance.harness import Conformance, Expected, Request
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,7 @@ def backend(n: int) -> str:
 def test_listener_hostname_matching(conformance: Conformance) -> None:
     """HTTPRouteListenerHostnameMatching (core): listeners of one port told apart by
     hostname; an exact listener hostname wins over a wildcard one that also matches."""
-    port = free_port()
+    port = conformance.free_port()
     listeners = (
         hostname_listener("apex", port, "garden.example")
         + hostname_listener("shop", port, "shop.garden.example")
@@ -74,7 +73,7 @@ def test_hostname_intersection(conformance: Conformance) -> None:
     """HTTPRouteHostnameIntersection (core): a route's exact or wildcard hostnames meet a
     listener's exact or wildcard one; hostnames that meet no listener's serve nothing, and
     a Host's port is ignored."""
-    port, open_port = free_port(), free_port()
+    port, open_port = conformance.free_ports(2)
     listeners = (
         hostname_listener("exact", port, "api.orchard.example")
         + hostname_listener("wild", port, "*.meadow.example")
@@ -176,7 +175,7 @@ def test_listener_isolation(conformance: Conformance) -> None:
     """GatewayHTTPListenerIsolation (extended): a request is served by the routes of the
     most specific listener its Host matches only, even where a less specific listener's
     route would match its path."""
-    port = free_port()
+    port = conformance.free_port()
     listeners = (
         hostname_listener("any", port, None)
         + hostname_listener("wide", port, "*.lake.example")

@@ -259,3 +259,43 @@ def test_named_rules(conformance: Conformance) -> None:
         conformance.gateway(),
         [(Request(HOST, "/catalogue"), v(1)), (Request(HOST, "/basket"), v(2))],
     )
+
+
+def test_matching_across_routes(conformance: Conformance) -> None:
+    """HTTPRouteMatchingAcrossRoutes (core): the rules of two routes on one listener are
+    matched together by precedence, each only on its own hostnames."""
+    conformance.apply(
+        http_route(
+            "both-hosts",
+            """  - matches:
+    - path: {type: PathPrefix, value: /}
+    - headers: [{name: flavour, value: mint}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+            hostnames="[coffee.example, tea.example]",
+        ),
+        http_route(
+            "coffee-only",
+            """  - matches:
+    - path: {type: PathPrefix, value: /menu}
+    - headers: [{name: flavour, value: mocha}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+""",
+            hostnames="[coffee.example]",
+        ),
+    )
+    port = conformance.gateway()
+    v1, v2 = Expected(backend="infra-backend-v1"), Expected(backend="infra-backend-v2")
+    conformance.expect_all(
+        port,
+        [
+            (Request("coffee.example", "/"), v1),
+            (Request("tea.example", "/cups"), v1),
+            (Request("coffee.example", "/cups", headers={"flavour": "mint"}), v1),
+            (Request("coffee.example", "/menu"), v2),
+            (Request("coffee.example", "/menu/today"), v2),
+            (Request("coffee.example", "/", headers={"flavour": "mocha"}), v2),
+            (Request("tea.example", "/menu"), v1),
+            (Request("tea.example", "/", headers={"flavour": "mocha"}), v1),
+        ],
+    )

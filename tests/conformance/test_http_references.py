@@ -15,7 +15,6 @@ import pytest
 
 from tests.conformance.base import APP_BACKEND, INFRA, WEB_BACKEND, case_gateway, http_route
 from tests.conformance.harness import Conformance, Expected, Request
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -87,15 +86,15 @@ def test_a_grant_names_one_service(conformance: Conformance) -> None:
 
 def test_invalid_reference_grants(conformance: Conformance) -> None:
     """HTTPRouteInvalidReferenceGrant (core): grants that differ from the reference in one
-    part each (where they live, from group, kind or namespace, to group or name) open
-    nothing, and none of them is an error in the files. (A grant to a Secret is in
-    pending_https.py.)"""
+    part each (where they live, from group, kind or namespace, to group, kind or name) open
+    nothing, and none of them is an error in the files."""
     wrong = [
         grant("wrong-namespace", namespace=INFRA),
         grant("wrong-from-group", from_group="example.com"),
         grant("wrong-from-kind", from_kind="GRPCRoute"),
         grant("wrong-from-namespace", from_namespace=APP_BACKEND),
         grant("wrong-to-group", to_group="example.com"),
+        grant("wrong-to-kind", to_kind="Secret"),
         grant("wrong-to-name", to_name="web-frontend"),
     ]
     assert conformance.apply(*wrong, WEB_ROUTE) == ()
@@ -182,7 +181,7 @@ def test_cross_namespace_parent_not_allowed(conformance: Conformance) -> None:
 def test_parent_ref_not_matching_listener_port(conformance: Conformance) -> None:
     """HTTPRouteInvalidParentRefNotMatchingListenerPort (core): a parentRef `port` that no
     listener has: `NoMatchingParent`."""
-    other = free_port()
+    other = conformance.free_port()
     conformance.apply(
         http_route(
             "wrong-port",
@@ -218,7 +217,7 @@ def test_disallowed_kind(conformance: Conformance) -> None:
         case_gateway(
             "grpc-only",
             f"""  - name: grpc
-    port: {free_port()}
+    port: {conformance.free_port()}
     protocol: HTTP
     allowedRoutes:
       namespaces: {{from: Same}}
@@ -238,11 +237,12 @@ def test_disallowed_kind(conformance: Conformance) -> None:
 def test_section_name_not_matching_port(conformance: Conformance) -> None:
     """HTTPRouteInvalidParentRefSectionNameNotMatchingPort (extended): a parentRef naming a
     listener and a port that listener does not have: `NoMatchingParent`."""
+    other = conformance.free_port()
     conformance.apply(
         http_route(
             "section-and-port",
             "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
-            parents=f"[{{name: same-namespace, sectionName: http, port: {free_port()}}}]",
+            parents=f"[{{name: same-namespace, sectionName: http, port: {other}}}]",
         )
     )
     assert accepted(conformance, "section-and-port") == ("False", "NoMatchingParent")
@@ -271,3 +271,57 @@ def test_an_invalid_backend_keeps_its_share(conformance: Conformance) -> None:
     failed = sum(1 for a in outcomes if (a.status, a.backend) == (500, None))
     assert served + failed == 100
     assert 20 <= served <= 80, served  # 1:1 of 100: 50, the bounds 6 standard deviations
+
+
+def test_cross_namespace_parent_allowed_by_all(conformance: Conformance) -> None:
+    """A listener allowing routes from `All` namespaces accepts another namespace's route,
+    which serves its own namespace's backend without a grant (the counterpart of
+    HTTPRouteInvalidCrossNamespaceParentRef)."""
+    conformance.apply(
+        http_route(
+            "from-web",
+            "  - backendRefs: [{name: web-backend, port: 8080}]\n",
+            parents=f"[{{name: all-namespaces, namespace: {INFRA}}}]",
+            namespace=WEB_BACKEND,
+        )
+    )
+    assert accepted(conformance, "from-web", WEB_BACKEND) == ("True", "Accepted")
+    assert resolved_refs(conformance, "from-web", WEB_BACKEND) == ("True", "ResolvedRefs")
+    port = conformance.gateway("all-namespaces")
+    conformance.expect(port, Request(HOST, "/"), Expected(backend="web-backend"))
+
+
+def test_cross_namespace_by_selector(conformance: Conformance) -> None:
+    """HTTPRouteCrossNamespace (core): a listener that selects namespaces by label accepts
+    a route of a selected namespace, and serves it; a route of another namespace is
+    `NotAllowedByListeners`."""
+    assert (
+        conformance.apply(
+            http_route(
+                "cross-namespace",
+                """  - backendRefs: [{name: web-backend, port: 8080}]
+""",
+                parents=f"[{{name: backend-namespaces, namespace: {INFRA}}}]",
+                namespace=WEB_BACKEND,
+                hostnames="[selected.example]",
+            ),
+            http_route(
+                "not-selected",
+                """  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+""",
+                parents="[{name: backend-namespaces}]",
+                hostnames="[unselected.example]",
+            ),
+        )
+        == ()
+    )
+    (parent,) = conformance.parent_conditions("cross-namespace", WEB_BACKEND)
+    assert (parent["Accepted"].status, parent["ResolvedRefs"].status) == ("True", "True")
+    (other,) = conformance.parent_conditions("not-selected")
+    assert (other["Accepted"].status, other["Accepted"].reason) == (
+        "False",
+        "NotAllowedByListeners",
+    )
+    port = conformance.gateway("backend-namespaces")
+    conformance.expect(port, Request("selected.example"), Expected(backend="web-backend"))
+    conformance.expect(port, Request("unselected.example"), Expected(status=404))

@@ -195,7 +195,7 @@ def test_retries_of_timed_out_attempts(conformance: Conformance) -> None:
         http_route(
             "retry-timeouts",
             """  - retry: {attempts: 2, backoff: 10ms}
-    timeouts: {backendRequest: 300ms}
+    timeouts: {backendRequest: 500ms}
     backendRefs: [{name: infra-backend-v3, port: 8080}]
 """,
         )
@@ -229,3 +229,17 @@ def test_retries_of_connection_errors(conformance: Conformance) -> None:
         answer = conformance.send(port, Request(HOST, "/dropped", headers=headers))
         assert answer.status in answered, (failures, answer.status, answer.body)
         assert len(conformance.copies(v3, answer)) == copies, failures
+
+
+def test_backend_protocol_h2c(conformance: Conformance) -> None:
+    """HTTPRouteBackendProtocolH2C (extended): a Service port whose `appProtocol` is
+    `kubernetes.io/h2c` is called with HTTP/2 without TLS, for a client of HTTP/1.1."""
+    backend = conformance.h2c_backend()
+    conformance.apply(
+        http_route("to-h2c", "  - backendRefs: [{name: infra-backend-h2c, port: 8080}]\n")
+    )
+    conformance.expect(
+        conformance.gateway(),
+        Request(HOST, "/h2c"),
+        Expected(backend=backend, response_headers={"x-backend-protocol": "HTTP/2"}),
+    )

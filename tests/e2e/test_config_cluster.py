@@ -360,9 +360,10 @@ async def test_a_lost_cluster_keeps_its_endpoints_for_its_stale_after(tmp_path: 
 
 
 async def test_a_kind_kontinuum_may_not_list_degrades_but_does_not_block(tmp_path: Path) -> None:
-    """RBAC without LocalityPolicies: the config cluster's routes are read all the same,
-    and its source says what it may not read."""
-    async with WritableKubeCluster("hub", forbidden_apis=frozenset({"LocalityPolicy"})) as hub:
+    """RBAC without LocalityPolicies and Namespaces: the config cluster's routes are read
+    all the same, and its source says what it may not read."""
+    forbidden = frozenset({"LocalityPolicy", "Namespace"})
+    async with WritableKubeCluster("hub", forbidden_apis=forbidden) as hub:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [hub])
         hub.put(cluster_profile("eu", kubeconfig), http_route("/v2", "web-v2"))
         access = KubernetesAccess(kubeconfig=str(kubeconfig), context="hub")
@@ -378,6 +379,7 @@ async def test_a_kind_kontinuum_may_not_list_degrades_but_does_not_block(tmp_pat
             assert "kontinuum may not list policy.kontinuum.io/v1alpha1 localitypolicies" in (
                 status.detail
             )
+            assert "kontinuum may not list v1 namespaces" in status.detail
             assert "403 Forbidden" in status.detail
 
             # Once listed, a 403 is a failure: the routes read stay in force.

@@ -24,19 +24,19 @@ HELLO = "hello.demo.svc.clusterset.local"
 XDS_PORT, ADMIN_PORT, MESH_PORT, OUTBOUND = 18000, 18001, 15443, 15001
 
 
-def _service(port: int, address: str = "127.0.0.1") -> str:
+def _service(port: int, address: str = "127.0.0.1", name: str = "hello") -> str:
     return f"""apiVersion: v1
 kind: Service
-metadata: {{name: hello, namespace: demo}}
+metadata: {{name: {name}, namespace: demo}}
 spec:
   ports: [{{name: http, port: 80, targetPort: {port}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: hello-1
+  name: {name}-1
   namespace: demo
-  labels: {{kubernetes.io/service-name: hello}}
+  labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}}}]
 endpoints:
@@ -44,7 +44,7 @@ endpoints:
 ---
 apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceExport
-metadata: {{name: hello, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+metadata: {{name: {name}, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
 """
 
 
@@ -223,9 +223,9 @@ async def test_an_ingress_gateway_serves_a_route_from_outside(
     assert (await asyncio.to_thread(_get, other_path, "www.example.com"))[0] == 404
 
 
-def _get(url: str, host: str) -> tuple[int, str]:
+def _get(url: str, host: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     parts = urllib.parse.urlsplit(url)
-    reply = request(parts.port or 80, host, parts.path, timeout=2)
+    reply = request(parts.port or 80, host, parts.path, headers=headers, timeout=2)
     return reply.status, reply.body
 
 
@@ -237,3 +237,170 @@ async def _until_ok(url: str, host: str) -> tuple[int, str]:
             return answer
         await asyncio.sleep(0.1)
     return answer
+
+
+ACROSS_ROUTES = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: demo
+  labels: {kontinuum.io/cluster: eu-central}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - {name: web, port: PORT, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: exact, namespace: demo}
+spec:
+  parentRefs: [{name: front}]
+  hostnames: [example.com, example.net]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /one}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: one, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wildcard, namespace: demo}
+spec:
+  parentRefs: [{name: front}]
+  hostnames: ["*.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /one/more}}, {path: {type: PathPrefix, value: /}}]
+    backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: two, port: 80}]
+"""
+
+
+async def test_routes_of_one_listener_each_serve_their_own_hostnames(
+    tmp_path: Path,
+    backends: Callable[[str], Backend],
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+) -> None:
+    """HTTPRouteMatchingAcrossRoutes and the hostname precedence of HTTPRoute: each route
+    serves its own hostnames only, and where they overlap the rules of the route with the
+    more specific hostname go first, those of the other after them."""
+    listen = free_port()
+    root = tmp_path / "fleet"
+    site = root / "clusters" / "eu-central"
+    site.mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "gateway.yaml").write_text(ACROSS_ROUTES.replace("PORT", str(listen)))
+    for name in ("one", "two"):
+        (site / f"{name}.yaml").write_text(_service(backends(name).port, name=name))
+    served = await serve_fleet(root)
+    envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
+    )
+    base = f"http://127.0.0.1:{listen}"
+    assert await _until_ok(f"{base}/one", "example.com") == (200, "backend one\n")
+    cases = [
+        ("example.com", "/one", {}, "one"),
+        ("example.com", "/", {"version": "one"}, "one"),
+        # The exact hostname's rules go first: its /one wins over the wildcard route's
+        # longer /one/more prefix.
+        ("example.com", "/one/more", {}, "one"),
+        # What the exact route does not match, the wildcard route (it covers example.com)
+        # answers.
+        ("example.com", "/two", {}, "two"),
+        # The wildcard route does not name example.net: its rules are not there.
+        ("example.net", "/one/more", {}, "one"),
+        ("example.net", "/two", {}, None),
+        # Nor are the exact route's rules on the other hosts the wildcard covers.
+        ("shop.com", "/one", {}, "two"),
+        ("shop.com", "/", {"version": "one"}, "two"),
+        ("example.org", "/one", {}, None),
+    ]
+    for host, path, headers, expected in cases:
+        answer = await asyncio.to_thread(_get, f"{base}{path}", host, headers)
+        wanted = (200, f"backend {expected}\n") if expected else (404, "")
+        assert answer == wanted, (host, path, headers)
+
+
+SELECTING_GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: infra
+  labels: {kontinuum.io/cluster: eu-central}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners:
+  - name: web
+    port: PORT
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-access: front}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hello, namespace: demo}
+spec:
+  parentRefs: [{name: front, namespace: infra}]
+  rules:
+  - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
+"""
+
+
+def _namespace(labels: str) -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: demo, labels: {{{labels}}}}}\n"
+
+
+async def test_a_listener_admits_the_routes_of_the_namespaces_its_selector_selects(
+    tmp_path: Path,
+    backends: Callable[[str], Backend],
+    serve_fleet: ServeFleet,
+    envoys: StartEnvoy,
+) -> None:
+    """HTTPRouteCrossNamespace: a Gateway of namespace infra takes routes from the namespaces
+    labelled for it; labelling the route's namespace later attaches the route."""
+    listen = free_port()
+    root = tmp_path / "fleet"
+    site = root / "clusters" / "eu-central"
+    site.mkdir(parents=True)
+    (root / "clusters.yaml").write_text(cluster_profile("eu-central", "eu-central-1"))
+    (root / "gateway.yaml").write_text(SELECTING_GATEWAY.replace("PORT", str(listen)))
+    namespaces = root / "namespaces.yaml"
+    namespaces.write_text(_namespace("team: demo"))
+    (site / "hello.yaml").write_text(_service(backends("hello").port))
+    served = await serve_fleet(root)
+    mesh = served.mesh
+
+    def accepted() -> tuple[str, str, str]:
+        statuses = {(s.kind, s.name): s for s in mesh.routing_state.binding.statuses}
+        (parent,) = statuses["HTTPRoute", "hello"].parents
+        condition = parent.conditions[0]
+        return condition.status, condition.reason, condition.message
+
+    assert accepted() == (
+        "False",
+        "NotAllowedByListeners",
+        "no accepted listener of Gateway infra/front (web) admits HTTPRoutes from namespace demo",
+    )
+    envoys(
+        view="eu-central",
+        xds_port=served.xds_port,
+        mode="delta",
+        metadata=proxy_metadata(namespace="infra", role="ingress", gateway="front"),
+    )
+    url = f"http://127.0.0.1:{listen}/hello"
+    answer: tuple[int, str] = (0, "")
+    for _ in range(100):  # until the listener is up: 10 s at most
+        answer = await asyncio.to_thread(_get, url, "www.example.com")
+        if answer[0] != 0:
+            break
+        await asyncio.sleep(0.1)
+    assert answer == (404, "")  # the listener is there, the route is not
+
+    # Labelled for the Gateway, the namespace's route attaches and is served.
+    namespaces.write_text(_namespace("team: demo, gateway-access: front"))
+    assert await _until_ok(url, "www.example.com") == (200, "backend hello\n")
+    assert accepted() == ("True", "Accepted", "")

@@ -44,6 +44,7 @@ from typing import Any, Final, Literal
 
 import kmock
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
 from kontinuum.control.model import KubernetesAccess, SiteSnapshot
@@ -64,6 +65,12 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def selector(self) -> Any:
+        """Where the emulator serves the kind (see `_NAMESPACES_PATH`)."""
+        plural = _NAMESPACES_ALIAS if self.kind == "Namespace" else self.plural
+        return kmock.resource(self.group, self.version, plural)
+
 
 _GATEWAY: Final = "gateway.networking.k8s.io"
 RESOURCES: Final = {
@@ -81,8 +88,13 @@ RESOURCES: Final = {
         Resource("LocalityPolicy", "policy.kontinuum.io", "v1alpha1", "localitypolicies", False),
         Resource("GatewayClass", _GATEWAY, "v1", "gatewayclasses", False, namespaced=False),
         Resource("Secret", "", "v1", "secrets", True),
+        Resource("Namespace", "", "v1", "namespaces", True, namespaced=False),
     )
 }
+# kmock reads /api/v1/namespaces as the start of a namespaced path and fails on it: the list
+# (and watch) of Namespaces is handed to the emulator under another path.
+_NAMESPACES_PATH: Final = "/api/v1/namespaces"
+_NAMESPACES_ALIAS: Final = "kontinuum-test-namespaces"
 GoneAs = Literal["event", "status"]
 log = logging.getLogger("tests.kube")
 
@@ -136,17 +148,25 @@ class KubeCluster:
         if self._handler is None:
             handler = kmock.KubernetesEmulator()
             for resource in RESOURCES.values():
-                selector = kmock.resource(resource.group, resource.version, resource.plural)
-                handler[selector] << self._responder(resource)
+                handler[resource.selector] << self._responder(resource)
             await handler.__aenter__()
             self._handler = handler
         # aiohttp's test server, as kmock.Server uses, without the client and DNS interception
         # kmock.Server adds: they are not needed, and must end in LIFO order, whereas clusters
         # come and go in any order.
-        server = RawTestServer(self._handler, host="127.0.0.1", port=self.port or None)
+        server = RawTestServer(self._serve, host="127.0.0.1", port=self.port or None)
         await server.start_server()
         assert server.port is not None
         self._server, self.port, self._running = server, server.port, True
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.rel_url.path == _NAMESPACES_PATH:
+            url = request.rel_url
+            alias = url.with_path(f"/api/v1/{_NAMESPACES_ALIAS}").with_query(url.query)
+            request = request.clone(rel_url=alias)
+        assert self._handler is not None
+        response: web.StreamResponse = await self._handler(request)
+        return response
 
     async def stop(self) -> None:
         """The cluster goes away: open watches end, the port closes."""

@@ -86,7 +86,7 @@ class WritableKubeCluster(KubeCluster):
             ahead = handler.override  # before the read-only responders, which refuse writes
             ahead[kmock.resource(*LEASES)] << self._lease
             for resource in RESOURCES.values():
-                selector = kmock.resource(resource.group, resource.version, resource.plural)
+                selector = resource.selector
                 ahead[selector][kmock.subresource("status")] << self._status_of(resource)
                 handler[selector] << self._readable(resource)
             await handler.__aenter__()

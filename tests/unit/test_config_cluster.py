@@ -83,7 +83,7 @@ def broken(generation: int = 2) -> dict[str, Any]:
     return route
 
 
-def test_the_kinds_are_the_fleet_wide_ones_and_each_is_optional() -> None:
+def test_the_kinds_are_the_fleet_wide_ones_and_all_but_secrets_and_namespaces_optional() -> None:
     assert [(k.api_version, k.plural) for k in CONFIG_KINDS] == [
         ("multicluster.x-k8s.io/v1alpha1", "clusterprofiles"),
         ("gateway.networking.k8s.io/v1beta1", "referencegrants"),
@@ -93,8 +93,9 @@ def test_the_kinds_are_the_fleet_wide_ones_and_each_is_optional() -> None:
         ("policy.kontinuum.io/v1alpha1", "localitypolicies"),
         ("v1", "secrets"),
         ("gateway.networking.k8s.io/v1", "gatewayclasses"),
+        ("v1", "namespaces"),
     ]
-    assert [k.kind for k in CONFIG_KINDS if not k.optional] == ["Secret"]  # built in
+    assert [k.kind for k in CONFIG_KINDS if not k.optional] == ["Secret", "Namespace"]  # built in
 
 
 def test_nothing_before_every_kind_was_listed() -> None:
@@ -113,6 +114,23 @@ def test_the_objects_read_as_the_fleet_files_do() -> None:
     assert (route.namespace, route.name, route.file, route.generation) == ("demo", "web", NAME, 1)
     assert view.status(0.0).health is Health.HEALTHY
     assert fleet.routing.rejections == ()
+
+
+def test_namespaces_and_their_labels_are_read_and_follow_their_changes() -> None:
+    shop = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "shop", "uid": "1", "labels": {"team": "shop"}},
+    }
+    view = listed(Namespace=[shop])
+    (namespace,) = config(view).routing.namespaces
+    assert (namespace.name, namespace.file, namespace.labels) == ("shop", NAME, (("team", "shop"),))
+    relabelled = copy.deepcopy(shop)
+    relabelled["metadata"]["labels"] = {"team": "ops"}
+    view.apply(Changed(kind("Namespace"), "MODIFIED", relabelled), 1.0, 1001.0)
+    assert config(view).routing.namespaces[0].labels == (("team", "ops"),)
+    view.apply(Changed(kind("Namespace"), "DELETED", relabelled), 2.0, 1002.0)
+    assert config(view).routing.namespaces == ()
 
 
 def test_an_invalid_new_version_keeps_the_last_good_one_in_force() -> None:

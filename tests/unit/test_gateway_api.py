@@ -11,6 +11,7 @@ from kontinuum.control.fleet import parse_cluster_objects, parse_fleet_objects
 from kontinuum.control.gateway_api import parse_routing
 from kontinuum.control.gateway_fields import parse_duration
 from kontinuum.control.grants import parse_grants
+from kontinuum.control.label_selectors import LabelRequirement, LabelSelector
 from kontinuum.control.model import Grant
 from kontinuum.control.objects import Document
 from kontinuum.control.routing import (
@@ -24,6 +25,7 @@ from kontinuum.control.routing import (
     HeaderMatch,
     HeaderModifier,
     LocalityPolicy,
+    Namespace,
     ParentRef,
     PathMatch,
     PathModifier,
@@ -983,6 +985,49 @@ def test_routing_objects_belong_to_the_whole_fleet() -> None:
     ]
 
 
+def test_a_listener_namespace_selector_is_read_as_written() -> None:
+    text = edit(
+        GATEWAY,
+        "protocol: HTTP}",
+        """protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {
+      matchLabels: {team: shop, tier: null},
+      matchExpressions: [{key: env, operator: NotIn, values: [dev]},
+                         {key: x, operator: Odd}]}}}}""",
+    )
+    config, errors = parse(text)
+    assert errors == []
+    (listener,) = config.gateways[0].listeners
+    assert listener.allowed_namespaces == "Selector"
+    assert listener.namespace_selector == LabelSelector(
+        (("team", "shop"), ("tier", "")),
+        (LabelRequirement("env", "NotIn", ("dev",)), LabelRequirement("x", "Odd")),
+    )
+
+
+def test_namespaces_and_their_labels() -> None:
+    labelled = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: shop}}"
+    bare = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ops, namespace: ignored}"
+    config, errors = parse(labelled, bare, ROUTE)
+    assert errors == []
+    assert config.namespaces == (
+        Namespace("ops", FILE),
+        Namespace("shop", FILE, (("team", "shop"),)),
+    )
+    assert len(config.routes) == 1
+    bad = "apiVersion: v1\nkind: Namespace\nmetadata: {name: Shop, labels: {team: a b}}"
+    config, errors = parse(bad, labelled)
+    assert errors == [
+        f"{FILE}: Namespace Shop: metadata.name: must be a DNS label (a-z, 0-9 and '-', at most "
+        "63 characters), got 'Shop'",
+    ]
+    assert [n.name for n in config.namespaces] == ["shop"]
+    _, errors = parse_cluster_objects("eu", docs(labelled))
+    assert [str(e) for e in errors] == [
+        f"{FILE}: Namespace shop: kind: a Namespace does not belong to one cluster: put it in "
+        "the fleet directory's *.yaml"
+    ]
+
+
 # --- Gateways --------------------------------------------------------------------------------
 
 INGRESS = f"{FILE}: Gateway demo/ingress"
@@ -1066,6 +1111,27 @@ LISTENER = "spec.listeners[0]"
             "protocol: HTTP, allowedRoutes: {kinds: [{group: example.com}]}}",
             f"{LISTENER}.allowedRoutes.kinds[0].kind: required",
             id="allowed-kind",
+        ),
+        pytest.param(
+            "protocol: HTTP}",
+            "protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: [a]}}}",
+            f"{LISTENER}.allowedRoutes.namespaces.selector: must be a mapping, got list",
+            id="selector-type",
+        ),
+        pytest.param(
+            "protocol: HTTP}",
+            "protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, "
+            "selector: {matchExpressions: [{key: team}]}}}}",
+            f"{LISTENER}.allowedRoutes.namespaces.selector.matchExpressions[0].operator: required",
+            id="selector-operator",
+        ),
+        pytest.param(
+            "protocol: HTTP}",
+            "protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, "
+            "selector: {matchLabels: {team: [shop]}}}}}",
+            f"{LISTENER}.allowedRoutes.namespaces.selector.matchLabels[team]: must be a string, "
+            "got list",
+            id="selector-label",
         ),
     ],
 )

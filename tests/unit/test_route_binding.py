@@ -21,7 +21,13 @@ from kontinuum.control.plane import (
     ServicePlane,
 )
 from kontinuum.control.route_binding import RouteBinding, bind_routes
-from kontinuum.control.routing import GatewayListener, HeaderModifier, intersect_hostnames
+from kontinuum.control.routing import (
+    GatewayListener,
+    HeaderModifier,
+    hostname_covers,
+    hostname_specificity,
+    intersect_hostnames,
+)
 from kontinuum.control.routing_state import mesh_routing
 from kontinuum.control.translate.backends import routes_for
 from kontinuum.discovery.static import load_fleet
@@ -359,6 +365,135 @@ def test_gateway_attachment(gateway: str, route: str, condition: tuple[str, str,
     binding = bind(gateway, route)
     assert route_conditions(binding)["Accepted"] == condition
     assert len(binding.routes) == (condition == ACCEPTED)
+
+
+# --- allowedRoutes.namespaces.from: Selector ------------------------------------------------
+
+# A Gateway in namespace edge whose listener admits the routes of the namespaces its
+# selector selects; the route is in namespace demo.
+SELECTING = edit(
+    edit(GATEWAY, "namespace: demo", "namespace: edge"),
+    "protocol: HTTP}",
+    "protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: SELECTOR}}}",
+)
+NOT_ADMITTED = (
+    "False",
+    "NotAllowedByListeners",
+    "no accepted listener of Gateway edge/ingress (http) admits HTTPRoutes from namespace demo",
+)
+
+
+def namespace(name: str, labels: str = "") -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("selector", "namespaces", "condition"),
+    [
+        ("{matchLabels: {team: shop}}", [namespace("demo", "team: shop")], ACCEPTED),
+        ("{matchLabels: {team: shop}}", [namespace("demo", "team: ops")], NOT_ADMITTED),
+        ("{matchLabels: {team: shop}}", [namespace("edge", "team: shop")], NOT_ADMITTED),
+        ("{matchLabels: {team: shop}}", [], NOT_ADMITTED),  # no Namespace: no such label
+        # Every namespace has kubernetes.io/metadata.name, Namespace object or not.
+        ("{matchLabels: {kubernetes.io/metadata.name: demo}}", [], ACCEPTED),
+        (
+            "{matchLabels: {kubernetes.io/metadata.name: demo}}",
+            [namespace("demo", "kubernetes.io/metadata.name: other")],
+            ACCEPTED,
+        ),
+        (
+            "{matchExpressions: [{key: team, operator: In, values: [ops, shop]}]}",
+            [namespace("demo", "team: shop")],
+            ACCEPTED,
+        ),
+        (
+            "{matchExpressions: [{key: team, operator: In, values: [ops]}]}",
+            [namespace("demo", "team: shop")],
+            NOT_ADMITTED,
+        ),
+        ("{matchExpressions: [{key: team, operator: NotIn, values: [ops]}]}", [], ACCEPTED),
+        (
+            "{matchExpressions: [{key: team, operator: NotIn, values: [shop]}]}",
+            [namespace("demo", "team: shop")],
+            NOT_ADMITTED,
+        ),
+        (
+            "{matchExpressions: [{key: team, operator: Exists}]}",
+            [namespace("demo", "team: ''")],
+            ACCEPTED,
+        ),
+        ("{matchExpressions: [{key: team, operator: Exists}]}", [], NOT_ADMITTED),
+        ("{matchExpressions: [{key: team, operator: DoesNotExist}]}", [], ACCEPTED),
+        (
+            "{matchExpressions: [{key: team, operator: DoesNotExist}]}",
+            [namespace("demo", "team: x")],
+            NOT_ADMITTED,
+        ),
+        # Every part must hold.
+        (
+            "{matchLabels: {team: shop}, matchExpressions: [{key: tier, operator: Exists}]}",
+            [namespace("demo", "team: shop")],
+            NOT_ADMITTED,
+        ),
+        (
+            "{matchLabels: {team: shop}, matchExpressions: [{key: tier, operator: Exists}]}",
+            [namespace("demo", "team: shop, tier: gold")],
+            ACCEPTED,
+        ),
+        ("{}", [], ACCEPTED),  # an empty selector selects every namespace
+    ],
+)
+def test_a_selector_admits_the_routes_of_the_namespaces_it_selects(
+    selector: str, namespaces: list[str], condition: tuple[str, str, str]
+) -> None:
+    gateway = SELECTING.replace("SELECTOR", selector)
+    binding = bind(gateway, *namespaces, gateway_route("{name: ingress, namespace: edge}"))
+    assert route_conditions(binding)["Accepted"] == condition
+    assert len(binding.routes) == (condition == ACCEPTED)
+    (status,) = binding.gateway_statuses
+    assert summary(status.listeners[0].conditions)["Accepted"] == ACCEPTED
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        (
+            "{matchExpressions: [{key: team, operator: Equals, values: [shop]}]}",
+            "invalid allowedRoutes.namespaces.selector.matchExpressions[0].operator: must be one "
+            "of In, NotIn, Exists, DoesNotExist, got 'Equals'",
+        ),
+        (
+            "{matchExpressions: [{key: team, operator: In}]}",
+            "invalid allowedRoutes.namespaces.selector.matchExpressions[0].values: must hold at "
+            "least one value for In",
+        ),
+        (
+            "{matchExpressions: [{key: team, operator: Exists, values: [shop]}]}",
+            "invalid allowedRoutes.namespaces.selector.matchExpressions[0].values: must be empty "
+            "for Exists",
+        ),
+        (
+            "{matchLabels: {'-team': shop}}",
+            "invalid allowedRoutes.namespaces.selector.matchLabels[-team]: the key must be a name "
+            "of",
+        ),
+        (
+            "{matchLabels: {team: 'a b'}}",
+            "invalid allowedRoutes.namespaces.selector.matchLabels[team]: must be a label value",
+        ),
+    ],
+)
+def test_a_listener_with_an_invalid_selector_is_not_accepted(selector: str, message: str) -> None:
+    gateway = SELECTING.replace("SELECTOR", selector)
+    binding = bind(
+        gateway, namespace("demo", "team: shop"), gateway_route("{name: ingress, namespace: edge}")
+    )
+    (status,) = binding.gateway_statuses
+    accepted = summary(status.listeners[0].conditions)["Accepted"]
+    assert accepted[:2] == ("False", "UnsupportedValue")
+    assert accepted[2].startswith(message), accepted[2]
+    assert route_conditions(binding)["Accepted"] == NOT_ADMITTED
+    assert binding.gateways == ()
 
 
 def test_attached_routes_are_counted_per_listener_and_statuses_follow_parent_order() -> None:
@@ -948,8 +1083,7 @@ def test_gateway_and_listener_statuses() -> None:
     assert summary(listeners["selected"].conditions)["Accepted"] == (
         "False",
         "UnsupportedValue",
-        "allowedRoutes.namespaces.from: Selector is not supported (the fleet files have no "
-        "namespace labels to select): use Same or All",
+        "allowedRoutes.namespaces.selector: required with allowedRoutes.namespaces.from: Selector",
     )
     (bound,) = binding.gateways
     assert [li.name for li in bound.listeners] == ["http", "picky"]
@@ -999,6 +1133,32 @@ def test_hostname_intersection(
     listener: str | None, route: tuple[str, ...], expected: tuple[str, ...] | None
 ) -> None:
     assert intersect_hostnames(listener, route) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "expected"),
+    [
+        (None, "example.com", True),
+        ("*", "*.example.com", True),
+        ("example.com", "example.com", True),
+        ("example.com", "www.example.com", False),
+        ("*.example.com", "www.example.com", True),
+        ("*.example.com", "a.b.example.com", True),  # one or more labels
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "*.b.example.com", True),  # a narrower wildcard's hosts
+        ("*.b.example.com", "*.example.com", False),
+        ("*.com", "*", False),
+        ("www.example.com", "*.example.com", False),
+    ],
+)
+def test_hostname_covers(pattern: str | None, host: str, expected: bool) -> None:
+    assert hostname_covers(pattern, host) is expected
+
+
+def test_hostname_specificity_puts_exact_before_wildcards_before_none() -> None:
+    names = [None, "*.com", "a.example.com", "*.example.com", "example.com", "*"]
+    ordered = sorted(names, key=hostname_specificity, reverse=True)
+    assert ordered == ["a.example.com", "example.com", "*.example.com", "*.com", None, "*"]
 
 
 # --- LocalityPolicies ------------------------------------------------------------------------

@@ -79,3 +79,49 @@ def test_a_deleted_route_is_forgotten() -> None:
 def test_policies_become_the_spread_of_their_service() -> None:
     routing = RoutingState().update(fleet(POLICY), PLANE)
     assert routing.spreads == {("demo", "hello"): Spread(weights=(("eu", 3),))}
+
+
+GATEWAY = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: front, namespace: edge, labels: {kontinuum.io/cluster: eu}}
+spec:
+  gatewayClassName: kontinuum
+  listeners:
+  - name: web
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {ingress: front}}}}
+"""
+GATEWAY_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hello, namespace: demo}
+spec:
+  parentRefs: [{name: front, namespace: edge}]
+  rules:
+  - backendRefs: [{name: hello, port: 80}]
+"""
+
+
+def namespace(labels: str) -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: demo, labels: {{{labels}}}}}"
+
+
+def test_a_namespace_relabelled_rebinds_the_routes_a_selector_admits() -> None:
+    state = RoutingState()
+    state.update(fleet(GATEWAY, GATEWAY_ROUTE, namespace("ingress: front")), PLANE)
+    assert [b.route.name for b in state.binding.routes] == ["hello"]
+
+    state.update(fleet(GATEWAY, GATEWAY_ROUTE, namespace("ingress: other")), PLANE)
+    assert state.binding.routes == ()  # the route's last good version is not admitted either
+    ((parent, condition),) = failing_conditions(state.statuses[0])
+    assert parent == "Gateway edge/front"
+    assert (condition.reason, condition.message) == (
+        "NotAllowedByListeners",
+        "no accepted listener of Gateway edge/front (web) admits HTTPRoutes from namespace demo",
+    )
+
+    state.update(fleet(GATEWAY, GATEWAY_ROUTE, namespace("ingress: front")), PLANE)
+    assert [b.route.name for b in state.binding.routes] == ["hello"]
+    assert all(not failing_conditions(s) for s in state.statuses)

@@ -24,9 +24,10 @@ Envoy keys a cluster's hosts by address, so a sidecar's Envoy cluster holds one 
 per gateway: when a remote cluster has both kinds of endpoints, the mutual one (`networks`).
 
 Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listener per
-listener port on the Gateway's address (0.0.0.0 when it declares none), one virtual host
-per listener hostname, and the routes attached to that listener. A port in the `Host`
-header is ignored (stripped) before virtual hosts are matched, as the Gateway API says.
+listener port on the Gateway's address (0.0.0.0 when it declares none), whose listeners
+share one route configuration with a virtual host per hostname (`virtual_hosts` says which
+routes' rules each holds). A port in the `Host` header is ignored (stripped) before virtual
+hosts are matched, as the Gateway API says.
 A port of HTTPS listeners terminates TLS, choosing the listener's certificate by SNI
 (`gateway_tls`); a redirect's port follows its listener's port and scheme
 (`gateway_redirects`).
@@ -47,12 +48,13 @@ from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.naming import ClusterName
 from kontinuum.control.plane import PlaneService, ProxyView
 from kontinuum.control.route_binding import BoundRoute
-from kontinuum.control.routing import GatewayListener, intersect_hostnames
-from kontinuum.control.translate import clusters, envoy, gateway_redirects, gateway_tls, http_routes
+from kontinuum.control.routing import GatewayListener
+from kontinuum.control.translate import clusters, envoy, gateway_redirects, gateway_tls
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting
 from kontinuum.control.translate.builder import Builder
 from kontinuum.control.translate.networks import SERVICE_HEADER, NetworkGateway
 from kontinuum.control.translate.options import SidecarOptions, Translation
+from kontinuum.control.translate.virtual_hosts import port_virtual_hosts
 
 EAST_WEST: Final = "east-west"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
@@ -144,24 +146,15 @@ def ingress_gateway(
     gateway = bound.gateway
     address = gateway.addresses[0] if gateway.addresses else "0.0.0.0"
     backends = BackendClusters(view, routing, set(), Builder(None, view, site, options).outbound)
-    by_port: dict[int, list[Any]] = {}
+    by_port: dict[int, list[GatewayListener]] = {}
     for listener in sorted(bound.listeners, key=lambda li: (li.port, li.name)):
-        attached = [
-            r
-            for r in routes
-            if any(p.gateway == gateway and listener in p.listeners for p in r.parents)
-        ]
-        hostnames = {host for r in attached for host in r.route.hostnames}
-        domains = list(intersect_hostnames(listener.hostname, tuple(sorted(hostnames))) or ("*",))
-        vhost = rc.VirtualHost(name=f"{gateway.name}/{listener.name}", domains=domains)
-        vhost.routes.extend(http_routes.ranked_routes(attached, backends))
-        by_port.setdefault(listener.port, []).append(vhost)
+        by_port.setdefault(listener.port, []).append(listener)
     listeners: list[Any] = []
     configs: list[Any] = []
-    for port, vhosts in sorted(by_port.items()):
+    for port, on_port in sorted(by_port.items()):
         name = f"{gateway.namespace}/{gateway.name}/{port}"
-        on_port = [li for li in bound.listeners if li.port == port]
-        config = envoy.route_configuration(name, _unique_domains(vhosts))
+        vhosts = port_virtual_hosts(gateway, on_port, routes, backends)
+        config = envoy.route_configuration(name, vhosts)
         gateway_redirects.complete_redirects(config, _origin(on_port, port))
         configs.append(config)
         listeners.append(_port_listener(name, address, port, on_port, bound))
@@ -201,17 +194,3 @@ def _port_listener(
         chain = listener.filter_chains.add()
         chain.filters.add(name=envoy.HCM_FILTER).typed_config.CopyFrom(envoy.pack(hcm))
     return listener
-
-
-def _unique_domains(vhosts: list[Any]) -> list[Any]:
-    """Envoy refuses a domain two virtual hosts share: the first listener keeps it."""
-    claimed: set[str] = set()
-    kept = []
-    for vhost in vhosts:
-        domains = [d for d in vhost.domains if d not in claimed]
-        claimed.update(domains)
-        if domains:
-            del vhost.domains[:]
-            vhost.domains.extend(domains)
-            kept.append(vhost)
-    return kept

@@ -33,7 +33,8 @@ Precedence between routes of one host follows the Gateway API: an exact path fir
 expressions, longest first, then the longest prefix; then a method match, more header
 matches, more query parameter matches; then the older route, its namespace/name, rule
 order and match order. A regular expression ranks before prefixes because a prefix `/`
-would otherwise hide every expression.
+would otherwise hide every expression. On an ingress gateway, the routes of a host are first
+ordered by their matching hostname, the more specific first (`virtual_hosts`).
 """
 
 from __future__ import annotations
@@ -351,18 +352,25 @@ def envoy_route(
 
 
 def ranked_routes(
-    routes: Sequence[BoundRoute], clusters: BackendCluster, *, retries: bool = True
+    routes: Sequence[BoundRoute],
+    clusters: BackendCluster,
+    *,
+    retries: bool = True,
+    hostname_rank: Callable[[BoundRoute], tuple[int, ...]] | None = None,
 ) -> list[Any]:
-    """Every rule and match of `routes` as Envoy routes, in Gateway API precedence order."""
+    """Every rule and match of `routes` as Envoy routes, in Gateway API precedence order;
+    `hostname_rank` (smaller first) orders the routes by their matching hostname before
+    their matches are compared."""
     ranked: list[RankedRoute] = []
     for bound in routes:
         route = bound.route
         created = route.created.timestamp() if route.created else float("inf")
+        host = hostname_rank(bound) if hostname_rank is not None else ()
         for r, rule in enumerate(bound.rules):
             matches = rule.rule.matches or (RouteMatch(),)
             for m, match in enumerate(matches):
                 name = f"{route.namespace}/{route.name}/rule/{r}/match/{m}"
-                rank = (match_rank(match), created, route.namespace, route.name, r, m)
+                rank = (host, match_rank(match), created, route.namespace, route.name, r, m)
                 envoy_rule = envoy_route(name, route.kind, rule, match, clusters, retries=retries)
                 ranked.append(RankedRoute(rank, envoy_rule))
     return [r.route for r in sorted(ranked, key=lambda r: r.rank)]
