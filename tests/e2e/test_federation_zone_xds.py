@@ -1,5 +1,5 @@
 """Federation, second slice: the global programs the zone, and the zone serves its proxies
-through a cut of its link to the global.
+(Envoy sidecars, proxyless gRPC) through a cut of its link to the global.
 
 Real processes: `kontinuum serve --federation-address` (the global) with a fleet of two
 sites, `eu` (its files at the global) and `edge-paris` (a zone); `kontinuum zone --site
@@ -19,8 +19,10 @@ import pytest
 
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
 from kontinuum.security.xds_auth import control_plane_identity
+from tests.e2e import grpc_client
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
+from tests.e2e.proxyless import grpc_backends, proxyless_client
 from tests.e2e.routing_fleet import endpoint_slice, service
 from tests.e2e.test_federation import KONTINUUM, TD, Process, issue, kontinuum, until
 from tests.support.net import free_port
@@ -268,3 +270,101 @@ def test_a_zone_s_xds_options_are_checked_before_it_runs(
     )  # fmt: skip
     assert done.returncode == 2
     assert says in " ".join(done.stderr.split())
+
+
+async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_global_sent(
+    tmp_path: Path,
+) -> None:
+    """gRPC's own xDS client bootstrapped to the zone (plaintext here) calls its site's
+    `echo`, then, once the site's endpoints are gone, `eu`'s, which the global sent."""
+    async with grpc_backends(("eu", "edge-paris")) as ports:
+        ca = tmp_path / "ca"
+        await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+        fleet = tmp_path / "fleet"
+        (fleet / "clusters" / "eu").mkdir(parents=True)
+        (fleet / "clusters.yaml").write_text(FLEET)
+        (fleet / "clusters" / "eu" / "echo.yaml").write_text(
+            grpc_service(ports["eu"]) + "---\n" + grpc_slice(ports["eu"])
+        )
+        site = tmp_path / "edge-paris"
+        site.mkdir()
+        (site / "echo.yaml").write_text(grpc_service(ports["edge-paris"]))
+        (site / "echo-endpoints.yaml").write_text(grpc_slice(ports["edge-paris"]))
+        federation = f"127.0.0.1:{free_port()}"
+        global_ = Process(
+            [
+                "serve", "--config", str(fleet), "--ca-dir", str(ca),
+                "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
+                "--state-dir", str(tmp_path / "global-state"),
+            ],
+            tmp_path / "global.log",
+            f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        credentials = await asyncio.to_thread(
+            issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+            "zone-edge-paris",
+        )  # fmt: skip
+        zone_xds = free_port()
+        zone = Process(
+            [
+                "zone", "--site", "edge-paris", "--global", federation,
+                "--credentials", str(credentials), "--config", str(site),
+                "--xds-address", f"127.0.0.1:{zone_xds}", "--plaintext-xds",
+                "--state-dir", str(tmp_path / "zone-state"),
+            ],
+            tmp_path / "zone.log",
+            f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        try:
+            global_.start()
+            zone.start()
+
+            async def ready() -> bool:
+                return await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+
+            await until(ready, "the zone subscribed", 60, (global_.log, zone.log))
+            bootstrap = grpc_client.write_bootstrap(
+                tmp_path / "bootstrap.json",
+                zone_xds,
+                node_id="grpc-client-1",
+                cluster="edge-paris",
+                namespace="demo",
+            )
+            target = "xds:///echo.demo.svc.clusterset.local:50051"
+            async with proxyless_client(tmp_path, bootstrap, target) as client:
+                await client.until(lambda line: line == "ok edge-paris", "its own site")
+                assert await client.take(5) == ["ok edge-paris"] * 5, client.describe()
+                (site / "echo-endpoints.yaml").unlink()
+                await client.until(lambda line: line == "ok eu", "eu, sent by the global")
+                assert await client.take(5) == ["ok eu"] * 5, client.describe()
+        finally:
+            zone.stop()
+            global_.stop()
+
+
+def grpc_service(port: int) -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: demo}}
+spec:
+  ports: [{{name: grpc, port: 50051, targetPort: {port}, protocol: TCP, appProtocol: grpc}}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: echo, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+"""
+
+
+def grpc_slice(port: int) -> str:
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP, appProtocol: grpc}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+"""
