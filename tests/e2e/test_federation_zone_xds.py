@@ -164,6 +164,9 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
             "zone": "edge-paris"
         })  # fmt: skip
         assert sent == 5  # 2 ClusterProfiles, the route, eu's web and state; not its own hello
+        assert await global_.metric(
+            "kontinuum_federation_zone_answers_total", {"zone": "edge-paris", "answer": "nack"}
+        ) == 0  # fmt: skip
         assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
 
         # The link is cut: the global is gone.
