@@ -1,0 +1,466 @@
+"""Federation, second slice: the global programs the zone, and the zone serves its proxies
+(Envoy sidecars, ingress gateways, proxyless gRPC) through a cut of its link to the global.
+
+Real processes: `kontinuum serve --federation-address` (the global) with a fleet of two
+sites, `eu` (its files at the global) and `edge-paris` (a zone); `kontinuum zone --site
+edge-paris --xds-address` reading its own files and serving xDS; HTTP backends; Envoy
+sidecars of edge-paris bootstrapped to the zone. What each process counts is read from its
+`/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
+from kontinuum.security.xds_auth import control_plane_identity
+from tests.e2e import grpc_client
+from tests.e2e.backends import Backend, request
+from tests.e2e.conftest import StartEnvoy
+from tests.e2e.proxyless import grpc_backends, proxyless_client
+from tests.e2e.routing_fleet import endpoint_slice, service
+from tests.e2e.test_federation import KONTINUUM, TD, Process, issue, kontinuum, until
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.e2e
+
+HELLO = "hello.demo.svc.clusterset.local"
+WEB = "web.demo.svc.clusterset.local"
+
+FLEET = """apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: eu
+  namespace: fleet
+  labels: {topology.kubernetes.io/region: eu-west-1, kontinuum.io/network: backbone}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: edge-paris
+  namespace: fleet
+  labels: {topology.kubernetes.io/region: eu-central-1, kontinuum.io/network: backbone}
+  annotations:
+    kontinuum.io/source: zone
+    kontinuum.io/stale-after: 10m
+"""
+
+
+def hello_route(value: str) -> str:
+    """A fleet-wide HTTPRoute of demo on Service hello that marks its replies."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: hello, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: hello, port: 80}}]
+  rules:
+  - filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{set: [{{name: X-Route, value: {value}}}]}}
+    backendRefs: [{{name: hello, port: 80}}]
+"""
+
+
+def reply_of(port: int, host: str) -> tuple[str | None, str | None]:
+    """Which backend answered through the sidecar's outbound `port`, and its X-Route."""
+    reply = request(port, host, timeout=2)
+    return reply.backend, reply.headers.get("x-route")
+
+
+async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
+    tmp_path: Path, envoys: StartEnvoy
+) -> None:
+    backends = {n: Backend(n) for n in ("paris-1", "paris-2", "eu-1", "eu-2")}
+    for backend in backends.values():
+        backend.start()
+    ca = tmp_path / "ca"
+    await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+    fleet = tmp_path / "fleet"
+    (fleet / "clusters" / "eu").mkdir(parents=True)
+    (fleet / "clusters.yaml").write_text(FLEET)
+    (fleet / "routes.yaml").write_text(hello_route("v1"))
+    (fleet / "clusters" / "eu" / "web.yaml").write_text(
+        service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-1"].port)
+    )
+    site = tmp_path / "edge-paris"
+    site.mkdir()
+    (site / "hello.yaml").write_text(service("demo", "hello"))
+    (site / "hello-endpoints.yaml").write_text(
+        endpoint_slice("demo", "hello", backends["paris-1"].port)
+    )
+    federation = f"127.0.0.1:{free_port()}"
+    global_ = Process(
+        [
+            "serve", "--config", str(fleet), "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{free_port()}",
+            "--federation-address", federation, "--state-dir", str(tmp_path / "global-state"),
+        ],
+        tmp_path / "global.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    credentials = await asyncio.to_thread(
+        issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+        "zone-edge-paris",
+    )  # fmt: skip
+    zone_xds = free_port()
+    zone = Process(
+        [
+            "zone", "--site", "edge-paris", "--global", federation,
+            "--credentials", str(credentials), "--config", str(site),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(ca),
+            "--state-dir", str(tmp_path / "zone-state"),
+        ],
+        tmp_path / "zone.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    logs = (global_.log, zone.log)
+    sidecar = await asyncio.to_thread(
+        issue, ca, tmp_path / "frontend", "edge-paris", "demo", "frontend"
+    )
+
+    def start_sidecar(name: str) -> int:
+        outbound = free_port()
+        envoys(
+            view="edge-paris",
+            xds_port=0,
+            mode="delta",
+            node_id=name,
+            config=envoy_bootstrap(
+                node_id=name,
+                cluster="edge-paris",
+                xds_address=f"127.0.0.1:{zone_xds}",
+                admin_port=0,
+                reconnect_backoff=("0.1s", "1s"),
+                metadata=proxy_metadata(namespace="demo", role="sidecar", outbound_port=outbound),
+                tls=XdsClientTls(
+                    ca_file=str(sidecar / "ca.pem"),
+                    server_identity=str(control_plane_identity(TD)),
+                    certificate_file=str(sidecar / "cert.pem"),
+                    key_file=str(sidecar / "key.pem"),
+                ),
+            ),
+        )
+        return outbound
+
+    try:
+        global_.start()
+        zone.start()
+        first = start_sidecar("frontend-1")
+
+        # Through the zone: the site's own service, eu's service the global sent, and the
+        # global's HTTPRoute on hello.
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-1", "v1"), "hello via the route", 60, logs
+        )
+        await until(lambda: reply_of(first, WEB)[0] == "eu-1", "web of eu via the zone", 30, logs)
+        sent = await global_.metric("kontinuum_federation_zone_resources_sent_total", {
+            "zone": "edge-paris"
+        })  # fmt: skip
+        assert sent == 5  # 2 ClusterProfiles, the route, eu's web and state; not its own hello
+        assert await global_.metric(
+            "kontinuum_federation_zone_answers_total", {"zone": "edge-paris", "answer": "nack"}
+        ) == 0  # fmt: skip
+        assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
+
+        # The link is cut: the global is gone.
+        global_.kill()
+
+        async def cut() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_subscribed") == 0
+
+        await until(cut, "the zone sees the cut", 30, logs)
+        failed = [
+            reply for _ in range(50) if (reply := reply_of(first, HELLO)) != ("paris-1", "v1")
+        ]
+        assert failed == [], "local requests failed during the cut"
+        # A local endpoint change still reaches the site's proxies.
+        (site / "hello-endpoints.yaml").write_text(
+            endpoint_slice("demo", "hello", backends["paris-2"].port)
+        )
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-2", "v1"), "paris-2 during the cut", 30, logs
+        )
+        # A new proxy of the site connects and is served, eu's service as last received.
+        second = start_sidecar("frontend-2")
+        await until(
+            lambda: reply_of(second, HELLO) == ("paris-2", "v1"), "a new sidecar served", 60, logs
+        )
+        assert reply_of(second, WEB)[0] == "eu-1"
+        # The zone itself restarts while cut off: it serves its proxies from the copy of
+        # the global it kept, eu's service included.
+        zone.kill()
+        zone.start()
+
+        async def zone_ready() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_resources") == 5
+
+        await until(zone_ready, "the restarted zone serving its kept copy", 60, logs)
+        third = start_sidecar("frontend-3")
+        await until(
+            lambda: reply_of(third, WEB)[0] == "eu-1", "eu's web from the kept copy", 60, logs
+        )
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-2", "v1"), "the first sidecar back", 30, logs
+        )
+        # Meanwhile, the global's files change: eu's endpoint, and the route.
+        (fleet / "clusters" / "eu" / "web.yaml").write_text(
+            service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-2"].port)
+        )
+        (fleet / "routes.yaml").write_text(hello_route("v2"))
+
+        # The global is back: each side sends only what changed while cut off.
+        global_.start()
+        await until(lambda: reply_of(first, HELLO) == ("paris-2", "v2"), "route v2", 90, logs)
+        await until(lambda: reply_of(second, WEB)[0] == "eu-2", "eu-2 at the zone", 30, logs)
+        # To the zone: eu's web and the route, nothing else.
+        assert await global_.metric("kontinuum_federation_zone_resources_sent_total", {
+            "zone": "edge-paris"
+        }) == 2  # fmt: skip
+        assert await zone.metric("kontinuum_zone_fleet_resources_received_total") == 2
+
+        # To the global: the one EndpointSlice changed during the cut (the restarted zone
+        # counts from 0).
+        async def published_again() -> bool:
+            return (
+                await zone.metric("kontinuum_zone_connected") == 1
+                and await zone.metric("kontinuum_zone_pending_objects") == 0
+            )
+
+        await until(published_again, "the zone's site published again", 30, logs)
+        assert await zone.metric("kontinuum_zone_objects_sent_total") == 1
+    finally:
+        zone.stop()
+        global_.stop()
+        for backend in backends.values():
+            backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--ca-dir", "ca"], "are for serving xDS: give --xds-address"),
+        (["--xds-address", "127.0.0.1:18000"], "the xDS server serves TLS: give the fleet CA"),
+        (
+            ["--xds-address", "127.0.0.1:18000", "--plaintext-xds", "--ca-dir", "ca"],
+            "a plaintext server signs whatever identity",
+        ),
+    ],
+)
+def test_a_zone_s_xds_options_are_checked_before_it_runs(
+    tmp_path: Path, extra: list[str], says: str
+) -> None:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "site").mkdir()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (credentials / name).write_text("")
+    done = subprocess.run(
+        [
+            *KONTINUUM, "zone", "--site", "edge-paris", "--global", "127.0.0.1:1",
+            "--credentials", str(credentials), "--config", str(tmp_path / "site"),
+            *(str(tmp_path / a) if a == "ca" else a for a in extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KONTINUUM_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert says in " ".join(done.stderr.split())
+
+
+async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_global_sent(
+    tmp_path: Path,
+) -> None:
+    """gRPC's own xDS client bootstrapped to the zone (plaintext here) calls its site's
+    `echo`, then, once the site's endpoints are gone, `eu`'s, which the global sent."""
+    async with grpc_backends(("eu", "edge-paris")) as ports:
+        ca = tmp_path / "ca"
+        await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+        fleet = tmp_path / "fleet"
+        (fleet / "clusters" / "eu").mkdir(parents=True)
+        (fleet / "clusters.yaml").write_text(FLEET)
+        (fleet / "clusters" / "eu" / "echo.yaml").write_text(
+            grpc_service(ports["eu"]) + "---\n" + grpc_slice(ports["eu"])
+        )
+        site = tmp_path / "edge-paris"
+        site.mkdir()
+        (site / "echo.yaml").write_text(grpc_service(ports["edge-paris"]))
+        (site / "echo-endpoints.yaml").write_text(grpc_slice(ports["edge-paris"]))
+        async with plaintext_zone(tmp_path, ca, fleet, site) as zone_xds:
+            bootstrap = grpc_client.write_bootstrap(
+                tmp_path / "bootstrap.json",
+                zone_xds,
+                node_id="grpc-client-1",
+                cluster="edge-paris",
+                namespace="demo",
+            )
+            target = "xds:///echo.demo.svc.clusterset.local:50051"
+            async with proxyless_client(tmp_path, bootstrap, target) as client:
+                await client.until(lambda line: line == "ok edge-paris", "its own site")
+                assert await client.take(5) == ["ok edge-paris"] * 5, client.describe()
+                (site / "echo-endpoints.yaml").unlink()
+                await client.until(lambda line: line == "ok eu", "eu, sent by the global")
+                assert await client.take(5) == ["ok eu"] * 5, client.describe()
+
+
+@contextlib.asynccontextmanager
+async def plaintext_zone(tmp_path: Path, ca: Path, fleet: Path, site: Path) -> AsyncIterator[int]:
+    """A global serving `fleet` and the zone of edge-paris reading `site`, serving xDS in
+    plaintext (local proxies); the zone's xDS port, once it has the global's fleet."""
+    federation = f"127.0.0.1:{free_port()}"
+    global_ = Process(
+        [
+            "serve", "--config", str(fleet), "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
+            "--state-dir", str(tmp_path / "global-state"),
+        ],
+        tmp_path / "global.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    credentials = await asyncio.to_thread(
+        issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+        "zone-edge-paris",
+    )  # fmt: skip
+    zone_xds = free_port()
+    zone = Process(
+        [
+            "zone", "--site", "edge-paris", "--global", federation,
+            "--credentials", str(credentials), "--config", str(site),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--plaintext-xds",
+            "--state-dir", str(tmp_path / "zone-state"),
+        ],
+        tmp_path / "zone.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    try:
+        global_.start()
+        zone.start()
+
+        async def ready() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+
+        await until(ready, "the zone subscribed", 60, (global_.log, zone.log))
+        yield zone_xds
+    finally:
+        zone.stop()
+        global_.stop()
+
+
+def gateway(port: int) -> str:
+    """An ingress Gateway of edge-paris and its HTTPRoute: / to its cluster's hello, /eu
+    to the cluster set's web (exported by eu only)."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: demo
+  labels: {{kontinuum.io/cluster: edge-paris}}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: web, port: {port}, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: front, namespace: demo}}
+spec:
+  parentRefs: [{{name: front}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /eu}}}}]
+    backendRefs: [{{group: multicluster.x-k8s.io, kind: ServiceImport, name: web, port: 80}}]
+  - backendRefs: [{{name: hello, port: 80}}]
+"""
+
+
+async def test_an_ingress_gateway_of_the_zone_is_programmed_from_a_gateway_of_the_global(
+    tmp_path: Path, envoys: StartEnvoy
+) -> None:
+    backends = {n: Backend(n) for n in ("paris-1", "eu-1")}
+    for backend in backends.values():
+        backend.start()
+    try:
+        ca = tmp_path / "ca"
+        await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+        fleet = tmp_path / "fleet"
+        (fleet / "clusters" / "eu").mkdir(parents=True)
+        (fleet / "clusters.yaml").write_text(FLEET)
+        listener = free_port()
+        (fleet / "gateways.yaml").write_text(gateway(listener))
+        (fleet / "clusters" / "eu" / "web.yaml").write_text(
+            service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-1"].port)
+        )
+        site = tmp_path / "edge-paris"
+        site.mkdir()
+        (site / "hello.yaml").write_text(
+            service("demo", "hello")
+            + "---\n"
+            + endpoint_slice("demo", "hello", backends["paris-1"].port)
+        )
+        async with plaintext_zone(tmp_path, ca, fleet, site) as zone_xds:
+            envoys(
+                view="edge-paris",
+                xds_port=0,
+                mode="delta",
+                node_id="front-1",
+                config=envoy_bootstrap(
+                    node_id="front-1",
+                    cluster="edge-paris",
+                    xds_address=f"127.0.0.1:{zone_xds}",
+                    admin_port=0,
+                    metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
+                ),
+            )
+            logs = (tmp_path / "global.log", tmp_path / "zone.log")
+            await until(
+                lambda: request(listener, "example.com", timeout=2).backend == "paris-1",
+                "the site's hello through the zone's gateway",
+                60,
+                logs,
+            )
+            await until(
+                lambda: request(listener, "example.com", "/eu", timeout=2).backend == "eu-1",
+                "eu's web through the zone's gateway",
+                30,
+                logs,
+            )
+    finally:
+        for backend in backends.values():
+            backend.stop()
+
+
+def grpc_service(port: int) -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: demo}}
+spec:
+  ports: [{{name: grpc, port: 50051, targetPort: {port}, protocol: TCP, appProtocol: grpc}}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: echo, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+"""
+
+
+def grpc_slice(port: int) -> str:
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP, appProtocol: grpc}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+"""
