@@ -434,7 +434,10 @@ def bootstrap(
     ] = "sidecar",
     gateway: Annotated[
         str | None,
-        typer.Option(help="With --role ingress: the Gateway (in --namespace) it runs."),
+        typer.Option(
+            help="With --role ingress: the Gateway (in --namespace) it runs. A Gateway with "
+            "an HTTPS listener is run only by its own service account, named as the Gateway."
+        ),
     ] = None,
     grpc: Annotated[
         bool, typer.Option("--grpc", help="A gRPC xDS bootstrap (GRPC_XDS_BOOTSTRAP) instead.")

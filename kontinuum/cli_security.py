@@ -182,7 +182,9 @@ def ca_issue(
     """Issue a proxy's (or an operator's) client certificate for the xDS server.
 
     Its SPIFFE ID is spiffe://<trust domain>/ns/<namespace>/sa/<service account>; its
-    subject OU names the one cluster it may claim. key.pem is written with mode 0600.
+    subject OU names the one cluster it may claim. key.pem is written with mode 0600. An
+    ingress gateway of a Gateway with an HTTPS listener takes the Gateway's namespace and
+    its name as the service account: no other identity is given its TLS keys.
     """
     ca = load_ca(ca_dir, trust_domain)
     identity = _identity(trust_domain, namespace, service_account)

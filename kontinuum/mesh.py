@@ -24,7 +24,10 @@ as an SDS update alone.
 With workload certificates (`WorkloadCertificates`), a proxy's identity must agree with
 what it claims (`kontinuum.security.admission`), every view carries its identity's SDS
 secrets, sidecars originate mTLS to the endpoints that require it, and inbound listeners
-require client certificates of the own workspace or of a workspace granted access.
+require client certificates of the own workspace or of a workspace granted access. An
+ingress view whose Gateway gains an HTTPS listener while another identity than the
+Gateway's own holds it is revoked before it is translated: its streams end with
+PERMISSION_DENIED and the listeners' keys never reach it.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from kontinuum.control.translate.gateways import east_west_gateway, ingress_gate
 from kontinuum.control.translate.options import WorkloadTls
 from kontinuum.control.translate.sidecar import translate_inbound
 from kontinuum.route_report import status_lines
-from kontinuum.security.admission import admit
+from kontinuum.security.admission import admit, ingress_refusal
 from kontinuum.security.ca import CaError
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
@@ -132,6 +135,21 @@ def _group_key(key: ViewKey) -> GroupKey | None:
     if key.view.role != "sidecar":
         return None
     return (key.view.workspace, key.view.cluster, key.outbound_port, key.proxyless)
+
+
+def _warn_if_not_own(name: str, key: ViewKey, identity: WorkloadIdentity) -> None:
+    """An HTTP-only Gateway's proxy may run as any identity of its namespace: say which it
+    needs once the Gateway has an HTTPS listener (it is then refused, its view revoked)."""
+    if key.service_account != key.gateway:
+        log.warning(
+            "view %s: %s runs Gateway %s/%s, which has no HTTPS listener; one with an "
+            "HTTPS listener takes its own service account %r (its TLS keys go to no other)",
+            name,
+            identity.spiffe_id,
+            key.view.workspace,
+            key.gateway,
+            key.gateway,
+        )
 
 
 def _route_key(bound: BoundRoute) -> tuple[str, str, str]:
@@ -306,13 +324,15 @@ class Mesh:
         cluster = key.view.cluster
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
-        if key.view.role == "ingress" and self._ingress(key) is None:
+        ingress = self._ingress(key) if key.view.role == "ingress" else None
+        if key.view.role == "ingress" and ingress is None:
             raise PermissionError(
                 f"no accepted Gateway {key.view.workspace}/{key.gateway} in cluster {cluster}"
             )
         if self.certificates is not None:
             gateway = self.gateway_identity(cluster) if key.view.role == "gateway" else None
-            key, identity = admit(key, node, peer, self.certificates.trust_domain, gateway)
+            https = ingress is not None and ingress.gateway.terminates_tls
+            key, identity = admit(key, node, peer, self.certificates.trust_domain, gateway, https)
         name = str(key)
         held = self._identities.get(name)
         if held is not None and held != identity:  # a view holds one identity's secrets
@@ -328,6 +348,8 @@ class Mesh:
                     "proxies claim); a view no proxy uses is dropped after 10 minutes"
                 )
             owned.add(name)
+            if ingress is not None and identity is not None:
+                _warn_if_not_own(name, key, identity)
             self._add(name, key)
             if identity is not None:
                 self._identities[name] = identity
@@ -438,6 +460,15 @@ class Mesh:
             None,
         )
 
+    def _keys_refused(self, name: str, bound: BoundGateway) -> str | None:
+        """Why an ingress view may not hold its Gateway's TLS keys, if it may not: the
+        Gateway has an HTTPS listener and the view's identity is not the Gateway's own."""
+        identity = self._identities.get(name)
+        if identity is None or not bound.gateway.terminates_tls:
+            return None  # without certificates, nobody's identity is known
+        gateway = bound.gateway
+        return ingress_refusal(identity.spiffe_id, gateway.namespace, gateway.name)
+
     def _options(self, name: str, key: ViewKey) -> SidecarOptions:
         options = SidecarOptions(outbound_port=key.outbound_port, mtls=self._mtls())
         if key.inbound is None:
@@ -511,6 +542,12 @@ class Mesh:
                 log.error("view %s: its Gateway is gone or no longer accepted", name)
                 translation = Translation()
                 self._ingress_inputs.pop(name, None)
+            elif (refusal := self._keys_refused(name, bound)) is not None:
+                # The Gateway gained an HTTPS listener: its keys are not this identity's.
+                log.error("view %s: %s", name, refusal)
+                self._forget(name)
+                self.cache.revoke(name, refusal)
+                return False
             else:
                 routes = tuple(
                     r

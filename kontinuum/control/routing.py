@@ -293,6 +293,11 @@ class Gateway:
     def east_west(self) -> bool:
         return self.gateway_class == EAST_WEST_CLASS
 
+    @property
+    def terminates_tls(self) -> bool:
+        """Whether it declares an HTTPS listener: its proxies hold TLS private keys."""
+        return any(listener.protocol == "HTTPS" for listener in self.listeners)
+
 
 @dataclass(frozen=True, slots=True)
 class FailoverStep:

@@ -4,6 +4,11 @@ A node's bootstrap claims a role, a cluster and a workspace (`kontinuum.claims`)
 identity (a SPIFFE ID and the cluster its certificate or token was issued for) must agree:
 - the cluster it claims is the identity's cluster;
 - a sidecar or ingress gateway claims the workspace of its identity's namespace;
+- an ingress gateway of a Gateway with an HTTPS listener holds the Gateway's own identity
+  (its namespace, its name as the service account), as an east-west gateway does: its view
+  carries the listeners' TLS private keys, which no other workload of the namespace may
+  read (`ingress_refusal`); an HTTP-only Gateway's proxy may hold any identity of its
+  namespace;
 - an east-west gateway holds the identity of its Gateway: the Gateway's namespace, and its
   name as the service account (the Gateway in force for the cluster, as the sidecars see
   it); it gets no workload certificate, since it passes mTLS through unopened;
@@ -11,7 +16,8 @@ identity (a SPIFFE ID and the cluster its certificate or token was issued for) m
 Anything else is refused (PermissionError: the stream ends with PERMISSION_DENIED).
 
 Without authentication (a plaintext xDS port, local development only) the node's own
-metadata is believed, service account included.
+metadata is believed, service account included, and the same rules apply to it; an
+ingress gateway that declares no service account is taken as its Gateway's own.
 """
 
 from __future__ import annotations
@@ -32,20 +38,25 @@ def admit(
     peer: Peer,
     trust_domain: str,
     gateway: tuple[str, str] | None,
+    terminates_tls: bool = False,
 ) -> tuple[ViewKey, WorkloadIdentity | None]:
     """The view key `node` may have as `peer`, and the identity its workload certificate
     is for (None for an east-west gateway, which holds none: it passes mTLS through).
 
     `gateway`: the (namespace, name) of the east-west Gateway in force for the claimed
-    cluster (None: there is none).
+    cluster (None: there is none). `terminates_tls`: an ingress gateway's Gateway has an
+    HTTPS listener, so only the Gateway's own identity may run it.
     """
     view = key.view
     declared = declared_service_account(node)
     if peer.identity is None:
         if view.role == "gateway":
             return key, None
+        if view.role == "ingress" and declared == DEFAULT_SERVICE_ACCOUNT:
+            declared = key.gateway  # as Istio's Gateway deployments: the Gateway's own
         identity = SpiffeId(trust_domain, view.workspace, declared)
         _not_reserved(identity)
+        _may_run(key, identity, terminates_tls)
         return _keyed(key, identity), WorkloadIdentity(identity, view.cluster)
     try:
         identity = SpiffeId.parse(peer.identity)
@@ -84,7 +95,33 @@ def admit(
         raise PermissionError(
             f"the node declares service account {declared!r}; its identity is {identity}"
         )
+    _may_run(key, identity, terminates_tls)
     return _keyed(key, identity), WorkloadIdentity(identity, cluster)
+
+
+def ingress_refusal(identity: SpiffeId, namespace: str, gateway: str) -> str | None:
+    """Why `identity` may not run the HTTPS Gateway `namespace`/`gateway`, if it may not.
+
+    Its proxies hold its listeners' private keys, Secrets of its namespace or granted to it
+    by another (ReferenceGrant): as Istio serves a Gateway's credentials only to proxies
+    whose service account may read them, here only to the Gateway's own service account,
+    the name it shares with the Gateway (as an east-west gateway's).
+    """
+    if (identity.namespace, identity.service_account) == (namespace, gateway):
+        return None
+    return (
+        f"identity {identity} may not run HTTPS Gateway {namespace}/{gateway}: that takes "
+        f"service account {gateway!r} of namespace {namespace!r} (only the Gateway's own "
+        "identity is given its listeners' TLS keys)"
+    )
+
+
+def _may_run(key: ViewKey, identity: SpiffeId, terminates_tls: bool) -> None:
+    if key.view.role != "ingress" or not terminates_tls:
+        return
+    refusal = ingress_refusal(identity, key.view.workspace, key.gateway)
+    if refusal is not None:
+        raise PermissionError(refusal)
 
 
 def _not_reserved(identity: SpiffeId) -> None:

@@ -9,6 +9,7 @@ from kontinuum.xds.identity import (
     LimitExceededError,
     Peer,
     ViewResolver,
+    ViewRevokedError,
     ViewUnavailableError,
 )
 from kontinuum.xds.listen import ListenError
@@ -28,6 +29,7 @@ __all__ = [
     "SnapshotCache",
     "SyncStatus",
     "ViewResolver",
+    "ViewRevokedError",
     "ViewUnavailableError",
     "Watcher",
     "XdsServer",

@@ -26,6 +26,9 @@ class Watcher(Protocol):
         """Called synchronously with the new snapshot, per type the changed names, and the
         push the change belongs to, if it is followed (`kontinuum.xds.push`)."""
 
+    def on_revoked(self, reason: str) -> None:
+        """Called synchronously when the view is revoked: send nothing more, end (`reason`)."""
+
 
 class SnapshotCache:
     """Holds the current snapshot of every view and notifies the streams watching it."""
@@ -66,6 +69,13 @@ class SnapshotCache:
         if view in self._snapshots:
             self.set_snapshot(view, Snapshot(()))
             del self._snapshots[view]
+
+    def revoke(self, view: str, reason: str) -> None:
+        """Take a view away from whoever holds it: its snapshot is forgotten (nothing more
+        of it is sent) and every stream watching it ends with `reason`."""
+        self._snapshots.pop(view, None)
+        for watcher in tuple(self._watchers.pop(view, ())):
+            watcher.on_revoked(reason)
 
     def watch(self, view: str, watcher: Watcher) -> Snapshot | None:
         """Start telling `watcher` about changes to `view`; returns the current snapshot."""

@@ -6,10 +6,11 @@ peer certificate, a bearer token in the metadata, or nothing at all) and then as
 with `PermissionError`, which ends the stream with PERMISSION_DENIED; with
 `UnauthenticatedError` (the caller proved no identity), which ends it with
 UNAUTHENTICATED; or with `LimitExceededError` (it holds as much as it may), which ends it
-with RESOURCE_EXHAUSTED. A resolver not ready to answer yet (no configuration loaded)
-raises `ViewUnavailableError`: the stream ends with UNAVAILABLE, which a proxy retries,
-never as refused. The xDS layer never looks at node metadata itself: deciding what a node
-may claim is policy.
+with RESOURCE_EXHAUSTED. A view revoked later (`SnapshotCache.revoke`) ends its open
+streams with PERMISSION_DENIED (`ViewRevokedError`). A resolver not ready to answer yet
+(no configuration loaded) raises `ViewUnavailableError`: the stream ends with UNAVAILABLE,
+which a proxy retries, never as refused. The xDS layer never looks at node metadata
+itself: deciding what a node may claim is policy.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class Peer:
 
 class UnauthenticatedError(PermissionError):
     """The caller proved no identity the server accepts (no, a bad or an expired credential)."""
+
+
+class ViewRevokedError(PermissionError):
+    """The view a stream was given is no longer the caller's to hold (the resolver would
+    now refuse it): the stream ends with PERMISSION_DENIED, and nothing more is sent."""
 
 
 class ViewUnavailableError(Exception):

@@ -25,6 +25,7 @@ from kontinuum.xds.identity import (
     Peer,
     UnauthenticatedError,
     ViewResolver,
+    ViewRevokedError,
     ViewUnavailableError,
     view_by_node_cluster,
 )
@@ -282,6 +283,10 @@ class XdsServer:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the credential this stream was opened with expired: reconnect with a new one",
             )
+        except ViewRevokedError as revoked:
+            self.stats.streams_refused += 1
+            log.warning("closing stream %d of %s: %s", stream.id, node_id, cut(revoked))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(revoked))
         except ProtocolViolationError as violation:
             log.warning("closing stream %d of %s: %s", stream.id, node_id, violation)
             await context.abort(violation.code, str(violation))

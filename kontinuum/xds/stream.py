@@ -14,7 +14,7 @@ import grpc
 
 from kontinuum.xds import types, wire
 from kontinuum.xds.cache import SnapshotCache
-from kontinuum.xds.identity import Peer
+from kontinuum.xds.identity import Peer, ViewRevokedError
 from kontinuum.xds.limits import (
     MAX_NAME_CHARACTERS_PER_STREAM,
     MAX_NAME_LENGTH,
@@ -106,6 +106,7 @@ class Stream:
         self._nonces = itertools.count(1)
         self._wake = asyncio.Event()
         self._pushes: dict[Push, _Part] = {}  # insertion order: oldest first
+        self._revoked: str | None = None  # why the view was taken away (`on_revoked`)
 
     @property
     def view(self) -> str:
@@ -156,6 +157,12 @@ class Stream:
             woken = woken or state.has_work
         if woken:
             self._wake.set()
+
+    def on_revoked(self, reason: str) -> None:
+        # Nothing of the view is sent from now on, not even a response already due.
+        self.snapshot = None
+        self._revoked = reason
+        self._wake.set()
 
     def _take_part(self, push: Push, type_url: str) -> None:
         part = self._pushes.get(push)
@@ -212,6 +219,8 @@ class Stream:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._revoked is not None:
+                    raise ViewRevokedError(self._revoked)
                 if reader.done():
                     reader.result()  # re-raise a protocol violation
                     return
