@@ -46,28 +46,23 @@ from kontinuum.control.objects import (
 # multicluster.x-k8s.io, ServiceImports) as backends; `from` Gateways `to` Secrets lets the
 # Gateways of a namespace name the provider's Secrets as listener certificates
 # (`gateway_certificates`). Such a grant opens nothing to proxies.
-# Other `from` or `to` kinds of those groups are rejected, so a grant never silently means less
-# than its author thinks. An entry of another group (one kontinuum reads nothing of) grants
-# nothing, as the Gateway API says: a grant from `not-a-group` HTTPRoutes matches no route.
+# An entry of another group, or of a kind kontinuum does not read (a `TLSRoute` or
+# `ListenerSet` `from`, a `ConfigMap` `to`), grants nothing, as the Gateway API says: it
+# matches no object kontinuum reads or refers to. It is no error; the other entries apply.
 
 MAX_GRANT_ENTRIES: Final = 16  # as the Gateway API CRD limits spec.from and spec.to
 _ROUTE_GROUP: Final = "gateway.networking.k8s.io"
 _MCS_GROUP: Final = "multicluster.x-k8s.io"
-# Per side: the kinds each group may name, and why a group's other kinds are refused.
-_GRANT_KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], str]]]] = {
+# Per side: the kinds of each group that a grant's entries may match.
+_GRANT_KINDS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "from": {
-        "": (("Namespace",), "a grant opens services to a whole workspace"),
-        _ROUTE_GROUP: (
-            ("HTTPRoute", "GRPCRoute", "Gateway"),
-            "the routes that may name backends, or the Gateways that may name certificates",
-        ),
+        "": ("Namespace",),  # a grant opens services to a whole workspace
+        # the routes that may name backends, the Gateways that may name certificates
+        _ROUTE_GROUP: ("HTTPRoute", "GRPCRoute", "Gateway"),
     },
     "to": {
-        "": (
-            ("Service", "Secret"),
-            "a grant opens services, all or one by name, or a Gateway's certificates",
-        ),
-        _MCS_GROUP: (("ServiceImport",), "the cluster-set services routes may name"),
+        "": ("Service", "Secret"),  # services, all or one by name; a Gateway's certificates
+        _MCS_GROUP: ("ServiceImport",),  # the cluster-set services routes may name
     },
 }
 
@@ -75,7 +70,7 @@ _GRANT_KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], str]]]] = {
 def _grant_entries(
     obj: ObjectReader, spec: dict[str, object], key: str
 ) -> list[tuple[str, dict[str, object], str]]:
-    """The (path, entry, kind) of each valid-looking entry of `spec.<key>`."""
+    """The (path, entry, kind) of each entry of `spec.<key>` that may match something."""
     path = f"spec.{key}"
     if not within(obj, spec, key, path, MAX_GRANT_ENTRIES):
         return []
@@ -87,19 +82,8 @@ def _grant_entries(
     for entry_path, entry in entries:
         group = obj.string(entry, "group", f"{entry_path}.group", required=True)
         kind = obj.string(entry, "kind", f"{entry_path}.kind", required=True)
-        if group is not None and group not in groups:
-            # The spec's semantics: an entry names a kind of its group, and nothing kontinuum
-            # reads or refers to is of another group, so the entry matches nothing.
-            continue
-        if kind is not None:
-            kinds, reason = groups[group or ""]
-            if group is None and any(kind in k for k, _ in groups.values()):
-                continue  # only the missing group is wrong (and already reported)
-            if kind not in kinds:
-                expected = " or ".join(filter(None, (", ".join(kinds[:-1]), kinds[-1])))
-                obj.error(f"{entry_path}.kind", f"must be {expected} ({reason}), got {kind!r}")
-            else:
-                found.append((entry_path, entry, kind))
+        if group is not None and kind is not None and kind in groups.get(group, ()):
+            found.append((entry_path, entry, kind))
     return found
 
 

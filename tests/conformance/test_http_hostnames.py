@@ -15,8 +15,9 @@ pytestmark = pytest.mark.e2e
 NOT_FOUND = Expected(status=404)
 
 
-def v(n: int) -> Expected:
-    return Expected(backend=f"infra-backend-v{n}")
+def v(n: int, host: str | None = None) -> Expected:
+    """Answered by infra-backend-v`n`, which saw `host` as the Host (when given)."""
+    return Expected(backend=f"infra-backend-v{n}", host=host)
 
 
 def hostname_listener(name: str, port: int, hostname: str | None) -> str:
@@ -72,7 +73,7 @@ def test_listener_hostname_matching(conformance: Conformance) -> None:
 def test_hostname_intersection(conformance: Conformance) -> None:
     """HTTPRouteHostnameIntersection (core): a route's exact or wildcard hostnames meet a
     listener's exact or wildcard one; hostnames that meet no listener's serve nothing, and
-    a Host's port is ignored."""
+    a Host's port is ignored when matching, then forwarded unmodified to the backend."""
     port, open_port = conformance.free_ports(2)
     listeners = (
         hostname_listener("exact", port, "api.orchard.example")
@@ -138,7 +139,11 @@ def test_hostname_intersection(conformance: Conformance) -> None:
         port,
         [
             (Request("api.orchard.example", "/a"), v(1)),
-            (Request("api.orchard.example:1234", "/a"), v(1)),
+            (Request("api.orchard.example:1234", "/a"), v(1, host="api.orchard.example:1234")),
+            (
+                Request(f"east.meadow.example:{port}", "/b"),
+                v(2, host=f"east.meadow.example:{port}"),
+            ),
             (Request("nowhere.example", "/a"), NOT_FOUND),
             (Request("x.elsewhere.example", "/a"), NOT_FOUND),
             (Request("east.meadow.example", "/a"), NOT_FOUND),

@@ -87,7 +87,8 @@ def test_a_grant_names_one_service(conformance: Conformance) -> None:
 def test_invalid_reference_grants(conformance: Conformance) -> None:
     """HTTPRouteInvalidReferenceGrant (core): grants that differ from the reference in one
     part each (where they live, from group, kind or namespace, to group, kind or name) open
-    nothing, and none of them is an error in the files."""
+    nothing, and none of them is an error in the files: not even one naming a kind that
+    kontinuum does not read (TLSRoute, ConfigMap), which the Gateway API allows."""
     wrong = [
         grant("wrong-namespace", namespace=INFRA),
         grant("wrong-from-group", from_group="example.com"),
@@ -96,10 +97,34 @@ def test_invalid_reference_grants(conformance: Conformance) -> None:
         grant("wrong-to-group", to_group="example.com"),
         grant("wrong-to-kind", to_kind="Secret"),
         grant("wrong-to-name", to_name="web-frontend"),
+        grant("unread-from-kind", from_kind="TLSRoute"),
+        grant("unread-to-kind", to_kind="ConfigMap"),
     ]
     assert conformance.apply(*wrong, WEB_ROUTE) == ()
     assert resolved_refs(conformance, "to-web") == ("False", "RefNotPermitted")
     conformance.expect(conformance.gateway(), Request(HOST, "/"), SERVER_ERROR)
+
+
+def test_a_grant_s_entries_of_unread_kinds_match_nothing_and_the_rest_applies(
+    conformance: Conformance,
+) -> None:
+    """A grant whose `from` and `to` also name kinds kontinuum does not read (a TLSRoute, a
+    ConfigMap) is no error: those entries match nothing, and its HTTPRoute and Service
+    entries open web-backend to the route."""
+    mixed = f"""apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {{name: mixed-kinds, namespace: {WEB_BACKEND}}}
+spec:
+  from:
+  - {{group: gateway.networking.k8s.io, kind: TLSRoute, namespace: {INFRA}}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {INFRA}}}
+  to:
+  - {{group: "", kind: ConfigMap}}
+  - {{group: "", kind: Service, name: web-backend}}
+"""
+    assert conformance.apply(mixed, WEB_ROUTE) == ()
+    assert resolved_refs(conformance, "to-web") == ("True", "ResolvedRefs")
+    conformance.expect(conformance.gateway(), Request(HOST, "/"), Expected(backend="web-backend"))
 
 
 def test_cross_namespace_backend_without_grant(conformance: Conformance) -> None:

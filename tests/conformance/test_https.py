@@ -261,6 +261,68 @@ def test_redirect_port_and_scheme(conformance: Conformance, ca: TestCa) -> None:
         assert location(secure, path, ca.pem) == want, path
 
 
+def test_a_redirect_without_a_hostname_leaves_out_the_host_s_port(
+    conformance: Conformance, ca: TestCa
+) -> None:
+    """HTTPRouteRedirectPortAndScheme (extended), for redirects that keep the request's
+    hostname: the Location's port follows the listener and the redirect, never the port of
+    the request's Host (which the backend receives unmodified, so it is still there)."""
+    plain, secure = conformance.free_ports(2)
+    rules = "".join(
+        f"""  - matches: [{{path: {{type: PathPrefix, value: /{path}}}}}]
+    filters: [{{type: RequestRedirect, requestRedirect: {redirect}}}]
+"""
+        for path, redirect in {
+            "keep": "{statusCode: 302}",
+            "port-80": "{port: 80}",
+            "port-443": "{port: 443}",
+            "port-9090": "{port: 9090}",
+            "to-http": "{scheme: http}",
+            "to-https": "{scheme: https}",
+            "to-https-9443": "{scheme: https, port: 9443}",
+        }.items()
+    )
+    conformance.apply(
+        secret(ca, "same-host-cert", "same-host.example"),
+        case_gateway(
+            "redirecting-same-host",
+            f"""  - name: plain
+    port: {plain}
+    protocol: HTTP
+    allowedRoutes: {{namespaces: {{from: Same}}}}
+"""
+            + https_listener("secure", secure, "same-host.example", "[{name: same-host-cert}]"),
+        ),
+        http_route("same-host-redirects", rules, parents="[{name: redirecting-same-host}]"),
+    )
+    conformance.gateway("redirecting-same-host")
+    from_plain = {
+        "/keep": f"http://same-host.example:{plain}/keep",
+        "/port-80": "http://same-host.example/port-80",
+        "/port-443": "http://same-host.example:443/port-443",
+        "/port-9090": "http://same-host.example:9090/port-9090",
+        "/to-http": "http://same-host.example/to-http",
+        "/to-https": "https://same-host.example/to-https",
+        "/to-https-9443": "https://same-host.example:9443/to-https-9443",
+    }
+    from_secure = {
+        "/keep": f"https://same-host.example:{secure}/keep",
+        "/port-443": "https://same-host.example/port-443",
+        "/port-80": "https://same-host.example:80/port-80",
+        "/to-http": "http://same-host.example/to-http",
+        "/to-https": "https://same-host.example/to-https",
+    }
+    for host in ("same-host.example", "same-host.example:1234", f"same-host.example:{plain}"):
+        for path, want in from_plain.items():
+            reply = conformance.expect(plain, Request(host, path), Expected(status=302))
+            assert reply.headers["location"] == want, (host, path)
+    for host in ("same-host.example", "same-host.example:1234", f"same-host.example:{secure}"):
+        for path, want in from_secure.items():
+            request = Request(host, path, ca=ca.pem)
+            reply = conformance.expect(secure, request, Expected(status=302))
+            assert reply.headers["location"] == want, (host, path)
+
+
 def _self_signed(hostname: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     """A Secret of a certificate for `hostname` signed by its own `key`."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])

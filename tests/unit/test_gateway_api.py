@@ -1302,25 +1302,6 @@ TO_SERVICE = 'to: [{group: "", kind: Service, name: billing}]'
     ("text", "message"),
     [
         pytest.param(
-            grant_edit(("kind: HTTPRoute", "kind: TLSRoute")),
-            "spec.from[0].kind: must be HTTPRoute, GRPCRoute or Gateway (the routes that may "
-            "name backends, or the Gateways that may name certificates), got 'TLSRoute'",
-            id="from-route-kind",
-        ),
-        pytest.param(
-            grant_edit((TO_SERVICE, "to: [{group: multicluster.x-k8s.io, kind: Service}]")),
-            "spec.to[0].kind: must be ServiceImport (the cluster-set services routes may name), "
-            "got 'Service'",
-            id="to-mcs-kind",
-        ),
-        pytest.param(
-            grant_edit((TO_SERVICE, 'to: [{group: "", kind: ServiceImport}]')),
-            "spec.to[0].kind: must be Service or Secret (a grant opens services, all or one by "
-            "name, or a Gateway's certificates), got "
-            "'ServiceImport'",
-            id="to-import-in-core-group",
-        ),
-        pytest.param(
             grant_edit(
                 ("group: gateway.networking.k8s.io, kind: HTTPRoute", 'group: "", kind: Namespace'),
                 (TO_SERVICE, "to: [{group: multicluster.x-k8s.io, kind: ServiceImport}]"),
@@ -1348,7 +1329,37 @@ def test_route_grant_errors(text: str, message: str) -> None:
             grant_edit((TO_SERVICE, "to: [{group: example.com, kind: ServiceImport}]")),
             id="to-import-of-another-group",
         ),
+        pytest.param(grant_edit(("kind: HTTPRoute", "kind: TLSRoute")), id="from-tls-route"),
+        pytest.param(grant_edit(("kind: HTTPRoute", "kind: ListenerSet")), id="from-listener-set"),
+        pytest.param(
+            grant_edit((TO_SERVICE, 'to: [{group: "", kind: ConfigMap}]')), id="to-config-map"
+        ),
+        pytest.param(
+            grant_edit((TO_SERVICE, "to: [{group: multicluster.x-k8s.io, kind: Service}]")),
+            id="to-service-of-the-mcs-group",
+        ),
+        pytest.param(
+            grant_edit((TO_SERVICE, 'to: [{group: "", kind: ServiceImport}]')),
+            id="to-import-of-the-core-group",
+        ),
     ],
 )
-def test_a_route_grant_entry_of_another_group_matches_nothing(text: str) -> None:
+def test_a_route_grant_entry_of_a_kind_kontinuum_does_not_read_matches_nothing(
+    text: str,
+) -> None:
+    # The Gateway API CRD takes any kind in `from` and `to`; one kontinuum reads nothing of
+    # matches nothing, and is no error.
     assert parse_grants(docs(text)) == ((), [])
+
+
+def test_a_grant_s_other_entries_apply_beside_one_of_an_unread_kind() -> None:
+    text = grant_edit(
+        (
+            "from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: demo}]",
+            "from: [{group: gateway.networking.k8s.io, kind: TLSRoute, namespace: ops}, "
+            "{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: demo}]",
+        ),
+        (TO_SERVICE, 'to: [{group: "", kind: ConfigMap, name: settings}, ' + TO_SERVICE[5:]),
+    )
+    grants, errors = parse_grants(docs(text))
+    assert (grants, errors) == ((Grant("payments", "demo", "billing", "HTTPRoute", "Service"),), [])

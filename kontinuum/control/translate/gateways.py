@@ -26,8 +26,9 @@ per gateway: when a remote cluster has both kinds of endpoints, the mutual one (
 Ingress. A proxy of role `ingress` runs a Gateway of the fleet: one Envoy listener per
 listener port on the Gateway's address (0.0.0.0 when it declares none), whose listeners
 share one route configuration with a virtual host per hostname (`virtual_hosts` says which
-routes' rules each holds). A port in the `Host` header is ignored (stripped) before virtual
-hosts are matched, as the Gateway API says.
+routes' rules each holds). A port in the `Host` header is ignored when virtual hosts are
+matched (`foo.com:8080` is `foo.com`), and the header goes to the backend unmodified, port
+and all, as the Gateway API says.
 A port of HTTPS listeners terminates TLS, choosing the listener's certificate by SNI
 (`gateway_tls`); a redirect's port follows its listener's port and scheme
 (`gateway_redirects`).
@@ -155,6 +156,7 @@ def ingress_gateway(
         name = f"{gateway.namespace}/{gateway.name}/{port}"
         vhosts = port_virtual_hosts(gateway, on_port, routes, backends)
         config = envoy.route_configuration(name, vhosts)
+        config.ignore_port_in_host_matching = True
         gateway_redirects.complete_redirects(config, _origin(on_port, port))
         configs.append(config)
         listeners.append(_port_listener(name, address, port, on_port, bound))
@@ -184,10 +186,9 @@ def _port_listener(
     listener = listener_pb2.Listener(name=name)
     listener.address.socket_address.address = address
     listener.address.socket_address.port_value = port
-    hcm = envoy.http_connection_manager(name, rds=name)
-    # The Gateway API matches hostnames ignoring a port in the Host header
-    # (`foo.com:8080` is `foo.com`); Envoy also forwards it without the port.
-    hcm.strip_any_host_port = True
+    hcm = envoy.http_connection_manager(
+        name, rds=name, filters=[gateway_redirects.host_port_filter()]
+    )
     if any(li.protocol == "HTTPS" for li in on_port):
         gateway_tls.terminate_tls(listener, hcm, on_port, bound)
     else:
