@@ -218,6 +218,11 @@ class KindsView(abc.ABC):
     def objects(self) -> int:
         return sum(len(objects) for objects in self._objects.values())
 
+    @property
+    def out_of_sync_since(self) -> float | None:
+        """When (wall time) the view went out of sync; None while in sync or never synced."""
+        return self._lost[1] if self._lost is not None else None
+
     def documents(self) -> list[Document]:
         """Every object, kind by kind in the view's order, then by namespace and name."""
         return [doc for kind in self.kinds for _, doc in sorted(self._objects[kind].items())]

@@ -19,6 +19,10 @@ into the site's snapshot. No I/O here: the stream does it.
   back in sync; the objects held are what the global says it holds when it reconnects
   (`held`), so the zone sends only what changed meanwhile. With a store
   (`kontinuum.discovery.zone_store`, `keep`), what is held also outlasts a restart.
+- While the zone says its own source of the site (its Kubernetes API) is out of sync (a
+  `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
+  disconnects, `stale_after` counting from when the zone's source went out of sync (a
+  time in the future counts as now); when the zone removes it, the view is in sync again.
 - One stream per zone: a new one takes over, and the one it replaced may apply nothing
   more (`SupersededError`).
 """
@@ -49,7 +53,7 @@ from kontinuum.discovery.kube_view import (
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
-__all__ = ["ReceivedObject", "SupersededError", "ZoneSource", "ZoneStats"]
+__all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
 
 log = logging.getLogger("kontinuum.discovery.zone")
 
@@ -60,6 +64,16 @@ _KINDS: Final = {kind.kind: kind for kind in KINDS}
 
 class SupersededError(Exception):
     """A stream of the zone that another, newer one replaced."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaleState:
+    """A zone's word that its own source of the site is out of sync since `stale_since`
+    (Unix time): its resource name and version."""
+
+    name: str
+    version: str
+    stale_since: float
 
 
 @dataclass(slots=True)
@@ -80,15 +94,28 @@ class ZoneView(ClusterView):
     def __init__(self, cluster: str, stale_after: float) -> None:
         super().__init__(cluster, stale_after)
         self.name = f"zone:{cluster}"
-        self.reason = ""
+        self.reason = ""  # why the zone's stream ended; "" while connected
+        self.reported = False  # out of sync because the zone said its own source is
 
     def _listing(self) -> str:
         return "waiting for its zone to connect"
 
+    def lost_at(self, now: float, wall: float, since: float) -> None:
+        """Out of sync since wall time `since` (not later than `wall`), not since now."""
+        since = min(since, wall)
+        self._lost = (now - (wall - since), since)
+        self._dropped = False
+        if self.last_sync is None or self.last_sync > since:
+            self.last_sync = since
+
     def _since(self) -> str:
         assert self._lost is not None
         since = datetime.fromtimestamp(self._lost[1], UTC).isoformat(timespec="seconds")
-        return f"its zone is disconnected since {since.replace('+00:00', 'Z')} ({self.reason})"
+        since = since.replace("+00:00", "Z")
+        if not self.reported:
+            return f"its zone is disconnected since {since} ({self.reason})"
+        said = f"its zone says its own view of the site is out of sync since {since}"
+        return f"{said}; the zone is disconnected ({self.reason})" if self.reason else said
 
 
 class ZoneSource:
@@ -110,6 +137,7 @@ class ZoneSource:
         self._status = SourceStatus(Health.STARTING, self._view._listing())
         self._store: ZoneObjects | None = None
         self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
+        self._state: StaleState | None = None  # the zone's own source is out of sync
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -150,7 +178,15 @@ class ZoneSource:
     def held(self) -> dict[str, str]:
         """What the global holds of the zone (name -> version): the `initial_resource_versions`
         of a new stream."""
-        return {name: obj.version for name, obj in self._objects.items()}
+        held = {name: obj.version for name, obj in self._objects.items()}
+        if self._state is not None:
+            held[self._state.name] = self._state.version
+        return held
+
+    @property
+    def reported_stale(self) -> bool:
+        """Whether the zone says its own source of the site is out of sync."""
+        return self._state is not None
 
     # -- what the stream calls --------------------------------------------------------
 
@@ -178,14 +214,20 @@ class ZoneSource:
         objects: Sequence[ReceivedObject],
         removed: Sequence[str],
         partial: bool = False,
+        state: StaleState | None = None,
     ) -> list[str]:
-        """Apply one response of `stream`: the objects new or changed, and the names of
-        those removed; `partial`: more of the same change follows. Returns a line per
-        object refused (the rest applies)."""
+        """Apply one response of `stream`: the objects new or changed, the names of those
+        removed, and the zone's stale state if it sent one; `partial`: more of the same
+        change follows. Returns a line per object refused (the rest applies)."""
         if stream != self._stream:
             raise SupersededError("another stream of this zone replaced this one")
         refused: list[str] = []
         events: list[Listed | Changed] = []
+        before = self._state
+        if state is not None:
+            self._state = state
+        elif self._state is not None and self._state.name in removed:
+            self._state = None
         for name in removed:
             gone = self._objects.pop(name, None)
             if gone is not None:
@@ -207,13 +249,34 @@ class ZoneSource:
             return refused  # held back until the stream's view is whole
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
-            by_kind: dict[WatchedKind, list[Mapping[str, Any]]] = {kind: [] for kind in KINDS}
-            for obj in self._objects.values():
-                by_kind[_KINDS[obj.kind]].append(obj.body)
-            self._post([Listed(kind, by_kind[kind]) for kind in KINDS])
+            self._view.reason = ""
+            self._post(self._listed())
+            self._follow_state()
         else:
             self._post(events)
+            if self._state != before:
+                if before is not None:
+                    self._post(self._listed())  # in sync, until the new state says otherwise
+                self._follow_state()
         return refused
+
+    def _listed(self) -> list[Listed]:
+        """Every kind listed anew with the objects held: the view is in sync."""
+        self._view.reported = False
+        by_kind: dict[WatchedKind, list[Mapping[str, Any]]] = {kind: [] for kind in KINDS}
+        for obj in self._objects.values():
+            by_kind[_KINDS[obj.kind]].append(obj.body)
+        return [Listed(kind, by_kind[kind]) for kind in KINDS]
+
+    def _follow_state(self) -> None:
+        """Out of sync since when the zone says, if it says its source is."""
+        state = self._state
+        if state is None:
+            return
+        reason = "the zone's own source of the site is out of sync"
+        self._post([Failed(kind, reason) for kind in KINDS])
+        self._view.reported = True
+        self._view.lost_at(asyncio.get_running_loop().time(), time.time(), state.stale_since)
 
     def _stored(self, name: str, obj: ReceivedObject | None) -> None:
         if self._store is not None:

@@ -5,6 +5,11 @@ name) named `<kind>/<namespace>/<name>`, at a version that is the hex SHA-256 of
 message serialized deterministically: equal content, equal version, on every zone and
 across restarts, so a reconnecting zone and the global agree on what needs sending
 without comparing contents.
+
+While the zone's own source of its site (its Kubernetes API) is out of sync, the zone also
+sends the site's state, as the global sends zones each site's: a `SiteService` named
+`site/<site>` holding the snapshot JSON of the site without services, stale, with the time
+its source went out of sync (`stale_since`). It is removed once the source is in sync again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kontinuum.federation.v1.federation_pb2 import DESCRIPTOR, KubeObject, ZoneResource
+from google.protobuf.message import Message
+
+from kontinuum.control.model import SiteSnapshot
+from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
+from kontinuum.federation.v1.federation_pb2 import (
+    DESCRIPTOR,
+    KubeObject,
+    SiteService,
+    ZoneResource,
+)
 
 TYPE_URL: Final = f"type.googleapis.com/{KubeObject.DESCRIPTOR.full_name}"
 # What the global sends a zone (GlobalToZone).
@@ -65,7 +79,7 @@ def resource_name(kind: str, namespace: str, name: str) -> str:
     return f"{kind}/{namespace}/{name}"
 
 
-def version_of(message: KubeObject | ZoneResource) -> str:
+def version_of(message: Message) -> str:
     return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -127,3 +141,52 @@ def zone_service_account(site: str) -> str:
     """The service account a zone's certificate names: `zone-<site>` (namespace
     kontinuum-system)."""
     return f"zone-{site}"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    """A zone's word on its own view of its site (`site/<site>`): stale since `stale_since`
+    (Unix time), as published or received."""
+
+    name: str
+    version: str
+    stale_since: float
+    message: SiteService
+
+    @property
+    def size(self) -> int:
+        return self.message.ByteSize()
+
+
+def site_state_name(site: str) -> str:
+    return f"site/{site}"
+
+
+def stale_site(site: str, stale_since: float) -> SiteState:
+    """The state a zone sends while its source of `site` is out of sync since `stale_since`."""
+    encoded = json.dumps(
+        encode_snapshot(SiteSnapshot(site, stale=True)), sort_keys=True, separators=(",", ":")
+    )
+    message = SiteService(site=site, snapshot_json=encoded.encode())
+    message.stale_since.FromNanoseconds(round(stale_since * 1e9))
+    return SiteState(site_state_name(site), version_of(message), stale_since, message)
+
+
+def received_site_state(site: str, name: str, version: str, message: SiteService) -> SiteState:
+    """A zone's `site/<site>` resource as received; ObjectError saying why it is not the
+    stale state of `site`, at the version of its content."""
+    if name != site_state_name(site) or message.site != site:
+        raise ObjectError(f"a zone states its own site only ({site_state_name(site)})")
+    if message.namespace or message.name:
+        raise ObjectError("a site's state names no service")
+    if version != version_of(message):
+        raise ObjectError("its version is not the SHA-256 of its content")
+    try:
+        snapshot = decode_snapshot(json.loads(message.snapshot_json))
+    except (ValueError, RecursionError) as error:
+        raise ObjectError(f"not a site's snapshot JSON: {error}") from None
+    if snapshot.cluster != site or snapshot.services or snapshot.endpoints or snapshot.exports:
+        raise ObjectError("a site's state holds the site without services")
+    if not snapshot.stale or not message.HasField("stale_since"):
+        raise ObjectError("a zone sends its site's state only while stale, with stale_since")
+    return SiteState(name, version, message.stale_since.ToNanoseconds() / 1e9, message)

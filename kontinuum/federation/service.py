@@ -13,7 +13,9 @@ reason. An admitted stream plays the xDS client's part: it subscribes with a wil
 naming in `initial_resource_versions` what the global already holds of the site, then
 hands each response to the site's source (`kontinuum.discovery.zone`) and answers it with
 an ACK, or a NACK whose `error_detail` names on one line each object refused and why (the
-others apply). A message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
+others apply). Besides the site's objects, a response may hold the site's state
+(`site/<site>`, a `SiteService`): the zone's own source of the site is out of sync, and
+the source marks the site stale. A message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.control.model import SiteSnapshot
-from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
+from kontinuum.discovery.zone import ReceivedObject, StaleState, SupersededError, ZoneSource
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
@@ -42,10 +44,11 @@ from kontinuum.federation.objects import (
     ZONE_TO_GLOBAL,
     ObjectError,
     received_object,
+    received_site_state,
     zone_service_account,
 )
 from kontinuum.federation.publisher import Publisher, PublisherStats
-from kontinuum.federation.v1.federation_pb2 import KubeObject
+from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE
 from kontinuum.xds.identity import Authenticator, Peer, UnauthenticatedError
@@ -303,7 +306,21 @@ class FederationService:
             return request
         refused: list[str] = []
         objects: list[ReceivedObject] = []
+        state: StaleState | None = None
         for resource in response.resources:
+            if resource.name.startswith("site/"):
+                said = SiteService()
+                try:
+                    if not resource.resource.Unpack(said):
+                        raise ObjectError(f"holds a {shown(resource.resource.type_url)}")
+                    found = received_site_state(
+                        source.cluster, resource.name, resource.version, said
+                    )
+                except ObjectError as error:
+                    refused.append(f"{shown(resource.name)}: {error}")
+                    continue
+                state = StaleState(found.name, found.version, found.stale_since)
+                continue
             message = KubeObject()
             try:
                 if not resource.resource.Unpack(message):
@@ -314,7 +331,7 @@ class FederationService:
                 continue
             objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body))
         partial = response.system_version_info == PARTIAL
-        refused += source.apply(stream, objects, list(response.removed_resources), partial)
+        refused += source.apply(stream, objects, list(response.removed_resources), partial, state)
         if refused:
             detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
             log.warning("zone %s: %s", source.cluster, detail)

@@ -3,9 +3,9 @@
 It discovers its site locally: a directory of the site's Service, EndpointSlice and
 ServiceExport YAML, watched for changes, or the site's Kubernetes API, listed and watched
 by the Kubernetes source (`kontinuum.discovery.kubernetes`: the objects of its view, as
-`kubectl get -o yaml` prints them, published whenever the view changes). It dials the
-global's federation
-address over mutual TLS with its certificate (`kontinuum ca issue --namespace
+`kubectl get -o yaml` prints them, published whenever the view changes; while the API
+is out of sync, the last view with the site's state, stale since then). It dials the
+global's federation address over mutual TLS with its certificate (`kontinuum ca issue --namespace
 kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
 site's objects on the `ZoneToGlobal` stream, sending only what changed
 (`kontinuum.federation.publisher`). A response is sent once the previous one was
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,9 @@ from kontinuum.federation.objects import (
     ZONE_TO_GLOBAL,
     ObjectError,
     SiteObject,
+    SiteState,
     site_object,
+    stale_site,
 )
 from kontinuum.federation.publisher import Publisher
 from kontinuum.xds.limits import cut
@@ -216,15 +219,25 @@ class Zone:
 
     async def _watch_cluster(self, access: KubernetesAccess) -> None:
         source = KubernetesSource(self.options.site, access, backoff=self.options.backoff)
-        async for _ in source.updates():
-            self._publish(*site_objects(source.view.documents()))
+        async for update in source.updates():
+            stale_since = None
+            if getattr(update, "stale", False):
+                stale_since = source.view.out_of_sync_since or time.time()
+            self._publish(*site_objects(source.view.documents()), stale_since=stale_since)
 
-    def _publish(self, objects: list[SiteObject], problems: list[str]) -> None:
+    def _publish(
+        self, objects: list[SiteObject], problems: list[str], stale_since: float | None = None
+    ) -> None:
+        """Publish the site's objects; `stale_since`: the source of them is out of sync
+        since then (the global is told, with the site's state)."""
         if problems != self._problems:
             for problem in problems:
                 log.error("%s", problem)
             self._problems = problems
-        self.publisher.publish(objects)
+        state: list[SiteState] = []
+        if stale_since is not None:
+            state.append(stale_site(self.options.site, stale_since))
+        self.publisher.publish([*objects, *state])
         if self._on_site is not None:
             self._on_site(objects)
         self.synced.set()

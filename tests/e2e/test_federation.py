@@ -434,3 +434,60 @@ async def test_a_zone_publishes_its_site_from_its_kubernetes_api(federation: Fed
 
             await until(two, "the cluster's new endpoint at the global", 30, logs)
             assert await zone.metric("kontinuum_zone_objects_sent_total") == 4
+
+
+async def test_a_zone_whose_kubernetes_api_is_unreachable_tells_the_global_its_site_is_stale(
+    federation: Federation,
+) -> None:
+    found = federation
+    global_ = found.global_
+    async with KubeCluster("edge-paris") as cluster:
+        cluster.put(
+            service("web"), endpoint_slice("web-1", "web", ["10.3.0.1"]), service_export("web")
+        )
+        kubeconfig = write_kubeconfig(found.root / "kubeconfig", [cluster])
+        zone = found.zone_process(
+            found.zone_credentials,
+            "edge-paris",
+            "--context", "edge-paris", "--kubeconfig", str(kubeconfig),
+        )  # fmt: skip
+        source = {"source": ZONE}
+        connected = {"zone": "edge-paris"}
+        with running(zone):
+            logs = (global_.log, zone.log)
+            await until(
+                lambda: global_.metric("kontinuum_source_endpoints", source),
+                "the cluster's endpoint at the global",
+                60,
+                logs,
+            )
+            assert await global_.metric("kontinuum_source_stale", source) == 0
+
+            # The zone's Kubernetes API goes away; the zone stays connected to the global
+            # and tells it: the site is stale there, its last endpoints still served.
+            await cluster.stop()
+
+            async def stale() -> bool:
+                return await global_.metric("kontinuum_source_stale", source) == 1
+
+            await until(stale, "the site marked stale at the global", 60, logs)
+            assert await global_.metric("kontinuum_federation_zone_connected", connected) == 1
+            assert await global_.metric("kontinuum_source_endpoints", source) == 1
+            assert await global_.metric("kontinuum_federation_zone_objects", connected) == 3
+
+            # The API is back: the site is in sync again at the global, and follows it.
+            await cluster.start()
+
+            async def fresh() -> bool:
+                return await global_.metric("kontinuum_source_stale", source) == 0
+
+            await until(fresh, "the site in sync again at the global", 90, logs)
+            cluster.put(endpoint_slice("web-1", "web", ["10.3.0.1", "10.3.0.2"]))
+
+            async def two() -> bool:
+                return await global_.metric("kontinuum_source_endpoints", source) == 2
+
+            await until(two, "the cluster's new endpoint at the global", 30, logs)
+            assert await global_.metric("kontinuum_federation_zone_connections_total", {
+                "zone": "edge-paris"
+            }) == 1  # fmt: skip

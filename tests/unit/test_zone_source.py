@@ -1,10 +1,12 @@
 """The source of a zone's site at the global (`kontinuum.discovery.zone`): what a stream
 hands it becomes the site's snapshot, read as the fleet files are; an invalid object is
-refused alone; a disconnected zone's view stays, stale, then loses its endpoints."""
+refused alone; a disconnected zone's view stays, stale, then loses its endpoints, as does
+the view of a zone that says its own source of the site is out of sync."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from kontinuum.control.model import SiteSnapshot, ZoneAccess
 from kontinuum.discovery.source import Health, SourceUpdate
-from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
+from kontinuum.discovery.zone import ReceivedObject, StaleState, SupersededError, ZoneSource
 
 
 def obj(kind: str, name: str, body: dict[str, Any], version: str = "1") -> ReceivedObject:
@@ -158,3 +160,75 @@ async def test_partial_responses_are_held_back_until_the_view_is_whole(
     # once whole, a partial response applies as it comes: it is a change like any other
     zone.apply(stream, [hello_slice("10.0.0.2", version="2")], [], partial=True)
     assert addresses(await updates.next()) == ["10.0.0.2"]
+
+
+def stale_state(since: float, version: str = "s1") -> StaleState:
+    return StaleState("site/edge-paris", version, since)
+
+
+async def test_a_zone_saying_its_own_source_is_out_of_sync_makes_the_site_stale_until_it_is_back(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    stream = zone.attach()
+    zone.apply(stream, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+
+    since = time.time()
+    zone.apply(stream, [], [], state=stale_state(since))
+    stale = await updates.next()
+    assert (stale.stale, addresses(stale)) == (True, ["10.0.0.1"])
+    assert zone.stats.connected
+    assert zone.reported_stale
+    assert "its zone says its own view of the site is out of sync since" in zone.status().detail
+    assert zone.held()["site/edge-paris"] == "s1"
+    assert zone.status().last_sync == pytest.approx(since)
+    dropped = await updates.next()  # stale_after (1 s) later
+    assert (dropped.stale, addresses(dropped), len(dropped.services)) == (True, [], 1)
+
+    zone.apply(stream, [], ["site/edge-paris"])  # the zone's source is in sync again
+    back = await updates.next()
+    assert (back.stale, addresses(back)) == (False, ["10.0.0.1"])
+    assert "site/edge-paris" not in zone.held()
+
+
+async def test_stale_after_counts_from_when_the_zones_own_source_went_out_of_sync(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    stream = zone.attach()
+    # The zone connects already out of sync for longer than stale_after (1 s): the view is
+    # stale at once, and its endpoints are dropped without waiting another second.
+    zone.apply(stream, [hello(), hello_slice("10.0.0.1")], [], state=stale_state(time.time() - 5))
+    first = await updates.next()
+    assert (first.stale, addresses(first), len(first.services)) == (True, [], 1)
+    assert "its endpoints are dropped" in zone.status().detail
+
+
+async def test_a_stale_zone_that_reconnects_unchanged_stays_stale(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    stream = zone.attach()
+    zone.apply(stream, [hello(), hello_slice("10.0.0.1")], [], state=stale_state(time.time()))
+    assert (await updates.next()).stale
+    zone.detach(stream, "its stream was cut")
+    dropped = await updates.next()  # stale_after after the zone's own source went out of sync
+    assert addresses(dropped) == []
+    assert "; the zone is disconnected (its stream was cut)" in zone.status().detail
+
+    again = zone.attach()
+    assert zone.held()["site/edge-paris"] == "s1"  # so the zone does not send it again
+    # Still stale, never in sync in between; a time ahead of the global's counts as now.
+    zone.apply(
+        again,
+        [hello_slice("10.0.0.2", version="2")],
+        [],
+        state=stale_state(time.time() + 60, version="s2"),
+    )
+    stale = await updates.next()
+    assert (stale.stale, addresses(stale)) == (True, ["10.0.0.2"])
+    assert "its endpoints are dropped in 1 s" in zone.status().detail
+    zone.apply(again, [], ["site/edge-paris"])
+    snapshot = await updates.next()
+    assert (snapshot.stale, addresses(snapshot)) == (False, ["10.0.0.2"])
