@@ -66,6 +66,30 @@ def zone(
             help="The kubeconfig of --context (default: $KUBECONFIG, ~/.kube/config).",
         ),
     ] = None,
+    dns_domain: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-domain",
+            help="Or look the site up in DNS, as a ClusterProfile's kontinuum.io/source: dns "
+            "(docs/dns-sites.md): the domain of its SRV records.",
+        ),
+    ] = None,
+    dns_server: Annotated[
+        str,
+        typer.Option(
+            "--dns-server",
+            help="With --dns-domain: HOST:PORT of the DNS server to ask (default: the "
+            "system's resolver).",
+        ),
+    ] = "",
+    dns_services: Annotated[
+        str,
+        typer.Option(
+            "--dns-services",
+            help="With --dns-domain: the service ports to look up, comma-separated "
+            "<namespace>/<name>:<port>[/<protocol>].",
+        ),
+    ] = "",
     server_name: Annotated[
         str,
         typer.Option(
@@ -132,21 +156,32 @@ def zone(
 
     from kontinuum.cli_options import setup_logging
     from kontinuum.cli_security import serve_security
-    from kontinuum.control.model import KubernetesAccess
+    from kontinuum.control.model import DnsAccess, KubernetesAccess
     from kontinuum.control.objects import dns_label
+    from kontinuum.control.site_access import dns_site
     from kontinuum.errors import OperatorError
     from kontinuum.federation.zone import CredentialsError, ZoneSettings, channel_credentials
     from kontinuum.federation_app import ZoneServing, run_zone
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
-    where: Path | KubernetesAccess
-    if (config is None) == (context is None):
+    where: Path | KubernetesAccess | DnsAccess
+    if [config, context, dns_domain].count(None) != 2:
         raise typer.BadParameter(
-            "give the site's files (--config) or its Kubernetes API (--context), one of them",
-            param_hint="--config/--context",
+            "give the site's files (--config), its Kubernetes API (--context) or its DNS "
+            "(--dns-domain), one of them",
+            param_hint="--config/--context/--dns-domain",
         )
-    if config is not None:
+    if dns_domain is None and (dns_server or dns_services):
+        raise typer.BadParameter(
+            "--dns-server and --dns-services go with --dns-domain", param_hint="--dns-domain"
+        )
+    if dns_domain is not None:
+        access, problems = dns_site(dns_domain, dns_server, dns_services)
+        if access is None:
+            raise typer.BadParameter(f"--{problems[0]}", param_hint="--dns-domain")
+        where = access
+    elif config is not None:
         where = config
     elif context == "in-cluster":
         where = KubernetesAccess(in_cluster=True)

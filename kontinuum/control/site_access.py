@@ -34,7 +34,13 @@ from kontinuum.control.model import (
     SiteAccess,
     ZoneAccess,
 )
-from kontinuum.control.objects import PROTOCOLS, ObjectReader, dns_label, dns_subdomain
+from kontinuum.control.objects import (
+    PROTOCOLS,
+    Document,
+    ObjectReader,
+    dns_label,
+    dns_subdomain,
+)
 
 PREFIX: Final = "kontinuum.io/"
 _HOST_PORT: Final = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
@@ -115,3 +121,21 @@ def site_access(obj: ObjectReader) -> SiteAccess | None:
         return DnsAccess(domain.rstrip("."), server, services)
     obj.error(f"{at}source]", f'must be "kubernetes", "dns" or "zone", got {source!r}')
     return None
+
+
+def dns_site(domain: str, server: str, services: str) -> tuple[DnsAccess | None, list[str]]:
+    """A DNS-described site declared as the annotations `dns-domain`, `dns-server` and
+    `dns-services` declare one (a zone's flags of the same names), and a line per problem
+    naming the annotation's name."""
+    annotations = {f"{PREFIX}source": "dns", f"{PREFIX}dns-domain": domain}
+    annotations |= {f"{PREFIX}dns-server": server} if server else {}
+    annotations[f"{PREFIX}dns-services"] = services
+    obj = ObjectReader(
+        Document("flags", {"metadata": {"annotations": annotations}}), "ClusterProfile", "", ""
+    )
+    access = site_access(obj)
+    problems = [
+        f"{error.field.removeprefix(f'metadata.annotations[{PREFIX}').rstrip(']')}: {error.message}"
+        for error in obj.errors
+    ]
+    return (access if isinstance(access, DnsAccess) and not problems else None), problems

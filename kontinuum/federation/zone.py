@@ -4,7 +4,10 @@ It discovers its site locally: a directory of the site's Service, EndpointSlice 
 ServiceExport YAML, watched for changes, or the site's Kubernetes API, listed and watched
 by the Kubernetes source (`kontinuum.discovery.kubernetes`: the objects of its view, as
 `kubectl get -o yaml` prints them, published whenever the view changes; while the API
-is out of sync, the last view with the site's state, stale since then). It dials the
+is out of sync, the last view with the site's state, stale since then), or the site's
+DNS, looked up by the DNS source (`kontinuum.discovery.dns`: its snapshot as the standard
+objects describing it, `kontinuum.federation.snapshot_objects`; while lookups fail, the
+last answers with the site's state, stale since the first failure). It dials the
 global's federation address over mutual TLS with its certificate (`kontinuum ca issue --namespace
 kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
 site's objects on the `ZoneToGlobal` stream, sending only what changed
@@ -34,8 +37,9 @@ from typing import Any, Final
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from kontinuum.control.model import ConfigError, KubernetesAccess
+from kontinuum.control.model import ConfigError, DnsAccess, KubernetesAccess, SiteSnapshot
 from kontinuum.control.objects import Document
+from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kube_watch import Backoff
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
@@ -55,6 +59,7 @@ from kontinuum.federation.objects import (
     stale_site,
 )
 from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.snapshot_objects import snapshot_bodies
 from kontinuum.xds.limits import cut
 
 log = logging.getLogger("kontinuum.zone")
@@ -80,8 +85,9 @@ class ZoneSettings:
     site: str
     global_address: str
     credentials: Path  # cert.pem, key.pem, ca.pem (`kontinuum ca issue --out`)
-    # Where the site's objects are: a directory of YAML files, or its Kubernetes API.
-    config: Path | KubernetesAccess
+    # Where the site's objects are: a directory of YAML files, its Kubernetes API, or its
+    # DNS.
+    config: Path | KubernetesAccess | DnsAccess
     server_name: str = ""  # the name the global's certificate is checked against
     poll_interval: float = 0.5
     backoff: tuple[float, float] = (0.5, 30.0)
@@ -208,6 +214,9 @@ class Zone:
         if isinstance(where, KubernetesAccess):
             await self._watch_cluster(where)
             return
+        if isinstance(where, DnsAccess):
+            await self._look_up_dns(where)
+            return
         changes = directory_changes(where, self.options.poll_interval)
         files = SiteFiles(where)
         try:
@@ -224,6 +233,24 @@ class Zone:
             if getattr(update, "stale", False):
                 stale_since = source.view.out_of_sync_since or time.time()
             self._publish(*site_objects(source.view.documents()), stale_since=stale_since)
+
+    async def _look_up_dns(self, access: DnsAccess) -> None:
+        source = DnsSource(self.options.site, access)
+        stale_since: float | None = None
+        async for update in source.updates():
+            if not isinstance(update, SiteSnapshot):
+                continue
+            if not update.stale:
+                stale_since = None
+            elif stale_since is None:
+                stale_since = time.time()
+            objects, problems = [], []
+            for body in snapshot_bodies(update):
+                try:
+                    objects.append(site_object(body))
+                except ObjectError as error:  # a name too long for an object, say
+                    problems.append(f"{self.options.site}: {error}")
+            self._publish(objects, problems, stale_since=stale_since)
 
     def _publish(
         self, objects: list[SiteObject], problems: list[str], stale_since: float | None = None

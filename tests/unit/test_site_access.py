@@ -13,6 +13,7 @@ from kontinuum.control.model import (
     ZoneAccess,
 )
 from kontinuum.control.objects import Document
+from kontinuum.control.site_access import dns_site
 
 
 def access(**annotations: str) -> tuple[SiteAccess | None, list[str]]:
@@ -98,3 +99,20 @@ def test_bad_annotations_name_the_field(annotations: dict[str, str], problem: st
     _, errors = access(**annotations)
     assert any(problem in e for e in errors), errors
     assert all("clusters.yaml: ClusterProfile" in e for e in errors)
+
+
+def test_a_zones_dns_flags_read_as_the_annotations_of_the_same_names() -> None:
+    found, problems = dns_site("edge.example.net.", "10.20.0.53:53", "demo/hello:http, x/y:dns/UDP")
+    assert problems == []
+    assert found == DnsAccess(
+        "edge.example.net",
+        "10.20.0.53:53",
+        (DnsService("demo", "hello", "http"), DnsService("x", "y", "dns", "UDP")),
+    )
+    found, problems = dns_site("edge.example.net", "nowhere", "demo/hello")
+    assert found is None
+    assert problems == [
+        "dns-server: must be HOST:PORT, got 'nowhere'",
+        "dns-services: 'demo/hello' is not <namespace>/<name>:<port>[/<protocol>]",
+        "dns-services: must name at least one service port",
+    ]
