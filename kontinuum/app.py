@@ -34,8 +34,6 @@ from kontinuum.discovery.zone import ZoneSource
 from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
-from kontinuum.federation.service import FederationService, NotReadyError, start_server
-from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -43,12 +41,10 @@ from kontinuum.security.workload import DEFAULT_VALIDITY, WorkloadCertificates
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, operator_identity
 from kontinuum.telemetry.metrics import (
     CertificateCollector,
-    FederationCollector,
     PushMetrics,
     SourceCollector,
     StatusCollector,
     XdsCollector,
-    ZoneCollector,
 )
 from kontinuum.telemetry.prometheus_sd import ServiceDiscoveryFile
 from kontinuum.telemetry.pushes import PushTelemetry, tracer_provider
@@ -228,7 +224,9 @@ def site_source(cluster: str, access: SiteAccess) -> Source:
         return KubernetesSource(cluster, access, stale_after=access.stale_after)
     if isinstance(access, DnsAccess):
         return DnsSource(cluster, access)
-    return ZoneSource(cluster, stale_after=access.stale_after)
+    # A zone coalesces a burst into one response already (one in flight at a time): a short
+    # debounce here keeps the path from one zone to another short.
+    return ZoneSource(cluster, stale_after=access.stale_after, debounce=0.02)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +277,9 @@ class FleetOptions:
     security: XdsSecurity | None = None  # None: plaintext, no workload certificates
     # where the last good fleet files and the clusters' last views are kept; None: nowhere
     state_dir: Path | None = None
+    # more sources declaring the fleet, run as they are (a zone's site and its copy of the
+    # global's fleet: `kontinuum.federation_app`)
+    sources: tuple[Source, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +296,8 @@ class RunningFleet:
     registry: CollectorRegistry
     pushes: PushTelemetry
     security: XdsSecurity | None = None
+    # called with each fleet once the mesh applied it (e.g. what zones are sent follows it)
+    on_applied: list[Callable[[Fleet], None]] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -305,7 +308,7 @@ async def running_fleet(
     keep a mesh in step with it, and write status as the Lease's holder; entered once the
     first fleet is applied (`wait_for_first`), or at once (the mesh then asks proxies to
     retry until it is: see `first_fleet`). Everything stops on the way out."""
-    if options.path is None and options.config_cluster is None:
+    if options.path is None and options.config_cluster is None and not options.sources:
         raise ValueError("a fleet needs a directory, a config cluster, or both")
     security = options.security
     certificates = (
@@ -334,9 +337,11 @@ async def running_fleet(
         _log_applied(mesh, fleet, aggregator, time.perf_counter() - started)
         if status is not None:
             status.applied()
+        for hook in running.on_applied:
+            hook(fleet)
 
     aggregator = Aggregator(
-        [s for s in (static, config) if s is not None],
+        [*(s for s in (static, config) if s is not None), *options.sources],
         apply,
         options.debounce,
         views=LastSeenViews(options.state_dir) if options.state_dir else None,
@@ -349,6 +354,9 @@ async def running_fleet(
     elif options.status is not None:
         log.info("status is not written: there is no config cluster, and no --lease-cluster")
     discovery = asyncio.create_task(aggregator.run(), name="discovery")
+    running = RunningFleet(
+        mesh, aggregator, static, config, status, discovery, registry, pushes, security
+    )
     writing = asyncio.create_task(status.run(), name="status") if status else None
     renewing = (
         asyncio.create_task(_renew_certificates(mesh, pushes), name="certificates")
@@ -359,9 +367,6 @@ async def running_fleet(
         if task is not None:
             task.add_done_callback(_report_failure)
     try:
-        running = RunningFleet(
-            mesh, aggregator, static, config, status, discovery, registry, pushes, security
-        )
         if wait_for_first:
             await first_fleet(running)
         yield running
@@ -487,7 +492,10 @@ async def serving(
     fleet: RunningFleet, xds_address: str, admin_address: str, prometheus_sd: Path | None = None
 ) -> AsyncIterator[XdsServer]:
     """A running fleet's xDS server and admin endpoint (every metric of the mesh on
-    `/metrics`), and with `prometheus_sd` Prometheus' file of the connected Envoys."""
+    `/metrics`), with `prometheus_sd` Prometheus' file of the connected Envoys, and the
+    federation server if the security names its address."""
+    from kontinuum.federation_app import federation_server  # it composes this module's parts
+
     mesh = fleet.mesh
     security = fleet.security
     authenticator = (
@@ -519,50 +527,9 @@ async def serving(
         ),
         _discovery_file(server, mesh, prometheus_sd),
         _background(_forget_idle_views(server, mesh), "views"),
-        _federation(fleet),
+        federation_server(fleet),
     ):
         yield server
-
-
-def zone_of(aggregator: Aggregator) -> Callable[[str], ZoneSource | None]:
-    """The source of a site declared with `kontinuum.io/source: zone`, by its name; before
-    the first fleet, a site not found yet may still be declared: `NotReadyError`."""
-
-    def find(site: str) -> ZoneSource | None:
-        for source in aggregator.sources:
-            if isinstance(source, ZoneSource) and source.cluster == site:
-                return source
-        if not aggregator.synced.is_set():
-            raise NotReadyError("the global has not read the fleet yet: retry")
-        return None
-
-    return find
-
-
-@contextlib.asynccontextmanager
-async def _federation(fleet: RunningFleet) -> AsyncIterator[None]:
-    """The federation server zones dial out to, if the security names its address: mutual
-    TLS with a certificate of the fleet CA, as the xDS address."""
-    security = fleet.security
-    if security is None or security.federation_address is None:
-        yield
-        return
-    address = security.federation_address
-    host = split_address(address)[0]
-    names = [h for h in (host, *security.server_names) if h not in ("0.0.0.0", "::", "")]
-    certificate = ServerCertificate(security.ca, list(dict.fromkeys(names or ["localhost"])))
-    service = FederationService(FleetAuthenticator(security.ca), zone_of(fleet.aggregator))
-    fleet.registry.register(FederationCollector(service, fleet.aggregator))
-    try:
-        server = await start_server(
-            service, address, certificate.credentials(require_client_certificate=True)
-        )
-    except OSError as error:
-        raise operator_listen_error(error, address, "--federation-address") from error
-    try:
-        yield
-    finally:
-        await server.stop(1.0)
 
 
 def readiness_notes(aggregator: Aggregator) -> list[str]:
@@ -664,20 +631,3 @@ async def serve_resources(
         while True:
             await asyncio.sleep(poll_interval)
             resources.reload()
-
-
-async def run_zone(options: ZoneSettings, admin_address: str) -> None:
-    """Run a zone until cancelled: publish its site to the global (`kontinuum zone`), with
-    its metrics on the admin endpoint (ready once connected to the global)."""
-    zone = Zone(options)
-    registry = CollectorRegistry()
-    registry.register(ZoneCollector(zone.publisher))
-    admin = AdminServer(registry, ready=lambda: zone.publisher.connected)
-    try:
-        await admin.start(admin_address)
-    except OSError as error:
-        raise operator_listen_error(error, admin_address, "--admin-address") from error
-    try:
-        await zone.run()
-    finally:
-        await admin.stop()

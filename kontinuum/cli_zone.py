@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kontinuum.cli_options import AdminAddress, Verbose, address_option, serve_until_stopped
+from kontinuum.cli_options import (
+    AdminAddress,
+    Verbose,
+    address_option,
+    default_state_dir,
+    serve_until_stopped,
+)
+from kontinuum.cli_security import DEFAULT_TRUST_DOMAIN, TrustDomain
 
 
 def zone(
@@ -67,20 +74,69 @@ def zone(
             "host of --global (one of the global's --server-name).",
         ),
     ] = "",
+    xds_address: Annotated[
+        str | None,
+        address_option(
+            "--xds-address",
+            "Serve the site's proxies xDS here (`kontinuum bootstrap --xds-address` of the "
+            "zone): the site as the zone reads it, and what the global sends of the fleet; "
+            "without it, the zone only publishes its site.",
+        ),
+    ] = None,
+    ca_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-dir",
+            envvar="KONTINUUM_CA_DIR",
+            file_okay=False,
+            help="With --xds-address: the fleet CA, which issues the zone's xDS server's and "
+            "its workloads' certificates (as `kontinuum serve --ca-dir`).",
+        ),
+    ] = None,
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    plaintext_xds: Annotated[
+        bool,
+        typer.Option(
+            "--plaintext-xds",
+            help="With --xds-address: serve xDS without TLS and believe what proxies "
+            "declare: local development only.",
+        ),
+    ] = False,
+    xds_server_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--xds-server-name",
+            help="A DNS name or IP address for the zone's xDS server certificate, besides "
+            "the listening host (repeatable).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="KONTINUUM_STATE_DIR",
+            file_okay=False,
+            help="With --xds-address: where the last copy of what the global sent is kept, "
+            "so that a zone restarted while cut off serves its proxies (default: "
+            "$XDG_STATE_HOME/kontinuum, else ~/.local/state/kontinuum).",
+        ),
+    ] = None,
     admin_address: AdminAddress = "127.0.0.1:18011",
     verbose: Verbose = False,
 ) -> None:
-    """Publish a site to the global control plane: dial out over mutual TLS and send the
-    site's objects, then only what changes (docs/federation.md).
-
-    The zone does not serve xDS to the site's proxies yet: they connect to the global.
+    """Run a site's zone control plane: dial out to the global over mutual TLS, publish
+    the site's objects (then only what changes) and, with --xds-address, serve the site's
+    proxies from the site and what the global sends of the fleet (docs/federation.md).
     """
-    from kontinuum.app import run_zone
+    from datetime import timedelta
+
     from kontinuum.cli_options import setup_logging
+    from kontinuum.cli_security import serve_security
     from kontinuum.control.model import KubernetesAccess
     from kontinuum.control.objects import dns_label
     from kontinuum.errors import OperatorError
     from kontinuum.federation.zone import CredentialsError, ZoneSettings, channel_credentials
+    from kontinuum.federation_app import ZoneServing, run_zone
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
@@ -101,5 +157,24 @@ def zone(
     except CredentialsError as error:
         raise OperatorError(str(error)) from error
     options = ZoneSettings(site, global_address, credentials, where, server_name)
+    serving = None
+    if xds_address is not None:
+        security = serve_security(
+            ca_dir,
+            trust_domain,
+            plaintext_xds,
+            None,
+            tuple(xds_server_name or ()),
+            timedelta(hours=1),
+        )
+        serving = ZoneServing(xds_address, security, state_dir or default_state_dir())
+    elif ca_dir is not None or plaintext_xds or state_dir is not None:
+        raise typer.BadParameter(
+            "--ca-dir, --plaintext-xds and --state-dir are for serving xDS: give --xds-address",
+            param_hint="--xds-address",
+        )
     setup_logging(verbose)
-    serve_until_stopped(run_zone(options, admin_address), {"--admin-address": admin_address})
+    serve_until_stopped(
+        run_zone(options, admin_address, serving),
+        {"--admin-address": admin_address, "--xds-address": xds_address},
+    )

@@ -256,6 +256,9 @@ class FleetConfig:
     sites: tuple[ClusterSite, ...] = ()
     grants: tuple[Grant, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    # The parsed bodies of the fleet-wide objects this was read from (documents as YAML
+    # gave them), which the global hands to zones; not part of what the config says.
+    bodies: tuple[object, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +269,11 @@ class Fleet:
     snapshots: tuple[SiteSnapshot, ...] = ()
     grants: tuple[Grant, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    bodies: tuple[object, ...] = field(default=(), compare=False)  # as FleetConfig's
 
     @property
     def config(self) -> FleetConfig:
-        return FleetConfig(self.sites, self.grants, self.routing)
+        return FleetConfig(self.sites, self.grants, self.routing, self.bodies)
 
     def site(self, name: str) -> ClusterSite | None:
         return next((s for s in self.sites if s.name == name), None)

@@ -184,6 +184,10 @@ class Aggregator:
             [self._snapshots[key] for key in sorted(self._snapshots)],
         )
 
+    def configs(self) -> list[FleetConfig]:
+        """The latest fleet-wide config of each source, in the order of the sources."""
+        return [self._configs[s.name] for s in self.sources if s.name in self._configs]
+
     def snapshot_of(self, source: str, cluster: str) -> SiteSnapshot | None:
         """What `source` last reported of `cluster` (before a restart, if its view from then
         serves), if it reported it at all."""

@@ -115,9 +115,10 @@ class ConfigView(KindsView):
             if key in current and uid(current[key]) == uid(doc)
         }
         kept = invalid & set(self._last_good)
+        in_force = docs
         if kept:
-            fallback = [self._last_good[i] if (i := object_id(d)) in kept else d for d in docs]
-            config, _ = parse_fleet_config(fallback)
+            in_force = [self._last_good[i] if (i := object_id(d)) in kept else d for d in docs]
+            config, _ = parse_fleet_config(in_force)
         for key, doc in current.items():
             if key not in invalid:
                 self._last_good[key] = doc
@@ -133,7 +134,7 @@ class ConfigView(KindsView):
             gateway_classes=owned.classes,
             disowned=owned.disowned,
         )
-        self._config = replace(config, routing=routing)
+        self._config = replace(config, routing=routing, bodies=tuple(d.body for d in in_force))
 
     def result(self) -> FleetConfig | None:
         """The fleet-wide objects, None before every kind was listed once. Out of sync, the

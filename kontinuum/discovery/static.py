@@ -267,6 +267,7 @@ class FleetReader:
             snapshots=tuple(snapshots[name] for name in sorted(snapshots)),
             grants=config.grants,
             routing=config.routing,
+            bodies=config.bodies,
         )
         return fleet, errors
 
@@ -294,6 +295,7 @@ class FleetReader:
             in_force.append(good or file)
         if held:
             config, _ = parse_fleet_config(d for f in in_force for d in f.docs)
+        config = replace(config, bodies=tuple(d.body for f in in_force for d in f.docs))
         return _Part(files, tuple(in_force), config, tuple(errors), tuple(held))
 
     def _cluster(

@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kontinuum.federation.v1.federation_pb2 import DESCRIPTOR, KubeObject
+from kontinuum.federation.v1.federation_pb2 import DESCRIPTOR, KubeObject, ZoneResource
 
 TYPE_URL: Final = f"type.googleapis.com/{KubeObject.DESCRIPTOR.full_name}"
+# What the global sends a zone (GlobalToZone).
+ZONE_RESOURCE_TYPE_URL: Final = f"type.googleapis.com/{ZoneResource.DESCRIPTOR.full_name}"
 SERVICE: Final = DESCRIPTOR.services_by_name["Federation"].full_name
 ZONE_TO_GLOBAL: Final = "ZoneToGlobal"
+GLOBAL_TO_ZONE: Final = "GlobalToZone"
 # The metadata a zone names its site in; its certificate must prove the site's identity.
 SITE_METADATA: Final = "kontinuum-zone-site"
 # What a zone publishes to the global: the standard objects of its site.
@@ -62,7 +65,7 @@ def resource_name(kind: str, namespace: str, name: str) -> str:
     return f"{kind}/{namespace}/{name}"
 
 
-def version_of(message: KubeObject) -> str:
+def version_of(message: KubeObject | ZoneResource) -> str:
     return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -23,10 +23,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import Message
 
-from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, TYPE_URL, SiteObject
+from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, TYPE_URL
+
+
+class Published(Protocol):
+    """A resource a publisher sends: its name, version (content hash), message and size."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def message(self) -> Message: ...
+    @property
+    def size(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -57,19 +72,29 @@ class Answer:
 @dataclass(slots=True)
 class Publisher:
     """The objects a zone publishes, and what the global was sent of them on the current
-    stream (see the module doc)."""
+    stream (see the module doc). The global uses one per zone stream too, to send the zone
+    what it needs of the fleet (`type_url`: ZoneResources)."""
 
-    objects: dict[str, SiteObject] = field(default_factory=dict)
+    objects: Mapping[str, Published] = field(default_factory=dict)
+    type_url: str = TYPE_URL
+    # The owner says which names change (`touched`): after a stream's first response, only
+    # those are compared with what was sent, so a change costs what it touches.
+    tracking: bool = False
     stats: PublisherStats = field(default_factory=PublisherStats)
     # What the global holds, as far as it was sent (name -> version); None: no stream.
     _sent: dict[str, str] | None = None
     _owe_first: bool = False  # the first response of a stream is sent even when empty
     _nonce: int = 0
     _unanswered: set[str] = field(default_factory=set)
+    _candidates: set[str] | None = None  # the names that may differ; None: any
 
-    def publish(self, objects: Iterable[SiteObject]) -> None:
+    def publish(self, objects: Iterable[Published]) -> None:
         """The site's objects as they are now (all of them)."""
         self.objects = {obj.name: obj for obj in objects}
+
+    def publish_mapping(self, objects: Mapping[str, Published]) -> None:
+        """The objects as they are now, by name (held, not copied)."""
+        self.objects = objects
 
     @property
     def connected(self) -> bool:
@@ -80,6 +105,12 @@ class Publisher:
         self._sent = dict(initial_versions)
         self._owe_first = True
         self._unanswered = set()
+        self._candidates = None
+
+    def touched(self, names: Iterable[str]) -> None:
+        """These names may have changed (with `tracking`)."""
+        if self._candidates is not None:
+            self._candidates.update(names)
 
     def disconnect(self) -> None:
         self._sent = None
@@ -107,17 +138,29 @@ class Publisher:
         sent = self._sent
         if sent is None:
             return None
-        changed = sorted(
-            (o for o in self.objects.values() if sent.get(o.name) != o.version),
-            key=lambda o: o.name,
-        )
-        removed = sorted(name for name in sent if name not in self.objects)
+        objects, candidates = self.objects, self._candidates
+        if candidates is None:
+            changed = sorted(
+                (o for o in objects.values() if sent.get(o.name) != o.version),
+                key=lambda o: o.name,
+            )
+            removed = sorted(name for name in sent if name not in objects)
+        else:
+            changed = sorted(
+                (
+                    objects[n]
+                    for n in candidates
+                    if n in objects and sent.get(n) != objects[n].version
+                ),
+                key=lambda o: o.name,
+            )
+            removed = sorted(n for n in candidates if n in sent and n not in objects)
         if not (changed or removed or self._owe_first):
             return None
         self._owe_first = False
         self._nonce += 1
         nonce = str(self._nonce)
-        response = discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce=nonce)
+        response = discovery_pb2.DeltaDiscoveryResponse(type_url=self.type_url, nonce=nonce)
         size = 0
         taken_removals = 0
         for name in removed:
@@ -138,6 +181,8 @@ class Publisher:
             taken += 1
         if taken < len(changed) or taken_removals < len(removed):
             response.system_version_info = PARTIAL
+        if self.tracking:  # what is left of this change, and what changes from now on
+            self._candidates = {o.name for o in changed[taken:]} | set(removed[taken_removals:])
         self._unanswered.add(nonce)
         self.stats.responses += 1
         self.stats.objects_sent += taken

@@ -22,24 +22,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.zone import ReceivedObject, SupersededError, ZoneSource
+from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import (
+    GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
     PARTIAL,
     SERVICE,
     SITE_METADATA,
     TYPE_URL,
+    ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
     ObjectError,
     received_object,
     zone_service_account,
 )
+from kontinuum.federation.publisher import Publisher, PublisherStats
 from kontinuum.federation.v1.federation_pb2 import KubeObject
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE
@@ -79,17 +84,47 @@ class _RefusedError(Exception):
         self.code = code
 
 
+class FleetFeed:
+    """The catalog zones are sent, and the streams to wake when it changes."""
+
+    def __init__(self) -> None:
+        self.catalog = FleetCatalog()
+        self.ready = asyncio.Event()  # the first fleet is in the catalog
+        self._streams: dict[asyncio.Event, Publisher] = {}
+
+    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> None:
+        changed = self.catalog.update(bodies, snapshots)
+        self.ready.set()
+        if changed:
+            for wake, publisher in self._streams.items():
+                publisher.touched(changed)
+                wake.set()
+
+    def follow(self, wake: asyncio.Event, publisher: Publisher) -> None:
+        self._streams[wake] = publisher
+
+    def leave(self, wake: asyncio.Event) -> None:
+        self._streams.pop(wake, None)
+
+
 class FederationService:
     """The `Federation` service of the global (see the module doc). `zone_of(site)` is
     the source of a site declared with `source: zone`, or None; it raises `NotReadyError`
-    before the fleet is known."""
+    before the fleet is known. `feed`: what GlobalToZone streams send."""
 
     def __init__(
-        self, authenticator: Authenticator, zone_of: Callable[[str], ZoneSource | None]
+        self,
+        authenticator: Authenticator,
+        zone_of: Callable[[str], ZoneSource | None],
+        feed: FleetFeed | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._zone_of = zone_of
+        self.feed = feed or FleetFeed()
         self.refused: Counter[str] = Counter()
+        # What GlobalToZone streams sent each zone (by site), since the global started.
+        self.sent: dict[str, PublisherStats] = {}
+        self.subscribed: Counter[str] = Counter()  # GlobalToZone streams open, by site
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
@@ -99,7 +134,12 @@ class FederationService:
                     self._zone_to_global,
                     request_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
                     response_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-                )
+                ),
+                GLOBAL_TO_ZONE: grpc.stream_stream_rpc_method_handler(
+                    self._global_to_zone,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                ),
             },
         )
 
@@ -167,6 +207,88 @@ class FederationService:
         finally:
             source.detach(stream, reason)
             log.info("zone %s disconnected: %s", source.cluster, reason)
+
+    async def _global_to_zone(
+        self,
+        requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """Send the zone what it needs of the fleet: only what differs from what it holds
+        (its first request's `initial_resource_versions`), then each change, one response
+        in flight at a time."""
+        try:
+            source, peer = self._admit(context)
+        except NotReadyError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            return
+        except _RefusedError as refused:
+            self.refused[refused.reason] += 1
+            log.warning("refused a zone subscription from %s: %s", context.peer(), cut(refused))
+            await context.abort(refused.code, cut(refused))
+            return
+        site = source.cluster
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        if first.type_url != ZONE_RESOURCE_TYPE_URL:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"type {shown(first.type_url)} is not {ZONE_RESOURCE_TYPE_URL}",
+            )
+        await self.feed.ready.wait()
+        publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+        publisher.stats = self.sent.setdefault(site, PublisherStats())
+        publisher.publish_mapping(self.feed.catalog.for_zone(site))
+        publisher.connect(dict(first.initial_resource_versions))
+        wake = asyncio.Event()
+        wake.set()
+        self.feed.follow(wake, publisher)
+        self.subscribed[site] += 1
+        log.info(
+            "zone %s subscribed from %s, holding %d resource(s)",
+            site,
+            context.peer(),
+            len(first.initial_resource_versions),
+        )
+
+        async def answers() -> None:
+            async for request in requests:
+                answer = publisher.answer(request)
+                if answer is not None and not answer.accepted:
+                    log.warning("zone %s refused resources: %s", site, cut(answer.error))
+                wake.set()
+
+        reader = asyncio.ensure_future(answers())
+        try:
+            while not reader.done():
+                waiting = asyncio.ensure_future(wake.wait())
+                await asyncio.wait((waiting, reader), return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                wake.clear()
+                if reader.done():
+                    break
+                if peer.expires_at is not None and time.time() >= peer.expires_at:
+                    await context.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "its certificate expired: reconnect with a new one",
+                    )
+                if self._zone_of(site) is not source:
+                    await context.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"site {site} is no longer declared as a zone",
+                    )
+                if publisher.unanswered:
+                    continue  # its answer wakes this again
+                publisher.publish_mapping(self.feed.catalog.for_zone(site))
+                response = publisher.response()
+                if response is not None:
+                    yield response
+                    wake.set()  # more may follow (a large change in several responses)
+        finally:
+            reader.cancel()
+            self.feed.leave(wake)
+            self.subscribed[site] -= 1
+            log.info("zone %s unsubscribed", site)
 
     def _take(
         self, source: ZoneSource, stream: int, response: discovery_pb2.DeltaDiscoveryResponse

@@ -14,7 +14,10 @@ after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate 
 (renewed in place, it is the new one that connects); on reconnect the global says what it
 holds, and only what differs is sent.
 
-It does not serve xDS to the site's proxies yet (docs/federation.md: what comes next).
+With a copy of the fleet (`kontinuum.federation.fleet_copy`), it also subscribes to
+`GlobalToZone` on a second stream of the same channel settings: the fleet-wide objects and
+the other sites' exported services, which the zone's own mesh serves to the site's proxies
+(`kontinuum.federation_app`), with the site's objects as the zone reads them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,7 +39,9 @@ from kontinuum.discovery.kube_watch import Backoff
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
 from kontinuum.discovery.static import directory_changes, read_documents
+from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import (
+    GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
     SERVICE,
     SITE_METADATA,
@@ -170,19 +175,30 @@ class SiteFiles:
 
 
 class Zone:
-    """A zone publishing its site to the global until cancelled (see the module doc)."""
+    """A zone publishing its site to the global until cancelled (see the module doc).
+    `on_site`: called with the site's objects whenever they are read; `copy`: where what
+    the global sends the zone goes (None: the zone does not subscribe)."""
 
-    def __init__(self, options: ZoneSettings) -> None:
+    def __init__(
+        self,
+        options: ZoneSettings,
+        on_site: Callable[[list[SiteObject]], None] | None = None,
+        copy: FleetCopy | None = None,
+    ) -> None:
         self.options = options
         self.publisher = Publisher()
         self.synced = asyncio.Event()  # the site was read once
+        self.copy = copy
+        self._on_site = on_site
         self._wake = asyncio.Event()
         self._problems: list[str] = []
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._discover(), name="site files")
-            group.create_task(self._dial(), name="global")
+            group.create_task(self._dial(self._stream, "publishing to"), name="global")
+            if self.copy is not None:
+                group.create_task(self._dial(self._subscribe, "subscribing to"), name="fleet")
 
     async def _discover(self) -> None:
         where = self.options.config
@@ -209,10 +225,14 @@ class Zone:
                 log.error("%s", problem)
             self._problems = problems
         self.publisher.publish(objects)
+        if self._on_site is not None:
+            self._on_site(objects)
         self.synced.set()
         self._wake.set()
 
-    async def _dial(self) -> None:
+    async def _dial(
+        self, stream: Callable[[grpc.aio.Channel, Backoff], Awaitable[None]], what: str
+    ) -> None:
         await self.synced.wait()
         backoff = Backoff(*self.options.backoff)
         options = list(_OPTIONS)
@@ -226,7 +246,7 @@ class Zone:
                 async with grpc.aio.secure_channel(
                     self.options.global_address, credentials, options=options
                 ) as channel:
-                    await self._stream(channel, backoff)
+                    await stream(channel, backoff)
                 problem = "the global ended the stream"
             except grpc.aio.AioRpcError as error:
                 problem = f"{error.code().name}: {error.details()}"
@@ -235,11 +255,15 @@ class Zone:
             except CredentialsError as error:
                 problem = str(error)
             finally:
-                self.publisher.disconnect()
+                if stream == self._stream:
+                    self.publisher.disconnect()
+                elif self.copy is not None:
+                    self.copy.unsubscribed()
             delay = backoff.next()
             log.log(
                 logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,
-                "global %s: %s; dialing again in %.1f s",
+                "%s the global %s: %s; dialing again in %.1f s",
+                what,
                 self.options.global_address,
                 cut(problem),
                 delay,
@@ -279,6 +303,36 @@ class Zone:
                 for task in (sender, reader):
                     task.cancel()
                 await asyncio.gather(sender, reader, return_exceptions=True)
+        finally:
+            call.cancel()
+
+    async def _subscribe(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+        """GlobalToZone: subscribe naming what the copy holds, apply and answer each
+        response."""
+        copy = self.copy
+        assert copy is not None
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{GLOBAL_TO_ZONE}",
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )
+        call: Any = method(metadata=((SITE_METADATA, self.options.site),))
+        try:
+            await call.write(copy.subscription())
+            first = True
+            while True:
+                response = await call.read()
+                if response is _EOF:
+                    return
+                if first:
+                    first = False
+                    backoff.reset()
+                    log.info(
+                        "subscribed to the global %s: %d resource(s) new or changed",
+                        self.options.global_address,
+                        len(response.resources),
+                    )
+                await call.write(copy.take(response))
         finally:
             call.cancel()
 

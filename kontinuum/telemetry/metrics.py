@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
+from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.publisher import Publisher
 from kontinuum.federation.service import REFUSED_REASONS, FederationService
 from kontinuum.kube import LeaderElection, StatusWriter
@@ -269,14 +270,43 @@ class FederationCollector(Collector):
             rejected.add_metric(label, stats.objects_refused)
             connections.add_metric(label, stats.connections)
         yield from (connected, last_sync, held, received, rejected, connections)
+        subscribed = GaugeMetricFamily(
+            "kontinuum_federation_zone_subscribed",
+            "GlobalToZone streams of the zone open (what it is sent of the fleet).",
+            labels=["zone"],
+        )
+        sent = CounterMetricFamily(
+            "kontinuum_federation_zone_resources_sent",
+            "Resources sent to the zone on GlobalToZone (each new or changed one once per stream).",
+            labels=["zone"],
+        )
+        removals = CounterMetricFamily(
+            "kontinuum_federation_zone_removals_sent",
+            "Removals sent to the zone on GlobalToZone.",
+            labels=["zone"],
+        )
+        responses = CounterMetricFamily(
+            "kontinuum_federation_zone_responses_sent",
+            "GlobalToZone responses sent to the zone.",
+            labels=["zone"],
+        )
+        for zone in sorted(zones, key=lambda z: z.cluster):
+            label = [zone.cluster]
+            subscribed.add_metric(label, self._service.subscribed[zone.cluster])
+            counts = self._service.sent.get(zone.cluster)
+            sent.add_metric(label, counts.objects_sent if counts else 0)
+            removals.add_metric(label, counts.removals_sent if counts else 0)
+            responses.add_metric(label, counts.responses if counts else 0)
+        yield from (subscribed, sent, removals, responses)
 
 
 class ZoneCollector(Collector):
     """A zone's side of federation (`kontinuum zone`): its stream to the global and what it
     sent on it."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, copy: FleetCopy | None = None) -> None:
         self._publisher = publisher
+        self._copy = copy
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         publisher, stats = self._publisher, self._publisher.stats
@@ -319,6 +349,44 @@ class ZoneCollector(Collector):
         answers.add_metric(["ack"], stats.acks)
         answers.add_metric(["nack"], stats.nacks)
         yield answers
+        if self._copy is not None:
+            yield from _copy_metrics(self._copy)
+
+
+def _copy_metrics(copy: FleetCopy) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """What a zone holds of what the global sent it (GlobalToZone)."""
+    stats = copy.stats
+    yield GaugeMetricFamily(
+        "kontinuum_zone_fleet_subscribed",
+        "1 while the GlobalToZone stream is open (the zone receives the fleet).",
+        value=1.0 if stats.subscribed else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "kontinuum_zone_fleet_resources",
+        "Resources of the fleet held (fleet-wide objects and other sites' services).",
+        value=len(copy.resources),
+    )
+    yield CounterMetricFamily(
+        "kontinuum_zone_fleet_resources_received",
+        "Resources received from the global (each new or changed one once).",
+        value=stats.resources_received,
+    )
+    yield CounterMetricFamily(
+        "kontinuum_zone_fleet_removals_received",
+        "Removals received from the global.",
+        value=stats.removals_received,
+    )
+    yield CounterMetricFamily(
+        "kontinuum_zone_fleet_resources_refused",
+        "Resources received from the global that were refused (NACKed).",
+        value=stats.refused,
+    )
+    if stats.last_sync is not None:
+        yield GaugeMetricFamily(
+            "kontinuum_zone_fleet_last_sync_timestamp_seconds",
+            "When a response of the global was last applied (Unix time).",
+            value=stats.last_sync,
+        )
 
 
 class PushMetrics:

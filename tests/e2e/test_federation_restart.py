@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from kontinuum.app import running_fleet, zone_of
+from kontinuum.app import running_fleet
 from kontinuum.discovery.aggregate import Debounce
 from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.zone import ReceivedObject, ZoneSource
 from kontinuum.discovery.zone_store import ZoneObjects
+from kontinuum.federation_app import zone_of
 from tests.support.fleet import cluster_profile, fast
 from tests.support.net import eventually
 

@@ -20,10 +20,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import (
+    GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
     SERVICE,
     SITE_METADATA,
     TYPE_URL,
+    ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
     site_object,
 )
@@ -276,3 +278,62 @@ async def test_a_zone_reconnects_with_its_renewed_certificate(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+def subscribe(served: Global, credentials: grpc.ChannelCredentials, site: str) -> Any:
+    channel = grpc.aio.secure_channel(served.address, credentials)
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{GLOBAL_TO_ZONE}",
+        request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+    )
+    return method(metadata=((SITE_METADATA, site),))
+
+
+def profile(name: str, region: str = "") -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/region": region} if region else {}
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ClusterProfile",
+        "metadata": {"name": name, "namespace": "fleet", "labels": labels},
+    }
+
+
+async def test_a_zone_subscribes_to_the_fleet_and_is_sent_only_what_differs(
+    served: Global,
+) -> None:
+    feed = served.service.feed
+    feed.update([profile("eu"), profile("edge-paris")], [])
+    # Another site's identity may not subscribe as edge-paris.
+    impostor = subscribe(served, served.credentials("zone-other", "other"), "edge-paris")
+    await impostor.write(discovery_pb2.DeltaDiscoveryRequest(type_url=ZONE_RESOURCE_TYPE_URL))
+    error = await refusal(impostor)
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert served.service.refused["identity"] == 1
+
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    held = feed.catalog.for_zone("edge-paris")["fleet/ClusterProfile/fleet/eu"]
+    call = subscribe(served, credentials, "edge-paris")
+    await call.write(
+        discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ZONE_RESOURCE_TYPE_URL,
+            resource_names_subscribe=["*"],
+            initial_resource_versions={held.name: held.version, "fleet/Gone/x/y": "0"},
+        )
+    )
+    first = await call.read()
+    assert first.type_url == ZONE_RESOURCE_TYPE_URL
+    assert [r.name for r in first.resources] == ["fleet/ClusterProfile/fleet/edge-paris"]
+    assert list(first.removed_resources) == ["fleet/Gone/x/y"]
+    await call.write(
+        discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=first.nonce
+        )
+    )
+    # A change at the global goes out as what changed only.
+    feed.update([profile("eu", "eu-west-1"), profile("edge-paris")], [])
+    second = await call.read()
+    assert [r.name for r in second.resources] == ["fleet/ClusterProfile/fleet/eu"]
+    assert served.service.sent["edge-paris"].objects_sent == 2
+    assert served.service.subscribed["edge-paris"] == 1

@@ -1,0 +1,226 @@
+"""What the global sends zones (GlobalToZone), as resources kept up to date with the fleet.
+
+- Every fleet-wide object the global read (its fleet files and config cluster: the
+  ClusterProfiles, routes, Gateways, GatewayClasses, ReferenceGrants, policies, Secrets),
+  named `fleet/<kind>/<namespace>/<name>`, as a `KubeObject` (its JSON). Every Secret of
+  the fleet-wide objects goes to every zone: which of them a zone's Gateways name is the
+  zone's translation to find out.
+- Each exported service of each site, named `site/<site>/<namespace>/<name>`: its Service,
+  endpoints and ServiceExport, as the snapshot JSON of a site holding that one service
+  (`kontinuum.discovery.snapshot_codec`), with the site's staleness. A zone is sent every
+  site's but its own.
+
+Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
+deterministically. A change costs what it changes: a site whose snapshot is the same
+object as before is not looked at; in one that changed, a service whose parts compare
+equal to those last encoded keeps its resource (and bytes); a fleet-wide object whose
+parsed body is the very object of the last update keeps its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final
+
+from kontinuum.control.model import Endpoint, Service, ServiceExport, SiteSnapshot
+from kontinuum.discovery.snapshot_codec import encode_snapshot
+from kontinuum.federation.objects import version_of
+from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService, ZoneResource
+
+FLEET_PREFIX: Final = "fleet/"
+SITE_PREFIX: Final = "site/"
+
+_Parts = tuple[tuple[Service, ...], tuple[Endpoint, ...], tuple[ServiceExport, ...], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogResource:
+    """One resource a zone may be sent: its name, version, message and size in bytes."""
+
+    name: str
+    version: str
+    message: ZoneResource
+    size: int
+
+
+def _resource(name: str, message: ZoneResource) -> CatalogResource:
+    return CatalogResource(name, version_of(message), message, message.ByteSize())
+
+
+def _json_default(value: object) -> str:
+    """YAML gives timestamps as datetimes: JSON has them as RFC 3339 strings."""
+    if isinstance(value, datetime | date):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+
+
+def fleet_object(body: object) -> CatalogResource | None:
+    """A fleet-wide object's body as a resource; None for one without kind or name (the
+    global reports those itself)."""
+    if not isinstance(body, Mapping):
+        return None
+    kind, api_version, metadata = body.get("kind"), body.get("apiVersion"), body.get("metadata")
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    namespace, name = meta.get("namespace") or "", meta.get("name")
+    if not (isinstance(kind, str) and kind and isinstance(name, str) and name):
+        return None
+    if not (isinstance(api_version, str) and isinstance(namespace, str)):
+        return None
+    try:
+        encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    message = ZoneResource(
+        object=KubeObject(
+            api_version=api_version,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            json=encoded.encode(),
+        )
+    )
+    return _resource(f"{FLEET_PREFIX}{kind}/{namespace}/{name}", message)
+
+
+def site_service_name(site: str, namespace: str, name: str) -> str:
+    return f"{SITE_PREFIX}{site}/{namespace}/{name}"
+
+
+def _exported_parts(snapshot: SiteSnapshot) -> dict[tuple[str, str], _Parts]:
+    """The parts of each exported service of a site, by (namespace, name)."""
+    exported = {(e.namespace, e.name) for e in snapshot.exports}
+    services: dict[tuple[str, str], list[Service]] = {}
+    endpoints: dict[tuple[str, str], list[Endpoint]] = {}
+    exports: dict[tuple[str, str], list[ServiceExport]] = {}
+    for service in snapshot.services:
+        if (key := (service.namespace, service.name)) in exported:
+            services.setdefault(key, []).append(service)
+    for endpoint in snapshot.endpoints:
+        if (key := (endpoint.namespace, endpoint.service)) in exported:
+            endpoints.setdefault(key, []).append(endpoint)
+    for export in snapshot.exports:
+        exports.setdefault((export.namespace, export.name), []).append(export)
+    return {
+        key: (
+            tuple(services.get(key, ())),
+            tuple(endpoints.get(key, ())),
+            tuple(exports[key]),
+            snapshot.stale,
+        )
+        for key in exports
+    }
+
+
+class FleetCatalog:
+    """The resources zones may be sent, kept up to date by `update` (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.fleet: dict[str, CatalogResource] = {}
+        self.sites: dict[str, dict[str, CatalogResource]] = {}
+        self._bodies: dict[int, tuple[object, CatalogResource | None]] = {}
+        self._snapshots: dict[str, SiteSnapshot] = {}
+        self._parts: dict[str, dict[tuple[str, str], _Parts]] = {}
+        self.encoded = 0  # resources encoded so far (a change costs what it changes)
+
+    def for_zone(self, site: str) -> Mapping[str, CatalogResource]:
+        """What the zone of `site` is sent: everything but its own site's services."""
+        return ChainMap(self.fleet, *(r for s, r in self.sites.items() if s != site))
+
+    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> set[str]:
+        """Take the fleet-wide objects' bodies and the sites' snapshots as they are now;
+        the names of the resources that changed (new, changed or gone)."""
+        changed = self._update_fleet(bodies)
+        current = {snapshot.cluster for snapshot in snapshots}
+        for site in list(self.sites):
+            if site not in current:
+                changed.update(self.sites.pop(site))
+                self._snapshots.pop(site, None)
+                self._parts.pop(site, None)
+        for snapshot in snapshots:
+            changed |= self._update_site(snapshot)
+        return changed
+
+    def _update_fleet(self, bodies: Sequence[object]) -> set[str]:
+        known: dict[int, tuple[object, CatalogResource | None]] = {}
+        fleet: dict[str, CatalogResource] = {}
+        for body in _expanded(bodies):
+            cached = self._bodies.get(id(body))
+            if cached is None or cached[0] is not body:
+                cached = (body, fleet_object(body))
+                self.encoded += 1
+            known[id(body)] = cached
+            resource = cached[1]
+            if resource is not None:
+                fleet.setdefault(resource.name, resource)  # the first declaration counts
+        self._bodies = known
+        changed = {
+            n
+            for n in fleet.keys() | self.fleet.keys()
+            if _version(fleet, n) != _version(self.fleet, n)
+        }
+        if changed:
+            self.fleet = fleet
+        return changed
+
+    def _update_site(self, snapshot: SiteSnapshot) -> set[str]:
+        site = snapshot.cluster
+        if self._snapshots.get(site) is snapshot:
+            return set()
+        self._snapshots[site] = snapshot
+        before = self._parts.get(site, {})
+        resources = self.sites.get(site, {})
+        parts = _exported_parts(snapshot)
+        updated: dict[str, CatalogResource] = {}
+        changed = {
+            site_service_name(site, namespace, name)
+            for namespace, name in before.keys() - parts.keys()
+        }
+        for (namespace, name), found in parts.items():
+            key = site_service_name(site, namespace, name)
+            if before.get((namespace, name)) == found and key in resources:
+                updated[key] = resources[key]
+                continue
+            services, endpoints, exports, stale = found
+            encoded = encode_snapshot(SiteSnapshot(site, services, endpoints, exports, stale))
+            message = ZoneResource(
+                service=SiteService(
+                    site=site,
+                    namespace=namespace,
+                    name=name,
+                    snapshot_json=json.dumps(
+                        encoded, sort_keys=True, separators=(",", ":")
+                    ).encode(),
+                )
+            )
+            updated[key] = _resource(key, message)
+            self.encoded += 1
+            if _version(resources, key) != updated[key].version:
+                changed.add(key)
+        self._parts[site] = parts
+        self.sites[site] = updated
+        return changed
+
+
+def _version(resources: Mapping[str, CatalogResource], name: str) -> str | None:
+    found = resources.get(name)
+    return found.version if found is not None else None
+
+
+def _expanded(bodies: Sequence[object]) -> list[object]:
+    """Bodies, a `kubectl get -o yaml` List counting as its items."""
+    found: list[object] = []
+    for body in bodies:
+        if isinstance(body, Mapping) and str(body.get("kind", "")).endswith("List"):
+            items = body.get("items")
+            found.extend(items if isinstance(items, list) else [])
+        else:
+            found.append(body)
+    return found

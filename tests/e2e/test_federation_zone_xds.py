@@ -1,0 +1,233 @@
+"""Federation, second slice: the global programs the zone, and the zone serves its proxies
+through a cut of its link to the global.
+
+Real processes: `kontinuum serve --federation-address` (the global) with a fleet of two
+sites, `eu` (its files at the global) and `edge-paris` (a zone); `kontinuum zone --site
+edge-paris --xds-address` reading its own files and serving xDS; HTTP backends; Envoy
+sidecars of edge-paris bootstrapped to the zone. What each process counts is read from its
+`/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
+from kontinuum.security.xds_auth import control_plane_identity
+from tests.e2e.backends import Backend, request
+from tests.e2e.conftest import StartEnvoy
+from tests.e2e.routing_fleet import endpoint_slice, service
+from tests.e2e.test_federation import TD, Process, issue, kontinuum, until
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.e2e
+
+HELLO = "hello.demo.svc.clusterset.local"
+WEB = "web.demo.svc.clusterset.local"
+
+FLEET = """apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: eu
+  namespace: fleet
+  labels: {topology.kubernetes.io/region: eu-west-1, kontinuum.io/network: backbone}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: edge-paris
+  namespace: fleet
+  labels: {topology.kubernetes.io/region: eu-central-1, kontinuum.io/network: backbone}
+  annotations:
+    kontinuum.io/source: zone
+    kontinuum.io/stale-after: 10m
+"""
+
+
+def hello_route(value: str) -> str:
+    """A fleet-wide HTTPRoute of demo on Service hello that marks its replies."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: hello, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: hello, port: 80}}]
+  rules:
+  - filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{set: [{{name: X-Route, value: {value}}}]}}
+    backendRefs: [{{name: hello, port: 80}}]
+"""
+
+
+def reply_of(port: int, host: str) -> tuple[str | None, str | None]:
+    """Which backend answered through the sidecar's outbound `port`, and its X-Route."""
+    reply = request(port, host, timeout=2)
+    return reply.backend, reply.headers.get("x-route")
+
+
+async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
+    tmp_path: Path, envoys: StartEnvoy
+) -> None:
+    backends = {n: Backend(n) for n in ("paris-1", "paris-2", "eu-1", "eu-2")}
+    for backend in backends.values():
+        backend.start()
+    ca = tmp_path / "ca"
+    await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+    fleet = tmp_path / "fleet"
+    (fleet / "clusters" / "eu").mkdir(parents=True)
+    (fleet / "clusters.yaml").write_text(FLEET)
+    (fleet / "routes.yaml").write_text(hello_route("v1"))
+    (fleet / "clusters" / "eu" / "web.yaml").write_text(
+        service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-1"].port)
+    )
+    site = tmp_path / "edge-paris"
+    site.mkdir()
+    (site / "hello.yaml").write_text(service("demo", "hello"))
+    (site / "hello-endpoints.yaml").write_text(
+        endpoint_slice("demo", "hello", backends["paris-1"].port)
+    )
+    federation = f"127.0.0.1:{free_port()}"
+    global_ = Process(
+        [
+            "serve", "--config", str(fleet), "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{free_port()}",
+            "--federation-address", federation, "--state-dir", str(tmp_path / "global-state"),
+        ],
+        tmp_path / "global.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    credentials = await asyncio.to_thread(
+        issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+        "zone-edge-paris",
+    )  # fmt: skip
+    zone_xds = free_port()
+    zone = Process(
+        [
+            "zone", "--site", "edge-paris", "--global", federation,
+            "--credentials", str(credentials), "--config", str(site),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(ca),
+            "--state-dir", str(tmp_path / "zone-state"),
+        ],
+        tmp_path / "zone.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    logs = (global_.log, zone.log)
+    sidecar = await asyncio.to_thread(
+        issue, ca, tmp_path / "frontend", "edge-paris", "demo", "frontend"
+    )
+
+    def start_sidecar(name: str) -> int:
+        outbound = free_port()
+        envoys(
+            view="edge-paris",
+            xds_port=0,
+            mode="delta",
+            node_id=name,
+            config=envoy_bootstrap(
+                node_id=name,
+                cluster="edge-paris",
+                xds_address=f"127.0.0.1:{zone_xds}",
+                admin_port=0,
+                reconnect_backoff=("0.1s", "1s"),
+                metadata=proxy_metadata(namespace="demo", role="sidecar", outbound_port=outbound),
+                tls=XdsClientTls(
+                    ca_file=str(sidecar / "ca.pem"),
+                    server_identity=str(control_plane_identity(TD)),
+                    certificate_file=str(sidecar / "cert.pem"),
+                    key_file=str(sidecar / "key.pem"),
+                ),
+            ),
+        )
+        return outbound
+
+    try:
+        global_.start()
+        zone.start()
+        first = start_sidecar("frontend-1")
+
+        # Through the zone: the site's own service, eu's service the global sent, and the
+        # global's HTTPRoute on hello.
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-1", "v1"), "hello via the route", 60, logs
+        )
+        await until(lambda: reply_of(first, WEB)[0] == "eu-1", "web of eu via the zone", 30, logs)
+        sent = await global_.metric("kontinuum_federation_zone_resources_sent_total", {
+            "zone": "edge-paris"
+        })  # fmt: skip
+        assert sent == 4  # the 2 ClusterProfiles, the route, eu's web: not its own hello
+        assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
+
+        # The link is cut: the global is gone.
+        global_.kill()
+
+        async def cut() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_subscribed") == 0
+
+        await until(cut, "the zone sees the cut", 30, logs)
+        failed = [
+            reply for _ in range(50) if (reply := reply_of(first, HELLO)) != ("paris-1", "v1")
+        ]
+        assert failed == [], "local requests failed during the cut"
+        # A local endpoint change still reaches the site's proxies.
+        (site / "hello-endpoints.yaml").write_text(
+            endpoint_slice("demo", "hello", backends["paris-2"].port)
+        )
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-2", "v1"), "paris-2 during the cut", 30, logs
+        )
+        # A new proxy of the site connects and is served, eu's service as last received.
+        second = start_sidecar("frontend-2")
+        await until(
+            lambda: reply_of(second, HELLO) == ("paris-2", "v1"), "a new sidecar served", 60, logs
+        )
+        assert reply_of(second, WEB)[0] == "eu-1"
+        # The zone itself restarts while cut off: it serves its proxies from the copy of
+        # the global it kept, eu's service included.
+        zone.kill()
+        zone.start()
+
+        async def zone_ready() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_resources") == 4
+
+        await until(zone_ready, "the restarted zone serving its kept copy", 60, logs)
+        third = start_sidecar("frontend-3")
+        await until(
+            lambda: reply_of(third, WEB)[0] == "eu-1", "eu's web from the kept copy", 60, logs
+        )
+        await until(
+            lambda: reply_of(first, HELLO) == ("paris-2", "v1"), "the first sidecar back", 30, logs
+        )
+        # Meanwhile, the global's files change: eu's endpoint, and the route.
+        (fleet / "clusters" / "eu" / "web.yaml").write_text(
+            service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-2"].port)
+        )
+        (fleet / "routes.yaml").write_text(hello_route("v2"))
+
+        # The global is back: each side sends only what changed while cut off.
+        global_.start()
+        await until(lambda: reply_of(first, HELLO) == ("paris-2", "v2"), "route v2", 90, logs)
+        await until(lambda: reply_of(second, WEB)[0] == "eu-2", "eu-2 at the zone", 30, logs)
+        # To the zone: eu's web and the route, nothing else.
+        assert await global_.metric("kontinuum_federation_zone_resources_sent_total", {
+            "zone": "edge-paris"
+        }) == 2  # fmt: skip
+        assert await zone.metric("kontinuum_zone_fleet_resources_received_total") == 2
+
+        # To the global: the one EndpointSlice changed during the cut (the restarted zone
+        # counts from 0).
+        async def published_again() -> bool:
+            return (
+                await zone.metric("kontinuum_zone_connected") == 1
+                and await zone.metric("kontinuum_zone_pending_objects") == 0
+            )
+
+        await until(published_again, "the zone's site published again", 30, logs)
+        assert await zone.metric("kontinuum_zone_objects_sent_total") == 1
+    finally:
+        zone.stop()
+        global_.stop()
+        for backend in backends.values():
+            backend.stop()

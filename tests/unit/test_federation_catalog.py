@@ -1,0 +1,201 @@
+"""What the global sends zones: the catalog's resources, their versions, and what a change
+costs; and the zone's copy of them (ACK/NACK, stale while cut off, kept across a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.control.model import (
+    Endpoint,
+    EndpointPort,
+    FleetConfig,
+    Service,
+    ServiceExport,
+    ServicePort,
+    SiteSnapshot,
+)
+from kontinuum.federation.catalog import FleetCatalog
+from kontinuum.federation.fleet_copy import FleetCopy
+from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
+from kontinuum.federation.publisher import Publisher
+
+PROFILES: list[object] = [
+    {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ClusterProfile",
+        "metadata": {"name": name, "namespace": "fleet", **annotations},
+    }
+    for name, annotations in (
+        ("eu", {}),
+        ("edge", {"annotations": {"kontinuum.io/source": "zone"}}),
+    )
+]
+
+
+def site(name: str, services: int, port: int = 8080, exported: bool = True) -> SiteSnapshot:
+    names = [f"svc-{i}" for i in range(services)]
+    return SiteSnapshot(
+        name,
+        services=tuple(Service(name, "demo", s, (ServicePort(80, "http"),)) for s in names),
+        endpoints=tuple(
+            Endpoint(name, "demo", s, ("10.0.0.1",), (EndpointPort(port, "http"),)) for s in names
+        ),
+        exports=tuple(ServiceExport(name, "demo", s) for s in names) if exported else (),
+    )
+
+
+def test_a_zone_is_sent_the_fleet_and_every_other_site_s_exported_services() -> None:
+    catalog = FleetCatalog()
+    assert catalog.update(PROFILES, [site("eu", 2), site("edge", 1), site("us", 1, exported=False)])
+    names = sorted(catalog.for_zone("edge"))
+    assert names == [
+        "fleet/ClusterProfile/fleet/edge",
+        "fleet/ClusterProfile/fleet/eu",
+        "site/eu/demo/svc-0",
+        "site/eu/demo/svc-1",
+    ]
+    assert "site/edge/demo/svc-0" in catalog.for_zone("eu")
+
+
+def test_a_change_encodes_what_it_changes_and_versions_are_the_content() -> None:
+    catalog = FleetCatalog()
+    eu = site("eu", 100)
+    catalog.update(PROFILES, [eu, site("edge", 50)])
+    before = dict(catalog.for_zone("edge"))
+    encoded = catalog.encoded
+    # The same objects again: nothing is looked at, nothing changes.
+    assert not catalog.update(PROFILES, [eu, catalog._snapshots["edge"]])
+    assert catalog.encoded == encoded
+    # One endpoint of eu changes: one resource is encoded again, one version differs.
+    moved = replace(
+        eu,
+        endpoints=(replace(eu.endpoints[0], addresses=("10.0.0.2",)), *eu.endpoints[1:]),
+    )
+    assert catalog.update(PROFILES, [moved, catalog._snapshots["edge"]])
+    assert catalog.encoded == encoded + 1
+    after = catalog.for_zone("edge")
+    assert [n for n in after if after[n].version != before[n].version] == ["site/eu/demo/svc-0"]
+    # Another catalog, from equal content, has equal versions (a restarted global).
+    again = FleetCatalog()
+    again.update([json.loads(json.dumps(p)) for p in PROFILES], [moved, site("edge", 50)])
+    assert {n: r.version for n, r in again.for_zone("edge").items()} == {
+        n: r.version for n, r in after.items()
+    }
+
+
+def sync(publisher: Publisher, copy: FleetCopy) -> int:
+    """Send the copy everything that differs, answering each response; the objects sent."""
+    sent = 0
+    while (response := publisher.response()) is not None:
+        sent += len(response.resources)
+        answer = copy.take(response)
+        publisher.answer(answer)
+    return sent
+
+
+async def next_updates(updates: AsyncIterator[object], count: int) -> list[object]:
+    return [await asyncio.wait_for(anext(updates), 5) for _ in range(count)]
+
+
+async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_restart(
+    tmp_path: Path,
+) -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 3)])
+    copy = FleetCopy("edge", tmp_path)
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect(dict(copy.subscription().initial_resource_versions))
+    assert sync(publisher, copy) == 5
+    updates = copy.updates()
+    config, eu = await next_updates(updates, 2)
+    assert isinstance(config, FleetConfig)
+    # At the zone, no site is reached but through the global.
+    assert [(s.name, s.access) for s in config.sites] == [("edge", None), ("eu", None)]
+    assert isinstance(eu, SiteSnapshot)
+    assert not eu.stale
+    assert len(eu.services) == 3
+
+    # Cut off: the other sites stay as they were, marked stale.
+    copy.unsubscribed()
+    (stale,) = await next_updates(updates, 1)
+    assert isinstance(stale, SiteSnapshot)
+    assert stale.stale
+    assert stale.services == eu.services
+
+    # Restarted, the zone starts from what it kept; a reconnect sends only what changed.
+    restarted = FleetCopy("edge", tmp_path)
+    restarted.load()
+    restarted.wake()
+    kept_updates = restarted.updates()
+    kept = await next_updates(kept_updates, 2)
+    assert kept[0] == config
+    assert isinstance(kept[1], SiteSnapshot)
+    assert kept[1].stale
+    catalog.update(PROFILES, [site("eu", 4)])
+    again = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    again.publish_mapping(catalog.for_zone("edge"))
+    again.connect(dict(restarted.subscription().initial_resource_versions))
+    assert sync(again, restarted) == 1
+    (fresh,) = await next_updates(kept_updates, 1)
+    assert isinstance(fresh, SiteSnapshot)
+    assert not fresh.stale
+    assert len(fresh.services) == 4
+
+
+def test_a_resource_that_is_not_what_its_version_says_is_nacked_by_name() -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 1), site("edge", 1)])
+    resources = catalog.for_zone("eu")
+    response = discovery_pb2.DeltaDiscoveryResponse(type_url=ZONE_RESOURCE_TYPE_URL, nonce="1")
+    good = resources["fleet/ClusterProfile/fleet/eu"]
+    added = response.resources.add(name=good.name, version="0" * 64)
+    added.resource.Pack(good.message)
+    own = catalog.for_zone("other")["site/eu/demo/svc-0"]
+    added = response.resources.add(name=own.name, version=own.version)
+    added.resource.Pack(own.message)
+    copy = FleetCopy("eu")
+    answer = copy.take(response)
+    assert answer.response_nonce == "1"
+    assert answer.error_detail.message == (
+        "2 resource(s) refused: 'fleet/ClusterProfile/fleet/eu': its version is not the "
+        "SHA-256 of its content; 'site/eu/demo/svc-0': a service of this zone's own site"
+    )
+    assert copy.resources == {}
+    assert json.loads(good.message.object.json)["metadata"]["name"] == "eu"
+
+
+def test_a_stream_told_what_changed_sends_what_a_full_comparison_would() -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 20), site("us", 5)])
+    tracked = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+    full = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    for publisher in (tracked, full):
+        publisher.connect({})
+    steps = [
+        [site("eu", 20, port=9090), site("us", 5)],  # every eu service changes
+        [site("eu", 18, port=9090), site("us", 5)],  # two are gone
+        [site("eu", 18, port=9090)],  # a site leaves
+        [site("eu", 25, port=9090), site("us", 1)],
+    ]
+    for snapshots in [None, *steps]:
+        changed = catalog.update(PROFILES, snapshots) if snapshots is not None else set()
+        tracked.touched(changed)
+        sent = []
+        for publisher in (tracked, full):
+            publisher.publish_mapping(catalog.for_zone("edge"))
+            names: list[tuple[list[str], list[str]]] = []
+            while (response := publisher.response(budget=2_000)) is not None:
+                names.append(
+                    ([r.name for r in response.resources], list(response.removed_resources))
+                )
+                publisher.answer(discovery_pb2.DeltaDiscoveryRequest(response_nonce=response.nonce))
+            sent.append(names)
+        assert sent[0] == sent[1]
+        assert sent[0]
