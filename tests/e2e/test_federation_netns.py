@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from kontinuum.bootstrap import envoy_bootstrap, proxy_metadata
 from tests.e2e.netns import FleetNetwork, Namespace
 from tests.e2e.test_federation import issue, kontinuum
 from tests.support.security import sample
@@ -31,6 +32,7 @@ XDS_PORT, ADMIN_PORT, FEDERATION_PORT = 18000, 18001, 18002  # each namespace ha
 MESH_PORT, OUTBOUND = 15443, 15001
 HELLO = "hello.demo.svc.clusterset.local"
 WEB = "web.demo.svc.clusterset.local"
+SHOP = "shop.demo.svc.clusterset.local"
 
 MakeNetwork = Callable[..., FleetNetwork]
 
@@ -53,9 +55,18 @@ def exported(name: str, port: int) -> str:
 kind: Service
 metadata: {{name: {name}, namespace: demo}}
 spec:
-  ports: [{{name: http, port: 80, targetPort: {port}, protocol: TCP}}]
+  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]
 ---
-apiVersion: discovery.k8s.io/v1
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: {name}, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+---
+{endpoints(name, port)}"""
+
+
+def endpoints(name: str, port: int) -> str:
+    """The EndpointSlice of Service `name`: one endpoint, 127.0.0.1:`port`."""
+    return f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
   name: {name}-1
@@ -66,10 +77,6 @@ ports: [{{name: http, port: {port}, protocol: TCP}}]
 endpoints:
 - addresses: [127.0.0.1]
   conditions: {{ready: true}}
----
-apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ServiceExport
-metadata: {{name: {name}, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
 """
 
 
@@ -206,3 +213,152 @@ def test_an_edge_zone_behind_nat_dials_out_and_a_zone_claiming_another_site_is_r
     # The edge's own stream was neither taken over nor disturbed.
     assert global_.metric("kontinuum_federation_zone_connections_total", labels) == 1
     assert global_.metric("kontinuum_federation_zone_objects", labels) == 3
+
+
+def east_west(site: str, address: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: east-west-{site}
+  namespace: kontinuum-system
+  labels: {{kontinuum.io/cluster: {site}}}
+spec:
+  gatewayClassName: kontinuum-east-west
+  addresses: [{{type: IPAddress, value: {address}}}]
+  listeners:
+  - {{name: mesh, port: {MESH_PORT}, protocol: TLS, tls: {{mode: Passthrough}}}}
+"""
+
+
+def proxy(site: str, node: str, **metadata: object) -> dict[str, object]:
+    """The bootstrap of a proxy of `site` served by its zone (plaintext xDS, in the site)."""
+    return envoy_bootstrap(
+        node_id=node,
+        cluster=site,
+        xds_address=f"127.0.0.1:{XDS_PORT}",
+        admin_port=0,
+        delta=True,
+        reconnect_backoff=("0.1s", "1s"),
+        metadata=proxy_metadata(namespace="demo", **metadata),  # type: ignore[arg-type]
+    )
+
+
+def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_its_link(
+    fleet_network: MakeNetwork, tmp_path: Path, envoy_path: str
+) -> None:
+    """eu and edge-paris each run a zone serving their proxies, an east-west gateway and a
+    sidecar; eu exports `web`, edge-paris `hello`. edge-paris reaches eu's gateway through
+    its NAT; eu reaches edge-paris's gateway at the edge's published address, which its
+    router routes to it and opens for the gateway's port only (the gateway binds the
+    Gateway's address, so that address is the edge's own, not a port forward to another).
+    """
+    network = fleet_network(["global", "eu", "edge-paris"], behind_nat=["edge-paris"])
+    eu, edge, nat = network.cluster("eu"), network.cluster("edge-paris"), network.nat("edge-paris")
+    nat.publish(MESH_PORT)
+    ca = tmp_path / "ca"
+    kontinuum("ca", "init", "--ca-dir", str(ca))
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "clusters.yaml").write_text(
+        profile("eu", "eu-west-1", "kontinuum.io/source: zone")
+        + "---\n"
+        + profile(
+            "edge-paris", "eu-central-1", "kontinuum.io/source: zone",
+            "kontinuum.io/stale-after: 10m",
+        )
+    )  # fmt: skip
+    (fleet / "gateways.yaml").write_text(
+        east_west("eu", eu.address) + "---\n" + east_west("edge-paris", edge.address)
+    )
+    backends = {
+        "eu-1": eu.backend("eu-1"),
+        "eu-2": eu.backend("eu-2"),
+        "paris-1": edge.backend("paris-1"),
+        "paris-2": edge.backend("paris-2"),
+    }
+    for site, service, backend in (("eu", "web", "eu-1"), ("edge-paris", "hello", "paris-1")):
+        (tmp_path / site).mkdir()
+        (tmp_path / site / f"{service}.yaml").write_text(exported(service, backends[backend].port))
+    global_ = start_global(network, tmp_path, fleet, ca)
+    zones = {}
+    for site in ("eu", "edge-paris"):
+        credentials = issue(ca, tmp_path / f"zone-{site}", site, "kontinuum-system", f"zone-{site}")
+        zones[site] = zone(
+            network, tmp_path, site, credentials,
+            "--xds-address", f"127.0.0.1:{XDS_PORT}", "--plaintext-xds",
+            "--state-dir", str(tmp_path / f"zone-{site}-state"),
+        ).start()  # fmt: skip
+    edge_zone = zones["edge-paris"]
+    logs = (global_.log, zones["eu"].log, edge_zone.log)
+    gateways = {}
+    for site, place in (("eu", eu), ("edge-paris", edge)):
+        gateways[site] = place.envoy(
+            tmp_path / f"gateway-{site}", node_id=f"gateway-{site}", view=site, xds_port=0,
+            mode="delta", binary=envoy_path, config=proxy(site, f"gateway-{site}", role="gateway"),
+        )  # fmt: skip
+        place.envoy(
+            tmp_path / f"sidecar-{site}", node_id=f"sidecar-{site}", view=site, xds_port=0,
+            mode="delta", binary=envoy_path,
+            config=proxy(site, f"sidecar-{site}", role="sidecar", outbound_port=OUTBOUND),
+        )  # fmt: skip
+
+    def answer(place: Namespace, host: str) -> tuple[int, str]:
+        status, body = place.http_get(f"http://127.0.0.1:{OUTBOUND}/", headers={"Host": host})
+        return status, body.strip()
+
+    # Across sites, each way through the other site's east-west gateway.
+    until(lambda: answer(edge, WEB) == (200, "backend eu-1"), "edge to eu's web", 60, *logs)
+    until(lambda: answer(eu, HELLO) == (200, "backend paris-1"), "eu to edge's hello", 30, *logs)
+    assert answer(edge, HELLO) == (200, "backend paris-1")
+    assert eu.http_get(f"http://127.0.0.1:{backends['eu-1'].port}/")[0] == 200
+    assert edge.http_get(f"http://127.0.0.1:{backends['eu-1'].port}/")[0] == 0  # only via gateway
+    for site, service in (("eu", WEB), ("edge-paris", HELLO)):
+        gateways[site].wait_admin()
+        crossed = gateways[site].stat(f"cluster.outbound|80|{site}|{service}.upstream_rq_2xx")
+        assert (crossed or 0) >= 1, site
+
+    def counters() -> dict[str, float | None]:
+        return {
+            "edge received": edge_zone.metric("kontinuum_zone_fleet_resources_received_total"),
+            "global received": global_.metric(
+                "kontinuum_federation_zone_objects_received_total", {"zone": "edge-paris"}
+            ),
+        }
+
+    before = counters()
+
+    # The edge's uplink is cut. A local endpoint change is applied locally; not one local
+    # request fails meanwhile.
+    nat.cut()
+    (tmp_path / "edge-paris" / "hello.yaml").write_text(exported("hello", backends["paris-2"].port))
+    answers = []
+    for _ in range(300):  # 30 s at most
+        answers.append(answer(edge, HELLO))
+        if answers[-1] == (200, "backend paris-2") and len(answers) >= 50:
+            break
+        time.sleep(0.1)
+    failed = [a for a in answers if a not in {(200, "backend paris-1"), (200, "backend paris-2")}]
+    assert failed == [], failed[:3]
+    assert answers[-1] == (200, "backend paris-2"), answers[-3:]
+    until(lambda: edge_zone.metric("kontinuum_zone_connected") == 0, "edge sees the cut", 30, *logs)
+    # Meanwhile eu exports a new service, shop: it reaches the global, not the edge.
+    (tmp_path / "eu" / "shop.yaml").write_text(exported("shop", backends["eu-2"].port))
+    assert answer(eu, HELLO)[0] in (0, 503)  # the edge's gateway is out of reach
+
+    # Restored: the remote sites are updated, and each side receives exactly what changed
+    # (counted where it is received: what was sent into the cut is sent again).
+    nat.restore()
+    until(lambda: answer(eu, HELLO) == (200, "backend paris-2"), "eu sees paris-2", 60, *logs)
+    until(lambda: answer(edge, SHOP) == (200, "backend eu-2"), "edge reaches shop", 30, *logs)
+
+    def resynced() -> bool:
+        return (
+            edge_zone.metric("kontinuum_zone_connected") == 1
+            and edge_zone.metric("kontinuum_zone_fleet_subscribed") == 1
+            and edge_zone.metric("kontinuum_zone_pending_objects") == 0
+        )
+
+    until(resynced, "the edge in sync both ways", 30, *logs)
+    after = counters()
+    assert after["edge received"] == (before["edge received"] or 0) + 1  # eu's shop
+    assert after["global received"] == (before["global received"] or 0) + 1  # hello's slice
