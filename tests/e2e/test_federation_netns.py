@@ -251,6 +251,9 @@ def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_i
     its NAT; eu reaches edge-paris's gateway at the edge's published address, which its
     router routes to it and opens for the gateway's port only (the gateway binds the
     Gateway's address, so that address is the edge's own, not a port forward to another).
+
+    About 35 s: after the link is back, the edge's zone notices by its 30 s keepalive that
+    the global ended its fleet stream (docs/federation.md, "A cut link").
     """
     network = fleet_network(["global", "eu", "edge-paris"], behind_nat=["edge-paris"])
     eu, edge, nat = network.cluster("eu"), network.cluster("edge-paris"), network.nat("edge-paris")
@@ -341,15 +344,30 @@ def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_i
     assert failed == [], failed[:3]
     assert answers[-1] == (200, "backend paris-2"), answers[-3:]
     until(lambda: edge_zone.metric("kontinuum_zone_connected") == 0, "edge sees the cut", 30, *logs)
-    # Meanwhile eu exports a new service, shop: it reaches the global, not the edge.
+    # Meanwhile eu exports a new service, shop: it reaches the global, which sends it into
+    # the cut and so sees the edge's fleet stream end.
     (tmp_path / "eu" / "shop.yaml").write_text(exported("shop", backends["eu-2"].port))
+    until(
+        lambda: global_.metric("kontinuum_federation_zone_objects", {"zone": "eu"}) == 6,
+        "eu's shop at the global",
+        30,
+        *logs,
+    )
+    until(
+        lambda: global_.metric("kontinuum_federation_zone_subscribed", {"zone": "edge-paris"}) == 0,
+        "the global sees the cut",
+        30,
+        *logs,
+    )
     assert answer(eu, HELLO)[0] in (0, 503)  # the edge's gateway is out of reach
 
     # Restored: the remote sites are updated, and each side receives exactly what changed
     # (counted where it is received: what was sent into the cut is sent again).
     nat.restore()
     until(lambda: answer(eu, HELLO) == (200, "backend paris-2"), "eu sees paris-2", 60, *logs)
-    until(lambda: answer(edge, SHOP) == (200, "backend eu-2"), "edge reaches shop", 30, *logs)
+    # The edge's fleet stream ended at the global only (the global sent into the cut): the
+    # zone's end of it learns so from its keepalive, a ping every 30 s, then resubscribes.
+    until(lambda: answer(edge, SHOP) == (200, "backend eu-2"), "edge reaches shop", 45, *logs)
 
     def resynced() -> bool:
         return (
@@ -358,7 +376,7 @@ def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_i
             and edge_zone.metric("kontinuum_zone_pending_objects") == 0
         )
 
-    until(resynced, "the edge in sync both ways", 30, *logs)
+    until(resynced, "the edge in sync both ways", 15, *logs)
     after = counters()
     assert after["edge received"] == (before["edge received"] or 0) + 1  # eu's shop
     assert after["global received"] == (before["global received"] or 0) + 1  # hello's slice
