@@ -7,7 +7,10 @@
   zone's translation to find out.
 - Each exported service of each site, named `site/<site>/<namespace>/<name>`: its Service,
   endpoints and ServiceExport, as the snapshot JSON of a site holding that one service
-  (`kontinuum.discovery.snapshot_codec`), with the site's staleness. A zone is sent every
+  (`kontinuum.discovery.snapshot_codec`). And each site's state, named `site/<site>`: the
+  snapshot JSON of the site without services, saying whether the global holds it stale, so
+  that a site going stale and back costs one resource, not its every service. A zone is
+  sent every site's but its own.
   site's but its own.
 
 Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
@@ -34,7 +37,7 @@ from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService, Zone
 FLEET_PREFIX: Final = "fleet/"
 SITE_PREFIX: Final = "site/"
 
-_Parts = tuple[tuple[Service, ...], tuple[Endpoint, ...], tuple[ServiceExport, ...], bool]
+_Parts = tuple[tuple[Service, ...], tuple[Endpoint, ...], tuple[ServiceExport, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,14 @@ def site_service_name(site: str, namespace: str, name: str) -> str:
     return f"{SITE_PREFIX}{site}/{namespace}/{name}"
 
 
+def site_state(snapshot: SiteSnapshot) -> CatalogResource:
+    """The resource saying a site's state (whether it is stale), named `site/<site>`."""
+    site = snapshot.cluster
+    encoded = encode_snapshot(SiteSnapshot(site, stale=snapshot.stale))
+    message = ZoneResource(service=SiteService(site=site, snapshot_json=_json(encoded)))
+    return _resource(f"{SITE_PREFIX}{site}", message)
+
+
 def _exported_parts(snapshot: SiteSnapshot) -> dict[tuple[str, str], _Parts]:
     """The parts of each exported service of a site, by (namespace, name)."""
     exported = {(e.namespace, e.name) for e in snapshot.exports}
@@ -113,7 +124,6 @@ def _exported_parts(snapshot: SiteSnapshot) -> dict[tuple[str, str], _Parts]:
             tuple(services.get(key, ())),
             tuple(endpoints.get(key, ())),
             tuple(exports[key]),
-            snapshot.stale,
         )
         for key in exports
     }
@@ -188,8 +198,8 @@ class FleetCatalog:
             if before.get((namespace, name)) == found and key in resources:
                 updated[key] = resources[key]
                 continue
-            services, endpoints, exports, stale = found
-            encoded = encode_snapshot(SiteSnapshot(site, services, endpoints, exports, stale))
+            services, endpoints, exports = found
+            encoded = encode_snapshot(SiteSnapshot(site, services, endpoints, exports))
             message = ZoneResource(
                 service=SiteService(
                     site=site,
@@ -204,6 +214,10 @@ class FleetCatalog:
             self.encoded += 1
             if _version(resources, key) != updated[key].version:
                 changed.add(key)
+        state = site_state(snapshot)
+        if _version(resources, state.name) != state.version:
+            changed.add(state.name)
+        updated[state.name] = state
         self._parts[site] = parts
         self.sites[site] = updated
         return changed

@@ -71,6 +71,7 @@ class FleetCopy:
         self.resources: dict[str, tuple[str, ZoneResource]] = {}
         # each other site's services, decoded once: site -> name -> the service's snapshot
         self._services: dict[str, dict[str, SiteSnapshot]] = {}
+        self._stale: dict[str, bool] = {}  # the sites the global holds stale (`site/<site>`)
         self.stats = CopyStats()
         self._path = state_dir / STATE_FILE if state_dir is not None else None
         self._complete = False  # the current stream's view is whole
@@ -100,6 +101,7 @@ class FleetCopy:
                 raise ValueError(f"not of format {FORMAT} for site {self.site}")
             resources = {}
             services: dict[str, dict[str, SiteSnapshot]] = {}
+            stale: dict[str, bool] = {}
             for name, entry in raw["resources"].items():
                 message = ZoneResource.FromString(base64.b64decode(entry["message"]))
                 if version_of(message) != entry["version"]:
@@ -108,7 +110,9 @@ class FleetCopy:
                 if problem:
                     raise ValueError(f"{name}: {problem}")
                 resources[str(name)] = (str(entry["version"]), message)
-                if service is not None:
+                if service is not None and _is_state(name):
+                    stale[_site_of(name)] = service.stale
+                elif service is not None:
                     services.setdefault(_site_of(name), {})[name] = service
         except FileNotFoundError:
             return
@@ -117,8 +121,9 @@ class FleetCopy:
             return
         self.resources = resources
         self._services = services
+        self._stale = stale
         self._whole = True
-        self._dirty_sites = set(services)
+        self._dirty_sites = set(services) | set(stale)
         log.info("serving the kept copy of the global: %d resource(s)", len(resources))
 
     def save(self) -> None:
@@ -176,6 +181,8 @@ class FleetCopy:
         for name in response.removed_resources:
             if self.resources.pop(name, None) is not None:
                 self._services.get(_site_of(name), {}).pop(name, None)
+                if _is_state(name):
+                    self._stale.pop(_site_of(name), None)
                 self._touch(name)
                 self.stats.removals_received += 1
         for resource in response.resources:
@@ -195,7 +202,9 @@ class FleetCopy:
                 refused.append(f"{shown(resource.name)}: {problem}")
                 continue
             self.resources[resource.name] = (resource.version, message)
-            if service is not None:
+            if service is not None and _is_state(resource.name):
+                self._stale[_site_of(resource.name)] = service.stale
+            elif service is not None:
                 self._services.setdefault(_site_of(resource.name), {})[resource.name] = service
             self._touch(resource.name)
             self.stats.resources_received += 1
@@ -221,7 +230,7 @@ class FleetCopy:
             self._dirty_fleet = True
 
     def _sites(self) -> set[str]:
-        return {site for site, services in self._services.items() if services}
+        return {site for site, services in self._services.items() if services} | set(self._stale)
 
     # -- the Source ------------------------------------------------------------------
 
@@ -274,12 +283,17 @@ class FleetCopy:
             services=tuple(s for p in parts for s in p.services),
             endpoints=tuple(e for p in parts for e in p.endpoints),
             exports=tuple(e for p in parts for e in p.exports),
-            stale=stale or any(p.stale for p in parts),
+            stale=stale or self._stale.get(site, False),
         )
 
 
 def _site_of(name: str) -> str:
     return name.removeprefix(SITE_PREFIX).split("/", 1)[0]
+
+
+def _is_state(name: str) -> bool:
+    """`site/<site>`: a site's state, not one of its services."""
+    return "/" not in name.removeprefix(SITE_PREFIX)
 
 
 def _content(name: str, message: ZoneResource) -> tuple[str, SiteSnapshot | None]:
@@ -292,6 +306,8 @@ def _content(name: str, message: ZoneResource) -> tuple[str, SiteSnapshot | None
             service = decode_snapshot(json.loads(message.service.snapshot_json))
             if service.cluster != _site_of(name):
                 return f"a service of site {shown(service.cluster)}", None
+            if _is_state(name) and (service.services or service.endpoints or service.exports):
+                return "a site's state holds no services", None
             return "", service
         if message.WhichOneof("resource") != "object":
             return "not an object", None

@@ -1,5 +1,5 @@
 """Federation, second slice: the global programs the zone, and the zone serves its proxies
-through a cut of its link to the global.
+(Envoy sidecars, proxyless gRPC) through a cut of its link to the global.
 
 Real processes: `kontinuum serve --federation-address` (the global) with a fleet of two
 sites, `eu` (its files at the global) and `edge-paris` (a zone); `kontinuum zone --site
@@ -11,16 +11,20 @@ sidecars of edge-paris bootstrapped to the zone. What each process counts is rea
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
 from kontinuum.security.xds_auth import control_plane_identity
+from tests.e2e import grpc_client
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
+from tests.e2e.proxyless import grpc_backends, proxyless_client
 from tests.e2e.routing_fleet import endpoint_slice, service
-from tests.e2e.test_federation import TD, Process, issue, kontinuum, until
+from tests.e2e.test_federation import KONTINUUM, TD, Process, issue, kontinuum, until
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -157,7 +161,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         sent = await global_.metric("kontinuum_federation_zone_resources_sent_total", {
             "zone": "edge-paris"
         })  # fmt: skip
-        assert sent == 4  # the 2 ClusterProfiles, the route, eu's web: not its own hello
+        assert sent == 5  # 2 ClusterProfiles, the route, eu's web and state; not its own hello
         assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
 
         # The link is cut: the global is gone.
@@ -190,7 +194,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         zone.start()
 
         async def zone_ready() -> bool:
-            return await zone.metric("kontinuum_zone_fleet_resources") == 4
+            return await zone.metric("kontinuum_zone_fleet_resources") == 5
 
         await until(zone_ready, "the restarted zone serving its kept copy", 60, logs)
         third = start_sidecar("frontend-3")
@@ -231,3 +235,136 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         global_.stop()
         for backend in backends.values():
             backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--ca-dir", "ca"], "are for serving xDS: give --xds-address"),
+        (["--xds-address", "127.0.0.1:18000"], "the xDS server serves TLS: give the fleet CA"),
+        (
+            ["--xds-address", "127.0.0.1:18000", "--plaintext-xds", "--ca-dir", "ca"],
+            "a plaintext server signs whatever identity",
+        ),
+    ],
+)
+def test_a_zone_s_xds_options_are_checked_before_it_runs(
+    tmp_path: Path, extra: list[str], says: str
+) -> None:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "site").mkdir()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (credentials / name).write_text("")
+    done = subprocess.run(
+        [
+            *KONTINUUM, "zone", "--site", "edge-paris", "--global", "127.0.0.1:1",
+            "--credentials", str(credentials), "--config", str(tmp_path / "site"),
+            *(str(tmp_path / a) if a == "ca" else a for a in extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KONTINUUM_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert says in " ".join(done.stderr.split())
+
+
+async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_global_sent(
+    tmp_path: Path,
+) -> None:
+    """gRPC's own xDS client bootstrapped to the zone (plaintext here) calls its site's
+    `echo`, then, once the site's endpoints are gone, `eu`'s, which the global sent."""
+    async with grpc_backends(("eu", "edge-paris")) as ports:
+        ca = tmp_path / "ca"
+        await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+        fleet = tmp_path / "fleet"
+        (fleet / "clusters" / "eu").mkdir(parents=True)
+        (fleet / "clusters.yaml").write_text(FLEET)
+        (fleet / "clusters" / "eu" / "echo.yaml").write_text(
+            grpc_service(ports["eu"]) + "---\n" + grpc_slice(ports["eu"])
+        )
+        site = tmp_path / "edge-paris"
+        site.mkdir()
+        (site / "echo.yaml").write_text(grpc_service(ports["edge-paris"]))
+        (site / "echo-endpoints.yaml").write_text(grpc_slice(ports["edge-paris"]))
+        federation = f"127.0.0.1:{free_port()}"
+        global_ = Process(
+            [
+                "serve", "--config", str(fleet), "--ca-dir", str(ca),
+                "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
+                "--state-dir", str(tmp_path / "global-state"),
+            ],
+            tmp_path / "global.log",
+            f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        credentials = await asyncio.to_thread(
+            issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+            "zone-edge-paris",
+        )  # fmt: skip
+        zone_xds = free_port()
+        zone = Process(
+            [
+                "zone", "--site", "edge-paris", "--global", federation,
+                "--credentials", str(credentials), "--config", str(site),
+                "--xds-address", f"127.0.0.1:{zone_xds}", "--plaintext-xds",
+                "--state-dir", str(tmp_path / "zone-state"),
+            ],
+            tmp_path / "zone.log",
+            f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        try:
+            global_.start()
+            zone.start()
+
+            async def ready() -> bool:
+                return await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+
+            await until(ready, "the zone subscribed", 60, (global_.log, zone.log))
+            bootstrap = grpc_client.write_bootstrap(
+                tmp_path / "bootstrap.json",
+                zone_xds,
+                node_id="grpc-client-1",
+                cluster="edge-paris",
+                namespace="demo",
+            )
+            target = "xds:///echo.demo.svc.clusterset.local:50051"
+            async with proxyless_client(tmp_path, bootstrap, target) as client:
+                await client.until(lambda line: line == "ok edge-paris", "its own site")
+                assert await client.take(5) == ["ok edge-paris"] * 5, client.describe()
+                (site / "echo-endpoints.yaml").unlink()
+                await client.until(lambda line: line == "ok eu", "eu, sent by the global")
+                assert await client.take(5) == ["ok eu"] * 5, client.describe()
+        finally:
+            zone.stop()
+            global_.stop()
+
+
+def grpc_service(port: int) -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: demo}}
+spec:
+  ports: [{{name: grpc, port: 50051, targetPort: {port}, protocol: TCP, appProtocol: grpc}}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: echo, namespace: demo, creationTimestamp: "2026-01-01T00:00:00Z"}}
+"""
+
+
+def grpc_slice(port: int) -> str:
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP, appProtocol: grpc}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+"""

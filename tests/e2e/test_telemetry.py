@@ -100,6 +100,13 @@ MAY_BE_ZERO = {
 # Panels whose series only a zero-trust mesh makes: proven against a real Prometheus by the
 # test named, not here.
 ELSEWHERE = {
+    **{
+        ("control-plane.json", title, index): (
+            "tests/e2e/test_federation_telemetry.py::"
+            "test_the_zones_row_has_data_and_a_lost_zone_fires_its_alert"
+        )
+        for title, index in (("Zones", 0), ("Zones", 1), ("Time since zones synced", 0))
+    },
     ("fleet-overview.json", "Authorization denials", 0): (
         "tests/e2e/test_zero_trust.py::test_a_caller_of_an_ungranted_workspace_gets_403_"
         "until_the_grant"

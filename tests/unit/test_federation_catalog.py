@@ -57,8 +57,10 @@ def test_a_zone_is_sent_the_fleet_and_every_other_site_s_exported_services() -> 
     assert names == [
         "fleet/ClusterProfile/fleet/edge",
         "fleet/ClusterProfile/fleet/eu",
+        "site/eu",
         "site/eu/demo/svc-0",
         "site/eu/demo/svc-1",
+        "site/us",
     ]
     assert "site/edge/demo/svc-0" in catalog.for_zone("eu")
 
@@ -81,7 +83,14 @@ def test_a_change_encodes_what_it_changes_and_versions_are_the_content() -> None
     assert catalog.encoded == encoded + 1
     after = catalog.for_zone("edge")
     assert [n for n in after if after[n].version != before[n].version] == ["site/eu/demo/svc-0"]
+    # eu goes stale (its source lost it): one resource says so, no service is encoded again.
+    assert catalog.update(PROFILES, [replace(moved, stale=True), catalog._snapshots["edge"]]) == {
+        "site/eu"
+    }
+    assert catalog.encoded == encoded + 1
     # Another catalog, from equal content, has equal versions (a restarted global).
+    catalog.update(PROFILES, [moved, catalog._snapshots["edge"]])
+    after = catalog.for_zone("edge")
     again = FleetCatalog()
     again.update([json.loads(json.dumps(p)) for p in PROFILES], [moved, site("edge", 50)])
     assert {n: r.version for n, r in again.for_zone("edge").items()} == {
@@ -112,7 +121,7 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
     publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
     publisher.publish_mapping(catalog.for_zone("edge"))
     publisher.connect(dict(copy.subscription().initial_resource_versions))
-    assert sync(publisher, copy) == 5
+    assert sync(publisher, copy) == 6
     updates = copy.updates()
     config, eu = await next_updates(updates, 2)
     assert isinstance(config, FleetConfig)
@@ -147,6 +156,14 @@ async def test_the_zone_s_copy_resyncs_with_only_what_changed_and_outlasts_a_res
     assert isinstance(fresh, SiteSnapshot)
     assert not fresh.stale
     assert len(fresh.services) == 4
+    # The global loses eu: one resource, and the zone serves eu's services stale.
+    catalog.update(PROFILES, [replace(site("eu", 4), stale=True)])
+    again.publish_mapping(catalog.for_zone("edge"))
+    assert sync(again, restarted) == 1
+    (lost,) = await next_updates(kept_updates, 1)
+    assert isinstance(lost, SiteSnapshot)
+    assert lost.stale
+    assert lost.services == fresh.services
 
 
 def test_a_resource_that_is_not_what_its_version_says_is_nacked_by_name() -> None:
