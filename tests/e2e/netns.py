@@ -383,7 +383,7 @@ class FleetNetwork:
 
     def __init__(self, clusters: Iterable[str], behind_nat: Iterable[str] = ()) -> None:
         self.names = list(clusters)
-        behind_nat = set(behind_nat)
+        natted = set(behind_nat)
         for cluster in self.names:
             if not _CLUSTER.fullmatch(cluster):
                 raise ValueError(f"cluster name {cluster!r} must match {_CLUSTER.pattern}")
@@ -399,12 +399,12 @@ class FleetNetwork:
             name: Namespace(f"{root}-{name}", f"{self.subnet}.{11 + index}", name)
             for index, name in enumerate(self.names)
         }
-        unknown = set(behind_nat) - set(self.names)
+        unknown = natted - set(self.names)
         if unknown:
             raise ValueError(f"behind_nat names no cluster of the fleet: {sorted(unknown)}")
         self._nats: dict[str, Nat] = {}
         for index, name in enumerate(self.names):
-            if name in behind_nat:
+            if name in natted:
                 cluster = self._clusters[name]
                 router = Namespace(f"{cluster.name}-nat", cluster.address, f"{name}-nat")
                 cluster.address = f"{self.subnet}.{101 + index}"  # published, routed to it
