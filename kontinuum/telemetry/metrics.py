@@ -290,6 +290,11 @@ class FederationCollector(Collector):
             "GlobalToZone responses sent to the zone.",
             labels=["zone"],
         )
+        answers = CounterMetricFamily(
+            "kontinuum_federation_zone_answers",
+            "The zone's answers to GlobalToZone responses: ack, or nack (resources refused).",
+            labels=["zone", "answer"],
+        )
         for zone in sorted(zones, key=lambda z: z.cluster):
             label = [zone.cluster]
             subscribed.add_metric(label, self._service.subscribed[zone.cluster])
@@ -297,7 +302,9 @@ class FederationCollector(Collector):
             sent.add_metric(label, counts.objects_sent if counts else 0)
             removals.add_metric(label, counts.removals_sent if counts else 0)
             responses.add_metric(label, counts.responses if counts else 0)
-        yield from (subscribed, sent, removals, responses)
+            answers.add_metric([zone.cluster, "ack"], counts.acks if counts else 0)
+            answers.add_metric([zone.cluster, "nack"], counts.nacks if counts else 0)
+        yield from (subscribed, sent, removals, responses, answers)
 
 
 class ZoneCollector(Collector):

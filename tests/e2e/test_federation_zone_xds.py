@@ -1,5 +1,5 @@
 """Federation, second slice: the global programs the zone, and the zone serves its proxies
-(Envoy sidecars, proxyless gRPC) through a cut of its link to the global.
+(Envoy sidecars, ingress gateways, proxyless gRPC) through a cut of its link to the global.
 
 Real processes: `kontinuum serve --federation-address` (the global) with a fleet of two
 sites, `eu` (its files at the global) and `edge-paris` (a zone); `kontinuum zone --site
@@ -11,8 +11,10 @@ sidecars of edge-paris bootstrapped to the zone. What each process counts is rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,9 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
             "zone": "edge-paris"
         })  # fmt: skip
         assert sent == 5  # 2 ClusterProfiles, the route, eu's web and state; not its own hello
+        assert await global_.metric(
+            "kontinuum_federation_zone_answers_total", {"zone": "edge-paris", "answer": "nack"}
+        ) == 0  # fmt: skip
         assert await zone.metric("kontinuum_zone_objects_sent_total") == 3
 
         # The link is cut: the global is gone.
@@ -290,39 +295,7 @@ async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_glob
         site.mkdir()
         (site / "echo.yaml").write_text(grpc_service(ports["edge-paris"]))
         (site / "echo-endpoints.yaml").write_text(grpc_slice(ports["edge-paris"]))
-        federation = f"127.0.0.1:{free_port()}"
-        global_ = Process(
-            [
-                "serve", "--config", str(fleet), "--ca-dir", str(ca),
-                "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
-                "--state-dir", str(tmp_path / "global-state"),
-            ],
-            tmp_path / "global.log",
-            f"127.0.0.1:{free_port()}",
-        )  # fmt: skip
-        credentials = await asyncio.to_thread(
-            issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
-            "zone-edge-paris",
-        )  # fmt: skip
-        zone_xds = free_port()
-        zone = Process(
-            [
-                "zone", "--site", "edge-paris", "--global", federation,
-                "--credentials", str(credentials), "--config", str(site),
-                "--xds-address", f"127.0.0.1:{zone_xds}", "--plaintext-xds",
-                "--state-dir", str(tmp_path / "zone-state"),
-            ],
-            tmp_path / "zone.log",
-            f"127.0.0.1:{free_port()}",
-        )  # fmt: skip
-        try:
-            global_.start()
-            zone.start()
-
-            async def ready() -> bool:
-                return await zone.metric("kontinuum_zone_fleet_subscribed") == 1
-
-            await until(ready, "the zone subscribed", 60, (global_.log, zone.log))
+        async with plaintext_zone(tmp_path, ca, fleet, site) as zone_xds:
             bootstrap = grpc_client.write_bootstrap(
                 tmp_path / "bootstrap.json",
                 zone_xds,
@@ -337,9 +310,132 @@ async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_glob
                 (site / "echo-endpoints.yaml").unlink()
                 await client.until(lambda line: line == "ok eu", "eu, sent by the global")
                 assert await client.take(5) == ["ok eu"] * 5, client.describe()
-        finally:
-            zone.stop()
-            global_.stop()
+
+
+@contextlib.asynccontextmanager
+async def plaintext_zone(tmp_path: Path, ca: Path, fleet: Path, site: Path) -> AsyncIterator[int]:
+    """A global serving `fleet` and the zone of edge-paris reading `site`, serving xDS in
+    plaintext (local proxies); the zone's xDS port, once it has the global's fleet."""
+    federation = f"127.0.0.1:{free_port()}"
+    global_ = Process(
+        [
+            "serve", "--config", str(fleet), "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
+            "--state-dir", str(tmp_path / "global-state"),
+        ],
+        tmp_path / "global.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    credentials = await asyncio.to_thread(
+        issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+        "zone-edge-paris",
+    )  # fmt: skip
+    zone_xds = free_port()
+    zone = Process(
+        [
+            "zone", "--site", "edge-paris", "--global", federation,
+            "--credentials", str(credentials), "--config", str(site),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--plaintext-xds",
+            "--state-dir", str(tmp_path / "zone-state"),
+        ],
+        tmp_path / "zone.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    try:
+        global_.start()
+        zone.start()
+
+        async def ready() -> bool:
+            return await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+
+        await until(ready, "the zone subscribed", 60, (global_.log, zone.log))
+        yield zone_xds
+    finally:
+        zone.stop()
+        global_.stop()
+
+
+def gateway(port: int) -> str:
+    """An ingress Gateway of edge-paris and its HTTPRoute: / to its cluster's hello, /eu
+    to the cluster set's web (exported by eu only)."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: front
+  namespace: demo
+  labels: {{kontinuum.io/cluster: edge-paris}}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: web, port: {port}, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: front, namespace: demo}}
+spec:
+  parentRefs: [{{name: front}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /eu}}}}]
+    backendRefs: [{{group: multicluster.x-k8s.io, kind: ServiceImport, name: web, port: 80}}]
+  - backendRefs: [{{name: hello, port: 80}}]
+"""
+
+
+async def test_an_ingress_gateway_of_the_zone_is_programmed_from_a_gateway_of_the_global(
+    tmp_path: Path, envoys: StartEnvoy
+) -> None:
+    backends = {n: Backend(n) for n in ("paris-1", "eu-1")}
+    for backend in backends.values():
+        backend.start()
+    try:
+        ca = tmp_path / "ca"
+        await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+        fleet = tmp_path / "fleet"
+        (fleet / "clusters" / "eu").mkdir(parents=True)
+        (fleet / "clusters.yaml").write_text(FLEET)
+        listener = free_port()
+        (fleet / "gateways.yaml").write_text(gateway(listener))
+        (fleet / "clusters" / "eu" / "web.yaml").write_text(
+            service("demo", "web") + "---\n" + endpoint_slice("demo", "web", backends["eu-1"].port)
+        )
+        site = tmp_path / "edge-paris"
+        site.mkdir()
+        (site / "hello.yaml").write_text(
+            service("demo", "hello")
+            + "---\n"
+            + endpoint_slice("demo", "hello", backends["paris-1"].port)
+        )
+        async with plaintext_zone(tmp_path, ca, fleet, site) as zone_xds:
+            envoys(
+                view="edge-paris",
+                xds_port=0,
+                mode="delta",
+                node_id="front-1",
+                config=envoy_bootstrap(
+                    node_id="front-1",
+                    cluster="edge-paris",
+                    xds_address=f"127.0.0.1:{zone_xds}",
+                    admin_port=0,
+                    metadata=proxy_metadata(namespace="demo", role="ingress", gateway="front"),
+                ),
+            )
+            logs = (tmp_path / "global.log", tmp_path / "zone.log")
+            await until(
+                lambda: request(listener, "example.com", timeout=2).backend == "paris-1",
+                "the site's hello through the zone's gateway",
+                60,
+                logs,
+            )
+            await until(
+                lambda: request(listener, "example.com", "/eu", timeout=2).backend == "eu-1",
+                "eu's web through the zone's gateway",
+                30,
+                logs,
+            )
+    finally:
+        for backend in backends.values():
+            backend.stop()
 
 
 def grpc_service(port: int) -> str:
