@@ -347,6 +347,14 @@ def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_i
     assert failed == [], failed[:3]
     assert answers[-1] == (200, "backend paris-2"), answers[-3:]
     until(lambda: edge_zone.metric("kontinuum_zone_connected") == 0, "edge sees the cut", 30, *logs)
+    # Its fleet stream, idle on the same link, is redialed with the broken one rather than
+    # left to its keepalive (a ping every 30 s).
+    until(
+        lambda: edge_zone.metric("kontinuum_zone_fleet_subscribed") == 0,
+        "edge redials its fleet stream too",
+        10,
+        *logs,
+    )
     # Meanwhile eu exports a new service, shop: it reaches the global, which sends it into
     # the cut and so sees the edge's fleet stream end.
     (tmp_path / "eu" / "shop.yaml").write_text(exported("shop", backends["eu-2"].port))
@@ -368,8 +376,7 @@ def test_sites_meet_through_east_west_gateways_and_the_edge_rides_out_a_cut_of_i
     # (counted where it is received: what was sent into the cut is sent again).
     nat.restore()
     until(lambda: answer(eu, HELLO) == (200, "backend paris-2"), "eu sees paris-2", 60, *logs)
-    # The edge's fleet stream ended at the global only (the global sent into the cut): the
-    # zone's end of it learns so from its keepalive, a ping every 30 s, then resubscribes.
+    # The edge resubscribes to the fleet as soon as its link is back.
     until(lambda: answer(edge, SHOP) == (200, "backend eu-2"), "edge reaches shop", 45, *logs)
 
     def resynced() -> bool:
