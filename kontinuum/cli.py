@@ -581,8 +581,17 @@ def status(
             "--out DIR`): read status over TLS as the operator.",
         ),
     ] = None,
+    admin_address: Annotated[
+        str | None,
+        address_option(
+            "--admin-address",
+            "The admin endpoint of a global (serve --federation-address): also show its "
+            "zones, read from its /metrics.",
+        ),
+    ] = None,
 ) -> None:
-    """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT."""
+    """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT;
+    with --admin-address, every zone of the global too."""
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # not gRPC's log of a failed handshake
     import grpc
 
@@ -598,7 +607,15 @@ def status(
             )
         except OSError as error:
             raise typer.BadParameter(str(error), param_hint="--credentials") from error
-    render_status(fetch_status(xds_address, credentials=channel_credentials))
+    proxies = fetch_status(xds_address, credentials=channel_credentials)
+    if admin_address is None:
+        render_status(proxies)
+        return
+    from kontinuum.zone_status import fetch_zones, render_zones
+
+    zones = fetch_zones(admin_address)
+    render_status(proxies)
+    render_zones(zones)
 
 
 @app.command()
