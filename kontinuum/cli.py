@@ -626,8 +626,9 @@ def demo(
     ] = Path("examples/fleet"),
 ) -> None:
     """Run the example fleet: real backends per endpoint, a real Envoy sidecar per site,
-    live traffic to hello.demo.svc.clusterset.local, and a site failing midway; with a
-    Prometheus scraping it all when one is installed."""
+    live traffic to hello.demo.svc.clusterset.local, a site failing midway, and edge-paris
+    as a zone whose link to the global is cut and restored; with a Prometheus scraping it
+    all when one is installed."""
     from kontinuum.app import run_event_loop
     from kontinuum.demo import run_demo
 
