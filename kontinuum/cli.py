@@ -584,8 +584,17 @@ def status(
             "--out DIR`): read status over TLS as the operator.",
         ),
     ] = None,
+    admin_address: Annotated[
+        str | None,
+        address_option(
+            "--admin-address",
+            "The admin endpoint of a global (serve --federation-address): also show its "
+            "zones, read from its /metrics.",
+        ),
+    ] = None,
 ) -> None:
-    """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT."""
+    """Show every connected proxy and, per xDS type, SYNCED / STALE / NACKED / NOT_SENT;
+    with --admin-address, every zone of the global too."""
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # not gRPC's log of a failed handshake
     import grpc
 
@@ -601,7 +610,15 @@ def status(
             )
         except OSError as error:
             raise typer.BadParameter(str(error), param_hint="--credentials") from error
-    render_status(fetch_status(xds_address, credentials=channel_credentials))
+    proxies = fetch_status(xds_address, credentials=channel_credentials)
+    if admin_address is None:
+        render_status(proxies)
+        return
+    from kontinuum.zone_status import fetch_zones, render_zones
+
+    zones = fetch_zones(admin_address)
+    render_status(proxies)
+    render_zones(zones)
 
 
 @app.command()
@@ -612,8 +629,9 @@ def demo(
     ] = Path("examples/fleet"),
 ) -> None:
     """Run the example fleet: real backends per endpoint, a real Envoy sidecar per site,
-    live traffic to hello.demo.svc.clusterset.local, and a site failing midway; with a
-    Prometheus scraping it all when one is installed."""
+    live traffic to hello.demo.svc.clusterset.local, a site failing midway, and edge-paris
+    as a zone whose link to the global is cut and restored; with a Prometheus scraping it
+    all when one is installed."""
     from kontinuum.app import run_event_loop
     from kontinuum.demo import run_demo
 

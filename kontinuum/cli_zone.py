@@ -145,6 +145,15 @@ def zone(
             "$XDG_STATE_HOME/kontinuum, else ~/.local/state/kontinuum).",
         ),
     ] = None,
+    prometheus_sd_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prometheus-sd-file",
+            dir_okay=False,
+            help="With --xds-address: keep this Prometheus file_sd file of the site's "
+            "proxies' stats listeners, as `kontinuum serve --prometheus-sd-file` does.",
+        ),
+    ] = None,
     admin_address: AdminAddress = "127.0.0.1:18011",
     verbose: Verbose = False,
 ) -> None:
@@ -202,10 +211,13 @@ def zone(
             tuple(xds_server_name or ()),
             timedelta(hours=1),
         )
-        serving = ZoneServing(xds_address, security, state_dir or default_state_dir())
-    elif ca_dir is not None or plaintext_xds or state_dir is not None:
+        serving = ZoneServing(
+            xds_address, security, state_dir or default_state_dir(), prometheus_sd_file
+        )
+    elif ca_dir is not None or plaintext_xds or state_dir is not None or prometheus_sd_file:
         raise typer.BadParameter(
-            "--ca-dir, --plaintext-xds and --state-dir are for serving xDS: give --xds-address",
+            "--ca-dir, --plaintext-xds, --state-dir and --prometheus-sd-file are for serving "
+            "xDS: give --xds-address",
             param_hint="--xds-address",
         )
     setup_logging(verbose)

@@ -9,6 +9,14 @@ Midway, eu-central's `hello` backends are killed: outlier detection ejects them 
 eu-central's traffic fails over to edge-paris (same region), without failed requests once
 the ejection window has passed.
 
+`edge-paris` runs as a federation zone (docs/federation.md): its ClusterProfile says
+`kontinuum.io/source: zone`, and a `kontinuum zone` process reads the site's files, dials
+out to the global over mutual TLS and serves edge-paris's sidecar and east-west gateway
+itself. Later, the demo cuts the zone's link to the global (a relay standing for the WAN,
+closed): edge-paris's traffic goes on, and a new local endpoint still reaches edge-paris's
+sidecar through the zone alone; then the link is restored and the demo prints what the
+resync sent (only what changed meanwhile).
+
 The fleet is served as `kontinuum serve` serves it, metrics included; when Prometheus is
 installed (Debian's `prometheus`), the demo starts one that scrapes kontinuum and every
 Envoy with kontinuum's rules, and says where it is.
@@ -21,6 +29,8 @@ import contextlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -36,9 +46,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kontinuum.app import FleetOptions, XdsSecurity, running_fleet, serving
+from kontinuum.app import FleetOptions, XdsSecurity, first_fleet, running_fleet, serving
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, find_envoy, proxy_metadata
 from kontinuum.control.wording import plural
+from kontinuum.demo_zone import (
+    Partition,
+    Samples,
+    WanLink,
+    endpoint_slice,
+    metrics,
+    split_fleet,
+)
 from kontinuum.discovery.static import load_fleet
 from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
@@ -51,6 +69,9 @@ from kontinuum.xds.csds import client_config
 HOST = "hello.demo.svc.clusterset.local"
 FAILING_SITE = "eu-central"
 WORKSPACE = "demo"
+ZONE_SITE = "edge-paris"
+# The endpoint the zone's site gains while cut off from the global.
+NEW_ENDPOINT = ("127.0.0.32", 8080)
 
 
 def free_port() -> int:
@@ -69,6 +90,7 @@ class Backend:
     port: int
     server: asyncio.Server | None = None
     connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    served: int = 0
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, self.address, self.port)
@@ -84,6 +106,7 @@ class Backend:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(response)
+                self.served += 1
                 await writer.drain()
         self.connections.discard(writer)
         writer.close()
@@ -168,6 +191,8 @@ def _view(
         "xDS over mutual TLS: each proxy proves its SPIFFE ID with a certificate of this "
         "run's CA (`kontinuum serve --plaintext-xds` is for local development only)",
         f"kontinuum's metrics: http://127.0.0.1:{admin_port}/metrics",
+        f"{ZONE_SITE} is a zone: `kontinuum zone` dials out to the global and serves "
+        f"{ZONE_SITE}'s sidecar and gateway at {outcome.zone_xds} (not in the table above)",
     ]
     if outcome.prometheus is not None:
         where.append(
@@ -253,7 +278,9 @@ class Outcome:
 
     consumers: list[Consumer]
     prometheus: str | None = None  # its URL
-    targets_up: int = 0  # of kontinuum and the Envoys, at the end
+    targets_up: int = 0  # of kontinuum and the Envoys it serves, at the end
+    partition: Partition = field(default_factory=Partition)
+    zone_xds: str = ""  # where the zone serves its site's proxies
 
 
 RULES = Path(__file__).resolve().parents[1] / "dashboards" / "rules" / "kontinuum.rules.yaml"
@@ -289,21 +316,38 @@ async def run_demo(
     xds_port, admin_port = free_port(), free_port()
     # The fleet's CA for this run: the xDS server requires each proxy's certificate.
     ca = CertificateAuthority.generate("cluster.local")
-    options = FleetOptions(path=fleet_path, status=None, security=XdsSecurity(ca))
+    # edge-paris is a zone: the global reads the rest of the fleet, the zone its site.
+    global_fleet, site_files = split_fleet(fleet_path, workdir, ZONE_SITE)
+    federation_port, zone_xds, zone_admin = free_port(), free_port(), f"127.0.0.1:{free_port()}"
+    link = WanLink(free_port(), federation_port)
+    options = FleetOptions(
+        path=global_fleet,
+        status=None,
+        security=XdsSecurity(ca, federation_address=f"127.0.0.1:{federation_port}"),
+    )
+    new_backend = Backend(ZONE_SITE, "hello", *NEW_ENDPOINT)
+    outcome.zone_xds = f"127.0.0.1:{zone_xds}"
     try:
         for backend in backends:
             await backend.start()
+        await link.restore()
+        processes.append(
+            await _start_zone(ca, workdir, site_files, link.port, zone_xds, zone_admin)
+        )
         async with (
-            running_fleet(options) as running,
+            # Serving before the first fleet, as `kontinuum serve`: the first fleet waits
+            # for the zone, which connects to the federation server.
+            running_fleet(options, wait_for_first=False) as running,
             serving(
                 running,
                 f"127.0.0.1:{xds_port}",
                 f"127.0.0.1:{admin_port}",
                 workdir / "envoys.json",
             ) as server,
-            _prometheus(workdir, admin_port) as prometheus,
+            _prometheus(workdir, admin_port, zone_admin) as prometheus,
         ):
             outcome.prometheus = prometheus.url if prometheus is not None else None
+            await first_fleet(running)
             gateways = list(running.mesh.routing_state.networks.gateways.values())
             # A sidecar per site, and each site's east-west gateway (edge-paris is on a
             # network of its own: the others reach it only through its gateway).
@@ -323,11 +367,12 @@ async def run_demo(
             ]  # fmt: skip
             for node_id, cluster, who, metadata in proxies:
                 tls = _credentials(ca, workdir, node_id, cluster, who)
+                port = zone_xds if cluster == ZONE_SITE else xds_port  # the zone serves its own
                 processes.append(
-                    await _start_envoy(envoy, workdir, node_id, cluster, xds_port, metadata, tls)
+                    await _start_envoy(envoy, workdir, node_id, cluster, port, metadata, tls)
                 )
             try:
-                async with asyncio.timeout(20):
+                async with asyncio.timeout(30):
                     for consumer in consumers:
                         await _wait_for_port(consumer.outbound_port)
                     for gateway in gateways:
@@ -337,8 +382,13 @@ async def run_demo(
             calls = [asyncio.create_task(c.call(stop, window_closes)) for c in consumers]
             started = time.monotonic()
             phase = "every site serving"
+            cut = Cut(link, outcome.partition, next(c for c in consumers if c.site == ZONE_SITE))
+            admins = (f"127.0.0.1:{admin_port}", zone_admin)
             with Live(console=console, refresh_per_second=4) as live:
-                while (elapsed := time.monotonic() - started) < duration:
+                # The run lasts `duration`, and at most 15 s more for the zone to resync.
+                while (elapsed := time.monotonic() - started) < duration or (
+                    cut.restored and not cut.over and elapsed < duration + 15
+                ):
                     if not window_closes and elapsed >= duration / 2:
                         for backend in backends:
                             if backend.site == FAILING_SITE and backend.service == "hello":
@@ -346,6 +396,14 @@ async def run_demo(
                         # Outlier detection: 3 consecutive failures per endpoint, 1 s interval.
                         window_closes.append(time.monotonic() + 3.0)
                         phase = f"{FAILING_SITE}'s hello killed: failing over"
+                    if not cut.started and elapsed >= duration * 0.6:
+                        await cut.start(admins, new_backend, site_files)
+                        phase = f"{ZONE_SITE}'s link to the global cut: its zone serves on"
+                    if cut.started and not cut.restored and elapsed >= duration * 0.8:
+                        await cut.restore(new_backend)
+                        phase = f"{ZONE_SITE}'s link restored: resyncing"
+                    if cut.restored and not cut.over and await cut.resynced(admins):
+                        phase = f"{ZONE_SITE} resynced"
                     if prometheus is not None:
                         outcome.targets_up = await asyncio.to_thread(prometheus.targets_up)
                     live.update(_view(server, consumers, sites, phase, admin_port, outcome))
@@ -354,6 +412,9 @@ async def run_demo(
                 console.line()  # Live leaves its last frame unterminated when not on a terminal
             stop.set()
             await asyncio.gather(*calls, return_exceptions=True)
+        # After the global's own lines on stopping (its zone's stream ends with it).
+        for line in outcome.partition.lines(ZONE_SITE):
+            console.print(line, highlight=False)
     finally:
         stop.set()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -363,10 +424,107 @@ async def run_demo(
         for process in processes:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 5)
-        for backend in backends:
+        for backend in [*backends, new_backend]:
             await backend.stop()
+        await link.cut()
         shutil.rmtree(workdir, ignore_errors=True)
     return outcome
+
+
+async def _start_zone(
+    ca: CertificateAuthority,
+    workdir: Path,
+    site_files: Path,
+    link_port: int,
+    xds_port: int,
+    admin: str,
+) -> asyncio.subprocess.Process:
+    """`kontinuum zone` for ZONE_SITE: its files, dialling out through the link, serving its
+    site's proxies at `xds_port` with the fleet CA."""
+    ca_dir = workdir / "ca"
+    ca.save(ca_dir)
+    account = f"zone-{ZONE_SITE}"
+    credentials = Path(
+        _credentials(ca, workdir, account, ZONE_SITE, ("kontinuum-system", account)).ca_file
+    ).parent
+    with (workdir / "zone.log").open("w") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kontinuum", "zone", "--site", ZONE_SITE,
+            "--global", f"127.0.0.1:{link_port}", "--credentials", str(credentials),
+            "--config", str(site_files), "--xds-address", f"127.0.0.1:{xds_port}",
+            "--ca-dir", str(ca_dir), "--state-dir", str(workdir / "zone-state"),
+            "--prometheus-sd-file", str(workdir / "zone-envoys.json"), "--admin-address", admin,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample of `samples` (-1: absent)."""
+    return samples.get((name, tuple(sorted(labels.items()))), -1.0)
+
+
+@dataclass
+class Cut:
+    """The zone's link cut midway, a local endpoint added meanwhile, then the link back."""
+
+    link: WanLink
+    partition: Partition
+    consumer: Consumer  # the zone's site's
+    started: bool = False
+    restored: bool = False
+    over: bool = False
+    _at: float = 0.0
+    _failed: int = 0
+    _sent: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    async def start(self, admins: tuple[str, str], backend: Backend, site: Path) -> None:
+        self.started = True
+        self._sent = await asyncio.to_thread(self._counts, admins)
+        await self.link.cut()
+        self._at = time.monotonic()
+        self._failed = self.consumer.answers["failed"]
+        await backend.start()
+        (site / "hello-new.yaml").write_text(endpoint_slice("hello-par2", *NEW_ENDPOINT))
+        self.partition.changed_while_cut = 1
+
+    async def restore(self, backend: Backend) -> None:
+        self.restored = True
+        self.partition.cut_seconds = time.monotonic() - self._at
+        self.partition.failed_while_cut = self.consumer.answers["failed"] - self._failed
+        self.partition.new_endpoint_answers = backend.served
+        await self.link.restore()
+
+    async def resynced(self, admins: tuple[str, str]) -> bool:
+        """Whether the zone is connected again with nothing left to send; the figures."""
+        global_, zone = await asyncio.gather(*(asyncio.to_thread(metrics, a) for a in admins))
+        held = _sample(zone, "kontinuum_zone_objects")
+        if not (
+            _sample(global_, "kontinuum_federation_zone_connections_total", zone=ZONE_SITE)
+            > self._sent[2]
+            and _sample(global_, "kontinuum_federation_zone_objects", zone=ZONE_SITE) == held
+            and _sample(zone, "kontinuum_zone_pending_objects") == 0
+            and _sample(zone, "kontinuum_zone_fleet_subscribed") == 1
+        ):
+            return False
+        self.over = self.partition.resynced = True
+        self.partition.held = int(held)
+        self.partition.resent = int(
+            _sample(zone, "kontinuum_zone_objects_sent_total") - self._sent[0]
+        )
+        self.partition.fleet_resent = int(
+            _sample(global_, "kontinuum_federation_zone_resources_sent_total", zone=ZONE_SITE)
+            - self._sent[1]
+        )
+        return True
+
+    @staticmethod
+    def _counts(admins: tuple[str, str]) -> tuple[float, float, float]:
+        global_, zone = metrics(admins[0]), metrics(admins[1])
+        return (
+            _sample(zone, "kontinuum_zone_objects_sent_total"),
+            _sample(global_, "kontinuum_federation_zone_resources_sent_total", zone=ZONE_SITE),
+            _sample(global_, "kontinuum_federation_zone_connections_total", zone=ZONE_SITE),
+        )
 
 
 @dataclass
@@ -383,8 +541,11 @@ class _Prometheus:
 
 
 @contextlib.asynccontextmanager
-async def _prometheus(workdir: Path, admin_port: int) -> AsyncIterator[_Prometheus | None]:
-    """A Prometheus scraping the demo (on 9090 if it is free), if one is installed."""
+async def _prometheus(
+    workdir: Path, admin_port: int, zone_admin: str
+) -> AsyncIterator[_Prometheus | None]:
+    """A Prometheus scraping the demo (on 9090 if it is free), if one is installed: the
+    global and the zone, and the Envoys each serves."""
     binary = shutil.which("prometheus")
     if binary is None:
         yield None
@@ -396,6 +557,9 @@ async def _prometheus(workdir: Path, admin_port: int) -> AsyncIterator[_Promethe
         rule_files=[RULES] if RULES.exists() else [],
         scrape_interval="2s",
     )
+    kontinuum, envoys = config["scrape_configs"]
+    kontinuum["static_configs"][0]["targets"].append(zone_admin)
+    envoys["file_sd_configs"][0]["files"].append(str(workdir / "zone-envoys.json"))
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     with (workdir / "prometheus.log").open("w") as log:
         process = await asyncio.create_subprocess_exec(

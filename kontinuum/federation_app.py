@@ -126,11 +126,13 @@ class LocalSite:
 @dataclass(frozen=True, slots=True)
 class ZoneServing:
     """How a zone serves its site's proxies: where, with which security (as `kontinuum
-    serve`'s), and where it keeps its copy of the global's fleet."""
+    serve`'s), where it keeps its copy of the global's fleet, and its proxies' file for
+    Prometheus."""
 
     xds_address: str
     security: XdsSecurity
     state_dir: Path | None = None
+    prometheus_sd: Path | None = None  # the file_sd file of the site's proxies, if any
 
 
 async def run_zone(
@@ -156,7 +158,7 @@ async def run_zone(
     )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
         fleet.registry.register(ZoneCollector(zone.publisher, copy))
-        async with serving(fleet, xds.xds_address, admin_address):
+        async with serving(fleet, xds.xds_address, admin_address, xds.prometheus_sd):
             running = asyncio.create_task(zone.run(), name="zone")
             try:
                 await first_fleet(fleet)

@@ -86,6 +86,7 @@ class ZoneStats:
     objects_refused: int = 0
     removals_received: int = 0
     last_sync: float | None = None  # Unix time a response was last applied
+    last_transition: float | None = None  # Unix time it last connected or disconnected
 
 
 class ZoneView(ClusterView):
@@ -197,6 +198,7 @@ class ZoneSource:
         self._complete = False
         self.stats.connected = True
         self.stats.connections += 1
+        self.stats.last_transition = time.time()
         return self._stream
 
     def detach(self, stream: int, reason: str) -> None:
@@ -205,6 +207,7 @@ class ZoneSource:
             return
         self._stream = 0
         self.stats.connected = False
+        self.stats.last_transition = time.time()
         self._view.reason = reason
         self._post([Failed(kind, reason) for kind in KINDS])
 

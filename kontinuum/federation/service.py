@@ -128,6 +128,19 @@ class FederationService:
         # What GlobalToZone streams sent each zone (by site), since the global started.
         self.sent: dict[str, PublisherStats] = {}
         self.subscribed: Counter[str] = Counter()  # GlobalToZone streams open, by site
+        # Since when (Unix time) a zone's GlobalToZone stream has a response it has not
+        # answered, or a change not sent yet; absent while it holds everything it was sent.
+        self.behind_since: dict[str, float] = {}
+
+    def lag(self, source: ZoneSource, now: float) -> float:
+        """How long the zone has been behind the global (seconds): since the oldest response
+        of the fleet it has not acknowledged yet (0 when none); while its ZoneToGlobal
+        stream is down, since it went down if that is earlier (it hears nothing meanwhile)."""
+        behind = [self.behind_since.get(source.cluster)]
+        if not source.stats.connected:
+            behind.append(source.stats.last_transition)
+        since = min((t for t in behind if t is not None), default=now)
+        return max(0.0, now - since)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
@@ -284,13 +297,18 @@ class FederationService:
                     continue  # its answer wakes this again
                 publisher.publish_mapping(self.feed.catalog.for_zone(site))
                 response = publisher.response()
-                if response is not None:
-                    yield response
-                    wake.set()  # more may follow (a large change in several responses)
+                if response is None:  # everything sent was answered: caught up
+                    self.behind_since.pop(site, None)
+                    continue
+                self.behind_since.setdefault(site, time.time())
+                yield response
+                wake.set()  # more may follow (a large change in several responses)
         finally:
             reader.cancel()
             self.feed.leave(wake)
             self.subscribed[site] -= 1
+            if not self.subscribed[site]:
+                self.behind_since.pop(site, None)
             log.info("zone %s unsubscribed", site)
 
     def _take(

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -72,6 +72,11 @@ _OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+
+def _cancelled(task: asyncio.Task[Any] | None) -> bool:
+    """Whether `task` itself is being cancelled (not only something it awaited)."""
+    return task is not None and task.cancelling() > 0
 
 
 class CredentialsError(ValueError):
@@ -201,6 +206,8 @@ class Zone:
         self._on_site = on_site
         self._wake = asyncio.Event()
         self._problems: list[str] = []
+        # The open streams of the link to the global, by what they do (see `_dial`).
+        self._streams: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -271,7 +278,7 @@ class Zone:
         self._wake.set()
 
     async def _dial(
-        self, stream: Callable[[grpc.aio.Channel, Backoff], Awaitable[None]], what: str
+        self, stream: Callable[[grpc.aio.Channel, Backoff], Coroutine[Any, Any, None]], what: str
     ) -> None:
         await self.synced.wait()
         backoff = Backoff(*self.options.backoff)
@@ -279,6 +286,7 @@ class Zone:
         if self.options.server_name:
             options.append(("grpc.ssl_target_name_override", self.options.server_name))
         while True:
+            broken = False  # by the link: the other stream redials too
             try:
                 # Read anew at each dial: the certificate is renewed in place (cert-manager,
                 # `kontinuum ca issue` again) and a new stream presents the new one.
@@ -286,19 +294,36 @@ class Zone:
                 async with grpc.aio.secure_channel(
                     self.options.global_address, credentials, options=options
                 ) as channel:
-                    await stream(channel, backoff)
-                problem = "the global ended the stream"
+                    opened = asyncio.create_task(stream(channel, backoff), name=what)
+                    self._streams[what] = opened
+                    try:
+                        await opened
+                    except asyncio.CancelledError:
+                        if _cancelled(asyncio.current_task()):
+                            raise
+                        problem = "the other stream to the global broke"
+                    else:
+                        problem = "the global ended the stream"
             except grpc.aio.AioRpcError as error:
                 problem = f"{error.code().name}: {error.details()}"
+                broken = True
             except asyncio.InvalidStateError:  # written to as it ended
                 problem = "the stream ended"
+                broken = True
             except CredentialsError as error:
                 problem = str(error)
             finally:
+                self._streams.pop(what, None)
                 if stream == self._stream:
                     self.publisher.disconnect()
                 elif self.copy is not None:
                     self.copy.unsubscribed()
+            if broken:
+                # Both streams ride one link: a stream that broke (a cut, a reset) means
+                # the other, perhaps idle and waiting to read, is likely gone too, though
+                # it would notice only at its keepalive, tens of seconds later.
+                for other in self._streams.values():
+                    other.cancel()
             delay = backoff.next()
             log.log(
                 logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,

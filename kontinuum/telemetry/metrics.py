@@ -9,6 +9,7 @@ source, object kind, outcome; never a stream, node id or resource name.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Final
@@ -259,17 +260,32 @@ class FederationCollector(Collector):
             "Streams of the zone admitted.",
             labels=["zone"],
         )
+        transition = GaugeMetricFamily(
+            "kontinuum_federation_zone_last_transition_timestamp_seconds",
+            "When the zone last connected or disconnected (Unix time).",
+            labels=["zone"],
+        )
+        lag = GaugeMetricFamily(
+            "kontinuum_federation_zone_lag_seconds",
+            "How long the zone has been behind the global: since the oldest response of the "
+            "fleet it has not acknowledged (0: none), or since it disconnected.",
+            labels=["zone"],
+        )
+        now = time.time()
         zones = [s for s in self._aggregator.sources if isinstance(s, ZoneSource)]
         for zone in sorted(zones, key=lambda z: z.cluster):
             stats, label = zone.stats, [zone.cluster]
             connected.add_metric(label, 1.0 if stats.connected else 0.0)
             if stats.last_sync is not None:
                 last_sync.add_metric(label, stats.last_sync)
+            if stats.last_transition is not None:
+                transition.add_metric(label, stats.last_transition)
+            lag.add_metric(label, self._service.lag(zone, now))
             held.add_metric(label, zone.objects)
             received.add_metric(label, stats.objects_received)
             rejected.add_metric(label, stats.objects_refused)
             connections.add_metric(label, stats.connections)
-        yield from (connected, last_sync, held, received, rejected, connections)
+        yield from (connected, last_sync, held, received, rejected, connections, transition, lag)
         subscribed = GaugeMetricFamily(
             "kontinuum_federation_zone_subscribed",
             "GlobalToZone streams of the zone open (what it is sent of the fleet).",

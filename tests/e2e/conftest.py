@@ -123,16 +123,21 @@ async def xds_servers() -> AsyncIterator[StartServer]:
 
 
 @pytest.fixture
-def fleet_network() -> Iterator[Callable[[Iterable[str]], FleetNetwork]]:
-    """Clusters on separate networks: `fleet_network(["eu", "us"])`; all deleted at the end.
+def fleet_network() -> Iterator[Callable[..., FleetNetwork]]:
+    """Clusters on separate networks: `fleet_network(["eu", "us"])`, or with some behind
+    NAT: `fleet_network(["eu", "edge"], behind_nat=["edge"])`; all deleted at the end.
 
-    Fails (never skips) without root or `ip`: CI runs these tests as root.
+    Fails (never skips) without root, `ip` or (for NAT) `nft`: CI runs these tests as root.
     """
     problem = netns_unavailable()
     if problem is not None:
         pytest.fail(problem, pytrace=False)
+
+    def build(clusters: Iterable[str], behind_nat: Iterable[str] = ()) -> FleetNetwork:
+        return stack.enter_context(FleetNetwork(clusters, behind_nat))
+
     with ExitStack() as stack:
-        yield lambda clusters: stack.enter_context(FleetNetwork(clusters))
+        yield build
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,14 @@ plugged into that bridge by a veth pair. A cluster's pods listen on 127.0.0.x in
 own namespace, so no other cluster can reach them; only what listens on the cluster's WAN
 address (its east-west gateway) is reachable from the other clusters and from the WAN.
 
+A cluster can also sit behind NAT (`FleetNetwork(["eu", "edge"], behind_nat=["edge"])`), as
+an edge site behind a home or shop router does: its namespace is plugged into a router
+namespace of its own on a private subnet, the router is on the WAN and masquerades what the
+cluster opens towards it (nftables), and the WAN has no route to the private subnet. Only the
+cluster's published address (routed to it by the router, its `address`) answers from the
+WAN, on the ports `Nat.publish` opens; `Nat.cut` and `Nat.restore` cut its uplink and bring
+it back.
+
 Every interface is created inside a namespace of the fleet, never in the host's, so
 deleting the namespaces removes everything and parallel fleets cannot clash on interface
 names or addresses. Namespaces are named `kn-<pid>-<seq>` (the WAN) and
@@ -61,10 +69,12 @@ for line in sys.stdin:
 """
 
 
-def netns_unavailable() -> str | None:
-    """Why this process cannot build namespaces, or None if it can."""
+def netns_unavailable(nat: bool = False) -> str | None:
+    """Why this process cannot build namespaces (with a NAT router), or None if it can."""
     if shutil.which("ip") is None:
         return "network-namespace tests need iproute2's `ip` on PATH (apt-get install iproute2)"
+    if nat and shutil.which("nft") is None:
+        return "NAT in network-namespace tests needs `nft` on PATH (apt-get install nftables)"
     if os.geteuid() != 0:
         return f"network-namespace tests need root (`ip netns add`), running as uid {os.geteuid()}"
     return None
@@ -272,6 +282,90 @@ class Namespace:
         self._client = None
 
 
+class Nat:
+    """The router of a cluster behind NAT: on the WAN with its own address, the cluster
+    behind it on a private subnet.
+
+    What the cluster opens towards the WAN is masqueraded as the router's address; nothing
+    from the WAN reaches the private subnet (no route leads there), and the cluster's
+    published address, routed to it, lets in only connections to the ports `publish` opens.
+    """
+
+    TABLE = "kontinuum-nat"
+    CUT = "kontinuum-cut"
+
+    def __init__(self, router: Namespace, cluster: Namespace, private: str, published: str):
+        self.router = router
+        self.cluster = cluster
+        self.private = private  # a /24
+        self.published = published
+        self.private_address = f"{private}.2"  # the cluster's address on the private subnet
+
+    def build(self) -> None:
+        router, cluster, gateway = self.router.name, self.cluster.name, f"{self.private}.1"
+        ip("-n", router, "link", "add", "lan0", "type", "veth", "peer", "wan0", "netns", cluster)
+        ip("-n", router, "addr", "add", f"{gateway}/24", "dev", "lan0")
+        ip("-n", router, "link", "set", "lan0", "up")
+        ip("-n", cluster, "addr", "add", f"{self.private_address}/24", "dev", "wan0")
+        ip("-n", cluster, "link", "set", "wan0", "up")
+        ip("-n", cluster, "addr", "add", f"{self.published}/32", "dev", "lo")
+        ip("-n", cluster, "route", "add", "default", "via", gateway, "src", self.private_address)
+        ip("-n", router, "route", "add", f"{self.published}/32", "via", self.private_address)
+        self.router.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        # The router answers the WAN's ARP for the published address it routes inwards.
+        self.router.run(["sysctl", "-q", "-w", "net.ipv4.conf.wan0.proxy_arp=1"])
+        self.nft(f"""
+            table ip {self.TABLE} {{
+                chain forward {{
+                    type filter hook forward priority filter; policy drop;
+                    ct state established,related accept
+                    iifname "lan0" oifname "wan0" accept
+                }}
+                chain postrouting {{
+                    type nat hook postrouting priority srcnat; policy accept;
+                    oifname "wan0" ip saddr {self.private}.0/24 masquerade
+                }}
+            }}
+        """)
+
+    def nft(self, ruleset: str) -> None:
+        """Load `ruleset` (nft syntax) into the router's namespace."""
+        done = subprocess.run(
+            self.router.command(["nft", "-f", "-"]),
+            input=ruleset,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"nft in {self.router.name} failed: {done.stderr.strip()}")
+
+    def publish(self, port: int) -> None:
+        """Let the WAN open TCP connections to the cluster's published address on `port`."""
+        self.nft(
+            f'add rule ip {self.TABLE} forward iifname "wan0" '
+            f"ip daddr {self.published} tcp dport {port} accept\n"
+        )
+
+    def cut(self) -> None:
+        """Cut the cluster's uplink: every packet crossing the router, either way, is refused
+        (a TCP reset, so that both ends see the cut at their next packet, not after their
+        keepalive)."""
+        self.nft(f"""
+            table ip {self.CUT} {{
+                chain forward {{
+                    type filter hook forward priority filter - 10; policy accept;
+                    meta l4proto tcp reject with tcp reset
+                    reject
+                }}
+            }}
+        """)
+
+    def restore(self) -> None:
+        """Bring the uplink back, as it was before `cut`."""
+        self.nft(f"delete table ip {self.CUT}\n")
+
+
 def _read_line(stream: IO[str], timeout: float) -> str | None:
     """The next line of a child's stdout, or None at EOF or after `timeout` seconds."""
     ready, _, _ = select.select([stream], [], [], timeout)
@@ -287,8 +381,9 @@ class FleetNetwork:
     where eu's gateway listens and `network.wan` is where a control plane can run.
     """
 
-    def __init__(self, clusters: Iterable[str]) -> None:
+    def __init__(self, clusters: Iterable[str], behind_nat: Iterable[str] = ()) -> None:
         self.names = list(clusters)
+        natted = set(behind_nat)
         for cluster in self.names:
             if not _CLUSTER.fullmatch(cluster):
                 raise ValueError(f"cluster name {cluster!r} must match {_CLUSTER.pattern}")
@@ -304,17 +399,32 @@ class FleetNetwork:
             name: Namespace(f"{root}-{name}", f"{self.subnet}.{11 + index}", name)
             for index, name in enumerate(self.names)
         }
+        unknown = natted - set(self.names)
+        if unknown:
+            raise ValueError(f"behind_nat names no cluster of the fleet: {sorted(unknown)}")
+        self._nats: dict[str, Nat] = {}
+        for index, name in enumerate(self.names):
+            if name in natted:
+                cluster = self._clusters[name]
+                router = Namespace(f"{cluster.name}-nat", cluster.address, f"{name}-nat")
+                cluster.address = f"{self.subnet}.{101 + index}"  # published, routed to it
+                self._nats[name] = Nat(router, cluster, f"192.168.{index}", cluster.address)
         self._created: list[Namespace] = []
 
     def cluster(self, name: str) -> Namespace:
         return self._clusters[name]
 
+    def nat(self, cluster: str) -> Nat:
+        """The NAT router in front of `cluster` (one of `behind_nat`)."""
+        return self._nats[cluster]
+
     @property
     def namespaces(self) -> list[Namespace]:
-        return [self.wan, *self._clusters.values()]
+        routers = [nat.router for nat in self._nats.values()]
+        return [self.wan, *routers, *self._clusters.values()]
 
     def __enter__(self) -> FleetNetwork:
-        problem = netns_unavailable()
+        problem = netns_unavailable(nat=bool(self._nats))
         if problem is not None:
             raise RuntimeError(problem)
         if not _SWEPT.is_set():
@@ -333,14 +443,19 @@ class FleetNetwork:
         ip("-n", wan, "link", "add", "br0", "type", "bridge")
         ip("-n", wan, "addr", "add", f"{self.wan.address}/24", "dev", "br0")
         ip("-n", wan, "link", "set", "br0", "up")
-        for index, namespace in enumerate(self._clusters.values()):
-            self._add(namespace)
+        for index, (name, namespace) in enumerate(self._clusters.items()):
+            nat = self._nats.get(name)
+            on_wan = namespace if nat is None else nat.router
+            self._add(on_wan)
             veth = f"veth{index}"  # interface names live inside the namespaces: no clashes
-            peer = ("peer", "wan0", "netns", namespace.name)  # born inside the cluster
+            peer = ("peer", "wan0", "netns", on_wan.name)  # born inside the cluster
             ip("-n", wan, "link", "add", veth, "type", "veth", *peer)
             ip("-n", wan, "link", "set", veth, "master", "br0", "up")
-            ip("-n", namespace.name, "addr", "add", f"{namespace.address}/24", "dev", "wan0")
-            ip("-n", namespace.name, "link", "set", "wan0", "up")
+            ip("-n", on_wan.name, "addr", "add", f"{on_wan.address}/24", "dev", "wan0")
+            ip("-n", on_wan.name, "link", "set", "wan0", "up")
+            if nat is not None:
+                self._add(namespace)
+                nat.build()
 
     def _add(self, namespace: Namespace) -> None:
         ip("netns", "add", namespace.name)

@@ -30,7 +30,19 @@ async def test_each_site_prefers_itself_and_eu_central_fails_over_to_its_region(
     assert eu["us-east"] == 0, eu  # before the other region
     assert all(c.failed_after_window == 0 for c in consumers), consumers
 
-    # Prometheus (installed by `make test`) scraped kontinuum and the six Envoys.
+    # Prometheus (installed by `make test`) scraped the global, the zone and the six Envoys.
     assert outcome.prometheus is not None
-    assert outcome.targets_up == 7, outcome
+    assert outcome.targets_up == 8, outcome
     assert outcome.prometheus in screen.getvalue()
+
+    # edge-paris is a zone: its link to the global was cut, its own traffic went on, an
+    # endpoint added meanwhile served, and the resync sent only that object.
+    cut = outcome.partition
+    assert cut.cut_seconds > 0, cut
+    assert cut.failed_while_cut == 0, cut
+    assert cut.new_endpoint_answers > 0, cut
+    assert cut.resynced, cut
+    assert (cut.held, cut.changed_while_cut, cut.resent, cut.fleet_resent) == (4, 1, 1, 0), cut
+    shown = " ".join(screen.getvalue().split())
+    assert "edge-paris's requests failed meanwhile: 0" in shown, shown
+    assert "unchanged objects re-sent: 0" in shown, shown

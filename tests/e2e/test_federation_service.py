@@ -336,3 +336,17 @@ async def test_a_zone_subscribes_to_the_fleet_and_is_sent_only_what_differs(
     assert [r.name for r in second.resources] == ["fleet/ClusterProfile/fleet/eu"]
     assert served.service.sent["edge-paris"].objects_sent == 2
     assert served.service.subscribed["edge-paris"] == 1
+
+    # Until the zone answers the change, it lags: from when the change was sent.
+    sent_at = served.service.behind_since["edge-paris"]
+    assert served.service.lag(served.zone, sent_at + 5) == 5
+    await call.write(
+        discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=second.nonce
+        )
+    )
+    for _ in range(100):
+        if "edge-paris" not in served.service.behind_since:
+            break
+        await asyncio.sleep(0.05)
+    assert served.service.lag(served.zone, sent_at + 5) == 0

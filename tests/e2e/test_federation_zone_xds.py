@@ -246,6 +246,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
     ("extra", "says"),
     [
         (["--ca-dir", "ca"], "are for serving xDS: give --xds-address"),
+        (["--prometheus-sd-file", "envoys.json"], "are for serving xDS: give --xds-address"),
         (["--xds-address", "127.0.0.1:18000"], "the xDS server serves TLS: give the fleet CA"),
         (
             ["--xds-address", "127.0.0.1:18000", "--plaintext-xds", "--ca-dir", "ca"],

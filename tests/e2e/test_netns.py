@@ -75,6 +75,33 @@ def test_an_envoy_in_a_namespace_is_its_cluster_gateway(
     assert (envoy.stat("cluster.pods.upstream_cx_total") or 0) >= 2
 
 
+def test_a_cluster_behind_nat_dials_out_and_answers_only_on_its_published_ports(
+    fleet_network: Callable[..., FleetNetwork],
+) -> None:
+    network = fleet_network(["eu", "edge"], behind_nat=["edge"])
+    edge, nat = network.cluster("edge"), network.nat("edge")
+    control_plane = network.wan.backend("control-plane", address=network.wan.address)
+    gateway = edge.backend("edge-gateway", address=edge.address, port=GATEWAY_PORT)
+
+    # Out: through the router, masqueraded.
+    assert edge.http_get(control_plane.url) == (200, "backend control-plane\n")
+    # In: no route to the private subnet; the published address only on a published port.
+    private = f"http://{nat.private_address}:{GATEWAY_PORT}/"
+    status, error = network.wan.http_get(private, timeout=1.0)
+    assert (status, "unreachable" in error) == (0, True), error
+    assert network.wan.http_get(gateway.url, timeout=1.0)[0] == 0
+    nat.publish(GATEWAY_PORT)
+    for outside in (network.wan, network.cluster("eu")):
+        assert outside.http_get(gateway.url) == (200, "backend edge-gateway\n")
+
+    nat.cut()
+    assert edge.http_get(control_plane.url, timeout=1.0)[0] == 0
+    assert network.wan.http_get(gateway.url, timeout=1.0)[0] == 0
+    nat.restore()
+    assert edge.http_get(control_plane.url) == (200, "backend control-plane\n")
+    assert network.wan.http_get(gateway.url) == (200, "backend edge-gateway\n")
+
+
 @pytest.mark.usefixtures("fleet_network")  # fails clearly without root or `ip`
 def test_every_namespace_is_deleted_on_exit_even_after_a_failure() -> None:
     network = FleetNetwork(["eu", "us"])

@@ -20,6 +20,7 @@ from kontinuum.cli_output import run
 from kontinuum.route_report import load_binding, render_routes
 from kontinuum.status import ProxyStatus, render_status
 from kontinuum.xds.state import SyncStatus
+from kontinuum.zone_status import ZoneStatus, parse_zones, render_zones
 
 EXAMPLE_FLEET = Path(__file__).parents[2] / "examples" / "fleet"
 # Options named *-address that take no port: the IP that DNS answers give.
@@ -247,3 +248,66 @@ def test_kontinuum_alone_prints_its_commands(capsys: pytest.CaptureFixture[str])
     assert err == ""
     for path, _ in ALL:
         assert path[0] in out
+
+
+NOW = 1_800_000_000.0
+ZONES = [
+    ZoneStatus("edge-paris", True, NOW - 65, NOW - 4, received=3, sent=12, refused=1, lag=0),
+    ZoneStatus("edge-lisbon-datacenter-north", False, NOW - 7300, NOW - 7310, 40, 9, 0, 7300),
+    ZoneStatus("edge-oslo", False),
+]
+
+
+@pytest.mark.parametrize("width", [80, 60, 200])
+def test_zones_show_state_sync_objects_and_lag_without_cutting_a_name(width: int) -> None:
+    out = io.StringIO()
+    render_zones(ZONES, Console(file=out, width=width), now=NOW)
+    shown = out.getvalue()
+    lines = shown.splitlines()
+    assert "…" not in shown
+    assert max(len(line) for line in lines) <= width
+    assert "3 zones" in shown
+    for zone in ZONES:
+        assert any(zone.site in line for line in lines), (zone.site, shown)
+    if width < 200:  # the figures in one column, wrapped: read it back as one text
+        cells = " ".join(line.split("│")[2] for line in lines if line.count("│") == 3)
+        text = " ".join(cells.split())
+        assert (
+            "connected for 1m 5s; last sync 4s ago; received 3, sent 12, refused 1; lag 0s" in text
+        ), shown
+        assert "disconnected for 2h 1m; last sync 2h 1m ago; received 40" in text, shown
+        assert "never connected; last sync never;" in text, shown
+    if width == 200:
+        header = next(line for line in lines if "ZONE" in line)
+        assert all(h in header for h in ("LAST SYNC", "RECEIVED", "SENT", "REFUSED", "LAG"))
+        paris = next(line for line in lines if "edge-paris" in line)
+        assert re.search(
+            r"connected for 1m 5s\s*│\s*4s ago\s*│\s*3\s*│\s*12\s*│\s*1\s*│\s*0s", paris
+        )
+
+
+def test_zones_are_read_from_a_globals_metrics() -> None:
+    metrics = """# TYPE kontinuum_federation_zone_connected gauge
+kontinuum_federation_zone_connected{zone="edge-paris"} 1.0
+kontinuum_federation_zone_connected{zone="edge-oslo"} 0.0
+# TYPE kontinuum_federation_zone_last_sync_timestamp_seconds gauge
+kontinuum_federation_zone_last_sync_timestamp_seconds{zone="edge-paris"} 1.7e9
+# TYPE kontinuum_federation_zone_objects_received counter
+kontinuum_federation_zone_objects_received_total{zone="edge-paris"} 3.0
+kontinuum_federation_zone_objects_received_total{zone="edge-oslo"} 0.0
+# TYPE kontinuum_federation_zone_objects_refused counter
+kontinuum_federation_zone_objects_refused_total{zone="edge-paris"} 1.0
+# TYPE kontinuum_federation_zone_resources_sent counter
+kontinuum_federation_zone_resources_sent_total{zone="edge-paris"} 12.0
+# TYPE kontinuum_federation_zone_last_transition_timestamp_seconds gauge
+kontinuum_federation_zone_last_transition_timestamp_seconds{zone="edge-paris"} 1.6e9
+# TYPE kontinuum_federation_zone_lag_seconds gauge
+kontinuum_federation_zone_lag_seconds{zone="edge-paris"} 2.5
+kontinuum_federation_zone_lag_seconds{zone="edge-oslo"} 0.0
+# TYPE kontinuum_source_up gauge
+kontinuum_source_up{source="zone:edge-paris"} 1.0
+"""
+    assert parse_zones(metrics) == [
+        ZoneStatus("edge-oslo", False),
+        ZoneStatus("edge-paris", True, 1.6e9, 1.7e9, received=3, sent=12, refused=1, lag=2.5),
+    ]
