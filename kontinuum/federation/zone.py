@@ -146,7 +146,12 @@ def site_objects(documents: Iterable[Document]) -> tuple[list[SiteObject], list[
 class SiteFiles:
     """The site's YAML files (in a directory, sorted): only the files that changed since
     the last `read` (by modification time, size and inode) are read and hashed again, so a
-    change costs its file, not the site."""
+    change costs its file, not the site.
+
+    An error stays in its file, as in the fleet files: a file that cannot be read (invalid
+    YAML, a read error) or is suddenly empty (a write caught halfway) keeps its last good
+    objects in force, whole, and says so; deleting a file is how its objects are removed.
+    A directory that cannot be listed keeps every file's last objects."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -159,7 +164,8 @@ class SiteFiles:
         try:
             paths = yaml_files(self.directory)
         except OSError as error:
-            return [], [f"{self.directory}: cannot list: {error.strerror or error}"]
+            problem = f"{self.directory}: cannot list: {error.strerror or error}; kept as it was"
+            return self._merged(self._files, [problem])
         files = {}
         for path in paths:
             try:
@@ -172,11 +178,28 @@ class SiteFiles:
                 errors: list[ConfigError] = []
                 name = str(Path(path).relative_to(self.directory))
                 objects, problems = site_objects(read_documents(path, name, errors))
-                cached = (key, objects, [str(error) for error in errors] + problems)
+                problems = [str(error) for error in errors] + problems
+                emptied = key[1] == 0 and cached is not None and bool(cached[1])
+                if emptied:
+                    problems.append(f"{name}: suddenly empty (a write caught halfway?)")
+                # A file that cannot be read whole (a YAML error) or was emptied is held; an
+                # object of a kind not published is only left out.
+                if (errors or emptied) and cached is not None and cached[1]:
+                    # Its last good objects stay, under this read's key: read again only
+                    # when the file changes again.
+                    kept = f"{name}: its last good version ({len(cached[1])} objects) stays"
+                    objects, problems = cached[1], [*problems, kept]
+                cached = (key, objects, problems)
             files[path] = cached
         self._files = files
+        return self._merged(files, [])
+
+    def _merged(
+        self,
+        files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]],
+        problems: list[str],
+    ) -> tuple[list[SiteObject], list[str]]:
         merged: dict[str, SiteObject] = {}
-        problems = []
         for path, (_, objects, found_problems) in files.items():
             problems += found_problems
             for obj in objects:

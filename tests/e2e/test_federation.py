@@ -329,6 +329,8 @@ async def test_a_zone_publishes_its_site_and_the_global_keeps_it_through_a_cut(
         return (
             await global_.metric("kontinuum_federation_zone_connected", labels) == 1
             and await global_.metric("kontinuum_source_stale", {"source": ZONE}) == 0
+            # the zone has read the global's answer too
+            and await found.zone.metric("kontinuum_zone_answers_total", {"answer": "ack"}) == 1
         )
 
     await until(resynced, "the zone connected again and in sync", 30, logs)
