@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import FleetConfig, SiteSnapshot
@@ -116,7 +117,15 @@ class FleetCopy:
                     services.setdefault(_site_of(name), {})[name] = service
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+            DecodeError,  # a message that is no protobuf: not a ValueError
+        ) as error:
             log.warning("ignoring the kept copy of the global %s: %s", self._path, cut(error))
             return
         self.resources = resources

@@ -216,3 +216,26 @@ def test_a_stream_told_what_changed_sends_what_a_full_comparison_would() -> None
             sent.append(names)
         assert sent[0] == sent[1]
         assert sent[0]
+
+
+def test_a_kept_copy_that_does_not_decode_is_ignored_not_a_crash(tmp_path: Path) -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 1)])
+    copy = FleetCopy("edge", tmp_path)
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect({})
+    sync(publisher, copy)
+    copy.save()
+    kept = tmp_path / "global.json"
+    raw = json.loads(kept.read_bytes())
+    name = next(iter(raw["resources"]))
+    # base64 of bytes that are no protobuf message (a truncated varint)
+    raw["resources"][name]["message"] = "/w=="
+    kept.write_text(json.dumps(raw))
+    restarted = FleetCopy("edge", tmp_path)
+    restarted.load()
+    assert restarted.resources == {}
+    kept.write_text("[" * 100_000 + "]" * 100_000)
+    restarted.load()
+    assert restarted.resources == {}
