@@ -17,7 +17,9 @@ into the site's snapshot. No I/O here: the stream does it.
   seconds without the zone, without its endpoints (its Services and exports stay), as
   for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
   back in sync; the objects held are what the global says it holds when it reconnects
-  (`held`), so the zone sends only what changed meanwhile. With a store
+  (`held`), so the zone sends only what changed meanwhile; when the stream was told only
+  part of it (`attach`'s `declared`: what fits in one message), what is held besides and
+  not sent again is dropped once the stream's view is whole. With a store
   (`kontinuum.discovery.zone_store`, `keep`), what is held also outlasts a restart.
 - While the zone says its own source of the site (its Kubernetes API) is out of sync (a
   `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
@@ -33,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -131,6 +133,10 @@ class ZoneSource:
         self._stream = 0  # the current stream's token; 0: none
         self._streams = 0
         self._complete = False  # the current stream's first response was applied
+        # What the current stream was told is held (None: all of it), and what it sent
+        # before its view was whole: what is held besides is gone at the zone.
+        self._declared: set[str] | None = None
+        self._received: set[str] = set()
         self._debounce = debounce
         self._changed = False
         self._woken = asyncio.Event()
@@ -191,11 +197,16 @@ class ZoneSource:
 
     # -- what the stream calls --------------------------------------------------------
 
-    def attach(self) -> int:
-        """A stream of the zone begins (replacing any other); its token."""
+    def attach(self, declared: Collection[str] | None = None) -> int:
+        """A stream of the zone begins (replacing any other); its token. `declared`: the
+        names of what is held that the stream was told of (None: all of them); once its
+        view is whole, what is held but was neither declared nor sent is dropped, as the
+        zone sends no removal of what it was not told of."""
         self._streams += 1
         self._stream = self._streams
         self._complete = False
+        self._declared = set(declared) if declared is not None else None
+        self._received = set()
         self.stats.connected = True
         self.stats.connections += 1
         self.stats.last_transition = time.time()
@@ -229,6 +240,8 @@ class ZoneSource:
         before = self._state
         if state is not None:
             self._state = state
+            if not self._complete:
+                self._received.add(state.name)
         elif self._state is not None and self._state.name in removed:
             self._state = None
         for name in removed:
@@ -238,6 +251,8 @@ class ZoneSource:
                 self.stats.removals_received += 1
                 events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
         for obj in objects:
+            if not self._complete:
+                self._received.add(obj.name)
             problem = self._problem(obj)
             if problem:
                 refused.append(f"{obj.name}: {problem}")
@@ -252,6 +267,7 @@ class ZoneSource:
             return refused  # held back until the stream's view is whole
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
+            self._drop_undeclared()
             self._view.reason = ""
             self._post(self._listed())
             self._follow_state()
@@ -262,6 +278,19 @@ class ZoneSource:
                     self._post(self._listed())  # in sync, until the new state says otherwise
                 self._follow_state()
         return refused
+
+    def _drop_undeclared(self) -> None:
+        """Drop what is held that the stream was neither told of nor sent."""
+        declared, received = self._declared, self._received
+        self._declared, self._received = None, set()
+        if declared is None:
+            return
+        for name in [n for n in self._objects if n not in declared and n not in received]:
+            del self._objects[name]
+            self._stored(name, None)
+            self.stats.removals_received += 1
+        if self._state is not None and self._state.name not in declared | received:
+            self._state = None
 
     def _listed(self) -> list[Listed]:
         """Every kind listed anew with the objects held: the view is in sync."""

@@ -40,7 +40,12 @@ from kontinuum.control.objects import Document
 from kontinuum.discovery.snapshot_codec import decode_snapshot
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 from kontinuum.federation.catalog import FLEET_PREFIX, SITE_PREFIX
-from kontinuum.federation.objects import PARTIAL, ZONE_RESOURCE_TYPE_URL, version_of
+from kontinuum.federation.objects import (
+    PARTIAL,
+    ZONE_RESOURCE_TYPE_URL,
+    declarable,
+    version_of,
+)
 from kontinuum.federation.v1.federation_pb2 import ZoneResource
 from kontinuum.xds.limits import cut, shown
 
@@ -76,6 +81,10 @@ class FleetCopy:
         self.stats = CopyStats()
         self._path = state_dir / STATE_FILE if state_dir is not None else None
         self._complete = False  # the current stream's view is whole
+        # What the current stream was told is held, and what it sent before its view was
+        # whole: what is held besides is gone at the global (`declarable`); None: all.
+        self._declared: set[str] | None = None
+        self._received: set[str] = set()
         self._whole = False  # some view was whole (a stream's, or the kept copy)
         self._woken = asyncio.Event()
         self._dirty_fleet = True
@@ -158,10 +167,12 @@ class FleetCopy:
     def subscription(self) -> discovery_pb2.DeltaDiscoveryRequest:
         """A stream begins: its first request, naming what is held."""
         self._complete = False
+        declared = declarable({n: v for n, (v, _) in self.resources.items()})
+        self._declared, self._received = set(declared), set()
         return discovery_pb2.DeltaDiscoveryRequest(
             type_url=ZONE_RESOURCE_TYPE_URL,
             resource_names_subscribe=["*"],
-            initial_resource_versions={n: v for n, (v, _) in self.resources.items()},
+            initial_resource_versions=declared,
         )
 
     def unsubscribed(self) -> None:
@@ -195,6 +206,8 @@ class FleetCopy:
                 self._touch(name)
                 self.stats.removals_received += 1
         for resource in response.resources:
+            if not self._complete:
+                self._received.add(resource.name)
             message = ZoneResource()
             problem, service = "", None
             if not resource.resource.Unpack(message):
@@ -221,6 +234,7 @@ class FleetCopy:
         self.stats.last_sync = time.time()
         if response.system_version_info != PARTIAL:
             if not self._complete:
+                self._drop_undeclared()
                 self._dirty_sites.update(self._sites())  # no longer stale
             self._complete = self._whole = True
         self._unsaved = True
@@ -231,6 +245,21 @@ class FleetCopy:
             request.error_detail.code = _INVALID_ARGUMENT
             request.error_detail.message = detail
         return request
+
+    def _drop_undeclared(self) -> None:
+        """Drop what is held that the stream was neither told of nor sent."""
+        declared, received = self._declared, self._received
+        self._declared, self._received = None, set()
+        if declared is None:
+            return
+        gone = [n for n in self.resources if n not in declared and n not in received]
+        for name in gone:
+            del self.resources[name]
+            self._services.get(_site_of(name), {}).pop(name, None)
+            if _is_state(name):
+                self._stale.pop(_site_of(name), None)
+            self._touch(name)
+            self.stats.removals_received += 1
 
     def _touch(self, name: str) -> None:
         if name.startswith(SITE_PREFIX):

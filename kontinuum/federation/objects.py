@@ -47,6 +47,9 @@ MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 # What a zone puts in one response at most (the objects' own bytes): a larger change goes
 # out in several responses, each under the message bound.
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
+# What a stream's first request names of what is held (`initial_resource_versions`): the
+# names and versions that fit in one message, with room for the rest of the request.
+MAX_DECLARED_BYTES: Final = MAX_MESSAGE_BYTES - 64 * 1024
 # `system_version_info` of a response that leaves more to send: before a stream's first
 # complete response, the global holds back what it received (it is not the whole site).
 PARTIAL: Final = "partial"
@@ -135,6 +138,22 @@ def received_object(name: str, version: str, message: KubeObject) -> SiteObject:
     if body.get("apiVersion") != message.api_version:
         raise ObjectError(f"its JSON has apiVersion {body.get('apiVersion')!r}")
     return SiteObject(name, version, message.kind, message.namespace, body, message)
+
+
+def declarable(held: Mapping[str, str], budget: int = MAX_DECLARED_BYTES) -> dict[str, str]:
+    """What a first request names of `held` (name -> version): all of it when it fits in
+    `budget` bytes, else the names that fit, in name order. What is not named is not known
+    to the other side: it sends it again, and sends no removal of it, so the receiver
+    drops what it holds that was neither named nor sent once the first view is whole."""
+    declared: dict[str, str] = {}
+    size = 0
+    for name in sorted(held):
+        version = held[name]
+        size += len(name.encode()) + len(version.encode()) + 16  # a map entry's framing
+        if size > budget:
+            break
+        declared[name] = version
+    return declared
 
 
 def zone_service_account(site: str) -> str:

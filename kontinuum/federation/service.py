@@ -10,12 +10,13 @@ anything it sends is read, the stream is admitted or refused:
 
 A refusal ends the stream with UNAUTHENTICATED or PERMISSION_DENIED and is counted by
 reason. An admitted stream plays the xDS client's part: it subscribes with a wildcard,
-naming in `initial_resource_versions` what the global already holds of the site, then
-hands each response to the site's source (`kontinuum.discovery.zone`) and answers it with
-an ACK, or a NACK whose `error_detail` names on one line each object refused and why (the
-others apply). Besides the site's objects, a response may hold the site's state
-(`site/<site>`, a `SiteService`): the zone's own source of the site is out of sync, and
-the source marks the site stale. A message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
+naming in `initial_resource_versions` what the global already holds of the site (as much
+as fits in one message, `declarable`), then hands each response to the site's source
+(`kontinuum.discovery.zone`) and answers it with an ACK, or a NACK whose `error_detail`
+names on one line each object refused and why (the others apply). Besides the site's
+objects, a response may hold the site's state (`site/<site>`, a `SiteService`): the
+zone's own source of the site is out of sync, and the source marks the site stale. A
+message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from kontinuum.federation.objects import (
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
     ObjectError,
+    declarable,
     received_object,
     received_site_state,
     zone_service_account,
@@ -197,14 +199,15 @@ class FederationService:
             log.warning("refused a zone stream from %s: %s", context.peer(), cut(refused))
             await context.abort(refused.code, cut(refused))
             return
-        stream = source.attach()
+        declared = declarable(source.held())
+        stream = source.attach(declared.keys())
         log.info("zone %s connected from %s", source.cluster, context.peer())
         reason = "its stream ended"
         try:
             yield discovery_pb2.DeltaDiscoveryRequest(
                 type_url=TYPE_URL,
                 resource_names_subscribe=["*"],
-                initial_resource_versions=source.held(),
+                initial_resource_versions=declared,
             )
             async for response in responses:
                 if peer.expires_at is not None and time.time() >= peer.expires_at:

@@ -19,6 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
+from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
@@ -177,6 +178,48 @@ async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(
     assert served.zone.stats.connections == 2
     assert served.zone.stats.connected
     again.cancel()
+
+
+class KeptObjects(ZoneObjects):
+    """A store that holds `objects` (nothing is written)."""
+
+    def __init__(self, objects: list[ReceivedObject]) -> None:
+        super().__init__(Path("/nonexistent"), "edge-paris")
+        self._objects = objects
+
+    def load(self) -> list[ReceivedObject]:
+        return self._objects
+
+    def save(self, changes: Any) -> None:
+        pass
+
+
+async def test_a_zone_holding_more_than_a_message_can_name_reconnects_and_resyncs(
+    served: Global,
+) -> None:
+    # 50,000 objects: their names and versions are more than one message holds.
+    kept = [service_object(f"svc-{i}") for i in range(50_000)]
+    served.zone.keep(KeptObjects([ReceivedObject(o.name, o.version, o.kind, o.body) for o in kept]))
+    call = served.open(served.credentials("zone-edge-paris", "edge-paris"))
+    first = await call.read()
+    declared = dict(first.initial_resource_versions)
+    assert 0 < len(declared) < len(kept)
+    assert first.ByteSize() <= MAX_MESSAGE_BYTES
+    # The zone now has a few of the undeclared ones only (and all the declared): what it
+    # was not told of and does not send is what the global no longer holds.
+    publisher = Publisher()
+    undeclared = [o for o in kept if o.name not in declared]
+    publisher.publish([o for o in kept if o.name in declared] + undeclared[:3])
+    publisher.connect(declared)
+    response = publisher.response()
+    assert response is not None
+    assert len(response.resources) == 3
+    await call.write(response)
+    answer = publisher.answer(await call.read())
+    assert answer is not None
+    assert answer.accepted
+    assert served.zone.held() == {o.name: o.version for o in publisher.objects.values()}
+    call.cancel()
 
 
 async def test_a_message_over_the_bound_is_refused(served: Global) -> None:

@@ -22,7 +22,7 @@ from kontinuum.control.model import (
 )
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.fleet_copy import FleetCopy
-from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
+from kontinuum.federation.objects import MAX_MESSAGE_BYTES, ZONE_RESOURCE_TYPE_URL
 from kontinuum.federation.publisher import Publisher
 
 PROFILES: list[object] = [
@@ -239,3 +239,27 @@ def test_a_kept_copy_that_does_not_decode_is_ignored_not_a_crash(tmp_path: Path)
     kept.write_text("[" * 100_000 + "]" * 100_000)
     restarted.load()
     assert restarted.resources == {}
+
+
+def test_a_copy_holding_more_than_a_message_can_name_resubscribes_and_resyncs() -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 60_000)])
+    copy = FleetCopy("edge")
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect(dict(copy.subscription().initial_resource_versions))
+    sync(publisher, copy)
+    held = {name: version for name, (version, _) in copy.resources.items()}
+    # The global loses most of eu's services while the zone is away.
+    catalog.update(PROFILES, [site("eu", 10)])
+    request = copy.subscription()
+    assert request.ByteSize() <= MAX_MESSAGE_BYTES
+    declared = dict(request.initial_resource_versions)
+    assert 0 < len(declared) < len(held)
+    again = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    again.publish_mapping(catalog.for_zone("edge"))
+    again.connect(declared)
+    sync(again, copy)
+    assert {name: version for name, (version, _) in copy.resources.items()} == {
+        name: resource.version for name, resource in catalog.for_zone("edge").items()
+    }
