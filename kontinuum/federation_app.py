@@ -111,7 +111,7 @@ class LocalSite:
 
     def __call__(self, objects: list[SiteObject]) -> None:
         changed = [
-            ReceivedObject(o.name, o.version, o.kind, o.body)
+            ReceivedObject(o.name, o.version, o.kind, o.body, o.size)
             for o in objects
             if self._versions.get(o.name) != o.version
         ]

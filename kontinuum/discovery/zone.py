@@ -9,7 +9,7 @@ into the site's snapshot. No I/O here: the stream does it.
 
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
-  apply. A zone holds at most `MAX_OBJECTS` objects.
+  apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all.
 - The first snapshot comes once the zone's first complete response of a stream was applied
   (its view is then complete: the responses before, marked partial, are held back); after
   that, a new one whenever an object changes, debounced.
@@ -60,6 +60,9 @@ __all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "Zon
 log = logging.getLogger("kontinuum.discovery.zone")
 
 MAX_OBJECTS: Final = 100_000  # objects one zone may publish
+# Their JSON in all (each object's is bounded too, by the stream): far above a site of
+# MAX_OBJECTS real objects, far below MAX_OBJECTS objects of the largest size.
+MAX_BYTES: Final = 512 * 1024 * 1024
 DEBOUNCE_LIMIT: Final = 10  # a burst is cut after this many `debounce` periods
 _KINDS: Final = {kind.kind: kind for kind in KINDS}
 
@@ -130,6 +133,7 @@ class ZoneSource:
         self._cluster = cluster
         self._view = ZoneView(cluster, stale_after)
         self._objects: dict[str, ReceivedObject] = {}
+        self._bytes = 0  # the objects' sizes, in all
         self._stream = 0  # the current stream's token; 0: none
         self._streams = 0
         self._complete = False  # the current stream's first response was applied
@@ -151,6 +155,7 @@ class ZoneSource:
         before the zone connects, when the source is created)."""
         if self._streams == 0 and not self._objects:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
+            self._bytes = sum(obj.size for obj in self._objects.values())
         self._store = store
 
     @property
@@ -247,6 +252,7 @@ class ZoneSource:
         for name in removed:
             gone = self._objects.pop(name, None)
             if gone is not None:
+                self._bytes -= gone.size
                 self._stored(name, None)
                 self.stats.removals_received += 1
                 events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
@@ -257,6 +263,8 @@ class ZoneSource:
             if problem:
                 refused.append(f"{obj.name}: {problem}")
                 continue
+            before_obj = self._objects.get(obj.name)
+            self._bytes += obj.size - (before_obj.size if before_obj is not None else 0)
             self._objects[obj.name] = obj
             self._stored(obj.name, obj)
             self.stats.objects_received += 1
@@ -286,7 +294,7 @@ class ZoneSource:
         if declared is None:
             return
         for name in [n for n in self._objects if n not in declared and n not in received]:
-            del self._objects[name]
+            self._bytes -= self._objects.pop(name).size
             self._stored(name, None)
             self.stats.removals_received += 1
         if self._state is not None and self._state.name not in declared | received:
@@ -320,6 +328,9 @@ class ZoneSource:
             return f"kind {obj.kind!r} is not published by a zone"
         if obj.name not in self._objects and len(self._objects) >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
+        held = self._objects.get(obj.name)
+        if self._bytes - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
+            return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):
             if read.errors:

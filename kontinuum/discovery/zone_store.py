@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,12 +33,13 @@ FORMAT: Final = 1
 @dataclass(frozen=True, slots=True)
 class ReceivedObject:
     """One object as a zone published it: resource name, version (content hash), kind,
-    and the object as `kubectl get -o json` prints it."""
+    the object as `kubectl get -o json` prints it, and the size of its JSON in bytes."""
 
     name: str
     version: str
     kind: str
     body: Mapping[str, Any]
+    size: int = field(default=0, compare=False)  # derived: not part of what it is
 
 
 class ZoneObjects:
@@ -61,11 +62,16 @@ class ZoneObjects:
         ignored = 0
         for path in paths:
             try:
-                raw = json.loads(path.read_bytes())
+                content = path.read_bytes()
+                raw = json.loads(content)
                 if raw.get("format") != FORMAT or not isinstance(raw.get("body"), dict):
                     raise ValueError(f"not of format {FORMAT}")
                 obj = ReceivedObject(
-                    str(raw["name"]), str(raw["version"]), str(raw["kind"]), raw["body"]
+                    str(raw["name"]),
+                    str(raw["version"]),
+                    str(raw["kind"]),
+                    raw["body"],
+                    len(content),  # about its JSON's, a little more
                 )
                 if self.path(obj.name) != path:
                     raise ValueError("not where its name says")

@@ -232,3 +232,27 @@ async def test_a_stale_zone_that_reconnects_unchanged_stays_stale(
     zone.apply(again, [], ["site/edge-paris"])
     snapshot = await updates.next()
     assert (snapshot.stale, addresses(snapshot)) == (False, ["10.0.0.2"])
+
+
+async def test_a_zone_holds_at_most_max_bytes_of_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The count and each object's size are bounded; so is their product, the zone's whole.
+    monkeypatch.setattr("kontinuum.discovery.zone.MAX_BYTES", 1000)
+    zone = ZoneSource("edge-paris")
+    stream = zone.attach()
+    big = [
+        obj("Service", f"s{i}", {"spec": {"ports": [{"port": 80}]}}, version=str(i))
+        for i in range(3)
+    ]
+    sized = [ReceivedObject(o.name, o.version, o.kind, o.body, 400) for o in big]
+    refused = zone.apply(stream, sized, [])
+    assert refused == [
+        "Service/demo/s2: the zone would hold more than the 1000 bytes of objects it may"
+    ]
+    assert zone.objects == 2
+    # A changed object counts its new size, not both; a removal makes room.
+    again = ReceivedObject(sized[0].name, "9", "Service", sized[0].body, 500)
+    assert zone.apply(stream, [again], []) == []
+    assert zone.apply(stream, [sized[2]], ["Service/demo/s1"]) == []
+    assert zone.objects == 2
