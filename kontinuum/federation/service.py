@@ -130,6 +130,9 @@ class FederationService:
         # What GlobalToZone streams sent each zone (by site), since the global started.
         self.sent: dict[str, PublisherStats] = {}
         self.subscribed: Counter[str] = Counter()  # GlobalToZone streams open, by site
+        # The newest GlobalToZone stream of each zone (its wake event): one per zone, as
+        # ZoneToGlobal; an older one (its link was cut unnoticed, say) ends at its next wake.
+        self._subscriptions: dict[str, asyncio.Event] = {}
         # Since when (Unix time) a zone's GlobalToZone stream has a response it has not
         # answered, or a change not sent yet; absent while it holds everything it was sent.
         self.behind_since: dict[str, float] = {}
@@ -261,6 +264,10 @@ class FederationService:
         publisher.connect(dict(first.initial_resource_versions))
         wake = asyncio.Event()
         wake.set()
+        replaced = self._subscriptions.get(site)
+        self._subscriptions[site] = wake
+        if replaced is not None:
+            replaced.set()
         self.feed.follow(wake, publisher)
         self.subscribed[site] += 1
         log.info(
@@ -286,6 +293,10 @@ class FederationService:
                 wake.clear()
                 if reader.done():
                     break
+                if self._subscriptions.get(site) is not wake:
+                    await context.abort(
+                        grpc.StatusCode.ABORTED, "another subscription of the zone replaced it"
+                    )
                 if peer.expires_at is not None and time.time() >= peer.expires_at:
                     await context.abort(
                         grpc.StatusCode.UNAUTHENTICATED,
@@ -309,6 +320,8 @@ class FederationService:
         finally:
             reader.cancel()
             self.feed.leave(wake)
+            if self._subscriptions.get(site) is wake:
+                del self._subscriptions[site]
             self.subscribed[site] -= 1
             if not self.subscribed[site]:
                 self.behind_since.pop(site, None)

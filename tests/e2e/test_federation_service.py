@@ -393,3 +393,23 @@ async def test_a_zone_subscribes_to_the_fleet_and_is_sent_only_what_differs(
             break
         await asyncio.sleep(0.05)
     assert served.service.lag(served.zone, sent_at + 5) == 0
+
+
+async def test_a_newer_subscription_of_a_zone_ends_the_older_one(served: Global) -> None:
+    feed = served.service.feed
+    feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    older = subscribe(served, credentials, "edge-paris")
+    await older.write(subscription)
+    assert [r.name for r in (await older.read()).resources] == ["fleet/ClusterProfile/fleet/eu"]
+    # The zone redials (its link was cut, say): one subscription per zone, as one stream.
+    newer = subscribe(served, credentials, "edge-paris")
+    await newer.write(subscription)
+    assert [r.name for r in (await newer.read()).resources] == ["fleet/ClusterProfile/fleet/eu"]
+    error = await refusal(older)
+    assert error.code() is grpc.StatusCode.ABORTED
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 1)
+    newer.cancel()
