@@ -11,7 +11,6 @@
   snapshot JSON of the site without services, saying whether the global holds it stale, so
   that a site going stale and back costs one resource, not its every service. A zone is
   sent every site's but its own.
-  site's but its own.
 
 Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
 deterministically. A change costs what it changes: a site whose snapshot is the same
