@@ -247,6 +247,34 @@ async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
             backend.stop()
 
 
+async def connect_the_zone(found: Federation) -> None:
+    """Start edge-paris's zone and wait until the global has it connected."""
+    found.zone.start()
+    await until(
+        lambda: found.global_.metric("kontinuum_federation_zone_connected", {"zone": "edge-paris"}),
+        "the real zone connected",
+        60,
+        found.logs,
+    )
+
+
+async def impostor_of(found: Federation) -> Process:
+    """A zone process claiming edge-paris with the certificate of zone-other."""
+    other = await asyncio.to_thread(
+        issue, found.ca, found.root / "zone-other", "other", "kontinuum-system", "zone-other"
+    )
+    return found.zone_process(other)
+
+
+async def until_refused(found: Federation, impostor: Process) -> None:
+    await until(
+        lambda: found.global_.metric("kontinuum_federation_refused_total", {"reason": "identity"}),
+        "the impostor refused",
+        30,
+        (*found.logs, impostor.log),
+    )
+
+
 @contextlib.contextmanager
 def running(process: Process) -> Iterator[Process]:
     process.start()
@@ -360,24 +388,10 @@ async def test_a_zone_claiming_another_site_is_refused_and_counted(
 ) -> None:
     found = federation
     global_, logs = found.global_, found.logs
-    found.zone.start()
-    await until(
-        lambda: global_.metric("kontinuum_federation_zone_connected", {"zone": "edge-paris"}),
-        "the real zone connected",
-        60,
-        logs,
-    )
-    other = await asyncio.to_thread(
-        issue, found.ca, found.root / "zone-other", "other", "kontinuum-system", "zone-other"
-    )
-    impostor = found.zone_process(other)
+    await connect_the_zone(found)
+    impostor = await impostor_of(found)
     with running(impostor):
-        await until(
-            lambda: global_.metric("kontinuum_federation_refused_total", {"reason": "identity"}),
-            "the impostor refused",
-            30,
-            (*logs, impostor.log),
-        )
+        await until_refused(found, impostor)
         await until(
             lambda: "PERMISSION_DENIED" in impostor.log.read_text(),
             "the impostor told why",

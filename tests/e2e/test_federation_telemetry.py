@@ -14,13 +14,19 @@ import yaml
 from dashboards.rules import rules
 from tests.e2e.test_federation import (  # noqa: F401 (the fixture)
     Federation,
+    connect_the_zone,
     federation,
-    issue,
+    impostor_of,
     running,
     until,
+    until_refused,
 )
-from tests.e2e.test_telemetry import panel_queries, values
-from tests.support.prometheus import Prometheus, find_prometheus
+from tests.e2e.test_telemetry import (  # noqa: F401 (the fixture)
+    panel_queries,
+    prometheus_binary,
+    values,
+)
+from tests.support.prometheus import Prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -51,30 +57,15 @@ def _scraping(tmp_path: Path, admin: str) -> Path:
 async def test_the_zones_row_has_data_and_a_lost_zone_fires_its_alert(
     federation: Federation,  # noqa: F811
     tmp_path: Path,
+    prometheus_binary: str,  # noqa: F811 (installed, or the test fails saying how)
 ) -> None:
-    if find_prometheus() is None:
-        pytest.fail("prometheus is not installed: run scripts/system-deps.sh", pytrace=False)
     found = federation
     global_, logs = found.global_, found.logs
-    found.zone.start()
-    await until(
-        lambda: global_.metric("kontinuum_federation_zone_connected", {"zone": "edge-paris"}),
-        "the zone connected",
-        60,
-        logs,
-    )
+    await connect_the_zone(found)
     # A refusal, for the panel of refused zones.
-    other = await asyncio.to_thread(
-        issue, found.ca, found.root / "zone-other", "other", "kontinuum-system", "zone-other"
-    )
-    impostor = found.zone_process(other)
+    impostor = await impostor_of(found)
     with running(impostor):
-        await until(
-            lambda: global_.metric("kontinuum_federation_refused_total", {"reason": "identity"}),
-            "the impostor refused",
-            30,
-            (*logs, impostor.log),
-        )
+        await until_refused(found, impostor)
     queries = [q for q in panel_queries() if q[:3] in ZONE_PANELS]
     assert {q[:3] for q in queries} == ZONE_PANELS
     with Prometheus(_scraping(tmp_path, global_.admin), tmp_path / "prometheus") as prometheus:

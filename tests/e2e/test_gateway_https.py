@@ -20,24 +20,18 @@ from tests.e2e.backends import Backend, Reply, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.test_gateways import _service
 from tests.e2e.test_routing import documented
-from tests.support.fleet import cluster_profile
+from tests.support.fleet import cluster_profile, ingress_gateway
 from tests.support.net import free_port
 from tests.support.server_certs import ServerCertificate, TestCa, tls_secret
 
 pytestmark = pytest.mark.e2e
 
-REDIRECTS = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: demo
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - {name: web, port: PORT, protocol: HTTP}
----
+REDIRECTS = (
+    ingress_gateway(
+        """  - {name: web, port: PORT, protocol: HTTP}
+"""
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: redirects, namespace: demo}
@@ -59,6 +53,7 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /https-same-host}}]
     filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
 """
+)
 
 
 @pytest.fixture
@@ -121,17 +116,9 @@ async def test_a_redirect_keeps_the_listener_port_unless_its_scheme_or_port_says
         assert reply.headers["location"] == location, (path, host)
 
 
-HTTPS = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: demo
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - name: a
+HTTPS = (
+    ingress_gateway(
+        """  - name: a
     port: PORT
     protocol: HTTPS
     hostname: a.example.com
@@ -146,7 +133,9 @@ spec:
     protocol: HTTPS
     hostname: c.example.com
     tls: {certificateRefs: [{name: no-such-cert}]}
----
+"""
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: front, namespace: demo}
@@ -160,6 +149,7 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /plain}}]
     filters: [{type: RequestRedirect, requestRedirect: {scheme: http, hostname: example.org}}]
 """
+)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from tests.e2e.envoy import Envoy
 from tests.e2e.test_gateway_https import HTTPS, _https_get, _until_served
 from tests.e2e.test_gateways import _service
 from tests.e2e.test_xds_security import HOUR, certificate_tls
-from tests.support.fleet import cluster_profile, fast, rewrite
+from tests.support.fleet import cluster_profile, fast, ingress_gateway, rewrite
 from tests.support.net import free_port
 from tests.support.security import (
     Credentials,
@@ -52,18 +52,12 @@ REFUSAL = (
     f"identity {WEB} may not run HTTPS Gateway demo/front: that takes service account "
     "'front' of namespace 'demo'"
 )
-HTTP_ONLY = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: demo
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - {name: web, port: PORT, protocol: HTTP}
----
+HTTP_ONLY = (
+    ingress_gateway(
+        """  - {name: web, port: PORT, protocol: HTTP}
+"""
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: front, namespace: demo}
@@ -72,6 +66,7 @@ spec:
   rules:
   - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
 """
+)
 
 
 @dataclass(frozen=True)

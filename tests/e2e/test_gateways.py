@@ -16,7 +16,7 @@ from kontinuum.bootstrap import envoy_bootstrap, proxy_metadata
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import ServeFleet, StartEnvoy
 from tests.e2e.netns import FleetNetwork
-from tests.support.fleet import cluster_profile
+from tests.support.fleet import cluster_profile, ingress_gateway
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -157,18 +157,12 @@ def test_clusters_on_separate_networks_meet_only_through_east_west_gateways(
     assert status == 404
 
 
-GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: demo
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - {name: web, port: PORT, protocol: HTTP, hostname: www.example.com}
----
+GATEWAY = (
+    ingress_gateway(
+        """  - {name: web, port: PORT, protocol: HTTP, hostname: www.example.com}
+"""
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: front, namespace: demo}
@@ -179,6 +173,7 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /hello}}]
     backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
 """
+)
 
 
 @pytest.fixture
@@ -240,18 +235,12 @@ async def _until_ok(url: str, host: str) -> tuple[int, str]:
     return answer
 
 
-ACROSS_ROUTES = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: demo
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - {name: web, port: PORT, protocol: HTTP}
----
+ACROSS_ROUTES = (
+    ingress_gateway(
+        """  - {name: web, port: PORT, protocol: HTTP}
+"""
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: exact, namespace: demo}
@@ -272,6 +261,7 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /one/more}}, {path: {type: PathPrefix, value: /}}]
     backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: two, port: 80}]
 """
+)
 
 
 async def test_routes_of_one_listener_each_serve_their_own_hostnames(
@@ -323,24 +313,19 @@ async def test_routes_of_one_listener_each_serve_their_own_hostnames(
         assert answer == wanted, (host, path, headers)
 
 
-SELECTING_GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: front
-  namespace: infra
-  labels: {kontinuum.io/cluster: eu-central}
-spec:
-  gatewayClassName: kontinuum
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners:
-  - name: web
+SELECTING_GATEWAY = (
+    ingress_gateway(
+        """  - name: web
     port: PORT
     protocol: HTTP
     allowedRoutes:
       namespaces:
         from: Selector
         selector: {matchLabels: {gateway-access: front}}
----
+""",
+        namespace="infra",
+    )
+    + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: hello, namespace: demo}
@@ -349,6 +334,7 @@ spec:
   rules:
   - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]
 """
+)
 
 
 def _namespace(labels: str) -> str:

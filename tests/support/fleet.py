@@ -50,3 +50,19 @@ def load_into(mesh: Mesh, path: Path) -> None:
     fleet, errors = load_fleet(path)
     assert errors == [], errors
     mesh.apply(fleet)
+
+
+def ingress_gateway(listeners: str, namespace: str = "demo", name: str = "front") -> str:
+    """An ingress Gateway of eu-central listening on 127.0.0.1 with `listeners` (YAML list
+    items, indented two spaces), as the end-to-end gateway tests declare it."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{kontinuum.io/cluster: eu-central}}
+spec:
+  gatewayClassName: kontinuum
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+{listeners}"""
