@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from kontinuum.control.model import SiteSnapshot
@@ -53,6 +54,8 @@ MAX_DECLARED_BYTES: Final = MAX_MESSAGE_BYTES - 64 * 1024
 # `system_version_info` of a response that leaves more to send: before a stream's first
 # complete response, the global holds back what it received (it is not the whole site).
 PARTIAL: Final = "partial"
+# A NACK's `error_detail.code`: google.rpc.Code INVALID_ARGUMENT.
+_INVALID_ARGUMENT: Final = 3
 # One object's JSON: far above a real Service or EndpointSlice (an EndpointSlice holds at
 # most 1,000 endpoints, about 300 KB), far below a message.
 MAX_OBJECT_BYTES: Final = 1024 * 1024
@@ -76,6 +79,12 @@ class SiteObject:
     @property
     def size(self) -> int:
         return len(self.message.json)
+
+
+def nack(request: discovery_pb2.DeltaDiscoveryRequest, detail: str) -> None:
+    """Make `request` the NACK of its response, saying `detail`."""
+    request.error_detail.code = _INVALID_ARGUMENT
+    request.error_detail.message = detail
 
 
 def resource_name(kind: str, namespace: str, name: str) -> str:

@@ -45,6 +45,7 @@ from kontinuum.federation.objects import (
     ZONE_TO_GLOBAL,
     ObjectError,
     declarable,
+    nack,
     received_object,
     received_site_state,
     zone_service_account,
@@ -74,7 +75,6 @@ _OPTIONS: Final = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 ]
-_INVALID_ARGUMENT: Final = 3  # google.rpc.Code, in a NACK's error_detail
 
 
 class NotReadyError(Exception):
@@ -340,8 +340,7 @@ class FederationService:
             type_url=TYPE_URL, response_nonce=response.nonce
         )
         if response.type_url != TYPE_URL:  # nothing of it applies
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = f"type {shown(response.type_url)} is not {TYPE_URL}"
+            nack(request, f"type {shown(response.type_url)} is not {TYPE_URL}")
             return request
         refused: list[str] = []
         objects: list[ReceivedObject] = []
@@ -374,8 +373,7 @@ class FederationService:
         if refused:
             detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
             log.warning("zone %s: %s", source.cluster, detail)
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = detail
+            nack(request, detail)
         return request
 
 
