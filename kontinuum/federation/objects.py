@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
+from kontinuum.discovery.zone_store import ReceivedObject
 from kontinuum.federation.v1.federation_pb2 import (
     DESCRIPTOR,
     KubeObject,
@@ -79,6 +80,10 @@ class SiteObject:
     @property
     def size(self) -> int:
         return len(self.message.json)
+
+    def received(self) -> ReceivedObject:
+        """This object as a zone's source takes it."""
+        return ReceivedObject(self.name, self.version, self.kind, self.body, self.size)
 
 
 def nack(request: discovery_pb2.DeltaDiscoveryRequest, detail: str) -> None:

@@ -367,7 +367,7 @@ class FederationService:
             except ObjectError as error:
                 refused.append(f"{shown(resource.name)}: {error}")
                 continue
-            objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body, obj.size))
+            objects.append(obj.received())
         partial = response.system_version_info == PARTIAL
         refused += source.apply(stream, objects, list(response.removed_resources), partial, state)
         if refused:
