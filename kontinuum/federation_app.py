@@ -107,7 +107,6 @@ class LocalSite:
         self.source = ZoneSource(site)
         self._stream = self.source.attach()
         self._versions: dict[str, str] = {}
-        self._problems: list[str] = []
 
     def __call__(self, objects: list[SiteObject]) -> None:
         changed = [o.received() for o in objects if self._versions.get(o.name) != o.version]
