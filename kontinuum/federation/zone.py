@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kube_watch import Backoff
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
-from kontinuum.discovery.static import directory_changes, read_documents
+from kontinuum.discovery.static import FileKey, directory_changes, file_key, read_documents
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
@@ -156,7 +155,7 @@ class SiteFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         # path -> (its key when read, its objects, its problems)
-        self._files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]] = {}
+        self._files: dict[str, tuple[FileKey, list[SiteObject], list[str]]] = {}
 
     def read(self) -> tuple[list[SiteObject], list[str]]:
         """Every object of the files, and a line per file or object left out (see
@@ -168,11 +167,7 @@ class SiteFiles:
             return self._merged(self._files, [problem])
         files = {}
         for path in paths:
-            try:
-                found = os.stat(path)
-                key = (found.st_mtime_ns, found.st_size, found.st_ino)
-            except OSError:
-                key = (0, 0, 0)  # gone meanwhile: read, which says so
+            key = file_key(path) or (0, 0, 0)  # gone meanwhile: read, which says so
             cached = self._files.get(path)
             if cached is None or cached[0] != key or key == (0, 0, 0):
                 errors: list[ConfigError] = []
@@ -196,7 +191,7 @@ class SiteFiles:
 
     def _merged(
         self,
-        files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]],
+        files: dict[str, tuple[FileKey, list[SiteObject], list[str]]],
         problems: list[str],
     ) -> tuple[list[SiteObject], list[str]]:
         merged: dict[str, SiteObject] = {}
