@@ -161,8 +161,6 @@ def zone(
     the site's objects (then only what changes) and, with --xds-address, serve the site's
     proxies from the site and what the global sends of the fleet (docs/federation.md).
     """
-    from datetime import timedelta
-
     from kontinuum.cli_options import setup_logging
     from kontinuum.cli_security import serve_security
     from kontinuum.control.model import DnsAccess, KubernetesAccess
@@ -171,6 +169,7 @@ def zone(
     from kontinuum.errors import OperatorError
     from kontinuum.federation.zone import CredentialsError, ZoneSettings, channel_credentials
     from kontinuum.federation_app import ZoneServing, run_zone
+    from kontinuum.security.workload import DEFAULT_VALIDITY
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
@@ -209,7 +208,7 @@ def zone(
             plaintext_xds,
             None,
             tuple(xds_server_name or ()),
-            timedelta(hours=1),
+            DEFAULT_VALIDITY,  # as `kontinuum serve` by default
         )
         serving = ZoneServing(
             xds_address, security, state_dir or default_state_dir(), prometheus_sd_file

@@ -33,7 +33,7 @@ from kontinuum.app import (
 )
 from kontinuum.bootstrap import split_address
 from kontinuum.discovery.aggregate import Aggregator, Debounce
-from kontinuum.discovery.zone import ReceivedObject, ZoneSource
+from kontinuum.discovery.zone import ZoneSource
 from kontinuum.errors import operator_listen_error
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import SiteObject
@@ -107,14 +107,9 @@ class LocalSite:
         self.source = ZoneSource(site)
         self._stream = self.source.attach()
         self._versions: dict[str, str] = {}
-        self._problems: list[str] = []
 
     def __call__(self, objects: list[SiteObject]) -> None:
-        changed = [
-            ReceivedObject(o.name, o.version, o.kind, o.body, o.size)
-            for o in objects
-            if self._versions.get(o.name) != o.version
-        ]
+        changed = [o.received() for o in objects if self._versions.get(o.name) != o.version]
         current = {o.name: o.version for o in objects}
         removed = [name for name in self._versions if name not in current]
         problems = self.source.apply(self._stream, changed, removed)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
+
+from kontinuum.discovery.replace_file import TEMPORARY_PREFIX, replace_file
 
 log = logging.getLogger("kontinuum.discovery.last_good")
 
@@ -39,7 +39,7 @@ class LastGoodFiles:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             for path in self.directory.rglob("*"):
-                if path.is_file() and not path.name.startswith(".tmp-"):
+                if path.is_file() and not path.name.startswith(TEMPORARY_PREFIX):
                     name = path.relative_to(self.directory).as_posix()
                     self._digests[name] = _digest(path.read_bytes())
         except OSError as error:
@@ -72,15 +72,7 @@ class LastGoodFiles:
         # xfs, btrfs). A copy found empty is not used (`load`).
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-            try:
-                with os.fdopen(descriptor, "wb") as file:
-                    file.write(content)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            replace_file(target, content)
         except OSError as error:
             log.warning("cannot store the last good version of %s: %s", name, error)
             return

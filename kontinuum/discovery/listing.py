@@ -13,7 +13,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def yaml_files(directory: str | Path) -> list[str]:
-    # scandir knows a plain file's type from the listing: one stat per file, in _file_key.
+    # scandir knows a plain file's type from the listing: one stat per file, in file_key.
     # Plain strings: a Path per file, hashed and compared, cost more than the stat. A link
     # that leads nowhere is listed too, so that it is an error rather than a silence.
     with os.scandir(directory) as entries:

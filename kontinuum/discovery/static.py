@@ -128,7 +128,8 @@ def _unfinished(content: bytes | None, key: FileKey | None) -> bool:
     return 0 <= time.time_ns() - key[0] < SETTLE_SECONDS * 1e9  # not if dated in the future
 
 
-def _file_key(path: str) -> FileKey | None:
+def file_key(path: str) -> FileKey | None:
+    """The key of the file at `path` as it is now, or None when it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -410,7 +411,7 @@ class FleetReader:
             and path not in self._changed
         ):
             return last  # inotify named the files that changed: not this one
-        key = _file_key(path)
+        key = file_key(path)
         if last is not None and key is not None and last.key == key:
             return last
         name = os.path.relpath(path, self.root).replace(os.sep, "/")

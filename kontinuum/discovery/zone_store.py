@@ -18,12 +18,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from kontinuum.discovery.replace_file import replace_file
 
 log = logging.getLogger("kontinuum.discovery.zone_store")
 
@@ -118,12 +118,5 @@ class ZoneObjects:
             "kind": obj.kind,
             "body": obj.body,
         }
-        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        try:
-            with os.fdopen(descriptor, "w") as file:  # mkstemp makes it 0600
-                json.dump(content, file, separators=(",", ":"))
-            os.replace(temporary, self.path(obj.name))
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        encoded = json.dumps(content, separators=(",", ":")).encode()
+        replace_file(self.path(obj.name), encoded)

@@ -44,6 +44,7 @@ from kontinuum.federation.objects import (
     PARTIAL,
     ZONE_RESOURCE_TYPE_URL,
     declarable,
+    nack,
     version_of,
 )
 from kontinuum.federation.v1.federation_pb2 import ZoneResource
@@ -53,7 +54,6 @@ log = logging.getLogger("kontinuum.federation.fleet_copy")
 
 FORMAT: Final = 1
 STATE_FILE: Final = "global.json"
-_INVALID_ARGUMENT: Final = 3
 
 
 @dataclass(slots=True)
@@ -191,8 +191,7 @@ class FleetCopy:
             type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=response.nonce
         )
         if response.type_url != ZONE_RESOURCE_TYPE_URL:
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = f"type {shown(response.type_url)} is not ours"
+            nack(request, f"type {shown(response.type_url)} is not ours")
             return request
         if not self.stats.subscribed:  # a stream's first response
             self.stats.subscribed = True
@@ -242,8 +241,7 @@ class FleetCopy:
         if refused:
             detail = cut(f"{len(refused)} resource(s) refused: " + "; ".join(refused))
             log.warning("%s", detail)
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = detail
+            nack(request, detail)
         return request
 
     def _drop_undeclared(self) -> None:

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
+from kontinuum.discovery.zone_store import ReceivedObject
 from kontinuum.federation.v1.federation_pb2 import (
     DESCRIPTOR,
     KubeObject,
@@ -53,6 +55,8 @@ MAX_DECLARED_BYTES: Final = MAX_MESSAGE_BYTES - 64 * 1024
 # `system_version_info` of a response that leaves more to send: before a stream's first
 # complete response, the global holds back what it received (it is not the whole site).
 PARTIAL: Final = "partial"
+# A NACK's `error_detail.code`: google.rpc.Code INVALID_ARGUMENT.
+_INVALID_ARGUMENT: Final = 3
 # One object's JSON: far above a real Service or EndpointSlice (an EndpointSlice holds at
 # most 1,000 endpoints, about 300 KB), far below a message.
 MAX_OBJECT_BYTES: Final = 1024 * 1024
@@ -76,6 +80,16 @@ class SiteObject:
     @property
     def size(self) -> int:
         return len(self.message.json)
+
+    def received(self) -> ReceivedObject:
+        """This object as a zone's source takes it."""
+        return ReceivedObject(self.name, self.version, self.kind, self.body, self.size)
+
+
+def nack(request: discovery_pb2.DeltaDiscoveryRequest, detail: str) -> None:
+    """Make `request` the NACK of its response, saying `detail`."""
+    request.error_detail.code = _INVALID_ARGUMENT
+    request.error_detail.message = detail
 
 
 def resource_name(kind: str, namespace: str, name: str) -> str:

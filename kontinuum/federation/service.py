@@ -45,6 +45,7 @@ from kontinuum.federation.objects import (
     ZONE_TO_GLOBAL,
     ObjectError,
     declarable,
+    nack,
     received_object,
     received_site_state,
     zone_service_account,
@@ -74,7 +75,6 @@ _OPTIONS: Final = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 ]
-_INVALID_ARGUMENT: Final = 3  # google.rpc.Code, in a NACK's error_detail
 
 
 class NotReadyError(Exception):
@@ -187,21 +187,43 @@ class FederationService:
             )
         return source, peer
 
+    async def _admitted(
+        self, context: grpc.aio.ServicerContext[Any, Any], what: str
+    ) -> tuple[ZoneSource, Peer] | None:
+        """`_admit`, or the stream aborted saying why not (None); `what`: the stream's kind
+        in the log."""
+        try:
+            return self._admit(context)
+        except NotReadyError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except _RefusedError as refused:
+            self.refused[refused.reason] += 1
+            log.warning("refused a zone %s from %s: %s", what, context.peer(), cut(refused))
+            await context.abort(refused.code, cut(refused))
+        return None
+
+    def _revoked(self, source: ZoneSource, peer: Peer) -> tuple[grpc.StatusCode, str] | None:
+        """Why an admitted stream ends now (its status and reason): its certificate expired,
+        or its site is no longer declared as a zone; None while neither."""
+        if peer.expires_at is not None and time.time() >= peer.expires_at:
+            return grpc.StatusCode.UNAUTHENTICATED, (
+                "its certificate expired: reconnect with a new one"
+            )
+        if self._zone_of(source.cluster) is not source:
+            return grpc.StatusCode.PERMISSION_DENIED, (
+                f"site {source.cluster} is no longer declared as a zone"
+            )
+        return None
+
     async def _zone_to_global(
         self,
         responses: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
-        try:
-            source, peer = self._admit(context)
-        except NotReadyError as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        admitted = await self._admitted(context, "stream")
+        if admitted is None:
             return
-        except _RefusedError as refused:
-            self.refused[refused.reason] += 1
-            log.warning("refused a zone stream from %s: %s", context.peer(), cut(refused))
-            await context.abort(refused.code, cut(refused))
-            return
+        source, peer = admitted
         declared = declarable(source.held())
         stream = source.attach(declared.keys())
         log.info("zone %s connected from %s", source.cluster, context.peer())
@@ -213,12 +235,9 @@ class FederationService:
                 initial_resource_versions=declared,
             )
             async for response in responses:
-                if peer.expires_at is not None and time.time() >= peer.expires_at:
-                    reason = "its certificate expired: reconnect with a new one"
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-                if self._zone_of(source.cluster) is not source:
-                    reason = f"site {source.cluster} is no longer declared as a zone"
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+                if revoked := self._revoked(source, peer):
+                    reason = revoked[1]
+                    await context.abort(*revoked)
                 yield self._take(source, stream, response)
         except SupersededError:
             reason = "another stream of the zone replaced it"
@@ -238,16 +257,10 @@ class FederationService:
         """Send the zone what it needs of the fleet: only what differs from what it holds
         (its first request's `initial_resource_versions`), then each change, one response
         in flight at a time."""
-        try:
-            source, peer = self._admit(context)
-        except NotReadyError as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        admitted = await self._admitted(context, "subscription")
+        if admitted is None:
             return
-        except _RefusedError as refused:
-            self.refused[refused.reason] += 1
-            log.warning("refused a zone subscription from %s: %s", context.peer(), cut(refused))
-            await context.abort(refused.code, cut(refused))
-            return
+        source, peer = admitted
         site = source.cluster
         first = await anext(aiter(requests), None)
         if first is None:
@@ -297,16 +310,8 @@ class FederationService:
                     await context.abort(
                         grpc.StatusCode.ABORTED, "another subscription of the zone replaced it"
                     )
-                if peer.expires_at is not None and time.time() >= peer.expires_at:
-                    await context.abort(
-                        grpc.StatusCode.UNAUTHENTICATED,
-                        "its certificate expired: reconnect with a new one",
-                    )
-                if self._zone_of(site) is not source:
-                    await context.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"site {site} is no longer declared as a zone",
-                    )
+                if revoked := self._revoked(source, peer):
+                    await context.abort(*revoked)
                 if publisher.unanswered:
                     continue  # its answer wakes this again
                 publisher.publish_mapping(self.feed.catalog.for_zone(site))
@@ -335,8 +340,7 @@ class FederationService:
             type_url=TYPE_URL, response_nonce=response.nonce
         )
         if response.type_url != TYPE_URL:  # nothing of it applies
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = f"type {shown(response.type_url)} is not {TYPE_URL}"
+            nack(request, f"type {shown(response.type_url)} is not {TYPE_URL}")
             return request
         refused: list[str] = []
         objects: list[ReceivedObject] = []
@@ -363,14 +367,13 @@ class FederationService:
             except ObjectError as error:
                 refused.append(f"{shown(resource.name)}: {error}")
                 continue
-            objects.append(ReceivedObject(obj.name, obj.version, obj.kind, obj.body, obj.size))
+            objects.append(obj.received())
         partial = response.system_version_info == PARTIAL
         refused += source.apply(stream, objects, list(response.removed_resources), partial, state)
         if refused:
             detail = cut(f"{len(refused)} object(s) refused: " + "; ".join(refused))
             log.warning("zone %s: %s", source.cluster, detail)
-            request.error_detail.code = _INVALID_ARGUMENT
-            request.error_detail.message = detail
+            nack(request, detail)
         return request
 
 

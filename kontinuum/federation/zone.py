@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from kontinuum.discovery.dns import DnsSource
 from kontinuum.discovery.kube_watch import Backoff
 from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
-from kontinuum.discovery.static import directory_changes, read_documents
+from kontinuum.discovery.static import FileKey, directory_changes, file_key, read_documents
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
@@ -143,6 +142,9 @@ def site_objects(documents: Iterable[Document]) -> tuple[list[SiteObject], list[
     return list(objects.values()), problems
 
 
+_FileRead = tuple[FileKey, list[SiteObject], list[str]]  # its key when read, objects, problems
+
+
 class SiteFiles:
     """The site's YAML files (in a directory, sorted): only the files that changed since
     the last `read` (by modification time, size and inode) are read and hashed again, so a
@@ -155,8 +157,7 @@ class SiteFiles:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        # path -> (its key when read, its objects, its problems)
-        self._files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]] = {}
+        self._files: dict[str, _FileRead] = {}
 
     def read(self) -> tuple[list[SiteObject], list[str]]:
         """Every object of the files, and a line per file or object left out (see
@@ -168,35 +169,36 @@ class SiteFiles:
             return self._merged(self._files, [problem])
         files = {}
         for path in paths:
-            try:
-                found = os.stat(path)
-                key = (found.st_mtime_ns, found.st_size, found.st_ino)
-            except OSError:
-                key = (0, 0, 0)  # gone meanwhile: read, which says so
+            key = file_key(path) or (0, 0, 0)  # gone meanwhile: read, which says so
             cached = self._files.get(path)
             if cached is None or cached[0] != key or key == (0, 0, 0):
-                errors: list[ConfigError] = []
-                name = str(Path(path).relative_to(self.directory))
-                objects, problems = site_objects(read_documents(path, name, errors))
-                problems = [str(error) for error in errors] + problems
-                emptied = key[1] == 0 and cached is not None and bool(cached[1])
-                if emptied:
-                    problems.append(f"{name}: suddenly empty (a write caught halfway?)")
-                # A file that cannot be read whole (a YAML error) or was emptied is held; an
-                # object of a kind not published is only left out.
-                if (errors or emptied) and cached is not None and cached[1]:
-                    # Its last good objects stay, under this read's key: read again only
-                    # when the file changes again.
-                    kept = f"{name}: its last good version ({len(cached[1])} objects) stays"
-                    objects, problems = cached[1], [*problems, kept]
-                cached = (key, objects, problems)
+                cached = self._read(path, key, cached)
             files[path] = cached
         self._files = files
         return self._merged(files, [])
 
+    def _read(self, path: str, key: FileKey, cached: _FileRead | None) -> _FileRead:
+        """The file at `path` read anew (its key, objects and problems); `cached`: what it
+        held when last read, if it was."""
+        errors: list[ConfigError] = []
+        name = str(Path(path).relative_to(self.directory))
+        objects, problems = site_objects(read_documents(path, name, errors))
+        problems = [str(error) for error in errors] + problems
+        emptied = key[1] == 0 and cached is not None and bool(cached[1])
+        if emptied:
+            problems.append(f"{name}: suddenly empty (a write caught halfway?)")
+        # A file that cannot be read whole (a YAML error) or was emptied is held; an
+        # object of a kind not published is only left out.
+        if (errors or emptied) and cached is not None and cached[1]:
+            # Its last good objects stay, under this read's key: read again only when the
+            # file changes again.
+            kept = f"{name}: its last good version ({len(cached[1])} objects) stays"
+            objects, problems = cached[1], [*problems, kept]
+        return (key, objects, problems)
+
     def _merged(
         self,
-        files: dict[str, tuple[tuple[int, int, int], list[SiteObject], list[str]]],
+        files: dict[str, _FileRead],
         problems: list[str],
     ) -> tuple[list[SiteObject], list[str]]:
         merged: dict[str, SiteObject] = {}
