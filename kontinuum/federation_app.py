@@ -32,6 +32,7 @@ from kontinuum.app import (
     serving,
 )
 from kontinuum.bootstrap import split_address
+from kontinuum.control.model import Fleet
 from kontinuum.discovery.aggregate import Aggregator, Debounce
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.errors import operator_listen_error
@@ -77,9 +78,9 @@ async def federation_server(fleet: RunningFleet) -> AsyncIterator[None]:
     service = FederationService(FleetAuthenticator(security.ca), zone_of(fleet.aggregator))
     aggregator = fleet.aggregator
 
-    def distribute(applied: object) -> None:
+    def distribute(applied: Fleet) -> None:
         bodies = [body for config in aggregator.configs() for body in config.bodies]
-        service.feed.update(bodies, getattr(applied, "snapshots", ()))
+        service.feed.update(bodies, applied.snapshots)
 
     fleet.on_applied.append(distribute)
     if aggregator.synced.is_set():
