@@ -509,23 +509,25 @@ def named_services(config: RoutingConfig, routes: Iterable[Route] = ()) -> froze
     return frozenset(keys)
 
 
+def _accepted_listeners(gateway: Gateway, plane: ServicePlane) -> frozenset[str]:
+    """The names of the listeners of `gateway` that routes may attach to."""
+    if plane.site(gateway.cluster) is None or gateway.east_west:
+        return frozenset()
+    conflicts = protocol_conflicts(gateway)
+    return frozenset(
+        listener.name
+        for listener in gateway.listeners
+        if listener_condition(listener).status == "True" and listener.name not in conflicts
+    )
+
+
 def bind_routes(
     config: RoutingConfig, plane: ServicePlane, grants: Iterable[Grant] = ()
 ) -> RouteBinding:
     """What the routing config means for this plane and these grants, with every status."""
     grants = tuple(grants)
     gateways = {(g.namespace, g.name): g for g in config.gateways}
-    accepted = {
-        key: frozenset(
-            listener.name
-            for listener in g.listeners
-            if plane.site(g.cluster) is not None
-            and not g.east_west
-            and listener_condition(listener).status == "True"
-            and listener.name not in protocol_conflicts(g)
-        )
-        for key, g in gateways.items()
-    }
+    accepted = {key: _accepted_listeners(g, plane) for key, g in gateways.items()}
     namespaces = {ns.name: ns.labels for ns in config.namespaces}
     attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
     routes: list[BoundRoute] = []
