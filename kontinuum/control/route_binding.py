@@ -83,7 +83,7 @@ from kontinuum.control.gateway_binding import (
 )
 from kontinuum.control.gateway_fields import regex_problem
 from kontinuum.control.label_selectors import Labels, namespace_labels, selects
-from kontinuum.control.model import Grant
+from kontinuum.control.model import Grant, reference_granted
 from kontinuum.control.plane import Condition, PlaneService, ServiceKey, ServicePlane
 from kontinuum.control.routing import (
     GATEWAY_GROUP,
@@ -259,14 +259,7 @@ def is_consumer_route(route: Route) -> bool:
 
 
 def _route_granted(route: Route, ref: BackendRef, kind: str, grants: tuple[Grant, ...]) -> bool:
-    return any(
-        g.from_kind == route.kind
-        and g.to_kind == kind
-        and g.provider == ref.namespace
-        and g.consumer == route.namespace
-        and g.service in (None, ref.name)
-        for g in grants
-    )
+    return reference_granted(grants, route.kind, route.namespace, kind, ref.namespace, ref.name)
 
 
 def _resolve(
