@@ -34,6 +34,7 @@ from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
+from kontinuum.control.cross_serving import route_key
 from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing import (
     Gateway,
@@ -77,14 +78,10 @@ def _owner(domain: str, listeners: Sequence[GatewayListener]) -> str | None:
     return max(matching, key=hostname_specificity)
 
 
-def _identity(bound: BoundRoute) -> tuple[str, str, str]:
-    return (bound.route.kind, bound.route.namespace, bound.route.name)
-
-
 def _rank(
     ranks: Mapping[tuple[str, str, str], tuple[int, int]], bound: BoundRoute
 ) -> tuple[int, int]:
-    return ranks[_identity(bound)]
+    return ranks[route_key(bound.route)]
 
 
 def _domain_order(domain: str) -> tuple[int, int, str]:
@@ -102,7 +99,7 @@ def _serving(
         matching = [h for h in hosts if hostname_covers(h, domain)]
         if not matching:
             continue
-        key = _identity(bound)
+        key = route_key(bound.route)
         best = max(hosts[h] for h in matching)
         if key not in serving or serving[key][1] < best:
             serving[key] = (bound, best)
