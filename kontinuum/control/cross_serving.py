@@ -57,7 +57,8 @@ def _overlap(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
     return any(intersect_hostnames(x, (y,)) for x in a for y in b)
 
 
-def _age(route: Route) -> tuple[float, str]:
+def route_age(route: Route) -> tuple[float, str]:
+    """Older first, then by namespace/name: how the Gateway API breaks ties between routes."""
     created = route.created.timestamp() if route.created else float("inf")
     # "{namespace}/{name}" as one string, as the API orders routes: `a-b/x` before `a/x`.
     return (created, f"{route.namespace}/{route.name}")
@@ -95,7 +96,7 @@ def cross_serving_conflicts(
 def _oldest_first(routes: Sequence[Route]) -> list[Route]:
     """Each route once (two parentRefs may name one listener), the oldest first."""
     unique = {route_key(route): route for route in routes}
-    return sorted(unique.values(), key=_age)
+    return sorted(unique.values(), key=route_age)
 
 
 ServicePortKey = tuple[str, str, str, int]

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from kontinuum.control.model import Grant
+from kontinuum.control.model import Grant, reference_granted
 from kontinuum.control.objects import ObjectReader
 from kontinuum.control.plane import Condition
 from kontinuum.control.routing import CORE_GROUP, Gateway, GatewayListener, TlsSecret
@@ -141,14 +141,7 @@ def read_secret(obj: ObjectReader) -> TlsSecret:
 
 
 def _granted(gateway: Gateway, namespace: str, name: str, grants: Iterable[Grant]) -> bool:
-    return any(
-        g.provider == namespace
-        and g.consumer == gateway.namespace
-        and g.from_kind == "Gateway"
-        and g.to_kind == "Secret"
-        and g.service in (None, name)
-        for g in grants
-    )
+    return reference_granted(grants, "Gateway", gateway.namespace, "Secret", namespace, name)
 
 
 def listener_certificates(

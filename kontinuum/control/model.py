@@ -8,7 +8,7 @@ comparisons of whole snapshots are cheap equality checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -235,6 +235,26 @@ class Grant:
     # `kontinuum.io/service-accounts` annotation): every proxy of `consumer` sees the
     # service, only these identities pass its inbound authorization. Empty: all of them.
     service_accounts: tuple[str, ...] = ()
+
+
+def reference_granted(
+    grants: Iterable[Grant],
+    from_kind: str,
+    from_namespace: str,
+    to_kind: str,
+    to_namespace: str,
+    to_name: str,
+) -> bool:
+    """Whether a ReferenceGrant lets objects of `from_kind` in `from_namespace` name the
+    `to_kind` `to_name` of `to_namespace` (the Gateway API's cross-namespace references)."""
+    return any(
+        g.from_kind == from_kind
+        and g.to_kind == to_kind
+        and g.provider == to_namespace
+        and g.consumer == from_namespace
+        and g.service in (None, to_name)
+        for g in grants
+    )
 
 
 def grant_order(grant: Grant) -> tuple[str, str, str, str, str, tuple[str, ...]]:

@@ -22,12 +22,13 @@ Routes, per parentRef, condition `Accepted`:
   where both serve a hostname, the older keeps it (the other, left with no listener,
   `HostnameConflict`); on a Service port that both of one namespace attach to, the
   GRPCRoutes apply (the HTTPRoute, left with no port, `Conflicted`).
-- Then `UnsupportedValue` when the route holds what kontinuum cannot serve: a regular
-  expression that Python's `re` rejects or that uses what RE2 (Envoy's dialect) lacks
-  (lookaround, backreferences, atomic groups, possessive quantifiers, conditionals, comments,
-  inline flags other than i, m, s); a `CORS` or `ExternalAuth` filter; a backendRef filter
-  other than `RequestHeaderModifier` / `ResponseHeaderModifier` (those two are served: they
-  apply to the requests sent to that backend only).
+- Then `UnsupportedValue` when the route holds what kontinuum cannot serve
+  (`unsupported_routes`): a regular expression that Python's `re` rejects or that uses what
+  RE2 (Envoy's dialect) lacks (lookaround, backreferences, atomic groups, possessive
+  quantifiers, conditionals, comments, inline flags other than i, m, s); a `CORS` or
+  `ExternalAuth` filter; a backendRef filter other than `RequestHeaderModifier` /
+  `ResponseHeaderModifier` (those two are served: they apply to the requests sent to that
+  backend only).
 
 Condition `ResolvedRefs` is about the route's references, so it is the same for every parent;
 False with the reason of the first problem, and every problem in the message:
@@ -81,28 +82,25 @@ from kontinuum.control.gateway_binding import (
     plane_services,
     protocol_conflicts,
 )
-from kontinuum.control.gateway_fields import regex_problem
 from kontinuum.control.label_selectors import Labels, namespace_labels, selects
-from kontinuum.control.model import Grant
+from kontinuum.control.model import Grant, reference_granted
 from kontinuum.control.plane import Condition, PlaneService, ServiceKey, ServicePlane
 from kontinuum.control.routing import (
     GATEWAY_GROUP,
     MCS_GROUP,
     BackendRef,
     ExtensionRef,
-    Filter,
     Gateway,
     GatewayListener,
-    HeaderModifier,
     ParentRef,
     RequestMirror,
     RequestRedirect,
     Route,
     RouteRule,
     RoutingConfig,
-    UnsupportedFilter,
     intersect_hostnames,
 )
+from kontinuum.control.unsupported_routes import unsupported as route_unsupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,51 +188,6 @@ class RouteBinding:
     gateway_statuses: tuple[GatewayStatus, ...] = ()
 
 
-# --- what kontinuum cannot serve ------------------------------------------------------------
-
-
-def _regexes(route: Route) -> Iterable[tuple[str, str]]:
-    """The (field path, pattern) of every regular expression of a route."""
-    for i, rule in enumerate(route.rules):
-        for j, match in enumerate(rule.matches):
-            at = f"spec.rules[{i}].matches[{j}]"
-            if match.path and match.path.type == "RegularExpression":
-                yield f"{at}.path.value", match.path.value
-            for k, header in enumerate(match.headers):
-                if header.type == "RegularExpression":
-                    yield f"{at}.headers[{k}].value", header.value
-            for k, param in enumerate(match.query_params):
-                if param.type == "RegularExpression":
-                    yield f"{at}.queryParams[{k}].value", param.value
-            grpc = match.grpc
-            if grpc and grpc.type == "RegularExpression":
-                for part, value in (("service", grpc.service), ("method", grpc.method)):
-                    if value is not None:
-                        yield f"{at}.method.{part}", value
-
-
-def _filter_type(f: Filter) -> str:
-    """The Gateway API type of a filter other than a header modifier (classes are so named)."""
-    return f.type if isinstance(f, UnsupportedFilter) else type(f).__name__
-
-
-def _unsupported(route: Route) -> list[str]:
-    found = [f"{at}: {problem}" for at, v in _regexes(route) if (problem := regex_problem(v))]
-    for i, rule in enumerate(route.rules):
-        for j, f in enumerate(rule.filters):
-            if isinstance(f, UnsupportedFilter):
-                found.append(f"spec.rules[{i}].filters[{j}]: {f.type} filters are not supported")
-        for j, backend in enumerate(rule.backends):
-            for k, f in enumerate(backend.filters):
-                if not isinstance(f, HeaderModifier):
-                    found.append(
-                        f"spec.rules[{i}].backendRefs[{j}].filters[{k}]: a backendRef's filters "
-                        f"may only be RequestHeaderModifier or ResponseHeaderModifier, not "
-                        f"{_filter_type(f)}"
-                    )
-    return found
-
-
 # --- references ------------------------------------------------------------------------------
 
 
@@ -259,14 +212,7 @@ def is_consumer_route(route: Route) -> bool:
 
 
 def _route_granted(route: Route, ref: BackendRef, kind: str, grants: tuple[Grant, ...]) -> bool:
-    return any(
-        g.from_kind == route.kind
-        and g.to_kind == kind
-        and g.provider == ref.namespace
-        and g.consumer == route.namespace
-        and g.service in (None, ref.name)
-        for g in grants
-    )
+    return reference_granted(grants, route.kind, route.namespace, kind, ref.namespace, ref.name)
 
 
 def _resolve(
@@ -509,23 +455,25 @@ def named_services(config: RoutingConfig, routes: Iterable[Route] = ()) -> froze
     return frozenset(keys)
 
 
+def _accepted_listeners(gateway: Gateway, plane: ServicePlane) -> frozenset[str]:
+    """The names of the listeners of `gateway` that routes may attach to."""
+    if plane.site(gateway.cluster) is None or gateway.east_west:
+        return frozenset()
+    conflicts = protocol_conflicts(gateway)
+    return frozenset(
+        listener.name
+        for listener in gateway.listeners
+        if listener_condition(listener).status == "True" and listener.name not in conflicts
+    )
+
+
 def bind_routes(
     config: RoutingConfig, plane: ServicePlane, grants: Iterable[Grant] = ()
 ) -> RouteBinding:
     """What the routing config means for this plane and these grants, with every status."""
     grants = tuple(grants)
     gateways = {(g.namespace, g.name): g for g in config.gateways}
-    accepted = {
-        key: frozenset(
-            listener.name
-            for listener in g.listeners
-            if plane.site(g.cluster) is not None
-            and not g.east_west
-            and listener_condition(listener).status == "True"
-            and listener.name not in protocol_conflicts(g)
-        )
-        for key, g in gateways.items()
-    }
+    accepted = {key: _accepted_listeners(g, plane) for key, g in gateways.items()}
     namespaces = {ns.name: ns.labels for ns in config.namespaces}
     attached: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
     routes: list[BoundRoute] = []
@@ -540,30 +488,36 @@ def bind_routes(
         )
 
     found_parents = [[find(route, ref) for ref in route.parents] for route in config.routes]
+    unsupported_by_route = [route_unsupported(route) for route in config.routes]
     conflicts = cross_serving_conflicts(
         (found.gateway, listener, route)
-        for route, founds in zip(config.routes, found_parents, strict=True)
-        if not _unsupported(route)
+        for route, founds, unsupported in zip(
+            config.routes, found_parents, unsupported_by_route, strict=True
+        )
+        if not unsupported
         for found in founds
         if isinstance(found, BoundParent) and found.gateway is not None
         for listener in found.listeners
     )
     grpc_ports = mesh_grpc_ports(
         (route, found.ref.namespace, found.ref.name, port)
-        for route, founds in zip(config.routes, found_parents, strict=True)
-        if not _unsupported(route)
+        for route, founds, unsupported in zip(
+            config.routes, found_parents, unsupported_by_route, strict=True
+        )
+        if not unsupported
         for found in founds
         if isinstance(found, BoundParent)
         for port in found.ports
     )
-    for route, founds in zip(config.routes, found_parents, strict=True):
+    for route, founds, unsupported in zip(
+        config.routes, found_parents, unsupported_by_route, strict=True
+    ):
         rules, problems = _bind_rules(route, plane, grants)
         resolved = (
             Condition("ResolvedRefs", "False", problems[0][0], "; ".join(m for _, m in problems))
             if problems
             else Condition("ResolvedRefs", "True", "ResolvedRefs")
         )
-        unsupported = _unsupported(route)
         parents: list[BoundParent] = []
         parent_statuses: list[ParentStatus] = []
         for ref, found in zip(route.parents, founds, strict=True):

@@ -79,7 +79,7 @@ def admit(
         if gateway is None:
             raise PermissionError(f"no east-west Gateway is in force for cluster {cluster!r}")
         namespace, name = gateway
-        if (identity.namespace, identity.service_account) != (namespace, name):
+        if not _is_gateways_own(identity, namespace, name):
             raise PermissionError(
                 f"identity {identity} may not run the east-west gateway of cluster "
                 f"{cluster!r}: that takes service account {name!r} of namespace "
@@ -107,13 +107,19 @@ def ingress_refusal(identity: SpiffeId, namespace: str, gateway: str) -> str | N
     whose service account may read them, here only to the Gateway's own service account,
     the name it shares with the Gateway (as an east-west gateway's).
     """
-    if (identity.namespace, identity.service_account) == (namespace, gateway):
+    if _is_gateways_own(identity, namespace, gateway):
         return None
     return (
         f"identity {identity} may not run HTTPS Gateway {namespace}/{gateway}: that takes "
         f"service account {gateway!r} of namespace {namespace!r} (only the Gateway's own "
         "identity is given its listeners' TLS keys)"
     )
+
+
+def _is_gateways_own(identity: SpiffeId, namespace: str, gateway: str) -> bool:
+    """Whether `identity` is Gateway `namespace`/`gateway`'s own: its name as the service
+    account, in its namespace (what both east-west and HTTPS ingress gateways require)."""
+    return (identity.namespace, identity.service_account) == (namespace, gateway)
 
 
 def _may_run(key: ViewKey, identity: SpiffeId, terminates_tls: bool) -> None:

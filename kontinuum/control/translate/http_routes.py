@@ -49,6 +49,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
+from kontinuum.control.cross_serving import route_age
 from kontinuum.control.route_binding import BoundRoute, BoundRule, ResolvedBackend
 from kontinuum.control.routing import (
     GrpcMethodMatch,
@@ -364,15 +365,13 @@ def ranked_routes(
     ranked: list[RankedRoute] = []
     for bound in routes:
         route = bound.route
-        created = route.created.timestamp() if route.created else float("inf")
         host = hostname_rank(bound) if hostname_rank is not None else ()
+        age = route_age(route)
         for r, rule in enumerate(bound.rules):
             matches = rule.rule.matches or (RouteMatch(),)
             for m, match in enumerate(matches):
                 name = f"{route.namespace}/{route.name}/rule/{r}/match/{m}"
-                # "{namespace}/{name}" as one string, as the API orders routes on a tie:
-                # `a-b/x` goes before `a/x`.
-                rank = (host, match_rank(match), created, f"{route.namespace}/{route.name}", r, m)
+                rank = (host, match_rank(match), *age, r, m)
                 envoy_rule = envoy_route(name, route.kind, rule, match, clusters, retries=retries)
                 ranked.append(RankedRoute(rank, envoy_rule))
     return [r.route for r in sorted(ranked, key=lambda r: r.rank)]

@@ -34,6 +34,7 @@ from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
+from kontinuum.control.cross_serving import route_key
 from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing import (
     Gateway,
@@ -77,19 +78,32 @@ def _owner(domain: str, listeners: Sequence[GatewayListener]) -> str | None:
     return max(matching, key=hostname_specificity)
 
 
-def _identity(bound: BoundRoute) -> tuple[str, str, str]:
-    return (bound.route.kind, bound.route.namespace, bound.route.name)
-
-
 def _rank(
     ranks: Mapping[tuple[str, str, str], tuple[int, int]], bound: BoundRoute
 ) -> tuple[int, int]:
-    return ranks[_identity(bound)]
+    return ranks[route_key(bound.route)]
 
 
 def _domain_order(domain: str) -> tuple[int, int, str]:
     kind, length = hostname_specificity(domain)
     return (-kind, -length, domain)
+
+
+def _serving(
+    domain: str, attached: Sequence[tuple[BoundRoute, dict[str, tuple[int, int]]]]
+) -> dict[tuple[str, str, str], tuple[BoundRoute, tuple[int, int]]]:
+    """The routes among `attached` (those of `domain`'s listeners) with a hostname matching
+    `domain`, each with the specificity of its most specific such hostname."""
+    serving: dict[tuple[str, str, str], tuple[BoundRoute, tuple[int, int]]] = {}
+    for bound, hosts in attached:
+        matching = [h for h in hosts if hostname_covers(h, domain)]
+        if not matching:
+            continue
+        key = route_key(bound.route)
+        best = max(hosts[h] for h in matching)
+        if key not in serving or serving[key][1] < best:
+            serving[key] = (bound, best)
+    return serving
 
 
 def port_virtual_hosts(
@@ -99,24 +113,16 @@ def port_virtual_hosts(
     clusters: http_routes.BackendCluster,
 ) -> list[Any]:
     """The virtual hosts of `listeners` (all on one port): one per hostname."""
-    attached = {li.name: _route_hostnames(gateway, li, routes) for li in listeners}
+    # The attached routes of the listeners of each hostname, in listener order.
+    by_hostname: dict[str | None, list[tuple[BoundRoute, dict[str, tuple[int, int]]]]] = {}
+    for listener in listeners:
+        found = _route_hostnames(gateway, listener, routes)
+        by_hostname.setdefault(listener.hostname, []).extend(found)
     domains = {li.hostname or CATCH_ALL for li in listeners}
-    domains.update(h for found in attached.values() for _, hosts in found for h in hosts)
+    domains.update(h for found in by_hostname.values() for _, hosts in found for h in hosts)
     vhosts = []
     for domain in sorted(domains, key=_domain_order):
-        owner = _owner(domain, listeners)
-        serving: dict[tuple[str, str, str], tuple[BoundRoute, tuple[int, int]]] = {}
-        for listener in listeners:
-            if listener.hostname != owner:
-                continue
-            for bound, hosts in attached[listener.name]:
-                matching = [h for h in hosts if hostname_covers(h, domain)]
-                if not matching:
-                    continue
-                key = _identity(bound)
-                best = max(hosts[h] for h in matching)
-                if key not in serving or serving[key][1] < best:
-                    serving[key] = (bound, best)
+        serving = _serving(domain, by_hostname[_owner(domain, listeners)])
         ranks = {key: (-kind, -length) for key, (_, (kind, length)) in serving.items()}
         vhost = rc.VirtualHost(name=f"{gateway.name}/{domain}", domains=[domain])
         vhost.routes.extend(
