@@ -39,12 +39,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kontinuum.claims import ViewKey, claim
+from kontinuum.control.cross_serving import route_key
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import visible_services
 from kontinuum.control.model import Fleet, ServiceRef
 from kontinuum.control.plane import PlaneService, ProxyView, ServiceKey, ServicePlane
 from kontinuum.control.plane_builder import PlaneBuilder
-from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
@@ -150,10 +150,6 @@ def _warn_if_not_own(name: str, key: ViewKey, identity: WorkloadIdentity) -> Non
             key.gateway,
             key.gateway,
         )
-
-
-def _route_key(bound: BoundRoute) -> tuple[str, str, str]:
-    return (bound.route.kind, bound.route.namespace, bound.route.name)
 
 
 @dataclass(slots=True)
@@ -265,11 +261,11 @@ class Mesh:
         }
         if self._routing is routing_before:
             return workspaces
-        old = {_route_key(b): b for b in routing_before.routes}
-        new = {_route_key(b): b for b in self._routing.routes}
-        for route_key in old.keys() | new.keys():
-            if old.get(route_key) != new.get(route_key):
-                for bound in (old.get(route_key), new.get(route_key)):
+        old = {route_key(b.route): b for b in routing_before.routes}
+        new = {route_key(b.route): b for b in self._routing.routes}
+        for key in old.keys() | new.keys():
+            if old.get(key) != new.get(key):
+                for bound in (old.get(key), new.get(key)):
                     if bound is not None:
                         workspaces.add(bound.route.namespace)
                         workspaces.update(
