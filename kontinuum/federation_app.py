@@ -151,6 +151,7 @@ async def run_zone(
         status=None,
         security=xds.security,
         debounce=Debounce(after=ZONE_DEBOUNCE),
+        site=options.site,
     )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
         fleet.registry.register(ZoneCollector(zone.publisher, copy))

@@ -524,3 +524,30 @@ def test_the_secrets_a_site_needs_are_those_its_listeners_resolve_with() -> None
     assert len(kept) == 2
     assert selected.gateway_statuses == everything.gateway_statuses
     assert selected.gateways == everything.gateways
+
+
+def test_a_zone_s_mesh_reports_the_gateways_of_its_own_site_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zone is not sent the Secrets of other sites' Gateways: their listeners cannot
+    resolve there, which is the global's to report, not the zone's."""
+    (tmp_path / "clusters" / "eu").mkdir(parents=True)
+    (tmp_path / "clusters" / "edge").mkdir(parents=True)
+    (tmp_path / "clusters.yaml").write_text(
+        cluster_profile("eu", "eu-central-1") + "---\n" + cluster_profile("edge", "eu-west-1")
+    )
+    edge = _https_gateway("front-edge", "missing-edge").replace(
+        "kontinuum.io/cluster: eu", "kontinuum.io/cluster: edge"
+    )
+    (tmp_path / "gateways.yaml").write_text(
+        _https_gateway("front-eu", "missing-eu") + "---\n" + edge
+    )
+    with caplog.at_level("WARNING", logger="kontinuum.mesh"):
+        load_into(Mesh(SnapshotCache(), site="edge"), tmp_path)
+    assert "no Secret demo/missing-edge" in caplog.text
+    assert "front-eu" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kontinuum.mesh"):
+        load_into(Mesh(SnapshotCache()), tmp_path)  # the global reports every site's
+    assert "no Secret demo/missing-edge" in caplog.text
+    assert "no Secret demo/missing-eu" in caplog.text
