@@ -46,6 +46,7 @@ from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService, Zone
 FLEET_PREFIX: Final = "fleet/"
 SITE_PREFIX: Final = "site/"
 SECRET_KIND: Final = "Secret"  # sent to the zones whose Gateways name it only
+_SECRETS: Final = f"{FLEET_PREFIX}{SECRET_KIND}/"
 
 _Parts = tuple[tuple[Service, ...], tuple[Endpoint, ...], tuple[ServiceExport, ...]]
 
@@ -196,16 +197,14 @@ class FleetCatalog:
         if (gateways, grants) != self._placement:  # the same objects compare by identity
             self._placement = (gateways, grants)
             named = {
-                site: frozenset(
-                    f"{FLEET_PREFIX}{SECRET_KIND}/{namespace}/{name}" for namespace, name in keys
-                )
+                site: frozenset(f"{_SECRETS}{namespace}/{name}" for namespace, name in keys)
                 for site, keys in secrets_by_site(gateways, grants).items()
             }
             for site in named.keys() | self._named.keys():
                 changed |= named.get(site, frozenset()) ^ self._named.get(site, frozenset())
             self._named = named
-        if not (changed or fleet_changed):
-            return changed
+        if not changed and not any(n.startswith(_SECRETS) for n in fleet_changed):
+            return changed  # no site's Secrets differ
         self.site_secrets = {
             site: {n: self._secrets[n] for n in names if n in self._secrets}
             for site, names in self._named.items()

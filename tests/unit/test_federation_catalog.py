@@ -392,3 +392,17 @@ def test_a_zone_is_sent_only_the_secrets_its_site_s_gateways_name(tmp_path: Path
     # A change elsewhere (a service of eu) leaves which zone gets which Secret as it was.
     changed = _update(catalog, [*PROFILES, *SECRETS, renamed, eu], eu_services=2)
     assert changed == {"site/eu/demo/svc-1"}
+
+
+def test_a_named_secret_is_sent_when_it_appears_and_again_when_renewed() -> None:
+    edge = _https_gateway("front", "edge", {"name": "edge-cert"})
+    catalog = FleetCatalog()
+    _update(catalog, [*PROFILES, edge])  # named, not there yet
+    assert _fleet_secrets(catalog.for_zone("edge")) == []
+    created = _secret("demo", "edge-cert")
+    assert "fleet/Secret/demo/edge-cert" in _update(catalog, [*PROFILES, edge, created])
+    first = catalog.for_zone("edge")["fleet/Secret/demo/edge-cert"]
+    renewed = {**created, "stringData": {"tls.crt": "renewed", "tls.key": "renewed"}}
+    assert "fleet/Secret/demo/edge-cert" in _update(catalog, [*PROFILES, edge, renewed])
+    assert catalog.for_zone("edge")["fleet/Secret/demo/edge-cert"].version != first.version
+    assert _fleet_secrets(catalog.for_zone("eu")) == []  # never another zone's
