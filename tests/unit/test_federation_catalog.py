@@ -406,3 +406,29 @@ def test_a_named_secret_is_sent_when_it_appears_and_again_when_renewed() -> None
     assert "fleet/Secret/demo/edge-cert" in _update(catalog, [*PROFILES, edge, renewed])
     assert catalog.for_zone("edge")["fleet/Secret/demo/edge-cert"].version != first.version
     assert _fleet_secrets(catalog.for_zone("eu")) == []  # never another zone's
+
+
+def test_a_zone_holding_secrets_it_is_no_longer_sent_drops_them_at_its_next_subscription(
+    tmp_path: Path,
+) -> None:
+    """A zone's copy kept from a global that sent every Secret to every zone."""
+    eu = _https_gateway("eu-front", "eu", {"name": "eu-cert"})
+    catalog = FleetCatalog()
+    _update(catalog, [*PROFILES, *SECRETS, eu])
+    copy = FleetCopy("edge", tmp_path)
+    before = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    # What the zone was sent before: every fleet-wide object, every Secret among them.
+    before.publish_mapping({**catalog.for_zone("edge"), **catalog.fleet})
+    before.connect(dict(copy.subscription().initial_resource_versions))
+    sync(before, copy)
+    assert len(_fleet_secrets(copy.resources)) == len(SECRETS)
+    copy.unsubscribed()
+
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect(dict(copy.subscription().initial_resource_versions))
+    assert sync(publisher, copy) == 0  # nothing to send: only removals
+    assert _fleet_secrets(copy.resources) == []
+    copy.save()
+    kept = json.loads((tmp_path / "global.json").read_text())["resources"]
+    assert _fleet_secrets(kept) == []
