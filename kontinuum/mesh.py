@@ -166,10 +166,16 @@ class Mesh:
     """Keeps the cache's views in step with the fleet the aggregator applies."""
 
     def __init__(
-        self, cache: SnapshotCache, certificates: WorkloadCertificates | None = None
+        self,
+        cache: SnapshotCache,
+        certificates: WorkloadCertificates | None = None,
+        site: str | None = None,
     ) -> None:
         self.cache = cache
         self.certificates = certificates
+        # A zone's own site: it logs the problems of that site's Gateways only (the global
+        # reports the others', and does not send the zone their Secrets). None: every site's.
+        self.site = site
         self.plane = ServicePlane()
         self.routing_state = RoutingState()
         self._planes = PlaneBuilder()
@@ -211,7 +217,7 @@ class Mesh:
             fleet, self.plane, None if change.everything else change.keys
         )
         if self.routing_state.binding is not self._reported:
-            self._report_status()
+            self._report_status(fleet)
         if change.everything:  # the sites may have changed
             for name, key in list(self._views.items()):
                 if self.plane.site(key.view.cluster) is None:
@@ -303,9 +309,15 @@ class Mesh:
         """What a view in use was resolved from (its role, cluster and workspace)."""
         return self._views.get(view)
 
-    def _report_status(self) -> None:
+    def _report_status(self, fleet: Fleet) -> None:
         """Log each route, Gateway or policy condition that newly went wrong, once."""
         binding = self._reported = self.routing_state.binding
+        if self.site is not None:
+            elsewhere = {
+                (g.namespace, g.name) for g in fleet.routing.gateways if g.cluster != self.site
+            }
+            own = [s for s in binding.gateway_statuses if (s.namespace, s.name) not in elsewhere]
+            binding = replace(binding, gateway_statuses=tuple(own))
         problems = {str(x) for x in status_lines(binding) if not x.ok}
         for problem in sorted(problems - self._problems):
             log.warning("%s", problem)
