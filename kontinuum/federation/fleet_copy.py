@@ -4,8 +4,12 @@ The zone subscribes as an xDS Delta client: a wildcard subscription whose
 `initial_resource_versions` name every resource it holds (so the global sends only what
 differs), then an ACK or a NACK per response nonce. A resource whose version is not the
 hash of its content, or whose content does not decode, is NACKed by name; the others apply.
-Until a stream's first response that is not partial, what it brings is held back from the
-mesh (the copy is not whole yet).
+A change the global splits into several responses (all but the last partial) applies whole
+when its last part arrives (`kontinuum.discovery.split_change`): the zone's proxies never
+see half of it (a route without the service it sends to), and the copy kept on disk holds
+whole changes only. A stream cut between the parts drops them; the next subscription names
+the versions of whole changes, and the global sends the change whole again. A stream's
+first view is such a change too: nothing reaches the mesh before it is whole.
 
 As a source, the copy yields the fleet's config (its fleet-wide objects parsed as the fleet
 files are, each site's access left out: at a zone, every other site comes through the
@@ -39,6 +43,7 @@ from kontinuum.control.model import FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.snapshot_codec import decode_snapshot
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.split_change import SplitChange
 from kontinuum.federation.catalog import FLEET_PREFIX, SITE_PREFIX
 from kontinuum.federation.objects import (
     PARTIAL,
@@ -51,6 +56,8 @@ from kontinuum.federation.v1.federation_pb2 import ZoneResource
 from kontinuum.xds.limits import cut, shown
 
 log = logging.getLogger("kontinuum.federation.fleet_copy")
+
+_Entry = tuple[str, ZoneResource, SiteSnapshot | None]  # version, message, its service
 
 FORMAT: Final = 1
 STATE_FILE: Final = "global.json"
@@ -91,6 +98,9 @@ class FleetCopy:
         self._dirty_sites: set[str] = set()
         self._unsaved = False
         self._status = SourceStatus(Health.STARTING, "waiting for the global")
+        # The change the global is sending in parts, held until whole: name -> its
+        # version, message and decoded service, or None for a removal.
+        self._change: SplitChange[_Entry] = SplitChange()
 
     @property
     def name(self) -> str:
@@ -165,8 +175,9 @@ class FleetCopy:
     # -- what the stream calls -------------------------------------------------------
 
     def subscription(self) -> discovery_pb2.DeltaDiscoveryRequest:
-        """A stream begins: its first request, naming what is held."""
+        """A stream begins: its first request, naming what is held (whole changes only)."""
         self._complete = False
+        self._forget_change()
         declared = declarable({n: v for n, (v, _) in self.resources.items()})
         self._declared, self._received = set(declared), set()
         return discovery_pb2.DeltaDiscoveryRequest(
@@ -179,6 +190,7 @@ class FleetCopy:
         """The stream ended (or never began)."""
         was, self.stats.subscribed = self.stats.subscribed, False
         self._complete = False
+        self._forget_change()
         if was:
             self._dirty_sites.update(self._sites())  # served stale now
             self._woken.set()
@@ -196,14 +208,10 @@ class FleetCopy:
         if not self.stats.subscribed:  # a stream's first response
             self.stats.subscribed = True
             self.stats.subscriptions += 1
-        refused: list[str] = []
         for name in response.removed_resources:
-            if self.resources.pop(name, None) is not None:
-                self._services.get(_site_of(name), {}).pop(name, None)
-                if _is_state(name):
-                    self._stale.pop(_site_of(name), None)
-                self._touch(name)
-                self.stats.removals_received += 1
+            if name in self.resources or name in self._change:
+                self._change.remove(name)
+        refused: list[str] = []
         for resource in response.resources:
             if not self._complete:
                 self._received.add(resource.name)
@@ -222,27 +230,47 @@ class FleetCopy:
             if problem:
                 refused.append(f"{shown(resource.name)}: {problem}")
                 continue
-            self.resources[resource.name] = (resource.version, message)
-            if service is not None and _is_state(resource.name):
-                self._stale[_site_of(resource.name)] = service.stale
-            elif service is not None:
-                self._services.setdefault(_site_of(resource.name), {})[resource.name] = service
-            self._touch(resource.name)
-            self.stats.resources_received += 1
+            self._change.set(resource.name, (resource.version, message, service))
         self.stats.refused += len(refused)
-        self.stats.last_sync = time.time()
         if response.system_version_info != PARTIAL:
-            if not self._complete:
-                self._drop_undeclared()
-                self._dirty_sites.update(self._sites())  # no longer stale
-            self._complete = self._whole = True
-        self._unsaved = True
-        self._woken.set()
+            self._apply_change()
         if refused:
             detail = cut(f"{len(refused)} resource(s) refused: " + "; ".join(refused))
             log.warning("%s", detail)
             nack(request, detail)
         return request
+
+    def _apply_change(self) -> None:
+        """The change is whole (its last part arrived): apply it at once."""
+        for name, entry in self._change.take():
+            if entry is None:
+                if self.resources.pop(name, None) is not None:
+                    self._services.get(_site_of(name), {}).pop(name, None)
+                    if _is_state(name):
+                        self._stale.pop(_site_of(name), None)
+                    self._touch(name)
+                    self.stats.removals_received += 1
+                continue
+            version, message, service = entry
+            self.resources[name] = (version, message)
+            if service is not None and _is_state(name):
+                self._stale[_site_of(name)] = service.stale
+            elif service is not None:
+                self._services.setdefault(_site_of(name), {})[name] = service
+            self._touch(name)
+            self.stats.resources_received += 1
+        self.stats.last_sync = time.time()
+        if not self._complete:
+            self._drop_undeclared()
+            self._dirty_sites.update(self._sites())  # no longer stale
+        self._complete = self._whole = True
+        self._unsaved = True
+        self._woken.set()
+
+    def _forget_change(self) -> None:
+        """The stream ended: the parts of a change it had sent do not apply."""
+        if dropped := self._change.discard():
+            log.info("dropped %d resource(s) of a change of the global cut off midway", dropped)
 
     def _drop_undeclared(self) -> None:
         """Drop what is held that the stream was neither told of nor sent."""
