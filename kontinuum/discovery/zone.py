@@ -105,6 +105,8 @@ class ZoneStats:
     removals_received: int = 0
     last_sync: float | None = None  # Unix time a response was last applied
     last_transition: float | None = None  # Unix time it last connected or disconnected
+    # Objects kept from before a restart dropped: their content did not hash to their version.
+    kept_altered: int = 0
 
 
 class ZoneView(ClusterView):
@@ -175,6 +177,7 @@ class ZoneSource:
         if self._streams == 0 and not self._objects:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
             self._bytes = sum(obj.size for obj in self._objects.values())
+            self.stats.kept_altered += store.altered
         self._store = store
 
     @property

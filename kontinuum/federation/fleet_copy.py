@@ -16,7 +16,10 @@ files are, each site's access left out: at a zone, every other site comes throug
 global) and a snapshot per other site, assembled from its services. Its first update comes
 once a first stream's view is whole, or at once from the last copy kept under the state
 directory (`global.json`, written whole to a temporary file and renamed), so that a zone
-restarted while cut off from the global still serves its proxies. While no stream is open,
+restarted while cut off from the global still serves its proxies. Each resource is kept
+with its version and checked against it when loaded: one whose content does not hash to it
+(the file altered or truncated in a way that still parses) is dropped and not named to the
+global, which sends it again. While no stream is open,
 the other sites' snapshots are served marked stale, as they last were (their endpoints stay:
 the zone has no newer word of them).
 """
@@ -27,8 +30,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from google.protobuf.message import DecodeError
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
+from kontinuum.discovery.replace_file import replace_file
 from kontinuum.discovery.snapshot_codec import decode_snapshot
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 from kontinuum.discovery.split_change import SplitChange
@@ -73,6 +75,8 @@ class CopyStats:
     removals_received: int = 0
     refused: int = 0
     last_sync: float | None = None
+    # Resources of the kept copy dropped at start: content not of their recorded version.
+    kept_altered: int = 0
 
 
 class FleetCopy:
@@ -112,47 +116,47 @@ class FleetCopy:
     # -- the copy kept on disk -------------------------------------------------------
 
     def load(self) -> None:
-        """Start from the copy kept under the state directory, if any (blocking)."""
+        """Start from the copy kept under the state directory, if any (blocking). A
+        resource whose content does not hash to its recorded version (the file altered or
+        truncated in a way that still parses) is dropped, and so not named to the global,
+        which sends it again; those are logged on one line and counted."""
         if self._path is None:
             return
         try:
             raw = json.loads(self._path.read_bytes())
             if raw.get("format") != FORMAT or raw.get("site") != self.site:
                 raise ValueError(f"not of format {FORMAT} for site {self.site}")
-            resources = {}
-            services: dict[str, dict[str, SiteSnapshot]] = {}
-            stale: dict[str, bool] = {}
-            for name, entry in raw["resources"].items():
-                message = ZoneResource.FromString(base64.b64decode(entry["message"]))
-                if version_of(message) != entry["version"]:
-                    raise ValueError(f"{name}: its version is not its content's")
-                problem, service = _content(str(name), message)
-                if problem:
-                    raise ValueError(f"{name}: {problem}")
-                resources[str(name)] = (str(entry["version"]), message)
-                if service is not None and _is_state(name):
-                    stale[_site_of(name)] = service.stale
-                elif service is not None:
-                    services.setdefault(_site_of(name), {})[name] = service
+            entries = raw["resources"].items()
         except FileNotFoundError:
             return
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RecursionError,
-            DecodeError,  # a message that is no protobuf: not a ValueError
-        ) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             log.warning("ignoring the kept copy of the global %s: %s", self._path, cut(error))
             return
-        self.resources = resources
-        self._services = services
-        self._stale = stale
+        altered: list[str] = []
+        for name, entry in entries:
+            kept = _kept_resource(str(name), entry)
+            if kept is None:
+                altered.append(str(name))
+                continue
+            version, message, service = kept
+            self.resources[str(name)] = (version, message)
+            if service is not None and _is_state(name):
+                self._stale[_site_of(name)] = service.stale
+            elif service is not None:
+                self._services.setdefault(_site_of(name), {})[name] = service
+        if altered:
+            self.stats.kept_altered += len(altered)
+            log.warning(
+                "dropping %d resource(s) of the kept copy of the global %s whose content does "
+                "not match their version (altered or truncated on disk): the global sends them "
+                "again: %s",
+                len(altered),
+                self._path,
+                cut(", ".join(sorted(altered))),
+            )
         self._whole = True
-        self._dirty_sites = set(services) | set(stale)
-        log.info("serving the kept copy of the global: %d resource(s)", len(resources))
+        self._dirty_sites = self._sites()
+        log.info("serving the kept copy of the global: %d resource(s)", len(self.resources))
 
     def save(self) -> None:
         """Write the copy whole, to a temporary file renamed into place (blocking)."""
@@ -165,10 +169,7 @@ class FleetCopy:
         content = json.dumps({"format": FORMAT, "site": self.site, "resources": entries})
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".global-")
-            with os.fdopen(fd, "w") as file:
-                file.write(content)
-            os.replace(temporary, self._path)
+            replace_file(self._path, content.encode())
         except OSError as error:
             log.warning("cannot keep the copy of the global in %s: %s", self._path, error)
 
@@ -349,6 +350,22 @@ class FleetCopy:
             exports=tuple(e for p in parts for e in p.exports),
             stale=stale or self._stale.get(site, False),
         )
+
+
+def _kept_resource(name: str, entry: object) -> _Entry | None:
+    """A resource of the kept copy, checked to be what its recorded version says; None
+    when it is not (or does not decode)."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        message = ZoneResource.FromString(base64.b64decode(entry["message"], validate=True))
+        version = entry["version"]
+        if not isinstance(version, str) or version_of(message) != version:
+            return None
+        problem, service = _content(name, message)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, DecodeError):
+        return None  # DecodeError: a message that is no protobuf, not a ValueError
+    return None if problem else (version, message, service)
 
 
 def _site_of(name: str) -> str:
