@@ -29,6 +29,8 @@ into the site's snapshot. No I/O here: the stream does it.
   `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
   disconnects, `stale_after` counting from when the zone's source went out of sync (a
   time in the future counts as now); when the zone removes it, the view is in sync again.
+- At a zone serving xDS, its own site is such a source too (`local`), fed by the zone as
+  it reads the site: stale the same way while the zone's source of it is out of sync.
 - One stream per zone: a new one takes over, and the one it replaced may apply nothing
   more (`SupersededError`).
 """
@@ -112,11 +114,12 @@ class ZoneStats:
 class ZoneView(ClusterView):
     """A `ClusterView` of a zone's objects, with status texts of a stream, not an API."""
 
-    def __init__(self, cluster: str, stale_after: float) -> None:
+    def __init__(self, cluster: str, stale_after: float, local: bool = False) -> None:
         super().__init__(cluster, stale_after)
         self.name = f"zone:{cluster}"
         self.reason = ""  # why the zone's stream ended; "" while connected
         self.reported = False  # out of sync because the zone said its own source is
+        self.local = local  # the zone's own site, as the zone itself serves it
 
     def _listing(self) -> str:
         return "waiting for its zone to connect"
@@ -133,6 +136,8 @@ class ZoneView(ClusterView):
         assert self._lost is not None
         since = datetime.fromtimestamp(self._lost[1], UTC).isoformat(timespec="seconds")
         since = since.replace("+00:00", "Z")
+        if self.local:
+            return f"the zone's own source of the site is out of sync since {since}"
         if not self.reported:
             return f"its zone is disconnected since {since} ({self.reason})"
         said = f"its zone says its own view of the site is out of sync since {since}"
@@ -142,11 +147,13 @@ class ZoneView(ClusterView):
 class ZoneSource:
     """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
 
-    def __init__(self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1) -> None:
+    def __init__(
+        self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1, local: bool = False
+    ) -> None:
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self._cluster = cluster
-        self._view = ZoneView(cluster, stale_after)
+        self._view = ZoneView(cluster, stale_after, local)
         self._objects: dict[str, ReceivedObject] = {}
         self._bytes = 0  # the objects' sizes, in all
         self._stream = 0  # the current stream's token; 0: none

@@ -40,7 +40,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
 from kontinuum.control.fleet_config import parse_fleet_config
-from kontinuum.control.model import FleetConfig, SiteSnapshot
+from kontinuum.control.model import FleetConfig, SiteAccess, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.discovery.replace_file import replace_file
 from kontinuum.discovery.snapshot_codec import decode_snapshot
@@ -86,6 +86,8 @@ class FleetCopy:
     def __init__(self, site: str, state_dir: Path | None = None) -> None:
         self.site = site
         self.resources: dict[str, tuple[str, ZoneResource]] = {}
+        # How the global reaches this zone's own site (its ClusterProfile: `stale-after`).
+        self.own_access: SiteAccess | None = None
         # each other site's services, decoded once: site -> name -> the service's snapshot
         self._services: dict[str, dict[str, SiteSnapshot]] = {}
         self._stale: dict[str, bool] = {}  # the sites the global holds stale (`site/<site>`)
@@ -337,6 +339,8 @@ class FleetCopy:
         config, errors = parse_fleet_config(documents)
         for error in errors:
             log.debug("a fleet-wide object of the global: %s", error)
+        own = next((site for site in config.sites if site.name == self.site), None)
+        self.own_access = own.access if own is not None else None
         sites = tuple(replace(site, access=None) for site in config.sites)
         return replace(config, sites=sites, bodies=tuple(bodies))
 
