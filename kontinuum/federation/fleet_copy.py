@@ -19,9 +19,9 @@ directory (`global.json`, written whole to a temporary file and renamed), so tha
 restarted while cut off from the global still serves its proxies. Each resource is kept
 with its version and checked against it when loaded: one whose content does not hash to it
 (the file altered or truncated in a way that still parses) is dropped and not named to the
-global, which sends it again. While no stream is open,
-the other sites' snapshots are served marked stale, as they last were (their endpoints stay:
-the zone has no newer word of them).
+global, which sends it again. While no stream is open, the other sites' snapshots are
+served marked stale, as they last were (their endpoints stay: the zone has no newer word
+of them).
 """
 
 from __future__ import annotations
