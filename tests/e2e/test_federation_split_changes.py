@@ -21,8 +21,14 @@ from kontinuum.control.model import (
     ServicePort,
     SiteSnapshot,
 )
+from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.federation.fleet_copy import STATE_FILE, FleetCopy
-from kontinuum.federation.objects import MAX_RESPONSE_BYTES, PARTIAL, site_object
+from kontinuum.federation.objects import (
+    MAX_RESPONSE_BYTES,
+    PARTIAL,
+    content_version,
+    site_object,
+)
 from kontinuum.federation.publisher import Publisher
 from tests.e2e.test_federation_service import (  # noqa: F401 (the fixture)
     Global,
@@ -148,8 +154,10 @@ def endpoints(name: str, address: str) -> Any:
 
 async def test_a_change_of_a_site_cut_off_between_its_parts_reaches_the_global_whole(
     served: Global,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     zone = served.zone
+    zone.keep(ZoneObjects(tmp_path, "edge-paris", content_version))
     credentials = served.credentials("zone-edge-paris", "edge-paris")
     publisher = Publisher()
     publisher.publish([service_object("a")])
@@ -172,6 +180,10 @@ async def test_a_change_of_a_site_cut_off_between_its_parts_reaches_the_global_w
     call.cancel()
     await eventually(lambda: not zone.stats.connected)
     assert zone.held() == whole
+    # Nor is any of it kept: once the source has taken the cut, the store holds the whole.
+    await eventually(lambda: "disconnected" in zone.status().detail)
+    kept = ZoneObjects(tmp_path, "edge-paris", content_version).load()
+    assert {o.name: o.version for o in kept} == whole
 
     # The zone redials: told the whole versions only, it sends the whole change again.
     again = served.open(credentials)
