@@ -34,6 +34,7 @@ from kontinuum.discovery.zone import ZoneSource
 from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
+from kontinuum.federation.objects import content_version
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -388,7 +389,7 @@ def _keeping_zones(factory: SourceFactory, state_dir: Path | None) -> SourceFact
     def build(cluster: str, access: SiteAccess) -> Source:
         source = factory(cluster, access)
         if isinstance(source, ZoneSource):
-            source.keep(ZoneObjects(state_dir, cluster))
+            source.keep(ZoneObjects(state_dir, cluster, content_version))
         return source
 
     return build

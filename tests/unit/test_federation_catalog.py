@@ -236,11 +236,13 @@ def test_a_kept_copy_that_does_not_decode_is_ignored_not_a_crash(tmp_path: Path)
     raw["resources"][name]["message"] = "/w=="
     kept.write_text(json.dumps(raw))
     restarted = FleetCopy("edge", tmp_path)
-    restarted.load()
-    assert restarted.resources == {}
+    restarted.load()  # that resource alone is dropped (the global sends it again)
+    assert restarted.resources.keys() == raw["resources"].keys() - {name}
+    assert restarted.stats.kept_altered == 1
     kept.write_text("[" * 100_000 + "]" * 100_000)
-    restarted.load()
-    assert restarted.resources == {}
+    again = FleetCopy("edge", tmp_path)
+    again.load()
+    assert again.resources == {}
 
 
 def test_a_copy_holding_more_than_a_message_can_name_resubscribes_and_resyncs() -> None:
