@@ -226,7 +226,8 @@ class FederationCollector(Collector):
         refused = CounterMetricFamily(
             "kontinuum_federation_refused",
             "Zone streams refused: unauthenticated (no certificate of the fleet CA), identity "
-            "(not zone-<site> of the site it names), undeclared (no site with source zone).",
+            "(not zone-<site> of the site it names), undeclared (no site with source zone), "
+            "issuer (issued by the zone CA of another site).",
             labels=["reason"],
         )
         for reason in REFUSED_REASONS:

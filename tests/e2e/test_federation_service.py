@@ -36,6 +36,7 @@ from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security import CertificateAuthority, SpiffeId
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
 from tests.support.net import eventually, free_port
+from tests.support.zone_ca import minted, zone_authority
 
 pytestmark = pytest.mark.e2e
 
@@ -134,6 +135,33 @@ async def test_a_zone_is_admitted_only_for_its_own_declared_site(
     assert says in (error.details() or "")
     assert served.service.refused[reason] == 1
     assert served.zone.stats.connections == 0
+
+
+async def test_a_zone_ca_s_certificate_publishes_its_own_site_only(served: Global) -> None:
+    """A zone's intermediate key signs, by hand, the identity of another zone: the handshake
+    accepts it (it chains to the root), the global refuses it for that site."""
+    _, other = zone_authority(served.ca, "other")
+    chain, key = minted(other, SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris")
+    error = await refusal(
+        served.open(grpc.ssl_channel_credentials(served.ca.trust_bundle_pem, key, chain))
+    )
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "issued by the zone CA of site 'other'" in (error.details() or "")
+    assert served.service.refused["issuer"] == 1
+    assert served.zone.stats.connections == 0
+    # Its own site's zone identity, issued by the zone's CA, is admitted.
+    zone, _ = zone_authority(served.ca, "edge-paris")
+    issued = zone.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", HOUR
+    )
+    call = served.open(
+        grpc.ssl_channel_credentials(
+            served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+        )
+    )
+    async with asyncio.timeout(10):
+        first = await call.read()
+    assert list(first.resource_names_subscribe) == ["*"]
 
 
 async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(
