@@ -441,3 +441,69 @@ async def test_a_newer_subscription_of_a_zone_ends_the_older_one(served: Global)
     assert error.code() is grpc.StatusCode.ABORTED
     await eventually(lambda: served.service.subscribed["edge-paris"] == 1)
     newer.cancel()
+
+
+@pytest.mark.parametrize(
+    ("issuer", "identity", "says"),
+    [
+        (
+            "fleet",
+            SpiffeId(TD, "demo", "web"),
+            "presents spiffe://cluster.local/ns/demo/sa/web, not the control plane's identity",
+        ),
+        (
+            "zone",
+            SpiffeId(TD, "kontinuum-system", "kontinuum"),
+            "issued by CN=kontinuum zone CA other,OU=other,O=cluster.local, not by the fleet's CA",
+        ),
+    ],
+)
+async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
+    served: Global,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    issuer: str,
+    identity: SpiffeId,
+    says: str,
+) -> None:
+    """A server on the global's address with a certificate the zone's roots accept for its
+    host, but without the control plane's identity (of the fleet's CA itself): the zone
+    logs and counts it, and never opens a stream to it."""
+    authority = served.ca if issuer == "fleet" else zone_authority(served.ca, "other")[0]
+    certificate = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+    impostor = FederationService(FleetAuthenticator(served.ca), served.zones.get)
+    address = f"127.0.0.1:{free_port()}"
+    server = await start_server(
+        impostor,
+        address,
+        grpc.ssl_server_credentials(
+            [(certificate.private_key_pem, certificate.certificate_chain_pem)],
+            root_certificates=served.ca.trust_bundle_pem,
+            require_client_auth=True,
+        ),
+    )
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    write_credentials(credentials, served.ca, HOUR)
+    zone = Zone(ZoneSettings("edge-paris", address, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: zone.global_check.refused >= 3, timeout=10, what="refused")
+        assert says in zone.global_check.problem
+        assert served.zone.stats.connections == 0
+        assert not zone.publisher.connected
+        assert f"refused the global: the global at {address}" in caplog.text
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await server.stop(0)
+    # The same zone dials the real global, which presents the control plane's identity.
+    zone = Zone(ZoneSettings("edge-paris", served.address, credentials, site))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        assert zone.global_check.refused == 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
