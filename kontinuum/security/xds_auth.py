@@ -55,10 +55,12 @@ def control_plane_identity(trust_domain: str) -> SpiffeId:
 
 def operator_identity(peer: Peer) -> bool:
     """Whether a caller may read the whole fleet's client status (CSDS): the operator
-    identity `ns/kontinuum-system/sa/operator`, or anyone on a plaintext (development)
-    port."""
+    identity `ns/kontinuum-system/sa/operator` issued by the fleet's CA (a zone's CA is
+    limited to its site), or anyone on a plaintext (development) port."""
     if peer.identity is None:
         return True
+    if ISSUING_SITE_CLAIM in peer.claims:
+        return False
     try:
         caller = SpiffeId.parse(peer.identity)
     except ValueError:

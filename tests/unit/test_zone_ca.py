@@ -22,7 +22,11 @@ from kontinuum.mesh import Mesh
 from kontinuum.security.ca import CaError, CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadCertificates
-from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
+from kontinuum.security.xds_auth import (
+    FleetAuthenticator,
+    ServerCertificate,
+    operator_identity,
+)
 from kontinuum.xds import Peer, SnapshotCache
 from tests.support.fleet import cluster_profile, load_into
 from tests.support.net import free_port
@@ -241,3 +245,11 @@ def test_write_zone_ca_is_the_layout_load_reads(
 ) -> None:
     write_zone_ca(fleet_ca.issue_zone_ca("edge-paris", HOUR), fleet_ca, tmp_path / "z")
     assert CertificateAuthority.load(tmp_path / "z", TD).site == "edge-paris"
+
+
+def test_an_operator_identity_a_zone_issued_reads_no_fleet_status() -> None:
+    operator = f"spiffe://{TD}/ns/kontinuum-system/sa/operator"
+    assert operator_identity(Peer("ipv4:127.0.0.1:1", operator, {"cluster": "eu"}))
+    assert not operator_identity(
+        Peer("ipv4:127.0.0.1:1", operator, {"cluster": "eu", "issuing_site": "eu"})
+    )
