@@ -307,6 +307,29 @@ def test_a_zone_s_xds_options_are_checked_before_it_runs(
     assert says in " ".join(done.stderr.split())
 
 
+def test_a_zone_refuses_the_intermediate_of_another_site(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    kontinuum("ca", "init", "--ca-dir", str(ca))
+    other = intermediate(ca, tmp_path / "other-ca", "other")
+    credentials = issue(
+        ca, tmp_path / "credentials", "edge-paris", "kontinuum-system", "zone-edge-paris"
+    )
+    (tmp_path / "site").mkdir()
+    done = subprocess.run(
+        [
+            *KONTINUUM, "zone", "--site", "edge-paris", "--global", "127.0.0.1:1",
+            "--credentials", str(credentials), "--config", str(tmp_path / "site"),
+            "--xds-address", "127.0.0.1:18000", "--ca-dir", str(other),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KONTINUUM_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "the zone CA of site other, not of edge-paris" in " ".join(done.stderr.split())
+
+
 async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_global_sent(
     tmp_path: Path,
 ) -> None:
