@@ -280,6 +280,7 @@ class FleetOptions:
     # more sources declaring the fleet, run as they are (a zone's site and its copy of the
     # global's fleet: `kontinuum.federation_app`)
     sources: tuple[Source, ...] = ()
+    site: str | None = None  # a zone's own site: the only one whose Gateways it reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,7 @@ async def running_fleet(
     certificates = (
         WorkloadCertificates(security.ca, security.workload_validity) if security else None
     )
-    mesh = Mesh(SnapshotCache(), certificates)
+    mesh = Mesh(SnapshotCache(), certificates, options.site)
     registry = CollectorRegistry()
     provider = tracer_provider(options.otlp_endpoint)
     pushes = PushTelemetry(PushMetrics(registry), provider)

@@ -80,7 +80,7 @@ async def federation_server(fleet: RunningFleet) -> AsyncIterator[None]:
 
     def distribute(applied: Fleet) -> None:
         bodies = [body for config in aggregator.configs() for body in config.bodies]
-        service.feed.update(bodies, applied.snapshots)
+        service.feed.update(bodies, applied.snapshots, applied.routing.gateways, applied.grants)
 
     fleet.on_applied.append(distribute)
     if aggregator.synced.is_set():
@@ -151,6 +151,7 @@ async def run_zone(
         status=None,
         security=xds.security,
         debounce=Debounce(after=ZONE_DEBOUNCE),
+        site=options.site,
     )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
         fleet.registry.register(ZoneCollector(zone.publisher, copy, zone.global_check))
