@@ -37,14 +37,13 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from kontinuum.bootstrap import split_address
 from kontinuum.security.ca import identity_of
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import control_plane_identity
-from kontinuum.security.zone_ca import zone_site
+from kontinuum.security.zone_ca import issued_by, zone_site
 
 log = logging.getLogger("kontinuum.zone")
 
@@ -110,7 +109,7 @@ def _check(address: str, credentials: Path, server_name: str) -> SpiffeId:
             f"{expected}"
         )
     issuers = [*x509.load_pem_x509_certificates(roots_pem), *own[1:]]
-    issuer = next((c for c in issuers if _issued_by(presented, c)), None)
+    issuer = next((c for c in issuers if issued_by(presented, c)), None)
     if issuer is None:
         raise GlobalIdentityError(
             f"the global at {address} presents {identity} issued by "
@@ -134,11 +133,3 @@ def _trust_domain(certificate: x509.Certificate) -> str:
         raise GlobalIdentityError(
             f"the zone's own certificate names no SPIFFE ID, so no trust domain: {error}"
         ) from None
-
-
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True

@@ -14,10 +14,9 @@ site's objects on the `ZoneToGlobal` stream, sending only what changed
 (`kontinuum.federation.publisher`). A response is sent once the previous one was
 answered, so a burst of changes goes out as one. Before each dial it checks that the
 global is the fleet's control plane (`kontinuum.federation.global_identity`). When the
-stream fails, it dials again
-after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate read again
-(renewed in place, it is the new one that connects); on reconnect the global says what it
-holds, and only what differs is sent.
+stream fails, it dials again after a backoff doubling from 0.5 s to 30 s (with jitter),
+with its certificate read again (renewed in place, it is the new one that connects); on
+reconnect the global says what it holds, and only what differs is sent.
 
 With a copy of the fleet (`kontinuum.federation.fleet_copy`), it also subscribes to
 `GlobalToZone` on a second stream of the same channel settings: the fleet-wide objects and

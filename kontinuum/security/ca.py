@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Final, TypeAlias, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -30,7 +29,13 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from kontinuum.control.objects import dns_subdomain
 from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
-from kontinuum.security.zone_ca import zone_ca_certificate, zone_identity, zone_site
+from kontinuum.security.zone_ca import (
+    issued_by,
+    leaf_issuing_site,
+    zone_ca_certificate,
+    zone_identity,
+    zone_site,
+)
 
 CaKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 CaPublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -104,14 +109,6 @@ def _spki(key: CertificatePublicKeyTypes) -> bytes:
 
 def _name(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string()
-
-
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
@@ -313,18 +310,18 @@ class CertificateAuthority:
             raise CaError(f"{key_file} is not the key of {_name(signer)} in {cert_file}")
         _check_trust_domain(cert_file, signer, trust_domain)
         if not cert_manager:
-            if not _issued_by(signer, signer):
+            if not issued_by(signer, signer):
                 raise CaError(
                     f"{cert_file} is not self-signed: put an intermediate CA in tls.crt and "
                     "tls.key, with its root in ca.crt"
                 )
             return cls(trust_domain, key, signer, roots=certificates)
-        chain = [c for c in certificates if not _issued_by(c, c)]  # tls.crt may end in the root
+        chain = [c for c in certificates if not issued_by(c, c)]  # tls.crt may end in the root
         if not chain:
             return cls(trust_domain, key, signer)
         for lower, upper in itertools.pairwise(chain):
             _check_authority(cert_file, upper, now)
-            if not _issued_by(lower, upper):
+            if not issued_by(lower, upper):
                 raise CaError(f"{cert_file}: {_name(lower)} is not issued by {_name(upper)}")
             if (site := zone_site(upper)) is not None:
                 raise CaError(
@@ -542,26 +539,11 @@ class CertificateAuthority:
             leaf, *presented = x509.load_pem_x509_certificates(certificate_chain_pem)
         except ValueError:
             raise CaError("not a PEM certificate") from None
-        if _issued_by(leaf, self._fleet_signer):
-            return None
-        moment = utc(now)
-        candidates = [*presented, *([self._signer] if self._site is not None else [])]
-        for issuer in candidates:
-            site = zone_site(issuer)
-            if site is None or not _issued_by(leaf, issuer):
-                continue
-            constraints = _extension(issuer, x509.BasicConstraints)
-            if constraints is None or constraints.path_length != 0:
-                raise CaError(f"the zone CA of site {site} is not limited to pathlen 0")
-            if not _issued_by(issuer, self._fleet_signer):
-                raise CaError(f"the zone CA of site {site} is not issued by this fleet's CA")
-            if not issuer.not_valid_before_utc <= moment <= issuer.not_valid_after_utc:
-                raise CaError(f"the zone CA of site {site} is not valid at {moment}")
-            return site
-        raise CaError(
-            "not issued by this fleet's CA nor by a zone CA it issued (another CA under the "
-            "same root?)"
-        )
+        own = [self._signer] if self._site is not None else []
+        try:
+            return leaf_issuing_site(leaf, [*presented, *own], self._fleet_signer, utc(now))
+        except ValueError as error:
+            raise CaError(str(error)) from None
 
     def verify(self, certificate_chain_pem: bytes, *, now: datetime | None = None) -> PeerIdentity:
         """Who a certificate chain (leaf first) names, if it chains to this CA's roots and is
@@ -588,7 +570,7 @@ class CertificateAuthority:
             (
                 site
                 for issuer in (*intermediates, self._signer)
-                if (site := zone_site(issuer)) is not None and _issued_by(leaf, issuer)
+                if (site := zone_site(issuer)) is not None and issued_by(leaf, issuer)
             ),
             None,
         )
@@ -601,7 +583,7 @@ def _roots_of(directory: Path, top: x509.Certificate, now: datetime) -> list[x50
     if not roots_file.exists():
         raise CaError(f"{roots_file} is missing: it holds the root of {_name(top)}")
     roots = _certificates(roots_file)
-    issuer = next((root for root in roots if _issued_by(top, root)), None)
+    issuer = next((root for root in roots if issued_by(top, root)), None)
     if issuer is None:
         raise CaError(
             f"the issuer of {_name(top)} ({top.issuer.rfc4514_string()}) is not in {roots_file}"

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -124,4 +125,41 @@ def zone_ca_certificate(
             critical=False,
         )
         .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `certificate` directly."""
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def leaf_issuing_site(
+    leaf: x509.Certificate,
+    candidates: list[x509.Certificate],
+    fleet_signer: x509.Certificate,
+    now: datetime,
+) -> str | None:
+    """Who issued `leaf`: `fleet_signer` (None), or the zone CA of a site among
+    `candidates` (the site), which `fleet_signer` issued and which issued the leaf
+    directly; ValueError when neither did."""
+    if issued_by(leaf, fleet_signer):
+        return None
+    for issuer in candidates:
+        site = zone_site(issuer)
+        if site is None or not issued_by(leaf, issuer):
+            continue
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if constraints.path_length != 0:
+            raise ValueError(f"the zone CA of site {site} is not limited to pathlen 0")
+        if not issued_by(issuer, fleet_signer):
+            raise ValueError(f"the zone CA of site {site} is not issued by this fleet's CA")
+        if not issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc:
+            raise ValueError(f"the zone CA of site {site} is not valid at {now}")
+        return site
+    raise ValueError(
+        "not issued by this fleet's CA nor by a zone CA it issued (another CA under the same root?)"
     )
