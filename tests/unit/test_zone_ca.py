@@ -140,6 +140,8 @@ def test_a_token_signed_by_a_zone_s_key_is_of_its_site(fleet_ca: CertificateAuth
     with pytest.raises(ValueError, match="not signed by this fleet's CA"):
         verify_token(fleet_ca, token)  # the global knows the root's key only
     assert verify_token(zone, token).cluster == "edge-paris"
+    with pytest.raises(CaError, match="signs tokens of cluster edge-paris only"):
+        issue_token(zone, WEB, "eu", HOUR)
 
 
 async def _authenticated(
