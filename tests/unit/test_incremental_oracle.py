@@ -46,7 +46,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluster_documents
 from kontinuum.control.fleet_config import parse_fleet_config
-from kontinuum.control.model import Fleet, SiteSnapshot
+from kontinuum.control.model import Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.mesh import Mesh
 from kontinuum.security.ca import CertificateAuthority
@@ -497,6 +497,9 @@ class IncrementalOracle(RuleBasedStateMachine):
         # sources hand it over), unless `fresh` asks for equal values that are new objects.
         self.parsed: dict[str, tuple[list[tuple[Key, Body]], SiteSnapshot]] = {}
         self.fresh = False
+        # The fleet-wide objects as last parsed, kept while their documents are unchanged
+        # (unless `fresh`), as the fleet files' source keeps them.
+        self.config: tuple[list[tuple[Key, Body]], FleetConfig] | None = None
         # Each document's objects as last read, reused while it is unchanged unless `whole`.
         self.read: dict[str, dict[Key, tuple[Body, list[ClusterObject]]]] = {}
         self.whole = False
@@ -512,11 +515,11 @@ class IncrementalOracle(RuleBasedStateMachine):
     def fleet(self) -> Fleet:
         """The documents read as `kontinuum serve` reads a fleet directory (errors aside:
         an invalid object is left out, as there)."""
-        docs = [
-            Document("fleet.yaml", body, i)
-            for i, (_, body) in enumerate(sorted(self.fleet_docs.items()), start=1)
-        ]
-        config, _ = parse_fleet_config(docs)
+        fleet_docs = sorted(self.fleet_docs.items())
+        if self.config is None or self.config[0] != fleet_docs or self.fresh:
+            docs = [Document("fleet.yaml", body, i) for i, (_, body) in enumerate(fleet_docs, 1)]
+            self.config = (copy.deepcopy(fleet_docs), parse_fleet_config(docs)[0])
+        config = self.config[1]
         snapshots = []
         for site in config.sites:
             objects = sorted(self.cluster_docs[site.name].items())
