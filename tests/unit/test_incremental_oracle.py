@@ -14,9 +14,12 @@ unknown backends; locality policies; east-west and ingress Gateways; clusters jo
 leaving, moving region or zone and changing network. A cluster whose objects did not change
 hands over the same SiteSnapshot object, as sources do; a changed one carries over the very
 objects of its unchanged documents (as the static source does) or builds them all again (as
-the Kubernetes source does); a resync hands over equal new ones.
+the Kubernetes source does); a resync hands over equal new ones. The fleet-wide objects,
+unchanged, are handed over as the same parsed objects too (as the fleet files' source
+does), so that the mesh's paths for a change that leaves the routing as it was are taken.
 Proxies of every role, cluster and namespace connect and go away as it goes (sidecars with
-and without an own inbound service, on two outbound ports); half the runs give the mesh
+and without an own inbound service, on two outbound ports, and proxyless gRPC clients);
+half the runs give the mesh
 workload certificates (SDS secrets, mTLS to endpoints, inbound RBAC from grants).
 
 After every step two references are built anew, and each resolves the views in use:
@@ -384,6 +387,7 @@ class Proxy:
     service: str | None = None  # its own inbound service (workload on port 7000)
     inbound_address: str | None = None
     service_account: str | None = None
+    grpc: bool = False  # a proxyless gRPC client (api_listener Listeners and their routes)
 
     def __repr__(self) -> str:  # what a failing example shows: the fields that are set
         fields = [repr(self.cluster), repr(self.namespace)]
@@ -395,6 +399,7 @@ class Proxy:
                 ("service", self.service),
                 ("inbound_address", self.inbound_address),
                 ("service_account", self.service_account),
+                ("grpc", self.grpc or None),
             )
             if value is not None
         ]
@@ -402,6 +407,8 @@ class Proxy:
 
     def node(self) -> base_pb2.Node:
         node = base_pb2.Node(id=f"{self.role}-{self.cluster}", cluster=self.cluster)
+        if self.grpc:
+            node.user_agent_name = "gRPC Python"
         node.metadata.update(
             proxy_metadata(
                 namespace=self.namespace,
@@ -426,6 +433,7 @@ def _proxies() -> tuple[Proxy, ...]:
             found.append(Proxy(cluster, namespace))
             found.append(Proxy(cluster, namespace, outbound_port=15002))
             found.append(Proxy(cluster, namespace, service_account="batch"))
+            found.append(Proxy(cluster, namespace, grpc=True))
             for own in (name for ns, name in SERVICES if ns == namespace):
                 found.append(Proxy(cluster, namespace, service=own))  # listens on :15006
                 found.append(Proxy(cluster, namespace, service=own, inbound_address="0.0.0.0:1080"))
