@@ -16,10 +16,10 @@ cannot be read, is corrupt, or is of another format is ignored with one warning.
 source's view in sync changes and when it goes stale (the time it was last current). The
 file is written whole, but each Service, endpoint and export in it is encoded once while
 the source carries it over (`SnapshotText`): an endpoint change encodes that endpoint, not
-its cluster. While
-the view stays in sync it is current all the time, so its time is written again every tenth
-of its `keep_stale_for`: a process that ends without warning leaves a time at most that much
-too old, and the restored view's endpoints are dropped that much early, never late.
+its cluster. While the view stays in sync it is current all the time, so its time is
+written again every tenth of its `keep_stale_for`: a process that ends without warning
+leaves a time at most that much too old, and the restored view's endpoints are dropped
+that much early, never late.
 """
 
 from __future__ import annotations
