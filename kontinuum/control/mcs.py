@@ -49,6 +49,7 @@ from kontinuum.control.plane import (
     PlaneEndpoint,
     PlanePort,
     PlaneService,
+    ServiceKey,
     ServicePlane,
 )
 
@@ -304,6 +305,16 @@ def granted(plane: ServicePlane, service: PlaneService, workspace: str) -> bool:
     return any(
         g.provider == service.workspace and g.service in (None, service.name)
         for g in plane.grants_to(workspace)
+    )
+
+
+def visible_named(
+    plane: ServicePlane, workspace: str, cluster: str, key: ServiceKey
+) -> tuple[PlaneService, ...]:
+    """What of the services of `key` a proxy of `workspace` in `cluster` may be told about
+    (`visible_services` for one (namespace, name)), in the plane's order."""
+    return tuple(
+        s for s in plane.named(*key) if s.reachable_from(cluster) and granted(plane, s, workspace)
     )
 
 

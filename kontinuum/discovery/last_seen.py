@@ -13,10 +13,13 @@ when the source has not reported by the end of the first sync (DESIGN principle 
 0700 directory) and renamed into place, so a crash never leaves half a file; one that
 cannot be read, is corrupt, or is of another format is ignored with one warning.
 `ViewKeeper` follows what the sources report and writes, off the event loop, whenever a
-source's view in sync changes and when it goes stale (the time it was last current). While
-the view stays in sync it is current all the time, so its time is written again every tenth
-of its `keep_stale_for`: a process that ends without warning leaves a time at most that much
-too old, and the restored view's endpoints are dropped that much early, never late.
+source's view in sync changes and when it goes stale (the time it was last current). The
+file is written whole, but each Service, endpoint and export in it is encoded once while
+the source carries it over (`SnapshotText`): an endpoint change encodes that endpoint, not
+its cluster. While the view stays in sync it is current all the time, so its time is
+written again every tenth of its `keep_stale_for`: a process that ends without warning
+leaves a time at most that much too old, and the restored view's endpoints are dropped
+that much early, never late.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from kontinuum.control.model import SiteSnapshot
-from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
+from kontinuum.discovery.snapshot_codec import SnapshotText, decode_snapshot
 
 log = logging.getLogger("kontinuum.discovery.last_seen")
 
@@ -66,7 +69,8 @@ class LastSeenViews:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.directory = state_dir / "sources"
-        self._encoded: dict[str, dict[str, tuple[SiteSnapshot, str]]] = {}  # source -> cluster
+        # Each source's clusters' snapshots as text, encoded by what changed.
+        self._encoded: dict[str, dict[str, SnapshotText]] = {}  # source -> cluster
         self._failing: set[str] = set()  # sources whose last write failed (logged once)
 
     def path(self, source: str) -> Path:
@@ -126,21 +130,16 @@ class LastSeenViews:
             self.path(source).unlink()
 
     def _encode(self, view: SavedView) -> str:
-        # A snapshot is encoded once: a write that only moves the time reuses its text.
+        # A snapshot's parts are encoded once: a changed view costs what changed in it (a
+        # write that only moves the time, nothing), not its whole cluster.
         cached = self._encoded.get(view.source, {})
-        texts: dict[str, tuple[SiteSnapshot, str]] = {}
-        for snapshot in view.snapshots:
-            hit = cached.get(snapshot.cluster)
-            if hit is not None and hit[0] is snapshot:
-                texts[snapshot.cluster] = hit
-            else:
-                text = json.dumps(encode_snapshot(snapshot), separators=(",", ":"))
-                texts[snapshot.cluster] = (snapshot, text)
-        self._encoded[view.source] = texts
+        encoders = {s.cluster: cached.get(s.cluster) or SnapshotText() for s in view.snapshots}
+        self._encoded[view.source] = encoders
+        texts = [encoders[s.cluster](s) for s in view.snapshots]
         return (
             f'{{"format":{FORMAT},"source":{json.dumps(view.source)},'
             f'"current_at":{json.dumps(view.current_at)},'
-            f'"snapshots":[{",".join(text for _, text in texts.values())}]}}\n'
+            f'"snapshots":[{",".join(texts)}]}}\n'
         )
 
 

@@ -10,6 +10,7 @@ exactly this is not trusted at all.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar, cast, get_args
@@ -32,6 +33,39 @@ T = TypeVar("T")
 _PROTOCOLS: Final = frozenset(get_args(PortProtocol))
 _SERVICE_TYPES: Final = frozenset(get_args(ServiceType))
 _ADDRESS_TYPES: Final = frozenset(get_args(AddressType))
+
+
+class SnapshotText:
+    """One cluster's snapshots as the JSON text of `encode_snapshot` (compact separators),
+    each Service, endpoint and export encoded once while the snapshots carry it over (the
+    same object): a new snapshot costs the parts that changed, not the cluster."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, tuple[object, str]] = {}  # id(part) -> (part, its text)
+
+    def __call__(self, snapshot: SiteSnapshot) -> str:
+        parts: dict[int, tuple[object, str]] = {}
+        fields = []
+        for field in dataclasses.fields(snapshot):
+            value = getattr(snapshot, field.name)
+            if isinstance(value, tuple):
+                texts = []
+                for part in value:
+                    known = self._parts.get(id(part))
+                    if known is None or known[0] is not part:
+                        known = (part, _text(_encode(part)))
+                    parts[id(part)] = known
+                    texts.append(known[1])
+                text = f"[{','.join(texts)}]"
+            else:
+                text = _text(_encode(value))
+            fields.append(f"{_text(field.name)}:{text}")
+        self._parts = parts
+        return f"{{{','.join(fields)}}}"
+
+
+def _text(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def encode_snapshot(snapshot: SiteSnapshot) -> Json:

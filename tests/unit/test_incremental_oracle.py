@@ -14,9 +14,12 @@ unknown backends; locality policies; east-west and ingress Gateways; clusters jo
 leaving, moving region or zone and changing network. A cluster whose objects did not change
 hands over the same SiteSnapshot object, as sources do; a changed one carries over the very
 objects of its unchanged documents (as the static source does) or builds them all again (as
-the Kubernetes source does); a resync hands over equal new ones.
+the Kubernetes source does); a resync hands over equal new ones. The fleet-wide objects,
+unchanged, are handed over as the same parsed objects too (as the fleet files' source
+does), so that the mesh's paths for a change that leaves the routing as it was are taken.
 Proxies of every role, cluster and namespace connect and go away as it goes (sidecars with
-and without an own inbound service, on two outbound ports); half the runs give the mesh
+and without an own inbound service, on two outbound ports, and proxyless gRPC clients);
+half the runs give the mesh
 workload certificates (SDS secrets, mTLS to endpoints, inbound RBAC from grants).
 
 After every step two references are built anew, and each resolves the views in use:
@@ -46,7 +49,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.fleet import ClusterObject, assemble_cluster, read_cluster_documents
 from kontinuum.control.fleet_config import parse_fleet_config
-from kontinuum.control.model import Fleet, SiteSnapshot
+from kontinuum.control.model import Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
 from kontinuum.mesh import Mesh
 from kontinuum.security.ca import CertificateAuthority
@@ -384,6 +387,7 @@ class Proxy:
     service: str | None = None  # its own inbound service (workload on port 7000)
     inbound_address: str | None = None
     service_account: str | None = None
+    grpc: bool = False  # a proxyless gRPC client (api_listener Listeners and their routes)
 
     def __repr__(self) -> str:  # what a failing example shows: the fields that are set
         fields = [repr(self.cluster), repr(self.namespace)]
@@ -395,6 +399,7 @@ class Proxy:
                 ("service", self.service),
                 ("inbound_address", self.inbound_address),
                 ("service_account", self.service_account),
+                ("grpc", self.grpc or None),
             )
             if value is not None
         ]
@@ -402,6 +407,8 @@ class Proxy:
 
     def node(self) -> base_pb2.Node:
         node = base_pb2.Node(id=f"{self.role}-{self.cluster}", cluster=self.cluster)
+        if self.grpc:
+            node.user_agent_name = "gRPC Python"
         node.metadata.update(
             proxy_metadata(
                 namespace=self.namespace,
@@ -426,6 +433,7 @@ def _proxies() -> tuple[Proxy, ...]:
             found.append(Proxy(cluster, namespace))
             found.append(Proxy(cluster, namespace, outbound_port=15002))
             found.append(Proxy(cluster, namespace, service_account="batch"))
+            found.append(Proxy(cluster, namespace, grpc=True))
             for own in (name for ns, name in SERVICES if ns == namespace):
                 found.append(Proxy(cluster, namespace, service=own))  # listens on :15006
                 found.append(Proxy(cluster, namespace, service=own, inbound_address="0.0.0.0:1080"))
@@ -497,6 +505,9 @@ class IncrementalOracle(RuleBasedStateMachine):
         # sources hand it over), unless `fresh` asks for equal values that are new objects.
         self.parsed: dict[str, tuple[list[tuple[Key, Body]], SiteSnapshot]] = {}
         self.fresh = False
+        # The fleet-wide objects as last parsed, kept while their documents are unchanged
+        # (unless `fresh`), as the fleet files' source keeps them.
+        self.config: tuple[list[tuple[Key, Body]], FleetConfig] | None = None
         # Each document's objects as last read, reused while it is unchanged unless `whole`.
         self.read: dict[str, dict[Key, tuple[Body, list[ClusterObject]]]] = {}
         self.whole = False
@@ -512,11 +523,11 @@ class IncrementalOracle(RuleBasedStateMachine):
     def fleet(self) -> Fleet:
         """The documents read as `kontinuum serve` reads a fleet directory (errors aside:
         an invalid object is left out, as there)."""
-        docs = [
-            Document("fleet.yaml", body, i)
-            for i, (_, body) in enumerate(sorted(self.fleet_docs.items()), start=1)
-        ]
-        config, _ = parse_fleet_config(docs)
+        fleet_docs = sorted(self.fleet_docs.items())
+        if self.config is None or self.config[0] != fleet_docs or self.fresh:
+            docs = [Document("fleet.yaml", body, i) for i, (_, body) in enumerate(fleet_docs, 1)]
+            self.config = (copy.deepcopy(fleet_docs), parse_fleet_config(docs)[0])
+        config = self.config[1]
         snapshots = []
         for site in config.sites:
             objects = sorted(self.cluster_docs[site.name].items())

@@ -26,7 +26,7 @@ from kontinuum.control.plane_builder import PlaneBuilder
 from kontinuum.discovery.static import FleetReader
 from kontinuum.mesh import Mesh
 from kontinuum.xds import SnapshotCache
-from kontinuum.xds.types import CLUSTER, ENDPOINT, LISTENER
+from kontinuum.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 SHAPE = FleetShape(services=12, namespaces=4, clusters=3)
 SVC5 = "outbound|80||svc5.ns1.svc.clusterset.local"  # svc5 is in ns1 (fleet_gen)
@@ -153,6 +153,28 @@ def test_an_endpoint_change_updates_only_the_views_that_can_see_it(tmp_path: Pat
         if (snap := mesh.cache.snapshot(n)) is not None
     }
     assert len(held) == SHAPE.clusters
+
+
+def test_an_endpoint_change_builds_nothing_of_a_view_but_that_service_s_assignment(
+    tmp_path: Path,
+) -> None:
+    write_fleet(tmp_path, SHAPE)
+    reader = FleetReader(tmp_path)
+    mesh = Mesh(SnapshotCache())
+    mesh.apply(reader.read()[0])
+    view = mesh.resolve_view(sidecar(SHAPE, 9, 0), None)  # svc9 (ns1) sees svc5 (ns1)
+    before = mesh.cache.snapshot(view)
+    assert before is not None
+    replace_file(service_path(tmp_path, SHAPE, 5, 1), service_file(SHAPE, 5, 1, generation=1))
+    mesh.apply(reader.read()[0])
+    after = mesh.cache.snapshot(view)
+    assert after is not None
+    assert after.changes_from(before) == {ENDPOINT: frozenset({SVC5})}
+    # every other resource of the view is the one it held: not built, nor serialized, again
+    for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        kept = {n: r for n, r in after.resources(type_url).items() if n != SVC5}
+        assert kept
+        assert all(r is before.resources(type_url)[n] for n, r in kept.items()), type_url
 
 
 def test_routes_are_bound_again_only_when_a_service_they_name_changes(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from kontinuum.control.model import (
     SiteSnapshot,
 )
 from kontinuum.discovery.last_seen import LastSeenViews, SavedView, ViewKeeper
-from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
+from kontinuum.discovery.snapshot_codec import SnapshotText, decode_snapshot, encode_snapshot
 from tests.support.net import eventually
 
 # --- the codec ------------------------------------------------------------------------------
@@ -94,6 +94,22 @@ def test_a_snapshot_comes_back_from_json_exactly(snapshot: SiteSnapshot) -> None
     assert [_wall_and_offset(e.created) for e in back.exports] == [
         _wall_and_offset(e.created) for e in snapshot.exports
     ]
+
+
+@given(snapshots, snapshots)
+def test_a_snapshot_s_text_is_its_json_whatever_its_last_text_carried_over(
+    first: SiteSnapshot, second: SiteSnapshot
+) -> None:
+    # the second carries over some of the first's very parts, among new ones
+    mixed = replace(
+        second,
+        services=(*first.services[:1], *second.services),
+        endpoints=(*second.endpoints, *first.endpoints[1:]),
+        exports=first.exports,
+    )
+    text = SnapshotText()
+    for snapshot in (first, mixed, second, first):
+        assert text(snapshot) == json.dumps(encode_snapshot(snapshot), separators=(",", ":"))
 
 
 def _wall_and_offset(moment: datetime | None) -> tuple[datetime, timedelta | None] | None:

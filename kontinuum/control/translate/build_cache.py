@@ -82,9 +82,10 @@ class BuildCache(Generic[W]):
         return wrapped
 
     @contextlib.contextmanager
-    def owner(self, name: Hashable) -> Iterator[None]:
+    def owner(self, name: Hashable, keeping: bool = False) -> Iterator[None]:
         """Everything built inside is held by `name`, which lets go of what it held before
-        and did not build again."""
+        and did not build again; `keeping`: which keeps holding it (a part of what it
+        holds was built again)."""
         if self._using is not None:
             raise RuntimeError("BuildCache owners do not nest")
         self._using = set()
@@ -92,7 +93,20 @@ class BuildCache(Generic[W]):
             yield
         finally:
             using, self._using = self._using, None
-            self._hold(name, using)
+            if keeping:
+                self._hold_also(name, using)
+            else:
+                self._hold(name, using)
+
+    def _hold_also(self, name: Hashable, keys: set[Hashable]) -> None:
+        if not keys:
+            return
+        held = self._held.setdefault(name, set())
+        for key in keys - held:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.holders += 1
+            held.add(key)
 
     def release(self, name: Hashable) -> None:
         """`name` holds nothing any longer (its view is gone)."""

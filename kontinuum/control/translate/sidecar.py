@@ -7,6 +7,10 @@ arrive later without a change to the Cluster.
 
 Only TCP ports are translated (HTTP runs over TCP); a UDP or SCTP port of a service is
 skipped without an error, so `dns` with 53/UDP and 53/TCP is fine.
+
+Endpoints reach only their port's Cluster and ClusterLoadAssignment: when nothing else of
+a service changed, `translate_endpoint_change` builds those alone, which is what a whole
+translation of the view would change.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from kontinuum.control.model import ClusterSite, ServiceRef
 from kontinuum.control.naming import ClusterName, parse_cluster_name
 from kontinuum.control.objects import dns_label
 from kontinuum.control.plane import PlanePort, PlaneService, ProxyView
+from kontinuum.control.route_binding import named_services
+from kontinuum.control.routing import RoutingConfig
 from kontinuum.control.translate import clusters, envoy, http_routes, listeners, routes
 from kontinuum.control.translate.backends import BackendClusters, MeshRouting, routes_for
 from kontinuum.control.translate.build_cache import BuildCache
@@ -109,14 +115,9 @@ def translate_sidecar(
         if problem is not None:
             errors.append(f"service {service.host}: {problem}")
             continue
-        spread = (
-            routing.spreads.get((service.namespace, service.name)) if not service.scope else None
-        )
         for port, name in zip(ports, names, strict=True):
             taken[name] = service.host
-            cluster, assignment = build.outbound(
-                name, port, port.endpoints, spread, routing.networks, f"{service.host}:{port.port}"
-            )
+            cluster, assignment = _outbound(build, service, port, name, routing)
             cluster_msgs.append(cluster)
             assignments.append(assignment)
             targets.append(routes.Target(service, port.port, name))
@@ -141,6 +142,70 @@ def translate_sidecar(
         cluster_msgs.append(inbound[0])
         listener_msgs.append(inbound[1])
     return _ordered(cluster_msgs, assignments, listener_msgs, route_configs, errors)
+
+
+def _outbound(
+    build: Builder, service: PlaneService, port: PlanePort, name: str, routing: MeshRouting
+) -> tuple[Any, Any]:
+    """A service port's outbound Cluster and ClusterLoadAssignment, as the view sees it."""
+    spread = routing.spreads.get((service.namespace, service.name)) if not service.scope else None
+    authority = f"{service.host}:{port.port}"
+    return build.outbound(name, port, port.endpoints, spread, routing.networks, authority)
+
+
+def _without_endpoints(service: PlaneService) -> PlaneService:
+    return replace(service, ports=tuple(replace(p, endpoints=()) for p in service.ports))
+
+
+def translate_endpoint_change(
+    before: Sequence[PlaneService],
+    after: Sequence[PlaneService],
+    view: ProxyView,
+    site: ClusterSite | None,
+    options: SidecarOptions,
+    routing: MeshRouting,
+    cache: BuildCache[Any] | None = None,
+) -> tuple[Any, ...] | None:
+    """What of a view's translation an endpoint change builds anew, or None.
+
+    `before` and `after` are the services of one (namespace, name) that the view sees, before
+    and after a change. When they differ in their endpoints alone, `translate_sidecar` of
+    the view differs from its last result in their ports' Clusters and
+    ClusterLoadAssignments only: names, routes and listeners do not read endpoints. Those
+    are returned, built anew (each Cluster followed by its assignment). None when more than
+    the endpoints changed, when a service is left out with an error or clashes by name
+    (before or after), or when a route of `routing` attaches to or sends to them or a
+    policy spreads them: the view is then translated whole. The rest of the view must have
+    been translated with `routing`, `site` and `options` (the mesh translates again what
+    those change)."""
+    if len(before) != len(after):
+        return None
+    if not after:  # the view sees none of them
+        return ()
+    key = (after[0].namespace, after[0].name)
+    if key in routing.spreads or key in _routed(routing):
+        return None
+    build = Builder(cache, view, site, options)
+    names: set[str] = set()
+    messages: list[Any] = []
+    olds = sorted(before, key=lambda s: s.scope)
+    for old, service in zip(olds, sorted(after, key=lambda s: s.scope), strict=True):
+        if _without_endpoints(old) != _without_endpoints(service):
+            return None
+        if _service_problem(old, view) or _service_problem(service, view):
+            return None
+        for port in _tcp_ports(service):
+            name = str(_outbound_name(service, port.port))
+            if name in names:  # a name clash: the second service is left out
+                return None
+            names.add(name)
+            messages.extend(_outbound(build, service, port, name, routing))
+    return tuple(messages)
+
+
+def _routed(routing: MeshRouting) -> frozenset[tuple[str, str]]:
+    """The services the mesh routes of `routing` attach to or send to."""
+    return named_services(RoutingConfig(), (bound.route for bound in routing.routes))
 
 
 def translate_inbound(
