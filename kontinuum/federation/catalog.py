@@ -15,19 +15,22 @@
 Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
 deterministically. A change costs what it changes: a site whose snapshot is the same
 object as before is not looked at; in one that changed, a service whose parts compare
-equal to those last encoded keeps its resource (and bytes); a fleet-wide object whose
-parsed body is the very object of the last update keeps its own.
+equal to those last encoded keeps its resource (and bytes). The fleet-wide objects come
+as each source's `FleetBodies` (`kontinuum.control.fleet_bodies`): only the keys that
+changed since the versions of the last update are looked at, and one whose body is the
+very object of the last update keeps its resource.
 """
 
 from __future__ import annotations
 
 import json
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
 
+from kontinuum.control.fleet_bodies import FleetBodies, Key
 from kontinuum.control.model import Endpoint, Service, ServiceExport, SiteSnapshot
 from kontinuum.discovery.snapshot_codec import encode_snapshot
 from kontinuum.federation.objects import version_of
@@ -134,7 +137,8 @@ class FleetCatalog:
     def __init__(self) -> None:
         self.fleet: dict[str, CatalogResource] = {}
         self.sites: dict[str, dict[str, CatalogResource]] = {}
-        self._bodies: dict[int, tuple[object, CatalogResource | None]] = {}
+        self._layers: tuple[FleetBodies, ...] = ()  # each source's bodies, as last updated
+        self._held: dict[Key, tuple[object, CatalogResource | None]] = {}  # body in force
         self._snapshots: dict[str, SiteSnapshot] = {}
         self._parts: dict[str, dict[tuple[str, str], _Parts]] = {}
         self.encoded = 0  # resources encoded so far (a change costs what it changes)
@@ -144,9 +148,12 @@ class FleetCatalog:
         return ChainMap(self.fleet, *(r for s, r in self.sites.items() if s != site))
 
     def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> set[str]:
-        """Take the fleet-wide objects' bodies and the sites' snapshots as they are now;
-        the names of the resources that changed (new, changed or gone)."""
-        changed = self._update_fleet(bodies)
+        """Take the fleet-wide objects and the sites' snapshots as they are now; the names
+        of the resources that changed (new, changed or gone). `bodies`: each source's
+        `FleetBodies`, in the sources' order (the first declaration of an object counts),
+        of which only what changed since the last update is looked at; or plain bodies,
+        looked at whole."""
+        changed = self._update_fleet(_layers(bodies))
         current = {snapshot.cluster for snapshot in snapshots}
         for site in list(self.sites):
             if site not in current:
@@ -157,27 +164,44 @@ class FleetCatalog:
             changed |= self._update_site(snapshot)
         return changed
 
-    def _update_fleet(self, bodies: Sequence[object]) -> set[str]:
-        known: dict[int, tuple[object, CatalogResource | None]] = {}
-        fleet: dict[str, CatalogResource] = {}
-        for body in _expanded(bodies):
-            cached = self._bodies.get(id(body))
-            if cached is None or cached[0] is not body:
-                cached = (body, fleet_object(body))
+    def _update_fleet(self, layers: tuple[FleetBodies, ...]) -> set[str]:
+        changed: set[str] = set()
+        for key in self._keys_changed(layers):
+            body = next((b for layer in layers if (b := layer.get(key)) is not None), None)
+            held = self._held.get(key)
+            if held is not None and held[0] is body:
+                continue
+            name = f"{FLEET_PREFIX}{key[0]}/{key[1]}/{key[2]}"
+            before = _version(self.fleet, name)
+            resource = None
+            if body is None:
+                self._held.pop(key, None)
+            else:
+                resource = fleet_object(body)
                 self.encoded += 1
-            known[id(body)] = cached
-            resource = cached[1]
-            if resource is not None:
-                fleet.setdefault(resource.name, resource)  # the first declaration counts
-        self._bodies = known
-        changed = {
-            n
-            for n in fleet.keys() | self.fleet.keys()
-            if _version(fleet, n) != _version(self.fleet, n)
-        }
-        if changed:
-            self.fleet = fleet
+                self._held[key] = (body, resource)
+            if resource is None:
+                self.fleet.pop(name, None)
+            else:
+                self.fleet[name] = resource
+            if _version(self.fleet, name) != before:
+                changed.add(name)
+        self._layers = layers
         return changed
+
+    def _keys_changed(self, layers: tuple[FleetBodies, ...]) -> Iterable[Key]:
+        """The keys that may have changed since the last update: those the sources' versions
+        say changed since the last ones; every key when the sources are not the same ones."""
+        if len(layers) == len(self._layers):
+            found: set[Key] = set()
+            for layer, last in zip(layers, self._layers, strict=True):
+                keys = layer.changed_since(last)
+                if keys is None:
+                    break
+                found |= keys
+            else:
+                return found
+        return {*self._held, *(key for layer in layers for key in layer)}
 
     def _update_site(self, snapshot: SiteSnapshot) -> set[str]:
         site = snapshot.cluster
@@ -227,13 +251,8 @@ def _version(resources: Mapping[str, CatalogResource], name: str) -> str | None:
     return found.version if found is not None else None
 
 
-def _expanded(bodies: Sequence[object]) -> list[object]:
-    """Bodies, a `kubectl get -o yaml` List counting as its items."""
-    found: list[object] = []
-    for body in bodies:
-        if isinstance(body, Mapping) and str(body.get("kind", "")).endswith("List"):
-            items = body.get("items")
-            found.extend(items if isinstance(items, list) else [])
-        else:
-            found.append(body)
-    return found
+def _layers(bodies: Sequence[object]) -> tuple[FleetBodies, ...]:
+    """Each source's bodies; plain bodies as one source of their own (compared whole)."""
+    if all(isinstance(b, FleetBodies) for b in bodies):
+        return tuple(b for b in bodies if isinstance(b, FleetBodies))
+    return (FleetBodies.of(bodies),)

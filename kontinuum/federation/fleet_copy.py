@@ -34,6 +34,7 @@ from typing import Final
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from kontinuum.control.fleet_bodies import FleetBodies
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
@@ -309,7 +310,7 @@ class FleetCopy:
         for error in errors:
             log.debug("a fleet-wide object of the global: %s", error)
         sites = tuple(replace(site, access=None) for site in config.sites)
-        return replace(config, sites=sites, bodies=tuple(bodies))
+        return replace(config, sites=sites, bodies=FleetBodies.of(bodies))
 
     def _snapshot(self, site: str, stale: bool) -> SiteSnapshot:
         services = self._services.get(site, {})

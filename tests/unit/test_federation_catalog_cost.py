@@ -1,0 +1,196 @@
+"""What a change of the fleet-wide objects costs the global's catalog: only the objects the
+source says changed are looked at, from the fleet files through the catalog to a zone's
+stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.control.fleet_bodies import FleetBodies, FleetBodiesBuilder
+from kontinuum.control.model import SiteSnapshot
+from kontinuum.discovery.static import FleetReader
+from kontinuum.federation.catalog import FleetCatalog
+from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
+from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.service import FleetFeed
+
+
+def profile(name: str) -> str:
+    return f"""apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata: {{name: {name}, namespace: fleet}}
+"""
+
+
+def route(name: str, port: int) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: demo}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {name}, port: 80}}]
+  rules:
+  - backendRefs: [{{name: {name}, port: {port}}}]
+"""
+
+
+def write(path: Path, text: str) -> None:
+    """Write a file whole, as an operator should (another inode: the reader sees it)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def fleet_dir(root: Path, routes: int) -> Path:
+    write(root / "profiles.yaml", profile("eu") + "---\n" + profile("edge"))
+    for index in range(routes):
+        write(root / f"route-{index}.yaml", route(f"r{index}", 8080))
+    return root
+
+
+def versions(catalog: FleetCatalog) -> dict[str, str]:
+    return {name: r.version for name, r in catalog.fleet.items()}
+
+
+def test_a_changed_fleet_file_changes_exactly_its_objects(tmp_path: Path) -> None:
+    reader = FleetReader(fleet_dir(tmp_path, 5))
+    fleet, errors = reader.read()
+    assert not errors
+    catalog = FleetCatalog()
+    first = catalog.update([fleet.bodies], [SiteSnapshot("eu")])
+    assert {n for n in first if n.startswith("fleet/")} == {
+        "fleet/ClusterProfile/fleet/eu",
+        "fleet/ClusterProfile/fleet/edge",
+        *(f"fleet/HTTPRoute/demo/r{i}" for i in range(5)),
+    }
+    before = dict(catalog.fleet)
+
+    changed_file = tmp_path / "route-3.yaml"
+    write(changed_file, route("r3", 9090))
+    fleet, _ = reader.read({str(changed_file)})
+    assert catalog.update([fleet.bodies], [SiteSnapshot("eu")]) == {"fleet/HTTPRoute/demo/r3"}
+    assert b"9090" in catalog.fleet["fleet/HTTPRoute/demo/r3"].message.object.json
+    for name, resource in before.items():
+        if name != "fleet/HTTPRoute/demo/r3":
+            assert catalog.fleet[name] is resource  # the same version, not encoded again
+
+    gone = tmp_path / "route-1.yaml"
+    gone.unlink()
+    fleet, _ = reader.read({str(gone)})
+    assert catalog.update([fleet.bodies], [SiteSnapshot("eu")]) == {"fleet/HTTPRoute/demo/r1"}
+    assert "fleet/HTTPRoute/demo/r1" not in catalog.for_zone("edge")
+
+    # An endpoint change leaves the fleet-wide files alone: the very same bodies.
+    fleet, _ = reader.read(set())
+    encoded = catalog.encoded
+    assert catalog.update([fleet.bodies], [SiteSnapshot("eu")]) == set()
+    assert catalog.encoded == encoded
+
+
+def test_the_first_declaration_counts_and_its_removal_lets_the_next_in(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", route("shared", 1111))
+    write(tmp_path / "b.yaml", route("shared", 2222))
+    reader = FleetReader(tmp_path)
+    catalog = FleetCatalog()
+    fleet, _ = reader.read()
+    catalog.update([fleet.bodies], [])
+    name = "fleet/HTTPRoute/demo/shared"
+    assert b"1111" in catalog.fleet[name].message.object.json
+    (tmp_path / "a.yaml").unlink()
+    fleet, _ = reader.read({str(tmp_path / "a.yaml")})
+    assert catalog.update([fleet.bodies], []) == {name}
+    assert b"2222" in catalog.fleet[name].message.object.json
+
+
+class CountedBody(dict[str, Any]):
+    """A body that counts how often it is read by key (JSON encoding reads it as a dict)."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        CountedBody.reads += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        CountedBody.reads += 1
+        return super().__getitem__(key)
+
+
+def counted_route(index: int, port: int) -> CountedBody:
+    return CountedBody(
+        apiVersion="gateway.networking.k8s.io/v1",
+        kind="HTTPRoute",
+        metadata={"name": f"r{index}", "namespace": "demo"},
+        spec={"rules": [{"backendRefs": [{"name": f"r{index}", "port": port}]}]},
+    )
+
+
+def test_a_change_reads_only_the_objects_it_changed() -> None:
+    builder = FleetBodiesBuilder()
+    for index in range(500):
+        builder.set(f"route-{index}.yaml", (counted_route(index, 8080),))
+    catalog = FleetCatalog()
+    catalog.update([builder.publish()], [])
+    assert len(catalog.fleet) == 500
+    encoded = catalog.encoded
+
+    CountedBody.reads = 0
+    builder.set("route-7.yaml", (counted_route(7, 9090),))
+    builder.remove("route-9.yaml")
+    assert catalog.update([builder.publish()], []) == {
+        "fleet/HTTPRoute/demo/r7",
+        "fleet/HTTPRoute/demo/r9",
+    }
+    # The source keyed the new body once; the catalog read it once to encode it; none of
+    # the 498 others was read at all.
+    assert CountedBody.reads < 20
+    assert catalog.encoded == encoded + 1
+
+
+def test_versions_skipped_between_two_updates_are_all_seen() -> None:
+    builder = FleetBodiesBuilder()
+    for index in range(3):
+        builder.set(str(index), (counted_route(index, 8080),))
+    catalog = FleetCatalog()
+    catalog.update([builder.publish()], [])
+    builder.set("0", (counted_route(0, 9090),))
+    skipped = builder.publish()
+    builder.remove("1")
+    latest = builder.publish()
+    assert latest.changed_since(skipped) == {("HTTPRoute", "demo", "r1")}
+    assert catalog.update([latest], []) == {"fleet/HTTPRoute/demo/r0", "fleet/HTTPRoute/demo/r1"}
+    assert builder.publish() is latest  # nothing changed: the same version
+    # Versions of another source are not comparable: the catalog compares them whole.
+    assert FleetBodies.of([counted_route(0, 9090)]).changed_since(latest) is None
+
+
+def test_a_zone_stream_is_woken_with_the_changed_object_only(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        reader = FleetReader(fleet_dir(tmp_path, 50))
+        feed = FleetFeed()
+        fleet, _ = reader.read()
+        feed.update([fleet.bodies], [])
+        publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+        publisher.publish_mapping(feed.catalog.for_zone("edge"))
+        publisher.connect({})
+        response = publisher.response()
+        assert response is not None
+        assert len(response.resources) == 52
+        publisher.answer(discovery_pb2.DeltaDiscoveryRequest(response_nonce=response.nonce))
+        wake = asyncio.Event()
+        feed.follow(wake, publisher)
+
+        write(tmp_path / "route-20.yaml", route("r20", 9090))
+        fleet, _ = reader.read({str(tmp_path / "route-20.yaml")})
+        feed.update([fleet.bodies], [])
+        assert wake.is_set()
+        response = publisher.response()
+        assert response is not None
+        assert [r.name for r in response.resources] == ["fleet/HTTPRoute/demo/r20"]
+        assert list(response.removed_resources) == []
+
+    asyncio.run(scenario())
