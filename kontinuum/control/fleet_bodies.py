@@ -49,20 +49,28 @@ def expanded(bodies: Iterable[object]) -> list[object]:
     return found
 
 
+_ABSENT = object()  # in an undo record: the key had no body in that version
+
+
 class FleetBodies:
-    """One version of a source's fleet-wide objects' bodies, by key (see the module doc)."""
+    """One version of a source's fleet-wide objects' bodies, by key (see the module doc).
 
-    __slots__ = ("_by_key", "_changed", "_next")
+    The versions of one builder share one dict, which holds the newest version's bodies:
+    publishing a version gives the one before it an undo record (its bodies of the keys
+    that change) and a link to the new one, then changes the dict in place. So publishing
+    and dropping a version cost its changes, never a copy of every key. A version reads
+    the dict and then the undo records from itself on; the builder writes a record, and
+    the link before it, ahead of changing the dict, so a reader in another thread (the
+    event loop, while the source reads the next change) always finds its own bodies.
+    """
 
-    def __init__(
-        self, by_key: Mapping[Key, object] | None = None, changed: Iterable[Key] = ()
-    ) -> None:
-        self._by_key: Mapping[Key, object] = by_key if by_key is not None else {}
-        self._changed = frozenset(changed)  # the keys that differ from the last version
-        # The version published after this one, set once by its builder: what a holder of
-        # this version follows to learn what changed since (never read past a version the
-        # reader holds, so a builder in another thread is never raced).
-        self._next: FleetBodies | None = None
+    __slots__ = ("_base", "_changed", "_newer", "_undo")
+
+    def __init__(self, by_key: Mapping[Key, object] | None = None) -> None:
+        self._base: dict[Key, object] = dict(by_key or {})  # shared by the lineage
+        self._changed: frozenset[Key] = frozenset()  # the keys that differ from the last
+        self._undo: dict[Key, object] | None = None  # set once a newer version exists
+        self._newer: FleetBodies | None = None
 
     @classmethod
     def of(cls, bodies: Iterable[object]) -> FleetBodies:
@@ -72,16 +80,36 @@ class FleetBodies:
         return builder.publish()
 
     def get(self, key: Key) -> object | None:
-        return self._by_key.get(key)
-
-    def __len__(self) -> int:
-        return len(self._by_key)
+        found = self._base.get(key)  # read before the records: see the class doc
+        version: FleetBodies | None = self
+        while version is not None and (undo := version._undo) is not None:
+            if key in undo:
+                kept = undo[key]
+                return None if kept is _ABSENT else kept
+            version = version._newer
+        return found
 
     def __iter__(self) -> Iterator[Key]:
-        return iter(self._by_key)
+        return iter(self._mapping())
 
     def items(self) -> Iterable[tuple[Key, object]]:
-        return self._by_key.items()
+        return self._mapping().items()
+
+    def _mapping(self) -> dict[Key, object]:
+        """Every key's body in this version (a copy: costs every key)."""
+        found = dict(self._base)  # one step under the GIL, then the records
+        undos: list[dict[Key, object]] = []
+        version: FleetBodies | None = self
+        while version is not None and (undo := version._undo) is not None:
+            undos.append(undo)
+            version = version._newer
+        for undo in reversed(undos):  # the oldest record of a key is this version's
+            for key, kept in undo.items():
+                if kept is _ABSENT:
+                    found.pop(key, None)
+                else:
+                    found[key] = kept
+        return found
 
     def changed_since(self, older: FleetBodies | None) -> frozenset[Key] | None:
         """The keys whose body may differ from `older`'s (added, changed or gone); None
@@ -93,17 +121,32 @@ class FleetBodies:
         keys: set[Key] = set()
         version: FleetBodies | None = older
         while version is not self:
-            version = version._next if version is not None else None
+            version = version._newer if version is not None else None
             if version is None:
                 return None
             keys |= version._changed
         return frozenset(keys)
 
+    def _publish(self, bodies: Mapping[Key, object | None]) -> FleetBodies:
+        """The version after this one (the newest), with `bodies` changed (None: gone)."""
+        base = self._base
+        newer = FleetBodies()
+        newer._base = base
+        newer._changed = frozenset(bodies)
+        self._newer = newer
+        self._undo = {key: base.get(key, _ABSENT) for key in bodies}
+        for key, body in bodies.items():
+            if body is None:
+                base.pop(key, None)
+            else:
+                base[key] = body
+        return newer
+
 
 class FleetBodiesBuilder:
     """A source's fleet-wide bodies by group, changed group by group and published as
     `FleetBodies` versions (see the module doc). Replacing a group costs its bodies and the
-    keys they hold; publishing, a copy of the key index and the keys that changed."""
+    keys they hold; publishing, the keys that changed."""
 
     def __init__(self) -> None:
         self._groups: dict[str, tuple[tuple[Key | None, object], ...]] = {}
@@ -145,21 +188,12 @@ class FleetBodiesBuilder:
         """The bodies as they are now: the last version itself when no key's body changed,
         else a new one, linked to it."""
         last = self.version
-        changed = {key for key in self._touched if self._body(key) is not last.get(key)}
+        bodies = {key: self._body(key) for key in self._touched}
         self._touched.clear()
-        if not changed:
-            return last
-        by_key = dict(last._by_key)
-        for key in changed:
-            body = self._body(key)
-            if body is None:
-                del by_key[key]
-            else:
-                by_key[key] = body
-        version = FleetBodies(by_key, changed)
-        last._next = version
-        self.version = version
-        return version
+        changed = {key: body for key, body in bodies.items() if body is not last.get(key)}
+        if changed:
+            self.version = last._publish(changed)
+        return self.version
 
     def _body(self, key: Key) -> object | None:
         holders = self._holders.get(key)

@@ -194,3 +194,26 @@ def test_a_zone_stream_is_woken_with_the_changed_object_only(tmp_path: Path) -> 
         assert list(response.removed_resources) == []
 
     asyncio.run(scenario())
+
+
+def test_an_older_version_keeps_its_own_bodies_once_newer_ones_are_published() -> None:
+    builder = FleetBodiesBuilder()
+    first_bodies = {str(i): counted_route(i, 8080) for i in range(4)}
+    for group, body in first_bodies.items():
+        builder.set(group, (body,))
+    first = builder.publish()
+    builder.set("0", (counted_route(0, 9090),))
+    builder.remove("1")
+    second = builder.publish()
+    builder.set("1", (counted_route(1, 7070),))
+    builder.set("9", (counted_route(9, 7070),))
+    third = builder.publish()
+    key = ("HTTPRoute", "demo")
+    assert first.get((*key, "r0")) is first_bodies["0"]
+    assert first.get((*key, "r1")) is first_bodies["1"]
+    assert first.get((*key, "r9")) is None
+    assert second.get((*key, "r1")) is None
+    assert dict(first.items()) == {(*key, f"r{i}"): first_bodies[str(i)] for i in range(4)}
+    assert sorted(k[2] for k in second) == ["r0", "r2", "r3"]
+    assert sorted(k[2] for k in third) == ["r0", "r1", "r2", "r3", "r9"]
+    assert third.changed_since(first) == {(*key, "r0"), (*key, "r1"), (*key, "r9")}
