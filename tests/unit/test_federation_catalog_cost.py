@@ -12,8 +12,8 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.control.fleet_bodies import FleetBodies, FleetBodiesBuilder
-from kontinuum.control.model import SiteSnapshot
-from kontinuum.discovery.static import FleetReader
+from kontinuum.control.model import FleetConfig, SiteSnapshot
+from kontinuum.discovery.static import FleetReader, StaticSource
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
 from kontinuum.federation.publisher import Publisher
@@ -217,3 +217,36 @@ def test_an_older_version_keeps_its_own_bodies_once_newer_ones_are_published() -
     assert sorted(k[2] for k in second) == ["r0", "r2", "r3"]
     assert sorted(k[2] for k in third) == ["r0", "r1", "r2", "r3", "r9"]
     assert third.changed_since(first) == {(*key, "r0"), (*key, "r1"), (*key, "r9")}
+
+
+def test_a_change_the_config_does_not_read_still_reaches_the_zones(tmp_path: Path) -> None:
+    """An annotation kontinuum does not read changes no route or site, but zones are sent
+    the objects as they are: the fleet files' source yields the config for its bodies."""
+
+    async def scenario() -> None:
+        write(tmp_path / "profiles.yaml", profile("eu"))
+        updates = StaticSource(tmp_path, poll_interval=0.05).updates()
+        try:
+            async with asyncio.timeout(30):
+                first = await anext(updates)
+                while not isinstance(first, FleetConfig):
+                    first = await anext(updates)
+                annotated = profile("eu").replace(
+                    "namespace: fleet}", "namespace: fleet, annotations: {example.com/owner: a}}"
+                )
+                write(tmp_path / "profiles.yaml", annotated)
+                update = await anext(updates)
+                while not isinstance(update, FleetConfig):
+                    update = await anext(updates)
+        finally:
+            await updates.aclose()
+        assert update == first  # the same sites and routing
+        catalog = FleetCatalog()
+        catalog.update([first.bodies], [])
+        assert catalog.update([update.bodies], []) == {"fleet/ClusterProfile/fleet/eu"}
+        assert (
+            b"example.com/owner"
+            in catalog.fleet["fleet/ClusterProfile/fleet/eu"].message.object.json
+        )
+
+    asyncio.run(scenario())
