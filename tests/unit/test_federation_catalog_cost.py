@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.control.fleet_bodies import FleetBodies, FleetBodiesBuilder
 from kontinuum.control.model import FleetConfig, SiteSnapshot
+from kontinuum.discovery.config_cluster import CONFIG_KINDS, ConfigView
+from kontinuum.discovery.kube_view import Changed, Listed, WatchedKind
 from kontinuum.discovery.static import FleetReader, StaticSource
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
@@ -250,3 +253,48 @@ def test_a_change_the_config_does_not_read_still_reaches_the_zones(tmp_path: Pat
         )
 
     asyncio.run(scenario())
+
+
+def test_a_config_cluster_object_changes_alone_and_a_broken_one_keeps_its_last_good() -> None:
+    def watched(kind: str) -> WatchedKind:
+        return next(k for k in CONFIG_KINDS if k.kind == kind)
+
+    def route_body(path: str) -> dict[str, Any]:
+        loaded = yaml.safe_load(
+            route("web", 80).replace("backendRefs", "matches: []\n    backendRefs")
+        )
+        loaded["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": path}}]
+        return dict(loaded)
+
+    profiles = [yaml.safe_load(profile(name)) for name in ("eu", "edge")]
+    view = ConfigView("kubernetes-config:hub")
+    for kind in CONFIG_KINDS:
+        listed = {"ClusterProfile": profiles, "HTTPRoute": [route_body("/api")]}
+        view.apply(Listed(kind, listed.get(kind.kind, [])), 0.0, 1000.0)
+
+    def bodies() -> FleetBodies:
+        result = view.result()
+        assert result is not None
+        return result.bodies
+
+    catalog = FleetCatalog()
+    catalog.update([bodies()], [])
+    name = "fleet/HTTPRoute/demo/web"
+    assert set(catalog.fleet) == {
+        "fleet/ClusterProfile/fleet/eu",
+        "fleet/ClusterProfile/fleet/edge",
+        name,
+    }
+    good = catalog.fleet[name]
+
+    view.apply(Changed(watched("HTTPRoute"), "MODIFIED", route_body("api")), 1.0, 1001.0)
+    assert catalog.update([bodies()], []) == set()  # invalid: its last good version stays
+    assert catalog.fleet[name] is good
+
+    view.apply(Changed(watched("HTTPRoute"), "MODIFIED", route_body("/v2")), 2.0, 1002.0)
+    assert catalog.update([bodies()], []) == {name}
+    assert b"/v2" in catalog.fleet[name].message.object.json
+
+    view.apply(Changed(watched("ClusterProfile"), "DELETED", profiles[1]), 3.0, 1003.0)
+    assert catalog.update([bodies()], []) == {"fleet/ClusterProfile/fleet/edge"}
+    assert "fleet/ClusterProfile/fleet/edge" not in catalog.fleet
