@@ -10,9 +10,13 @@ into the site's snapshot. No I/O here: the stream does it.
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
   apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all.
+- A change the zone splits into several responses (all but the last marked partial)
+  applies whole, when its last part arrives (`kontinuum.discovery.split_change`): the
+  site is never seen half changed, and nothing of it is stored before. A stream cut
+  between the parts drops them; the next is told the versions of whole changes only, so
+  the zone sends the change whole again.
 - The first snapshot comes once the zone's first complete response of a stream was applied
-  (its view is then complete: the responses before, marked partial, are held back); after
-  that, a new one whenever an object changes, debounced.
+  (its view is then complete); after that, a new one whenever a change applies, debounced.
 - When the stream ends, the last view is served marked stale, and after `stale_after`
   seconds without the zone, without its endpoints (its Services and exports stay), as
   for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
@@ -25,6 +29,8 @@ into the site's snapshot. No I/O here: the stream does it.
   `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
   disconnects, `stale_after` counting from when the zone's source went out of sync (a
   time in the future counts as now); when the zone removes it, the view is in sync again.
+- At a zone serving xDS, its own site is such a source too (`local`), fed by the zone as
+  it reads the site: stale the same way while the zone's source of it is out of sync.
 - One stream per zone: a new one takes over, and the one it replaced may apply nothing
   more (`SupersededError`).
 """
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -53,6 +60,7 @@ from kontinuum.discovery.kube_view import (
     WatchedKind,
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.split_change import SplitChange
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
 __all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
@@ -65,6 +73,13 @@ MAX_OBJECTS: Final = 100_000  # objects one zone may publish
 MAX_BYTES: Final = 512 * 1024 * 1024
 DEBOUNCE_LIMIT: Final = 10  # a burst is cut after this many `debounce` periods
 _KINDS: Final = {kind.kind: kind for kind in KINDS}
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = enum.auto()
+
+
+_UNCHANGED: Final = _Unchanged.UNCHANGED
 
 
 class SupersededError(Exception):
@@ -92,16 +107,19 @@ class ZoneStats:
     removals_received: int = 0
     last_sync: float | None = None  # Unix time a response was last applied
     last_transition: float | None = None  # Unix time it last connected or disconnected
+    # Objects kept from before a restart dropped: their content did not hash to their version.
+    kept_altered: int = 0
 
 
 class ZoneView(ClusterView):
     """A `ClusterView` of a zone's objects, with status texts of a stream, not an API."""
 
-    def __init__(self, cluster: str, stale_after: float) -> None:
+    def __init__(self, cluster: str, stale_after: float, local: bool = False) -> None:
         super().__init__(cluster, stale_after)
         self.name = f"zone:{cluster}"
         self.reason = ""  # why the zone's stream ended; "" while connected
         self.reported = False  # out of sync because the zone said its own source is
+        self.local = local  # the zone's own site, as the zone itself serves it
 
     def _listing(self) -> str:
         return "waiting for its zone to connect"
@@ -118,6 +136,8 @@ class ZoneView(ClusterView):
         assert self._lost is not None
         since = datetime.fromtimestamp(self._lost[1], UTC).isoformat(timespec="seconds")
         since = since.replace("+00:00", "Z")
+        if self.local:
+            return f"the zone's own source of the site is out of sync since {since}"
         if not self.reported:
             return f"its zone is disconnected since {since} ({self.reason})"
         said = f"its zone says its own view of the site is out of sync since {since}"
@@ -127,11 +147,13 @@ class ZoneView(ClusterView):
 class ZoneSource:
     """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
 
-    def __init__(self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1) -> None:
+    def __init__(
+        self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1, local: bool = False
+    ) -> None:
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self._cluster = cluster
-        self._view = ZoneView(cluster, stale_after)
+        self._view = ZoneView(cluster, stale_after, local)
         self._objects: dict[str, ReceivedObject] = {}
         self._bytes = 0  # the objects' sizes, in all
         self._stream = 0  # the current stream's token; 0: none
@@ -149,6 +171,12 @@ class ZoneSource:
         self._store: ZoneObjects | None = None
         self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
         self._state: StaleState | None = None  # the zone's own source is out of sync
+        # The change the stream is sending in parts, held until whole (and what it does to
+        # the count and bytes held, and to the state: `_UNCHANGED` when nothing).
+        self._change: SplitChange[ReceivedObject] = SplitChange()
+        self._change_count = 0
+        self._change_bytes = 0
+        self._next_state: StaleState | _Unchanged | None = _UNCHANGED
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -156,6 +184,7 @@ class ZoneSource:
         if self._streams == 0 and not self._objects:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
             self._bytes = sum(obj.size for obj in self._objects.values())
+            self.stats.kept_altered += store.altered
         self._store = store
 
     @property
@@ -210,6 +239,7 @@ class ZoneSource:
         self._streams += 1
         self._stream = self._streams
         self._complete = False
+        self._forget_change()  # what the stream it replaces sent of a change
         self._declared = set(declared) if declared is not None else None
         self._received = set()
         self.stats.connected = True
@@ -222,6 +252,7 @@ class ZoneSource:
         if stream != self._stream:
             return
         self._stream = 0
+        self._forget_change()
         self.stats.connected = False
         self.stats.last_transition = time.time()
         self._view.reason = reason
@@ -235,27 +266,23 @@ class ZoneSource:
         partial: bool = False,
         state: StaleState | None = None,
     ) -> list[str]:
-        """Apply one response of `stream`: the objects new or changed, the names of those
+        """Take one response of `stream`: the objects new or changed, the names of those
         removed, and the zone's stale state if it sent one; `partial`: more of the same
-        change follows. Returns a line per object refused (the rest applies)."""
+        change follows, and the change applies once whole (`SplitChange`). Returns a line
+        per object refused (the rest applies)."""
         if stream != self._stream:
             raise SupersededError("another stream of this zone replaced this one")
-        refused: list[str] = []
-        events: list[Listed | Changed] = []
-        before = self._state
         if state is not None:
-            self._state = state
+            self._next_state = state
             if not self._complete:
                 self._received.add(state.name)
-        elif self._state is not None and self._state.name in removed:
-            self._state = None
+        elif (held := self._state_after()) is not None and held.name in removed:
+            self._next_state = None
         for name in removed:
-            gone = self._objects.pop(name, None)
-            if gone is not None:
-                self._bytes -= gone.size
-                self._stored(name, None)
-                self.stats.removals_received += 1
-                events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
+            if self._change.current(name, self._objects) is not None:
+                self._count_change(name, None)
+                self._change.remove(name)
+        refused: list[str] = []
         for obj in objects:
             if not self._complete:
                 self._received.add(obj.name)
@@ -263,16 +290,54 @@ class ZoneSource:
             if problem:
                 refused.append(f"{obj.name}: {problem}")
                 continue
-            before_obj = self._objects.get(obj.name)
-            self._bytes += obj.size - (before_obj.size if before_obj is not None else 0)
-            self._objects[obj.name] = obj
-            self._stored(obj.name, obj)
+            self._count_change(obj.name, obj)
+            self._change.set(obj.name, obj)
+        self.stats.objects_refused += len(refused)
+        if not partial:
+            self._apply_change()
+        return refused
+
+    def _state_after(self) -> StaleState | None:
+        """The zone's stale state once the change in progress applies."""
+        return self._state if self._next_state is _UNCHANGED else self._next_state
+
+    def _count_change(self, name: str, new: ReceivedObject | None) -> None:
+        """Count what setting (or removing, None) `name` in the change does to the limits."""
+        old = self._change.current(name, self._objects)
+        self._change_count += (new is not None) - (old is not None)
+        self._change_bytes += (new.size if new else 0) - (old.size if old else 0)
+
+    def _forget_change(self) -> None:
+        """The change in progress ends with its stream: none of it applies."""
+        if dropped := self._change.discard():
+            log.info("%s: dropped %d object(s) of a change cut off midway", self.name, dropped)
+        self._next_state = _UNCHANGED
+        self._change_count = self._change_bytes = 0
+
+    def _apply_change(self) -> None:
+        """The change is whole: apply it at once."""
+        events: list[Listed | Changed] = []
+        before = self._state
+        if self._next_state is not _UNCHANGED:
+            self._state = self._next_state
+        for name, obj in self._change.take():
+            held = self._objects.get(name)
+            if obj is None:
+                if held is None:
+                    continue
+                del self._objects[name]
+                self._bytes -= held.size
+                self._stored(name, None)
+                self.stats.removals_received += 1
+                events.append(Changed(_KINDS[held.kind], "DELETED", held.body))
+                continue
+            self._bytes += obj.size - (held.size if held is not None else 0)
+            self._objects[name] = obj
+            self._stored(name, obj)
             self.stats.objects_received += 1
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
-        self.stats.objects_refused += len(refused)
+        self._forget_change()
         self.stats.last_sync = time.time()
-        if not self._complete and partial:
-            return refused  # held back until the stream's view is whole
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
             self._drop_undeclared()
@@ -285,7 +350,6 @@ class ZoneSource:
                 if before is not None:
                     self._post(self._listed())  # in sync, until the new state says otherwise
                 self._follow_state()
-        return refused
 
     def _drop_undeclared(self) -> None:
         """Drop what is held that the stream was neither told of nor sent."""
@@ -326,10 +390,11 @@ class ZoneSource:
         """Why an object is refused, or "" (checked as a fleet file's object is)."""
         if obj.kind not in _KINDS:
             return f"kind {obj.kind!r} is not published by a zone"
-        if obj.name not in self._objects and len(self._objects) >= MAX_OBJECTS:
+        held = self._change.current(obj.name, self._objects)
+        if held is None and len(self._objects) + self._change_count >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        held = self._objects.get(obj.name)
-        if self._bytes - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
+        total = self._bytes + self._change_bytes
+        if total - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
             return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):
