@@ -5,6 +5,7 @@ stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,62 @@ def test_a_config_cluster_object_changes_alone_and_a_broken_one_keeps_its_last_g
     view.apply(Changed(watched("ClusterProfile"), "DELETED", profiles[1]), 3.0, 1003.0)
     assert catalog.update([bodies()], []) == {"fleet/ClusterProfile/fleet/edge"}
     assert "fleet/ClusterProfile/fleet/edge" not in catalog.fleet
+
+
+def test_a_renewed_secret_goes_to_the_zone_whose_gateway_names_it_only(tmp_path: Path) -> None:
+    def secret(name: str, chain: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": "demo"},
+                "type": "kubernetes.io/tls",
+                "stringData": {"tls.crt": chain, "tls.key": f"key of {name}"},
+            }
+        )
+
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": "front",
+            "namespace": "demo",
+            "labels": {"kontinuum.io/cluster": "edge"},
+        },
+        "spec": {
+            "gatewayClassName": "kontinuum",
+            "listeners": [
+                {
+                    "name": "https",
+                    "port": 443,
+                    "protocol": "HTTPS",
+                    "tls": {"certificateRefs": [{"name": "edge-cert"}]},
+                }
+            ],
+        },
+    }
+    write(tmp_path / "profiles.yaml", profile("eu") + "---\n" + profile("edge"))
+    write(tmp_path / "gateway.yaml", json.dumps(gateway))
+    write(tmp_path / "edge-cert.yaml", secret("edge-cert", "first"))
+    write(tmp_path / "unused.yaml", secret("unused", "first"))
+    reader = FleetReader(tmp_path)
+    catalog = FleetCatalog()
+
+    def update(*changed: str) -> set[str]:
+        fleet, _ = reader.read({str(tmp_path / name) for name in changed} if changed else None)
+        return catalog.update([fleet.bodies], [], fleet.routing.gateways, fleet.grants)
+
+    update()
+    name = "fleet/Secret/demo/edge-cert"
+    first = catalog.for_zone("edge")[name]
+    assert name not in catalog.for_zone("eu")
+    assert "fleet/Secret/demo/unused" not in catalog.for_zone("edge")
+
+    write(tmp_path / "edge-cert.yaml", secret("edge-cert", "renewed"))
+    assert update("edge-cert.yaml") == {name}
+    assert catalog.for_zone("edge")[name].version != first.version
+    assert name not in catalog.for_zone("eu")
+
+    write(tmp_path / "unused.yaml", secret("unused", "renewed"))
+    assert update("unused.yaml") == {"fleet/Secret/demo/unused"}  # named, sent to none
+    assert "fleet/Secret/demo/unused" not in catalog.for_zone("edge")
