@@ -12,10 +12,11 @@ global's federation address over mutual TLS with its certificate (`kontinuum ca 
 kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
 site's objects on the `ZoneToGlobal` stream, sending only what changed
 (`kontinuum.federation.publisher`). A response is sent once the previous one was
-answered, so a burst of changes goes out as one. When the stream fails, it dials again
-after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate read again
-(renewed in place, it is the new one that connects); on reconnect the global says what it
-holds, and only what differs is sent.
+answered, so a burst of changes goes out as one. Before each dial it checks that the
+global is the fleet's control plane (`kontinuum.federation.global_identity`). When the
+stream fails, it dials again after a backoff doubling from 0.5 s to 30 s (with jitter),
+with its certificate read again (renewed in place, it is the new one that connects); on
+reconnect the global says what it holds, and only what differs is sent.
 
 With a copy of the fleet (`kontinuum.federation.fleet_copy`), it also subscribes to
 `GlobalToZone` on a second stream of the same channel settings: the fleet-wide objects and
@@ -44,6 +45,7 @@ from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
 from kontinuum.discovery.static import FileKey, directory_changes, file_key, read_documents
 from kontinuum.federation.fleet_copy import FleetCopy
+from kontinuum.federation.global_identity import GlobalCheck, GlobalIdentityError
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
@@ -234,6 +236,7 @@ class Zone:
         self._problems: list[str] = []
         # The open streams of the link to the global, by what they do (see `_dial`).
         self._streams: dict[str, asyncio.Task[None]] = {}
+        self.global_check = GlobalCheck()  # that the global is the control plane
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -317,6 +320,12 @@ class Zone:
                 # Read anew at each dial: the certificate is renewed in place (cert-manager,
                 # `kontinuum ca issue` again) and a new stream presents the new one.
                 credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
+                await asyncio.to_thread(
+                    self.global_check.verify,
+                    self.options.global_address,
+                    self.options.credentials,
+                    self.options.server_name,
+                )
                 async with grpc.aio.secure_channel(
                     self.options.global_address, credentials, options=options
                 ) as channel:
@@ -338,6 +347,11 @@ class Zone:
                 broken = True
             except CredentialsError as error:
                 problem = str(error)
+            except GlobalIdentityError as error:
+                problem = str(error)
+                log.error("refused the global: %s", cut(problem))
+            except OSError as error:  # the check's own connection
+                problem = f"cannot reach it: {error}"
             finally:
                 self._streams.pop(what, None)
                 if stream == self._stream:
