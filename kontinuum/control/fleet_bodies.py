@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 _Position = tuple[str, int]  # (group, index of the body in the group)
@@ -141,6 +142,9 @@ class FleetBodies:
             else:
                 base[key] = body
         return newer
+
+
+NO_BODIES: Final = FleetBodies()  # of a config read from nothing: one, so always the same
 
 
 class FleetBodiesBuilder:

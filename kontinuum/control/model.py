@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from kontinuum.control.fleet_bodies import FleetBodies
+from kontinuum.control.fleet_bodies import NO_BODIES, FleetBodies
 from kontinuum.control.routing import RoutingConfig
 
 PortProtocol = Literal["TCP", "UDP", "SCTP"]
@@ -279,7 +279,7 @@ class FleetConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     # The parsed bodies of the fleet-wide objects this was read from (documents as YAML
     # gave them) by key, which the global hands to zones; not part of what the config says.
-    bodies: FleetBodies = field(default_factory=FleetBodies, compare=False)
+    bodies: FleetBodies = field(default=NO_BODIES, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +290,7 @@ class Fleet:
     snapshots: tuple[SiteSnapshot, ...] = ()
     grants: tuple[Grant, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
-    bodies: FleetBodies = field(default_factory=FleetBodies, compare=False)  # as FleetConfig's
+    bodies: FleetBodies = field(default=NO_BODIES, compare=False)  # as FleetConfig's
 
     @property
     def config(self) -> FleetConfig:

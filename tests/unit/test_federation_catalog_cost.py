@@ -358,3 +358,13 @@ def test_a_renewed_secret_goes_to_the_zone_whose_gateway_names_it_only(tmp_path:
     write(tmp_path / "unused.yaml", secret("unused", "renewed"))
     assert update("unused.yaml") == {"fleet/Secret/demo/unused"}  # named, sent to none
     assert "fleet/Secret/demo/unused" not in catalog.for_zone("edge")
+
+
+def test_a_fleet_read_from_nothing_has_the_same_bodies_each_time(tmp_path: Path) -> None:
+    """So the fleet files' source, polling a missing directory, yields no new config."""
+    reader = FleetReader(tmp_path / "missing")
+    first, errors = reader.read()
+    assert errors
+    again, _ = reader.read()
+    assert again.bodies is first.bodies
+    assert again.config == first.config
