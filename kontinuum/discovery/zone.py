@@ -25,8 +25,10 @@ into the site's snapshot. No I/O here: the stream does it.
   `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
   disconnects, `stale_after` counting from when the zone's source went out of sync (a
   time in the future counts as now); when the zone removes it, the view is in sync again.
-- One stream per zone: a new one takes over, and the one it replaced may apply nothing
-  more (`SupersededError`).
+- One stream per zone replica: a new one of the same replica takes over, and the one it
+  replaced may apply nothing more (`SupersededError`). Of several replicas, one is the
+  active publisher and the others are standbys, promoted without a stale gap when the
+  active goes (`kontinuum.discovery.zone_replicas`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from kontinuum.discovery.kube_view import (
     WatchedKind,
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
 __all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
@@ -68,7 +71,7 @@ _KINDS: Final = {kind.kind: kind for kind in KINDS}
 
 
 class SupersededError(Exception):
-    """A stream of the zone that another, newer one replaced."""
+    """A stream of the zone that another, newer one of the same replica replaced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class ZoneSource:
         self._store: ZoneObjects | None = None
         self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
         self._state: StaleState | None = None  # the zone's own source is out of sync
+        self._replicas = Replicas()  # the open streams, active and standby
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -202,30 +206,84 @@ class ZoneSource:
 
     # -- what the stream calls --------------------------------------------------------
 
-    def attach(self, declared: Collection[str] | None = None) -> int:
-        """A stream of the zone begins (replacing any other); its token. `declared`: the
-        names of what is held that the stream was told of (None: all of them); once its
-        view is whole, what is held but was neither declared nor sent is dropped, as the
-        zone sends no removal of what it was not told of."""
+    def replicas(self) -> list[tuple[str, bool]]:
+        """The replicas connected (their ids, in the order they connected), and whether
+        each is the active one."""
+        return [(stream.replica, stream.active) for stream in self._replicas]
+
+    @property
+    def promotions(self) -> int:
+        """Standbys made active since the global started."""
+        return self._replicas.promotions
+
+    def attach(self, declared: Collection[str] | None = None, replica: str = "") -> int:
+        """A stream of the zone's replica `replica` begins (replacing any other of that
+        replica); its token. `declared`: the names of what is held that the stream was told
+        of (None: all of them); once its view is whole, what is held but was neither
+        declared nor sent is dropped, as the zone sends no removal of what it was not told
+        of. The stream is active or a standby (see `kontinuum.discovery.zone_replicas`)."""
         self._streams += 1
-        self._stream = self._streams
-        self._complete = False
-        self._declared = set(declared) if declared is not None else None
-        self._received = set()
+        token = self._streams
+        if not self._replicas:
+            self.stats.last_transition = time.time()
+        stream, _ = self._replicas.add(token, replica, self._objects, self._state, declared)
         self.stats.connected = True
         self.stats.connections += 1
-        self.stats.last_transition = time.time()
-        return self._stream
+        if stream.active:
+            self._stream = token
+            self._complete = False
+            self._declared = set(declared) if declared is not None else None
+            self._received = set()
+        return token
 
     def detach(self, stream: int, reason: str) -> None:
-        """A stream ends; unless another replaced it, the view goes stale."""
+        """A stream ends; when it was the active one, a standby whose view is whole takes
+        over, or else the view goes stale."""
+        if self._replicas.remove(stream) is None:
+            return
+        if not self._replicas:
+            self.stats.connected = False
+            self.stats.last_transition = time.time()
         if stream != self._stream:
             return
         self._stream = 0
-        self.stats.connected = False
-        self.stats.last_transition = time.time()
+        if (successor := self._replicas.successor()) is not None:
+            log.info("%s: its active replica left (%s): another takes over", self.name, reason)
+            self._adopt(successor)
+            return
+        self._complete = False  # a standby taking over lists every kind anew
         self._view.reason = reason
         self._post([Failed(kind, reason) for kind in KINDS])
+
+    def _adopt(self, stream: ReplicaStream) -> None:
+        """Make a standby whose view is whole the active one: its view becomes the site's,
+        costing the objects whose version differs."""
+        view = self._replicas.promote(stream)
+        was_complete, before = self._complete, self._state
+        self._stream = stream.token
+        self._complete = True
+        self._declared, self._received = None, set()
+        held = self._objects
+        removed = [name for name in held if name not in view.objects]
+        changed = [
+            obj
+            for name, obj in view.objects.items()
+            if (old := held.get(name)) is None or old.version != obj.version
+        ]
+        events = self._removed(removed)
+        for obj in changed:
+            events += self._taken(obj)
+        self._state = view.state
+        self._view.reason = ""
+        if not was_complete:  # the view was stale or not yet whole: every kind listed anew
+            self._post(self._listed())
+            self._follow_state()
+            return
+        self._post(events)
+        if self._state != before:
+            if before is not None:
+                self._post(self._listed())
+            self._follow_state()
 
     def apply(
         self,
@@ -239,7 +297,7 @@ class ZoneSource:
         removed, and the zone's stale state if it sent one; `partial`: more of the same
         change follows. Returns a line per object refused (the rest applies)."""
         if stream != self._stream:
-            raise SupersededError("another stream of this zone replaced this one")
+            return self._apply_standby(stream, objects, removed, partial, state)
         refused: list[str] = []
         events: list[Listed | Changed] = []
         before = self._state
@@ -249,13 +307,7 @@ class ZoneSource:
                 self._received.add(state.name)
         elif self._state is not None and self._state.name in removed:
             self._state = None
-        for name in removed:
-            gone = self._objects.pop(name, None)
-            if gone is not None:
-                self._bytes -= gone.size
-                self._stored(name, None)
-                self.stats.removals_received += 1
-                events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
+        events += self._removed(removed)
         for obj in objects:
             if not self._complete:
                 self._received.add(obj.name)
@@ -263,12 +315,7 @@ class ZoneSource:
             if problem:
                 refused.append(f"{obj.name}: {problem}")
                 continue
-            before_obj = self._objects.get(obj.name)
-            self._bytes += obj.size - (before_obj.size if before_obj is not None else 0)
-            self._objects[obj.name] = obj
-            self._stored(obj.name, obj)
-            self.stats.objects_received += 1
-            events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
+            events += self._taken(obj)
         self.stats.objects_refused += len(refused)
         self.stats.last_sync = time.time()
         if not self._complete and partial:
@@ -286,6 +333,47 @@ class ZoneSource:
                     self._post(self._listed())  # in sync, until the new state says otherwise
                 self._follow_state()
         return refused
+
+    def _apply_standby(
+        self,
+        token: int,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool,
+        state: StaleState | None,
+    ) -> list[str]:
+        """A standby's response: checked as the active's, kept in its own view; once that
+        view is whole while no replica is active, the standby becomes the active one."""
+        stream = self._replicas.get(token)
+        if stream is None or stream.view is None:
+            raise SupersededError("another stream of this zone replica replaced this one")
+        refused = stream.view.apply(objects, removed, partial, state, self._problem)
+        self.stats.objects_refused += len(refused)
+        if self._replicas.successor() is stream:
+            log.info("%s: a standby replica takes over", self.name)
+            self._adopt(stream)
+        return refused
+
+    def _removed(self, names: Sequence[str]) -> list[Listed | Changed]:
+        """Drop the objects named; their events."""
+        events: list[Listed | Changed] = []
+        for name in names:
+            gone = self._objects.pop(name, None)
+            if gone is not None:
+                self._bytes -= gone.size
+                self._stored(name, None)
+                self.stats.removals_received += 1
+                events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
+        return events
+
+    def _taken(self, obj: ReceivedObject) -> list[Listed | Changed]:
+        """Hold an object (checked already); its event."""
+        before = self._objects.get(obj.name)
+        self._bytes += obj.size - (before.size if before is not None else 0)
+        self._objects[obj.name] = obj
+        self._stored(obj.name, obj)
+        self.stats.objects_received += 1
+        return [Changed(_KINDS[obj.kind], "MODIFIED", obj.body)]
 
     def _drop_undeclared(self) -> None:
         """Drop what is held that the stream was neither told of nor sent."""
@@ -322,14 +410,22 @@ class ZoneSource:
         if self._store is not None:
             self._unsaved[name] = obj
 
-    def _problem(self, obj: ReceivedObject) -> str:
-        """Why an object is refused, or "" (checked as a fleet file's object is)."""
+    def _problem(
+        self,
+        obj: ReceivedObject,
+        objects: Mapping[str, ReceivedObject] | None = None,
+        size: int | None = None,
+    ) -> str:
+        """Why an object is refused, or "" (checked as a fleet file's object is), given
+        what is held and its size (default: the site's)."""
+        objects = self._objects if objects is None else objects
+        size = self._bytes if size is None else size
         if obj.kind not in _KINDS:
             return f"kind {obj.kind!r} is not published by a zone"
-        if obj.name not in self._objects and len(self._objects) >= MAX_OBJECTS:
+        if obj.name not in objects and len(objects) >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        held = self._objects.get(obj.name)
-        if self._bytes - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
+        held = objects.get(obj.name)
+        if size - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
             return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):

@@ -321,6 +321,37 @@ class FederationCollector(Collector):
             answers.add_metric([zone.cluster, "ack"], counts.acks if counts else 0)
             answers.add_metric([zone.cluster, "nack"], counts.nacks if counts else 0)
         yield from (subscribed, sent, removals, responses, answers)
+        yield from _replica_metrics(zones)
+
+
+def _replica_metrics(zones: list[ZoneSource]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The replicas of each zone connected, by role, the active one's id, and how many
+    times a standby took over."""
+    replicas = GaugeMetricFamily(
+        "kontinuum_federation_zone_replicas",
+        "Replicas of the zone connected, by role: active (its view is the site's) or standby.",
+        labels=["zone", "role"],
+    )
+    active = GaugeMetricFamily(
+        "kontinuum_federation_zone_active_replica_info",
+        "1 for the replica id of the zone's active replica (absent while none is).",
+        labels=["zone", "replica"],
+    )
+    promotions = CounterMetricFamily(
+        "kontinuum_federation_zone_promotions",
+        "Times a standby replica of the zone took over from the active one.",
+        labels=["zone"],
+    )
+    for zone in sorted(zones, key=lambda z: z.cluster):
+        connected = zone.replicas()
+        roles = [is_active for _, is_active in connected]
+        replicas.add_metric([zone.cluster, "active"], roles.count(True))
+        replicas.add_metric([zone.cluster, "standby"], roles.count(False))
+        for replica, is_active in connected:
+            if is_active:
+                active.add_metric([zone.cluster, replica], 1.0)
+        promotions.add_metric([zone.cluster], zone.promotions)
+    yield from (replicas, active, promotions)
 
 
 class ZoneCollector(Collector):
