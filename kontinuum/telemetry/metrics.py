@@ -23,7 +23,7 @@ from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.fleet_copy import FleetCopy
-from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.global_links import Links
 from kontinuum.federation.service import REFUSED_REASONS, FederationService
 from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.mesh import Mesh
@@ -355,10 +355,10 @@ def _replica_metrics(zones: list[ZoneSource]) -> Iterator[GaugeMetricFamily | Co
 
 
 class ZoneCollector(Collector):
-    """A zone's side of federation (`kontinuum zone`): its stream to the global and what it
-    sent on it."""
+    """A zone's side of federation (`kontinuum zone`): its streams to the global replicas
+    and what it sent on them."""
 
-    def __init__(self, publisher: Publisher, copy: FleetCopy | None = None) -> None:
+    def __init__(self, publisher: Links, copy: FleetCopy | None = None) -> None:
         self._publisher = publisher
         self._copy = copy
 
@@ -366,15 +366,26 @@ class ZoneCollector(Collector):
         publisher, stats = self._publisher, self._publisher.stats
         yield GaugeMetricFamily(
             "kontinuum_zone_connected",
-            "1 while the stream to the global is open.",
+            "1 while a stream to the global (to one of its replicas, at least) is open.",
             value=1.0 if publisher.connected else 0.0,
         )
+        links = GaugeMetricFamily(
+            "kontinuum_zone_global_replicas",
+            "Global replicas the zone dials, by state: connected (its site published there) "
+            "or disconnected.",
+            labels=["state"],
+        )
+        up = publisher.connected_links()
+        links.add_metric(["connected"], up)
+        links.add_metric(["disconnected"], len(publisher) - up)
+        yield links
         yield GaugeMetricFamily(
             "kontinuum_zone_objects", "Objects of the site published.", value=len(publisher.objects)
         )
         yield GaugeMetricFamily(
             "kontinuum_zone_pending_objects",
-            "Objects (and removals) not sent to the global yet: the lag.",
+            "Objects (and removals) not sent to the global yet (to the replica furthest "
+            "behind): the lag.",
             value=publisher.pending(),
         )
         yield CounterMetricFamily(
