@@ -408,7 +408,9 @@ class Zone:
                 )
                 continue
             copy.unsubscribed()
-            delay = 0.0 if failures < len(self._targets) else backoff.next()
+            # Another replica not tried since the last one answered: at once.
+            untried = len(self._targets) > 1 and failures < len(self._targets)
+            delay = 0.0 if untried else backoff.next()
             self._redial_in(delay, backoff, "subscribing to", target, problem)
             await asyncio.sleep(delay)
 

@@ -184,6 +184,7 @@ async def test_a_zone_publishes_to_two_global_replicas_and_survives_losing_one(
         ]
         assert sorted(subscribed) == [0, 1], subscribed
         dead, alive = globals_ if subscribed[0] == 1 else globals_[::-1]
+        received = await zone.metric("kontinuum_zone_fleet_resources_received_total")
         dead.kill()
 
         async def failed_over() -> bool:
@@ -196,6 +197,8 @@ async def test_a_zone_publishes_to_two_global_replicas_and_survives_losing_one(
         assert await zone.metric("kontinuum_zone_fleet_resources") == fleet
         assert await zone.metric("kontinuum_source_stale", {"source": "global"}) == 0
         assert await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+        # The other global was told what the zone holds: nothing crossed again.
+        assert await zone.metric("kontinuum_zone_fleet_resources_received_total") == received
 
         # A change of the fleet reaches the zone through the other global ...
         clusters = found.root / "fleet" / "clusters.yaml"
