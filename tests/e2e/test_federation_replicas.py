@@ -4,6 +4,8 @@
   stay connected (no stream of one ends the other's), the first one's view is served, and
   when it is killed the other takes over without the site ever being marked stale, the
   sidecar at the global still reaching the site.
+- Two replicas' GlobalToZone subscriptions (in-process global) both stay open, each sent
+  every change.
 - One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
   site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
   whole, and changes keep flowing both ways through the other.
@@ -13,9 +15,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.federation.objects import (
+    GLOBAL_TO_ZONE,
+    REPLICA_METADATA,
+    SERVICE,
+    SITE_METADATA,
+    ZONE_RESOURCE_TYPE_URL,
+)
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -30,10 +42,11 @@ from tests.e2e.test_federation import (
     sidecar_bootstrap,
     until,
 )
-from tests.support.net import free_port
+from tests.e2e.test_federation_service import Global, profile, served
+from tests.support.net import eventually, free_port
 
 pytestmark = pytest.mark.e2e
-__all__ = ["federation"]  # the fixture, used by name
+__all__ = ["federation", "served"]  # the fixtures, used by name
 
 SITE = {"zone": "edge-paris"}
 
@@ -226,3 +239,52 @@ async def test_a_zone_publishes_to_two_global_replicas_and_survives_losing_one(
         await until(site_changed, "the endpoint change at the other global", 30, logs)
         assert await alive.metric("kontinuum_federation_zone_connected", SITE) == 1
         assert await alive.metric("kontinuum_source_stale", {"source": ZONE}) == 0
+
+
+def subscribe_as(served: Global, credentials: grpc.ChannelCredentials, replica: str) -> Any:
+    channel = grpc.aio.secure_channel(served.address, credentials)
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{GLOBAL_TO_ZONE}",
+        request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+    )
+    return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, replica)))
+
+
+async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global) -> None:
+    feed = served.service.feed
+    feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    calls = [subscribe_as(served, credentials, replica) for replica in ("zone-a", "zone-b")]
+    for call in calls:
+        await call.write(subscription)
+        first = await call.read()
+        assert [r.name for r in first.resources] == ["fleet/ClusterProfile/fleet/eu"]
+        await call.write(
+            discovery_pb2.DeltaDiscoveryRequest(
+                type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=first.nonce
+            )
+        )
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
+    # A change reaches both: neither subscription replaced the other.
+    feed.update([profile("eu", "eu-west-1")], [])
+    for call in calls:
+        async with asyncio.timeout(10):
+            change = await call.read()
+        assert [r.name for r in change.resources] == ["fleet/ClusterProfile/fleet/eu"]
+    assert served.service.subscribed["edge-paris"] == 2
+    # A newer subscription of the same replica still replaces its older one.
+    again = subscribe_as(served, credentials, "zone-a")
+    await again.write(subscription)
+    await again.read()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(10):
+            await calls[0].read()
+    assert ended.value.code() is grpc.StatusCode.ABORTED
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
+    for call in (again, calls[1]):
+        call.cancel()
