@@ -34,6 +34,7 @@ from kontinuum.discovery.zone import ZoneSource
 from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.dns import ClusterSetResponder, DnsServer, DnsThread, ZoneOptions
 from kontinuum.errors import operator_listen_error
+from kontinuum.federation.objects import content_version
 from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
@@ -280,6 +281,7 @@ class FleetOptions:
     # more sources declaring the fleet, run as they are (a zone's site and its copy of the
     # global's fleet: `kontinuum.federation_app`)
     sources: tuple[Source, ...] = ()
+    site: str | None = None  # a zone's own site: the only one whose Gateways it reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +316,7 @@ async def running_fleet(
     certificates = (
         WorkloadCertificates(security.ca, security.workload_validity) if security else None
     )
-    mesh = Mesh(SnapshotCache(), certificates)
+    mesh = Mesh(SnapshotCache(), certificates, options.site)
     registry = CollectorRegistry()
     provider = tracer_provider(options.otlp_endpoint)
     pushes = PushTelemetry(PushMetrics(registry), provider)
@@ -387,7 +389,7 @@ def _keeping_zones(factory: SourceFactory, state_dir: Path | None) -> SourceFact
     def build(cluster: str, access: SiteAccess) -> Source:
         source = factory(cluster, access)
         if isinstance(source, ZoneSource):
-            source.keep(ZoneObjects(state_dir, cluster))
+            source.keep(ZoneObjects(state_dir, cluster, content_version))
         return source
 
     return build

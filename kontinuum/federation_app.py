@@ -5,7 +5,8 @@
   the fleet (`kontinuum.federation.catalog`), kept in step with every fleet the mesh applies.
 - A zone (`run_zone`) publishes its site to the global and, with an xDS address, serves its
   site's proxies itself, composed exactly as `kontinuum serve` is (`kontinuum.app`): its mesh
-  is fed by its site as the zone reads it (live, whatever the WAN does) and by its copy of
+  is fed by its site as the zone reads it (live, whatever the WAN does; stale while the
+  zone's own source of it is out of sync, as the global holds it) and by its copy of
   what the global sends (`kontinuum.federation.fleet_copy`: the fleet-wide objects and the
   other sites' services, kept under the state directory). It is ready once it has read its
   site and has either a whole view from the global or the copy kept from before.
@@ -32,12 +33,12 @@ from kontinuum.app import (
     serving,
 )
 from kontinuum.bootstrap import split_address
-from kontinuum.control.model import Fleet
+from kontinuum.control.model import Fleet, SiteAccess
 from kontinuum.discovery.aggregate import Aggregator, Debounce
-from kontinuum.discovery.zone import ZoneSource
+from kontinuum.discovery.zone import StaleState, ZoneSource
 from kontinuum.errors import operator_listen_error
 from kontinuum.federation.fleet_copy import FleetCopy
-from kontinuum.federation.objects import SiteObject
+from kontinuum.federation.objects import SiteObject, stale_site
 from kontinuum.federation.service import FederationService, NotReadyError, start_server
 from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
@@ -80,7 +81,7 @@ async def federation_server(fleet: RunningFleet) -> AsyncIterator[None]:
 
     def distribute(applied: Fleet) -> None:
         bodies = [body for config in aggregator.configs() for body in config.bodies]
-        service.feed.update(bodies, applied.snapshots)
+        service.feed.update(bodies, applied.snapshots, applied.routing.gateways, applied.grants)
 
     fleet.on_applied.append(distribute)
     if aggregator.synced.is_set():
@@ -101,22 +102,39 @@ async def federation_server(fleet: RunningFleet) -> AsyncIterator[None]:
 
 class LocalSite:
     """The zone's own site as its mesh sees it: a `ZoneSource` fed with the objects the
-    zone reads, each change as what differs from the last read (never stale: it is read
-    locally, whatever the WAN does)."""
+    zone reads, each change as what differs from the last read. It is read locally, so
+    the WAN never makes it stale; its own source does: while that is out of sync (the
+    site's Kubernetes API, or its DNS), the site is stale here exactly as the global holds
+    it (its `stale-after` counting from when the source went out of sync, the endpoints
+    dropped after it), until the source is back."""
 
     def __init__(self, site: str) -> None:
-        self.source = ZoneSource(site)
+        self.source = ZoneSource(site, local=True)
         self._stream = self.source.attach()
         self._versions: dict[str, str] = {}
+        self._stale: str | None = None  # the name of the site's stale state, while stale
 
-    def __call__(self, objects: list[SiteObject]) -> None:
+    def __call__(self, objects: list[SiteObject], stale_since: float | None = None) -> None:
         changed = [o.received() for o in objects if self._versions.get(o.name) != o.version]
         current = {o.name: o.version for o in objects}
         removed = [name for name in self._versions if name not in current]
-        problems = self.source.apply(self._stream, changed, removed)
+        state = None
+        if stale_since is not None:
+            said = stale_site(self.source.cluster, stale_since)
+            state = StaleState(said.name, said.version, said.stale_since)
+            self._stale = said.name
+        elif self._stale is not None:
+            removed.append(self._stale)
+            self._stale = None
+        problems = self.source.apply(self._stream, changed, removed, state=state)
         for problem in problems:
             log.error("site object refused: %s", problem)
         self._versions = current
+
+    def retune(self, access: SiteAccess | None) -> None:
+        """Take the site's `stale-after` from its ClusterProfile, as the global sent it."""
+        if access is not None:
+            self.source.retune(access)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +169,10 @@ async def run_zone(
         status=None,
         security=xds.security,
         debounce=Debounce(after=ZONE_DEBOUNCE),
+        site=options.site,
     )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
+        fleet.on_applied.append(lambda _: local.retune(copy.own_access))
         fleet.registry.register(ZoneCollector(zone.publisher, copy))
         async with serving(fleet, xds.xds_address, admin_address, xds.prometheus_sd):
             running = asyncio.create_task(zone.run(), name="zone")

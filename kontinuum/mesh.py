@@ -39,12 +39,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kontinuum.claims import ViewKey, claim
+from kontinuum.control.cross_serving import route_key
 from kontinuum.control.gateway_binding import BoundGateway
 from kontinuum.control.mcs import visible_services
 from kontinuum.control.model import Fleet, ServiceRef
 from kontinuum.control.plane import PlaneService, ProxyView, ServiceKey, ServicePlane
 from kontinuum.control.plane_builder import PlaneBuilder
-from kontinuum.control.route_binding import BoundRoute
 from kontinuum.control.routing_state import RoutingState
 from kontinuum.control.translate import SidecarOptions, Translation, translate_sidecar
 from kontinuum.control.translate.backends import MeshRouting
@@ -152,10 +152,6 @@ def _warn_if_not_own(name: str, key: ViewKey, identity: WorkloadIdentity) -> Non
         )
 
 
-def _route_key(bound: BoundRoute) -> tuple[str, str, str]:
-    return (bound.route.kind, bound.route.namespace, bound.route.name)
-
-
 @dataclass(slots=True)
 class _Group:
     """The outbound side shared by the sidecar views of one (workspace, cluster, outbound
@@ -170,10 +166,16 @@ class Mesh:
     """Keeps the cache's views in step with the fleet the aggregator applies."""
 
     def __init__(
-        self, cache: SnapshotCache, certificates: WorkloadCertificates | None = None
+        self,
+        cache: SnapshotCache,
+        certificates: WorkloadCertificates | None = None,
+        site: str | None = None,
     ) -> None:
         self.cache = cache
         self.certificates = certificates
+        # A zone's own site: it logs the problems of that site's Gateways only (the global
+        # reports the others', and does not send the zone their Secrets). None: every site's.
+        self.site = site
         self.plane = ServicePlane()
         self.routing_state = RoutingState()
         self._planes = PlaneBuilder()
@@ -215,7 +217,7 @@ class Mesh:
             fleet, self.plane, None if change.everything else change.keys
         )
         if self.routing_state.binding is not self._reported:
-            self._report_status()
+            self._report_status(fleet)
         if change.everything:  # the sites may have changed
             for name, key in list(self._views.items()):
                 if self.plane.site(key.view.cluster) is None:
@@ -265,11 +267,11 @@ class Mesh:
         }
         if self._routing is routing_before:
             return workspaces
-        old = {_route_key(b): b for b in routing_before.routes}
-        new = {_route_key(b): b for b in self._routing.routes}
-        for route_key in old.keys() | new.keys():
-            if old.get(route_key) != new.get(route_key):
-                for bound in (old.get(route_key), new.get(route_key)):
+        old = {route_key(b.route): b for b in routing_before.routes}
+        new = {route_key(b.route): b for b in self._routing.routes}
+        for key in old.keys() | new.keys():
+            if old.get(key) != new.get(key):
+                for bound in (old.get(key), new.get(key)):
                     if bound is not None:
                         workspaces.add(bound.route.namespace)
                         workspaces.update(
@@ -307,9 +309,15 @@ class Mesh:
         """What a view in use was resolved from (its role, cluster and workspace)."""
         return self._views.get(view)
 
-    def _report_status(self) -> None:
+    def _report_status(self, fleet: Fleet) -> None:
         """Log each route, Gateway or policy condition that newly went wrong, once."""
         binding = self._reported = self.routing_state.binding
+        if self.site is not None:
+            elsewhere = {
+                (g.namespace, g.name) for g in fleet.routing.gateways if g.cluster != self.site
+            }
+            own = [s for s in binding.gateway_statuses if (s.namespace, s.name) not in elsewhere]
+            binding = replace(binding, gateway_statuses=tuple(own))
         problems = {str(x) for x in status_lines(binding) if not x.ok}
         for problem in sorted(problems - self._problems):
             log.warning("%s", problem)

@@ -23,6 +23,12 @@ kind Secret, the Secret exists and can serve, and a Secret in another namespace 
 Gateway's is granted by a ReferenceGrant of its namespace from Gateways of the Gateway's
 namespace to that Secret (or every Secret). Otherwise the listener's `ResolvedRefs` is
 False: `RefNotPermitted` for a reference no grant allows, else `InvalidCertificateRef`.
+
+The Secrets a site needs (`secrets_by_site`, what the global sends a zone) are those the
+HTTPS listeners of the site's Gateways may name: a ref of group "" kind Secret, in the
+Gateway's namespace or granted as above, whether or not the Secret exists or can serve (the
+zone finds that out as the global does). A Gateway runs at the one site its label
+`kontinuum.io/cluster` names.
 """
 
 from __future__ import annotations
@@ -43,7 +49,13 @@ from cryptography.hazmat.primitives.serialization import (
 from kontinuum.control.model import Grant, reference_granted
 from kontinuum.control.objects import ObjectReader
 from kontinuum.control.plane import Condition
-from kontinuum.control.routing import CORE_GROUP, Gateway, GatewayListener, TlsSecret
+from kontinuum.control.routing import (
+    CORE_GROUP,
+    CertificateRef,
+    Gateway,
+    GatewayListener,
+    TlsSecret,
+)
 
 TLS_TYPE: Final = "kubernetes.io/tls"
 CERTIFICATE_KEY: Final = "tls.crt"
@@ -139,9 +151,28 @@ def read_secret(obj: ObjectReader) -> TlsSecret:
 
 # --- listeners -------------------------------------------------------------------------------
 
+SecretKey = tuple[str, str]  # (namespace, name)
+
 
 def _granted(gateway: Gateway, namespace: str, name: str, grants: Iterable[Grant]) -> bool:
     return reference_granted(grants, "Gateway", gateway.namespace, "Secret", namespace, name)
+
+
+def _refusal(gateway: Gateway, ref: CertificateRef, grants: Iterable[Grant]) -> Condition | None:
+    """Why a listener of `gateway` may not name `ref` as a certificate, whatever the Secret
+    holds (its `ResolvedRefs`), or None when it may."""
+    if ref.namespace != gateway.namespace and not _granted(
+        gateway, ref.namespace, ref.name, grants
+    ):
+        message = (
+            f"{ref} is in another namespace and no ReferenceGrant of {ref.namespace} "
+            f"allows Gateways of {gateway.namespace} to name it"
+        )
+        return Condition("ResolvedRefs", "False", "RefNotPermitted", message)
+    if (ref.group, ref.kind) != (CORE_GROUP, "Secret"):
+        message = f'{ref}: a certificate is a Secret (group "") only'
+        return Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+    return None
 
 
 def listener_certificates(
@@ -160,17 +191,8 @@ def listener_certificates(
     found: list[TlsSecret] = []
     grants = tuple(grants)
     for ref in listener.certificate_refs:
-        if ref.namespace != gateway.namespace and not _granted(
-            gateway, ref.namespace, ref.name, grants
-        ):
-            message = (
-                f"{ref} is in another namespace and no ReferenceGrant of {ref.namespace} "
-                f"allows Gateways of {gateway.namespace} to name it"
-            )
-            return (), Condition("ResolvedRefs", "False", "RefNotPermitted", message)
-        if (ref.group, ref.kind) != (CORE_GROUP, "Secret"):
-            message = f'{ref}: a certificate is a Secret (group "") only'
-            return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
+        if (refused := _refusal(gateway, ref, grants)) is not None:
+            return (), refused
         secret = secrets.get((ref.namespace, ref.name))
         if secret is None:
             message = f"no {ref}"
@@ -180,3 +202,36 @@ def listener_certificates(
             return (), Condition("ResolvedRefs", "False", "InvalidCertificateRef", message)
         found.append(secret)
     return tuple(found), None
+
+
+def named_secrets(gateway: Gateway, grants: Iterable[Grant]) -> set[SecretKey]:
+    """Every Secret an HTTPS listener of `gateway` may name as its certificate (by the
+    checks of `listener_certificates` that do not look at the Secret): whether or not it
+    exists or can serve, and whether or not the listener's other refs resolve."""
+    grants = tuple(grants)
+    return {
+        (ref.namespace, ref.name)
+        for listener in gateway.listeners
+        if listener.protocol == "HTTPS"
+        for ref in listener.certificate_refs
+        if _refusal(gateway, ref, grants) is None
+    }
+
+
+def secrets_by_site(
+    gateways: Iterable[Gateway], grants: Iterable[Grant]
+) -> dict[str, frozenset[SecretKey]]:
+    """The Secrets each site's Gateways may serve (`named_secrets`), by site: a Gateway
+    runs at the one cluster its label `kontinuum.io/cluster` names (the label is required,
+    so no Gateway runs at every site). Costs the Gateways' refs and the grants once."""
+    # Only a grant from Gateways to Secrets can allow a certificate ref; `reference_granted`
+    # looks at those of the Gateway's own namespace only.
+    from_gateways: dict[str, list[Grant]] = {}
+    for grant in grants:
+        if (grant.from_kind, grant.to_kind) == ("Gateway", "Secret"):
+            from_gateways.setdefault(grant.consumer, []).append(grant)
+    found: dict[str, set[SecretKey]] = {}
+    for gateway in gateways:
+        if named := named_secrets(gateway, from_gateways.get(gateway.namespace, ())):
+            found.setdefault(gateway.cluster, set()).update(named)
+    return {site: frozenset(keys) for site, keys in found.items()}

@@ -10,9 +10,13 @@ into the site's snapshot. No I/O here: the stream does it.
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
   apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all.
+- A change the zone splits into several responses (all but the last marked partial)
+  applies whole, when its last part arrives (`kontinuum.discovery.split_change`): the
+  site is never seen half changed, and nothing of it is stored before. A stream cut
+  between the parts drops them; the next is told the versions of whole changes only, so
+  the zone sends the change whole again.
 - The first snapshot comes once the zone's first complete response of a stream was applied
-  (its view is then complete: the responses before, marked partial, are held back); after
-  that, a new one whenever an object changes, debounced.
+  (its view is then complete); after that, a new one whenever a change applies, debounced.
 - When the stream ends, the last view is served marked stale, and after `stale_after`
   seconds without the zone, without its endpoints (its Services and exports stay), as
   for a Kubernetes cluster whose API cannot be reached. A new stream of the zone brings it
@@ -25,6 +29,8 @@ into the site's snapshot. No I/O here: the stream does it.
   `StaleState`, its `site/<site>` resource), the view is stale exactly as when the zone
   disconnects, `stale_after` counting from when the zone's source went out of sync (a
   time in the future counts as now); when the zone removes it, the view is in sync again.
+- At a zone serving xDS, its own site is such a source too (`local`), fed by the zone as
+  it reads the site: stale the same way while the zone's source of it is out of sync.
 - One stream per zone replica: a new one of the same replica takes over, and the one it
   replaced may apply nothing more (`SupersededError`). Of several replicas, one is the
   active publisher and the others are standbys, promoted without a stale gap when the
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -55,6 +62,7 @@ from kontinuum.discovery.kube_view import (
     WatchedKind,
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.split_change import SplitChange
 from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
@@ -68,6 +76,13 @@ MAX_OBJECTS: Final = 100_000  # objects one zone may publish
 MAX_BYTES: Final = 512 * 1024 * 1024
 DEBOUNCE_LIMIT: Final = 10  # a burst is cut after this many `debounce` periods
 _KINDS: Final = {kind.kind: kind for kind in KINDS}
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = enum.auto()
+
+
+_UNCHANGED: Final = _Unchanged.UNCHANGED
 
 
 class SupersededError(Exception):
@@ -95,16 +110,19 @@ class ZoneStats:
     removals_received: int = 0
     last_sync: float | None = None  # Unix time a response was last applied
     last_transition: float | None = None  # Unix time it last connected or disconnected
+    # Objects kept from before a restart dropped: their content did not hash to their version.
+    kept_altered: int = 0
 
 
 class ZoneView(ClusterView):
     """A `ClusterView` of a zone's objects, with status texts of a stream, not an API."""
 
-    def __init__(self, cluster: str, stale_after: float) -> None:
+    def __init__(self, cluster: str, stale_after: float, local: bool = False) -> None:
         super().__init__(cluster, stale_after)
         self.name = f"zone:{cluster}"
         self.reason = ""  # why the zone's stream ended; "" while connected
         self.reported = False  # out of sync because the zone said its own source is
+        self.local = local  # the zone's own site, as the zone itself serves it
 
     def _listing(self) -> str:
         return "waiting for its zone to connect"
@@ -121,6 +139,8 @@ class ZoneView(ClusterView):
         assert self._lost is not None
         since = datetime.fromtimestamp(self._lost[1], UTC).isoformat(timespec="seconds")
         since = since.replace("+00:00", "Z")
+        if self.local:
+            return f"the zone's own source of the site is out of sync since {since}"
         if not self.reported:
             return f"its zone is disconnected since {since} ({self.reason})"
         said = f"its zone says its own view of the site is out of sync since {since}"
@@ -130,11 +150,13 @@ class ZoneView(ClusterView):
 class ZoneSource:
     """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
 
-    def __init__(self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1) -> None:
+    def __init__(
+        self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1, local: bool = False
+    ) -> None:
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self._cluster = cluster
-        self._view = ZoneView(cluster, stale_after)
+        self._view = ZoneView(cluster, stale_after, local)
         self._objects: dict[str, ReceivedObject] = {}
         self._bytes = 0  # the objects' sizes, in all
         self._stream = 0  # the current stream's token; 0: none
@@ -152,6 +174,12 @@ class ZoneSource:
         self._store: ZoneObjects | None = None
         self._unsaved: dict[str, ReceivedObject | None] = {}  # changes not stored yet
         self._state: StaleState | None = None  # the zone's own source is out of sync
+        # The change the stream is sending in parts, held until whole (and what it does to
+        # the count and bytes held, and to the state: `_UNCHANGED` when nothing).
+        self._change: SplitChange[ReceivedObject] = SplitChange()
+        self._change_count = 0
+        self._change_bytes = 0
+        self._next_state: StaleState | _Unchanged | None = _UNCHANGED
         self._replicas = Replicas()  # the open streams, active and standby
 
     def keep(self, store: ZoneObjects) -> None:
@@ -160,6 +188,7 @@ class ZoneSource:
         if self._streams == 0 and not self._objects:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
             self._bytes = sum(obj.size for obj in self._objects.values())
+            self.stats.kept_altered += store.altered
         self._store = store
 
     @property
@@ -232,6 +261,7 @@ class ZoneSource:
         if stream.active:
             self._stream = token
             self._complete = False
+            self._forget_change()  # what the stream it replaces sent of a change
             self._declared = set(declared) if declared is not None else None
             self._received = set()
         return token
@@ -247,6 +277,7 @@ class ZoneSource:
         if stream != self._stream:
             return
         self._stream = 0
+        self._forget_change()
         if (successor := self._replicas.successor()) is not None:
             log.info("%s: its active replica left (%s): another takes over", self.name, reason)
             self._adopt(successor)
@@ -257,82 +288,27 @@ class ZoneSource:
 
     def _adopt(self, stream: ReplicaStream) -> None:
         """Make a standby whose view is whole the active one: its view becomes the site's,
-        costing the objects whose version differs."""
+        costing the objects whose version differs; a change it is sending in parts goes on
+        as the active's."""
         view = self._replicas.promote(stream)
-        was_complete, before = self._complete, self._state
         self._stream = stream.token
-        self._complete = True
         self._declared, self._received = None, set()
         held = self._objects
-        removed = [name for name in held if name not in view.objects]
-        changed = [
-            obj
-            for name, obj in view.objects.items()
-            if (old := held.get(name)) is None or old.version != obj.version
-        ]
-        events = self._removed(removed)
-        for obj in changed:
-            events += self._taken(obj)
-        self._state = view.state
-        self._view.reason = ""
-        if not was_complete:  # the view was stale or not yet whole: every kind listed anew
-            self._post(self._listed())
-            self._follow_state()
-            return
-        self._post(events)
-        if self._state != before:
-            if before is not None:
-                self._post(self._listed())
-            self._follow_state()
-
-    def apply(
-        self,
-        stream: int,
-        objects: Sequence[ReceivedObject],
-        removed: Sequence[str],
-        partial: bool = False,
-        state: StaleState | None = None,
-    ) -> list[str]:
-        """Apply one response of `stream`: the objects new or changed, the names of those
-        removed, and the zone's stale state if it sent one; `partial`: more of the same
-        change follows. Returns a line per object refused (the rest applies)."""
-        if stream != self._stream:
-            return self._apply_standby(stream, objects, removed, partial, state)
-        refused: list[str] = []
-        events: list[Listed | Changed] = []
-        before = self._state
-        if state is not None:
-            self._state = state
-            if not self._complete:
-                self._received.add(state.name)
-        elif self._state is not None and self._state.name in removed:
-            self._state = None
-        events += self._removed(removed)
-        for obj in objects:
-            if not self._complete:
-                self._received.add(obj.name)
-            problem = self._problem(obj)
-            if problem:
-                refused.append(f"{obj.name}: {problem}")
-                continue
-            events += self._taken(obj)
-        self.stats.objects_refused += len(refused)
-        self.stats.last_sync = time.time()
-        if not self._complete and partial:
-            return refused  # held back until the stream's view is whole
-        if not self._complete:  # the view is complete: every kind listed anew
-            self._complete = True
-            self._drop_undeclared()
-            self._view.reason = ""
-            self._post(self._listed())
-            self._follow_state()
-        else:
-            self._post(events)
-            if self._state != before:
-                if before is not None:
-                    self._post(self._listed())  # in sync, until the new state says otherwise
-                self._follow_state()
-        return refused
+        for name in [name for name in held if name not in view.objects]:
+            self._change.remove(name)
+        for name, obj in view.objects.items():
+            if (old := held.get(name)) is None or old.version != obj.version:
+                self._change.set(name, obj)
+        self._next_state = view.state
+        self._apply_change()  # lists every kind anew if the view was not whole or stale
+        for name, part in view.pending.take():
+            self._count_change(name, part)
+            if part is None:
+                self._change.remove(name)
+            else:
+                self._change.set(name, part)
+        if view.state_changing:
+            self._next_state = view.next_state
 
     def _apply_standby(
         self,
@@ -347,33 +323,105 @@ class ZoneSource:
         stream = self._replicas.get(token)
         if stream is None or stream.view is None:
             raise SupersededError("another stream of this zone replica replaced this one")
-        refused = stream.view.apply(objects, removed, partial, state, self._problem)
+        refused = stream.view.apply(objects, removed, partial, state, self._checked)
         self.stats.objects_refused += len(refused)
         if self._replicas.successor() is stream:
             log.info("%s: a standby replica takes over", self.name)
             self._adopt(stream)
         return refused
 
-    def _removed(self, names: Sequence[str]) -> list[Listed | Changed]:
-        """Drop the objects named; their events."""
+    def apply(
+        self,
+        stream: int,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool = False,
+        state: StaleState | None = None,
+    ) -> list[str]:
+        """Take one response of `stream`: the objects new or changed, the names of those
+        removed, and the zone's stale state if it sent one; `partial`: more of the same
+        change follows, and the change applies once whole (`SplitChange`). Returns a line
+        per object refused (the rest applies)."""
+        if stream != self._stream:
+            return self._apply_standby(stream, objects, removed, partial, state)
+        if state is not None:
+            self._next_state = state
+            if not self._complete:
+                self._received.add(state.name)
+        elif (held := self._state_after()) is not None and held.name in removed:
+            self._next_state = None
+        for name in removed:
+            if self._change.current(name, self._objects) is not None:
+                self._count_change(name, None)
+                self._change.remove(name)
+        refused: list[str] = []
+        for obj in objects:
+            if not self._complete:
+                self._received.add(obj.name)
+            problem = self._problem(obj)
+            if problem:
+                refused.append(f"{obj.name}: {problem}")
+                continue
+            self._count_change(obj.name, obj)
+            self._change.set(obj.name, obj)
+        self.stats.objects_refused += len(refused)
+        if not partial:
+            self._apply_change()
+        return refused
+
+    def _state_after(self) -> StaleState | None:
+        """The zone's stale state once the change in progress applies."""
+        return self._state if self._next_state is _UNCHANGED else self._next_state
+
+    def _count_change(self, name: str, new: ReceivedObject | None) -> None:
+        """Count what setting (or removing, None) `name` in the change does to the limits."""
+        old = self._change.current(name, self._objects)
+        self._change_count += (new is not None) - (old is not None)
+        self._change_bytes += (new.size if new else 0) - (old.size if old else 0)
+
+    def _forget_change(self) -> None:
+        """The change in progress ends with its stream: none of it applies."""
+        if dropped := self._change.discard():
+            log.info("%s: dropped %d object(s) of a change cut off midway", self.name, dropped)
+        self._next_state = _UNCHANGED
+        self._change_count = self._change_bytes = 0
+
+    def _apply_change(self) -> None:
+        """The change is whole: apply it at once."""
         events: list[Listed | Changed] = []
-        for name in names:
-            gone = self._objects.pop(name, None)
-            if gone is not None:
-                self._bytes -= gone.size
+        before = self._state
+        if self._next_state is not _UNCHANGED:
+            self._state = self._next_state
+        for name, obj in self._change.take():
+            held = self._objects.get(name)
+            if obj is None:
+                if held is None:
+                    continue
+                del self._objects[name]
+                self._bytes -= held.size
                 self._stored(name, None)
                 self.stats.removals_received += 1
-                events.append(Changed(_KINDS[gone.kind], "DELETED", gone.body))
-        return events
-
-    def _taken(self, obj: ReceivedObject) -> list[Listed | Changed]:
-        """Hold an object (checked already); its event."""
-        before = self._objects.get(obj.name)
-        self._bytes += obj.size - (before.size if before is not None else 0)
-        self._objects[obj.name] = obj
-        self._stored(obj.name, obj)
-        self.stats.objects_received += 1
-        return [Changed(_KINDS[obj.kind], "MODIFIED", obj.body)]
+                events.append(Changed(_KINDS[held.kind], "DELETED", held.body))
+                continue
+            self._bytes += obj.size - (held.size if held is not None else 0)
+            self._objects[name] = obj
+            self._stored(name, obj)
+            self.stats.objects_received += 1
+            events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
+        self._forget_change()
+        self.stats.last_sync = time.time()
+        if not self._complete:  # the view is complete: every kind listed anew
+            self._complete = True
+            self._drop_undeclared()
+            self._view.reason = ""
+            self._post(self._listed())
+            self._follow_state()
+        else:
+            self._post(events)
+            if self._state != before:
+                if before is not None:
+                    self._post(self._listed())  # in sync, until the new state says otherwise
+                self._follow_state()
 
     def _drop_undeclared(self) -> None:
         """Drop what is held that the stream was neither told of nor sent."""
@@ -410,21 +458,21 @@ class ZoneSource:
         if self._store is not None:
             self._unsaved[name] = obj
 
-    def _problem(
-        self,
-        obj: ReceivedObject,
-        objects: Mapping[str, ReceivedObject] | None = None,
-        size: int | None = None,
+    def _problem(self, obj: ReceivedObject) -> str:
+        """Why an object is refused, or "" (checked as a fleet file's object is)."""
+        held = self._change.current(obj.name, self._objects)
+        count = len(self._objects) + self._change_count
+        return self._checked(obj, held, count, self._bytes + self._change_bytes)
+
+    def _checked(
+        self, obj: ReceivedObject, held: ReceivedObject | None, count: int, size: int
     ) -> str:
-        """Why an object is refused, or "" (checked as a fleet file's object is), given
-        what is held and its size (default: the site's)."""
-        objects = self._objects if objects is None else objects
-        size = self._bytes if size is None else size
+        """Why an object is refused, or "", given what its name holds, and how many objects
+        of how many bytes are held, once the change in progress applies."""
         if obj.kind not in _KINDS:
             return f"kind {obj.kind!r} is not published by a zone"
-        if obj.name not in objects and len(objects) >= MAX_OBJECTS:
+        if held is None and count >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        held = objects.get(obj.name)
         if size - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
             return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))

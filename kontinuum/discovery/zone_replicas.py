@@ -11,7 +11,8 @@ responses are checked and answered as the active's are, but kept in a view of th
   standby. A newer stream of the active replica (it redialed) stays active.
 - When the active's stream ends, the standby connected longest whose view is whole (its
   first complete response was taken) becomes active, without the site ever being marked
-  stale: its view becomes the site's, costing only the objects whose version differs.
+  stale: its view becomes the site's, costing only the objects whose version differs (a
+  change it is sending in parts goes on as the active's).
 - With no standby whose view is whole, the site goes stale as for a single replica; the
   first standby whose view becomes whole is then made active.
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kontinuum.discovery.split_change import SplitChange
 from kontinuum.discovery.zone_store import ReceivedObject
 
 if TYPE_CHECKING:
@@ -32,11 +34,18 @@ if TYPE_CHECKING:
 __all__ = ["ReplicaStream", "Replicas", "StandbyView"]
 
 
+Check = Callable[[ReceivedObject, ReceivedObject | None, int, int], str]
+"""Why an object is refused ("" if not), given what its name holds, and the count and bytes
+of the objects held, once the change in progress applies."""
+
+
 @dataclass(slots=True)
 class StandbyView:
     """What a standby's stream says the site is: the objects held when it connected (those
-    it was told of, `declared`; None: all) and what it sent since; `state`: the zone's
-    word that its own source of the site is out of sync, if it said so."""
+    it was told of, `declared`; None: all) and the whole changes it sent since; `state`:
+    the zone's word that its own source of the site is out of sync, if it said so. A
+    change sent in parts is held in `pending` (and `next_state`) until whole, as the
+    site's source holds the active's (`kontinuum.discovery.split_change`)."""
 
     objects: dict[str, ReceivedObject]
     state: StaleState | None = None
@@ -44,6 +53,11 @@ class StandbyView:
     received: set[str] = field(default_factory=set)
     complete: bool = False
     size: int = -1  # the objects' sizes, in all (-1: not summed yet)
+    pending: SplitChange[ReceivedObject] = field(default_factory=SplitChange)
+    pending_count: int = 0  # what the pending change does to the count held
+    pending_bytes: int = 0  # and to the bytes held
+    state_changing: bool = False  # the pending change sets the state (to `next_state`)
+    next_state: StaleState | None = None
 
     def __post_init__(self) -> None:
         if self.size < 0:
@@ -55,34 +69,58 @@ class StandbyView:
         removed: Sequence[str],
         partial: bool,
         state: StaleState | None,
-        problem: Callable[[ReceivedObject, Mapping[str, ReceivedObject], int], str],
+        check: Check,
     ) -> list[str]:
-        """Take one response of the standby, as the site's source takes the active's:
-        `problem(obj, held, size)` says why an object is refused ("" if not), given what
-        is held and its size; a line per object refused."""
+        """Take one response of the standby, as the site's source takes the active's; a
+        line per object refused."""
         if state is not None:
-            self.state = state
+            self.state_changing, self.next_state = True, state
             if not self.complete:
                 self.received.add(state.name)
-        elif self.state is not None and self.state.name in removed:
-            self.state = None
+        elif (now := self._state_after()) is not None and now.name in removed:
+            self.state_changing, self.next_state = True, None
         for name in removed:
-            if (gone := self.objects.pop(name, None)) is not None:
-                self.size -= gone.size
+            if self.pending.current(name, self.objects) is not None:
+                self._count(name, None)
+                self.pending.remove(name)
         refused = []
         for obj in objects:
             if not self.complete:
                 self.received.add(obj.name)
-            if reason := problem(obj, self.objects, self.size):
+            held = self.pending.current(obj.name, self.objects)
+            count = len(self.objects) + self.pending_count
+            if reason := check(obj, held, count, self.size + self.pending_bytes):
                 refused.append(f"{obj.name}: {reason}")
                 continue
-            before = self.objects.get(obj.name)
-            self.size += obj.size - (before.size if before is not None else 0)
-            self.objects[obj.name] = obj
-        if not self.complete and not partial:
+            self._count(obj.name, obj)
+            self.pending.set(obj.name, obj)
+        if not partial:
+            self._commit()
+        return refused
+
+    def _state_after(self) -> StaleState | None:
+        return self.next_state if self.state_changing else self.state
+
+    def _count(self, name: str, new: ReceivedObject | None) -> None:
+        old = self.pending.current(name, self.objects)
+        self.pending_count += (new is not None) - (old is not None)
+        self.pending_bytes += (new.size if new else 0) - (old.size if old else 0)
+
+    def _commit(self) -> None:
+        """The change is whole: into the view."""
+        for name, obj in self.pending.take():
+            before = self.objects.pop(name, None)
+            self.size -= before.size if before is not None else 0
+            if obj is not None:
+                self.objects[name] = obj
+                self.size += obj.size
+        if self.state_changing:
+            self.state = self.next_state
+        self.state_changing, self.next_state = False, None
+        self.pending_count = self.pending_bytes = 0
+        if not self.complete:
             self.complete = True
             self._drop_undeclared()
-        return refused
 
     def _drop_undeclared(self) -> None:
         declared, received = self.declared, self.received

@@ -1,10 +1,15 @@
 """What the global sends zones (GlobalToZone), as resources kept up to date with the fleet.
 
 - Every fleet-wide object the global read (its fleet files and config cluster: the
-  ClusterProfiles, routes, Gateways, GatewayClasses, ReferenceGrants, policies, Secrets),
-  named `fleet/<kind>/<namespace>/<name>`, as a `KubeObject` (its JSON). Every Secret of
-  the fleet-wide objects goes to every zone: which of them a zone's Gateways name is the
-  zone's translation to find out.
+  ClusterProfiles, routes, Gateways, GatewayClasses, ReferenceGrants, policies), named
+  `fleet/<kind>/<namespace>/<name>`, as a `KubeObject` (its JSON), to every zone.
+- Of the fleet-wide Secrets (any object of kind Secret), a zone is sent only those the
+  HTTPS listeners of its own site's Gateways may name as certificates
+  (`kontinuum.control.gateway_certificates.secrets_by_site`: a ref in the Gateway's
+  namespace or granted by a ReferenceGrant, whether or not the Secret can serve). A
+  Gateway runs at the one site its label `kontinuum.io/cluster` names. When a Gateway stops
+  naming a Secret, or its grant goes, the Secret's name is among the changed ones and the
+  zone's stream sends its removal; when a Gateway starts naming one, the Secret is sent.
 - Each exported service of each site, named `site/<site>/<namespace>/<name>`: its Service,
   endpoints and ServiceExport, as the snapshot JSON of a site holding that one service
   (`kontinuum.discovery.snapshot_codec`). And each site's state, named `site/<site>`: the
@@ -16,25 +21,32 @@ Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
 deterministically. A change costs what it changes: a site whose snapshot is the same
 object as before is not looked at; in one that changed, a service whose parts compare
 equal to those last encoded keeps its resource (and bytes); a fleet-wide object whose
-parsed body is the very object of the last update keeps its own.
+parsed body is the very object of the last update keeps its own. Which site needs which
+Secret is found again only when the Gateways or grants differ from the last update's, in
+one pass over their certificate refs and grants (not once per zone), and only the Secrets
+that entered or left a site's set are named as changed.
 """
 
 from __future__ import annotations
 
 import json
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
 
-from kontinuum.control.model import Endpoint, Service, ServiceExport, SiteSnapshot
+from kontinuum.control.gateway_certificates import secrets_by_site
+from kontinuum.control.model import Endpoint, Grant, Service, ServiceExport, SiteSnapshot
+from kontinuum.control.routing import Gateway
 from kontinuum.discovery.snapshot_codec import encode_snapshot
 from kontinuum.federation.objects import version_of
 from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService, ZoneResource
 
 FLEET_PREFIX: Final = "fleet/"
 SITE_PREFIX: Final = "site/"
+SECRET_KIND: Final = "Secret"  # sent to the zones whose Gateways name it only
+_SECRETS: Final = f"{FLEET_PREFIX}{SECRET_KIND}/"
 
 _Parts = tuple[tuple[Service, ...], tuple[Endpoint, ...], tuple[ServiceExport, ...]]
 
@@ -132,21 +144,40 @@ class FleetCatalog:
     """The resources zones may be sent, kept up to date by `update` (see the module doc)."""
 
     def __init__(self) -> None:
-        self.fleet: dict[str, CatalogResource] = {}
+        self.fleet: dict[str, CatalogResource] = {}  # every fleet-wide object, Secrets too
+        self.shared: dict[str, CatalogResource] = {}  # those every zone is sent: no Secret
+        # site -> the Secrets its Gateways name (those the fleet holds), by resource name
+        self.site_secrets: dict[str, dict[str, CatalogResource]] = {}
         self.sites: dict[str, dict[str, CatalogResource]] = {}
         self._bodies: dict[int, tuple[object, CatalogResource | None]] = {}
         self._snapshots: dict[str, SiteSnapshot] = {}
         self._parts: dict[str, dict[tuple[str, str], _Parts]] = {}
+        self._secrets: dict[str, CatalogResource] = {}  # the fleet's Secrets, by name
+        self._named: dict[str, frozenset[str]] = {}  # site -> its Gateways' Secrets' names
+        self._placement: tuple[tuple[Gateway, ...], tuple[Grant, ...]] = ((), ())
         self.encoded = 0  # resources encoded so far (a change costs what it changes)
 
     def for_zone(self, site: str) -> Mapping[str, CatalogResource]:
-        """What the zone of `site` is sent: everything but its own site's services."""
-        return ChainMap(self.fleet, *(r for s, r in self.sites.items() if s != site))
+        """What the zone of `site` is sent: the fleet-wide objects but the Secrets its
+        Gateways do not name, and every site's services but its own."""
+        return ChainMap(
+            self.shared,
+            self.site_secrets.get(site, {}),
+            *(r for s, r in self.sites.items() if s != site),
+        )
 
-    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> set[str]:
-        """Take the fleet-wide objects' bodies and the sites' snapshots as they are now;
-        the names of the resources that changed (new, changed or gone)."""
+    def update(
+        self,
+        bodies: Sequence[object],
+        snapshots: Sequence[SiteSnapshot],
+        gateways: Iterable[Gateway] = (),
+        grants: Iterable[Grant] = (),
+    ) -> set[str]:
+        """Take the fleet-wide objects' bodies, the sites' snapshots, and the Gateways and
+        grants in force (parsed from those bodies) as they are now; the names of the
+        resources that changed (new, changed or gone, or sent to other zones than before)."""
         changed = self._update_fleet(bodies)
+        changed |= self._update_secrets(tuple(gateways), tuple(grants), fleet_changed=changed)
         current = {snapshot.cluster for snapshot in snapshots}
         for site in list(self.sites):
             if site not in current:
@@ -155,6 +186,29 @@ class FleetCatalog:
                 self._parts.pop(site, None)
         for snapshot in snapshots:
             changed |= self._update_site(snapshot)
+        return changed
+
+    def _update_secrets(
+        self, gateways: tuple[Gateway, ...], grants: tuple[Grant, ...], fleet_changed: set[str]
+    ) -> set[str]:
+        """Which site is sent which Secret; the names of the Secrets that entered or left a
+        site's set."""
+        changed: set[str] = set()
+        if (gateways, grants) != self._placement:  # the same objects compare by identity
+            self._placement = (gateways, grants)
+            named = {
+                site: frozenset(f"{_SECRETS}{namespace}/{name}" for namespace, name in keys)
+                for site, keys in secrets_by_site(gateways, grants).items()
+            }
+            for site in named.keys() | self._named.keys():
+                changed |= named.get(site, frozenset()) ^ self._named.get(site, frozenset())
+            self._named = named
+        if not changed and not any(n.startswith(_SECRETS) for n in fleet_changed):
+            return changed  # no site's Secrets differ
+        self.site_secrets = {
+            site: {n: self._secrets[n] for n in names if n in self._secrets}
+            for site, names in self._named.items()
+        }
         return changed
 
     def _update_fleet(self, bodies: Sequence[object]) -> set[str]:
@@ -177,6 +231,8 @@ class FleetCatalog:
         }
         if changed:
             self.fleet = fleet
+            self.shared = {n: r for n, r in fleet.items() if r.message.object.kind != SECRET_KIND}
+            self._secrets = {n: r for n, r in fleet.items() if r.message.object.kind == SECRET_KIND}
         return changed
 
     def _update_site(self, snapshot: SiteSnapshot) -> set[str]:

@@ -4,17 +4,24 @@ The zone subscribes as an xDS Delta client: a wildcard subscription whose
 `initial_resource_versions` name every resource it holds (so the global sends only what
 differs), then an ACK or a NACK per response nonce. A resource whose version is not the
 hash of its content, or whose content does not decode, is NACKed by name; the others apply.
-Until a stream's first response that is not partial, what it brings is held back from the
-mesh (the copy is not whole yet).
+A change the global splits into several responses (all but the last partial) applies whole
+when its last part arrives (`kontinuum.discovery.split_change`): the zone's proxies never
+see half of it (a route without the service it sends to), and the copy kept on disk holds
+whole changes only. A stream cut between the parts drops them; the next subscription names
+the versions of whole changes, and the global sends the change whole again. A stream's
+first view is such a change too: nothing reaches the mesh before it is whole.
 
 As a source, the copy yields the fleet's config (its fleet-wide objects parsed as the fleet
 files are, each site's access left out: at a zone, every other site comes through the
 global) and a snapshot per other site, assembled from its services. Its first update comes
 once a first stream's view is whole, or at once from the last copy kept under the state
 directory (`global.json`, written whole to a temporary file and renamed), so that a zone
-restarted while cut off from the global still serves its proxies. While no stream is open,
-the other sites' snapshots are served marked stale, as they last were (their endpoints stay:
-the zone has no newer word of them).
+restarted while cut off from the global still serves its proxies. Each resource is kept
+with its version and checked against it when loaded: one whose content does not hash to it
+(the file altered or truncated in a way that still parses) is dropped and not named to the
+global, which sends it again. While no stream is open, the other sites' snapshots are
+served marked stale, as they last were (their endpoints stay: the zone has no newer word
+of them).
 """
 
 from __future__ import annotations
@@ -23,8 +30,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -35,10 +40,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
 from kontinuum.control.fleet_config import parse_fleet_config
-from kontinuum.control.model import FleetConfig, SiteSnapshot
+from kontinuum.control.model import FleetConfig, SiteAccess, SiteSnapshot
 from kontinuum.control.objects import Document
+from kontinuum.discovery.replace_file import replace_file
 from kontinuum.discovery.snapshot_codec import decode_snapshot
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
+from kontinuum.discovery.split_change import SplitChange
 from kontinuum.federation.catalog import FLEET_PREFIX, SITE_PREFIX
 from kontinuum.federation.objects import (
     PARTIAL,
@@ -51,6 +58,8 @@ from kontinuum.federation.v1.federation_pb2 import ZoneResource
 from kontinuum.xds.limits import cut, shown
 
 log = logging.getLogger("kontinuum.federation.fleet_copy")
+
+_Entry = tuple[str, ZoneResource, SiteSnapshot | None]  # version, message, its service
 
 FORMAT: Final = 1
 STATE_FILE: Final = "global.json"
@@ -66,6 +75,8 @@ class CopyStats:
     removals_received: int = 0
     refused: int = 0
     last_sync: float | None = None
+    # Resources of the kept copy dropped at start: content not of their recorded version.
+    kept_altered: int = 0
 
 
 class FleetCopy:
@@ -75,6 +86,8 @@ class FleetCopy:
     def __init__(self, site: str, state_dir: Path | None = None) -> None:
         self.site = site
         self.resources: dict[str, tuple[str, ZoneResource]] = {}
+        # How the global reaches this zone's own site (its ClusterProfile: `stale-after`).
+        self.own_access: SiteAccess | None = None
         # each other site's services, decoded once: site -> name -> the service's snapshot
         self._services: dict[str, dict[str, SiteSnapshot]] = {}
         self._stale: dict[str, bool] = {}  # the sites the global holds stale (`site/<site>`)
@@ -91,6 +104,9 @@ class FleetCopy:
         self._dirty_sites: set[str] = set()
         self._unsaved = False
         self._status = SourceStatus(Health.STARTING, "waiting for the global")
+        # The change the global is sending in parts, held until whole: name -> its
+        # version, message and decoded service, or None for a removal.
+        self._change: SplitChange[_Entry] = SplitChange()
 
     @property
     def name(self) -> str:
@@ -102,47 +118,47 @@ class FleetCopy:
     # -- the copy kept on disk -------------------------------------------------------
 
     def load(self) -> None:
-        """Start from the copy kept under the state directory, if any (blocking)."""
+        """Start from the copy kept under the state directory, if any (blocking). A
+        resource whose content does not hash to its recorded version (the file altered or
+        truncated in a way that still parses) is dropped, and so not named to the global,
+        which sends it again; those are logged on one line and counted."""
         if self._path is None:
             return
         try:
             raw = json.loads(self._path.read_bytes())
             if raw.get("format") != FORMAT or raw.get("site") != self.site:
                 raise ValueError(f"not of format {FORMAT} for site {self.site}")
-            resources = {}
-            services: dict[str, dict[str, SiteSnapshot]] = {}
-            stale: dict[str, bool] = {}
-            for name, entry in raw["resources"].items():
-                message = ZoneResource.FromString(base64.b64decode(entry["message"]))
-                if version_of(message) != entry["version"]:
-                    raise ValueError(f"{name}: its version is not its content's")
-                problem, service = _content(str(name), message)
-                if problem:
-                    raise ValueError(f"{name}: {problem}")
-                resources[str(name)] = (str(entry["version"]), message)
-                if service is not None and _is_state(name):
-                    stale[_site_of(name)] = service.stale
-                elif service is not None:
-                    services.setdefault(_site_of(name), {})[name] = service
+            entries = raw["resources"].items()
         except FileNotFoundError:
             return
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RecursionError,
-            DecodeError,  # a message that is no protobuf: not a ValueError
-        ) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             log.warning("ignoring the kept copy of the global %s: %s", self._path, cut(error))
             return
-        self.resources = resources
-        self._services = services
-        self._stale = stale
+        altered: list[str] = []
+        for name, entry in entries:
+            kept = _kept_resource(str(name), entry)
+            if kept is None:
+                altered.append(str(name))
+                continue
+            version, message, service = kept
+            self.resources[str(name)] = (version, message)
+            if service is not None and _is_state(name):
+                self._stale[_site_of(name)] = service.stale
+            elif service is not None:
+                self._services.setdefault(_site_of(name), {})[name] = service
+        if altered:
+            self.stats.kept_altered += len(altered)
+            log.warning(
+                "dropping %d resource(s) of the kept copy of the global %s whose content does "
+                "not match their version (altered or truncated on disk): the global sends them "
+                "again: %s",
+                len(altered),
+                self._path,
+                cut(", ".join(sorted(altered))),
+            )
         self._whole = True
-        self._dirty_sites = set(services) | set(stale)
-        log.info("serving the kept copy of the global: %d resource(s)", len(resources))
+        self._dirty_sites = self._sites()
+        log.info("serving the kept copy of the global: %d resource(s)", len(self.resources))
 
     def save(self) -> None:
         """Write the copy whole, to a temporary file renamed into place (blocking)."""
@@ -155,18 +171,16 @@ class FleetCopy:
         content = json.dumps({"format": FORMAT, "site": self.site, "resources": entries})
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".global-")
-            with os.fdopen(fd, "w") as file:
-                file.write(content)
-            os.replace(temporary, self._path)
+            replace_file(self._path, content.encode())
         except OSError as error:
             log.warning("cannot keep the copy of the global in %s: %s", self._path, error)
 
     # -- what the stream calls -------------------------------------------------------
 
     def subscription(self) -> discovery_pb2.DeltaDiscoveryRequest:
-        """A stream begins: its first request, naming what is held."""
+        """A stream begins: its first request, naming what is held (whole changes only)."""
         self._complete = False
+        self._forget_change()
         declared = declarable({n: v for n, (v, _) in self.resources.items()})
         self._declared, self._received = set(declared), set()
         return discovery_pb2.DeltaDiscoveryRequest(
@@ -179,6 +193,7 @@ class FleetCopy:
         """The stream ended (or never began)."""
         was, self.stats.subscribed = self.stats.subscribed, False
         self._complete = False
+        self._forget_change()
         if was:
             self._dirty_sites.update(self._sites())  # served stale now
             self._woken.set()
@@ -196,14 +211,10 @@ class FleetCopy:
         if not self.stats.subscribed:  # a stream's first response
             self.stats.subscribed = True
             self.stats.subscriptions += 1
-        refused: list[str] = []
         for name in response.removed_resources:
-            if self.resources.pop(name, None) is not None:
-                self._services.get(_site_of(name), {}).pop(name, None)
-                if _is_state(name):
-                    self._stale.pop(_site_of(name), None)
-                self._touch(name)
-                self.stats.removals_received += 1
+            if name in self.resources or name in self._change:
+                self._change.remove(name)
+        refused: list[str] = []
         for resource in response.resources:
             if not self._complete:
                 self._received.add(resource.name)
@@ -222,27 +233,47 @@ class FleetCopy:
             if problem:
                 refused.append(f"{shown(resource.name)}: {problem}")
                 continue
-            self.resources[resource.name] = (resource.version, message)
-            if service is not None and _is_state(resource.name):
-                self._stale[_site_of(resource.name)] = service.stale
-            elif service is not None:
-                self._services.setdefault(_site_of(resource.name), {})[resource.name] = service
-            self._touch(resource.name)
-            self.stats.resources_received += 1
+            self._change.set(resource.name, (resource.version, message, service))
         self.stats.refused += len(refused)
-        self.stats.last_sync = time.time()
         if response.system_version_info != PARTIAL:
-            if not self._complete:
-                self._drop_undeclared()
-                self._dirty_sites.update(self._sites())  # no longer stale
-            self._complete = self._whole = True
-        self._unsaved = True
-        self._woken.set()
+            self._apply_change()
         if refused:
             detail = cut(f"{len(refused)} resource(s) refused: " + "; ".join(refused))
             log.warning("%s", detail)
             nack(request, detail)
         return request
+
+    def _apply_change(self) -> None:
+        """The change is whole (its last part arrived): apply it at once."""
+        for name, entry in self._change.take():
+            if entry is None:
+                if self.resources.pop(name, None) is not None:
+                    self._services.get(_site_of(name), {}).pop(name, None)
+                    if _is_state(name):
+                        self._stale.pop(_site_of(name), None)
+                    self._touch(name)
+                    self.stats.removals_received += 1
+                continue
+            version, message, service = entry
+            self.resources[name] = (version, message)
+            if service is not None and _is_state(name):
+                self._stale[_site_of(name)] = service.stale
+            elif service is not None:
+                self._services.setdefault(_site_of(name), {})[name] = service
+            self._touch(name)
+            self.stats.resources_received += 1
+        self.stats.last_sync = time.time()
+        if not self._complete:
+            self._drop_undeclared()
+            self._dirty_sites.update(self._sites())  # no longer stale
+        self._complete = self._whole = True
+        self._unsaved = True
+        self._woken.set()
+
+    def _forget_change(self) -> None:
+        """The stream ended: the parts of a change it had sent do not apply."""
+        if dropped := self._change.discard():
+            log.info("dropped %d resource(s) of a change of the global cut off midway", dropped)
 
     def _drop_undeclared(self) -> None:
         """Drop what is held that the stream was neither told of nor sent."""
@@ -308,6 +339,8 @@ class FleetCopy:
         config, errors = parse_fleet_config(documents)
         for error in errors:
             log.debug("a fleet-wide object of the global: %s", error)
+        own = next((site for site in config.sites if site.name == self.site), None)
+        self.own_access = own.access if own is not None else None
         sites = tuple(replace(site, access=None) for site in config.sites)
         return replace(config, sites=sites, bodies=tuple(bodies))
 
@@ -321,6 +354,22 @@ class FleetCopy:
             exports=tuple(e for p in parts for e in p.exports),
             stale=stale or self._stale.get(site, False),
         )
+
+
+def _kept_resource(name: str, entry: object) -> _Entry | None:
+    """A resource of the kept copy, checked to be what its recorded version says; None
+    when it is not (or does not decode)."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        message = ZoneResource.FromString(base64.b64decode(entry["message"], validate=True))
+        version = entry["version"]
+        if not isinstance(version, str) or version_of(message) != version:
+            return None
+        problem, service = _content(name, message)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, DecodeError):
+        return None  # DecodeError: a message that is no protobuf, not a ValueError
+    return None if problem else (version, message, service)
 
 
 def _site_of(name: str) -> str:

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from kontinuum.control.model import SiteSnapshot
 from kontinuum.discovery.snapshot_codec import decode_snapshot, encode_snapshot
-from kontinuum.discovery.zone_store import ReceivedObject
+from kontinuum.discovery.zone_store import ReceivedObject, canonical_json
 from kontinuum.federation.v1.federation_pb2 import (
     DESCRIPTOR,
     KubeObject,
@@ -85,7 +85,9 @@ class SiteObject:
 
     def received(self) -> ReceivedObject:
         """This object as a zone's source takes it."""
-        return ReceivedObject(self.name, self.version, self.kind, self.body, self.size)
+        return ReceivedObject(
+            self.name, self.version, self.kind, self.body, self.size, self.message.json
+        )
 
 
 def nack(request: discovery_pb2.DeltaDiscoveryRequest, detail: str) -> None:
@@ -115,7 +117,7 @@ def site_object(body: Mapping[str, Any]) -> SiteObject:
         raise ObjectError(f"{kind}: no apiVersion")
     if not (isinstance(namespace, str) and namespace and isinstance(name, str) and name):
         raise ObjectError(f"{kind}: metadata.namespace and metadata.name are required")
-    encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    encoded = canonical_json(body)
     if len(encoded) > MAX_OBJECT_BYTES:
         raise ObjectError(
             f"{kind} {namespace}/{name}: {len(encoded)} bytes of JSON, more than the "
@@ -154,6 +156,24 @@ def received_object(name: str, version: str, message: KubeObject) -> SiteObject:
     if body.get("apiVersion") != message.api_version:
         raise ObjectError(f"its JSON has apiVersion {body.get('apiVersion')!r}")
     return SiteObject(name, version, message.kind, message.namespace, body, message)
+
+
+def content_version(obj: ReceivedObject) -> str:
+    """The version `obj`'s content hashes to: of the `KubeObject` holding its JSON as the
+    zone sent it, named as its body says; "" when its body names no such object, or
+    another than `obj.name`."""
+    body = obj.body
+    metadata = body.get("metadata")
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    api_version, namespace, name = body.get("apiVersion"), meta.get("namespace"), meta.get("name")
+    if not (isinstance(api_version, str) and isinstance(namespace, str) and isinstance(name, str)):
+        return ""
+    if body.get("kind") != obj.kind or resource_name(obj.kind, namespace, name) != obj.name:
+        return ""
+    message = KubeObject(
+        api_version=api_version, kind=obj.kind, namespace=namespace, name=name, json=obj.sent_json
+    )
+    return version_of(message)
 
 
 def declarable(held: Mapping[str, str], budget: int = MAX_DECLARED_BYTES) -> dict[str, str]:

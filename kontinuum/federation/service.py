@@ -36,7 +36,8 @@ from typing import Any, Final
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from kontinuum.control.model import SiteSnapshot
+from kontinuum.control.model import Grant, SiteSnapshot
+from kontinuum.control.routing import Gateway
 from kontinuum.discovery.zone import ReceivedObject, StaleState, SupersededError, ZoneSource
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import (
@@ -105,8 +106,15 @@ class FleetFeed:
         self.ready = asyncio.Event()  # the first fleet is in the catalog
         self._streams: dict[asyncio.Event, Publisher] = {}
 
-    def update(self, bodies: Sequence[object], snapshots: Sequence[SiteSnapshot]) -> None:
-        changed = self.catalog.update(bodies, snapshots)
+    def update(
+        self,
+        bodies: Sequence[object],
+        snapshots: Sequence[SiteSnapshot],
+        gateways: Sequence[Gateway] = (),
+        grants: Sequence[Grant] = (),
+    ) -> None:
+        """The fleet as applied (`FleetCatalog.update`); the streams it changes are woken."""
+        changed = self.catalog.update(bodies, snapshots, gateways, grants)
         self.ready.set()
         if changed:
             for wake, publisher in self._streams.items():

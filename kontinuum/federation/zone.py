@@ -235,13 +235,14 @@ class SiteFiles:
 
 class Zone:
     """A zone publishing its site to the global until cancelled (see the module doc).
-    `on_site`: called with the site's objects whenever they are read; `copy`: where what
-    the global sends the zone goes (None: the zone does not subscribe)."""
+    `on_site`: called with the site's objects whenever they are read, and since when their
+    source is out of sync (None: in sync); `copy`: where what the global sends the zone
+    goes (None: the zone does not subscribe)."""
 
     def __init__(
         self,
         options: ZoneSettings,
-        on_site: Callable[[list[SiteObject]], None] | None = None,
+        on_site: Callable[[list[SiteObject], float | None], None] | None = None,
         copy: FleetCopy | None = None,
     ) -> None:
         self.options = options
@@ -322,7 +323,7 @@ class Zone:
             state.append(stale_site(self.options.site, stale_since))
         self.publisher.publish([*objects, *state])
         if self._on_site is not None:
-            self._on_site(objects)
+            self._on_site(objects, stale_since)
         self.synced.set()
 
     async def _link_all(self) -> None:

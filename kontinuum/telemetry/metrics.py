@@ -265,6 +265,12 @@ class FederationCollector(Collector):
             "When the zone last connected or disconnected (Unix time).",
             labels=["zone"],
         )
+        kept_dropped = CounterMetricFamily(
+            "kontinuum_federation_zone_kept_objects_dropped",
+            "Objects of the zone kept under the state directory that were dropped at start: "
+            "their content does not hash to their version (altered or truncated on disk).",
+            labels=["zone"],
+        )
         lag = GaugeMetricFamily(
             "kontinuum_federation_zone_lag_seconds",
             "How long the zone has been behind the global: since the oldest response of the "
@@ -285,7 +291,9 @@ class FederationCollector(Collector):
             received.add_metric(label, stats.objects_received)
             rejected.add_metric(label, stats.objects_refused)
             connections.add_metric(label, stats.connections)
+            kept_dropped.add_metric(label, stats.kept_altered)
         yield from (connected, last_sync, held, received, rejected, connections, transition, lag)
+        yield kept_dropped
         subscribed = GaugeMetricFamily(
             "kontinuum_federation_zone_subscribed",
             "GlobalToZone streams of the zone open (what it is sent of the fleet).",
@@ -445,6 +453,12 @@ def _copy_metrics(copy: FleetCopy) -> Iterator[GaugeMetricFamily | CounterMetric
         "kontinuum_zone_fleet_resources_refused",
         "Resources received from the global that were refused (NACKed).",
         value=stats.refused,
+    )
+    yield CounterMetricFamily(
+        "kontinuum_zone_fleet_kept_resources_dropped",
+        "Resources of the copy kept under the state directory that were dropped at start: "
+        "their content does not hash to their version (altered or truncated on disk).",
+        value=stats.kept_altered,
     )
     if stats.last_sync is not None:
         yield GaugeMetricFamily(

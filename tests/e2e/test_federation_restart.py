@@ -18,6 +18,7 @@ from kontinuum.discovery.aggregate import Debounce
 from kontinuum.discovery.last_seen import LastSeenViews
 from kontinuum.discovery.zone import ReceivedObject, ZoneSource
 from kontinuum.discovery.zone_store import ZoneObjects
+from kontinuum.federation.objects import content_version, site_object
 from kontinuum.federation_app import zone_of
 from tests.support.fleet import cluster_profile, fast
 from tests.support.net import eventually
@@ -45,10 +46,8 @@ def objects(address: str) -> list[ReceivedObject]:
         "ports": [{"name": "http", "port": 8080}],
         "endpoints": [{"addresses": [address]}],
     }
-    return [
-        ReceivedObject("Service/demo/web", "1", "Service", service),
-        ReceivedObject("EndpointSlice/demo/web-1", address, "EndpointSlice", endpoints),
-    ]
+    # At their versions on the wire: what the global keeps is checked against them.
+    return [site_object(service).received(), site_object(endpoints).received()]
 
 
 async def test_a_restarted_global_serves_a_zone_s_last_view_stale_until_it_is_back(
@@ -72,7 +71,7 @@ async def test_a_restarted_global_serves_a_zone_s_last_view_stale_until_it_is_ba
         )
         zone.apply(zone.attach(), objects("10.2.0.1"), [])
         await eventually(lambda: store.load("zone:edge-paris"), timeout=5.0, what="saved")
-        stored = ZoneObjects(tmp_path / "state", "edge-paris")
+        stored = ZoneObjects(tmp_path / "state", "edge-paris", content_version)
         await eventually(lambda: len(stored.load()) == 2, timeout=5.0, what="objects stored")
 
     async with running_fleet(options) as second:  # the zone is away: past the sync timeout
@@ -84,7 +83,7 @@ async def test_a_restarted_global_serves_a_zone_s_last_view_stale_until_it_is_ba
         zone = zone_of(second.aggregator)("edge-paris")
         assert zone is not None
         # what a reconnecting zone is told the global holds: what it held before
-        assert zone.held() == {"Service/demo/web": "1", "EndpointSlice/demo/web-1": "10.2.0.1"}
+        assert zone.held() == {o.name: o.version for o in objects("10.2.0.1")}
         zone.apply(zone.attach(), objects("10.2.0.2")[1:], [])  # only what changed
 
         def current() -> bool:

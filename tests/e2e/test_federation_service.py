@@ -28,6 +28,7 @@ from kontinuum.federation.objects import (
     TYPE_URL,
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
+    content_version,
     site_object,
 )
 from kontinuum.federation.publisher import Publisher
@@ -184,7 +185,7 @@ class KeptObjects(ZoneObjects):
     """A store that holds `objects` (nothing is written)."""
 
     def __init__(self, objects: list[ReceivedObject]) -> None:
-        super().__init__(Path("/nonexistent"), "edge-paris")
+        super().__init__(Path("/nonexistent"), "edge-paris", content_version)
         self._objects = objects
 
     def load(self) -> list[ReceivedObject]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import (
     Endpoint,
     EndpointPort,
@@ -20,6 +21,7 @@ from kontinuum.control.model import (
     ServicePort,
     SiteSnapshot,
 )
+from kontinuum.control.objects import Document
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import MAX_MESSAGE_BYTES, ZONE_RESOURCE_TYPE_URL
@@ -234,11 +236,13 @@ def test_a_kept_copy_that_does_not_decode_is_ignored_not_a_crash(tmp_path: Path)
     raw["resources"][name]["message"] = "/w=="
     kept.write_text(json.dumps(raw))
     restarted = FleetCopy("edge", tmp_path)
-    restarted.load()
-    assert restarted.resources == {}
+    restarted.load()  # that resource alone is dropped (the global sends it again)
+    assert restarted.resources.keys() == raw["resources"].keys() - {name}
+    assert restarted.stats.kept_altered == 1
     kept.write_text("[" * 100_000 + "]" * 100_000)
-    restarted.load()
-    assert restarted.resources == {}
+    again = FleetCopy("edge", tmp_path)
+    again.load()
+    assert again.resources == {}
 
 
 def test_a_copy_holding_more_than_a_message_can_name_resubscribes_and_resyncs() -> None:
@@ -263,3 +267,170 @@ def test_a_copy_holding_more_than_a_message_can_name_resubscribes_and_resyncs() 
     assert {name: version for name, (version, _) in copy.resources.items()} == {
         name: resource.version for name, resource in catalog.for_zone("edge").items()
     }
+
+
+def _secret(namespace: str, name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": f"chain of {name}", "tls.key": f"key of {name}"},
+    }
+
+
+def _https_gateway(name: str, site: str, *refs: dict[str, str]) -> dict[str, object]:
+    listeners = [
+        {"name": f"l{i}", "port": 443 + i, "protocol": "HTTPS", "tls": {"certificateRefs": [ref]}}
+        for i, ref in enumerate(refs)
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "demo", "labels": {"kontinuum.io/cluster": site}},
+        "spec": {"gatewayClassName": "kontinuum", "listeners": listeners},
+    }
+
+
+SECRET_GRANT: dict[str, object] = {
+    "apiVersion": "gateway.networking.k8s.io/v1beta1",
+    "kind": "ReferenceGrant",
+    "metadata": {"name": "gateways-of-demo", "namespace": "certs"},
+    "spec": {
+        "from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "demo"}],
+        "to": [{"group": "", "kind": "Secret", "name": "shared"}],
+    },
+}
+
+
+def _update(catalog: FleetCatalog, bodies: list[object], eu_services: int = 1) -> set[str]:
+    """The catalog updated as the global does: with the Gateways and grants parsed from the
+    same bodies."""
+    config, _ = parse_fleet_config([Document("fleet.yaml", b, i) for i, b in enumerate(bodies)])
+    snapshots = [site("eu", eu_services)]
+    return catalog.update(bodies, snapshots, config.routing.gateways, config.grants)
+
+
+SECRETS = [
+    _secret("demo", "edge-cert"),
+    _secret("demo", "eu-cert"),
+    _secret("demo", "unused"),
+    _secret("certs", "shared"),
+    _secret("certs", "ungranted"),
+]
+
+
+def _fleet_secrets(resources: Mapping[str, object]) -> list[str]:
+    return sorted(n for n in resources if n.startswith("fleet/Secret/"))
+
+
+def test_a_zone_is_sent_only_the_secrets_its_site_s_gateways_name(tmp_path: Path) -> None:
+    edge = _https_gateway(
+        "front",
+        "edge",
+        {"name": "edge-cert"},
+        {"name": "shared", "namespace": "certs"},
+        {"name": "ungranted", "namespace": "certs"},
+    )
+    eu = _https_gateway("eu-front", "eu", {"name": "eu-cert"})
+    catalog = FleetCatalog()
+    _update(catalog, [*PROFILES, *SECRETS, SECRET_GRANT, edge, eu])
+    assert _fleet_secrets(catalog.for_zone("edge")) == [
+        "fleet/Secret/certs/shared",
+        "fleet/Secret/demo/edge-cert",
+    ]
+    assert _fleet_secrets(catalog.for_zone("eu")) == ["fleet/Secret/demo/eu-cert"]
+    assert _fleet_secrets(catalog.for_zone("us")) == []  # a site without Gateways
+    # Every other fleet-wide object goes to every zone, as before.
+    assert "fleet/Gateway/demo/eu-front" in catalog.for_zone("edge")
+    assert "fleet/ReferenceGrant/certs/gateways-of-demo" in catalog.for_zone("eu")
+
+    copy = FleetCopy("edge", tmp_path)
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect(dict(copy.subscription().initial_resource_versions))
+    sync(publisher, copy)
+    copy.save()
+
+    def kept() -> list[str]:
+        return _fleet_secrets(json.loads((tmp_path / "global.json").read_text())["resources"])
+
+    assert kept() == ["fleet/Secret/certs/shared", "fleet/Secret/demo/edge-cert"]
+
+    # The grant goes and the Gateway names another Secret instead of edge-cert: the three
+    # Secrets are named as changed, and the zone is sent the new one (with the Gateway) and
+    # told to drop the others (with the grant).
+    renamed = _https_gateway(
+        "front",
+        "edge",
+        {"name": "unused"},
+        {"name": "shared", "namespace": "certs"},
+        {"name": "ungranted", "namespace": "certs"},
+    )
+    changed = _update(catalog, [*PROFILES, *SECRETS, renamed, eu])
+    assert {n for n in changed if n.startswith("fleet/Secret/")} == {
+        "fleet/Secret/certs/shared",
+        "fleet/Secret/demo/edge-cert",
+        "fleet/Secret/demo/unused",
+    }
+    publisher.touched(changed)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    response = publisher.response()
+    assert response is not None
+    assert [r.name for r in response.resources] == [
+        "fleet/Gateway/demo/front",
+        "fleet/Secret/demo/unused",
+    ]
+    assert sorted(response.removed_resources) == [
+        "fleet/ReferenceGrant/certs/gateways-of-demo",
+        "fleet/Secret/certs/shared",
+        "fleet/Secret/demo/edge-cert",
+    ]
+    publisher.answer(copy.take(response))
+    copy.save()
+    assert kept() == ["fleet/Secret/demo/unused"]
+    assert _fleet_secrets(catalog.for_zone("eu")) == ["fleet/Secret/demo/eu-cert"]
+
+    # A change elsewhere (a service of eu) leaves which zone gets which Secret as it was.
+    changed = _update(catalog, [*PROFILES, *SECRETS, renamed, eu], eu_services=2)
+    assert changed == {"site/eu/demo/svc-1"}
+
+
+def test_a_named_secret_is_sent_when_it_appears_and_again_when_renewed() -> None:
+    edge = _https_gateway("front", "edge", {"name": "edge-cert"})
+    catalog = FleetCatalog()
+    _update(catalog, [*PROFILES, edge])  # named, not there yet
+    assert _fleet_secrets(catalog.for_zone("edge")) == []
+    created = _secret("demo", "edge-cert")
+    assert "fleet/Secret/demo/edge-cert" in _update(catalog, [*PROFILES, edge, created])
+    first = catalog.for_zone("edge")["fleet/Secret/demo/edge-cert"]
+    renewed = {**created, "stringData": {"tls.crt": "renewed", "tls.key": "renewed"}}
+    assert "fleet/Secret/demo/edge-cert" in _update(catalog, [*PROFILES, edge, renewed])
+    assert catalog.for_zone("edge")["fleet/Secret/demo/edge-cert"].version != first.version
+    assert _fleet_secrets(catalog.for_zone("eu")) == []  # never another zone's
+
+
+def test_a_zone_holding_secrets_it_is_no_longer_sent_drops_them_at_its_next_subscription(
+    tmp_path: Path,
+) -> None:
+    """A zone's copy kept from a global that sent every Secret to every zone."""
+    eu = _https_gateway("eu-front", "eu", {"name": "eu-cert"})
+    catalog = FleetCatalog()
+    _update(catalog, [*PROFILES, *SECRETS, eu])
+    copy = FleetCopy("edge", tmp_path)
+    before = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+    # What the zone was sent before: every fleet-wide object, every Secret among them.
+    before.publish_mapping({**catalog.for_zone("edge"), **catalog.fleet})
+    before.connect(dict(copy.subscription().initial_resource_versions))
+    sync(before, copy)
+    assert len(_fleet_secrets(copy.resources)) == len(SECRETS)
+    copy.unsubscribed()
+
+    publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL, tracking=True)
+    publisher.publish_mapping(catalog.for_zone("edge"))
+    publisher.connect(dict(copy.subscription().initial_resource_versions))
+    assert sync(publisher, copy) == 0  # nothing to send: only removals
+    assert _fleet_secrets(copy.resources) == []
+    copy.save()
+    kept = json.loads((tmp_path / "global.json").read_text())["resources"]
+    assert _fleet_secrets(kept) == []

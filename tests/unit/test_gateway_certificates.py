@@ -13,6 +13,7 @@ from envoy.config.core.v3 import base_pb2
 
 from kontinuum.bootstrap import proxy_metadata
 from kontinuum.control.gateway_api import parse_routing
+from kontinuum.control.gateway_certificates import secrets_by_site
 from kontinuum.control.grants import parse_grants
 from kontinuum.control.model import Fleet, Grant
 from kontinuum.control.objects import Document
@@ -425,3 +426,128 @@ def test_client_certificate_validation_is_not_accepted_rather_than_ignored() -> 
         "admit clients it was asked to refuse",
     )
     assert binding.gateways == ()
+
+
+# --- which site needs which Secret -----------------------------------------------------------
+
+
+def _site_gateway(name: str, site: str, listeners: str) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+  namespace: demo
+  labels: {{kontinuum.io/cluster: {site}}}
+spec:
+  gatewayClassName: kontinuum
+  listeners:
+{textwrap.indent(textwrap.dedent(listeners).strip(), "  ")}
+"""
+
+
+def _by_site(*texts: str, grants: str = "") -> dict[str, set[tuple[str, str]]]:
+    config, errors = parse_routing(docs(*texts))
+    assert errors == []
+    granted, grant_errors = parse_grants(docs(grants)) if grants else ((), [])
+    assert grant_errors == []
+    found = secrets_by_site(config.gateways, granted)
+    return {site: set(keys) for site, keys in found.items()}
+
+
+def test_each_site_needs_the_secrets_its_gateways_https_listeners_may_name() -> None:
+    edge = _site_gateway(
+        "front",
+        "edge",
+        """
+        - {name: a, port: 443, protocol: HTTPS, hostname: a.example.com,
+           tls: {certificateRefs: [{name: a}, {name: missing}]}}
+        - {name: plain, port: 80, protocol: HTTP}
+        - {name: cross, port: 8443, protocol: HTTPS, hostname: c.example.com,
+           tls: {certificateRefs: [{name: www, namespace: certs}]}}
+        - {name: ungranted, port: 9443, protocol: HTTPS, hostname: u.example.com,
+           tls: {certificateRefs: [{name: api, namespace: certs}]}}
+        - {name: not-a-secret, port: 10443, protocol: HTTPS, hostname: n.example.com,
+           tls: {certificateRefs: [{kind: ConfigMap, name: cm}]}}
+        """,
+    )
+    eu = _site_gateway(
+        "eu-front",
+        "eu",
+        """
+        - {name: b, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: b}]}}
+        """,
+    )
+    # Same-namespace refs count whether or not the Secret exists (the zone finds out as the
+    # global does); a ref of another namespace only with a grant from Gateways of demo to
+    # that Secret; a ref of another kind never; a Gateway counts for its own site only.
+    assert _by_site(edge, eu, grants=GRANT) == {
+        "edge": {("demo", "a"), ("demo", "missing"), ("certs", "www")},
+        "eu": {("demo", "b")},
+    }
+    # Without the grant (or with one of another Secret, or to routes), certs/www is not needed.
+    expected = {"edge": {("demo", "a"), ("demo", "missing")}, "eu": {("demo", "b")}}
+    assert _by_site(edge, eu) == expected
+    assert _by_site(edge, eu, grants=GRANT.replace("name: www", "name: api")) == {
+        "edge": {("demo", "a"), ("demo", "missing"), ("certs", "api")},
+        "eu": {("demo", "b")},
+    }
+    assert _by_site(edge, eu, grants=GRANT.replace("kind: Gateway", "kind: HTTPRoute")) == expected
+    # A grant from Gateways of another namespace allows nothing to demo's.
+    assert _by_site(edge, eu, grants=GRANT.replace("namespace: demo", "namespace: other")) == (
+        expected
+    )
+    # A Gateway that names no Secret any more: its site needs none.
+    assert _by_site(_site_gateway("eu-front", "eu", "- {name: p, port: 80, protocol: HTTP}")) == {}
+
+
+def test_the_secrets_a_site_needs_are_those_its_listeners_resolve_with() -> None:
+    """What `secrets_by_site` selects is all the translation looks up: binding with only the
+    selected Secrets resolves every listener as binding with all of them does."""
+    gateway = HTTPS_GATEWAY + (
+        "  - {name: cross, port: 8443, protocol: HTTPS, "
+        "tls: {certificateRefs: [{name: www, namespace: certs}]}}\n"
+    )
+    secrets = [
+        tls_secret("demo", "www", WWW.certificate, WWW.key),
+        tls_secret("certs", "www", OTHER.certificate, OTHER.key),
+        tls_secret("demo", "unused", OTHER.certificate, OTHER.key),
+    ]
+    grants, _ = parse_grants(docs(GRANT))
+    config, errors = parse_routing(docs(gateway, *secrets))
+    assert errors == []
+    needed = secrets_by_site(config.gateways, grants)["eu"]
+    assert needed == {("demo", "www"), ("certs", "www")}
+    kept = [s for s in secrets if any(f"name: {n}, namespace: {ns}" in s for ns, n in needed)]
+    everything = bind(gateway, *secrets, grants=grants)
+    selected = bind(gateway, *kept, grants=grants)
+    assert len(kept) == 2
+    assert selected.gateway_statuses == everything.gateway_statuses
+    assert selected.gateways == everything.gateways
+
+
+def test_a_zone_s_mesh_reports_the_gateways_of_its_own_site_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zone is not sent the Secrets of other sites' Gateways: their listeners cannot
+    resolve there, which is the global's to report, not the zone's."""
+    (tmp_path / "clusters" / "eu").mkdir(parents=True)
+    (tmp_path / "clusters" / "edge").mkdir(parents=True)
+    (tmp_path / "clusters.yaml").write_text(
+        cluster_profile("eu", "eu-central-1") + "---\n" + cluster_profile("edge", "eu-west-1")
+    )
+    edge = _https_gateway("front-edge", "missing-edge").replace(
+        "kontinuum.io/cluster: eu", "kontinuum.io/cluster: edge"
+    )
+    (tmp_path / "gateways.yaml").write_text(
+        _https_gateway("front-eu", "missing-eu") + "---\n" + edge
+    )
+    with caplog.at_level("WARNING", logger="kontinuum.mesh"):
+        load_into(Mesh(SnapshotCache(), site="edge"), tmp_path)
+    assert "no Secret demo/missing-edge" in caplog.text
+    assert "front-eu" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kontinuum.mesh"):
+        load_into(Mesh(SnapshotCache()), tmp_path)  # the global reports every site's
+    assert "no Secret demo/missing-edge" in caplog.text
+    assert "no Secret demo/missing-eu" in caplog.text

@@ -157,9 +157,65 @@ async def test_partial_responses_are_held_back_until_the_view_is_whole(
     zone.apply(stream, [hello_slice("10.0.0.1")], [])
     snapshot = await updates.next()
     assert (len(snapshot.services), addresses(snapshot)) == (1, ["10.0.0.1"])
-    # once whole, a partial response applies as it comes: it is a change like any other
+    # Once whole, a change in parts applies whole too: with its last part, at once.
     zone.apply(stream, [hello_slice("10.0.0.2", version="2")], [], partial=True)
-    assert addresses(await updates.next()) == ["10.0.0.2"]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"
+    zone.apply(stream, [hello(port=81)], ["Service/demo/gone"])
+    snapshot = await updates.next()
+    assert (addresses(snapshot), [p.port for s in snapshot.services for p in s.ports]) == (
+        ["10.0.0.2"],
+        [81],
+    )
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "2"
+
+
+async def test_a_change_cut_off_between_its_parts_applies_none_of_them(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    stream = zone.attach()
+    zone.apply(stream, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    # The first part of a change: a new Service's endpoints (the Service comes next), and
+    # the removal of the old slice; the link is cut before the second part.
+    web = obj(
+        "EndpointSlice",
+        "web-1",
+        {
+            "metadata": {"labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["10.0.0.9"], "conditions": {"ready": True}}],
+        },
+    )
+    assert zone.apply(stream, [web], ["EndpointSlice/demo/hello-1"], partial=True) == []
+    zone.detach(stream, "its stream was cut")
+    stale = await updates.next()
+    assert (stale.stale, addresses(stale)) == (True, ["10.0.0.1"])
+    # The next stream is told the whole change before, so the zone sends it whole again.
+    again = zone.attach()
+    assert zone.held() == {"Service/demo/hello": "1", "EndpointSlice/demo/hello-1": "1"}
+    zone.apply(again, [web], ["EndpointSlice/demo/hello-1"], partial=True)
+    web_service = obj("Service", "web", {"spec": {"ports": [{"name": "http", "port": 80}]}})
+    zone.apply(again, [web_service], [])
+    back = await updates.next()
+    assert (back.stale, addresses(back)) == (False, ["10.0.0.9"])
+    assert sorted(s.name for s in back.services) == ["hello", "web"]
+    assert zone.stats.objects_received == 4
+
+
+async def test_the_limits_count_a_change_held_in_parts() -> None:
+    zone = ZoneSource("edge-paris")
+    stream = zone.attach()
+    mib = 1024 * 1024
+    two = [obj("Service", f"s{i}", {"spec": {"ports": [{"port": 80}]}}) for i in range(2)]
+    big = [ReceivedObject(o.name, o.version, o.kind, o.body, 300 * mib) for o in two]
+    assert zone.apply(stream, big[:1], [], partial=True) == []
+    refused = zone.apply(stream, big[1:], [])
+    assert refused == [
+        f"Service/demo/s1: the zone would hold more than the {512 * mib} bytes of objects it may"
+    ]
+    assert zone.objects == 1
 
 
 def stale_state(since: float, version: str = "s1") -> StaleState:

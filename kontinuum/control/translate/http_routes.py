@@ -358,10 +358,13 @@ def ranked_routes(
     *,
     retries: bool = True,
     hostname_rank: Callable[[BoundRoute], tuple[int, ...]] | None = None,
+    built: dict[tuple[str, str], Any] | None = None,
 ) -> list[Any]:
     """Every rule and match of `routes` as Envoy routes, in Gateway API precedence order;
     `hostname_rank` (smaller first) orders the routes by their matching hostname before
-    their matches are compared."""
+    their matches are compared. `built` keeps the Envoy routes made, for a caller that
+    ranks the same routes again (one virtual host per hostname)."""
+    built = {} if built is None else built
     ranked: list[RankedRoute] = []
     for bound in routes:
         route = bound.route
@@ -372,6 +375,11 @@ def ranked_routes(
             for m, match in enumerate(matches):
                 name = f"{route.namespace}/{route.name}/rule/{r}/match/{m}"
                 rank = (host, match_rank(match), *age, r, m)
-                envoy_rule = envoy_route(name, route.kind, rule, match, clusters, retries=retries)
+                envoy_rule = built.get((route.kind, name))
+                if envoy_rule is None:
+                    envoy_rule = envoy_route(
+                        name, route.kind, rule, match, clusters, retries=retries
+                    )
+                    built[(route.kind, name)] = envoy_rule
                 ranked.append(RankedRoute(rank, envoy_rule))
     return [r.route for r in sorted(ranked, key=lambda r: r.rank)]

@@ -121,6 +121,7 @@ def port_virtual_hosts(
     domains = {li.hostname or CATCH_ALL for li in listeners}
     domains.update(h for found in by_hostname.values() for _, hosts in found for h in hosts)
     vhosts = []
+    built: dict[tuple[str, str], Any] = {}  # a route serving several hostnames is built once
     for domain in sorted(domains, key=_domain_order):
         serving = _serving(domain, by_hostname[_owner(domain, listeners)])
         ranks = {key: (-kind, -length) for key, (_, (kind, length)) in serving.items()}
@@ -130,6 +131,7 @@ def port_virtual_hosts(
                 [bound for bound, _ in serving.values()],
                 clusters,
                 hostname_rank=partial(_rank, ranks),
+                built=built,
             )
         )
         vhosts.append(vhost)
