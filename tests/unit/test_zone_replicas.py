@@ -132,3 +132,21 @@ async def test_a_standby_is_checked_as_the_active_is(source: tuple[ZoneSource, U
     ]
     zone.detach(a, "gone")
     assert zone.held()["Service/demo/hello"] == "1"  # its last good version, as for the active
+
+
+async def test_a_change_the_standby_sends_in_parts_goes_on_once_it_is_active(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    zone.apply(b, [], [])  # its whole view: the same as a's
+    zone.apply(b, [hello_slice("10.0.0.2", version="2")], [], partial=True)  # half a change
+    zone.detach(a, "gone")
+    assert zone.replicas() == [("b", True)]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"  # not half a change
+    zone.apply(b, [], [])  # its last part
+    assert addresses(await updates.next()) == ["10.0.0.2"]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "2"
