@@ -196,14 +196,74 @@ def ca_issue(
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
         (out / "cert.pem").write_bytes(issued.certificate_chain_pem)
         (out / "ca.pem").write_bytes(ca.trust_bundle_pem)
-        key = out / "key.pem"
-        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.fchmod(descriptor, 0o600)  # an existing file too, before the key is written
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(issued.private_key_pem)
+        _write_key(out / "key.pem", issued.private_key_pem)
     except OSError as error:
         raise write_error(error, out, "--out") from error
     typer.echo(f"{identity} (cluster {cluster}) until {issued.not_after:%Y-%m-%d %H:%M} UTC: {out}")
+
+
+@ca_app.command("intermediate")
+def ca_intermediate(
+    ca_dir: CaDir,
+    site: Annotated[
+        str,
+        typer.Option(
+            "--site",
+            help="The zone's site (its ClusterProfile): the only cluster what the intermediate "
+            "issues may claim.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            file_okay=False,
+            help="Where to write the zone's CA directory: tls.crt, tls.key, ca.crt (give it to "
+            "`kontinuum zone --ca-dir`).",
+        ),
+    ],
+    trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
+    validity: Annotated[str, typer.Option(help="The intermediate's lifetime.")] = "90d",
+) -> None:
+    """Issue a zone's intermediate CA, signed by the fleet's CA and limited to its site.
+
+    The zone serves its site's proxies with it (`kontinuum zone --xds-address ... --ca-dir
+    OUT`) instead of the fleet's key: what it issues may claim its site only, at the global
+    and at every xDS server, and it signs no further CA (pathlen 0). Its SPIFFE ID is the
+    zone's, spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>. OUT is a
+    cert-manager CA Secret's layout: tls.crt (the intermediate and the chain above it),
+    tls.key (mode 0600), ca.crt (the root).
+    """
+    from kontinuum.control.objects import dns_label
+
+    if problem := dns_label(site):
+        raise typer.BadParameter(f"the site {problem}", param_hint="--site")
+    ca = load_ca(ca_dir, trust_domain)
+    try:
+        issued = ca.issue_zone_ca(site, duration_option(validity, "--validity"))
+    except CaError as error:
+        raise OperatorError(str(error)) from error
+    except ValueError as error:  # a site too long for the zone's SPIFFE ID
+        raise typer.BadParameter(str(error), param_hint="--site") from error
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_key(out / "tls.key", issued.private_key_pem)
+        (out / "tls.crt").write_bytes(issued.certificate_chain_pem)
+        (out / "ca.crt").write_bytes(ca.trust_bundle_pem)
+    except OSError as error:
+        raise write_error(error, out, "--out") from error
+    typer.echo(
+        f"zone CA of site {site} ({issued.spiffe_id}) until "
+        f"{issued.not_after:%Y-%m-%d %H:%M} UTC: {out}"
+    )
+
+
+def _write_key(path: Path, key_pem: bytes) -> None:
+    """Write a private key readable by its owner only (an existing file too)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)  # before the key is written
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(key_pem)
 
 
 @token_app.command("create")

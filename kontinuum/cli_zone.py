@@ -133,8 +133,10 @@ def zone(
             "--ca-dir",
             envvar="KONTINUUM_CA_DIR",
             file_okay=False,
-            help="With --xds-address: the fleet CA, which issues the zone's xDS server's and "
-            "its workloads' certificates (as `kontinuum serve --ca-dir`).",
+            help="With --xds-address: the zone's CA, which issues the zone's xDS server's and "
+            "its workloads' certificates: its intermediate (`kontinuum ca intermediate --site "
+            "<site> --out DIR`), limited to its site, or the fleet CA (as `kontinuum serve "
+            "--ca-dir`).",
         ),
     ] = None,
     trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
@@ -241,6 +243,10 @@ def zone(
             tuple(xds_server_name or ()),
             DEFAULT_VALIDITY,  # as `kontinuum serve` by default
         )
+        if security.ca.site not in (None, site):
+            raise typer.BadParameter(
+                f"the zone CA of site {security.ca.site}, not of {site}", param_hint="--ca-dir"
+            )
         serving = ZoneServing(
             xds_address, security, state_dir or default_state_dir(), prometheus_sd_file
         )

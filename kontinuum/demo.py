@@ -12,10 +12,10 @@ the ejection window has passed.
 `edge-paris` runs as a federation zone (docs/federation.md): its ClusterProfile says
 `kontinuum.io/source: zone`, and a `kontinuum zone` process reads the site's files, dials
 out to the global over mutual TLS and serves edge-paris's sidecar and east-west gateway
-itself. Later, the demo cuts the zone's link to the global (a relay standing for the WAN,
-closed): edge-paris's traffic goes on, and a new local endpoint still reaches edge-paris's
-sidecar through the zone alone; then the link is restored and the demo prints what the
-resync sent (only what changed meanwhile).
+itself, with an intermediate CA limited to its site. Later, the demo cuts the zone's link
+to the global (a relay standing for the WAN, closed): edge-paris's traffic goes on, and a
+new local endpoint still reaches edge-paris's sidecar through the zone alone; then the link
+is restored and the demo prints what the resync sent (only what changed meanwhile).
 
 The fleet is served as `kontinuum serve` serves it, metrics included; when Prometheus is
 installed (Debian's `prometheus`), the demo starts one that scrapes kontinuum and every
@@ -440,9 +440,16 @@ async def _start_zone(
     admin: str,
 ) -> asyncio.subprocess.Process:
     """`kontinuum zone` for ZONE_SITE: its files, dialling out through the link, serving its
-    site's proxies at `xds_port` with the fleet CA."""
-    ca_dir = workdir / "ca"
-    ca.save(ca_dir)
+    site's proxies at `xds_port` with its intermediate CA (as `kontinuum ca intermediate`
+    writes it), limited to its site: the zone never holds the fleet's key."""
+    ca_dir = workdir / "zone-ca"
+    ca_dir.mkdir(mode=0o700)
+    intermediate = ca.issue_zone_ca(ZONE_SITE, timedelta(hours=24))
+    key = ca_dir / "tls.key"
+    key.touch(mode=0o600)
+    key.write_bytes(intermediate.private_key_pem)
+    (ca_dir / "tls.crt").write_bytes(intermediate.certificate_chain_pem)
+    (ca_dir / "ca.crt").write_bytes(ca.trust_bundle_pem)
     account = f"zone-{ZONE_SITE}"
     credentials = Path(
         _credentials(ca, workdir, account, ZONE_SITE, ("kontinuum-system", account)).ca_file

@@ -173,7 +173,7 @@ async def run_zone(
     )
     async with running_fleet(fleet_options, wait_for_first=False) as fleet:
         fleet.on_applied.append(lambda _: local.retune(copy.own_access))
-        fleet.registry.register(ZoneCollector(zone.publisher, copy))
+        fleet.registry.register(ZoneCollector(zone.publisher, copy, zone.global_check))
         async with serving(fleet, xds.xds_address, admin_address, xds.prometheus_sd):
             running = asyncio.create_task(zone.run(), name="zone")
             try:
@@ -193,7 +193,7 @@ async def _publish_only(options: ZoneSettings, admin_address: str) -> None:
     """A zone that only publishes its site (ready once connected to the global)."""
     zone = Zone(options)
     registry = CollectorRegistry()
-    registry.register(ZoneCollector(zone.publisher))
+    registry.register(ZoneCollector(zone.publisher, global_check=zone.global_check))
     admin = AdminServer(registry, ready=lambda: zone.publisher.connected)
     try:
         await admin.start(admin_address)

@@ -50,10 +50,11 @@ def global_entries(text: str) -> list[tuple[str, int]]:
 
 @dataclass(frozen=True, slots=True)
 class GlobalTarget:
-    """One global replica: the gRPC target dialed, the name its certificate is checked
-    against when that is not the target's host ("": the host), and how logs name it."""
+    """One global replica: the gRPC target dialed, its HOST:PORT, the name its certificate
+    is checked against when that is not the host ("": the host), and how logs name it."""
 
     target: str
+    address: str
     server_name: str
     shown: str
 
@@ -64,6 +65,10 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _target(address: str, port: int) -> str:
@@ -81,9 +86,8 @@ def resolve(
     problems = []
     for host, port in entries:
         if _is_address(host):
-            target = _target(host, port)
-            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            targets.setdefault(target, GlobalTarget(target, server_name, shown))
+            target, address = _target(host, port), _address(host, port)
+            targets.setdefault(target, GlobalTarget(target, address, server_name, address))
             continue
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -91,9 +95,9 @@ def resolve(
             problems.append(f"cannot look up {host}: {error.strerror or error}")
             continue
         for address in dict.fromkeys(str(info[4][0]) for info in found):
-            target = _target(address, port)
-            shown = f"{host}:{port} ({address})"
-            targets.setdefault(target, GlobalTarget(target, server_name or host, shown))
+            target, shown = _target(address, port), f"{host}:{port} ({address})"
+            found_at = GlobalTarget(target, _address(address, port), server_name or host, shown)
+            targets.setdefault(target, found_at)
     return list(targets.values())[:MAX_TARGETS], problems
 
 

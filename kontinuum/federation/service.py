@@ -6,6 +6,8 @@ anything it sends is read, the stream is admitted or refused:
 - the certificate must prove `spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>`
   (and, when it names a cluster, that same site) for the site the zone names in its
   `kontinuum-zone-site` metadata: a zone publishes the objects of its own site only;
+- a certificate issued by a zone's intermediate CA publishes that zone's site only
+  (`kontinuum.security.zone_ca`): a zone cannot mint another's identity;
 - the site must be declared by a ClusterProfile annotated `kontinuum.io/source: zone`.
 
 A refusal ends the stream with UNAUTHENTICATED or PERMISSION_DENIED and is counted by
@@ -60,7 +62,7 @@ from kontinuum.federation.objects import (
 from kontinuum.federation.publisher import Publisher, PublisherStats
 from kontinuum.federation.v1.federation_pb2 import KubeObject, SiteService
 from kontinuum.security.spiffe import SpiffeId
-from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE
+from kontinuum.security.xds_auth import CONTROL_PLANE_NAMESPACE, ISSUING_SITE_CLAIM
 from kontinuum.xds.identity import Authenticator, Peer, UnauthenticatedError
 from kontinuum.xds.limits import cut, shown
 from kontinuum.xds.listen import ListenError, check_free
@@ -71,7 +73,13 @@ log = logging.getLogger("kontinuum.federation")
 REFUSED_UNAUTHENTICATED: Final = "unauthenticated"  # no certificate of the fleet CA
 REFUSED_IDENTITY: Final = "identity"  # not the identity of the site it names
 REFUSED_UNDECLARED: Final = "undeclared"  # no site of that name has `source: zone`
-REFUSED_REASONS: Final = (REFUSED_UNAUTHENTICATED, REFUSED_IDENTITY, REFUSED_UNDECLARED)
+REFUSED_ISSUER: Final = "issuer"  # issued by the zone CA of another site
+REFUSED_REASONS: Final = (
+    REFUSED_UNAUTHENTICATED,
+    REFUSED_IDENTITY,
+    REFUSED_UNDECLARED,
+    REFUSED_ISSUER,
+)
 MAX_REPLICA_ID: Final = 253  # characters of a zone's replica id kept
 MAX_REPLICAS: Final = 16  # replicas of one zone connected at once
 
@@ -209,6 +217,14 @@ class FederationService:
             ) from None
         if problem := _identity_problem(peer, site):
             raise _RefusedError(REFUSED_IDENTITY, grpc.StatusCode.PERMISSION_DENIED, problem)
+        issuing_site = peer.claims.get(ISSUING_SITE_CLAIM)
+        if issuing_site is not None and issuing_site != site:
+            raise _RefusedError(
+                REFUSED_ISSUER,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{peer.identity} may not publish site {shown(site)}: its certificate is "
+                f"issued by the zone CA of site {shown(issuing_site)}",
+            )
         source = self._zone_of(site)
         if source is None:
             raise _RefusedError(

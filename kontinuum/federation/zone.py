@@ -12,10 +12,11 @@ global's federation address over mutual TLS with its certificate (`kontinuum ca 
 kontinuum-system --service-account zone-<site> --cluster <site>`), and publishes the
 site's objects on the `ZoneToGlobal` stream, sending only what changed
 (`kontinuum.federation.publisher`). A response is sent once the previous one was
-answered, so a burst of changes goes out as one. When the stream fails, it dials again
-after a backoff doubling from 0.5 s to 30 s (with jitter), with its certificate read again
-(renewed in place, it is the new one that connects); on reconnect the global says what it
-holds, and only what differs is sent.
+answered, so a burst of changes goes out as one. Before each dial it checks that the
+global is the fleet's control plane (`kontinuum.federation.global_identity`). When the
+stream fails, it dials again after a backoff doubling from 0.5 s to 30 s (with jitter),
+with its certificate read again (renewed in place, it is the new one that connects); on
+reconnect the global says what it holds, and only what differs is sent.
 
 A zone may dial several global replicas (`kontinuum.federation.global_links`): it
 publishes its site to each, on a link of its own, and names its own replica id
@@ -54,6 +55,7 @@ from kontinuum.discovery.kubernetes import KubernetesSource
 from kontinuum.discovery.listing import yaml_files
 from kontinuum.discovery.static import FileKey, directory_changes, file_key, read_documents
 from kontinuum.federation.fleet_copy import FleetCopy
+from kontinuum.federation.global_identity import GlobalCheck, GlobalIdentityError
 from kontinuum.federation.global_links import (
     RESOLVE_INTERVAL,
     GlobalTarget,
@@ -258,6 +260,7 @@ class Zone:
         self._looked_up = asyncio.Event()  # the global replicas were looked up once
         self._look_again = asyncio.Event()  # a link broke: look the replicas up again
         self._heard = False  # the current subscription got a response
+        self.global_check = GlobalCheck()  # that the global is the control plane
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -448,6 +451,12 @@ class Zone:
             # Read anew at each dial: the certificate is renewed in place (cert-manager,
             # `kontinuum ca issue` again) and a new stream presents the new one.
             credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
+            await asyncio.to_thread(
+                self.global_check.verify,
+                target.address,
+                self.options.credentials,
+                target.server_name,
+            )
             async with grpc.aio.secure_channel(
                 target.target, credentials, options=options
             ) as channel:
@@ -469,6 +478,11 @@ class Zone:
             broken = True
         except CredentialsError as error:
             problem = str(error)
+        except GlobalIdentityError as error:
+            problem = str(error)
+            log.error("refused the global: %s", cut(problem))
+        except OSError as error:  # the check's own connection
+            problem = f"cannot reach it: {error}"
         finally:
             self._streams.pop(key, None)
         if broken:

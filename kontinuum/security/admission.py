@@ -2,7 +2,8 @@
 
 A node's bootstrap claims a role, a cluster and a workspace (`kontinuum.claims`). Its
 identity (a SPIFFE ID and the cluster its certificate or token was issued for) must agree:
-- the cluster it claims is the identity's cluster;
+- the cluster it claims is the identity's cluster, and the site of the zone CA that issued
+  its credential, when a zone's CA did (`kontinuum.security.zone_ca`);
 - a sidecar or ingress gateway claims the workspace of its identity's namespace;
 - an ingress gateway of a Gateway with an HTTPS listener holds the Gateway's own identity
   (its namespace, its name as the service account), as an east-west gateway does: its view
@@ -28,7 +29,7 @@ from typing import Any
 from kontinuum.claims import DEFAULT_SERVICE_ACCOUNT, ViewKey, declared_service_account
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadIdentity
-from kontinuum.security.xds_auth import reserved
+from kontinuum.security.xds_auth import ISSUING_SITE_CLAIM, reserved
 from kontinuum.xds.identity import Peer
 
 
@@ -74,6 +75,12 @@ def admit(
         raise PermissionError(
             f"identity {identity} is of cluster {cluster!r}; the node claims cluster "
             f"{view.cluster!r}"
+        )
+    issuing_site = peer.claims.get(ISSUING_SITE_CLAIM)
+    if issuing_site is not None and issuing_site != view.cluster:
+        raise PermissionError(
+            f"identity {identity} is issued by the zone CA of site {issuing_site!r}; the node "
+            f"claims cluster {view.cluster!r}"
         )
     if view.role == "gateway":
         if gateway is None:

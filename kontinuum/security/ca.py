@@ -4,7 +4,8 @@ The CA is kontinuum's own (`ca.crt` + `ca.key`, a self-signed root) or one an ex
 already runs: a cert-manager CA Secret mounted as a directory (`tls.crt` + `tls.key`, and
 `ca.crt` its root when `tls.crt` is an intermediate). Certificates follow the X.509-SVID
 spec, so Envoy, gRPC and any SPIFFE-aware peer accept them; the cluster a proxy may claim is
-bound in its certificate's subject OU.
+bound in its certificate's subject OU. A zone's CA is an intermediate of the fleet's, limited
+to its site (`kontinuum.security.zone_ca`): what it issues may claim that site only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Final, TypeAlias, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -29,6 +29,13 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from kontinuum.control.objects import dns_subdomain
 from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
+from kontinuum.security.zone_ca import (
+    issued_by,
+    leaf_issuing_site,
+    zone_ca_certificate,
+    zone_identity,
+    zone_site,
+)
 
 CaKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 CaPublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -54,6 +61,9 @@ class PeerIdentity:
     spiffe_id: SpiffeId
     cluster: str | None
     expires: datetime | None = field(default=None, compare=False)
+    # The site of the zone CA that issued it (it may claim that site only); None when the
+    # fleet's CA itself did.
+    issuing_site: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +109,6 @@ def _spki(key: CertificatePublicKeyTypes) -> bytes:
 
 def _name(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string()
-
-
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
@@ -211,7 +213,17 @@ class CertificateAuthority:
     `_signing_key`, read only by this package (tokens are signed with it) and never shown.
     """
 
-    __slots__ = ("_chain", "_expires", "_roots", "_signer", "_signing_key", "_starts", "_td")
+    __slots__ = (
+        "_chain",
+        "_expires",
+        "_fleet_signer",
+        "_roots",
+        "_signer",
+        "_signing_key",
+        "_site",
+        "_starts",
+        "_td",
+    )
 
     def __init__(
         self,
@@ -229,6 +241,9 @@ class CertificateAuthority:
         self._roots = tuple(roots) or (signer,)
         self._chain = () if signer in self._roots else (signer, *intermediates)
         path = (*self._chain, self._roots[0])
+        # A zone's CA: the site it is limited to, and the fleet's CA that issued it.
+        self._site = zone_site(signer) if self._chain else None
+        self._fleet_signer = signer if self._site is None else path[1]
         self._starts = max(c.not_valid_before_utc for c in path)
         self._expires = min(c.not_valid_after_utc for c in path)
 
@@ -295,19 +310,24 @@ class CertificateAuthority:
             raise CaError(f"{key_file} is not the key of {_name(signer)} in {cert_file}")
         _check_trust_domain(cert_file, signer, trust_domain)
         if not cert_manager:
-            if not _issued_by(signer, signer):
+            if not issued_by(signer, signer):
                 raise CaError(
                     f"{cert_file} is not self-signed: put an intermediate CA in tls.crt and "
                     "tls.key, with its root in ca.crt"
                 )
             return cls(trust_domain, key, signer, roots=certificates)
-        chain = [c for c in certificates if not _issued_by(c, c)]  # tls.crt may end in the root
+        chain = [c for c in certificates if not issued_by(c, c)]  # tls.crt may end in the root
         if not chain:
             return cls(trust_domain, key, signer)
         for lower, upper in itertools.pairwise(chain):
             _check_authority(cert_file, upper, now)
-            if not _issued_by(lower, upper):
+            if not issued_by(lower, upper):
                 raise CaError(f"{cert_file}: {_name(lower)} is not issued by {_name(upper)}")
+            if (site := zone_site(upper)) is not None:
+                raise CaError(
+                    f"{cert_file}: {_name(lower)} is issued by the zone CA of site {site}, "
+                    "which signs no further CA (pathlen 0)"
+                )
         return cls(trust_domain, key, signer, chain[1:], _roots_of(directory, chain[-1], now))
 
     def save(self, directory: Path) -> None:
@@ -345,6 +365,12 @@ class CertificateAuthority:
     @property
     def trust_domain(self) -> str:
         return self._td
+
+    @property
+    def site(self) -> str | None:
+        """The site this CA is limited to when it is a zone's intermediate; None for the
+        fleet's CA."""
+        return self._site
 
     @property
     def trust_bundle_pem(self) -> bytes:
@@ -405,6 +431,11 @@ class CertificateAuthority:
             raise ValueError(f"a certificate validity of {validity} is not positive")
         if cluster is not None and not 0 < len(cluster) <= _MAX_OU:
             raise ValueError(f"cluster {cluster!r} must be 1 to {_MAX_OU} characters long")
+        if self._site is not None and cluster not in (None, self._site):
+            raise CaError(
+                f"the zone CA of site {self._site} issues certificates of cluster "
+                f"{self._site} only, not {cluster}"
+            )
         if not self._starts <= now < self._expires:
             raise CaError(f"the CA is valid from {self._starts} until {self._expires}, not {now}")
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, self._td)]
@@ -450,18 +481,69 @@ class CertificateAuthority:
             return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own)
 
-    def signed(self, certificate_pem: bytes) -> bool:
-        """Whether this CA's own signer issued the (first) certificate of the PEM.
+    def issue_zone_ca(
+        self, site: str, validity: timedelta, *, now: datetime | None = None
+    ) -> IssuedCertificate:
+        """An intermediate CA for `site`'s zone, limited to its site
+        (`kontinuum.security.zone_ca`); its chain leads to this CA's roots."""
+        if self._site is not None:
+            raise CaError(
+                f"this is the zone CA of site {self._site}: it signs no further CA (pathlen 0); "
+                "issue the intermediate with the fleet's CA"
+            )
+        if validity <= timedelta(0):
+            raise ValueError(f"a CA validity of {validity} is not positive")
+        moment = utc(now)
+        if not self._starts <= moment < self._expires:
+            raise CaError(
+                f"the CA is valid from {self._starts} until {self._expires}, not {moment}"
+            )
+        identity = zone_identity(self._td, site)
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = zone_ca_certificate(
+            identity,
+            site,
+            key.public_key(),
+            self._signer,
+            self._signing_key,
+            # Early, so that what the zone issues right away can start early too.
+            max(moment - ROOT_BACKDATE, self._starts),
+            min(moment + validity, self._expires),
+        )
+        return IssuedCertificate(
+            spiffe_id=identity,
+            cluster=site,
+            certificate_chain_pem=_pem(certificate) + b"".join(_pem(c) for c in self._chain),
+            private_key_pem=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            issued_at=moment,
+        )
+
+    def issuing_site(
+        self, certificate_chain_pem: bytes, *, now: datetime | None = None
+    ) -> str | None:
+        """Who issued the (first) certificate of a chain: the fleet's CA (None), or the zone
+        CA of a site (the site), which the fleet's CA issued and which issued the leaf
+        directly; CaError when neither did.
 
         The TLS handshake trusts the roots; with a root shared beyond the mesh (a corporate
         PKI, a cert-manager ClusterIssuer), other CAs under it could issue SPIFFE IDs of
-        this trust domain too. Only the signer's are the fleet's.
+        this trust domain too. Only the fleet CA's and its zones' are the fleet's.
         """
         try:
-            leaf = x509.load_pem_x509_certificate(certificate_pem)
+            leaf, *presented = x509.load_pem_x509_certificates(certificate_chain_pem)
         except ValueError:
-            return False
-        return _issued_by(leaf, self._signer)
+            raise CaError("not a PEM certificate") from None
+        own = [self._signer] if self._site is not None else []
+        try:
+            return leaf_issuing_site(leaf, [*presented, *own], self._fleet_signer, utc(now))
+        except ValueError as error:
+            raise CaError(str(error)) from None
 
     def verify(self, certificate_chain_pem: bytes, *, now: datetime | None = None) -> PeerIdentity:
         """Who a certificate chain (leaf first) names, if it chains to this CA's roots and is
@@ -479,9 +561,20 @@ class CertificateAuthority:
         except VerificationError as error:
             raise CaError(f"certificate refused by the {self._td} CA: {error}") from None
         try:
-            return _identity(leaf, self._td)
+            identity = _identity(leaf, self._td)
         except ValueError as error:
             raise CaError(str(error)) from None
+        # The chain holds up to the roots (pathlen included): a zone CA that issued the leaf
+        # directly limits it to its site.
+        site = next(
+            (
+                site
+                for issuer in (*intermediates, self._signer)
+                if (site := zone_site(issuer)) is not None and issued_by(leaf, issuer)
+            ),
+            None,
+        )
+        return PeerIdentity(identity.spiffe_id, identity.cluster, identity.expires, site)
 
 
 def _roots_of(directory: Path, top: x509.Certificate, now: datetime) -> list[x509.Certificate]:
@@ -490,7 +583,7 @@ def _roots_of(directory: Path, top: x509.Certificate, now: datetime) -> list[x50
     if not roots_file.exists():
         raise CaError(f"{roots_file} is missing: it holds the root of {_name(top)}")
     roots = _certificates(roots_file)
-    issuer = next((root for root in roots if _issued_by(top, root)), None)
+    issuer = next((root for root in roots if issued_by(top, root)), None)
     if issuer is None:
         raise CaError(
             f"the issuer of {_name(top)} ({top.issuer.rfc4514_string()}) is not in {roots_file}"

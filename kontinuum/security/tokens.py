@@ -56,6 +56,8 @@ def issue_token(
         raise ValueError("a token names the cluster its proxy runs in")
     if spiffe_id.trust_domain != ca.trust_domain:
         raise CaError(f"{spiffe_id} is not of trust domain {ca.trust_domain}, which this CA signs")
+    if ca.site is not None and cluster != ca.site:
+        raise CaError(f"the zone CA of site {ca.site} signs tokens of cluster {ca.site} only")
     algorithm = _algorithm(ca.public_key)
     if algorithm is None:
         raise CaError(

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
 from kontinuum.security.ca import (
+    CaError,
     CertificateAuthority,
     IssuedCertificate,
     PeerIdentity,
@@ -41,6 +43,9 @@ SERVER_CERTIFICATE_VALIDITY = timedelta(hours=24)
 # How the identity of a peer was proven, in `Peer.claims["via"]`.
 VIA_CERTIFICATE = "certificate"
 VIA_TOKEN = "token"
+# The site of the zone CA that issued a peer's credential, in `Peer.claims` (absent when
+# the fleet's CA did): it may claim that site only.
+ISSUING_SITE_CLAIM = "issuing_site"
 
 
 def control_plane_identity(trust_domain: str) -> SpiffeId:
@@ -50,10 +55,12 @@ def control_plane_identity(trust_domain: str) -> SpiffeId:
 
 def operator_identity(peer: Peer) -> bool:
     """Whether a caller may read the whole fleet's client status (CSDS): the operator
-    identity `ns/kontinuum-system/sa/operator`, or anyone on a plaintext (development)
-    port."""
+    identity `ns/kontinuum-system/sa/operator` issued by the fleet's CA (a zone's CA is
+    limited to its site), or anyone on a plaintext (development) port."""
     if peer.identity is None:
         return True
+    if ISSUING_SITE_CLAIM in peer.claims:
+        return False
     try:
         caller = SpiffeId.parse(peer.identity)
     except ValueError:
@@ -133,11 +140,14 @@ class FleetAuthenticator:
                 identity = identity_of(pem, self._ca.trust_domain)
             except ValueError as error:
                 raise UnauthenticatedError(f"client certificate refused: {error}") from None
-            if not self._ca.signed(pem):
-                raise UnauthenticatedError(
-                    "client certificate refused: not issued by this fleet's CA (another "
-                    "CA under the same root)"
-                )
+            # The leaf, then the chain the peer sent (on a server, without its leaf): a zone
+            # CA that issued the leaf is in it.
+            chain = pem + b"".join(bytes(c) for c in auth.get("x509_pem_cert_chain") or ())
+            try:
+                site = self._ca.issuing_site(chain)
+            except CaError as error:
+                raise UnauthenticatedError(f"client certificate refused: {error}") from None
+            identity = replace(identity, issuing_site=site)
             # The handshake checked it when the connection opened; a call on a connection
             # kept open past the certificate's end is refused.
             if identity.expires is not None and identity.expires <= datetime.now(UTC):
@@ -154,6 +164,8 @@ class FleetAuthenticator:
                 identity = verify_token(self._ca, token)
             except ValueError as error:
                 raise UnauthenticatedError(f"bootstrap token refused: {error}") from None
+            # Signed by this CA's key: a zone's token is of the zone's site.
+            identity = replace(identity, issuing_site=self._ca.site)
             return _peer(address, identity, VIA_TOKEN)
         if self._plaintext and plaintext:
             return Peer(address=address)
@@ -167,6 +179,8 @@ def _peer(address: str, identity: PeerIdentity, via: str) -> Peer:
     claims = {"via": via}
     if identity.cluster:
         claims["cluster"] = identity.cluster
+    if identity.issuing_site:
+        claims[ISSUING_SITE_CLAIM] = identity.issuing_site
     expires = identity.expires.timestamp() if identity.expires is not None else None
     return Peer(
         address=address, identity=str(identity.spiffe_id), claims=claims, expires_at=expires

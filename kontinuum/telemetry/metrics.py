@@ -23,6 +23,7 @@ from kontinuum.discovery.aggregate import Aggregator
 from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.fleet_copy import FleetCopy
+from kontinuum.federation.global_identity import GlobalCheck
 from kontinuum.federation.global_links import Links
 from kontinuum.federation.service import REFUSED_REASONS, FederationService
 from kontinuum.kube import LeaderElection, StatusWriter
@@ -226,7 +227,8 @@ class FederationCollector(Collector):
         refused = CounterMetricFamily(
             "kontinuum_federation_refused",
             "Zone streams refused: unauthenticated (no certificate of the fleet CA), identity "
-            "(not zone-<site> of the site it names), undeclared (no site with source zone).",
+            "(not zone-<site> of the site it names), undeclared (no site with source zone), "
+            "issuer (issued by the zone CA of another site).",
             labels=["reason"],
         )
         for reason in REFUSED_REASONS:
@@ -366,9 +368,15 @@ class ZoneCollector(Collector):
     """A zone's side of federation (`kontinuum zone`): its streams to the global replicas
     and what it sent on them."""
 
-    def __init__(self, publisher: Links, copy: FleetCopy | None = None) -> None:
+    def __init__(
+        self,
+        publisher: Links,
+        copy: FleetCopy | None = None,
+        global_check: GlobalCheck | None = None,
+    ) -> None:
         self._publisher = publisher
         self._copy = copy
+        self._global_check = global_check
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         publisher, stats = self._publisher, self._publisher.stats
@@ -422,6 +430,12 @@ class ZoneCollector(Collector):
         answers.add_metric(["ack"], stats.acks)
         answers.add_metric(["nack"], stats.nacks)
         yield answers
+        if self._global_check is not None:
+            yield CounterMetricFamily(
+                "kontinuum_zone_global_refused",
+                "Dials not made: the global did not prove the control plane's identity.",
+                value=self._global_check.refused,
+            )
         if self._copy is not None:
             yield from _copy_metrics(self._copy)
 

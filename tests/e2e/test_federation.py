@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
+from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import control_plane_identity
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
@@ -34,6 +35,7 @@ from tests.support.kube import (
 )
 from tests.support.net import free_port
 from tests.support.security import metrics_text, sample
+from tests.support.zone_ca import minted
 
 pytestmark = pytest.mark.e2e
 
@@ -415,6 +417,48 @@ async def test_a_zone_claiming_another_site_is_refused_and_counted(
             30,
             logs,
         )
+
+
+async def test_a_zone_s_intermediate_cannot_mint_another_zone_s_identity(
+    federation: Federation,
+) -> None:
+    """The zone of site `other` holds its intermediate CA (`kontinuum ca intermediate`) and
+    signs with its key, by hand, the identity of edge-paris's zone: the handshake accepts
+    it (it chains to the fleet's root), the global refuses it, counted as reason issuer."""
+    found = federation
+    await connect_the_zone(found)
+    other_ca = found.root / "zone-ca-other"
+    await asyncio.to_thread(
+        kontinuum, "ca", "intermediate", "--ca-dir", str(found.ca), "--site", "other",
+        "--out", str(other_ca),
+    )  # fmt: skip
+    chain, key = minted(other_ca, SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris")
+    forged = found.root / "forged"
+    forged.mkdir()
+    (forged / "cert.pem").write_bytes(chain)
+    (forged / "key.pem").write_bytes(key)
+    (forged / "key.pem").chmod(0o600)
+    (forged / "ca.pem").write_bytes((found.ca / "ca.crt").read_bytes())
+    impostor = found.zone_process(forged)
+    with running(impostor):
+        await until(
+            lambda: found.global_.metric(
+                "kontinuum_federation_refused_total", {"reason": "issuer"}
+            ),
+            "the forged zone refused",
+            30,
+            (*found.logs, impostor.log),
+        )
+        await until(
+            lambda: "issued by the zone CA of site 'other'" in impostor.log.read_text(),
+            "the impostor told why",
+            10,
+            (impostor.log,),
+        )
+    assert "PERMISSION_DENIED" in impostor.log.read_text()
+    assert await found.global_.metric("kontinuum_federation_zone_connections_total", {
+        "zone": "edge-paris"
+    }) == 1  # fmt: skip
 
 
 async def test_a_zone_publishes_its_site_from_its_kubernetes_api(federation: Federation) -> None:

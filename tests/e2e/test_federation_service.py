@@ -37,6 +37,7 @@ from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security import CertificateAuthority, SpiffeId
 from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
 from tests.support.net import eventually, free_port
+from tests.support.zone_ca import minted, zone_authority
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +136,33 @@ async def test_a_zone_is_admitted_only_for_its_own_declared_site(
     assert says in (error.details() or "")
     assert served.service.refused[reason] == 1
     assert served.zone.stats.connections == 0
+
+
+async def test_a_zone_ca_s_certificate_publishes_its_own_site_only(served: Global) -> None:
+    """A zone's intermediate key signs, by hand, the identity of another zone: the handshake
+    accepts it (it chains to the root), the global refuses it for that site."""
+    _, other = zone_authority(served.ca, "other")
+    chain, key = minted(other, SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris")
+    error = await refusal(
+        served.open(grpc.ssl_channel_credentials(served.ca.trust_bundle_pem, key, chain))
+    )
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "issued by the zone CA of site 'other'" in (error.details() or "")
+    assert served.service.refused["issuer"] == 1
+    assert served.zone.stats.connections == 0
+    # Its own site's zone identity, issued by the zone's CA, is admitted.
+    zone, _ = zone_authority(served.ca, "edge-paris")
+    issued = zone.issue_workload(
+        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", HOUR
+    )
+    call = served.open(
+        grpc.ssl_channel_credentials(
+            served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+        )
+    )
+    async with asyncio.timeout(10):
+        first = await call.read()
+    assert list(first.resource_names_subscribe) == ["*"]
 
 
 async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(
@@ -414,3 +442,69 @@ async def test_a_newer_subscription_of_a_zone_ends_the_older_one(served: Global)
     assert error.code() is grpc.StatusCode.ABORTED
     await eventually(lambda: served.service.subscribed["edge-paris"] == 1)
     newer.cancel()
+
+
+@pytest.mark.parametrize(
+    ("issuer", "identity", "says"),
+    [
+        (
+            "fleet",
+            SpiffeId(TD, "demo", "web"),
+            "presents spiffe://cluster.local/ns/demo/sa/web, not the control plane's identity",
+        ),
+        (
+            "zone",
+            SpiffeId(TD, "kontinuum-system", "kontinuum"),
+            "issued by CN=kontinuum zone CA other,OU=other,O=cluster.local, not by the fleet's CA",
+        ),
+    ],
+)
+async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
+    served: Global,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    issuer: str,
+    identity: SpiffeId,
+    says: str,
+) -> None:
+    """A server on the global's address with a certificate the zone's roots accept for its
+    host, but without the control plane's identity (of the fleet's CA itself): the zone
+    logs and counts it, and never opens a stream to it."""
+    authority = served.ca if issuer == "fleet" else zone_authority(served.ca, "other")[0]
+    certificate = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+    impostor = FederationService(FleetAuthenticator(served.ca), served.zones.get)
+    address = f"127.0.0.1:{free_port()}"
+    server = await start_server(
+        impostor,
+        address,
+        grpc.ssl_server_credentials(
+            [(certificate.private_key_pem, certificate.certificate_chain_pem)],
+            root_certificates=served.ca.trust_bundle_pem,
+            require_client_auth=True,
+        ),
+    )
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    write_credentials(credentials, served.ca, HOUR)
+    zone = Zone(ZoneSettings("edge-paris", address, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: zone.global_check.refused >= 3, timeout=10, what="refused")
+        assert says in zone.global_check.problem
+        assert served.zone.stats.connections == 0
+        assert not zone.publisher.connected
+        assert f"refused the global: the global at {address}" in caplog.text
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await server.stop(0)
+    # The same zone dials the real global, which presents the control plane's identity.
+    zone = Zone(ZoneSettings("edge-paris", served.address, credentials, site))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        assert zone.global_check.refused == 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

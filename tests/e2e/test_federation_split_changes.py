@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import (
     Endpoint,
     EndpointPort,
@@ -21,6 +22,7 @@ from kontinuum.control.model import (
     ServicePort,
     SiteSnapshot,
 )
+from kontinuum.control.objects import Document
 from kontinuum.discovery.zone_store import ZoneObjects
 from kontinuum.federation.fleet_copy import STATE_FILE, FleetCopy
 from kontinuum.federation.objects import (
@@ -58,6 +60,35 @@ BIG_SECRET = {
     "type": "Opaque",
     "data": {"blob": base64.b64encode(b"x" * MAX_RESPONSE_BYTES).decode()},
 }
+
+
+# The zone's own Gateway names the Secret: a zone is sent only the Secrets its Gateways name.
+EDGE_GATEWAY = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "Gateway",
+    "metadata": {
+        "name": "edge",
+        "namespace": "demo",
+        "labels": {"kontinuum.io/cluster": "edge-paris"},
+    },
+    "spec": {
+        "gatewayClassName": "kontinuum",
+        "listeners": [
+            {
+                "name": "https",
+                "port": 443,
+                "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "big"}]},
+            }
+        ],
+    },
+}
+
+
+def fleet_update(feed: Any, bodies: list[dict[str, Any]], snapshots: list[SiteSnapshot]) -> None:
+    """The feed updated as the global does: with the Gateways and grants of the same bodies."""
+    config, _ = parse_fleet_config([Document("fleet.yaml", b, i) for i, b in enumerate(bodies)])
+    feed.update(bodies, snapshots, config.routing.gateways, config.grants)
 
 
 def eu_with_hello() -> SiteSnapshot:
@@ -101,11 +132,14 @@ async def test_a_change_of_the_fleet_cut_off_between_its_parts_reaches_the_zone_
         whole = {name: version for name, (version, _) in copy.resources.items()}
 
         # One change: a route to eu's hello, a large Secret, and hello itself, in parts.
-        feed.update([profile("eu"), ROUTE, BIG_SECRET], [eu_with_hello()])
+        fleet_update(feed, [profile("eu"), ROUTE, EDGE_GATEWAY, BIG_SECRET], [eu_with_hello()])
         async with asyncio.timeout(10):
             first = await call.read()
         assert first.system_version_info == PARTIAL
-        assert [r.name for r in first.resources] == ["fleet/HTTPRoute/demo/hello"]
+        assert [r.name for r in first.resources] == [
+            "fleet/Gateway/demo/edge",
+            "fleet/HTTPRoute/demo/hello",
+        ]
         await call.write(copy.take(first))
         # The link is cut before the rest: none of the change is in the copy, nor named.
         call.cancel()
@@ -118,6 +152,7 @@ async def test_a_change_of_the_fleet_cut_off_between_its_parts_reaches_the_zone_
         await again.write(subscription)
         assert await answer_until_whole(again, copy) >= 2
         assert {
+            "fleet/Gateway/demo/edge",
             "fleet/HTTPRoute/demo/hello",
             "fleet/Secret/demo/big",
             "site/eu/demo/hello",

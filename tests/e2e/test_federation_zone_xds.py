@@ -13,21 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 
 from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, proxy_metadata
 from kontinuum.security.xds_auth import control_plane_identity
 from tests.e2e import grpc_client
 from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
+from tests.e2e.envoy import Envoy
 from tests.e2e.proxyless import grpc_backends, proxyless_client
-from tests.e2e.routing_fleet import endpoint_slice, service
+from tests.e2e.routing_fleet import Workload, endpoint_slice, service, workload_yaml
 from tests.e2e.test_federation import KONTINUUM, TD, Process, issue, kontinuum, until
 from tests.support.net import free_port
+from tests.support.security import entry_uris, envoy_certificates
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +74,27 @@ spec:
 """
 
 
+def intermediate(ca: Path, out: Path, site: str) -> Path:
+    """`kontinuum ca intermediate`: the zone CA of `site`, issued by the fleet CA `ca`."""
+    kontinuum("ca", "intermediate", "--ca-dir", str(ca), "--site", site, "--out", str(out))
+    return out
+
+
+def server_certificate(port: int, files: Path) -> x509.Certificate:
+    """The certificate a TLS server on 127.0.0.1:`port` presents to a client holding
+    `files` (cert.pem, key.pem, ca.pem)."""
+    context = ssl.create_default_context(cafile=str(files / "ca.pem"))
+    context.load_cert_chain(files / "cert.pem", files / "key.pem")
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
 def reply_of(port: int, host: str) -> tuple[str | None, str | None]:
     """Which backend answered through the sidecar's outbound `port`, and its X-Route."""
     reply = request(port, host, timeout=2)
@@ -82,6 +109,8 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         backend.start()
     ca = tmp_path / "ca"
     await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+    # The zone serves with its own intermediate, not the fleet's key.
+    zone_ca = await asyncio.to_thread(intermediate, ca, tmp_path / "zone-ca", "edge-paris")
     fleet = tmp_path / "fleet"
     (fleet / "clusters" / "eu").mkdir(parents=True)
     (fleet / "clusters.yaml").write_text(FLEET)
@@ -114,7 +143,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
         [
             "zone", "--site", "edge-paris", "--global", federation,
             "--credentials", str(credentials), "--config", str(site),
-            "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(zone_ca),
             "--state-dir", str(tmp_path / "zone-state"),
         ],
         tmp_path / "zone.log",
@@ -276,6 +305,29 @@ def test_a_zone_s_xds_options_are_checked_before_it_runs(
     )  # fmt: skip
     assert done.returncode == 2
     assert says in " ".join(done.stderr.split())
+
+
+def test_a_zone_refuses_the_intermediate_of_another_site(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    kontinuum("ca", "init", "--ca-dir", str(ca))
+    other = intermediate(ca, tmp_path / "other-ca", "other")
+    credentials = issue(
+        ca, tmp_path / "credentials", "edge-paris", "kontinuum-system", "zone-edge-paris"
+    )
+    (tmp_path / "site").mkdir()
+    done = subprocess.run(
+        [
+            *KONTINUUM, "zone", "--site", "edge-paris", "--global", "127.0.0.1:1",
+            "--credentials", str(credentials), "--config", str(tmp_path / "site"),
+            "--xds-address", "127.0.0.1:18000", "--ca-dir", str(other),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KONTINUUM_")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "the zone CA of site other, not of edge-paris" in " ".join(done.stderr.split())
 
 
 async def test_a_proxyless_grpc_client_of_the_zone_fails_over_to_a_site_the_global_sent(
@@ -465,3 +517,111 @@ endpoints:
 - addresses: [127.0.0.1]
   conditions: {{ready: true}}
 """
+
+
+async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_passes(
+    tmp_path: Path, envoys: StartEnvoy
+) -> None:
+    """The zone serves with its intermediate (`kontinuum ca intermediate`): its xDS server's
+    and its sidecars' certificates come from it, with the chain, and Envoys that trust the
+    fleet's root alone accept them: a sidecar of the site calls another over mTLS."""
+    hello = Backend("hello")
+    hello.echo = ("x-forwarded-client-cert",)
+    hello.start()
+    ca = tmp_path / "ca"
+    await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
+    zone_ca = await asyncio.to_thread(intermediate, ca, tmp_path / "zone-ca", "edge-paris")
+    fleet = tmp_path / "fleet"
+    (fleet / "clusters" / "eu").mkdir(parents=True)
+    (fleet / "clusters.yaml").write_text(FLEET)
+    site = tmp_path / "edge-paris"
+    site.mkdir()
+    hello_inbound = free_port()
+    (site / "hello.yaml").write_text(
+        workload_yaml(Workload("hello", (hello_inbound,), mutual_tls=True))
+    )
+    federation = f"127.0.0.1:{free_port()}"
+    global_ = Process(
+        [
+            "serve", "--config", str(fleet), "--ca-dir", str(ca),
+            "--xds-address", f"127.0.0.1:{free_port()}", "--federation-address", federation,
+            "--state-dir", str(tmp_path / "global-state"),
+        ],
+        tmp_path / "global.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    credentials = await asyncio.to_thread(
+        issue, ca, tmp_path / "zone-credentials", "edge-paris", "kontinuum-system",
+        "zone-edge-paris",
+    )  # fmt: skip
+    zone_xds = free_port()
+    zone = Process(
+        [
+            "zone", "--site", "edge-paris", "--global", federation,
+            "--credentials", str(credentials), "--config", str(site),
+            "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(zone_ca),
+            "--state-dir", str(tmp_path / "zone-state"),
+        ],
+        tmp_path / "zone.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    logs = (global_.log, zone.log)
+
+    def start_sidecar(name: str, account: str, **declared: Any) -> Envoy:
+        # Its xDS client certificate too is the zone's (`kontinuum ca issue --ca-dir
+        # zone-ca/`); it trusts the fleet's root alone.
+        files = issue(zone_ca, tmp_path / name, "edge-paris", "demo", account)
+        return envoys(
+            view="edge-paris",
+            xds_port=0,
+            mode="delta",
+            node_id=name,
+            config=envoy_bootstrap(
+                node_id=name,
+                cluster="edge-paris",
+                xds_address=f"127.0.0.1:{zone_xds}",
+                admin_port=0,
+                reconnect_backoff=("0.1s", "1s"),
+                metadata=proxy_metadata(namespace="demo", role="sidecar", **declared),
+                tls=XdsClientTls(
+                    ca_file=str(files / "ca.pem"),
+                    server_identity=str(control_plane_identity(TD)),
+                    certificate_file=str(files / "cert.pem"),
+                    key_file=str(files / "key.pem"),
+                ),
+            ),
+        )
+
+    try:
+        global_.start()
+        zone.start()
+        start_sidecar(
+            "hello-1", "hello", service="hello", inbound_port=hello.port,
+            inbound_address=f"127.0.0.1:{hello_inbound}",
+        )  # fmt: skip
+        outbound = free_port()
+        frontend = start_sidecar("frontend-1", "frontend", outbound_port=outbound)
+
+        def through_mtls() -> bool:
+            reply = request(outbound, HELLO, timeout=2)
+            return reply.backend == "hello" and "URI=" in reply.body
+
+        await until(through_mtls, "frontend to hello over mTLS at the zone", 60, logs)
+        body = request(outbound, HELLO, timeout=2).body
+        assert f"URI=spiffe://{TD}/ns/demo/sa/frontend" in body, body  # the caller, proven
+        # Each Envoy trusts the fleet's root alone (the zone holds no root key: what it
+        # issues, it issues with its intermediate, and sends the intermediate with it).
+        await asyncio.to_thread(frontend.wait_admin)
+        certs = envoy_certificates(await asyncio.to_thread(frontend.admin, "/certs"))
+        trusted = {uri for c in certs if c["kind"] == "ca_cert" for uri in entry_uris(c)}
+        assert trusted == {f"spiffe://{TD}"}
+        assert sorted(p.name for p in zone_ca.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+        # The zone's xDS server certificate: the control plane's identity, issued by the
+        # zone's intermediate.
+        served = await asyncio.to_thread(server_certificate, zone_xds, tmp_path / "frontend-1")
+        (zone_intermediate,) = x509.load_pem_x509_certificates((zone_ca / "tls.crt").read_bytes())
+        served.verify_directly_issued_by(zone_intermediate)
+    finally:
+        zone.stop()
+        global_.stop()
+        hello.stop()

@@ -1,0 +1,165 @@
+"""A zone's intermediate CA: what a zone's key may sign, limited to its own site.
+
+A zone serving its site's proxies issues their certificates and its xDS server's. With the
+fleet's root key it could mint any identity of the fleet, another zone's among them, so it
+is given an intermediate CA instead (`kontinuum ca intermediate`), signed by the fleet's CA
+and limited by it:
+
+- **Its site is named as a SPIFFE ID**: the intermediate's one URI SAN is the zone's own
+  identity, `spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>` (the identity its
+  client certificate proves to the global). The X.509-SVID spec lets a signing certificate
+  be an SVID; naming the zone this way needs no private extension, reads as what it is in
+  `openssl x509 -text`, and is parsed by the same code as every workload's SPIFFE ID. A
+  verifier that finds a leaf issued by such a CA knows the leaf's *issuing site*, and lets
+  it claim that site only (`CertificateAuthority.issuing_site`): a zone's stream of its
+  site at the global, an xDS node of its cluster.
+- **It signs no further CA**: basicConstraints `CA:TRUE, pathlen:0`, which every TLS stack
+  enforces during the handshake; kontinuum's own checks accept a leaf only when the zone
+  CA issued it directly, and refuse to load a CA below a zone CA.
+- **No name constraint.** A URI name constraint could permit the trust domain only (RFC
+  5280 matches a URI constraint against the host, for `spiffe://` the trust domain), but it
+  adds nothing here: every check of a SPIFFE ID in the fleet matches the trust domain too
+  (kontinuum's verifier, Envoy's SAN matchers on `spiffe://<trust domain>/...`), it cannot
+  tell paths (sites) apart, and common verifiers refuse a certificate under an unsupported
+  constraint type (the `cryptography` verifier does, for URIs). DNS and IP constraints
+  would have to list each zone's xDS host names at issuance: not done (see
+  docs/federation.md).
+
+What it cannot limit: SPIFFE IDs of the data plane are trust-domain wide, as in Istio; a
+zone's intermediate can still sign `ns/<any namespace>/sa/<any account>` certificates for
+its own site's proxies, and peers outside kontinuum's checks (Envoys) accept them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from kontinuum.security.spiffe import SpiffeId
+
+ZONE_NAMESPACE: Final = "kontinuum-system"
+ZONE_ACCOUNT_PREFIX: Final = "zone-"
+
+
+def zone_identity(trust_domain: str, site: str) -> SpiffeId:
+    """The SPIFFE ID of `site`'s zone: `ns/kontinuum-system/sa/zone-<site>`."""
+    return SpiffeId(trust_domain, ZONE_NAMESPACE, f"{ZONE_ACCOUNT_PREFIX}{site}")
+
+
+def zone_site(certificate: x509.Certificate) -> str | None:
+    """The site a CA certificate is limited to (its URI SAN is a zone's SPIFFE ID), or None:
+    not a zone's CA (a leaf, the fleet's root or a fleet intermediate)."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    if not constraints.value.ca:
+        return None
+    for uri in names.value.get_values_for_type(x509.UniformResourceIdentifier):
+        try:
+            identity = SpiffeId.parse(uri)
+        except ValueError:
+            continue
+        if identity.namespace == ZONE_NAMESPACE and identity.service_account.startswith(
+            ZONE_ACCOUNT_PREFIX
+        ):
+            return identity.service_account[len(ZONE_ACCOUNT_PREFIX) :]
+    return None
+
+
+def zone_ca_certificate(
+    identity: SpiffeId,
+    site: str,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """The intermediate CA certificate of `site`'s zone (see the module doc), signed by
+    `issuer` (the fleet's CA)."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, site),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"kontinuum zone CA {site}"),
+        ]
+    )
+    usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    try:
+        own = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        authority = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own)
+    except x509.ExtensionNotFound:
+        authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(authority, critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
+            critical=False,
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `certificate` directly."""
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def leaf_issuing_site(
+    leaf: x509.Certificate,
+    candidates: list[x509.Certificate],
+    fleet_signer: x509.Certificate,
+    now: datetime,
+) -> str | None:
+    """Who issued `leaf`: `fleet_signer` (None), or the zone CA of a site among
+    `candidates` (the site), which `fleet_signer` issued and which issued the leaf
+    directly; ValueError when neither did."""
+    if issued_by(leaf, fleet_signer):
+        return None
+    for issuer in candidates:
+        site = zone_site(issuer)
+        if site is None or not issued_by(leaf, issuer):
+            continue
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if constraints.path_length != 0:
+            raise ValueError(f"the zone CA of site {site} is not limited to pathlen 0")
+        if not issued_by(issuer, fleet_signer):
+            raise ValueError(f"the zone CA of site {site} is not issued by this fleet's CA")
+        if not issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc:
+            raise ValueError(f"the zone CA of site {site} is not valid at {now}")
+        return site
+    raise ValueError(
+        "not issued by this fleet's CA nor by a zone CA it issued (another CA under the same root?)"
+    )

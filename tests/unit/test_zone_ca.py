@@ -1,0 +1,257 @@
+"""A zone's intermediate CA (kontinuum.security.zone_ca), with real cryptography and real
+TLS: what `kontinuum ca intermediate` writes, what the zone issues with it, and that what
+it issues may claim its own site only, at the global's federation admission and at every
+xDS server."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from typer.testing import CliRunner
+
+from kontinuum.cli import app
+from kontinuum.mesh import Mesh
+from kontinuum.security.ca import CaError, CertificateAuthority
+from kontinuum.security.spiffe import SpiffeId
+from kontinuum.security.workload import WorkloadCertificates
+from kontinuum.security.xds_auth import (
+    FleetAuthenticator,
+    ServerCertificate,
+    operator_identity,
+)
+from kontinuum.xds import Peer, SnapshotCache
+from tests.support.fleet import cluster_profile, load_into
+from tests.support.net import free_port
+from tests.support.security import node, uri_sans
+from tests.support.zone_ca import minted, write_zone_ca, zone_authority
+
+TD = "cluster.local"
+WEB = SpiffeId(TD, "demo", "web")
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def fleet_ca() -> CertificateAuthority:
+    return CertificateAuthority.generate(TD)
+
+
+def test_ca_intermediate_writes_a_zone_ca_limited_to_its_site(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ca_dir, out = tmp_path / "ca", tmp_path / "zone-ca"
+    assert runner.invoke(app, ["ca", "init", "--ca-dir", str(ca_dir)]).exit_code == 0
+    done = runner.invoke(
+        app,
+        ["ca", "intermediate", "--ca-dir", str(ca_dir), "--site", "edge-paris",
+         "--out", str(out), "--validity", "30d"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "zone-edge-paris" in done.output
+    assert stat.S_IMODE((out / "tls.key").stat().st_mode) == 0o600
+    (intermediate,) = x509.load_pem_x509_certificates((out / "tls.crt").read_bytes())
+    (root,) = x509.load_pem_x509_certificates((out / "ca.crt").read_bytes())
+    intermediate.verify_directly_issued_by(root)
+    constraints = intermediate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical
+    assert (constraints.value.ca, constraints.value.path_length) == (True, 0)
+    assert uri_sans(intermediate.public_bytes(Encoding.PEM)) == [
+        f"spiffe://{TD}/ns/kontinuum-system/sa/zone-edge-paris"
+    ]
+    assert timedelta(days=29) < intermediate.not_valid_after_utc - root.not_valid_before_utc
+    zone = CertificateAuthority.load(out, TD)
+    assert zone.site == "edge-paris"
+    assert zone.trust_bundle_pem == (ca_dir / "ca.crt").read_bytes()
+
+    # A zone's CA signs no further CA, and the site is a DNS label.
+    again = runner.invoke(
+        app, ["ca", "intermediate", "--ca-dir", str(out), "--site", "x", "--out", str(tmp_path)]
+    )
+    assert "signs no further CA (pathlen 0)" in str(again.exception)
+    bad = runner.invoke(
+        app,
+        ["ca", "intermediate", "--ca-dir", str(ca_dir), "--site", "Edge_Paris",
+         "--out", str(tmp_path / "bad")],
+    )  # fmt: skip
+    assert bad.exit_code == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_what_a_zone_issues_chains_to_the_root_and_names_its_issuing_site(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    issued = zone.issue_workload(WEB, "edge-paris", HOUR)
+    # The chain is sent: a peer trusting the root alone accepts it.
+    assert len(x509.load_pem_x509_certificates(issued.certificate_chain_pem)) == 2
+    assert fleet_ca.verify(issued.certificate_chain_pem).issuing_site == "edge-paris"
+    assert fleet_ca.issuing_site(issued.certificate_chain_pem) == "edge-paris"
+    # The zone knows its own intermediate without the chain.
+    assert zone.issuing_site(issued.certificate_chain_pem.split(b"-----END CERTIFICATE-----")[0]
+                             + b"-----END CERTIFICATE-----\n") == "edge-paris"  # fmt: skip
+    # The fleet's own certificates behave as before, at the global and at the zone.
+    fleet = fleet_ca.issue_workload(WEB, "eu", HOUR)
+    assert fleet_ca.verify(fleet.certificate_chain_pem).issuing_site is None
+    assert zone.issuing_site(fleet.certificate_chain_pem) is None
+    # The zone's CA issues its own site's certificates only.
+    with pytest.raises(CaError, match="issues certificates of cluster edge-paris only"):
+        zone.issue_workload(WEB, "eu", HOUR)
+    with pytest.raises(CaError, match="signs no further CA"):
+        zone.issue_zone_ca("eu", HOUR)
+
+
+def test_a_chain_below_a_zone_ca_is_refused(fleet_ca: CertificateAuthority, tmp_path: Path) -> None:
+    _, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    sub_chain, sub_key = minted(zone_dir, SpiffeId(TD, "demo", "sub"), "edge-paris", ca=True)
+    sub_dir = tmp_path / "sub"
+    sub_dir.mkdir()
+    (sub_dir / "tls.crt").write_bytes(sub_chain)
+    (sub_dir / "tls.key").write_bytes(sub_key)
+    (sub_dir / "tls.key").chmod(0o600)
+    (sub_dir / "ca.crt").write_bytes(fleet_ca.trust_bundle_pem)
+    leaf, _ = minted(sub_dir, WEB, "edge-paris")
+    with pytest.raises(CaError):
+        fleet_ca.verify(leaf)
+    with pytest.raises(CaError, match="nor by a zone CA it issued"):
+        fleet_ca.issuing_site(leaf)
+    with pytest.raises(CaError):
+        CertificateAuthority.load(sub_dir, TD)
+
+
+def test_a_zone_ca_of_another_fleet_is_no_issuer(fleet_ca: CertificateAuthority) -> None:
+    other_fleet = CertificateAuthority.generate(TD)
+    stranger, _ = zone_authority(other_fleet, "edge-paris")
+    issued = stranger.issue_workload(WEB, "edge-paris", HOUR)
+    with pytest.raises(CaError, match="is not issued by this fleet's CA"):
+        fleet_ca.issuing_site(issued.certificate_chain_pem)
+
+
+def test_a_token_signed_by_a_zone_s_key_is_of_its_site(fleet_ca: CertificateAuthority) -> None:
+    from kontinuum.security.tokens import issue_token, verify_token
+
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    token = issue_token(zone, WEB, "edge-paris", HOUR)
+    with pytest.raises(ValueError, match="not signed by this fleet's CA"):
+        verify_token(fleet_ca, token)  # the global knows the root's key only
+    assert verify_token(zone, token).cluster == "edge-paris"
+    with pytest.raises(CaError, match="signs tokens of cluster edge-paris only"):
+        issue_token(zone, WEB, "eu", HOUR)
+
+
+async def _authenticated(
+    server_ca: CertificateAuthority, chain: bytes, key: bytes
+) -> Peer | grpc.aio.AioRpcError:
+    """Who `FleetAuthenticator` of `server_ca` says the client of a real mutual-TLS call
+    with the certificate `chain` (and `key`) is, or the call's refusal."""
+    authenticator = FleetAuthenticator(server_ca)
+    peers: list[Peer] = []
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            peers.append(authenticator.authenticate(context))
+        except PermissionError as error:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        return b""
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(
+            "test.Who", {"Am": grpc.unary_unary_rpc_method_handler(handler)}
+        ),)
+    )  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(server_ca, ["127.0.0.1"])
+    server.add_secure_port(address, certificate.credentials(require_client_certificate=True))
+    await server.start()
+    credentials = grpc.ssl_channel_credentials(server_ca.trust_bundle_pem, key, chain)
+    try:
+        async with grpc.aio.secure_channel(address, credentials) as channel:
+            await asyncio.wait_for(channel.unary_unary("/test.Who/Am")(b""), 10)
+    except grpc.aio.AioRpcError as error:
+        return error
+    finally:
+        await server.stop(0)
+    return peers[0]
+
+
+async def test_the_xds_authenticator_reads_the_issuing_site_from_the_chain_sent(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    issued = zone.issue_workload(WEB, "edge-paris", HOUR)
+    for server_ca in (fleet_ca, zone):  # at the global and at the zone
+        peer = await _authenticated(server_ca, issued.certificate_chain_pem, issued.private_key_pem)
+        assert isinstance(peer, Peer)
+        assert peer.claims["issuing_site"] == "edge-paris"
+    fleet = fleet_ca.issue_workload(WEB, "eu", HOUR)
+    peer = await _authenticated(zone, fleet.certificate_chain_pem, fleet.private_key_pem)
+    assert isinstance(peer, Peer)
+    assert "issuing_site" not in peer.claims
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, fleet_ca: CertificateAuthority) -> Mesh:
+    root = tmp_path / "fleet"
+    for cluster in ("eu", "edge-paris"):
+        (root / "clusters" / cluster).mkdir(parents=True)
+    (root / "clusters.yaml").write_text(
+        cluster_profile("eu", "eu-central-1") + "---\n" + cluster_profile("edge-paris", "eu-x")
+    )
+    built = Mesh(SnapshotCache(), WorkloadCertificates(fleet_ca))
+    load_into(built, root)
+    return built
+
+
+async def test_xds_admits_what_a_zone_issued_for_its_own_cluster_only(
+    fleet_ca: CertificateAuthority, mesh: Mesh
+) -> None:
+    _, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    # The zone's key signs, by hand, a certificate of cluster eu: the handshake accepts it
+    # (it chains to the root), the view resolver refuses it.
+    chain, key = minted(zone_dir, WEB, "eu")
+    peer = await _authenticated(fleet_ca, chain, key)
+    assert isinstance(peer, Peer)
+    assert peer.claims == {"via": "certificate", "cluster": "eu", "issuing_site": "edge-paris"}
+    with pytest.raises(PermissionError, match="issued by the zone CA of site 'edge-paris'"):
+        mesh.resolve_view(node("web-1", "eu", "demo"), peer)
+    # Of its own cluster, it is admitted.
+    own, own_key = minted(zone_dir, WEB, "edge-paris")
+    peer = await _authenticated(fleet_ca, own, own_key)
+    assert isinstance(peer, Peer)
+    assert mesh.resolve_view(node("web-1", "edge-paris", "demo"), peer).endswith("@web")
+
+
+async def test_a_certificate_below_a_zone_ca_fails_the_handshake(
+    fleet_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    _, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    sub_chain, sub_key = minted(zone_dir, SpiffeId(TD, "demo", "sub"), "edge-paris", ca=True)
+    sub_dir = tmp_path / "sub"
+    sub_dir.mkdir()
+    (sub_dir / "tls.crt").write_bytes(sub_chain)
+    (sub_dir / "tls.key").write_bytes(sub_key)
+    leaf, key = minted(sub_dir, WEB, "edge-paris")
+    refused = await _authenticated(fleet_ca, leaf, key)
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() is grpc.StatusCode.UNAVAILABLE  # no TLS connection at all
+
+
+def test_write_zone_ca_is_the_layout_load_reads(
+    fleet_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    write_zone_ca(fleet_ca.issue_zone_ca("edge-paris", HOUR), fleet_ca, tmp_path / "z")
+    assert CertificateAuthority.load(tmp_path / "z", TD).site == "edge-paris"
+
+
+def test_an_operator_identity_a_zone_issued_reads_no_fleet_status() -> None:
+    operator = f"spiffe://{TD}/ns/kontinuum-system/sa/operator"
+    assert operator_identity(Peer("ipv4:127.0.0.1:1", operator, {"cluster": "eu"}))
+    assert not operator_identity(
+        Peer("ipv4:127.0.0.1:1", operator, {"cluster": "eu", "issuing_site": "eu"})
+    )
