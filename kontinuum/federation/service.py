@@ -154,6 +154,7 @@ class FederationService:
         # What GlobalToZone streams sent each zone (by site), since the global started.
         self.sent: dict[str, PublisherStats] = {}
         self.subscribed: Counter[str] = Counter()  # GlobalToZone streams open, by site
+        self.subscriptions: Counter[str] = Counter()  # and admitted, since the start
         # The newest GlobalToZone stream of each zone replica (its wake event), by (site,
         # replica), as ZoneToGlobal; an older one (its link was cut unnoticed, say) ends at
         # its next wake.
@@ -338,6 +339,7 @@ class FederationService:
             replaced.set()
         self.feed.follow(wake, publisher)
         self.subscribed[site] += 1
+        self.subscriptions[site] += 1
         log.info(
             "zone %s subscribed from %s%s, holding %d resource(s)",
             site,

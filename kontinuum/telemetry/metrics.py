@@ -301,6 +301,11 @@ class FederationCollector(Collector):
             "GlobalToZone streams of the zone open (what it is sent of the fleet).",
             labels=["zone"],
         )
+        subscriptions = CounterMetricFamily(
+            "kontinuum_federation_zone_subscriptions",
+            "GlobalToZone streams of the zone admitted (of all its replicas).",
+            labels=["zone"],
+        )
         sent = CounterMetricFamily(
             "kontinuum_federation_zone_resources_sent",
             "Resources sent to the zone on GlobalToZone (each new or changed one once per stream).",
@@ -324,13 +329,14 @@ class FederationCollector(Collector):
         for zone in sorted(zones, key=lambda z: z.cluster):
             label = [zone.cluster]
             subscribed.add_metric(label, self._service.subscribed[zone.cluster])
+            subscriptions.add_metric(label, self._service.subscriptions[zone.cluster])
             counts = self._service.sent.get(zone.cluster)
             sent.add_metric(label, counts.objects_sent if counts else 0)
             removals.add_metric(label, counts.removals_sent if counts else 0)
             responses.add_metric(label, counts.responses if counts else 0)
             answers.add_metric([zone.cluster, "ack"], counts.acks if counts else 0)
             answers.add_metric([zone.cluster, "nack"], counts.nacks if counts else 0)
-        yield from (subscribed, sent, removals, responses, answers)
+        yield from (subscribed, subscriptions, sent, removals, responses, answers)
         yield from _replica_metrics(zones)
 
 

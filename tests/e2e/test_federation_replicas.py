@@ -74,6 +74,15 @@ def zone_replica(found: Federation, replica: str, files: Path, *extra: str) -> P
     )  # fmt: skip
 
 
+def serving_replica(found: Federation, replica: str, files: Path) -> Process:
+    """A zone replica that serves the site's proxies too (so it subscribes to the fleet)."""
+    return zone_replica(
+        found, replica, files,
+        "--xds-address", f"127.0.0.1:{free_port()}", "--plaintext-xds",
+        "--state-dir", str(found.root / f"state-{replica}"),
+    )  # fmt: skip
+
+
 async def test_two_replicas_of_a_zone_publish_one_view_and_the_standby_takes_over_unstale(
     federation: Federation, envoys: StartEnvoy
 ) -> None:
@@ -84,8 +93,10 @@ async def test_two_replicas_of_a_zone_publish_one_view_and_the_standby_takes_ove
     b_files.mkdir()
     (b_files / "hello.yaml").write_text(HELLO_SERVICE)
     (b_files / "hello-endpoints.yaml").write_text(hello_slice(found.backends["paris-2"].port))
-    a = zone_replica(found, "zone-a", found.zone_files)
-    b = zone_replica(found, "zone-b", b_files)
+    # Each serves the site's proxies too: each subscribes to the fleet on its own.
+    a, b = (
+        serving_replica(found, r, f) for r, f in (("zone-a", found.zone_files), ("zone-b", b_files))
+    )
     logs = (global_.log, a.log, b.log)
     sidecar = await asyncio.to_thread(
         issue, found.ca, found.root / "frontend", "eu-central", "demo", "frontend"
@@ -131,7 +142,12 @@ async def test_two_replicas_of_a_zone_publish_one_view_and_the_standby_takes_ove
             return acks == [2, 2]
 
         await until(both_answered, "each replica's change answered", 30, logs)
+        # No stream of either replica ended: one of each kind per replica, in all.
         assert await global_.metric("kontinuum_federation_zone_connections_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscriptions_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscribed", SITE) == 2
+        for replica in (a, b):
+            assert await replica.metric("kontinuum_zone_fleet_subscribed") == 1
         assert await global_.metric("kontinuum_federation_zone_objects", SITE) == 5
         for replica in (a, b):
             assert await replica.metric("kontinuum_zone_connected") == 1
@@ -154,6 +170,7 @@ async def test_two_replicas_of_a_zone_publish_one_view_and_the_standby_takes_ove
         for _ in range(5):
             assert answered_by(outbound, "paris-2")()
         assert await global_.metric("kontinuum_federation_zone_connections_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscriptions_total", SITE) == 2
     finally:
         a.stop()
         b.stop()
