@@ -106,10 +106,15 @@ def dashboard() -> dict[str, Any]:
         ),
         Chart(
             "Zones",
-            "Each zone control plane: connected to the global (1) or not; and the zone "
-            "streams refused per second, by reason (every zone, not filtered).",
+            "Each zone control plane: connected to the global (1) or not, and its replicas "
+            "connected (the most any global replica sees); and the zone streams refused per "
+            "second, by reason (every zone, not filtered).",
             [
                 Query("max by (zone) (kontinuum_federation_zone_connected)", "{{zone}} connected"),
+                Query(
+                    "max by (zone) (sum without (role) (kontinuum_federation_zone_replicas))",
+                    "{{zone}} replicas",
+                ),
                 Query(
                     "sum by (reason) (rate(kontinuum_federation_refused_total[$__rate_interval]))",
                     "refused: {{reason}}",

@@ -17,6 +17,18 @@ from kontinuum.cli_options import (
 from kontinuum.cli_security import DEFAULT_TRUST_DOMAIN, TrustDomain
 
 
+def _global_replicas(values: list[str]) -> list[str]:
+    """`--global`, checked: each a HOST:PORT (or several, comma-separated)."""
+    from kontinuum.federation.global_links import global_entries
+
+    for value in values:
+        try:
+            global_entries(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    return values
+
+
 def zone(
     site: Annotated[
         str,
@@ -27,8 +39,16 @@ def zone(
         ),
     ],
     global_address: Annotated[
-        str,
-        address_option("--global", "The global control plane's --federation-address."),
+        list[str],
+        typer.Option(
+            "--global",
+            metavar="HOST:PORT[,HOST:PORT...]",
+            callback=_global_replicas,
+            help="The global control plane's --federation-address. Several global replicas: "
+            "comma-separated or repeated; the zone publishes to each, and a DNS name "
+            "resolving to several addresses (a headless Service) counts as one replica per "
+            "address (looked up again when a link breaks).",
+        ),
     ],
     credentials: Annotated[
         Path,
@@ -156,6 +176,15 @@ def zone(
             "proxies' stats listeners, as `kontinuum serve --prometheus-sd-file` does.",
         ),
     ] = None,
+    replica_id: Annotated[
+        str,
+        typer.Option(
+            "--replica-id",
+            help="This zone replica's id, unique among the replicas of the site (default: "
+            "host name and process id). Several replicas of a site may run at once: the "
+            "global makes one the active publisher, and another takes over when it goes.",
+        ),
+    ] = "",
     admin_address: AdminAddress = "127.0.0.1:18011",
     verbose: Verbose = False,
 ) -> None:
@@ -201,7 +230,9 @@ def zone(
         channel_credentials(credentials)  # readable now; read again at each dial
     except CredentialsError as error:
         raise OperatorError(str(error)) from error
-    options = ZoneSettings(site, global_address, credentials, where, server_name)
+    options = ZoneSettings(
+        site, ",".join(global_address), credentials, where, server_name, replica=replica_id
+    )
     serving = None
     if xds_address is not None:
         security = serve_security(

@@ -1,8 +1,9 @@
 """The zones section of `kontinuum status`: each zone of a global, read from the global's
 `/metrics` (its admin endpoint), as connected or not and since when, when it last synced,
-the objects received from it and the resources sent to it, the objects refused, and its
+the objects received from it and the resources sent to it, the objects refused, its
 lag (how long it has been behind the global: since the oldest response of the fleet it has
-not acknowledged, or since it disconnected)."""
+not acknowledged, or since it disconnected), and its replicas connected (with the active
+one's id when there are several)."""
 
 from __future__ import annotations
 
@@ -34,17 +35,27 @@ class ZoneStatus:
     sent: int = 0  # resources of the fleet sent to the zone
     refused: int = 0  # objects from the zone refused
     lag: float = 0.0
+    active: int = 0  # replicas connected whose view is the site's (0 or 1)
+    standby: int = 0  # replicas connected besides
+    active_replica: str = ""  # the active replica's id
 
 
 def parse_zones(metrics: str) -> list[ZoneStatus]:
     """The zones of a global's Prometheus exposition, by site."""
     values: dict[str, dict[str, float]] = {}
+    active: dict[str, str] = {}
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
             site = sample.labels.get("zone")
             if site is None or not sample.name.startswith(_PREFIX):
                 continue
-            values.setdefault(site, {})[sample.name.removeprefix(_PREFIX)] = sample.value
+            name = sample.name.removeprefix(_PREFIX)
+            if name == "replicas":
+                name = f"replicas_{sample.labels.get('role', '')}"
+            elif name == "active_replica_info":
+                active[site] = sample.labels.get("replica", "")
+                continue
+            values.setdefault(site, {})[name] = sample.value
     zones = []
     for site, of in sorted(values.items()):
         if "connected" not in of:
@@ -59,6 +70,9 @@ def parse_zones(metrics: str) -> list[ZoneStatus]:
                 sent=int(of.get("resources_sent_total", 0)),
                 refused=int(of.get("objects_refused_total", 0)),
                 lag=of.get("lag_seconds", 0.0),
+                active=int(of.get("replicas_active", 0)),
+                standby=int(of.get("replicas_standby", 0)),
+                active_replica=active.get(site, ""),
             )
         )
     return zones
@@ -101,6 +115,14 @@ def _state(zone: ZoneStatus, now: float) -> str:
     return f"{word} for {age(now - zone.since)}"
 
 
+def _replicas(zone: ZoneStatus) -> str:
+    """The replicas connected: their number, and the active one's id when several are."""
+    connected = zone.active + zone.standby
+    if connected > 1 and zone.active_replica:
+        return f"{connected} (active {zone.active_replica})"
+    return str(connected)
+
+
 def _last_sync(zone: ZoneStatus, now: float) -> str:
     return "never" if zone.last_sync is None else f"{age(now - zone.last_sync)} ago"
 
@@ -113,18 +135,19 @@ def render_zones(
     console = console or Console()
     now = time.time() if now is None else now
     title = plural(len(zones), "zone")
-    names = ("ZONE", "STATE", "LAST SYNC", "RECEIVED", "SENT", "REFUSED", "LAG")
+    names = ("ZONE", "STATE", "REPLICAS", "LAST SYNC", "RECEIVED", "SENT", "REFUSED", "LAG")
     wide = Table(*names, title=title)
     narrow = Table(title=title)
     narrow.add_column("ZONE", overflow="fold")
-    narrow.add_column("STATE, LAST SYNC, OBJECTS, LAG", overflow="fold")
+    narrow.add_column("STATE, REPLICAS, LAST SYNC, OBJECTS, LAG", overflow="fold")
     for zone in zones:
         state, synced, lag = _state(zone, now), _last_sync(zone, now), age(zone.lag)
+        replicas = _replicas(zone)
         counts = (str(zone.received), str(zone.sent), str(zone.refused))
-        wide.add_row(zone.site, state, synced, *counts, lag)
+        wide.add_row(zone.site, state, replicas, synced, *counts, lag)
         narrow.add_row(
             zone.site,
-            f"{state}; last sync {synced}; received {counts[0]}, sent {counts[1]}, "
-            f"refused {counts[2]}; lag {lag}",
+            f"{state}; replicas {replicas}; last sync {synced}; received {counts[0]}, "
+            f"sent {counts[1]}, refused {counts[2]}; lag {lag}",
         )
     console.print(fitting(console, wide, narrow))

@@ -31,8 +31,10 @@ into the site's snapshot. No I/O here: the stream does it.
   time in the future counts as now); when the zone removes it, the view is in sync again.
 - At a zone serving xDS, its own site is such a source too (`local`), fed by the zone as
   it reads the site: stale the same way while the zone's source of it is out of sync.
-- One stream per zone: a new one takes over, and the one it replaced may apply nothing
-  more (`SupersededError`).
+- One stream per zone replica: a new one of the same replica takes over, and the one it
+  replaced may apply nothing more (`SupersededError`). Of several replicas, one is the
+  active publisher and the others are standbys, promoted without a stale gap when the
+  active goes (`kontinuum.discovery.zone_replicas`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from kontinuum.discovery.kube_view import (
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 from kontinuum.discovery.split_change import SplitChange
+from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
 __all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
@@ -83,7 +86,7 @@ _UNCHANGED: Final = _Unchanged.UNCHANGED
 
 
 class SupersededError(Exception):
-    """A stream of the zone that another, newer one replaced."""
+    """A stream of the zone that another, newer one of the same replica replaced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,7 @@ class ZoneSource:
         self._change_count = 0
         self._change_bytes = 0
         self._next_state: StaleState | _Unchanged | None = _UNCHANGED
+        self._replicas = Replicas()  # the open streams, active and standby
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -231,32 +235,100 @@ class ZoneSource:
 
     # -- what the stream calls --------------------------------------------------------
 
-    def attach(self, declared: Collection[str] | None = None) -> int:
-        """A stream of the zone begins (replacing any other); its token. `declared`: the
-        names of what is held that the stream was told of (None: all of them); once its
-        view is whole, what is held but was neither declared nor sent is dropped, as the
-        zone sends no removal of what it was not told of."""
+    def replicas(self) -> list[tuple[str, bool]]:
+        """The replicas connected (their ids, in the order they connected), and whether
+        each is the active one."""
+        return [(stream.replica, stream.active) for stream in self._replicas]
+
+    @property
+    def promotions(self) -> int:
+        """Standbys made active since the global started."""
+        return self._replicas.promotions
+
+    def attach(self, declared: Collection[str] | None = None, replica: str = "") -> int:
+        """A stream of the zone's replica `replica` begins (replacing any other of that
+        replica); its token. `declared`: the names of what is held that the stream was told
+        of (None: all of them); once its view is whole, what is held but was neither
+        declared nor sent is dropped, as the zone sends no removal of what it was not told
+        of. The stream is active or a standby (see `kontinuum.discovery.zone_replicas`)."""
         self._streams += 1
-        self._stream = self._streams
-        self._complete = False
-        self._forget_change()  # what the stream it replaces sent of a change
-        self._declared = set(declared) if declared is not None else None
-        self._received = set()
+        token = self._streams
+        if not self._replicas:
+            self.stats.last_transition = time.time()
+        stream, _ = self._replicas.add(token, replica, self._objects, self._state, declared)
         self.stats.connected = True
         self.stats.connections += 1
-        self.stats.last_transition = time.time()
-        return self._stream
+        if stream.active:
+            self._stream = token
+            self._complete = False
+            self._forget_change()  # what the stream it replaces sent of a change
+            self._declared = set(declared) if declared is not None else None
+            self._received = set()
+        return token
 
     def detach(self, stream: int, reason: str) -> None:
-        """A stream ends; unless another replaced it, the view goes stale."""
+        """A stream ends; when it was the active one, a standby whose view is whole takes
+        over, or else the view goes stale."""
+        if self._replicas.remove(stream) is None:
+            return
+        if not self._replicas:
+            self.stats.connected = False
+            self.stats.last_transition = time.time()
         if stream != self._stream:
             return
         self._stream = 0
         self._forget_change()
-        self.stats.connected = False
-        self.stats.last_transition = time.time()
+        if (successor := self._replicas.successor()) is not None:
+            log.info("%s: its active replica left (%s): another takes over", self.name, reason)
+            self._adopt(successor)
+            return
+        self._complete = False  # a standby taking over lists every kind anew
         self._view.reason = reason
         self._post([Failed(kind, reason) for kind in KINDS])
+
+    def _adopt(self, stream: ReplicaStream) -> None:
+        """Make a standby whose view is whole the active one: its view becomes the site's,
+        costing the objects whose version differs; a change it is sending in parts goes on
+        as the active's."""
+        view = self._replicas.promote(stream)
+        self._stream = stream.token
+        self._declared, self._received = None, set()
+        held = self._objects
+        for name in [name for name in held if name not in view.objects]:
+            self._change.remove(name)
+        for name, obj in view.objects.items():
+            if (old := held.get(name)) is None or old.version != obj.version:
+                self._change.set(name, obj)
+        self._next_state = view.state
+        self._apply_change()  # lists every kind anew if the view was not whole or stale
+        for name, part in view.pending.take():
+            self._count_change(name, part)
+            if part is None:
+                self._change.remove(name)
+            else:
+                self._change.set(name, part)
+        if view.state_changing:
+            self._next_state = view.next_state
+
+    def _apply_standby(
+        self,
+        token: int,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool,
+        state: StaleState | None,
+    ) -> list[str]:
+        """A standby's response: checked as the active's, kept in its own view; once that
+        view is whole while no replica is active, the standby becomes the active one."""
+        stream = self._replicas.get(token)
+        if stream is None or stream.view is None:
+            raise SupersededError("another stream of this zone replica replaced this one")
+        refused = stream.view.apply(objects, removed, partial, state, self._checked)
+        self.stats.objects_refused += len(refused)
+        if self._replicas.successor() is stream:
+            log.info("%s: a standby replica takes over", self.name)
+            self._adopt(stream)
+        return refused
 
     def apply(
         self,
@@ -271,7 +343,7 @@ class ZoneSource:
         change follows, and the change applies once whole (`SplitChange`). Returns a line
         per object refused (the rest applies)."""
         if stream != self._stream:
-            raise SupersededError("another stream of this zone replaced this one")
+            return self._apply_standby(stream, objects, removed, partial, state)
         if state is not None:
             self._next_state = state
             if not self._complete:
@@ -388,13 +460,20 @@ class ZoneSource:
 
     def _problem(self, obj: ReceivedObject) -> str:
         """Why an object is refused, or "" (checked as a fleet file's object is)."""
+        held = self._change.current(obj.name, self._objects)
+        count = len(self._objects) + self._change_count
+        return self._checked(obj, held, count, self._bytes + self._change_bytes)
+
+    def _checked(
+        self, obj: ReceivedObject, held: ReceivedObject | None, count: int, size: int
+    ) -> str:
+        """Why an object is refused, or "", given what its name holds, and how many objects
+        of how many bytes are held, once the change in progress applies."""
         if obj.kind not in _KINDS:
             return f"kind {obj.kind!r} is not published by a zone"
-        held = self._change.current(obj.name, self._objects)
-        if held is None and len(self._objects) + self._change_count >= MAX_OBJECTS:
+        if held is None and count >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        total = self._bytes + self._change_bytes
-        if total - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
+        if size - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
             return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):

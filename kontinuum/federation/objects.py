@@ -41,6 +41,8 @@ ZONE_TO_GLOBAL: Final = "ZoneToGlobal"
 GLOBAL_TO_ZONE: Final = "GlobalToZone"
 # The metadata a zone names its site in; its certificate must prove the site's identity.
 SITE_METADATA: Final = "kontinuum-zone-site"
+# The metadata a zone names its replica in: one stream per (site, replica) is kept.
+REPLICA_METADATA: Final = "kontinuum-zone-replica"
 # What a zone publishes to the global: the standard objects of its site.
 ZONE_KINDS: Final = ("Service", "EndpointSlice", "ServiceExport")
 

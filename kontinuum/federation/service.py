@@ -19,6 +19,11 @@ names on one line each object refused and why (the others apply). Besides the si
 objects, a response may hold the site's state (`site/<site>`, a `SiteService`): the
 zone's own source of the site is out of sync, and the source marks the site stale. A
 message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
+
+A zone may run several replicas, each naming itself in `kontinuum-zone-replica`: the
+global keeps one stream of each kind per replica (a newer one of the same replica ends
+the older), and the site's source says which replica's view is the site's
+(`kontinuum.discovery.zone_replicas`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
     PARTIAL,
+    REPLICA_METADATA,
     SERVICE,
     SITE_METADATA,
     TYPE_URL,
@@ -74,6 +80,8 @@ REFUSED_REASONS: Final = (
     REFUSED_UNDECLARED,
     REFUSED_ISSUER,
 )
+MAX_REPLICA_ID: Final = 253  # characters of a zone's replica id kept
+MAX_REPLICAS: Final = 16  # replicas of one zone connected at once
 
 _OPTIONS: Final = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -146,12 +154,16 @@ class FederationService:
         # What GlobalToZone streams sent each zone (by site), since the global started.
         self.sent: dict[str, PublisherStats] = {}
         self.subscribed: Counter[str] = Counter()  # GlobalToZone streams open, by site
-        # The newest GlobalToZone stream of each zone (its wake event): one per zone, as
-        # ZoneToGlobal; an older one (its link was cut unnoticed, say) ends at its next wake.
-        self._subscriptions: dict[str, asyncio.Event] = {}
-        # Since when (Unix time) a zone's GlobalToZone stream has a response it has not
-        # answered, or a change not sent yet; absent while it holds everything it was sent.
+        self.subscriptions: Counter[str] = Counter()  # and admitted, since the start
+        # The newest GlobalToZone stream of each zone replica (its wake event), by (site,
+        # replica), as ZoneToGlobal; an older one (its link was cut unnoticed, say) ends at
+        # its next wake.
+        self._subscriptions: dict[tuple[str, str], asyncio.Event] = {}
+        # Since when (Unix time) a zone's GlobalToZone streams have a response not answered,
+        # or a change not sent yet (the oldest of its replicas'); absent while they hold
+        # everything they were sent. By replica in `_behind`.
         self.behind_since: dict[str, float] = {}
+        self._behind: dict[str, dict[str, float]] = {}
 
     def lag(self, source: ZoneSource, now: float) -> float:
         """How long the zone has been behind the global (seconds): since the oldest response
@@ -162,6 +174,19 @@ class FederationService:
             behind.append(source.stats.last_transition)
         since = min((t for t in behind if t is not None), default=now)
         return max(0.0, now - since)
+
+    def _behind_from(self, site: str, replica: str, since: float | None) -> None:
+        """A replica's GlobalToZone stream is behind since `since` (None: caught up)."""
+        of_site = self._behind.setdefault(site, {})
+        if since is None:
+            of_site.pop(replica, None)
+        else:
+            of_site.setdefault(replica, since)
+        if of_site:
+            self.behind_since[site] = min(of_site.values())
+        else:
+            self._behind.pop(site, None)
+            self.behind_since.pop(site, None)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
@@ -248,9 +273,16 @@ class FederationService:
         if admitted is None:
             return
         source, peer = admitted
+        replica = _replica(context)
+        connected = [name for name, _ in source.replicas()]
+        if len(connected) >= MAX_REPLICAS and replica not in connected:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"zone {source.cluster} has {MAX_REPLICAS} replicas connected already",
+            )
         declared = declarable(source.held())
-        stream = source.attach(declared.keys())
-        log.info("zone %s connected from %s", source.cluster, context.peer())
+        stream = source.attach(declared.keys(), replica)
+        log.info("zone %s connected from %s%s", source.cluster, context.peer(), _of(replica))
         reason = "its stream ended"
         try:
             yield discovery_pb2.DeltaDiscoveryRequest(
@@ -264,14 +296,14 @@ class FederationService:
                     await context.abort(*revoked)
                 yield self._take(source, stream, response)
         except SupersededError:
-            reason = "another stream of the zone replaced it"
+            reason = "another stream of the zone replica replaced it"
             await context.abort(grpc.StatusCode.ABORTED, reason)
         except asyncio.CancelledError:
             reason = "its stream was cut"
             raise
         finally:
             source.detach(stream, reason)
-            log.info("zone %s disconnected: %s", source.cluster, reason)
+            log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
 
     async def _global_to_zone(
         self,
@@ -285,7 +317,7 @@ class FederationService:
         if admitted is None:
             return
         source, peer = admitted
-        site = source.cluster
+        site, replica = source.cluster, _replica(context)
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -301,16 +333,18 @@ class FederationService:
         publisher.connect(dict(first.initial_resource_versions))
         wake = asyncio.Event()
         wake.set()
-        replaced = self._subscriptions.get(site)
-        self._subscriptions[site] = wake
+        replaced = self._subscriptions.get((site, replica))
+        self._subscriptions[site, replica] = wake
         if replaced is not None:
             replaced.set()
         self.feed.follow(wake, publisher)
         self.subscribed[site] += 1
+        self.subscriptions[site] += 1
         log.info(
-            "zone %s subscribed from %s, holding %d resource(s)",
+            "zone %s subscribed from %s%s, holding %d resource(s)",
             site,
             context.peer(),
+            _of(replica),
             len(first.initial_resource_versions),
         )
 
@@ -330,9 +364,10 @@ class FederationService:
                 wake.clear()
                 if reader.done():
                     break
-                if self._subscriptions.get(site) is not wake:
+                if self._subscriptions.get((site, replica)) is not wake:
                     await context.abort(
-                        grpc.StatusCode.ABORTED, "another subscription of the zone replaced it"
+                        grpc.StatusCode.ABORTED,
+                        "another subscription of the zone replica replaced it",
                     )
                 if revoked := self._revoked(source, peer):
                     await context.abort(*revoked)
@@ -341,20 +376,19 @@ class FederationService:
                 publisher.publish_mapping(self.feed.catalog.for_zone(site))
                 response = publisher.response()
                 if response is None:  # everything sent was answered: caught up
-                    self.behind_since.pop(site, None)
+                    self._behind_from(site, replica, None)
                     continue
-                self.behind_since.setdefault(site, time.time())
+                self._behind_from(site, replica, time.time())
                 yield response
                 wake.set()  # more may follow (a large change in several responses)
         finally:
             reader.cancel()
             self.feed.leave(wake)
-            if self._subscriptions.get(site) is wake:
-                del self._subscriptions[site]
+            if self._subscriptions.get((site, replica)) is wake:
+                del self._subscriptions[site, replica]
             self.subscribed[site] -= 1
-            if not self.subscribed[site]:
-                self.behind_since.pop(site, None)
-            log.info("zone %s unsubscribed", site)
+            self._behind_from(site, replica, None)
+            log.info("zone %s unsubscribed%s", site, _of(replica))
 
     def _take(
         self, source: ZoneSource, stream: int, response: discovery_pb2.DeltaDiscoveryResponse
@@ -399,6 +433,17 @@ class FederationService:
             log.warning("zone %s: %s", source.cluster, detail)
             nack(request, detail)
         return request
+
+
+def _replica(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The replica id a zone names (bounded: a longer one is cut); "" when it names none."""
+    metadata = dict(context.invocation_metadata() or ())
+    return str(metadata.get(REPLICA_METADATA, ""))[:MAX_REPLICA_ID]
+
+
+def _of(replica: str) -> str:
+    """A replica as the log names it."""
+    return f" (replica {shown(replica)})" if replica else ""
 
 
 def _identity_problem(peer: Peer, site: str) -> str:

@@ -18,19 +18,29 @@ stream fails, it dials again after a backoff doubling from 0.5 s to 30 s (with j
 with its certificate read again (renewed in place, it is the new one that connects); on
 reconnect the global says what it holds, and only what differs is sent.
 
+A zone may dial several global replicas (`kontinuum.federation.global_links`): it
+publishes its site to each, on a link of its own, and names its own replica id
+(`kontinuum-zone-replica`) beside its site, so that several replicas of one zone may
+publish at once (the global makes one of them the active publisher).
+
 With a copy of the fleet (`kontinuum.federation.fleet_copy`), it also subscribes to
 `GlobalToZone` on a second stream of the same channel settings: the fleet-wide objects and
 the other sites' exported services, which the zone's own mesh serves to the site's proxies
-(`kontinuum.federation_app`), with the site's objects as the zone reads them.
+(`kontinuum.federation_app`), with the site's objects as the zone reads them. It
+subscribes on one link at a time, preferring one whose publishing stream is up; when that
+subscription ends, it goes on at once on another link that is up, naming what its copy
+holds, so that only what differs crosses and the copy is not marked stale meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,9 +56,19 @@ from kontinuum.discovery.listing import yaml_files
 from kontinuum.discovery.static import FileKey, directory_changes, file_key, read_documents
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.global_identity import GlobalCheck, GlobalIdentityError
+from kontinuum.federation.global_links import (
+    RESOLVE_INTERVAL,
+    GlobalTarget,
+    Link,
+    Links,
+    default_replica_id,
+    global_entries,
+    resolve,
+)
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     MAX_MESSAGE_BYTES,
+    REPLICA_METADATA,
     SERVICE,
     SITE_METADATA,
     TYPE_URL,
@@ -59,7 +79,6 @@ from kontinuum.federation.objects import (
     site_object,
     stale_site,
 )
-from kontinuum.federation.publisher import Publisher
 from kontinuum.federation.snapshot_objects import snapshot_bodies
 from kontinuum.xds.limits import cut
 
@@ -89,7 +108,7 @@ class ZoneSettings:
     """Who the zone is, where the global is, and where the site's objects are."""
 
     site: str
-    global_address: str
+    global_address: str  # one or more HOST:PORT of global replicas, comma-separated
     credentials: Path  # cert.pem, key.pem, ca.pem (`kontinuum ca issue --out`)
     # Where the site's objects are: a directory of YAML files, its Kubernetes API, or its
     # DNS.
@@ -97,6 +116,7 @@ class ZoneSettings:
     server_name: str = ""  # the name the global's certificate is checked against
     poll_interval: float = 0.5
     backoff: tuple[float, float] = (0.5, 30.0)
+    replica: str = ""  # this replica's id ("": its host name and process id)
 
 
 def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
@@ -228,22 +248,26 @@ class Zone:
         copy: FleetCopy | None = None,
     ) -> None:
         self.options = options
-        self.publisher = Publisher()
+        self.replica = options.replica or default_replica_id()
+        self.publisher = Links()  # a link per global replica
         self.synced = asyncio.Event()  # the site was read once
         self.copy = copy
         self._on_site = on_site
-        self._wake = asyncio.Event()
         self._problems: list[str] = []
-        # The open streams of the link to the global, by what they do (see `_dial`).
-        self._streams: dict[str, asyncio.Task[None]] = {}
+        # The open streams, by what they do and the target of their link (see `_dial`).
+        self._streams: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._targets: list[GlobalTarget] = []  # the global replicas, as last looked up
+        self._looked_up = asyncio.Event()  # the global replicas were looked up once
+        self._look_again = asyncio.Event()  # a link broke: look the replicas up again
+        self._heard = False  # the current subscription got a response
         self.global_check = GlobalCheck()  # that the global is the control plane
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._discover(), name="site files")
-            group.create_task(self._dial(self._stream, "publishing to"), name="global")
+            group.create_task(self._link_all(), name="global")
             if self.copy is not None:
-                group.create_task(self._dial(self._subscribe, "subscribing to"), name="fleet")
+                group.create_task(self._follow_fleet(), name="fleet")
 
     async def _discover(self) -> None:
         where = self.options.config
@@ -304,84 +328,185 @@ class Zone:
         if self._on_site is not None:
             self._on_site(objects, stale_since)
         self.synced.set()
-        self._wake.set()
 
-    async def _dial(
-        self, stream: Callable[[grpc.aio.Channel, Backoff], Coroutine[Any, Any, None]], what: str
-    ) -> None:
+    async def _link_all(self) -> None:
+        """Keep a publishing link to each global replica, looked up again whenever a link
+        breaks and every `RESOLVE_INTERVAL` seconds."""
         await self.synced.wait()
+        entries = global_entries(self.options.global_address)
+        links: dict[str, asyncio.Task[None]] = {}
         backoff = Backoff(*self.options.backoff)
-        options = list(_OPTIONS)
-        if self.options.server_name:
-            options.append(("grpc.ssl_target_name_override", self.options.server_name))
-        while True:
-            broken = False  # by the link: the other stream redials too
-            try:
-                # Read anew at each dial: the certificate is renewed in place (cert-manager,
-                # `kontinuum ca issue` again) and a new stream presents the new one.
-                credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
-                await asyncio.to_thread(
-                    self.global_check.verify,
-                    self.options.global_address,
-                    self.options.credentials,
-                    self.options.server_name,
+        try:
+            while True:
+                self._look_again.clear()
+                found, problems = await asyncio.to_thread(
+                    resolve, entries, self.options.server_name
                 )
-                async with grpc.aio.secure_channel(
-                    self.options.global_address, credentials, options=options
-                ) as channel:
-                    opened = asyncio.create_task(stream(channel, backoff), name=what)
-                    self._streams[what] = opened
-                    try:
-                        await opened
-                    except asyncio.CancelledError:
-                        if _cancelled(asyncio.current_task()):
-                            raise
-                        problem = "the other stream to the global broke"
-                    else:
-                        problem = "the global ended the stream"
-            except grpc.aio.AioRpcError as error:
-                problem = f"{error.code().name}: {error.details()}"
-                broken = True
-            except asyncio.InvalidStateError:  # written to as it ended
-                problem = "the stream ended"
-                broken = True
-            except CredentialsError as error:
-                problem = str(error)
-            except GlobalIdentityError as error:
-                problem = str(error)
-                log.error("refused the global: %s", cut(problem))
-            except OSError as error:  # the check's own connection
-                problem = f"cannot reach it: {error}"
+                for problem in problems:
+                    log.warning("%s", problem)
+                if found or not problems:  # a failed lookup keeps the replicas known
+                    self._targets = found
+                current = {target.target: target for target in self._targets}
+                for gone in [t for t in links if t not in current]:
+                    links.pop(gone).cancel()
+                    self.publisher.drop(gone)
+                for target in current.values():
+                    if target.target not in links:
+                        links[target.target] = asyncio.create_task(
+                            self._publishing(target), name=f"publishing to {target.shown}"
+                        )
+                self._looked_up.set()
+                wait = RESOLVE_INTERVAL if self._targets else backoff.next()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._look_again.wait()
+        finally:
+            for task in links.values():
+                task.cancel()
+            await asyncio.gather(*links.values(), return_exceptions=True)
+
+    async def _publishing(self, target: GlobalTarget) -> None:
+        """Publish the site to one global replica, dialing again after a backoff."""
+        link = self.publisher.link(target.target)
+        backoff = Backoff(*self.options.backoff)
+        while True:
+            try:
+                problem = await self._dial(
+                    partial(self._stream, link=link), "publishing to", target, backoff
+                )
             finally:
-                self._streams.pop(what, None)
-                if stream == self._stream:
-                    self.publisher.disconnect()
-                elif self.copy is not None:
-                    self.copy.unsubscribed()
-            if broken:
-                # Both streams ride one link: a stream that broke (a cut, a reset) means
-                # the other, perhaps idle and waiting to read, is likely gone too, though
-                # it would notice only at its keepalive, tens of seconds later.
-                for other in self._streams.values():
-                    other.cancel()
+                link.publisher.disconnect()
             delay = backoff.next()
-            log.log(
-                logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,
-                "%s the global %s: %s; dialing again in %.1f s",
-                what,
-                self.options.global_address,
-                cut(problem),
-                delay,
-            )
+            self._redial_in(delay, backoff, "publishing to", target, problem)
             await asyncio.sleep(delay)
 
-    async def _stream(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+    async def _follow_fleet(self) -> None:
+        """Subscribe to the fleet on one link at a time (see the module doc)."""
+        copy = self.copy
+        assert copy is not None
+        await self._looked_up.wait()
+        backoff = Backoff(*self.options.backoff)
+        index, failures = 0, 0
+        while True:
+            targets = self._targets
+            if not targets:
+                copy.unsubscribed()
+                await asyncio.sleep(backoff.next())
+                continue
+            order = targets[index % len(targets) :] + targets[: index % len(targets)]
+            up = [t for t in order if self._link_up(t)]
+            target = (up or order)[0]
+            index = targets.index(target)
+            self._heard = False
+            problem = await self._dial(self._subscribe, "subscribing to", target, backoff)
+            failures = 0 if self._heard else failures + 1
+            index += 1
+            others = [t for t in self._targets if t != target and self._link_up(t)]
+            if self._heard and others:
+                # Another replica holds the same fleet: go on there at once, the copy
+                # still whole (the next subscription names what it holds).
+                log.warning(
+                    "subscribing to the global %s: %s; going on with another replica",
+                    target.shown,
+                    cut(problem),
+                )
+                continue
+            copy.unsubscribed()
+            # Another replica not tried since the last one answered: at once.
+            untried = len(self._targets) > 1 and failures < len(self._targets)
+            delay = 0.0 if untried else backoff.next()
+            self._redial_in(delay, backoff, "subscribing to", target, problem)
+            await asyncio.sleep(delay)
+
+    def _link_up(self, target: GlobalTarget) -> bool:
+        """Whether the site is published to `target` now (its link is up)."""
+        return self.publisher.is_up(target.target)
+
+    def _redial_in(
+        self, delay: float, backoff: Backoff, what: str, target: GlobalTarget, problem: str
+    ) -> None:
+        log.log(
+            logging.WARNING if backoff.attempts <= 1 else logging.DEBUG,
+            "%s the global %s: %s; dialing again in %.1f s",
+            what,
+            target.shown,
+            cut(problem),
+            delay,
+        )
+
+    async def _dial(
+        self,
+        stream: Callable[[grpc.aio.Channel, Backoff, GlobalTarget], Coroutine[Any, Any, None]],
+        what: str,
+        target: GlobalTarget,
+        backoff: Backoff,
+    ) -> str:
+        """Open one stream to a global replica and run it until it ends: why it ended."""
+        options = list(_OPTIONS)
+        if target.server_name:
+            options.append(("grpc.ssl_target_name_override", target.server_name))
+        key = (what, target.target)
+        broken = False  # by the link: the other stream on it redials too
+        try:
+            # Read anew at each dial: the certificate is renewed in place (cert-manager,
+            # `kontinuum ca issue` again) and a new stream presents the new one.
+            credentials = await asyncio.to_thread(channel_credentials, self.options.credentials)
+            await asyncio.to_thread(
+                self.global_check.verify,
+                target.address,
+                self.options.credentials,
+                target.server_name,
+            )
+            async with grpc.aio.secure_channel(
+                target.target, credentials, options=options
+            ) as channel:
+                opened = asyncio.create_task(stream(channel, backoff, target), name=what)
+                self._streams[key] = opened
+                try:
+                    await opened
+                except asyncio.CancelledError:
+                    if _cancelled(asyncio.current_task()):
+                        raise
+                    problem = "the other stream to the global broke"
+                else:
+                    problem = "the global ended the stream"
+        except grpc.aio.AioRpcError as error:
+            problem = f"{error.code().name}: {error.details()}"
+            broken = True
+        except asyncio.InvalidStateError:  # written to as it ended
+            problem = "the stream ended"
+            broken = True
+        except CredentialsError as error:
+            problem = str(error)
+        except GlobalIdentityError as error:
+            problem = str(error)
+            log.error("refused the global: %s", cut(problem))
+        except OSError as error:  # the check's own connection
+            problem = f"cannot reach it: {error}"
+        finally:
+            self._streams.pop(key, None)
+        if broken:
+            # Both streams to a replica ride one link: a stream that broke (a cut, a reset)
+            # means the other, perhaps idle and waiting to read, is likely gone too, though
+            # it would notice only at its keepalive, tens of seconds later.
+            for (_, other_target), other in list(self._streams.items()):
+                if other_target == target.target:
+                    other.cancel()
+            self._look_again.set()
+        return problem
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((SITE_METADATA, self.options.site), (REPLICA_METADATA, self.replica))
+
+    async def _stream(
+        self, channel: grpc.aio.Channel, backoff: Backoff, target: GlobalTarget, *, link: Link
+    ) -> None:
         method: Any = channel.stream_stream(
             f"/{SERVICE}/{ZONE_TO_GLOBAL}",
             request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
             response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
         )
-        call: Any = method(metadata=((SITE_METADATA, self.options.site),))
+        call: Any = method(metadata=self._metadata())
         try:
             first = await call.read()
             if first is _EOF:
@@ -389,17 +514,17 @@ class Zone:
             if first.type_url != TYPE_URL:
                 log.error("global asked for %s, not %s", first.type_url, TYPE_URL)
                 return
-            self.publisher.connect(dict(first.initial_resource_versions))
+            link.publisher.connect(dict(first.initial_resource_versions))
             backoff.reset()
             log.info(
                 "connected to the global %s: it holds %d object(s) of site %s",
-                self.options.global_address,
+                target.shown,
                 len(first.initial_resource_versions),
                 self.options.site,
             )
-            self._wake.set()
-            sender = asyncio.create_task(self._send(call), name="send")
-            reader = asyncio.create_task(self._answers(call), name="answers")
+            link.wake.set()
+            sender = asyncio.create_task(self._send(call, link), name="send")
+            reader = asyncio.create_task(self._answers(call, link), name="answers")
             try:
                 done, _ = await asyncio.wait((sender, reader), return_when="FIRST_COMPLETED")
                 for task in done:
@@ -411,7 +536,9 @@ class Zone:
         finally:
             call.cancel()
 
-    async def _subscribe(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
+    async def _subscribe(
+        self, channel: grpc.aio.Channel, backoff: Backoff, target: GlobalTarget
+    ) -> None:
         """GlobalToZone: subscribe naming what the copy holds, apply and answer each
         response."""
         copy = self.copy
@@ -421,7 +548,7 @@ class Zone:
             request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
         )
-        call: Any = method(metadata=((SITE_METADATA, self.options.site),))
+        call: Any = method(metadata=self._metadata())
         try:
             await call.write(copy.subscription())
             first = True
@@ -432,22 +559,23 @@ class Zone:
                 if first:
                     first = False
                     backoff.reset()
+                    self._heard = True
                     log.info(
                         "subscribed to the global %s: %d resource(s) new or changed",
-                        self.options.global_address,
+                        target.shown,
                         len(response.resources),
                     )
                 await call.write(copy.take(response))
         finally:
             call.cancel()
 
-    async def _send(self, call: Any) -> None:
+    async def _send(self, call: Any, link: Link) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self.publisher.unanswered:
+            await link.wake.wait()
+            link.wake.clear()
+            if link.publisher.unanswered:
                 continue  # the answer wakes this again
-            response = self.publisher.response()
+            response = link.publisher.response()
             if response is not None:
                 log.debug(
                     "sending %d object(s), %d removal(s)",
@@ -456,12 +584,12 @@ class Zone:
                 )
                 await call.write(response)
 
-    async def _answers(self, call: Any) -> None:
+    async def _answers(self, call: Any, link: Link) -> None:
         while True:
             request = await call.read()
             if request is _EOF:
                 return
-            answer = self.publisher.answer(request)
+            answer = link.publisher.answer(request)
             if answer is not None and not answer.accepted:
                 log.error("the global refused objects: %s", cut(answer.error))
-            self._wake.set()
+            link.wake.set()

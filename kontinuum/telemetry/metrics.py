@@ -24,7 +24,7 @@ from kontinuum.discovery.source import Health
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.global_identity import GlobalCheck
-from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.global_links import Links
 from kontinuum.federation.service import REFUSED_REASONS, FederationService
 from kontinuum.kube import LeaderElection, StatusWriter
 from kontinuum.mesh import Mesh
@@ -301,6 +301,11 @@ class FederationCollector(Collector):
             "GlobalToZone streams of the zone open (what it is sent of the fleet).",
             labels=["zone"],
         )
+        subscriptions = CounterMetricFamily(
+            "kontinuum_federation_zone_subscriptions",
+            "GlobalToZone streams of the zone admitted (of all its replicas).",
+            labels=["zone"],
+        )
         sent = CounterMetricFamily(
             "kontinuum_federation_zone_resources_sent",
             "Resources sent to the zone on GlobalToZone (each new or changed one once per stream).",
@@ -324,22 +329,54 @@ class FederationCollector(Collector):
         for zone in sorted(zones, key=lambda z: z.cluster):
             label = [zone.cluster]
             subscribed.add_metric(label, self._service.subscribed[zone.cluster])
+            subscriptions.add_metric(label, self._service.subscriptions[zone.cluster])
             counts = self._service.sent.get(zone.cluster)
             sent.add_metric(label, counts.objects_sent if counts else 0)
             removals.add_metric(label, counts.removals_sent if counts else 0)
             responses.add_metric(label, counts.responses if counts else 0)
             answers.add_metric([zone.cluster, "ack"], counts.acks if counts else 0)
             answers.add_metric([zone.cluster, "nack"], counts.nacks if counts else 0)
-        yield from (subscribed, sent, removals, responses, answers)
+        yield from (subscribed, subscriptions, sent, removals, responses, answers)
+        yield from _replica_metrics(zones)
+
+
+def _replica_metrics(zones: list[ZoneSource]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The replicas of each zone connected, by role, the active one's id, and how many
+    times a standby took over."""
+    replicas = GaugeMetricFamily(
+        "kontinuum_federation_zone_replicas",
+        "Replicas of the zone connected, by role: active (its view is the site's) or standby.",
+        labels=["zone", "role"],
+    )
+    active = GaugeMetricFamily(
+        "kontinuum_federation_zone_active_replica_info",
+        "1 for the replica id of the zone's active replica (absent while none is).",
+        labels=["zone", "replica"],
+    )
+    promotions = CounterMetricFamily(
+        "kontinuum_federation_zone_promotions",
+        "Times a standby replica of the zone took over from the active one.",
+        labels=["zone"],
+    )
+    for zone in sorted(zones, key=lambda z: z.cluster):
+        connected = zone.replicas()
+        roles = [is_active for _, is_active in connected]
+        replicas.add_metric([zone.cluster, "active"], roles.count(True))
+        replicas.add_metric([zone.cluster, "standby"], roles.count(False))
+        for replica, is_active in connected:
+            if is_active:
+                active.add_metric([zone.cluster, replica], 1.0)
+        promotions.add_metric([zone.cluster], zone.promotions)
+    yield from (replicas, active, promotions)
 
 
 class ZoneCollector(Collector):
-    """A zone's side of federation (`kontinuum zone`): its stream to the global and what it
-    sent on it."""
+    """A zone's side of federation (`kontinuum zone`): its streams to the global replicas
+    and what it sent on them."""
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: Links,
         copy: FleetCopy | None = None,
         global_check: GlobalCheck | None = None,
     ) -> None:
@@ -351,15 +388,26 @@ class ZoneCollector(Collector):
         publisher, stats = self._publisher, self._publisher.stats
         yield GaugeMetricFamily(
             "kontinuum_zone_connected",
-            "1 while the stream to the global is open.",
+            "1 while a stream to the global (to one of its replicas, at least) is open.",
             value=1.0 if publisher.connected else 0.0,
         )
+        links = GaugeMetricFamily(
+            "kontinuum_zone_global_replicas",
+            "Global replicas the zone dials, by state: connected (its site published there) "
+            "or disconnected.",
+            labels=["state"],
+        )
+        up = publisher.connected_links()
+        links.add_metric(["connected"], up)
+        links.add_metric(["disconnected"], len(publisher) - up)
+        yield links
         yield GaugeMetricFamily(
             "kontinuum_zone_objects", "Objects of the site published.", value=len(publisher.objects)
         )
         yield GaugeMetricFamily(
             "kontinuum_zone_pending_objects",
-            "Objects (and removals) not sent to the global yet: the lag.",
+            "Objects (and removals) not sent to the global yet (to the replica furthest "
+            "behind): the lag.",
             value=publisher.pending(),
         )
         yield CounterMetricFamily(

@@ -56,10 +56,10 @@ async def test_status_lists_a_zone_connected_then_disconnected(federation: Feder
     assert await global_.metric("kontinuum_federation_zone_lag_seconds", labels) == 0
     shown = await asyncio.to_thread(status, found, operator)
     assert "1 zone" in shown, shown
-    _, state, last_sync, received, _sent, refused, lag = zone_row(shown, "edge-paris")
+    _, state, replicas, last_sync, received, _sent, refused, lag = zone_row(shown, "edge-paris")
     assert re.fullmatch(r"connected for (\d+m )?\d+s", state), shown
     assert re.fullmatch(r"\d+s ago", last_sync), shown
-    assert (received, refused, lag) == ("3", "0", "0s"), shown
+    assert (replicas, received, refused, lag) == ("1", "3", "0", "0s"), shown
 
     found.zone.kill()
 
@@ -68,9 +68,9 @@ async def test_status_lists_a_zone_connected_then_disconnected(federation: Feder
 
     await until(disconnected, "the global sees the zone disconnected", 30, logs)
     shown = await asyncio.to_thread(status, found, operator)
-    _, state, _, received, _, _, _ = zone_row(shown, "edge-paris")
+    _, state, replicas, _, received, _, _, _ = zone_row(shown, "edge-paris")
     assert re.fullmatch(r"disconnected for (\d+m )?\d+s", state), shown
-    assert received == "3", shown
+    assert (replicas, received) == ("0", "3"), shown
 
     # The lag grows while the zone is away: it hears nothing of the fleet meanwhile.
     async def lagging() -> bool:

@@ -252,7 +252,19 @@ def test_kontinuum_alone_prints_its_commands(capsys: pytest.CaptureFixture[str])
 
 NOW = 1_800_000_000.0
 ZONES = [
-    ZoneStatus("edge-paris", True, NOW - 65, NOW - 4, received=3, sent=12, refused=1, lag=0),
+    ZoneStatus(
+        "edge-paris",
+        True,
+        NOW - 65,
+        NOW - 4,
+        received=3,
+        sent=12,
+        refused=1,
+        lag=0,
+        active=1,
+        standby=1,
+        active_replica="zone-a",
+    ),
     ZoneStatus("edge-lisbon-datacenter-north", False, NOW - 7300, NOW - 7310, 40, 9, 0, 7300),
     ZoneStatus("edge-oslo", False),
 ]
@@ -273,16 +285,20 @@ def test_zones_show_state_sync_objects_and_lag_without_cutting_a_name(width: int
         cells = " ".join(line.split("│")[2] for line in lines if line.count("│") == 3)
         text = " ".join(cells.split())
         assert (
-            "connected for 1m 5s; last sync 4s ago; received 3, sent 12, refused 1; lag 0s" in text
+            "connected for 1m 5s; replicas 2 (active zone-a); last sync 4s ago; received 3, "
+            "sent 12, refused 1; lag 0s" in text
         ), shown
-        assert "disconnected for 2h 1m; last sync 2h 1m ago; received 40" in text, shown
-        assert "never connected; last sync never;" in text, shown
+        assert "disconnected for 2h 1m; replicas 0; last sync 2h 1m ago; received 40" in text, shown
+        assert "never connected; replicas 0; last sync never;" in text, shown
     if width == 200:
         header = next(line for line in lines if "ZONE" in line)
-        assert all(h in header for h in ("LAST SYNC", "RECEIVED", "SENT", "REFUSED", "LAG"))
+        names = ("REPLICAS", "LAST SYNC", "RECEIVED", "SENT", "REFUSED", "LAG")
+        assert all(h in header for h in names)
         paris = next(line for line in lines if "edge-paris" in line)
         assert re.search(
-            r"connected for 1m 5s\s*│\s*4s ago\s*│\s*3\s*│\s*12\s*│\s*1\s*│\s*0s", paris
+            r"connected for 1m 5s\s*│\s*2 \(active zone-a\)\s*│\s*4s ago\s*│\s*3\s*│\s*12\s*│"
+            r"\s*1\s*│\s*0s",
+            paris,
         )
 
 
@@ -304,10 +320,29 @@ kontinuum_federation_zone_last_transition_timestamp_seconds{zone="edge-paris"} 1
 # TYPE kontinuum_federation_zone_lag_seconds gauge
 kontinuum_federation_zone_lag_seconds{zone="edge-paris"} 2.5
 kontinuum_federation_zone_lag_seconds{zone="edge-oslo"} 0.0
+# TYPE kontinuum_federation_zone_replicas gauge
+kontinuum_federation_zone_replicas{role="active",zone="edge-paris"} 1.0
+kontinuum_federation_zone_replicas{role="standby",zone="edge-paris"} 1.0
+kontinuum_federation_zone_replicas{role="active",zone="edge-oslo"} 0.0
+kontinuum_federation_zone_replicas{role="standby",zone="edge-oslo"} 0.0
+# TYPE kontinuum_federation_zone_active_replica_info gauge
+kontinuum_federation_zone_active_replica_info{replica="zone-a",zone="edge-paris"} 1.0
 # TYPE kontinuum_source_up gauge
 kontinuum_source_up{source="zone:edge-paris"} 1.0
 """
     assert parse_zones(metrics) == [
         ZoneStatus("edge-oslo", False),
-        ZoneStatus("edge-paris", True, 1.6e9, 1.7e9, received=3, sent=12, refused=1, lag=2.5),
+        ZoneStatus(
+            "edge-paris",
+            True,
+            1.6e9,
+            1.7e9,
+            received=3,
+            sent=12,
+            refused=1,
+            lag=2.5,
+            active=1,
+            standby=1,
+            active_replica="zone-a",
+        ),
     ]

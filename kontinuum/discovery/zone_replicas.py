@@ -1,0 +1,211 @@
+"""The replicas of one zone, as the global sees them: which stream publishes the site.
+
+A zone may run several replicas, each with its own streams, told apart by the replica id
+each names (`kontinuum-zone-replica`). One stream per replica: a newer stream of the same
+replica replaces its older one. Of the replicas connected, one is the **active**
+publisher, whose responses are the site's view; the others are **standbys**: their
+responses are checked and answered as the active's are, but kept in a view of their own
+(`StandbyView`), which starts as what the global held when they connected.
+
+- The first replica to connect is active; one that connects while another is active is a
+  standby. A newer stream of the active replica (it redialed) stays active.
+- When the active's stream ends, the standby connected longest whose view is whole (its
+  first complete response was taken) becomes active, without the site ever being marked
+  stale: its view becomes the site's, costing only the objects whose version differs (a
+  change it is sending in parts goes on as the active's).
+- With no standby whose view is whole, the site goes stale as for a single replica; the
+  first standby whose view becomes whole is then made active.
+
+Pure bookkeeping: `kontinuum.discovery.zone.ZoneSource` applies what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kontinuum.discovery.split_change import SplitChange
+from kontinuum.discovery.zone_store import ReceivedObject
+
+if TYPE_CHECKING:
+    from kontinuum.discovery.zone import StaleState
+
+__all__ = ["ReplicaStream", "Replicas", "StandbyView"]
+
+
+Check = Callable[[ReceivedObject, ReceivedObject | None, int, int], str]
+"""Why an object is refused ("" if not), given what its name holds, and the count and bytes
+of the objects held, once the change in progress applies."""
+
+
+@dataclass(slots=True)
+class StandbyView:
+    """What a standby's stream says the site is: the objects held when it connected (those
+    it was told of, `declared`; None: all) and the whole changes it sent since; `state`:
+    the zone's word that its own source of the site is out of sync, if it said so. A
+    change sent in parts is held in `pending` (and `next_state`) until whole, as the
+    site's source holds the active's (`kontinuum.discovery.split_change`)."""
+
+    objects: dict[str, ReceivedObject]
+    state: StaleState | None = None
+    declared: set[str] | None = None
+    received: set[str] = field(default_factory=set)
+    complete: bool = False
+    size: int = -1  # the objects' sizes, in all (-1: not summed yet)
+    pending: SplitChange[ReceivedObject] = field(default_factory=SplitChange)
+    pending_count: int = 0  # what the pending change does to the count held
+    pending_bytes: int = 0  # and to the bytes held
+    state_changing: bool = False  # the pending change sets the state (to `next_state`)
+    next_state: StaleState | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = sum(obj.size for obj in self.objects.values())
+
+    def apply(
+        self,
+        objects: Sequence[ReceivedObject],
+        removed: Sequence[str],
+        partial: bool,
+        state: StaleState | None,
+        check: Check,
+    ) -> list[str]:
+        """Take one response of the standby, as the site's source takes the active's; a
+        line per object refused."""
+        if state is not None:
+            self.state_changing, self.next_state = True, state
+            if not self.complete:
+                self.received.add(state.name)
+        elif (now := self._state_after()) is not None and now.name in removed:
+            self.state_changing, self.next_state = True, None
+        for name in removed:
+            if self.pending.current(name, self.objects) is not None:
+                self._count(name, None)
+                self.pending.remove(name)
+        refused = []
+        for obj in objects:
+            if not self.complete:
+                self.received.add(obj.name)
+            held = self.pending.current(obj.name, self.objects)
+            count = len(self.objects) + self.pending_count
+            if reason := check(obj, held, count, self.size + self.pending_bytes):
+                refused.append(f"{obj.name}: {reason}")
+                continue
+            self._count(obj.name, obj)
+            self.pending.set(obj.name, obj)
+        if not partial:
+            self._commit()
+        return refused
+
+    def _state_after(self) -> StaleState | None:
+        return self.next_state if self.state_changing else self.state
+
+    def _count(self, name: str, new: ReceivedObject | None) -> None:
+        old = self.pending.current(name, self.objects)
+        self.pending_count += (new is not None) - (old is not None)
+        self.pending_bytes += (new.size if new else 0) - (old.size if old else 0)
+
+    def _commit(self) -> None:
+        """The change is whole: into the view."""
+        for name, obj in self.pending.take():
+            before = self.objects.pop(name, None)
+            self.size -= before.size if before is not None else 0
+            if obj is not None:
+                self.objects[name] = obj
+                self.size += obj.size
+        if self.state_changing:
+            self.state = self.next_state
+        self.state_changing, self.next_state = False, None
+        self.pending_count = self.pending_bytes = 0
+        if not self.complete:
+            self.complete = True
+            self._drop_undeclared()
+
+    def _drop_undeclared(self) -> None:
+        declared, received = self.declared, self.received
+        self.declared, self.received = None, set()
+        if declared is None:
+            return
+        for name in [n for n in self.objects if n not in declared and n not in received]:
+            self.size -= self.objects.pop(name).size
+        if self.state is not None and self.state.name not in declared | received:
+            self.state = None
+
+
+@dataclass(slots=True)
+class ReplicaStream:
+    """An open stream of a replica: its token and replica id; `view` while a standby."""
+
+    token: int
+    replica: str
+    view: StandbyView | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.view is None
+
+
+class Replicas:
+    """The open streams of one zone's replicas, in the order they connected (see the
+    module doc)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, ReplicaStream] = {}  # insertion order: connection order
+        self.promotions = 0  # standbys made active
+
+    def __iter__(self) -> Iterator[ReplicaStream]:
+        return iter(self._streams.values())
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def get(self, token: int) -> ReplicaStream | None:
+        return self._streams.get(token)
+
+    @property
+    def active(self) -> ReplicaStream | None:
+        return next((s for s in self._streams.values() if s.active), None)
+
+    def add(
+        self,
+        token: int,
+        replica: str,
+        held: Mapping[str, ReceivedObject],
+        state: StaleState | None,
+        declared: Collection[str] | None,
+    ) -> tuple[ReplicaStream, ReplicaStream | None]:
+        """A stream of `replica` begins: it, and the stream of the same replica it replaces
+        (if any). It is active when there is no active stream, or when it replaces the
+        active one; else a standby starting from `held` and `state` (what it was told of:
+        `declared`)."""
+        replaced = next((s for s in self._streams.values() if s.replica == replica), None)
+        if replaced is not None:
+            del self._streams[replaced.token]
+        stream = ReplicaStream(token, replica)
+        if self.active is not None and (replaced is None or not replaced.active):
+            stream.view = StandbyView(
+                dict(held), state, set(declared) if declared is not None else None
+            )
+        self._streams[token] = stream
+        return stream, replaced
+
+    def remove(self, token: int) -> ReplicaStream | None:
+        """A stream ends: it, if it was open."""
+        return self._streams.pop(token, None)
+
+    def successor(self) -> ReplicaStream | None:
+        """The standby to make active while none is: connected longest, its view whole."""
+        if self.active is not None:
+            return None
+        return next(
+            (s for s in self._streams.values() if s.view is not None and s.view.complete), None
+        )
+
+    def promote(self, stream: ReplicaStream) -> StandbyView:
+        """Make `stream` active; the view it had as a standby."""
+        view = stream.view
+        assert view is not None
+        stream.view = None
+        self.promotions += 1
+        return view

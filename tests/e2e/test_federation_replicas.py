@@ -1,0 +1,307 @@
+"""Several replicas of a zone, and of the global, as real processes.
+
+- Two `kontinuum zone` replicas of edge-paris (`--replica-id`) publish to one global: both
+  stay connected (no stream of one ends the other's), the first one's view is served, and
+  when it is killed the other takes over without the site ever being marked stale, the
+  sidecar at the global still reaching the site.
+- Two replicas' GlobalToZone subscriptions (in-process global) both stay open, each sent
+  every change.
+- One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
+  site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
+  whole, and changes keep flowing both ways through the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from kontinuum.federation.objects import (
+    GLOBAL_TO_ZONE,
+    REPLICA_METADATA,
+    SERVICE,
+    SITE_METADATA,
+    ZONE_RESOURCE_TYPE_URL,
+)
+from tests.e2e.conftest import StartEnvoy
+from tests.e2e.test_federation import (
+    HELLO_SERVICE,
+    ZONE,
+    Federation,
+    Process,
+    answered_by,
+    federation,
+    hello_slice,
+    issue,
+    running,
+    sidecar_bootstrap,
+    until,
+)
+from tests.e2e.test_federation_service import Global, profile, served
+from tests.support.net import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+__all__ = ["federation", "served"]  # the fixtures, used by name
+
+SITE = {"zone": "edge-paris"}
+
+OTHER_SERVICE = HELLO_SERVICE.replace("name: hello", "name: other")
+
+NEW_PROFILE = """---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata:
+  name: us-east
+  namespace: fleet
+  labels: {topology.kubernetes.io/region: us-east-1}
+"""
+
+
+def zone_replica(found: Federation, replica: str, files: Path, *extra: str) -> Process:
+    return Process(
+        [
+            "zone", "--site", "edge-paris", "--global", found.federation,
+            "--credentials", str(found.zone_credentials), "--config", str(files),
+            "--replica-id", replica, *extra,
+        ],
+        found.root / f"zone-{replica}.log",
+        f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+
+
+def serving_replica(found: Federation, replica: str, files: Path) -> Process:
+    """A zone replica that serves the site's proxies too (so it subscribes to the fleet)."""
+    return zone_replica(
+        found, replica, files,
+        "--xds-address", f"127.0.0.1:{free_port()}", "--plaintext-xds",
+        "--state-dir", str(found.root / f"state-{replica}"),
+    )  # fmt: skip
+
+
+async def test_two_replicas_of_a_zone_publish_one_view_and_the_standby_takes_over_unstale(
+    federation: Federation, envoys: StartEnvoy
+) -> None:
+    found = federation
+    global_ = found.global_
+    # Each replica reads its own copy of the site: a's sends hello to paris-1, b's to paris-2.
+    b_files = found.root / "edge-paris-b"
+    b_files.mkdir()
+    (b_files / "hello.yaml").write_text(HELLO_SERVICE)
+    (b_files / "hello-endpoints.yaml").write_text(hello_slice(found.backends["paris-2"].port))
+    # Each serves the site's proxies too: each subscribes to the fleet on its own.
+    a, b = (
+        serving_replica(found, r, f) for r, f in (("zone-a", found.zone_files), ("zone-b", b_files))
+    )
+    logs = (global_.log, a.log, b.log)
+    sidecar = await asyncio.to_thread(
+        issue, found.ca, found.root / "frontend", "eu-central", "demo", "frontend"
+    )
+    outbound = free_port()
+
+    try:
+        a.start()
+
+        async def held() -> bool:
+            return await global_.metric("kontinuum_federation_zone_objects", SITE) == 3
+
+        await until(held, "replica a's view held", 60, logs)
+        b.start()
+        envoys(
+            view="eu-central",
+            xds_port=0,
+            mode="delta",
+            node_id="frontend-1",
+            config=sidecar_bootstrap(found, sidecar, outbound),
+        )
+        await until(answered_by(outbound, "paris-1"), "hello answered by paris-1", 60, logs)
+
+        async def both_connected() -> bool:
+            return (
+                await global_.metric(
+                    "kontinuum_federation_zone_replicas", {**SITE, "role": "standby"}
+                )
+                == 1
+                and await b.metric("kontinuum_zone_answers_total", {"answer": "ack"}) == 1
+            )
+
+        await until(both_connected, "replica b connected as a standby", 60, logs)
+
+        # A change at each replica is published by each: neither replica's stream ends.
+        (found.zone_files / "other.yaml").write_text(OTHER_SERVICE)
+        (b_files / "other.yaml").write_text(OTHER_SERVICE)
+
+        async def both_answered() -> bool:
+            acks = [
+                await r.metric("kontinuum_zone_answers_total", {"answer": "ack"}) for r in (a, b)
+            ]
+            return acks == [2, 2]
+
+        await until(both_answered, "each replica's change answered", 30, logs)
+        # No stream of either replica ended: one of each kind per replica, in all.
+        assert await global_.metric("kontinuum_federation_zone_connections_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscriptions_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscribed", SITE) == 2
+        for replica in (a, b):
+            assert await replica.metric("kontinuum_zone_fleet_subscribed") == 1
+        assert await global_.metric("kontinuum_federation_zone_objects", SITE) == 5
+        for replica in (a, b):
+            assert await replica.metric("kontinuum_zone_connected") == 1
+        info = {**SITE, "replica": "zone-a"}
+        assert await global_.metric("kontinuum_federation_zone_active_replica_info", info) == 1
+        # The active replica's view is the site's: the standby's endpoints are not served.
+        for _ in range(5):
+            assert answered_by(outbound, "paris-1")()
+
+        # The active replica dies: the standby's view becomes the site's, never stale.
+        a.kill()
+        await until(answered_by(outbound, "paris-2"), "hello answered by paris-2", 30, logs)
+        assert await global_.metric("kontinuum_federation_zone_promotions_total", SITE) == 1
+        info = {**SITE, "replica": "zone-b"}
+        assert await global_.metric("kontinuum_federation_zone_active_replica_info", info) == 1
+        assert await global_.metric("kontinuum_federation_zone_connected", SITE) == 1
+        assert await global_.metric("kontinuum_source_stale", {"source": ZONE}) == 0
+        assert "its zone is disconnected" not in global_.log.read_text()
+        assert await global_.metric("kontinuum_federation_zone_objects", SITE) == 5
+        for _ in range(5):
+            assert answered_by(outbound, "paris-2")()
+        assert await global_.metric("kontinuum_federation_zone_connections_total", SITE) == 2
+        assert await global_.metric("kontinuum_federation_zone_subscriptions_total", SITE) == 2
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_zone_publishes_to_two_global_replicas_and_survives_losing_one(
+    federation: Federation,
+) -> None:
+    found = federation
+    first = found.global_
+    second_federation = f"127.0.0.1:{free_port()}"
+    args = list(first.args)
+    args[args.index("--xds-address") + 1] = f"127.0.0.1:{free_port()}"
+    args[args.index("--federation-address") + 1] = second_federation
+    args[args.index("--state-dir") + 1] = str(found.root / "state-2")
+    second = Process(args, found.root / "global-2.log", f"127.0.0.1:{free_port()}")
+    zone = zone_replica(
+        found, "zone-a", found.zone_files,
+        "--global", second_federation,  # besides the first: repeated
+        "--xds-address", f"127.0.0.1:{free_port()}", "--plaintext-xds",
+        "--state-dir", str(found.root / "zone-state"),
+    )  # fmt: skip
+    globals_ = (first, second)
+    logs = (first.log, second.log, zone.log)
+
+    with running(second), running(zone):
+
+        async def held_by_both() -> bool:
+            held = [await g.metric("kontinuum_federation_zone_objects", SITE) for g in globals_]
+            return held == [3, 3] and bool(await zone.metric("kontinuum_zone_fleet_subscribed"))
+
+        await until(held_by_both, "the zone's site held by both globals", 60, logs)
+        replicas = {"state": "connected"}
+        assert await zone.metric("kontinuum_zone_global_replicas", replicas) == 2
+        fleet = await zone.metric("kontinuum_zone_fleet_resources")
+        assert fleet
+
+        # The zone takes the fleet from one global: kill that one.
+        subscribed = [
+            await g.metric("kontinuum_federation_zone_subscribed", SITE) for g in globals_
+        ]
+        assert sorted(subscribed) == [0, 1], subscribed
+        dead, alive = globals_ if subscribed[0] == 1 else globals_[::-1]
+        received = await zone.metric("kontinuum_zone_fleet_resources_received_total")
+        dead.kill()
+
+        async def failed_over() -> bool:
+            return (
+                await alive.metric("kontinuum_federation_zone_subscribed", SITE) == 1
+                and await zone.metric("kontinuum_zone_global_replicas", replicas) == 1
+            )
+
+        await until(failed_over, "the zone subscribed to the other global", 60, logs)
+        assert await zone.metric("kontinuum_zone_fleet_resources") == fleet
+        assert await zone.metric("kontinuum_source_stale", {"source": "global"}) == 0
+        assert await zone.metric("kontinuum_zone_fleet_subscribed") == 1
+        # The other global was told what the zone holds: nothing crossed again.
+        assert await zone.metric("kontinuum_zone_fleet_resources_received_total") == received
+
+        # A change of the fleet reaches the zone through the other global ...
+        clusters = found.root / "fleet" / "clusters.yaml"
+        clusters.write_text(clusters.read_text() + NEW_PROFILE)
+
+        async def fleet_grew() -> bool:
+            now = await zone.metric("kontinuum_zone_fleet_resources")
+            return now is not None and now > fleet  # its ClusterProfile, and its site's state
+
+        await until(fleet_grew, "the new ClusterProfile at the zone", 30, logs)
+
+        # ... and a change of the site reaches the other global.
+        received = await alive.metric("kontinuum_federation_zone_objects_received_total", SITE)
+        assert received is not None
+        (found.zone_files / "hello-endpoints.yaml").write_text(
+            hello_slice(found.backends["paris-2"].port)
+        )
+
+        async def site_changed() -> bool:
+            return (
+                await alive.metric("kontinuum_federation_zone_objects_received_total", SITE)
+                == received + 1
+            )
+
+        await until(site_changed, "the endpoint change at the other global", 30, logs)
+        assert await alive.metric("kontinuum_federation_zone_connected", SITE) == 1
+        assert await alive.metric("kontinuum_source_stale", {"source": ZONE}) == 0
+
+
+def subscribe_as(served: Global, credentials: grpc.ChannelCredentials, replica: str) -> Any:
+    channel = grpc.aio.secure_channel(served.address, credentials)
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{GLOBAL_TO_ZONE}",
+        request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+    )
+    return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, replica)))
+
+
+async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global) -> None:
+    feed = served.service.feed
+    feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    calls = [subscribe_as(served, credentials, replica) for replica in ("zone-a", "zone-b")]
+    for call in calls:
+        await call.write(subscription)
+        first = await call.read()
+        assert [r.name for r in first.resources] == ["fleet/ClusterProfile/fleet/eu"]
+        await call.write(
+            discovery_pb2.DeltaDiscoveryRequest(
+                type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=first.nonce
+            )
+        )
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
+    # A change reaches both: neither subscription replaced the other.
+    feed.update([profile("eu", "eu-west-1")], [])
+    for call in calls:
+        async with asyncio.timeout(10):
+            change = await call.read()
+        assert [r.name for r in change.resources] == ["fleet/ClusterProfile/fleet/eu"]
+    assert served.service.subscribed["edge-paris"] == 2
+    # A newer subscription of the same replica still replaces its older one.
+    again = subscribe_as(served, credentials, "zone-a")
+    await again.write(subscription)
+    await again.read()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(10):
+            await calls[0].read()
+    assert ended.value.code() is grpc.StatusCode.ABORTED
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
+    for call in (again, calls[1]):
+        call.cancel()

@@ -1,0 +1,152 @@
+"""Several replicas of one zone at the global (`kontinuum.discovery.zone_replicas`): one
+active publisher, whose view is the site's; standbys answered but kept aside; on the
+active's end, the standby connected longest with a whole view takes over without the site
+going stale, costing only what differs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kontinuum.discovery.zone import SupersededError, ZoneSource
+from tests.unit.test_zone_source import Updates, addresses, hello, hello_slice
+
+
+@pytest.fixture
+async def source() -> AsyncIterator[tuple[ZoneSource, Updates]]:
+    zone = ZoneSource("edge-paris", stale_after=30.0, debounce=0.01)
+    updates = Updates(zone)
+    yield zone, updates
+    await updates.close()
+
+
+async def test_the_first_replica_is_active_and_a_second_one_is_a_standby(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    assert addresses(await updates.next()) == ["10.0.0.1"]
+
+    b = zone.attach(zone.held().keys(), replica="b")
+    # The standby's different view is answered, not applied; neither stream replaces the other.
+    assert zone.apply(b, [hello_slice("10.0.0.2", version="2")], []) == []
+    assert zone.replicas() == [("a", True), ("b", False)]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"
+    zone.apply(a, [hello_slice("10.0.0.3", version="3")], [])
+    assert addresses(await updates.next()) == ["10.0.0.3"]
+    assert zone.stats.connections == 2
+    assert zone.stats.connected
+
+
+async def test_the_standby_takes_over_without_going_stale_and_costs_what_differs(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    zone.apply(b, [hello_slice("10.0.0.2", version="2")], [])  # its whole view
+    received = zone.stats.objects_received
+
+    zone.detach(a, "its stream was cut")
+    assert zone.replicas() == [("b", True)]
+    taken = await updates.next()
+    assert (taken.stale, addresses(taken)) == (False, ["10.0.0.2"])
+    assert zone.stats.objects_received == received + 1  # the Service was held already
+    assert zone.promotions == 1
+    assert zone.stats.connected
+    # From now on the promoted stream's responses are the site's.
+    zone.apply(b, [hello_slice("10.0.0.4", version="4")], [])
+    assert addresses(await updates.next()) == ["10.0.0.4"]
+
+
+async def test_the_standby_connected_longest_takes_over(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    c = zone.attach(zone.held().keys(), replica="c")
+    zone.apply(c, [hello_slice("10.0.0.3", version="3")], [])
+    zone.apply(b, [hello_slice("10.0.0.2", version="2")], [])
+    zone.detach(a, "gone")
+    assert addresses(await updates.next()) == ["10.0.0.2"]
+    assert zone.replicas() == [("b", True), ("c", False)]
+
+
+async def test_a_newer_stream_replaces_only_its_own_replica(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, _ = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello()], [])
+    b = zone.attach(zone.held().keys(), replica="b")
+    b_again = zone.attach(zone.held().keys(), replica="b")
+    with pytest.raises(SupersededError):
+        zone.apply(b, [], [])
+    zone.detach(b, "replaced")
+    assert zone.replicas() == [("a", True), ("b", False)]
+    a_again = zone.attach(zone.held().keys(), replica="a")  # the active redialed: still active
+    assert zone.replicas() == [("b", False), ("a", True)]
+    assert zone.apply(a_again, [], []) == []
+    assert zone.apply(b_again, [], []) == []
+    assert zone.promotions == 0
+
+
+async def test_without_a_whole_standby_the_site_goes_stale_until_one_is(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")  # connected, no response yet
+    zone.detach(a, "gone")
+    stale = await updates.next()
+    assert (stale.stale, addresses(stale)) == (True, ["10.0.0.1"])
+    assert zone.stats.connected  # b still is
+
+    zone.apply(b, [hello_slice("10.0.0.2", version="2")], [], partial=True)
+    assert zone.replicas() == [("b", False)]  # not whole yet
+    zone.apply(b, [], [])
+    back = await updates.next()
+    assert (back.stale, addresses(back)) == (False, ["10.0.0.2"])
+    assert zone.replicas() == [("b", True)]
+    assert zone.promotions == 1
+
+
+async def test_a_standby_is_checked_as_the_active_is(source: tuple[ZoneSource, Updates]) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello()], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    refused = zone.apply(b, [hello(port="eighty")], [])
+    assert refused == [
+        "Service/demo/hello: Service demo/hello: spec.ports[0].port: must be an integer, got string"
+    ]
+    zone.detach(a, "gone")
+    assert zone.held()["Service/demo/hello"] == "1"  # its last good version, as for the active
+
+
+async def test_a_change_the_standby_sends_in_parts_goes_on_once_it_is_active(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    zone.apply(b, [], [])  # its whole view: the same as a's
+    zone.apply(b, [hello_slice("10.0.0.2", version="2")], [], partial=True)  # half a change
+    zone.detach(a, "gone")
+    assert zone.replicas() == [("b", True)]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"  # not half a change
+    zone.apply(b, [], [])  # its last part
+    assert addresses(await updates.next()) == ["10.0.0.2"]
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "2"
