@@ -6,6 +6,7 @@ accepted by gRPC's TLS and by kontinuum's own verifier."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
@@ -17,12 +18,12 @@ from cryptography import x509
 from typer.testing import CliRunner
 
 from kontinuum.cli import app
+from kontinuum.federation.global_identity import GlobalCheck, GlobalIdentityError
 from kontinuum.federation.zone import channel_credentials
 from kontinuum.security.ca import CaError, CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.xds_auth import (
     FleetAuthenticator,
-    ServerCertificate,
     control_plane_identity,
     server_hosts,
 )
@@ -148,11 +149,14 @@ async def _handshake(
     credentials: grpc.ChannelCredentials,
     server_name: str | None,
     server_ca: CertificateAuthority | None = None,
+    openssl: list[str] | None = None,
 ) -> Peer | grpc.StatusCode | None:
     """A real gRPC call from a client with `credentials` (checking the server's
     certificate for `server_name`, else for 127.0.0.1) to a server presenting `chain`: its
     refusal's code, or None once served; with `server_ca`, the server asks for a client
-    certificate and answers with who `FleetAuthenticator` of `server_ca` says it is."""
+    certificate and answers with who `FleetAuthenticator` of `server_ca` says it is. With
+    `openssl`, the zone's own check of the global (OpenSSL, `GlobalCheck`) with the
+    credentials in `openssl[0]` connects first, and `openssl[1:]` becomes what it said."""
     peers: list[Peer] = []
 
     async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -175,6 +179,8 @@ async def _handshake(
         )
         server.add_secure_port(address, tls)
     await server.start()
+    if openssl is not None:
+        openssl[1:] = [await asyncio.to_thread(_checked, address, Path(openssl[0]), server_name)]
     options = [] if server_name is None else [("grpc.ssl_target_name_override", server_name)]
     try:
         async with grpc.aio.secure_channel(address, credentials, options) as channel:
@@ -186,27 +192,42 @@ async def _handshake(
     return peers[0] if peers else None
 
 
+def _checked(address: str, credentials: Path, server_name: str | None) -> str:
+    """What the zone's check of the global (`GlobalCheck`) says of the server at
+    `address`: its SPIFFE ID, or why not."""
+    try:
+        return str(GlobalCheck().verify(address, credentials, server_name or ""))
+    except (OSError, GlobalIdentityError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
 async def test_a_zone_ca_with_dns_names_cannot_stand_for_the_global_in_the_handshake(
     fleet_ca: CertificateAuthority, tmp_path: Path
 ) -> None:
     # The zone's own channel credentials to the global (`kontinuum zone --credentials`):
     # its certificate of the fleet's CA, trusting the fleet's root.
     zone_cert = fleet_ca.issue_workload(zone_identity(TD, "edge-paris"), "edge-paris", HOUR)
-    to_global = channel_credentials(
-        write_credentials(tmp_path / "z", zone_cert, fleet_ca).directory
-    )
+    directory = write_credentials(tmp_path / "z", zone_cert, fleet_ca).directory
+    to_global = channel_credentials(directory)
     _, limited_dir = zone_authority(fleet_ca, "edge-paris", (ZONE_HOST,))
     _, open_dir = zone_authority(fleet_ca, "edge-paris")
 
     # The zone's key signs the control plane's identity for the global's host name, or for
-    # its address: gRPC's TLS refuses both, before any call. Without --dns-name (the
-    # default), the same passes the handshake: only the zone's separate check of the
-    # global's issuer refuses it.
+    # its address: gRPC's TLS refuses both, before any call, and so does OpenSSL in the
+    # zone's own check of the global. Without --dns-name (the default), the same passes
+    # both handshakes: only that check, knowing the global's issuer, refuses it.
     for hosts, name in (((GLOBAL_HOST,), GLOBAL_HOST), (("127.0.0.1",), None)):
         chain, key = minted(limited_dir, CONTROL_PLANE, None, hosts=hosts)
-        assert await _handshake(chain, key, to_global, name) is grpc.StatusCode.UNAVAILABLE
+        said = [str(directory)]
+        refused = await _handshake(chain, key, to_global, name, openssl=said)
+        assert refused is grpc.StatusCode.UNAVAILABLE
+        assert said[1].startswith("SSLCertVerificationError: "), said
+        assert "subtree violation" in said[1], said  # permitted (a host) or excluded (an IP)
         chain, key = minted(open_dir, CONTROL_PLANE, None, hosts=hosts)
-        assert await _handshake(chain, key, to_global, name) is None
+        said = [str(directory)]
+        assert await _handshake(chain, key, to_global, name, openssl=said) is None
+        assert said[1].startswith("GlobalIdentityError: "), said
+        assert "not by the fleet's CA" in said[1]
 
 
 async def test_what_a_zone_ca_with_dns_names_issues_passes_mutual_tls(
@@ -231,5 +252,3 @@ async def test_what_a_zone_ca_with_dns_names_issues_passes_mutual_tls(
         )
         is grpc.StatusCode.UNAVAILABLE
     )
-    # ServerCertificate, as the zone serves with it, issues the same names.
-    assert ServerCertificate(zone, [ZONE_HOST]).fetch() is None
