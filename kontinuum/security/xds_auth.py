@@ -76,7 +76,7 @@ def reserved(identity: SpiffeId) -> bool:
     return identity == control_plane_identity(identity.trust_domain)
 
 
-# Listening on these names no host the certificate could carry.
+# Listening hosts that stand for every address: no name a client dials.
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 

@@ -143,17 +143,6 @@ def zone_ca_certificate(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def permitted_dns_names(certificate: x509.Certificate) -> tuple[str, ...] | None:
-    """The DNS names a CA certificate's name constraints permit (each with its
-    subdomains), or None: it has none, and names any host."""
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints)
-    except x509.ExtensionNotFound:
-        return None
-    permitted = constraints.value.permitted_subtrees or ()
-    return tuple(n.value for n in permitted if isinstance(n, x509.DNSName))
-
-
 def host_refusal(certificate: x509.Certificate, host: str) -> str | None:
     """Why a certificate issued by the CA `certificate` may not name `host` (a DNS name or
     an IP address) under the CA's name constraints, or None when it may: the check TLS
