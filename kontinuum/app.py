@@ -39,7 +39,12 @@ from kontinuum.mesh import Mesh
 from kontinuum.resource_files import ResourceFileError, load_snapshot, view_files
 from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.workload import DEFAULT_VALIDITY, WorkloadCertificates
-from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, operator_identity
+from kontinuum.security.xds_auth import (
+    FleetAuthenticator,
+    ServerCertificate,
+    operator_identity,
+    server_hosts,
+)
 from kontinuum.telemetry.metrics import (
     CertificateCollector,
     PushMetrics,
@@ -597,8 +602,9 @@ def _listeners(security: XdsSecurity | None, xds_address: str) -> _Listeners:
         return None, ()
     addresses = [xds_address, *([security.token_address] if security.token_address else [])]
     hosts = [split_address(a)[0] for a in addresses]
-    names = [h for h in (*hosts, *security.server_names) if h not in ("0.0.0.0", "::", "")]
-    certificate = ServerCertificate(security.ca, list(dict.fromkeys(names or ["localhost"])))
+    certificate = ServerCertificate(
+        security.ca, server_hosts(security.ca, hosts, security.server_names)
+    )
     also: tuple[tuple[str, grpc.ServerCredentials], ...] = ()
     if security.token_address is not None:
         tokens = certificate.credentials(require_client_certificate=False)

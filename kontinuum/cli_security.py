@@ -224,6 +224,16 @@ def ca_intermediate(
     ],
     trust_domain: TrustDomain = DEFAULT_TRUST_DOMAIN,
     validity: Annotated[str, typer.Option(help="The intermediate's lifetime.")] = "90d",
+    dns_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dns-name",
+            help="A host name the zone's xDS server presents (its --xds-server-name; "
+            "repeatable): the intermediate may then name these (and their subdomains) and "
+            "no other host nor any IP address in a certificate (a critical X.509 name "
+            "constraint), so it cannot stand for the global in a TLS handshake.",
+        ),
+    ] = None,
 ) -> None:
     """Issue a zone's intermediate CA, signed by the fleet's CA and limited to its site.
 
@@ -232,15 +242,21 @@ def ca_intermediate(
     and at every xDS server, and it signs no further CA (pathlen 0). Its SPIFFE ID is the
     zone's, spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>. OUT is a
     cert-manager CA Secret's layout: tls.crt (the intermediate and the chain above it),
-    tls.key (mode 0600), ca.crt (the root).
+    tls.key (mode 0600), ca.crt (the root). With --dns-name, the host names its server
+    certificates may carry are limited to those (docs/federation.md).
     """
-    from kontinuum.control.objects import dns_label
+    from kontinuum.control.objects import dns_label, dns_subdomain
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
+    for name in dns_name or ():
+        if problem := dns_subdomain(name):
+            raise typer.BadParameter(f"the host name {problem}", param_hint="--dns-name")
     ca = load_ca(ca_dir, trust_domain)
     try:
-        issued = ca.issue_zone_ca(site, duration_option(validity, "--validity"))
+        issued = ca.issue_zone_ca(
+            site, duration_option(validity, "--validity"), dns_names=dns_name or ()
+        )
     except CaError as error:
         raise OperatorError(str(error)) from error
     except ValueError as error:  # a site too long for the zone's SPIFFE ID
@@ -252,8 +268,9 @@ def ca_intermediate(
         (out / "ca.crt").write_bytes(ca.trust_bundle_pem)
     except OSError as error:
         raise write_error(error, out, "--out") from error
+    names = f", host names {', '.join(dns_name)} only" if dns_name else ""
     typer.echo(
-        f"zone CA of site {site} ({issued.spiffe_id}) until "
+        f"zone CA of site {site} ({issued.spiffe_id}{names}) until "
         f"{issued.not_after:%Y-%m-%d %H:%M} UTC: {out}"
     )
 

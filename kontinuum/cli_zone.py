@@ -192,6 +192,7 @@ def zone(
     the site's objects (then only what changes) and, with --xds-address, serve the site's
     proxies from the site and what the global sends of the fleet (docs/federation.md).
     """
+    from kontinuum.bootstrap import split_address
     from kontinuum.cli_options import setup_logging
     from kontinuum.cli_security import serve_security
     from kontinuum.control.model import DnsAccess, KubernetesAccess
@@ -201,6 +202,7 @@ def zone(
     from kontinuum.federation.zone import CredentialsError, ZoneSettings, channel_credentials
     from kontinuum.federation_app import ZoneServing, run_zone
     from kontinuum.security.workload import DEFAULT_VALIDITY
+    from kontinuum.security.xds_auth import server_hosts
 
     if problem := dns_label(site):
         raise typer.BadParameter(f"the site {problem}", param_hint="--site")
@@ -247,6 +249,11 @@ def zone(
             raise typer.BadParameter(
                 f"the zone CA of site {security.ca.site}, not of {site}", param_hint="--ca-dir"
             )
+        if not security.plaintext:
+            try:  # the certificate a zone CA with --dns-name may issue the xDS server
+                server_hosts(security.ca, [split_address(xds_address)[0]], security.server_names)
+            except ValueError as error:
+                raise typer.BadParameter(str(error), param_hint="--xds-server-name") from error
         serving = ZoneServing(
             xds_address, security, state_dir or default_state_dir(), prometheus_sd_file
         )

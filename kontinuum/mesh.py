@@ -179,8 +179,9 @@ class Mesh:
     ) -> None:
         self.cache = cache
         self.certificates = certificates
-        # A zone's own site: it logs the problems of that site's Gateways only (the global
-        # reports the others', and does not send the zone their Secrets). None: every site's.
+        # A zone's own site: it serves that site's proxies only, and logs the problems of
+        # that site's Gateways only (the global reports the others', and does not send the
+        # zone their Secrets). None: every site's.
         self.site = site
         self.plane = ServicePlane()
         self.routing_state = RoutingState()
@@ -341,11 +342,18 @@ class Mesh:
 
     def resolve_view(self, node: Any, peer: Peer) -> str:
         """The `ViewResolver` of the xDS server: refuses what the fleet cannot serve."""
+        key = claim(node)
+        cluster = key.view.cluster
+        if self.site is not None and cluster != self.site:
+            # Its mesh holds the fleet as seen from its site: another cluster's view would
+            # be built from what the zone does not read (that site's own endpoints).
+            raise PermissionError(
+                f"this zone serves the proxies of site {self.site!r} only; the node claims "
+                f"cluster {cluster!r}: bootstrap it to its own site's zone or to the global"
+            )
         if not self.applied:  # a proxy of any cluster would be refused as unknown
             raise ViewUnavailableError("the control plane is loading the fleet: retry")
-        key = claim(node)
         identity: WorkloadIdentity | None = None
-        cluster = key.view.cluster
         if self.plane.site(cluster) is None:
             raise PermissionError(f"cluster {cluster!r} is not in the fleet")
         ingress = self._ingress(key) if key.view.role == "ingress" else None

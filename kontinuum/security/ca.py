@@ -30,6 +30,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from kontinuum.control.objects import dns_subdomain
 from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
 from kontinuum.security.zone_ca import (
+    host_refusal,
     issued_by,
     leaf_issuing_site,
     zone_ca_certificate,
@@ -409,6 +410,8 @@ class CertificateAuthority:
         clients that verify a server by its address accept it."""
         names: list[x509.GeneralName] = []
         for host in hosts:
+            if refusal := self.host_refusal(host):
+                raise CaError(refusal)
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
@@ -416,6 +419,17 @@ class CertificateAuthority:
                     raise ValueError(f"host {problem}") from None
                 names.append(x509.DNSName(host))
         return self._issue(spiffe_id, None, names, validity, utc(now))
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why a server certificate of this CA may not name `host`, or None: the name
+        constraints of its chain (a zone CA's `--dns-name`) would fail it in every TLS
+        handshake."""
+        for certificate in self._chain:
+            if refusal := host_refusal(certificate, host):
+                site = zone_site(certificate)
+                who = _name(certificate) if site is None else f"the zone CA of site {site}"
+                return f"{who} may not name {host}: {refusal}"
+        return None
 
     def _issue(
         self,
@@ -482,10 +496,16 @@ class CertificateAuthority:
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own)
 
     def issue_zone_ca(
-        self, site: str, validity: timedelta, *, now: datetime | None = None
+        self,
+        site: str,
+        validity: timedelta,
+        *,
+        dns_names: Sequence[str] = (),
+        now: datetime | None = None,
     ) -> IssuedCertificate:
         """An intermediate CA for `site`'s zone, limited to its site
-        (`kontinuum.security.zone_ca`); its chain leads to this CA's roots."""
+        (`kontinuum.security.zone_ca`) and, with `dns_names`, to naming those hosts (and
+        their subdomains) in server certificates; its chain leads to this CA's roots."""
         if self._site is not None:
             raise CaError(
                 f"this is the zone CA of site {self._site}: it signs no further CA (pathlen 0); "
@@ -493,6 +513,9 @@ class CertificateAuthority:
             )
         if validity <= timedelta(0):
             raise ValueError(f"a CA validity of {validity} is not positive")
+        for name in dns_names:
+            if problem := dns_subdomain(name):
+                raise ValueError(f"the DNS name {problem}")
         moment = utc(now)
         if not self._starts <= moment < self._expires:
             raise CaError(
@@ -509,6 +532,7 @@ class CertificateAuthority:
             # Early, so that what the zone issues right away can start early too.
             max(moment - ROOT_BACKDATE, self._starts),
             min(moment + validity, self._expires),
+            tuple(dict.fromkeys(dns_names)),
         )
         return IssuedCertificate(
             spiffe_id=identity,

@@ -76,6 +76,40 @@ def reserved(identity: SpiffeId) -> bool:
     return identity == control_plane_identity(identity.trust_domain)
 
 
+# Listening hosts that stand for every address: no name a client dials.
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def server_hosts(
+    ca: CertificateAuthority, listening: Sequence[str], named: Sequence[str]
+) -> list[str]:
+    """The hosts the xDS server's certificate names: the `listening` hosts (a wildcard
+    address is none) and the `named` ones (server names), or `localhost` when there
+    are none.
+
+    A zone CA with host names (`kontinuum ca intermediate --dns-name`) may name those
+    only: a `named` host outside them is refused (ValueError saying why), since clients
+    dialing it would fail the handshake; a listening host outside them (an IP address) is
+    left out, and said so; none left is refused too.
+    """
+    hosts: list[str] = []
+    for host in dict.fromkeys((*listening, *named)):
+        if host in _WILDCARD_HOSTS:
+            continue
+        refusal = ca.host_refusal(host)
+        if refusal is None:
+            hosts.append(host)
+        elif host in named:
+            raise ValueError(refusal)
+        else:
+            log.warning("the xDS server certificate leaves out %s: %s", host, refusal)
+    if hosts:
+        return hosts
+    if (refusal := ca.host_refusal("localhost")) is not None:
+        raise ValueError(f"no server name it may name is given ({refusal})")
+    return ["localhost"]
+
+
 class ServerCertificate:
     """The xDS server's certificate, re-issued by the CA once half its life is over.
 

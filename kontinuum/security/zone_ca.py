@@ -16,14 +16,18 @@ and limited by it:
 - **It signs no further CA**: basicConstraints `CA:TRUE, pathlen:0`, which every TLS stack
   enforces during the handshake; kontinuum's own checks accept a leaf only when the zone
   CA issued it directly, and refuse to load a CA below a zone CA.
-- **No name constraint.** A URI name constraint could permit the trust domain only (RFC
-  5280 matches a URI constraint against the host, for `spiffe://` the trust domain), but it
-  adds nothing here: every check of a SPIFFE ID in the fleet matches the trust domain too
-  (kontinuum's verifier, Envoy's SAN matchers on `spiffe://<trust domain>/...`), it cannot
-  tell paths (sites) apart, and common verifiers refuse a certificate under an unsupported
-  constraint type (the `cryptography` verifier does, for URIs). DNS and IP constraints
-  would have to list each zone's xDS host names at issuance: not done (see
-  docs/federation.md).
+- **Its host names, when the operator lists them** (`--dns-name`): a NameConstraints
+  extension (critical) permits those DNS names (each with its subdomains, RFC 5280) and
+  excludes every IP address (0.0.0.0/0 and ::/0), so a server certificate it signs for any
+  other host, the global's among them, fails verification in every TLS stack that checks
+  the chain: gRPC's and Envoy's BoringSSL, OpenSSL, the `cryptography` verifier. URI SANs
+  (SPIFFE IDs) are another name form, which DNS and IP constraints leave alone, so the
+  workloads' certificates are as before. Without the list there is no constraint, and such
+  a certificate passes the handshake (the zone's separate check of the global still
+  refuses it). No URI constraint: it could permit the trust domain only (RFC 5280 matches a
+  URI constraint against the host, for `spiffe://` the trust domain), which every check of
+  a SPIFFE ID in the fleet matches already, it cannot tell paths (sites) apart, and common
+  verifiers refuse a certificate under it (the `cryptography` verifier does).
 
 What it cannot limit: SPIFFE IDs of the data plane are trust-domain wide, as in Istio; a
 zone's intermediate can still sign `ns/<any namespace>/sa/<any account>` certificates for
@@ -32,6 +36,8 @@ its own site's proxies, and peers outside kontinuum's checks (Envoys) accept the
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
@@ -45,6 +51,8 @@ from kontinuum.security.spiffe import SpiffeId
 
 ZONE_NAMESPACE: Final = "kontinuum-system"
 ZONE_ACCOUNT_PREFIX: Final = "zone-"
+# What a zone CA with host names may not name at all: any IP address.
+EVERY_ADDRESS: Final = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 def zone_identity(trust_domain: str, site: str) -> SpiffeId:
@@ -82,9 +90,10 @@ def zone_ca_certificate(
     issuer_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     not_before: datetime,
     not_after: datetime,
+    dns_names: Sequence[str] = (),
 ) -> x509.Certificate:
     """The intermediate CA certificate of `site`'s zone (see the module doc), signed by
-    `issuer` (the fleet's CA)."""
+    `issuer` (the fleet's CA); with `dns_names`, limited to naming those hosts."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain),
@@ -108,7 +117,7 @@ def zone_ca_certificate(
         authority = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own)
     except x509.ExtensionNotFound:
         authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.subject)
@@ -124,8 +133,63 @@ def zone_ca_certificate(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
             critical=False,
         )
-        .sign(issuer_key, hashes.SHA256())
     )
+    if dns_names:
+        constraints = x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName(name) for name in dns_names],
+            excluded_subtrees=[x509.IPAddress(network) for network in EVERY_ADDRESS],
+        )
+        builder = builder.add_extension(constraints, critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def host_refusal(certificate: x509.Certificate, host: str) -> str | None:
+    """Why a certificate issued by the CA `certificate` may not name `host` (a DNS name or
+    an IP address) under the CA's name constraints, or None when it may: the check TLS
+    stacks make (RFC 5280: a DNS constraint permits the name and its subdomains)."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return None
+    permitted = constraints.value.permitted_subtrees or ()
+    excluded = constraints.value.excluded_subtrees or ()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.lower().rstrip(".")
+        if any(isinstance(n, x509.DNSName) and _under(name, n.value) for n in excluded):
+            return "its name constraints exclude it"
+        allowed = [n.value for n in permitted if isinstance(n, x509.DNSName)]
+        if allowed and not any(_under(name, value) for value in allowed):
+            return f"it permits DNS names under {', '.join(allowed)} only"
+        return None
+    if any(address in network for network in _networks(excluded)):
+        return "its name constraints exclude IP addresses"
+    networks = _networks(permitted)
+    if networks and not any(address in network for network in networks):
+        return "it is not in the networks it permits"
+    return None
+
+
+def _networks(
+    names: Sequence[x509.GeneralName],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The IP networks among a name constraint's subtrees."""
+    return [
+        n.value
+        for n in names
+        if isinstance(n, x509.IPAddress)
+        and isinstance(n.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+    ]
+
+
+def _under(name: str, constraint: str) -> bool:
+    """Whether DNS `name` is `constraint` or a subdomain of it (RFC 5280 section 4.2.1.10;
+    a constraint starting with a dot permits subdomains only)."""
+    constraint = constraint.lower().rstrip(".")
+    if constraint.startswith("."):
+        return name.endswith(constraint)
+    return name == constraint or name.endswith(f".{constraint}")
 
 
 def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 HELLO = "hello.demo.svc.clusterset.local"
 WEB = "web.demo.svc.clusterset.local"
+ZONE_HOST = "zone.edge-paris.example"  # the zone's xDS host name, which its CA may name
 
 FLEET = """apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ClusterProfile
@@ -74,21 +75,23 @@ spec:
 """
 
 
-def intermediate(ca: Path, out: Path, site: str) -> Path:
-    """`kontinuum ca intermediate`: the zone CA of `site`, issued by the fleet CA `ca`."""
-    kontinuum("ca", "intermediate", "--ca-dir", str(ca), "--site", site, "--out", str(out))
+def intermediate(ca: Path, out: Path, site: str, *dns_names: str) -> Path:
+    """`kontinuum ca intermediate`: the zone CA of `site`, issued by the fleet CA `ca`
+    (limited to naming `dns_names`, when given)."""
+    names = [arg for name in dns_names for arg in ("--dns-name", name)]
+    kontinuum("ca", "intermediate", "--ca-dir", str(ca), "--site", site, "--out", str(out), *names)
     return out
 
 
-def server_certificate(port: int, files: Path) -> x509.Certificate:
+def server_certificate(port: int, files: Path, server_name: str = "127.0.0.1") -> x509.Certificate:
     """The certificate a TLS server on 127.0.0.1:`port` presents to a client holding
-    `files` (cert.pem, key.pem, ca.pem)."""
+    `files` (cert.pem, key.pem, ca.pem), checked by OpenSSL for `server_name`."""
     context = ssl.create_default_context(cafile=str(files / "ca.pem"))
     context.load_cert_chain(files / "cert.pem", files / "key.pem")
     context.set_alpn_protocols(["h2"])
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
@@ -522,15 +525,18 @@ endpoints:
 async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_passes(
     tmp_path: Path, envoys: StartEnvoy
 ) -> None:
-    """The zone serves with its intermediate (`kontinuum ca intermediate`): its xDS server's
-    and its sidecars' certificates come from it, with the chain, and Envoys that trust the
-    fleet's root alone accept them: a sidecar of the site calls another over mTLS."""
+    """The zone serves with its intermediate (`kontinuum ca intermediate`), limited to its
+    xDS host name (`--dns-name`): its xDS server's and its sidecars' certificates come from
+    it, with the chain, and Envoys that trust the fleet's root alone accept them under its
+    name constraint: a sidecar of the site calls another over mTLS."""
     hello = Backend("hello")
     hello.echo = ("x-forwarded-client-cert",)
     hello.start()
     ca = tmp_path / "ca"
     await asyncio.to_thread(kontinuum, "ca", "init", "--ca-dir", str(ca))
-    zone_ca = await asyncio.to_thread(intermediate, ca, tmp_path / "zone-ca", "edge-paris")
+    zone_ca = await asyncio.to_thread(
+        intermediate, ca, tmp_path / "zone-ca", "edge-paris", ZONE_HOST
+    )
     fleet = tmp_path / "fleet"
     (fleet / "clusters" / "eu").mkdir(parents=True)
     (fleet / "clusters.yaml").write_text(FLEET)
@@ -560,7 +566,7 @@ async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_pas
             "zone", "--site", "edge-paris", "--global", federation,
             "--credentials", str(credentials), "--config", str(site),
             "--xds-address", f"127.0.0.1:{zone_xds}", "--ca-dir", str(zone_ca),
-            "--state-dir", str(tmp_path / "zone-state"),
+            "--xds-server-name", ZONE_HOST, "--state-dir", str(tmp_path / "zone-state"),
         ],
         tmp_path / "zone.log",
         f"127.0.0.1:{free_port()}",
@@ -617,10 +623,15 @@ async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_pas
         assert trusted == {f"spiffe://{TD}"}
         assert sorted(p.name for p in zone_ca.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
         # The zone's xDS server certificate: the control plane's identity, issued by the
-        # zone's intermediate.
-        served = await asyncio.to_thread(server_certificate, zone_xds, tmp_path / "frontend-1")
+        # zone's intermediate, for its host name only (the listening address left out).
+        served = await asyncio.to_thread(
+            server_certificate, zone_xds, tmp_path / "frontend-1", ZONE_HOST
+        )
         (zone_intermediate,) = x509.load_pem_x509_certificates((zone_ca / "tls.crt").read_bytes())
         served.verify_directly_issued_by(zone_intermediate)
+        names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == [ZONE_HOST]
+        assert names.get_values_for_type(x509.IPAddress) == []
     finally:
         zone.stop()
         global_.stop()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +17,17 @@ from kontinuum.security.ca import CertificateAuthority, IssuedCertificate
 from kontinuum.security.spiffe import SpiffeId
 
 
-def zone_authority(ca: CertificateAuthority, site: str) -> tuple[CertificateAuthority, Path]:
-    """`site`'s intermediate CA, issued by `ca`, as `kontinuum zone --ca-dir` loads it (the
-    directory is a temporary one of its own)."""
+def zone_authority(
+    ca: CertificateAuthority, site: str, dns_names: tuple[str, ...] = ()
+) -> tuple[CertificateAuthority, Path]:
+    """`site`'s intermediate CA, issued by `ca` (with `dns_names`, limited to naming those
+    hosts), as `kontinuum zone --ca-dir` loads it (the directory is a temporary one of its
+    own)."""
     import tempfile
 
     directory = Path(tempfile.mkdtemp(prefix=f"zone-ca-{site}-"))
-    write_zone_ca(ca.issue_zone_ca(site, timedelta(days=1)), ca, directory)
+    issued = ca.issue_zone_ca(site, timedelta(days=1), dns_names=dns_names)
+    write_zone_ca(issued, ca, directory)
     return CertificateAuthority.load(directory, ca.trust_domain), directory
 
 
@@ -37,10 +42,16 @@ def write_zone_ca(issued: IssuedCertificate, ca: CertificateAuthority, directory
 
 
 def minted(
-    signer_dir: Path, identity: SpiffeId, cluster: str, *, ca: bool = False
+    signer_dir: Path,
+    identity: SpiffeId,
+    cluster: str | None,
+    *,
+    ca: bool = False,
+    hosts: tuple[str, ...] = (),
 ) -> tuple[bytes, bytes]:
     """A certificate (its chain, then its key, as PEM) signed by hand with the key in
-    `signer_dir` (a zone's CA directory): a leaf of `cluster`, or with `ca` a CA below it."""
+    `signer_dir` (a zone's CA directory): a leaf of `cluster` (None: no OU, as a server's)
+    naming `hosts` too (DNS names or IP addresses), or with `ca` a CA below it."""
     signer_chain = x509.load_pem_x509_certificates((signer_dir / "tls.crt").read_bytes())
     signer_key = serialization.load_pem_private_key(
         (signer_dir / "tls.key").read_bytes(), password=None
@@ -48,22 +59,26 @@ def minted(
     assert isinstance(signer_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, cluster),
-        ]
-    )
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.trust_domain)]
+    if cluster is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, cluster))
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(identity))]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject)
+        .subject_name(x509.Name(attributes))
         .issuer_name(signer_chain[0].subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1))
         .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)

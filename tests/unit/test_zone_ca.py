@@ -27,10 +27,11 @@ from kontinuum.security.xds_auth import (
     ServerCertificate,
     operator_identity,
 )
-from kontinuum.xds import Peer, SnapshotCache
+from kontinuum.telemetry.metrics import XdsCollector
+from kontinuum.xds import Peer, SnapshotCache, XdsServer, types
 from tests.support.fleet import cluster_profile, load_into
 from tests.support.net import free_port
-from tests.support.security import node, uri_sans
+from tests.support.security import ads, node, refusal, uri_sans, write_credentials
 from tests.support.zone_ca import minted, write_zone_ca, zone_authority
 
 TD = "cluster.local"
@@ -255,3 +256,51 @@ def test_an_operator_identity_a_zone_issued_reads_no_fleet_status() -> None:
     assert not operator_identity(
         Peer("ipv4:127.0.0.1:1", operator, {"cluster": "eu", "issuing_site": "eu"})
     )
+
+
+async def test_a_serving_zone_refuses_proxies_of_another_site(
+    fleet_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    root = tmp_path / "fleet"
+    for cluster in ("eu", "edge-paris"):
+        (root / "clusters" / cluster).mkdir(parents=True)
+    (root / "clusters.yaml").write_text(
+        cluster_profile("eu", "eu-central-1") + "---\n" + cluster_profile("edge-paris", "eu-x")
+    )
+    mesh = Mesh(SnapshotCache(), WorkloadCertificates(zone), site="edge-paris")
+    load_into(mesh, root)
+    server = XdsServer(
+        mesh.cache, resolve_view=mesh.resolve_view, authenticator=FleetAuthenticator(zone)
+    )
+    port = await server.start(
+        f"127.0.0.1:{free_port()}",
+        ServerCertificate(zone, ["127.0.0.1"]).credentials(require_client_certificate=True),
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        # A proxy of eu with a certificate of the fleet's CA itself, which eu's proxies
+        # rightly hold: the handshake accepts it; the zone of edge-paris does not serve it.
+        eu = fleet_ca.issue_workload(WEB, "eu", HOUR)
+        credentials = write_credentials(tmp_path / "eu", eu, fleet_ca).channel_credentials()
+        refused = await refusal(address, credentials, node("web-1", "eu", "demo"), types.CLUSTER)
+        assert refused.code is grpc.StatusCode.PERMISSION_DENIED
+        assert refused.details == (
+            "this zone serves the proxies of site 'edge-paris' only; the node claims cluster "
+            "'eu': bootstrap it to its own site's zone or to the global"
+        )
+        assert server.stats.streams_refused == 1
+        (family,) = [
+            f for f in XdsCollector(server).collect() if f.name == "kontinuum_xds_streams_refused"
+        ]
+        assert {s.labels["reason"]: s.value for s in family.samples}["denied"] == 1
+        # Its own site's proxy, with the same fleet CA's certificate, is served.
+        own = fleet_ca.issue_workload(WEB, "edge-paris", HOUR)
+        credentials = write_credentials(tmp_path / "own", own, fleet_ca).channel_credentials()
+        served = await ads(
+            address, credentials, node("web-1", "edge-paris", "demo"), [(types.CLUSTER, [])]
+        )
+        assert types.CLUSTER in served
+        assert server.stats.streams_refused == 1
+    finally:
+        await server.stop(0)
