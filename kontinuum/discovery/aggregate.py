@@ -17,7 +17,8 @@ restart, marked stale, as a running source serves its view once its cluster is l
 endpoints are kept until `keep_stale_for` seconds after it was last known current, its
 Services and exports after that too, until the source reports its own view.
 
-Merging the sources' views into one fleet is `kontinuum.discovery.fleet_merge`'s.
+Merging the sources' views into one fleet is `kontinuum.discovery.fleet_merge`'s; a part of
+the fleet none of whose inputs changed is handed over as the very object it was.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from kontinuum.control.model import ClusterSite, ConfigError, Fleet, FleetConfig, SiteSnapshot
-from kontinuum.discovery.fleet_merge import merge
+from kontinuum.discovery.fleet_merge import FleetMerge
 from kontinuum.discovery.last_seen import LastSeenViews, SavedView, ViewKeeper
 from kontinuum.discovery.source import Health, Source, SourceUpdate
 
@@ -85,6 +86,7 @@ class Aggregator:
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._configs: dict[str, FleetConfig] = {}
+        self._merge = FleetMerge()  # each part of the fleet kept while its inputs stand
         self._snapshots: dict[tuple[str, str], SiteSnapshot] = {}
         self._reported: set[str] = set()
         self._changed = asyncio.Event()
@@ -107,7 +109,7 @@ class Aggregator:
 
     def fleet(self) -> Fleet:
         """The fleet as the sources report it right now."""
-        return merge(
+        return self._merge(
             [self._configs[s.name] for s in self.sources if s.name in self._configs],
             [self._snapshots[key] for key in sorted(self._snapshots)],
         )

@@ -5,11 +5,19 @@ keeps the first source's declaration; so does a route, Gateway or policy). A clu
 snapshot is the union of what every source reports for it; it is stale when any part of
 it is. Snapshots of clusters no config declares are left out (the aggregator keeps them:
 the cluster may be declared again).
+
+A `FleetMerge` merges again only what changed: each part of the fleet (its sites, its
+grants, its routing, each cluster's snapshot) is the very object it was last time when
+what it is merged from is made of the same objects (sources hand over an unchanged part
+as the object they handed over before). The mesh takes a routing that is the same object
+for one that stands (`control.routing_state`), so with several sources an endpoint change
+costs what it does with one: the routes are not bound again, nor the views translated whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from kontinuum.control.model import (
     ClusterSite,
@@ -21,42 +29,95 @@ from kontinuum.control.model import (
 )
 from kontinuum.control.routing import RoutingConfig
 
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class _Last(Generic[In, Out]):
+    """`make` of some inputs, made again only when they are not the last ones, object by
+    object (held, so that an object's identity is never another's)."""
+
+    __slots__ = ("_inputs", "_make", "_value")
+
+    def __init__(self, make: Callable[[tuple[In, ...]], Out]) -> None:
+        self._make = make
+        self._inputs: tuple[In, ...] | None = None
+        self._value: Out | None = None
+
+    def __call__(self, inputs: tuple[In, ...]) -> Out:
+        last = self._inputs
+        if (
+            last is None
+            or len(last) != len(inputs)
+            or any(a is not b for a, b in zip(last, inputs, strict=True))
+        ):
+            self._value = self._make(inputs)
+            self._inputs = inputs
+        assert self._value is not None
+        return self._value
+
+
+class FleetMerge:
+    """`merge`, remembering what it merged last (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._sites: _Last[tuple[ClusterSite, ...], tuple[ClusterSite, ...]] = _Last(_sites)
+        self._grants: _Last[tuple[Grant, ...], tuple[Grant, ...]] = _Last(_grants)
+        self._routing: _Last[RoutingConfig, RoutingConfig] = _Last(merge_routing)
+        self._snapshots: dict[str, _Last[SiteSnapshot, SiteSnapshot]] = {}
+
+    def __call__(self, configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> Fleet:
+        sites = self._sites(tuple(c.sites for c in configs))
+        parts: dict[str, list[SiteSnapshot]] = {site.name: [] for site in sites}
+        for snapshot in snapshots:
+            if snapshot.cluster in parts:
+                parts[snapshot.cluster].append(snapshot)
+        for name in self._snapshots.keys() - parts.keys():
+            del self._snapshots[name]
+        merged = []
+        for name in sorted(parts):
+            last = self._snapshots.get(name)
+            if last is None:
+                last = self._snapshots[name] = _Last(_snapshot_of(name))
+            merged.append(last(tuple(parts[name])))
+        return Fleet(
+            sites=sites,
+            snapshots=tuple(merged),
+            grants=self._grants(tuple(c.grants for c in configs)),
+            routing=self._routing(tuple(c.routing for c in configs)),
+        )
+
 
 def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> Fleet:
     """One fleet from every source's config and snapshots (see the module doc)."""
+    return FleetMerge()(configs, snapshots)
+
+
+def _sites(declared: tuple[tuple[ClusterSite, ...], ...]) -> tuple[ClusterSite, ...]:
     sites: dict[str, ClusterSite] = {}
-    grants: set[Grant] = set()
-    routing: list[RoutingConfig] = []
-    for config in configs:
-        for site in config.sites:
+    for of_source in declared:
+        for site in of_source:
             sites.setdefault(site.name, site)
-        grants.update(config.grants)
-        routing.append(config.routing)
-    parts: dict[str, list[SiteSnapshot]] = {}
-    for snapshot in snapshots:
-        if snapshot.cluster in sites:
-            parts.setdefault(snapshot.cluster, []).append(snapshot)
-    merged = []
-    for name in sorted(sites):
-        found = parts.get(name, [])
+    return tuple(sites[name] for name in sorted(sites))
+
+
+def _grants(granted: tuple[tuple[Grant, ...], ...]) -> tuple[Grant, ...]:
+    return tuple(sorted({g for of_source in granted for g in of_source}, key=grant_order))
+
+
+def _snapshot_of(cluster: str) -> Callable[[tuple[SiteSnapshot, ...]], SiteSnapshot]:
+    def union(found: tuple[SiteSnapshot, ...]) -> SiteSnapshot:
         if len(found) == 1:
-            merged.append(found[0])
-            continue
-        merged.append(
-            SiteSnapshot(
-                name,
-                services=tuple(s for part in found for s in part.services),
-                endpoints=tuple(e for part in found for e in part.endpoints),
-                exports=tuple(e for part in found for e in part.exports),
-                stale=any(part.stale for part in found),
-            )
+            return found[0]
+        return SiteSnapshot(
+            cluster,
+            services=tuple(s for part in found for s in part.services),
+            endpoints=tuple(e for part in found for e in part.endpoints),
+            exports=tuple(e for part in found for e in part.exports),
+            stale=any(part.stale for part in found),
         )
-    return Fleet(
-        sites=tuple(sites[name] for name in sorted(sites)),
-        snapshots=tuple(merged),
-        grants=tuple(sorted(grants, key=grant_order)),
-        routing=merge_routing(routing),
-    )
+
+    return union
 
 
 def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
