@@ -19,6 +19,16 @@ EndpointSlice), with the certificate `zone-<site>`.
    against the full sync's.
 
 One JSON line goes to stdout. Every wait is bounded (`--timeout`).
+
+    python -m benchmarks.federation --hook-objects 0 20000 --changes 30
+
+`--hook-objects` measures instead what the global's federation hook costs per applied
+fleet (`kontinuum serve --federation-address`, composed by `running_fleet` and
+`federation_server` as the server composes them), with a fleet directory of N fleet-wide
+objects besides its ClusterProfile (HTTPRoutes, 100 a file): the wall and CPU time of the
+hook alone (timed by hooks registered before and after it) for one endpoint change (a
+cluster file rewritten) and for one fleet-wide route change (a one-route file rewritten),
+the medians, and the ratio of each N's medians to the first N's.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import socket
 import statistics
@@ -37,11 +48,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kontinuum.control.model import SiteSnapshot
+from kontinuum.app import FleetOptions, XdsSecurity, running_fleet, settle_garbage_collector
+from kontinuum.control.model import Fleet, SiteSnapshot
+from kontinuum.discovery.aggregate import Debounce
 from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import zone_service_account
 from kontinuum.federation.service import FederationService, start_server
 from kontinuum.federation.zone import Zone, ZoneSettings
+from kontinuum.federation_app import federation_server
 from kontinuum.security import CertificateAuthority, SpiffeId
 from kontinuum.security.xds_auth import (
     CONTROL_PLANE_NAMESPACE,
@@ -200,14 +214,144 @@ async def run(services: int, changes: int, within: float, work: Path) -> dict[st
         await server.stop(0)
 
 
+PROFILE = """apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ClusterProfile
+metadata: {name: eu, namespace: fleet}
+"""
+
+
+def fleet_route(name: str, service: str, path: str = "/") -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: bench}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {service}, port: 80}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: "{path}"}}}}]
+    backendRefs: [{{name: {service}, port: 80}}]
+"""
+
+
+def hook_fleet(root: Path, objects: int) -> None:
+    """A fleet directory: one ClusterProfile, `objects` HTTPRoutes (100 a file, each on a
+    Service of its own name, not in the fleet), the route that changes, and a cluster with
+    service svc-00000."""
+    (root / "clusters" / "eu").mkdir(parents=True)
+    (root / "profiles.yaml").write_text(PROFILE)
+    for start in range(0, objects, 100):
+        routes = (fleet_route(f"r{i}", f"r{i}") for i in range(start, min(objects, start + 100)))
+        (root / f"routes-{start // 100:04d}.yaml").write_text("---\n".join(routes))
+    (root / "route-bench.yaml").write_text(fleet_route("bench", "svc-00000"))
+    (root / "clusters" / "eu" / "svc.yaml").write_text(service_file(0, address(0, 0)))
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 3)
+
+
+async def hook_cost(objects: int, changes: int, within: float, work: Path) -> dict[str, Any]:
+    """The federation hook's wall and CPU time per applied fleet (see the module doc)."""
+    root = work / f"fleet-{objects}"
+    hook_fleet(root, objects)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{probe.getsockname()[1]}"
+    security = XdsSecurity(CertificateAuthority.generate(TD), federation_address=listen)
+    options = FleetOptions(
+        path=root, status=None, security=security, debounce=Debounce(after=0.02, max=0.2)
+    )
+    began: list[float] = [0.0, 0.0]
+    timed: list[tuple[float, float]] = []
+    applied: list[Fleet] = []
+    arrived = asyncio.Event()
+
+    def before(fleet: Fleet) -> None:
+        began[:] = [time.perf_counter(), time.thread_time()]
+
+    def after(fleet: Fleet) -> None:
+        timed.append((time.perf_counter() - began[0], time.thread_time() - began[1]))
+        applied.append(fleet)
+        arrived.set()
+
+    async def applied_with(check: Callable[[Fleet], bool]) -> tuple[float, float]:
+        async with asyncio.timeout(within):
+            while True:
+                arrived.clear()
+                if applied and check(applied[-1]):
+                    return timed[-1]
+                await arrived.wait()
+
+    loaded = time.perf_counter()
+    async with running_fleet(options) as fleet, federation_server(fleet):
+        settle_garbage_collector()  # as `kontinuum serve` does once the fleet is loaded
+        load_s = round(time.perf_counter() - loaded, 2)
+        fleet.on_applied.insert(0, before)
+        fleet.on_applied.append(after)
+
+        def route_path(path: str) -> Callable[[Fleet], bool]:
+            """The applied fleet's bench route matches this path."""
+            return lambda applied: any(
+                r.name == "bench" and repr(path) in repr(r.rules) for r in applied.routing.routes
+            )
+
+        endpoint: list[tuple[float, float]] = []
+        route: list[tuple[float, float]] = []
+        for step in range(changes):
+            new = address(0, 1 + step % 200)
+            rewrite(root / "clusters" / "eu" / "svc.yaml", service_file(0, new))
+            endpoint.append(
+                await applied_with(
+                    lambda f, new=new: any(new in e.addresses for e in f.snapshots[0].endpoints)
+                )
+            )
+            path = f"/v{step}"
+            rewrite(root / "route-bench.yaml", fleet_route("bench", "svc-00000", path))
+            route.append(await applied_with(route_path(path)))
+    print(f"{objects} objects: loaded in {load_s} s", file=sys.stderr)
+    return {
+        "objects": objects,
+        "load_s": load_s,
+        "endpoint_change_hook_ms": median_ms([w for w, _ in endpoint]),
+        "endpoint_change_hook_cpu_ms": median_ms([c for _, c in endpoint]),
+        "route_change_hook_ms": median_ms([w for w, _ in route]),
+        "route_change_hook_cpu_ms": median_ms([c for _, c in route]),
+        "n": changes,
+    }
+
+
+async def hook_costs(counts: list[int], changes: int, within: float, work: Path) -> dict[str, Any]:
+    logging.getLogger("kontinuum").setLevel(logging.ERROR)  # not every route's status
+    runs = [await hook_cost(n, changes, within, work) for n in counts]
+    first = runs[0]
+    ratios = {
+        f"{run['objects']}/{first['objects']}": {
+            key: round(run[key] / first[key], 2) if first[key] else None
+            for key in ("endpoint_change_hook_ms", "route_change_hook_ms")
+        }
+        for run in runs[1:]
+    }
+    return {"hook": runs, "ratio": ratios, "load_average": os.getloadavg()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--hook-objects",
+        type=int,
+        nargs="+",
+        help="measure the global's federation hook with these numbers of fleet-wide objects",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        result = asyncio.run(run(args.services, args.changes, args.timeout, Path(work)))
+        if args.hook_objects:
+            result = asyncio.run(
+                hook_costs(args.hook_objects, args.changes, args.timeout, Path(work))
+            )
+        else:
+            result = asyncio.run(run(args.services, args.changes, args.timeout, Path(work)))
     print(json.dumps(result))
 
 

@@ -80,7 +80,8 @@ async def federation_server(fleet: RunningFleet) -> AsyncIterator[None]:
     aggregator = fleet.aggregator
 
     def distribute(applied: Fleet) -> None:
-        bodies = [body for config in aggregator.configs() for body in config.bodies]
+        # Each source's versioned bodies: the catalog looks only at what changed in them.
+        bodies = [config.bodies for config in aggregator.configs()]
         service.feed.update(bodies, applied.snapshots, applied.routing.gateways, applied.grants)
 
     fleet.on_applied.append(distribute)

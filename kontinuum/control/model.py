@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from kontinuum.control.fleet_bodies import NO_BODIES, FleetBodies
 from kontinuum.control.routing import RoutingConfig
 
 PortProtocol = Literal["TCP", "UDP", "SCTP"]
@@ -277,8 +278,8 @@ class FleetConfig:
     grants: tuple[Grant, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     # The parsed bodies of the fleet-wide objects this was read from (documents as YAML
-    # gave them), which the global hands to zones; not part of what the config says.
-    bodies: tuple[object, ...] = field(default=(), compare=False)
+    # gave them) by key, which the global hands to zones; not part of what the config says.
+    bodies: FleetBodies = field(default=NO_BODIES, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +290,7 @@ class Fleet:
     snapshots: tuple[SiteSnapshot, ...] = ()
     grants: tuple[Grant, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
-    bodies: tuple[object, ...] = field(default=(), compare=False)  # as FleetConfig's
+    bodies: FleetBodies = field(default=NO_BODIES, compare=False)  # as FleetConfig's
 
     @property
     def config(self) -> FleetConfig:

@@ -41,6 +41,7 @@ from dataclasses import replace
 from typing import Final
 
 from kontinuum.control.fleet import FLEET_KINDS
+from kontinuum.control.fleet_bodies import FleetBodies, FleetBodiesBuilder
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, FleetConfig, KubernetesAccess
 from kontinuum.control.objects import Document
@@ -96,6 +97,8 @@ class ConfigView(KindsView):
         self._errors: tuple[ConfigError, ...] = ()
         self._last_good: dict[ObjectId, Document] = {}
         self._missing_classes: tuple[str, ...] = ()
+        self._bodies = FleetBodiesBuilder()
+        self._declared: dict[str, object] = {}  # by object: the body set in `_bodies`
 
     def _parse(self) -> None:
         if not self._dirty and self._config is not None:
@@ -134,7 +137,22 @@ class ConfigView(KindsView):
             gateway_classes=owned.classes,
             disowned=owned.disowned,
         )
-        self._config = replace(config, routing=routing, bodies=tuple(d.body for d in in_force))
+        self._config = replace(config, routing=routing, bodies=self._declare(current, kept))
+
+    def _declare(self, current: dict[ObjectId, Document], kept: set[ObjectId]) -> FleetBodies:
+        """The bodies in force (an invalid object's last good one), each object set again
+        only when its body is another: what changed is all the federation catalog looks at."""
+        declared = {
+            "/".join(key): (self._last_good[key] if key in kept else doc).body
+            for key, doc in current.items()
+        }
+        for group in self._declared.keys() - declared.keys():
+            self._bodies.remove(group)
+        for group, body in declared.items():
+            if self._declared.get(group) is not body:
+                self._bodies.set(group, (body,))
+        self._declared = declared
+        return self._bodies.publish()
 
     def result(self) -> FleetConfig | None:
         """The fleet-wide objects, None before every kind was listed once. Out of sync, the

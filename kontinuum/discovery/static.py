@@ -27,6 +27,7 @@ import yaml
 
 from kontinuum.control.assembly import Assembly
 from kontinuum.control.fleet import ClusterObject, read_cluster_documents
+from kontinuum.control.fleet_bodies import FleetBodies, FleetBodiesBuilder
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import ConfigError, Fleet, FleetConfig, SiteSnapshot
 from kontinuum.control.objects import Document
@@ -192,6 +193,9 @@ class FleetReader:
         self._good: dict[str, _File] = {}  # the last version of each file without errors
         self._stored = LastGoodFiles(state_dir, self.root) if state_dir is not None else None
         self._config: _Part[FleetConfig] | None = None
+        # The fleet-wide bodies by file, each file set again only when it changed.
+        self._bodies = FleetBodiesBuilder()
+        self._declared: dict[str, _File] = {}  # by path: the file whose bodies are set
         self._clusters: dict[str, _Cluster] = {}
         self.parsed = 0  # files parsed so far
         self.held: tuple[str, ...] = ()  # the files whose last good version is in force
@@ -296,8 +300,19 @@ class FleetReader:
             in_force.append(good or file)
         if held:
             config, _ = parse_fleet_config(d for f in in_force for d in f.docs)
-        config = replace(config, bodies=tuple(d.body for f in in_force for d in f.docs))
+        config = replace(config, bodies=self._declare(dict(zip(paths, in_force, strict=True))))
         return _Part(files, tuple(in_force), config, tuple(errors), tuple(held))
+
+    def _declare(self, in_force: dict[str, _File]) -> FleetBodies:
+        """The bodies of the fleet-wide files in force (by path), set again only for the
+        files that changed: what changed is all the federation catalog looks at."""
+        for path in self._declared.keys() - in_force.keys():
+            self._bodies.remove(path)
+        for path, file in in_force.items():
+            if self._declared.get(path) is not file:
+                self._bodies.set(path, tuple(d.body for d in file.docs))
+        self._declared = in_force
+        return self._bodies.publish()
 
     def _cluster(
         self, directory: Path, named: dict[str, list[str]] | None, forgotten: list[str]
@@ -544,7 +559,8 @@ class StaticSource:
             while True:
                 fleet, errors = await asyncio.to_thread(reader.read, changed)
                 self._report(errors, reader.held)
-                if fleet.config is not config and fleet.config != config:
+                # Bodies alone may change (a field the config does not read): zones need them.
+                if config is None or fleet.config != config or fleet.bodies is not config.bodies:
                     config = fleet.config
                     yield config
                 for snapshot in fleet.snapshots:

@@ -20,11 +20,13 @@
 Each resource's version is the hex SHA-256 of its `ZoneResource` serialized
 deterministically. A change costs what it changes: a site whose snapshot is the same
 object as before is not looked at; in one that changed, a service whose parts compare
-equal to those last encoded keeps its resource (and bytes); a fleet-wide object whose
-parsed body is the very object of the last update keeps its own. Which site needs which
-Secret is found again only when the Gateways or grants differ from the last update's, in
-one pass over their certificate refs and grants (not once per zone), and only the Secrets
-that entered or left a site's set are named as changed.
+equal to those last encoded keeps its resource (and bytes). The fleet-wide objects come
+as each source's `FleetBodies` (`kontinuum.control.fleet_bodies`): only the keys that
+changed since the versions of the last update are looked at, and one whose body is the
+very object of the last update keeps its resource. Which site needs which Secret is found
+again only when the Gateways or grants differ from the last update's, in one pass over
+their certificate refs and grants (not once per zone), and only the Secrets that entered
+or left a site's set are named as changed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
 
+from kontinuum.control.fleet_bodies import FleetBodies, Key
 from kontinuum.control.gateway_certificates import secrets_by_site
 from kontinuum.control.model import Endpoint, Grant, Service, ServiceExport, SiteSnapshot
 from kontinuum.control.routing import Gateway
@@ -149,7 +152,8 @@ class FleetCatalog:
         # site -> the Secrets its Gateways name (those the fleet holds), by resource name
         self.site_secrets: dict[str, dict[str, CatalogResource]] = {}
         self.sites: dict[str, dict[str, CatalogResource]] = {}
-        self._bodies: dict[int, tuple[object, CatalogResource | None]] = {}
+        self._layers: tuple[FleetBodies, ...] = ()  # each source's bodies, as last updated
+        self._held: dict[Key, tuple[object, CatalogResource | None]] = {}  # body in force
         self._snapshots: dict[str, SiteSnapshot] = {}
         self._parts: dict[str, dict[tuple[str, str], _Parts]] = {}
         self._secrets: dict[str, CatalogResource] = {}  # the fleet's Secrets, by name
@@ -173,10 +177,13 @@ class FleetCatalog:
         gateways: Iterable[Gateway] = (),
         grants: Iterable[Grant] = (),
     ) -> set[str]:
-        """Take the fleet-wide objects' bodies, the sites' snapshots, and the Gateways and
-        grants in force (parsed from those bodies) as they are now; the names of the
-        resources that changed (new, changed or gone, or sent to other zones than before)."""
-        changed = self._update_fleet(bodies)
+        """Take the fleet-wide objects, the sites' snapshots, and the Gateways and grants
+        in force (parsed from those objects) as they are now; the names of the resources
+        that changed (new, changed or gone, or sent to other zones than before). `bodies`:
+        each source's `FleetBodies`, in the sources' order (the first declaration of an
+        object counts), of which only what changed since the last update is looked at; or
+        plain bodies, looked at whole."""
+        changed = self._update_fleet(_layers(bodies))
         changed |= self._update_secrets(tuple(gateways), tuple(grants), fleet_changed=changed)
         current = {snapshot.cluster for snapshot in snapshots}
         for site in list(self.sites):
@@ -211,29 +218,47 @@ class FleetCatalog:
         }
         return changed
 
-    def _update_fleet(self, bodies: Sequence[object]) -> set[str]:
-        known: dict[int, tuple[object, CatalogResource | None]] = {}
-        fleet: dict[str, CatalogResource] = {}
-        for body in _expanded(bodies):
-            cached = self._bodies.get(id(body))
-            if cached is None or cached[0] is not body:
-                cached = (body, fleet_object(body))
+    def _update_fleet(self, layers: tuple[FleetBodies, ...]) -> set[str]:
+        changed: set[str] = set()
+        for key in self._keys_changed(layers):
+            body = next((b for layer in layers if (b := layer.get(key)) is not None), None)
+            held = self._held.get(key)
+            if held is not None and held[0] is body:
+                continue
+            name = f"{FLEET_PREFIX}{key[0]}/{key[1]}/{key[2]}"
+            before = _version(self.fleet, name)
+            resource = None
+            if body is None:
+                self._held.pop(key, None)
+            else:
+                resource = fleet_object(body)
                 self.encoded += 1
-            known[id(body)] = cached
-            resource = cached[1]
-            if resource is not None:
-                fleet.setdefault(resource.name, resource)  # the first declaration counts
-        self._bodies = known
-        changed = {
-            n
-            for n in fleet.keys() | self.fleet.keys()
-            if _version(fleet, n) != _version(self.fleet, n)
-        }
-        if changed:
-            self.fleet = fleet
-            self.shared = {n: r for n, r in fleet.items() if r.message.object.kind != SECRET_KIND}
-            self._secrets = {n: r for n, r in fleet.items() if r.message.object.kind == SECRET_KIND}
+                self._held[key] = (body, resource)
+            # every zone is sent it, or (a Secret) the zones whose Gateways name it
+            kept = self._secrets if key[0] == SECRET_KIND else self.shared
+            for held_in in (self.fleet, kept):
+                if resource is None:
+                    held_in.pop(name, None)
+                else:
+                    held_in[name] = resource
+            if _version(self.fleet, name) != before:
+                changed.add(name)
+        self._layers = layers
         return changed
+
+    def _keys_changed(self, layers: tuple[FleetBodies, ...]) -> Iterable[Key]:
+        """The keys that may have changed since the last update: those the sources' versions
+        say changed since the last ones; every key when the sources are not the same ones."""
+        if len(layers) == len(self._layers):
+            found: set[Key] = set()
+            for layer, last in zip(layers, self._layers, strict=True):
+                keys = layer.changed_since(last)
+                if keys is None:
+                    break
+                found |= keys
+            else:
+                return found
+        return {*self._held, *(key for layer in layers for key in layer)}
 
     def _update_site(self, snapshot: SiteSnapshot) -> set[str]:
         site = snapshot.cluster
@@ -283,13 +308,8 @@ def _version(resources: Mapping[str, CatalogResource], name: str) -> str | None:
     return found.version if found is not None else None
 
 
-def _expanded(bodies: Sequence[object]) -> list[object]:
-    """Bodies, a `kubectl get -o yaml` List counting as its items."""
-    found: list[object] = []
-    for body in bodies:
-        if isinstance(body, Mapping) and str(body.get("kind", "")).endswith("List"):
-            items = body.get("items")
-            found.extend(items if isinstance(items, list) else [])
-        else:
-            found.append(body)
-    return found
+def _layers(bodies: Sequence[object]) -> tuple[FleetBodies, ...]:
+    """Each source's bodies; plain bodies as one source of their own (compared whole)."""
+    if all(isinstance(b, FleetBodies) for b in bodies):
+        return tuple(b for b in bodies if isinstance(b, FleetBodies))
+    return (FleetBodies.of(bodies),)

@@ -39,6 +39,7 @@ from typing import Final
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from kontinuum.control.fleet_bodies import FleetBodies
 from kontinuum.control.fleet_config import parse_fleet_config
 from kontinuum.control.model import FleetConfig, SiteAccess, SiteSnapshot
 from kontinuum.control.objects import Document
@@ -342,7 +343,7 @@ class FleetCopy:
         own = next((site for site in config.sites if site.name == self.site), None)
         self.own_access = own.access if own is not None else None
         sites = tuple(replace(site, access=None) for site in config.sites)
-        return replace(config, sites=sites, bodies=tuple(bodies))
+        return replace(config, sites=sites, bodies=FleetBodies.of(bodies))
 
     def _snapshot(self, site: str, stale: bool) -> SiteSnapshot:
         services = self._services.get(site, {})
