@@ -17,11 +17,8 @@ restart, marked stale, as a running source serves its view once its cluster is l
 endpoints are kept until `keep_stale_for` seconds after it was last known current, its
 Services and exports after that too, until the source reports its own view.
 
-Merging: the fleet's clusters are those of the sources' `FleetConfig`s (a cluster declared
-twice keeps the first source's declaration; so does a route, Gateway or policy). A
-cluster's snapshot is the union of what every source reports for it; it is stale when any
-part of it is. Snapshots of clusters no
-config declares are kept (the cluster may be declared again) but not applied.
+Merging the sources' views into one fleet is `kontinuum.discovery.fleet_merge`'s; a part of
+the fleet none of whose inputs changed is handed over as the very object it was.
 """
 
 from __future__ import annotations
@@ -33,16 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from kontinuum.control.model import (
-    ClusterSite,
-    ConfigError,
-    Fleet,
-    FleetConfig,
-    Grant,
-    SiteSnapshot,
-    grant_order,
-)
-from kontinuum.control.routing import RoutingConfig
+from kontinuum.control.model import ClusterSite, ConfigError, Fleet, FleetConfig, SiteSnapshot
+from kontinuum.discovery.fleet_merge import FleetMerge
 from kontinuum.discovery.last_seen import LastSeenViews, SavedView, ViewKeeper
 from kontinuum.discovery.source import Health, Source, SourceUpdate
 
@@ -80,66 +69,6 @@ class Debounce:
     sync_timeout: float = 10.0  # longest the first fleet waits for a slow source
 
 
-def merge(configs: Sequence[FleetConfig], snapshots: Sequence[SiteSnapshot]) -> Fleet:
-    """One fleet from every source's config and snapshots (see the module doc)."""
-    sites: dict[str, ClusterSite] = {}
-    grants: set[Grant] = set()
-    routing: list[RoutingConfig] = []
-    for config in configs:
-        for site in config.sites:
-            sites.setdefault(site.name, site)
-        grants.update(config.grants)
-        routing.append(config.routing)
-    parts: dict[str, list[SiteSnapshot]] = {}
-    for snapshot in snapshots:
-        if snapshot.cluster in sites:
-            parts.setdefault(snapshot.cluster, []).append(snapshot)
-    merged = []
-    for name in sorted(sites):
-        found = parts.get(name, [])
-        if len(found) == 1:
-            merged.append(found[0])
-            continue
-        merged.append(
-            SiteSnapshot(
-                name,
-                services=tuple(s for part in found for s in part.services),
-                endpoints=tuple(e for part in found for e in part.endpoints),
-                exports=tuple(e for part in found for e in part.exports),
-                stale=any(part.stale for part in found),
-            )
-        )
-    return Fleet(
-        sites=tuple(sites[name] for name in sorted(sites)),
-        snapshots=tuple(merged),
-        grants=tuple(sorted(grants, key=grant_order)),
-        routing=merge_routing(routing),
-    )
-
-
-def merge_routing(configs: Sequence[RoutingConfig]) -> RoutingConfig:
-    """Every source's routes, Gateways, policies, Secrets and Namespaces; an object several
-    sources declare (same kind, namespace and name) keeps the first source's version."""
-    if len(configs) == 1:
-        return configs[0]
-    routes = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.routes}
-    gateways = {(g.namespace, g.name): g for c in reversed(configs) for g in c.gateways}
-    policies = {(p.namespace, p.name): p for c in reversed(configs) for p in c.policies}
-    namespaces = {n.name: n for c in reversed(configs) for n in c.namespaces}
-    rejections = {(r.kind, r.namespace, r.name): r for c in reversed(configs) for r in c.rejections}
-    secrets = {(s.namespace, s.name): s for c in reversed(configs) for s in c.secrets}
-    return RoutingConfig(
-        routes=tuple(routes[k] for k in sorted(routes)),
-        gateways=tuple(gateways[k] for k in sorted(gateways)),
-        policies=tuple(policies[k] for k in sorted(policies)),
-        namespaces=tuple(namespaces[k] for k in sorted(namespaces)),
-        rejections=tuple(rejections[k] for k in sorted(rejections)),
-        secrets=tuple(secrets[k] for k in sorted(secrets)),
-        gateway_classes=tuple(sorted({name for c in configs for name in c.gateway_classes})),
-        disowned=tuple(sorted({key for c in configs for key in c.disowned})),
-    )
-
-
 class Aggregator:
     """Runs the sources and applies their merged, debounced fleet (see the module doc)."""
 
@@ -157,6 +86,7 @@ class Aggregator:
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._configs: dict[str, FleetConfig] = {}
+        self._merge = FleetMerge()  # each part of the fleet kept while its inputs stand
         self._snapshots: dict[tuple[str, str], SiteSnapshot] = {}
         self._reported: set[str] = set()
         self._changed = asyncio.Event()
@@ -179,7 +109,7 @@ class Aggregator:
 
     def fleet(self) -> Fleet:
         """The fleet as the sources report it right now."""
-        return merge(
+        return self._merge(
             [self._configs[s.name] for s in self.sources if s.name in self._configs],
             [self._snapshots[key] for key in sorted(self._snapshots)],
         )

@@ -18,7 +18,8 @@ from kontinuum.control.model import (
     Service,
     SiteSnapshot,
 )
-from kontinuum.discovery.aggregate import Aggregator, Debounce, merge
+from kontinuum.discovery.aggregate import Aggregator, Debounce
+from kontinuum.discovery.fleet_merge import merge
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
 from kontinuum.discovery.static import StaticSource
 

@@ -23,7 +23,7 @@ from kontinuum.control.model import (
     ServicePort,
     SiteSnapshot,
 )
-from kontinuum.discovery.aggregate import merge
+from kontinuum.discovery.fleet_merge import merge
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.fleet_copy import FleetCopy
 from kontinuum.federation.objects import ZONE_RESOURCE_TYPE_URL
