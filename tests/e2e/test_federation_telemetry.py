@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 ZONE_PANELS = {
     ("control-plane.json", "Zones", 0),
     ("control-plane.json", "Zones", 1),
+    ("control-plane.json", "Zones", 2),
     ("control-plane.json", "Time since zones synced", 0),
 }
 

@@ -105,7 +105,12 @@ ELSEWHERE = {
             "tests/e2e/test_federation_telemetry.py::"
             "test_the_zones_row_has_data_and_a_lost_zone_fires_its_alert"
         )
-        for title, index in (("Zones", 0), ("Zones", 1), ("Time since zones synced", 0))
+        for title, index in (
+            ("Zones", 0),
+            ("Zones", 1),
+            ("Zones", 2),
+            ("Time since zones synced", 0),
+        )
     },
     ("fleet-overview.json", "Authorization denials", 0): (
         "tests/e2e/test_zero_trust.py::test_a_caller_of_an_ungranted_workspace_gets_403_"
