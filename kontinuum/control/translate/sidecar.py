@@ -203,9 +203,25 @@ def translate_endpoint_change(
     return tuple(messages)
 
 
-def _routed(routing: MeshRouting) -> frozenset[tuple[str, str]]:
-    """The services the mesh routes of `routing` attach to or send to."""
-    return named_services(RoutingConfig(), (bound.route for bound in routing.routes))
+class _RoutedServices:
+    """The services the mesh routes of a `MeshRouting` attach to or send to, worked out
+    once per routing: an endpoint change asks for every group and service it touches."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: a reader never pairs a routing with another's names.
+        self._last: tuple[MeshRouting | None, frozenset[tuple[str, str]]] = (None, frozenset())
+
+    def __call__(self, routing: MeshRouting) -> frozenset[tuple[str, str]]:
+        last_routing, names = self._last
+        if routing is not last_routing:
+            names = named_services(RoutingConfig(), (bound.route for bound in routing.routes))
+            self._last = (routing, names)
+        return names
+
+
+_routed = _RoutedServices()
 
 
 def translate_inbound(
