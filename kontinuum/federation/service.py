@@ -23,7 +23,9 @@ message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
 A zone may run several replicas, each naming itself in `kontinuum-zone-replica`: the
 global keeps one stream of each kind per replica (a newer one of the same replica ends
 the older), and the site's source says which replica's view is the site's
-(`kontinuum.discovery.zone_replicas`).
+(`kontinuum.discovery.zone_replicas`). At most `MAX_REPLICAS` replica ids of a zone are
+connected at once, its streams of both kinds counted together: a stream naming another
+is refused with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ class FederationService:
         # everything they were sent. By replica in `_behind`.
         self.behind_since: dict[str, float] = {}
         self._behind: dict[str, dict[str, float]] = {}
+        # The open streams of either kind, by site and replica id: a zone has at most
+        # MAX_REPLICAS replica ids connected, its streams of both kinds counted together.
+        self._replica_streams: dict[str, Counter[str]] = {}
 
     def lag(self, source: ZoneSource, now: float) -> float:
         """How long the zone has been behind the global (seconds): since the oldest response
@@ -187,6 +192,29 @@ class FederationService:
         else:
             self._behind.pop(site, None)
             self.behind_since.pop(site, None)
+
+    async def _join(
+        self, context: grpc.aio.ServicerContext[Any, Any], site: str, replica: str
+    ) -> None:
+        """Count a stream of a zone replica, or abort it (RESOURCE_EXHAUSTED) when it names
+        a replica id beyond the zone's MAX_REPLICAS connected; `_leave` when it ends."""
+        streams = self._replica_streams.setdefault(site, Counter())
+        if replica not in streams and len(streams) >= MAX_REPLICAS:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"zone {site} has {MAX_REPLICAS} replicas connected already",
+            )
+        streams[replica] += 1
+
+    def _leave(self, site: str, replica: str) -> None:
+        streams = self._replica_streams.get(site)
+        if streams is None:
+            return
+        streams[replica] -= 1
+        if streams[replica] <= 0:
+            del streams[replica]
+        if not streams:
+            del self._replica_streams[site]
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
@@ -274,12 +302,7 @@ class FederationService:
             return
         source, peer = admitted
         replica = _replica(context)
-        connected = [name for name, _ in source.replicas()]
-        if len(connected) >= MAX_REPLICAS and replica not in connected:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"zone {source.cluster} has {MAX_REPLICAS} replicas connected already",
-            )
+        await self._join(context, source.cluster, replica)
         declared = declarable(source.held())
         stream = source.attach(declared.keys(), replica)
         log.info("zone %s connected from %s%s", source.cluster, context.peer(), _of(replica))
@@ -303,6 +326,7 @@ class FederationService:
             raise
         finally:
             source.detach(stream, reason)
+            self._leave(source.cluster, replica)
             log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
 
     async def _global_to_zone(
@@ -318,6 +342,23 @@ class FederationService:
             return
         source, peer = admitted
         site, replica = source.cluster, _replica(context)
+        await self._join(context, site, replica)
+        try:
+            async for response in self._subscription(requests, context, source, peer, replica):
+                yield response
+        finally:
+            self._leave(site, replica)
+
+    async def _subscription(
+        self,
+        requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+        source: ZoneSource,
+        peer: Peer,
+        replica: str,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """An admitted GlobalToZone stream of a counted replica (`_global_to_zone`)."""
+        site = source.cluster
         first = await anext(aiter(requests), None)
         if first is None:
             return

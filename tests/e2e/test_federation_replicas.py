@@ -26,8 +26,11 @@ from kontinuum.federation.objects import (
     REPLICA_METADATA,
     SERVICE,
     SITE_METADATA,
+    TYPE_URL,
     ZONE_RESOURCE_TYPE_URL,
+    ZONE_TO_GLOBAL,
 )
+from kontinuum.federation.service import MAX_REPLICAS
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -304,4 +307,57 @@ async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global)
     assert ended.value.code() is grpc.StatusCode.ABORTED
     await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
     for call in (again, calls[1]):
+        call.cancel()
+
+
+def publish_as(served: Global, credentials: grpc.ChannelCredentials, replica: str) -> Any:
+    channel = grpc.aio.secure_channel(served.address, credentials)
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+        request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+    )
+    return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, replica)))
+
+
+async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_all(
+    served: Global,
+) -> None:
+    served.service.feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    calls = []
+    for index in range(MAX_REPLICAS):  # the subscriptions of sixteen replica ids
+        call = subscribe_as(served, credentials, f"zone-{index}")
+        await call.write(subscription)
+        async with asyncio.timeout(10):
+            await call.read()
+        calls.append(call)
+    # A seventeenth replica id is refused, on either kind of stream.
+    extra = subscribe_as(served, credentials, "zone-16")
+    await extra.write(subscription)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async with asyncio.timeout(10):
+            await extra.read()
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async with asyncio.timeout(10):
+            await publish_as(served, credentials, "zone-16").read()
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.service.subscribed["edge-paris"] == MAX_REPLICAS
+    # A replica id already connected opens its other kind of stream.
+    async with asyncio.timeout(10):
+        first = await publish_as(served, credentials, "zone-0").read()
+    assert first.type_url == TYPE_URL
+    # One replica gone, another id may connect.
+    calls[1].cancel()
+    await eventually(lambda: served.service.subscribed["edge-paris"] == MAX_REPLICAS - 1)
+    again = subscribe_as(served, credentials, "zone-16")
+    await again.write(subscription)
+    async with asyncio.timeout(10):
+        await again.read()
+    for call in (*calls, again):
         call.cancel()
