@@ -66,7 +66,7 @@ from kontinuum.discovery.split_change import SplitChange
 from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
-__all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
+__all__ = ["Held", "ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
 
 log = logging.getLogger("kontinuum.discovery.zone")
 
@@ -97,6 +97,16 @@ class StaleState:
     name: str
     version: str
     stale_since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What the site held when a stream began (`ZoneSource.holding`), for a stream
+    attached later: the objects, the zone's stale state, and how many changes had applied."""
+
+    objects: dict[str, ReceivedObject]
+    state: StaleState | None
+    changes: int
 
 
 @dataclass(slots=True)
@@ -181,6 +191,8 @@ class ZoneSource:
         self._change_bytes = 0
         self._next_state: StaleState | _Unchanged | None = _UNCHANGED
         self._replicas = Replicas()  # the open streams, active and standby
+        self._changes = 0  # changes applied, since the source was made
+        self._holding: Held | None = None  # the last `holding`
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -189,6 +201,7 @@ class ZoneSource:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
             self._bytes = sum(obj.size for obj in self._objects.values())
             self.stats.kept_altered += store.altered
+            self._changes += 1
         self._store = store
 
     @property
@@ -245,17 +258,36 @@ class ZoneSource:
         """Standbys made active since the global started."""
         return self._replicas.promotions
 
-    def attach(self, declared: Collection[str] | None = None, replica: str = "") -> int:
+    def holding(self) -> Held:
+        """What is held now, for a stream told of it that `attach`es later (one copy for
+        every stream that connects while no change applies)."""
+        if self._holding is None or self._holding.changes != self._changes:
+            self._holding = Held(dict(self._objects), self._state, self._changes)
+        return self._holding
+
+    def attach(
+        self,
+        declared: Collection[str] | None = None,
+        replica: str = "",
+        since: Held | None = None,
+    ) -> int:
         """A stream of the zone's replica `replica` begins (replacing any other of that
         replica); its token. `declared`: the names of what is held that the stream was told
         of (None: all of them); once its view is whole, what is held but was neither
         declared nor sent is dropped, as the zone sends no removal of what it was not told
-        of. The stream is active or a standby (see `kontinuum.discovery.zone_replicas`)."""
+        of. `since`: what was held when the stream was told of it (None: now); when
+        changes applied since, the stream starts as a standby from it, unless it replaces
+        its own replica's active stream. The stream is active or a standby (see
+        `kontinuum.discovery.zone_replicas`)."""
         self._streams += 1
         token = self._streams
         if not self._replicas:
             self.stats.last_transition = time.time()
-        stream, _ = self._replicas.add(token, replica, self._objects, self._state, declared)
+        held, state = (
+            (self._objects, self._state) if since is None else (since.objects, since.state)
+        )
+        current = since is None or since.changes == self._changes
+        stream, _ = self._replicas.add(token, replica, held, state, declared, current)
         self.stats.connected = True
         self.stats.connections += 1
         if stream.active:
@@ -409,6 +441,7 @@ class ZoneSource:
             self.stats.objects_received += 1
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
         self._forget_change()
+        self._changes += 1
         self.stats.last_sync = time.time()
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True

@@ -174,16 +174,18 @@ class Replicas:
         held: Mapping[str, ReceivedObject],
         state: StaleState | None,
         declared: Collection[str] | None,
+        current: bool = True,
     ) -> tuple[ReplicaStream, ReplicaStream | None]:
         """A stream of `replica` begins: it, and the stream of the same replica it replaces
-        (if any). It is active when there is no active stream, or when it replaces the
-        active one; else a standby starting from `held` and `state` (what it was told of:
-        `declared`)."""
+        (if any). It is active when it replaces the active one, or when there is no active
+        stream and `held` and `state` are what the site holds now (`current`); else a
+        standby starting from them (what it was told of: `declared`)."""
         replaced = next((s for s in self._streams.values() if s.replica == replica), None)
         if replaced is not None:
             del self._streams[replaced.token]
         stream = ReplicaStream(token, replica)
-        if self.active is not None and (replaced is None or not replaced.active):
+        takes_over = replaced is not None and replaced.active
+        if not takes_over and (self.active is not None or not current):
             stream.view = StandbyView(
                 dict(held), state, set(declared) if declared is not None else None
             )

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.federation.objects import (
@@ -30,7 +31,9 @@ from kontinuum.federation.objects import (
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
 )
-from kontinuum.federation.service import MAX_REPLICAS
+from kontinuum.federation.service import MAX_REPLICAS, start_server
+from kontinuum.federation.zone import Zone, ZoneSettings
+from kontinuum.security.xds_auth import ServerCertificate
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -45,7 +48,14 @@ from tests.e2e.test_federation import (
     sidecar_bootstrap,
     until,
 )
-from tests.e2e.test_federation_service import Global, profile, served
+from tests.e2e.test_federation_service import (
+    HOUR,
+    Global,
+    profile,
+    served,
+    service_object,
+    write_credentials,
+)
 from tests.support.net import eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -361,3 +371,45 @@ async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_
         await again.read()
     for call in (*calls, again):
         call.cancel()
+
+
+async def test_a_zone_reaching_one_global_at_two_addresses_publishes_on_one_link(
+    served: Global, tmp_path: Path
+) -> None:
+    # One global process listening on two addresses, both named in `--global`.
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    other_address = f"127.0.0.1:{free_port()}"
+    other = await start_server(
+        served.service, other_address, certificate.credentials(require_client_certificate=True)
+    )
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    write_credentials(credentials, served.ca, HOUR)
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    addresses = f"{served.address},{other_address}"
+    zone = Zone(ZoneSettings("edge-paris", addresses, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        # Each change is published once: no stream of the zone replaced another.
+        for count, name in enumerate(("b", "c", "d"), start=2):
+            (site / f"{name}.yaml").write_text(yaml.safe_dump(dict(service_object(name).body)))
+            await eventually(lambda c=count: served.zone.objects == c, timeout=10, what=name)
+        assert served.zone.stats.connections == 1
+        # Both links reached the global; the second one to learn its instance stays idle.
+        await eventually(
+            lambda: (
+                [link.instance for link in zone.publisher] == [served.service.instance] * 2
+                and sum(link.idle for link in zone.publisher) == 1
+            ),
+            timeout=10,
+            what="both links reached the one instance",
+        )
+        assert served.zone.stats.connections == 1
+        assert served.zone.replicas() == [(zone.replica, True)]
+        assert zone.publisher.stats.responses == 4  # the first view, then each change
+        assert (zone.publisher.connected_links(), zone.publisher.disconnected_links()) == (1, 0)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await other.stop(0)

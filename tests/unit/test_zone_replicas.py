@@ -150,3 +150,26 @@ async def test_a_change_the_standby_sends_in_parts_goes_on_once_it_is_active(
     zone.apply(b, [], [])  # its last part
     assert addresses(await updates.next()) == ["10.0.0.2"]
     assert zone.held()["EndpointSlice/demo/hello-1"] == "2"
+
+
+async def test_a_stream_attached_after_a_change_starts_from_what_it_was_told(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    # b is told what is held, and attaches at its first response, after a change of a.
+    told, declared = zone.holding(), list(zone.held())
+    assert zone.holding() is told  # streams told of the same objects share one copy
+    zone.apply(a, [hello_slice("10.0.0.3", version="3")], [])
+    assert addresses(await updates.next()) == ["10.0.0.3"]
+    zone.detach(a, "gone")
+    assert (await updates.next()).stale
+    b = zone.attach(declared, replica="b", since=told)
+    assert zone.replicas() == [("b", False)]  # a standby from what it was told
+    zone.apply(b, [], [])  # b holds what it was told: nothing to send
+    back = await updates.next()
+    assert (back.stale, addresses(back)) == (False, ["10.0.0.1"])
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"
+    assert zone.replicas() == [("b", True)]
