@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,8 +39,10 @@ MAX_TARGETS: Final = 32  # global replicas a zone dials at most
 
 
 def default_replica_id() -> str:
-    """The zone replica's id when none is given: its host name and process id."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """The zone replica's id when none is given: its host name (a pod's name, unique in a
+    Deployment), so that a replica restarted on the same host replaces its old streams at
+    once; several zones of a site on one host need `--replica-id` each."""
+    return socket.gethostname()
 
 
 def global_entries(text: str) -> list[tuple[str, int]]:

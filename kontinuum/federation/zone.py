@@ -118,7 +118,7 @@ class ZoneSettings:
     server_name: str = ""  # the name the global's certificate is checked against
     poll_interval: float = 0.5
     backoff: tuple[float, float] = (0.5, 30.0)
-    replica: str = ""  # this replica's id ("": its host name and process id)
+    replica: str = ""  # this replica's id ("": its host name)
 
 
 def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
