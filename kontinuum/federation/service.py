@@ -496,8 +496,8 @@ class FederationService:
             self.feed.leave(wake)
             if self._subscriptions.get((site, replica)) is wake:
                 del self._subscriptions[site, replica]
+                self._behind_from(site, replica, None)  # a newer stream's marker stays
             self.subscribed[site] -= 1
-            self._behind_from(site, replica, None)
             log.info("zone %s unsubscribed%s", site, _of(replica))
 
     def _take(

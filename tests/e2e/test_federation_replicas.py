@@ -413,3 +413,26 @@ async def test_a_zone_reaching_one_global_at_two_addresses_publishes_on_one_link
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await other.stop(0)
+
+
+async def test_a_replaced_subscription_leaves_its_successors_lag_marker(served: Global) -> None:
+    served.service.feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    older = subscribe_as(served, credentials, "zone-a")
+    await older.write(subscription)
+    await older.read()  # not answered: behind
+    newer = subscribe_as(served, credentials, "zone-a")
+    await newer.write(subscription)
+    await newer.read()  # not answered either
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(10):
+            await older.read()
+    assert ended.value.code() is grpc.StatusCode.ABORTED
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 1)
+    # The older stream's end leaves the newer one's response, still unanswered, counted.
+    assert "edge-paris" in served.service.behind_since
+    newer.cancel()
+    await eventually(lambda: "edge-paris" not in served.service.behind_since)
