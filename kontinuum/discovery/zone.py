@@ -9,7 +9,10 @@ into the site's snapshot. No I/O here: the stream does it.
 
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
-  apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all.
+  apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all;
+  its standby replicas' views count too: what they hold that the site's view does not
+  (an object of the same version is shared, held once) counts with the site's objects
+  against the same `MAX_BYTES`.
 - A change the zone splits into several responses (all but the last marked partial)
   applies whole, when its last part arrives (`kontinuum.discovery.split_change`): the
   site is never seen half changed, and nothing of it is stored before. A stream cut
@@ -287,7 +290,9 @@ class ZoneSource:
             (self._objects, self._state) if since is None else (since.objects, since.state)
         )
         current = since is None or since.changes == self._changes
-        stream, _ = self._replicas.add(token, replica, held, state, declared, current)
+        stream, _ = self._replicas.add(
+            token, replica, held, state, declared, current, site=self._objects
+        )
         self.stats.connected = True
         self.stats.connections += 1
         if stream.active:
@@ -355,7 +360,7 @@ class ZoneSource:
         stream = self._replicas.get(token)
         if stream is None or stream.view is None:
             raise SupersededError("another stream of this zone replica replaced this one")
-        refused = stream.view.apply(objects, removed, partial, state, self._checked)
+        refused = stream.view.apply(objects, removed, partial, state, self._standby_checked)
         self.stats.objects_refused += len(refused)
         if self._replicas.successor() is stream:
             log.info("%s: a standby replica takes over", self.name)
@@ -429,14 +434,14 @@ class ZoneSource:
             if obj is None:
                 if held is None:
                     continue
-                del self._objects[name]
+                self._set_object(name, None)
                 self._bytes -= held.size
                 self._stored(name, None)
                 self.stats.removals_received += 1
                 events.append(Changed(_KINDS[held.kind], "DELETED", held.body))
                 continue
             self._bytes += obj.size - (held.size if held is not None else 0)
-            self._objects[name] = obj
+            self._set_object(name, obj)
             self._stored(name, obj)
             self.stats.objects_received += 1
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
@@ -463,7 +468,8 @@ class ZoneSource:
         if declared is None:
             return
         for name in [n for n in self._objects if n not in declared and n not in received]:
-            self._bytes -= self._objects.pop(name).size
+            dropped = self._set_object(name, None)
+            self._bytes -= dropped.size if dropped is not None else 0
             self._stored(name, None)
             self.stats.removals_received += 1
         if self._state is not None and self._state.name not in declared | received:
@@ -513,6 +519,37 @@ class ZoneSource:
             if read.errors:
                 return "; ".join(_without_file(str(e), document.file) for e in read.errors)
         return ""
+
+    def _standby_checked(
+        self, obj: ReceivedObject, held: ReceivedObject | None, count: int, size: int
+    ) -> str:
+        """`_checked`, and the site's bytes in all: a standby's objects the site's view does
+        not hold count with it and with the other standbys' against `MAX_BYTES`."""
+        if reason := self._checked(obj, held, count, size):
+            return reason
+        site = self._objects.get(obj.name)
+        if site is not None and site.version == obj.version:
+            return ""  # shared with the site's view
+        standbys = sum(view.own for view in self._replicas.standbys())
+        if self._bytes + standbys + obj.size > MAX_BYTES:
+            return (
+                f"the zone's views would hold more than the {MAX_BYTES} bytes of objects it "
+                "may, its standby replicas' with its active one's"
+            )
+        return ""
+
+    def _set_object(self, name: str, obj: ReceivedObject | None) -> ReceivedObject | None:
+        """Set (None: remove) an object of the site's view; what it held. What a standby's
+        view costs follows: an object it holds too is shared."""
+        views = list(self._replicas.standbys())
+        costs = [view.cost(name) for view in views]
+        held = self._objects.pop(name, None) if obj is None else self._objects.get(name)
+        if obj is not None:
+            self._objects[name] = obj
+        for view, before in zip(views, costs, strict=True):
+            view.shared(name)
+            view.own += view.cost(name) - before
+        return held
 
     def _post(self, events: Sequence[Listed | Changed | Failed]) -> None:
         now = asyncio.get_running_loop().time()

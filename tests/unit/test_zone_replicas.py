@@ -6,11 +6,12 @@ going stale, costing only what differs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
-from kontinuum.discovery.zone import SupersededError, ZoneSource
-from tests.unit.test_zone_source import Updates, addresses, hello, hello_slice
+from kontinuum.discovery.zone import MAX_BYTES, ReceivedObject, SupersededError, ZoneSource
+from tests.unit.test_zone_source import Updates, addresses, hello, hello_slice, obj
 
 
 @pytest.fixture
@@ -173,3 +174,35 @@ async def test_a_stream_attached_after_a_change_starts_from_what_it_was_told(
     assert (back.stale, addresses(back)) == (False, ["10.0.0.1"])
     assert zone.held()["EndpointSlice/demo/hello-1"] == "1"
     assert zone.replicas() == [("b", True)]
+
+
+def sized(name: str, megabytes: int, version: str = "1") -> ReceivedObject:
+    """A Service said to be `megabytes` MiB of JSON (its size as the stream measured it)."""
+    body = {"spec": {"ports": [{"name": "http", "port": 80}]}}
+    return replace(obj("Service", name, body, version), size=megabytes * 1024 * 1024)
+
+
+async def test_the_standbys_objects_count_with_the_site_s_against_its_bytes(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    assert MAX_BYTES == 512 * 1024 * 1024
+    a = zone.attach(replica="a")
+    zone.apply(a, [sized("shared", 300)], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    c = zone.attach(zone.held().keys(), replica="c")
+    # What a standby shares with the site's view costs nothing more, whatever its version
+    # arrived as; what it holds of its own counts with the site's and the other standbys'.
+    assert zone.apply(b, [sized("shared", 300), sized("b-own", 150)], []) == []
+    refused = zone.apply(c, [sized("shared", 300), sized("c-own", 150)], [])
+    assert refused == [
+        f"Service/demo/c-own: the zone's views would hold more than the {MAX_BYTES} bytes of "
+        "objects it may, its standby replicas' with its active one's"
+    ]
+    assert zone.apply(c, [sized("c-own", 50)], []) == []
+    # b's object, sent by c too, is c's own while the site's view does not hold it ...
+    assert len(zone.apply(c, [sized("b-own", 150)], [])) == 1
+    # ... and shared once it does.
+    zone.apply(a, [sized("b-own", 150)], [])
+    assert zone.apply(c, [sized("b-own", 150)], []) == []
