@@ -205,6 +205,7 @@ class ZoneSource:
             self._bytes = sum(obj.size for obj in self._objects.values())
             self.stats.kept_altered += store.altered
             self._changes += 1
+            self._holding = None
         self._store = store
 
     @property
@@ -264,7 +265,7 @@ class ZoneSource:
     def holding(self) -> Held:
         """What is held now, for a stream told of it that `attach`es later (one copy for
         every stream that connects while no change applies)."""
-        if self._holding is None or self._holding.changes != self._changes:
+        if self._holding is None:
             self._holding = Held(dict(self._objects), self._state, self._changes)
         return self._holding
 
@@ -447,6 +448,7 @@ class ZoneSource:
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
         self._forget_change()
         self._changes += 1
+        self._holding = None  # kept by the streams told of it only, not by the source
         self.stats.last_sync = time.time()
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
