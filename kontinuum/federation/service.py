@@ -593,5 +593,7 @@ async def start_server(
     if port == 0:
         raise ListenError(address, "gRPC could not bind it")
     await server.start()
-    log.info("federation server listening on %s (mutual TLS)", address)
+    log.info(
+        "federation server listening on %s (mutual TLS), instance %s", address, service.instance
+    )
     return server

@@ -294,6 +294,8 @@ async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global)
         await call.write(subscription)
         first = await call.read()
         assert [r.name for r in first.resources] == ["fleet/ClusterProfile/fleet/eu"]
+        # The global names its instance, as an xDS management server does.
+        assert first.control_plane.identifier == served.service.instance
         await call.write(
             discovery_pb2.DeltaDiscoveryRequest(
                 type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=first.nonce
