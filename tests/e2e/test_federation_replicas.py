@@ -9,11 +9,17 @@
 - One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
   site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
   whole, and changes keep flowing both ways through the other.
+- One global reached at two addresses (named twice, or a dual-stack name) is one link:
+  the zone's streams never replace each other there.
+- A zone connects at most 16 replica ids, its streams of both kinds counted together; a
+  replaced subscription leaves its successor's lag marker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -438,3 +444,24 @@ async def test_a_replaced_subscription_leaves_its_successors_lag_marker(served: 
     assert "edge-paris" in served.service.behind_since
     newer.cancel()
     await eventually(lambda: "edge-paris" not in served.service.behind_since)
+
+
+def test_a_dual_stack_name_is_one_global_replica_of_one_address_family(tmp_path: Path) -> None:
+    # A name with an AAAA and an A record (in a hosts file of a mount namespace of its own):
+    # one process at two addresses, dialed over the family of the first address only.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 global.dual.test\n127.0.0.1 global.dual.test\n")
+    code = (
+        "from kontinuum.federation.global_links import resolve\n"
+        "targets, problems = resolve([('global.dual.test', 18002)])\n"
+        "print(*problems, *(t.target for t in targets))\n"
+    )
+    script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3"'
+    ran = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(hosts), sys.executable, code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert ran.stdout.split() in (["ipv6:[::1]:18002"], ["ipv4:127.0.0.1:18002"])
