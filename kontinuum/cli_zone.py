@@ -181,8 +181,9 @@ def zone(
         typer.Option(
             "--replica-id",
             help="This zone replica's id, unique among the replicas of the site (default: "
-            "host name and process id). Several replicas of a site may run at once: the "
-            "global makes one the active publisher, and another takes over when it goes.",
+            "host name; give one to each of several replicas on one host). Several replicas "
+            "of a site may run at once: the global makes one the active publisher, and "
+            "another takes over when it goes.",
         ),
     ] = "",
     admin_address: AdminAddress = "127.0.0.1:18011",

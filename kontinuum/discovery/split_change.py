@@ -29,6 +29,9 @@ class SplitChange(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
+    def names(self) -> list[str]:
+        return list(self._entries)
+
     def set(self, name: str, value: T) -> None:
         self._entries[name] = value
 

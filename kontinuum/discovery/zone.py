@@ -9,7 +9,10 @@ into the site's snapshot. No I/O here: the stream does it.
 
 - Each received object is checked as a fleet file's object is: an invalid one is refused
   (the stream NACKs it, naming it and why) and the version held before stays; the others
-  apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all.
+  apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all;
+  its standby replicas' views count too: what they hold that the site's view does not
+  (an object of the same version is shared, held once) counts with the site's objects
+  against the same `MAX_BYTES`.
 - A change the zone splits into several responses (all but the last marked partial)
   applies whole, when its last part arrives (`kontinuum.discovery.split_change`): the
   site is never seen half changed, and nothing of it is stored before. A stream cut
@@ -66,7 +69,7 @@ from kontinuum.discovery.split_change import SplitChange
 from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
-__all__ = ["ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
+__all__ = ["Held", "ReceivedObject", "StaleState", "SupersededError", "ZoneSource", "ZoneStats"]
 
 log = logging.getLogger("kontinuum.discovery.zone")
 
@@ -97,6 +100,16 @@ class StaleState:
     name: str
     version: str
     stale_since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What the site held when a stream began (`ZoneSource.holding`), for a stream
+    attached later: the objects, the zone's stale state, and how many changes had applied."""
+
+    objects: dict[str, ReceivedObject]
+    state: StaleState | None
+    changes: int
 
 
 @dataclass(slots=True)
@@ -181,6 +194,8 @@ class ZoneSource:
         self._change_bytes = 0
         self._next_state: StaleState | _Unchanged | None = _UNCHANGED
         self._replicas = Replicas()  # the open streams, active and standby
+        self._changes = 0  # changes applied, since the source was made
+        self._holding: Held | None = None  # the last `holding`
 
     def keep(self, store: ZoneObjects) -> None:
         """Keep what is held in `store`, and start from what it holds (blocking: call
@@ -189,6 +204,8 @@ class ZoneSource:
             self._objects = {obj.name: obj for obj in store.load() if obj.kind in _KINDS}
             self._bytes = sum(obj.size for obj in self._objects.values())
             self.stats.kept_altered += store.altered
+            self._changes += 1
+            self._holding = None
         self._store = store
 
     @property
@@ -245,17 +262,38 @@ class ZoneSource:
         """Standbys made active since the global started."""
         return self._replicas.promotions
 
-    def attach(self, declared: Collection[str] | None = None, replica: str = "") -> int:
+    def holding(self) -> Held:
+        """What is held now, for a stream told of it that `attach`es later (one copy for
+        every stream that connects while no change applies)."""
+        if self._holding is None:
+            self._holding = Held(dict(self._objects), self._state, self._changes)
+        return self._holding
+
+    def attach(
+        self,
+        declared: Collection[str] | None = None,
+        replica: str = "",
+        since: Held | None = None,
+    ) -> int:
         """A stream of the zone's replica `replica` begins (replacing any other of that
         replica); its token. `declared`: the names of what is held that the stream was told
         of (None: all of them); once its view is whole, what is held but was neither
         declared nor sent is dropped, as the zone sends no removal of what it was not told
-        of. The stream is active or a standby (see `kontinuum.discovery.zone_replicas`)."""
+        of. `since`: what was held when the stream was told of it (None: now); when
+        changes applied since, the stream starts as a standby from it, unless it replaces
+        its own replica's active stream. The stream is active or a standby (see
+        `kontinuum.discovery.zone_replicas`)."""
         self._streams += 1
         token = self._streams
         if not self._replicas:
             self.stats.last_transition = time.time()
-        stream, _ = self._replicas.add(token, replica, self._objects, self._state, declared)
+        held, state = (
+            (self._objects, self._state) if since is None else (since.objects, since.state)
+        )
+        current = since is None or since.changes == self._changes
+        stream, _ = self._replicas.add(
+            token, replica, held, state, declared, current, site=self._objects
+        )
         self.stats.connected = True
         self.stats.connections += 1
         if stream.active:
@@ -323,7 +361,7 @@ class ZoneSource:
         stream = self._replicas.get(token)
         if stream is None or stream.view is None:
             raise SupersededError("another stream of this zone replica replaced this one")
-        refused = stream.view.apply(objects, removed, partial, state, self._checked)
+        refused = stream.view.apply(objects, removed, partial, state, self._standby_checked)
         self.stats.objects_refused += len(refused)
         if self._replicas.successor() is stream:
             log.info("%s: a standby replica takes over", self.name)
@@ -397,18 +435,20 @@ class ZoneSource:
             if obj is None:
                 if held is None:
                     continue
-                del self._objects[name]
+                self._set_object(name, None)
                 self._bytes -= held.size
                 self._stored(name, None)
                 self.stats.removals_received += 1
                 events.append(Changed(_KINDS[held.kind], "DELETED", held.body))
                 continue
             self._bytes += obj.size - (held.size if held is not None else 0)
-            self._objects[name] = obj
+            self._set_object(name, obj)
             self._stored(name, obj)
             self.stats.objects_received += 1
             events.append(Changed(_KINDS[obj.kind], "MODIFIED", obj.body))
         self._forget_change()
+        self._changes += 1
+        self._holding = None  # kept by the streams told of it only, not by the source
         self.stats.last_sync = time.time()
         if not self._complete:  # the view is complete: every kind listed anew
             self._complete = True
@@ -430,7 +470,8 @@ class ZoneSource:
         if declared is None:
             return
         for name in [n for n in self._objects if n not in declared and n not in received]:
-            self._bytes -= self._objects.pop(name).size
+            dropped = self._set_object(name, None)
+            self._bytes -= dropped.size if dropped is not None else 0
             self._stored(name, None)
             self.stats.removals_received += 1
         if self._state is not None and self._state.name not in declared | received:
@@ -480,6 +521,37 @@ class ZoneSource:
             if read.errors:
                 return "; ".join(_without_file(str(e), document.file) for e in read.errors)
         return ""
+
+    def _standby_checked(
+        self, obj: ReceivedObject, held: ReceivedObject | None, count: int, size: int
+    ) -> str:
+        """`_checked`, and the site's bytes in all: a standby's objects the site's view does
+        not hold count with it and with the other standbys' against `MAX_BYTES`."""
+        if reason := self._checked(obj, held, count, size):
+            return reason
+        site = self._objects.get(obj.name)
+        if site is not None and site.version == obj.version:
+            return ""  # shared with the site's view
+        standbys = sum(view.own for view in self._replicas.standbys())
+        if self._bytes + standbys + obj.size > MAX_BYTES:
+            return (
+                f"the zone's views would hold more than the {MAX_BYTES} bytes of objects it "
+                "may, its standby replicas' with its active one's"
+            )
+        return ""
+
+    def _set_object(self, name: str, obj: ReceivedObject | None) -> ReceivedObject | None:
+        """Set (None: remove) an object of the site's view; what it held. What a standby's
+        view costs follows: an object it holds too is shared."""
+        views = list(self._replicas.standbys())
+        costs = [view.cost(name) for view in views]
+        held = self._objects.pop(name, None) if obj is None else self._objects.get(name)
+        if obj is not None:
+            self._objects[name] = obj
+        for view, before in zip(views, costs, strict=True):
+            view.shared(name)
+            view.own += view.cost(name) - before
+        return held
 
     def _post(self, events: Sequence[Listed | Changed | Failed]) -> None:
         now = asyncio.get_running_loop().time()

@@ -5,7 +5,9 @@ each names (`kontinuum-zone-replica`). One stream per replica: a newer stream of
 replica replaces its older one. Of the replicas connected, one is the **active**
 publisher, whose responses are the site's view; the others are **standbys**: their
 responses are checked and answered as the active's are, but kept in a view of their own
-(`StandbyView`), which starts as what the global held when they connected.
+(`StandbyView`), which starts as what the global held when they connected. A standby's
+view shares with the site's view every object of the same version, and counts the bytes
+of what it holds besides (`own`), so that the site's source bounds all views together.
 
 - The first replica to connect is active; one that connects while another is active is a
   standby. A newer stream of the active replica (it redialed) stays active.
@@ -58,10 +60,38 @@ class StandbyView:
     pending_bytes: int = 0  # and to the bytes held
     state_changing: bool = False  # the pending change sets the state (to `next_state`)
     next_state: StaleState | None = None
+    # The site's view (the active's objects), and the bytes of what this view holds (its
+    # objects and pending change) that the site's view does not hold: what it costs.
+    site: Mapping[str, ReceivedObject] = field(default_factory=dict)
+    own: int = -1
 
     def __post_init__(self) -> None:
         if self.size < 0:
             self.size = sum(obj.size for obj in self.objects.values())
+        if self.own < 0:
+            self.own = sum(self.cost(name) for name in self.objects)
+
+    def cost(self, name: str) -> int:
+        """The bytes this view holds under `name` that the site's view does not."""
+        site = self.site.get(name)
+        cost = 0
+        if (obj := self.objects.get(name)) is not None and obj is not site:
+            cost += obj.size
+        if name in self.pending and (part := self.pending.current(name, {})) is not None:
+            cost += part.size if part is not site else 0
+        return cost
+
+    def shared(self, name: str) -> None:
+        """Hold the site's object of `name` where this view holds the same version, so both
+        share it (call with `cost` before and after, as the site's view changes)."""
+        site = self.site.get(name)
+        if site is None:
+            return
+        if (obj := self.objects.get(name)) is not None and obj.version == site.version:
+            self.objects[name] = site
+        part = self.pending.current(name, {}) if name in self.pending else None
+        if part is not None and part.version == site.version:
+            self.pending.set(name, site)
 
     def apply(
         self,
@@ -81,8 +111,10 @@ class StandbyView:
             self.state_changing, self.next_state = True, None
         for name in removed:
             if self.pending.current(name, self.objects) is not None:
+                before = self.cost(name)
                 self._count(name, None)
                 self.pending.remove(name)
+                self.own += self.cost(name) - before
         refused = []
         for obj in objects:
             if not self.complete:
@@ -92,8 +124,12 @@ class StandbyView:
             if reason := check(obj, held, count, self.size + self.pending_bytes):
                 refused.append(f"{obj.name}: {reason}")
                 continue
+            if (site := self.site.get(obj.name)) is not None and site.version == obj.version:
+                obj = site  # shared with the site's view, not held twice
+            before = self.cost(obj.name)
             self._count(obj.name, obj)
             self.pending.set(obj.name, obj)
+            self.own += self.cost(obj.name) - before
         if not partial:
             self._commit()
         return refused
@@ -108,12 +144,14 @@ class StandbyView:
 
     def _commit(self) -> None:
         """The change is whole: into the view."""
+        costs = {name: self.cost(name) for name in self.pending.names()}
         for name, obj in self.pending.take():
             before = self.objects.pop(name, None)
             self.size -= before.size if before is not None else 0
             if obj is not None:
                 self.objects[name] = obj
                 self.size += obj.size
+            self.own += self.cost(name) - costs[name]
         if self.state_changing:
             self.state = self.next_state
         self.state_changing, self.next_state = False, None
@@ -128,7 +166,9 @@ class StandbyView:
         if declared is None:
             return
         for name in [n for n in self.objects if n not in declared and n not in received]:
+            before = self.cost(name)
             self.size -= self.objects.pop(name).size
+            self.own -= before
         if self.state is not None and self.state.name not in declared | received:
             self.state = None
 
@@ -174,21 +214,31 @@ class Replicas:
         held: Mapping[str, ReceivedObject],
         state: StaleState | None,
         declared: Collection[str] | None,
+        current: bool = True,
+        site: Mapping[str, ReceivedObject] | None = None,
     ) -> tuple[ReplicaStream, ReplicaStream | None]:
         """A stream of `replica` begins: it, and the stream of the same replica it replaces
-        (if any). It is active when there is no active stream, or when it replaces the
-        active one; else a standby starting from `held` and `state` (what it was told of:
-        `declared`)."""
+        (if any). It is active when it replaces the active one, or when there is no active
+        stream and `held` and `state` are what the site holds now (`current`); else a
+        standby starting from them (what it was told of: `declared`); `site`: the site's
+        view (None: `held`), what a standby's objects cost is counted against."""
         replaced = next((s for s in self._streams.values() if s.replica == replica), None)
         if replaced is not None:
             del self._streams[replaced.token]
         stream = ReplicaStream(token, replica)
-        if self.active is not None and (replaced is None or not replaced.active):
+        takes_over = replaced is not None and replaced.active
+        if not takes_over and (self.active is not None or not current):
             stream.view = StandbyView(
-                dict(held), state, set(declared) if declared is not None else None
+                dict(held),
+                state,
+                set(declared) if declared is not None else None,
+                site=held if site is None else site,
             )
         self._streams[token] = stream
         return stream, replaced
+
+    def standbys(self) -> Iterator[StandbyView]:
+        return (s.view for s in self._streams.values() if s.view is not None)
 
     def remove(self, token: int) -> ReplicaStream | None:
         """A stream ends: it, if it was open."""

@@ -95,6 +95,7 @@ class FleetCopy:
         self.stats = CopyStats()
         self._path = state_dir / STATE_FILE if state_dir is not None else None
         self._complete = False  # the current stream's view is whole
+        self._answered = False  # the current stream sent a response (it counts as one)
         # What the current stream was told is held, and what it sent before its view was
         # whole: what is held besides is gone at the global (`declarable`); None: all.
         self._declared: set[str] | None = None
@@ -180,7 +181,7 @@ class FleetCopy:
 
     def subscription(self) -> discovery_pb2.DeltaDiscoveryRequest:
         """A stream begins: its first request, naming what is held (whole changes only)."""
-        self._complete = False
+        self._complete = self._answered = False
         self._forget_change()
         declared = declarable({n: v for n, (v, _) in self.resources.items()})
         self._declared, self._received = set(declared), set()
@@ -209,8 +210,9 @@ class FleetCopy:
         if response.type_url != ZONE_RESOURCE_TYPE_URL:
             nack(request, f"type {shown(response.type_url)} is not ours")
             return request
-        if not self.stats.subscribed:  # a stream's first response
-            self.stats.subscribed = True
+        if not self._answered:  # a stream's first response (on another replica, perhaps,
+            # the copy still subscribed since the last stream)
+            self._answered = self.stats.subscribed = True
             self.stats.subscriptions += 1
         for name in response.removed_resources:
             if name in self.resources or name in self._change:

@@ -3,9 +3,18 @@
 Global replicas share no store: each must hold every zone's view. So a zone dials every
 replica it is given (`--global`, several HOST:PORT, comma-separated or repeated) and
 publishes its site to each. A host that is a DNS name counts as one replica per address
-it resolves to (a headless Service), looked up again whenever a link breaks and every
+it resolves to (a headless Service), of one address family: that of the first address
+the system's resolver returns (a dual-stack name's A and AAAA records are one process
+twice, not two replicas). Names are looked up again whenever a link breaks and every
 `RESOLVE_INTERVAL` seconds; the global's certificate is then checked against the name
 (or `--server-name`), not the address.
+
+Each global process names its instance (a random id drawn at its start, the
+`node.id` of its first ZoneToGlobal request, the `control_plane.identifier` of its
+GlobalToZone responses). A link that reaches an instance another link already reaches
+(the same process named twice, or at two addresses) is closed before it publishes and
+stays idle while the other is up: one link per instance, so the zone's streams never
+replace each other at the global.
 
 Each link has its own `Publisher` (what that replica holds of the site) with the same
 objects; their counters are the zone's, in all (`PublisherStats`).
@@ -14,8 +23,8 @@ objects; their counters are the zone's, in all (`PublisherStats`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +39,10 @@ MAX_TARGETS: Final = 32  # global replicas a zone dials at most
 
 
 def default_replica_id() -> str:
-    """The zone replica's id when none is given: its host name and process id."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """The zone replica's id when none is given: its host name (a pod's name, unique in a
+    Deployment), so that a replica restarted on the same host replaces its old streams at
+    once; several zones of a site on one host need `--replica-id` each."""
+    return socket.gethostname()
 
 
 def global_entries(text: str) -> list[tuple[str, int]]:
@@ -81,7 +92,8 @@ def resolve(
     entries: Iterable[tuple[str, int]], server_name: str = ""
 ) -> tuple[list[GlobalTarget], list[str]]:
     """The global replicas of `entries` (blocking: DNS), and a line per name that could
-    not be looked up. An address is one replica; a name, one per address it resolves to."""
+    not be looked up. An address is one replica; a name, one per address it resolves to,
+    of the family of the first."""
     targets: dict[str, GlobalTarget] = {}
     problems = []
     for host, port in entries:
@@ -94,7 +106,8 @@ def resolve(
         except OSError as error:
             problems.append(f"cannot look up {host}: {error.strerror or error}")
             continue
-        for address in dict.fromkeys(str(info[4][0]) for info in found):
+        family = found[0][0] if found else None  # one family: one process is not two
+        for address in dict.fromkeys(str(i[4][0]) for i in found if i[0] == family):
             target, shown = _target(address, port), f"{host}:{port} ({address})"
             found_at = GlobalTarget(target, _address(address, port), server_name or host, shown)
             targets.setdefault(target, found_at)
@@ -103,11 +116,14 @@ def resolve(
 
 @dataclass(slots=True)
 class Link:
-    """What one global replica was sent (`publisher`), and the event that wakes its
-    sender."""
+    """What one global replica was sent (`publisher`), the event that wakes its sender,
+    the global instance it last reached ("": not known), and whether it is idle: that
+    instance is reached by another link."""
 
     publisher: Publisher
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    instance: str = ""
+    idle: bool = False
 
 
 class Links:
@@ -117,6 +133,7 @@ class Links:
         self.objects: dict[str, Published] = {}
         self.stats = PublisherStats()
         self._links: dict[str, Link] = {}
+        self._went_down = asyncio.Event()  # a link's stream ended: an idle link may go on
 
     def __iter__(self) -> Iterator[Link]:
         return iter(self._links.values())
@@ -133,6 +150,28 @@ class Links:
     def drop(self, target: str) -> None:
         """A global replica no longer dialed."""
         self._links.pop(target, None)
+        self._went_down.set()
+
+    def down(self, link: Link) -> None:
+        """The stream of `link` ended."""
+        link.publisher.disconnect()
+        self._went_down.set()
+
+    def reached_elsewhere(self, link: Link, instance: str) -> bool:
+        """Whether another link's stream is open to the global instance `instance`."""
+        return bool(instance) and any(
+            other is not link and other.instance == instance and other.publisher.connected
+            for other in self._links.values()
+        )
+
+    async def until_unreached(self, link: Link) -> None:
+        """Wait while the instance `link` reaches is reached by another link (at most
+        `RESOLVE_INTERVAL` seconds: then it dials again to see)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RESOLVE_INTERVAL):
+                while self.reached_elsewhere(link, link.instance):
+                    self._went_down.clear()
+                    await self._went_down.wait()
 
     def publish(self, objects: Iterable[Published]) -> None:
         """The site's objects as they are now: each link sends what differs."""
@@ -152,7 +191,16 @@ class Links:
         return link is not None and link.publisher.connected
 
     def connected_links(self) -> int:
-        return sum(1 for link in self._links.values() if link.publisher.connected)
+        """The global instances a stream is open to (a link of unknown instance counts as
+        one of its own)."""
+        up = [link for link in self._links.values() if link.publisher.connected]
+        return len({link.instance or id(link) for link in up})
+
+    def disconnected_links(self) -> int:
+        """Links whose stream is down, but for those idle beside another to their instance."""
+        return sum(
+            1 for link in self._links.values() if not link.publisher.connected and not link.idle
+        )
 
     def __len__(self) -> int:
         return len(self._links)

@@ -20,27 +20,45 @@ objects, a response may hold the site's state (`site/<site>`, a `SiteService`): 
 zone's own source of the site is out of sync, and the source marks the site stale. A
 message is at most 4 MiB (`MAX_MESSAGE_BYTES`).
 
+Each global process draws an instance id at start (`instance`) and names it in the
+`node.id` of a ZoneToGlobal stream's first request (the global is the xDS client there)
+and in the `control_plane.identifier` of each GlobalToZone response (as an xDS
+management server names itself): a zone that reaches one process at two addresses keeps
+one link to it. A ZoneToGlobal stream is attached to the site's source at its first
+response, so a link the zone closes on reading the first request replaces nothing.
+
 A zone may run several replicas, each naming itself in `kontinuum-zone-replica`: the
 global keeps one stream of each kind per replica (a newer one of the same replica ends
 the older), and the site's source says which replica's view is the site's
-(`kontinuum.discovery.zone_replicas`).
+(`kontinuum.discovery.zone_replicas`). At most `MAX_REPLICAS` replica ids of a zone are
+connected at once, its streams of both kinds counted together: a stream naming another
+is refused with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
+from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.control.model import Grant, SiteSnapshot
 from kontinuum.control.routing import Gateway
-from kontinuum.discovery.zone import ReceivedObject, StaleState, SupersededError, ZoneSource
+from kontinuum.discovery.zone import (
+    Held,
+    ReceivedObject,
+    StaleState,
+    SupersededError,
+    ZoneSource,
+)
 from kontinuum.federation.catalog import FleetCatalog
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
@@ -106,6 +124,14 @@ class _RefusedError(Exception):
         self.code = code
 
 
+@dataclass(eq=False, slots=True)
+class _Connecting:
+    """A ZoneToGlobal stream not attached yet, and what the site held when it connected
+    (None: it may not attach, a newer stream of its replica connected)."""
+
+    since: Held | None
+
+
 class FleetFeed:
     """The catalog zones are sent, and the streams to wake when it changes."""
 
@@ -164,6 +190,15 @@ class FederationService:
         # everything they were sent. By replica in `_behind`.
         self.behind_since: dict[str, float] = {}
         self._behind: dict[str, dict[str, float]] = {}
+        # The open streams of either kind, by site and replica id: a zone has at most
+        # MAX_REPLICAS replica ids connected, its streams of both kinds counted together.
+        self._replica_streams: dict[str, Counter[str]] = {}
+        # The ZoneToGlobal stream of each zone replica connected but not attached yet (it
+        # has sent no response), with what the site held when it connected.
+        self._connecting: dict[tuple[str, str], list[_Connecting]] = {}
+        # This process's instance id, drawn at start: a zone that reaches it at two
+        # addresses keeps one link to it (`kontinuum.federation.global_links`).
+        self.instance = secrets.token_hex(8)
 
     def lag(self, source: ZoneSource, now: float) -> float:
         """How long the zone has been behind the global (seconds): since the oldest response
@@ -187,6 +222,29 @@ class FederationService:
         else:
             self._behind.pop(site, None)
             self.behind_since.pop(site, None)
+
+    async def _join(
+        self, context: grpc.aio.ServicerContext[Any, Any], site: str, replica: str
+    ) -> None:
+        """Count a stream of a zone replica, or abort it (RESOURCE_EXHAUSTED) when it names
+        a replica id beyond the zone's MAX_REPLICAS connected; `_leave` when it ends."""
+        streams = self._replica_streams.setdefault(site, Counter())
+        if replica not in streams and len(streams) >= MAX_REPLICAS:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"zone {site} has {MAX_REPLICAS} replicas connected already",
+            )
+        streams[replica] += 1
+
+    def _leave(self, site: str, replica: str) -> None:
+        streams = self._replica_streams.get(site)
+        if streams is None:
+            return
+        streams[replica] -= 1
+        if streams[replica] <= 0:
+            del streams[replica]
+        if not streams:
+            del self._replica_streams[site]
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
@@ -274,26 +332,37 @@ class FederationService:
             return
         source, peer = admitted
         replica = _replica(context)
-        connected = [name for name, _ in source.replicas()]
-        if len(connected) >= MAX_REPLICAS and replica not in connected:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"zone {source.cluster} has {MAX_REPLICAS} replicas connected already",
-            )
+        await self._join(context, source.cluster, replica)
         declared = declarable(source.held())
-        stream = source.attach(declared.keys(), replica)
-        log.info("zone %s connected from %s%s", source.cluster, context.peer(), _of(replica))
+        # Attached at its first response: a zone closes at once a link to an instance it
+        # reaches already (it reads the node.id), replacing no stream of its replica.
+        key, connecting = (source.cluster, replica), _Connecting(source.holding())
+        waiting = self._connecting.setdefault(key, [])
+        # Streams of a replica waiting to attach share one copy of what was held: those
+        # told of an older one may not attach (a zone redials them).
+        for older in waiting:
+            if older.since is not connecting.since:
+                older.since = None
+        waiting[:] = [c for c in waiting if c.since is not None]
+        waiting.append(connecting)
+        stream = 0
         reason = "its stream ended"
         try:
             yield discovery_pb2.DeltaDiscoveryRequest(
                 type_url=TYPE_URL,
                 resource_names_subscribe=["*"],
                 initial_resource_versions=declared,
+                node=Node(id=self.instance),
             )
             async for response in responses:
                 if revoked := self._revoked(source, peer):
                     reason = revoked[1]
                     await context.abort(*revoked)
+                if not stream:
+                    stream = self._attach(source, replica, declared.keys(), connecting)
+                    log.info(
+                        "zone %s connected from %s%s", source.cluster, context.peer(), _of(replica)
+                    )
                 yield self._take(source, stream, response)
         except SupersededError:
             reason = "another stream of the zone replica replaced it"
@@ -302,8 +371,31 @@ class FederationService:
             reason = "its stream was cut"
             raise
         finally:
-            source.detach(stream, reason)
-            log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
+            self._waited(key, connecting)
+            if stream:
+                source.detach(stream, reason)
+                log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
+            self._leave(source.cluster, replica)
+
+    def _attach(
+        self, source: ZoneSource, replica: str, declared: Iterable[str], connecting: _Connecting
+    ) -> int:
+        """Attach a stream at its first response; `SupersededError` when a newer stream of
+        its replica connected meanwhile."""
+        since = connecting.since
+        if since is None:
+            raise SupersededError("a newer stream of this zone replica connected")
+        self._waited((source.cluster, replica), connecting)
+        return source.attach(list(declared), replica, since)
+
+    def _waited(self, key: tuple[str, str], connecting: _Connecting) -> None:
+        """A stream no longer waits to attach."""
+        connecting.since = None
+        waiting = self._connecting.get(key, [])
+        if connecting in waiting:
+            waiting.remove(connecting)
+        if not waiting:
+            self._connecting.pop(key, None)
 
     async def _global_to_zone(
         self,
@@ -318,6 +410,23 @@ class FederationService:
             return
         source, peer = admitted
         site, replica = source.cluster, _replica(context)
+        await self._join(context, site, replica)
+        try:
+            async for response in self._subscription(requests, context, source, peer, replica):
+                yield response
+        finally:
+            self._leave(site, replica)
+
+    async def _subscription(
+        self,
+        requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+        source: ZoneSource,
+        peer: Peer,
+        replica: str,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """An admitted GlobalToZone stream of a counted replica (`_global_to_zone`)."""
+        site = source.cluster
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -379,6 +488,7 @@ class FederationService:
                     self._behind_from(site, replica, None)
                     continue
                 self._behind_from(site, replica, time.time())
+                response.control_plane.identifier = self.instance
                 yield response
                 wake.set()  # more may follow (a large change in several responses)
         finally:
@@ -386,8 +496,8 @@ class FederationService:
             self.feed.leave(wake)
             if self._subscriptions.get((site, replica)) is wake:
                 del self._subscriptions[site, replica]
+                self._behind_from(site, replica, None)  # a newer stream's marker stays
             self.subscribed[site] -= 1
-            self._behind_from(site, replica, None)
             log.info("zone %s unsubscribed%s", site, _of(replica))
 
     def _take(
@@ -483,5 +593,7 @@ async def start_server(
     if port == 0:
         raise ListenError(address, "gRPC could not bind it")
     await server.start()
-    log.info("federation server listening on %s (mutual TLS)", address)
+    log.info(
+        "federation server listening on %s (mutual TLS), instance %s", address, service.instance
+    )
     return server

@@ -21,7 +21,9 @@ reconnect the global says what it holds, and only what differs is sent.
 A zone may dial several global replicas (`kontinuum.federation.global_links`): it
 publishes its site to each, on a link of its own, and names its own replica id
 (`kontinuum-zone-replica`) beside its site, so that several replicas of one zone may
-publish at once (the global makes one of them the active publisher).
+publish at once (the global makes one of them the active publisher). A link that reaches
+a global instance another link reaches already (the global's first request names it) is
+closed before it publishes, and stays idle while the other is up.
 
 With a copy of the fleet (`kontinuum.federation.fleet_copy`), it also subscribes to
 `GlobalToZone` on a second stream of the same channel settings: the fleet-wide objects and
@@ -80,7 +82,7 @@ from kontinuum.federation.objects import (
     stale_site,
 )
 from kontinuum.federation.snapshot_objects import snapshot_bodies
-from kontinuum.xds.limits import cut
+from kontinuum.xds.limits import cut, shown
 
 log = logging.getLogger("kontinuum.zone")
 
@@ -116,7 +118,7 @@ class ZoneSettings:
     server_name: str = ""  # the name the global's certificate is checked against
     poll_interval: float = 0.5
     backoff: tuple[float, float] = (0.5, 30.0)
-    replica: str = ""  # this replica's id ("": its host name and process id)
+    replica: str = ""  # this replica's id ("": its host name)
 
 
 def channel_credentials(directory: Path) -> grpc.ChannelCredentials:
@@ -375,7 +377,13 @@ class Zone:
                     partial(self._stream, link=link), "publishing to", target, backoff
                 )
             finally:
-                link.publisher.disconnect()
+                self.publisher.down(link)
+            if link.idle:
+                # Another link reaches the same global instance: one stream of this replica
+                # there, not two replacing each other; go on once that link is down.
+                await self.publisher.until_unreached(link)
+                link.idle = False
+                continue
             delay = backoff.next()
             self._redial_in(delay, backoff, "publishing to", target, problem)
             await asyncio.sleep(delay)
@@ -514,6 +522,17 @@ class Zone:
             if first.type_url != TYPE_URL:
                 log.error("global asked for %s, not %s", first.type_url, TYPE_URL)
                 return
+            link.instance = first.node.id
+            if self.publisher.reached_elsewhere(link, link.instance):
+                # Closed before any response: the global attaches a stream at its first.
+                link.idle = True
+                log.info(
+                    "the global %s is instance %s, which another link reaches: idle while "
+                    "that link is up",
+                    target.shown,
+                    shown(link.instance),
+                )
+                return
             link.publisher.connect(dict(first.initial_resource_versions))
             backoff.reset()
             log.info(
@@ -561,8 +580,9 @@ class Zone:
                     backoff.reset()
                     self._heard = True
                     log.info(
-                        "subscribed to the global %s: %d resource(s) new or changed",
+                        "subscribed to the global %s (instance %s): %d resource(s) new or changed",
                         target.shown,
+                        shown(response.control_plane.identifier),
                         len(response.resources),
                     )
                 await call.write(copy.take(response))

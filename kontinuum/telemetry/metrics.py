@@ -393,13 +393,14 @@ class ZoneCollector(Collector):
         )
         links = GaugeMetricFamily(
             "kontinuum_zone_global_replicas",
-            "Global replicas the zone dials, by state: connected (its site published there) "
-            "or disconnected.",
+            "Global replicas the zone dials, by state: connected (distinct global instances "
+            "its site is published to) or disconnected (but for a second address of an "
+            "instance reached).",
             labels=["state"],
         )
         up = publisher.connected_links()
         links.add_metric(["connected"], up)
-        links.add_metric(["disconnected"], len(publisher) - up)
+        links.add_metric(["disconnected"], publisher.disconnected_links())
         yield links
         yield GaugeMetricFamily(
             "kontinuum_zone_objects", "Objects of the site published.", value=len(publisher.objects)

@@ -9,16 +9,23 @@
 - One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
   site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
   whole, and changes keep flowing both ways through the other.
+- One global reached at two addresses (named twice, or a dual-stack name) is one link:
+  the zone's streams never replace each other there.
+- A zone connects at most 16 replica ids, its streams of both kinds counted together; a
+  replaced subscription leaves its successor's lag marker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.federation.objects import (
@@ -26,8 +33,13 @@ from kontinuum.federation.objects import (
     REPLICA_METADATA,
     SERVICE,
     SITE_METADATA,
+    TYPE_URL,
     ZONE_RESOURCE_TYPE_URL,
+    ZONE_TO_GLOBAL,
 )
+from kontinuum.federation.service import MAX_REPLICAS, start_server
+from kontinuum.federation.zone import Zone, ZoneSettings
+from kontinuum.security.xds_auth import ServerCertificate
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -42,7 +54,14 @@ from tests.e2e.test_federation import (
     sidecar_bootstrap,
     until,
 )
-from tests.e2e.test_federation_service import Global, profile, served
+from tests.e2e.test_federation_service import (
+    HOUR,
+    Global,
+    profile,
+    served,
+    service_object,
+    write_credentials,
+)
 from tests.support.net import eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -281,6 +300,8 @@ async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global)
         await call.write(subscription)
         first = await call.read()
         assert [r.name for r in first.resources] == ["fleet/ClusterProfile/fleet/eu"]
+        # The global names its instance, as an xDS management server does.
+        assert first.control_plane.identifier == served.service.instance
         await call.write(
             discovery_pb2.DeltaDiscoveryRequest(
                 type_url=ZONE_RESOURCE_TYPE_URL, response_nonce=first.nonce
@@ -305,3 +326,142 @@ async def test_each_replica_of_a_zone_keeps_its_own_subscription(served: Global)
     await eventually(lambda: served.service.subscribed["edge-paris"] == 2)
     for call in (again, calls[1]):
         call.cancel()
+
+
+def publish_as(served: Global, credentials: grpc.ChannelCredentials, replica: str) -> Any:
+    channel = grpc.aio.secure_channel(served.address, credentials)
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+        request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+    )
+    return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, replica)))
+
+
+async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_all(
+    served: Global,
+) -> None:
+    served.service.feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    calls = []
+    for index in range(MAX_REPLICAS):  # the subscriptions of sixteen replica ids
+        call = subscribe_as(served, credentials, f"zone-{index}")
+        await call.write(subscription)
+        async with asyncio.timeout(10):
+            await call.read()
+        calls.append(call)
+    # A seventeenth replica id is refused, on either kind of stream.
+    extra = subscribe_as(served, credentials, "zone-16")
+    await extra.write(subscription)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async with asyncio.timeout(10):
+            await extra.read()
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async with asyncio.timeout(10):
+            await publish_as(served, credentials, "zone-16").read()
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.service.subscribed["edge-paris"] == MAX_REPLICAS
+    # A replica id already connected opens its other kind of stream.
+    async with asyncio.timeout(10):
+        first = await publish_as(served, credentials, "zone-0").read()
+    assert first.type_url == TYPE_URL
+    # One replica gone, another id may connect.
+    calls[1].cancel()
+    await eventually(lambda: served.service.subscribed["edge-paris"] == MAX_REPLICAS - 1)
+    again = subscribe_as(served, credentials, "zone-16")
+    await again.write(subscription)
+    async with asyncio.timeout(10):
+        await again.read()
+    for call in (*calls, again):
+        call.cancel()
+
+
+async def test_a_zone_reaching_one_global_at_two_addresses_publishes_on_one_link(
+    served: Global, tmp_path: Path
+) -> None:
+    # One global process listening on two addresses, both named in `--global`.
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    other_address = f"127.0.0.1:{free_port()}"
+    other = await start_server(
+        served.service, other_address, certificate.credentials(require_client_certificate=True)
+    )
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    write_credentials(credentials, served.ca, HOUR)
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    addresses = f"{served.address},{other_address}"
+    zone = Zone(ZoneSettings("edge-paris", addresses, credentials, site, backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        await eventually(lambda: served.zone.objects == 1, timeout=10, what="a published")
+        # Each change is published once: no stream of the zone replaced another.
+        for count, name in enumerate(("b", "c", "d"), start=2):
+            (site / f"{name}.yaml").write_text(yaml.safe_dump(dict(service_object(name).body)))
+            await eventually(lambda c=count: served.zone.objects == c, timeout=10, what=name)
+        assert served.zone.stats.connections == 1
+        # Both links reached the global; the second one to learn its instance stays idle.
+        await eventually(
+            lambda: (
+                [link.instance for link in zone.publisher] == [served.service.instance] * 2
+                and sum(link.idle for link in zone.publisher) == 1
+            ),
+            timeout=10,
+            what="both links reached the one instance",
+        )
+        assert served.zone.stats.connections == 1
+        assert served.zone.replicas() == [(zone.replica, True)]
+        assert zone.publisher.stats.responses == 4  # the first view, then each change
+        assert (zone.publisher.connected_links(), zone.publisher.disconnected_links()) == (1, 0)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await other.stop(0)
+
+
+async def test_a_replaced_subscription_leaves_its_successors_lag_marker(served: Global) -> None:
+    served.service.feed.update([profile("eu")], [])
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    subscription = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ZONE_RESOURCE_TYPE_URL, resource_names_subscribe=["*"]
+    )
+    older = subscribe_as(served, credentials, "zone-a")
+    await older.write(subscription)
+    await older.read()  # not answered: behind
+    newer = subscribe_as(served, credentials, "zone-a")
+    await newer.write(subscription)
+    await newer.read()  # not answered either
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(10):
+            await older.read()
+    assert ended.value.code() is grpc.StatusCode.ABORTED
+    await eventually(lambda: served.service.subscribed["edge-paris"] == 1)
+    # The older stream's end leaves the newer one's response, still unanswered, counted.
+    assert "edge-paris" in served.service.behind_since
+    newer.cancel()
+    await eventually(lambda: "edge-paris" not in served.service.behind_since)
+
+
+def test_a_dual_stack_name_is_one_global_replica_of_one_address_family(tmp_path: Path) -> None:
+    # A name with an AAAA and an A record (in a hosts file of a mount namespace of its own):
+    # one process at two addresses, dialed over the family of the first address only.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 global.dual.test\n127.0.0.1 global.dual.test\n")
+    code = (
+        "from kontinuum.federation.global_links import resolve\n"
+        "targets, problems = resolve([('global.dual.test', 18002)])\n"
+        "print(*problems, *(t.target for t in targets))\n"
+    )
+    script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3"'
+    ran = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(hosts), sys.executable, code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert ran.stdout.split() in (["ipv6:[::1]:18002"], ["ipv4:127.0.0.1:18002"])

@@ -198,9 +198,12 @@ async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(
     assert held["Service/demo/a"] == service_object("a").version  # the last good one
     assert held["Service/demo/b"] == service_object("b", port=81).version
 
-    # A restarted zone: the new stream is told what is held, and takes over.
+    # A restarted zone: the new stream is told what is held, and takes over at its first
+    # response.
     again = served.open(credentials)
     assert dict((await again.read()).initial_resource_versions) == held
+    await again.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    assert (await again.read()).response_nonce == "1"
     await call.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="9"))
     error = await refusal(call)
     assert error.code() is grpc.StatusCode.ABORTED

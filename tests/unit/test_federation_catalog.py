@@ -434,3 +434,17 @@ def test_a_zone_holding_secrets_it_is_no_longer_sent_drops_them_at_its_next_subs
     copy.save()
     kept = json.loads((tmp_path / "global.json").read_text())["resources"]
     assert _fleet_secrets(kept) == []
+
+
+def test_a_subscription_moved_to_another_global_replica_is_counted() -> None:
+    catalog = FleetCatalog()
+    catalog.update(PROFILES, [site("eu", 1)])
+    copy = FleetCopy("edge")
+    for replica in range(1, 3):  # a first global replica, then another, without a gap
+        publisher = Publisher(type_url=ZONE_RESOURCE_TYPE_URL)
+        publisher.publish_mapping(catalog.for_zone("edge"))
+        first = copy.subscription()
+        publisher.connect(dict(first.initial_resource_versions))
+        sync(publisher, copy)
+        assert copy.stats.subscribed
+        assert copy.stats.subscriptions == replica

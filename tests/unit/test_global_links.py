@@ -5,11 +5,18 @@ published to each link, each sending only what differs from what its replica hol
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
-from kontinuum.federation.global_links import Links, global_entries, resolve
+from kontinuum.federation.global_links import (
+    Links,
+    default_replica_id,
+    global_entries,
+    resolve,
+)
 from kontinuum.federation.objects import SiteObject, site_object
 
 
@@ -87,3 +94,16 @@ def test_each_link_sends_what_its_replica_lacks() -> None:
     links.drop("b")
     assert len(links) == 1
     assert not links.is_up("b")
+
+
+def test_a_zone_replica_restarted_on_its_host_keeps_its_default_id() -> None:
+    # Two processes on one host (a container restarted in its pod): one id, the host name.
+    code = "from kontinuum.federation.global_links import default_replica_id as d; print(d())"
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert ids == {socket.gethostname()}
+    assert default_replica_id() == socket.gethostname()

@@ -6,11 +6,12 @@ going stale, costing only what differs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
-from kontinuum.discovery.zone import SupersededError, ZoneSource
-from tests.unit.test_zone_source import Updates, addresses, hello, hello_slice
+from kontinuum.discovery.zone import MAX_BYTES, ReceivedObject, SupersededError, ZoneSource
+from tests.unit.test_zone_source import Updates, addresses, hello, hello_slice, obj
 
 
 @pytest.fixture
@@ -150,3 +151,58 @@ async def test_a_change_the_standby_sends_in_parts_goes_on_once_it_is_active(
     zone.apply(b, [], [])  # its last part
     assert addresses(await updates.next()) == ["10.0.0.2"]
     assert zone.held()["EndpointSlice/demo/hello-1"] == "2"
+
+
+async def test_a_stream_attached_after_a_change_starts_from_what_it_was_told(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [hello(), hello_slice("10.0.0.1")], [])
+    await updates.next()
+    # b is told what is held, and attaches at its first response, after a change of a.
+    told, declared = zone.holding(), list(zone.held())
+    assert zone.holding() is told  # streams told of the same objects share one copy
+    zone.apply(a, [hello_slice("10.0.0.3", version="3")], [])
+    assert addresses(await updates.next()) == ["10.0.0.3"]
+    zone.detach(a, "gone")
+    assert (await updates.next()).stale
+    b = zone.attach(declared, replica="b", since=told)
+    assert zone.replicas() == [("b", False)]  # a standby from what it was told
+    zone.apply(b, [], [])  # b holds what it was told: nothing to send
+    back = await updates.next()
+    assert (back.stale, addresses(back)) == (False, ["10.0.0.1"])
+    assert zone.held()["EndpointSlice/demo/hello-1"] == "1"
+    assert zone.replicas() == [("b", True)]
+
+
+def sized(name: str, megabytes: int, version: str = "1") -> ReceivedObject:
+    """A Service said to be `megabytes` MiB of JSON (its size as the stream measured it)."""
+    body = {"spec": {"ports": [{"name": "http", "port": 80}]}}
+    return replace(obj("Service", name, body, version), size=megabytes * 1024 * 1024)
+
+
+async def test_the_standbys_objects_count_with_the_site_s_against_its_bytes(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    assert MAX_BYTES == 512 * 1024 * 1024
+    a = zone.attach(replica="a")
+    zone.apply(a, [sized("shared", 300)], [])
+    await updates.next()
+    b = zone.attach(zone.held().keys(), replica="b")
+    c = zone.attach(zone.held().keys(), replica="c")
+    # What a standby shares with the site's view costs nothing more, whatever its version
+    # arrived as; what it holds of its own counts with the site's and the other standbys'.
+    assert zone.apply(b, [sized("shared", 300), sized("b-own", 150)], []) == []
+    refused = zone.apply(c, [sized("shared", 300), sized("c-own", 150)], [])
+    assert refused == [
+        f"Service/demo/c-own: the zone's views would hold more than the {MAX_BYTES} bytes of "
+        "objects it may, its standby replicas' with its active one's"
+    ]
+    assert zone.apply(c, [sized("c-own", 50)], []) == []
+    # b's object, sent by c too, is c's own while the site's view does not hold it ...
+    assert len(zone.apply(c, [sized("b-own", 150)], [])) == 1
+    # ... and shared once it does.
+    zone.apply(a, [sized("b-own", 150)], [])
+    assert zone.apply(c, [sized("b-own", 150)], []) == []
