@@ -581,23 +581,18 @@ class CertificateAuthority:
             PolicyBuilder().store(Store(list(self._roots))).time(utc(now)).build_client_verifier()
         )
         try:
-            verifier.verify(leaf, intermediates)
+            path = verifier.verify(leaf, intermediates).chain
         except VerificationError as error:
             raise CaError(f"certificate refused by the {self._td} CA: {error}") from None
         try:
             identity = _identity(leaf, self._td)
         except ValueError as error:
             raise CaError(str(error)) from None
-        # The chain holds up to the roots (pathlen included): a zone CA that issued the leaf
-        # directly limits it to its site.
-        site = next(
-            (
-                site
-                for issuer in (*intermediates, self._signer)
-                if (site := zone_site(issuer)) is not None and issued_by(leaf, issuer)
-            ),
-            None,
-        )
+        # The path the verifier built holds up to the roots (pathlen included): a zone CA
+        # that issued the leaf limits it to its site. Its issuer is read from that path, not
+        # from the certificates presented: a presented one with the same subject and key (a
+        # zone's key can make one naming any site) would otherwise speak for it.
+        site = zone_site(path[1]) if len(path) > 1 else None
         return PeerIdentity(identity.spiffe_id, identity.cluster, identity.expires, site)
 
 

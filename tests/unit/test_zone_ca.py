@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
@@ -131,6 +133,40 @@ def test_a_zone_ca_of_another_fleet_is_no_issuer(fleet_ca: CertificateAuthority)
     issued = stranger.issue_workload(WEB, "edge-paris", HOUR)
     with pytest.raises(CaError, match="is not issued by this fleet's CA"):
         fleet_ca.issuing_site(issued.certificate_chain_pem)
+
+
+def test_the_issuing_site_is_read_from_the_verified_path_not_the_presented_order(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone_a, a_dir = zone_authority(fleet_ca, "edge-a")
+    # What zone A's key signs by hand: a leaf of site edge-b, and a self-made "zone CA of
+    # edge-b" (zone A's subject and key, self-signed) presented ahead of zone A's real CA.
+    chain, _ = minted(a_dir, SpiffeId(TD, "kontinuum-system", "zone-edge-b"), "edge-b")
+    leaf, real_a = x509.load_pem_x509_certificates(chain)[:2]
+    key = serialization.load_pem_private_key((a_dir / "tls.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    fake = (
+        x509.CertificateBuilder()
+        .subject_name(real_a.subject)
+        .issuer_name(real_a.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(real_a.not_valid_before_utc)
+        .not_valid_after(real_a.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
+                f"spiffe://{TD}/ns/kontinuum-system/sa/zone-edge-b"
+            )]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    presented = b"".join(c.public_bytes(Encoding.PEM) for c in (leaf, fake, real_a))
+    assert fleet_ca.verify(presented).issuing_site == "edge-a"
+    assert zone_a.verify(presented).issuing_site == "edge-a"
+    with pytest.raises(CaError):  # the gRPC path's check refuses the chain outright
+        fleet_ca.issuing_site(presented)
 
 
 def test_a_token_signed_by_a_zone_s_key_is_of_its_site(fleet_ca: CertificateAuthority) -> None:
