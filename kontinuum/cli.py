@@ -243,6 +243,13 @@ def serve(
         duration_option(workload_cert_validity, "--workload-cert-validity"),
         federation_address,
     )
+    if security.ca.site is not None:
+        raise typer.BadParameter(
+            f"{ca_dir} holds the zone CA of site {security.ca.site} (`kontinuum ca "
+            "intermediate`): the global serves with the fleet's CA, a zone's with `kontinuum "
+            "zone --ca-dir`",
+            param_hint="--ca-dir",
+        )
     options = FleetOptions(
         path=config,
         config_cluster=access,

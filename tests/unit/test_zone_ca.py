@@ -6,7 +6,10 @@ xDS server."""
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,26 @@ def test_ca_intermediate_writes_a_zone_ca_limited_to_its_site(tmp_path: Path) ->
     )  # fmt: skip
     assert bad.exit_code == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_serve_refuses_a_zone_ca_at_start_up(
+    fleet_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    _, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    # A process of its own, bounded: a global that started would serve until stopped.
+    done = subprocess.run(
+        [sys.executable, "-m", "kontinuum", "serve", "--config", str(fleet),
+         "--ca-dir", str(zone_dir), "--xds-address", addresses[0],
+         "--admin-address", addresses[1], "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "--ca-dir" in done.stderr
+    assert "the zone CA of site edge-paris" in done.stderr
 
 
 def test_what_a_zone_issues_chains_to_the_root_and_names_its_issuing_site(
