@@ -13,8 +13,8 @@ certificate must:
   kontinuum` (what `kontinuum serve` presents on its xDS and federation addresses), the
   trust domain being the one of the zone's own certificate;
 - be issued by the fleet's CA itself: a root of `ca.pem`, or a CA of the chain of the
-  zone's own `cert.pem` that is not a zone's CA. A zone's intermediate can issue the
-  control plane's identity (its own xDS server presents it to its site's proxies), and a
+  zone's own `cert.pem` that is not a zone's CA. A zone's intermediate does not issue
+  the control plane's identity, but a compromised zone's key can sign it by hand, and a
   root shared beyond the mesh issues certificates for other purposes: neither stands for
   the global.
 

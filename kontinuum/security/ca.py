@@ -31,6 +31,7 @@ from kontinuum.control.objects import dns_subdomain
 from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
 from kontinuum.security.zone_ca import (
     host_refusal,
+    is_control_plane,
     issued_by,
     leaf_issuing_site,
     zone_ca_certificate,
@@ -445,6 +446,11 @@ class CertificateAuthority:
             raise ValueError(f"a certificate validity of {validity} is not positive")
         if cluster is not None and not 0 < len(cluster) <= _MAX_OU:
             raise ValueError(f"cluster {cluster!r} must be 1 to {_MAX_OU} characters long")
+        if self._site is not None and is_control_plane(spiffe_id):
+            raise CaError(
+                f"the zone CA of site {self._site} does not issue the control plane's identity "
+                f"{spiffe_id}: its xDS server presents {zone_identity(self._td, self._site)}"
+            )
         if self._site is not None and cluster not in (None, self._site):
             raise CaError(
                 f"the zone CA of site {self._site} issues certificates of cluster "

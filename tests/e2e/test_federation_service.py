@@ -475,20 +475,21 @@ async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
     """A server on the global's address with a certificate the zone's roots accept for its
     host, but without the control plane's identity (of the fleet's CA itself), or with one
     they do not accept: the zone logs and counts it, and never opens a stream to it."""
-    if issuer == "fleet":
-        authority = served.ca
-    elif issuer == "zone":
-        authority = zone_authority(served.ca, "other")[0]
-    else:  # a CA the zone's roots do not hold: the handshake itself fails
-        authority = CertificateAuthority.generate(TD)
-    certificate = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+    if issuer == "zone":
+        # A zone's CA does not issue the control plane's identity: its key signs it by hand.
+        chain, key = minted(zone_authority(served.ca, "other")[1], identity, None,
+                            hosts=("127.0.0.1",))  # fmt: skip
+    else:  # the fleet's CA, or one the zone's roots do not hold (the handshake fails)
+        authority = served.ca if issuer == "fleet" else CertificateAuthority.generate(TD)
+        issued = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+        chain, key = issued.certificate_chain_pem, issued.private_key_pem
     impostor = FederationService(FleetAuthenticator(served.ca), served.zones.get)
     address = f"127.0.0.1:{free_port()}"
     server = await start_server(
         impostor,
         address,
         grpc.ssl_server_credentials(
-            [(certificate.private_key_pem, certificate.certificate_chain_pem)],
+            [(key, chain)],
             root_certificates=served.ca.trust_bundle_pem,
             require_client_auth=True,
         ),

@@ -6,6 +6,7 @@ xDS server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -30,7 +31,9 @@ from kontinuum.security.workload import WorkloadCertificates
 from kontinuum.security.xds_auth import (
     FleetAuthenticator,
     ServerCertificate,
+    control_plane_identity,
     operator_identity,
+    server_identity,
 )
 from kontinuum.telemetry.metrics import XdsCollector
 from kontinuum.xds import Peer, SnapshotCache, XdsServer, types
@@ -40,6 +43,7 @@ from tests.support.security import ads, node, refusal, uri_sans, write_credentia
 from tests.support.zone_ca import minted, write_zone_ca, zone_authority
 
 TD = "cluster.local"
+CONTROL = f"spiffe://{TD}/ns/kontinuum-system"
 WEB = SpiffeId(TD, "demo", "web")
 HOUR = timedelta(hours=1)
 
@@ -130,6 +134,55 @@ def test_what_a_zone_issues_chains_to_the_root_and_names_its_issuing_site(
         zone.issue_workload(WEB, "eu", HOUR)
     with pytest.raises(CaError, match="signs no further CA"):
         zone.issue_zone_ca("eu", HOUR)
+
+
+def test_a_zone_s_xds_server_presents_its_zone_s_identity_never_the_control_plane_s(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    control_plane = control_plane_identity(TD)
+    with pytest.raises(CaError, match="does not issue the control plane's identity"):
+        zone.issue_server(control_plane, ["127.0.0.1"], HOUR)
+    with pytest.raises(CaError, match="does not issue the control plane's identity"):
+        zone.issue_workload(control_plane, "edge-paris", HOUR)
+    # The xDS server of the zone presents the zone's own identity, issued by its CA; the
+    # fleet's CA (the global, a zone run with it) presents the control plane's, as before.
+    assert str(server_identity(zone)) == f"{CONTROL}/sa/zone-edge-paris"
+    issued = zone.issue_server(server_identity(zone), ["127.0.0.1"], HOUR)
+    assert fleet_ca.verify(issued.certificate_chain_pem).issuing_site == "edge-paris"
+    assert server_identity(fleet_ca) == control_plane
+
+
+@pytest.mark.parametrize(
+    ("cluster", "pinned"),
+    [
+        ("edge-paris", [f"{CONTROL}/sa/kontinuum", f"{CONTROL}/sa/zone-edge-paris"]),
+        ("Not_A_Site", [f"{CONTROL}/sa/kontinuum"]),  # no zone can serve it
+    ],
+)
+def test_bootstrap_pins_the_control_plane_or_the_zone_of_the_proxy_s_cluster(
+    tmp_path: Path, cluster: str, pinned: list[str]
+) -> None:
+    root = tmp_path / "ca.pem"
+    root.write_text("")
+    for proof in (
+        ["--xds-cert", str(root), "--xds-key", str(root)],
+        ["--xds-token-file", str(root)],
+    ):
+        root.write_text("token")
+        done = CliRunner().invoke(
+            app,
+            ["bootstrap", "--node-id", "a", "--cluster", cluster, "--namespace", "demo",
+             "--xds-ca", str(root), *proof],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        (xds,) = [
+            c for c in json.loads(done.output)["static_resources"]["clusters"]
+            if c["name"] == "kontinuum-xds"
+        ]  # fmt: skip
+        context = xds["transport_socket"]["typed_config"]["common_tls_context"]
+        matchers = context["validation_context"]["match_typed_subject_alt_names"]
+        assert matchers == [{"san_type": "URI", "matcher": {"exact": uri}} for uri in pinned]
 
 
 def test_a_chain_below_a_zone_ca_is_refused(fleet_ca: CertificateAuthority, tmp_path: Path) -> None:
