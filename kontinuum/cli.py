@@ -522,7 +522,7 @@ def bootstrap(
     tls = None
     if xds_ca is not None:
         token = xds_token_file.read_text().strip() if xds_token_file is not None else None
-        zone = site_zone_identity(trust_domain, cluster)  # its site's zone may serve it
+        site_zone = site_zone_identity(trust_domain, cluster)  # its site's zone may serve it
         try:
             tls = XdsClientTls(
                 ca_file=str(xds_ca.resolve()),
@@ -530,7 +530,7 @@ def bootstrap(
                 certificate_file=str(xds_cert.resolve()) if xds_cert else None,
                 key_file=str(xds_key.resolve()) if xds_key else None,
                 token=token or None,
-                zone_identity=None if zone is None else str(zone),
+                zone_identity=None if site_zone is None else str(site_zone),
             )
         except ValueError as error:
             raise typer.BadParameter(
