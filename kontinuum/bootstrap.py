@@ -23,7 +23,9 @@ class XdsClientTls:
     """How a proxy reaches a TLS xDS server and proves who it is.
 
     It trusts `ca_file` (the fleet's root, `kontinuum ca init`) and accepts only a server
-    presenting `server_identity` (a SPIFFE ID). It proves its own identity with a client
+    presenting `server_identity` (a SPIFFE ID: the control plane's), or `zone_identity`
+    when given (the xDS server of its own site's zone, serving with the zone's intermediate
+    CA: `ns/kontinuum-system/sa/zone-<site>`). It proves its own identity with a client
     certificate (`certificate_file`, `key_file`; `kontinuum ca issue`, cert-manager) at the
     mutual-TLS address, or with a bootstrap `token` (`kontinuum token create`) at the token
     address. Paths are read by the proxy, at the time it runs.
@@ -34,6 +36,12 @@ class XdsClientTls:
     certificate_file: str | None = None
     key_file: str | None = None
     token: str | None = None
+    zone_identity: str | None = None
+
+    @property
+    def server_identities(self) -> list[str]:
+        """The SPIFFE IDs accepted of the xDS server (any one of them)."""
+        return [self.server_identity, *([self.zone_identity] if self.zone_identity else [])]
 
     def __post_init__(self) -> None:
         if (self.certificate_file is None) != (self.key_file is None):
@@ -46,8 +54,9 @@ class XdsClientTls:
             "alpn_protocols": ["h2"],
             "validation_context": {
                 "trusted_ca": {"filename": self.ca_file},
-                "match_typed_subject_alt_names": [
-                    {"san_type": "URI", "matcher": {"exact": self.server_identity}}
+                "match_typed_subject_alt_names": [  # any one of them
+                    {"san_type": "URI", "matcher": {"exact": identity}}
+                    for identity in self.server_identities
                 ],
             },
         }

@@ -243,6 +243,13 @@ def serve(
         duration_option(workload_cert_validity, "--workload-cert-validity"),
         federation_address,
     )
+    if security.ca.site is not None:
+        raise typer.BadParameter(
+            f"{ca_dir} holds the zone CA of site {security.ca.site} (`kontinuum ca "
+            "intermediate`): the global serves with the fleet's CA, a zone's with `kontinuum "
+            "zone --ca-dir`",
+            param_hint="--ca-dir",
+        )
     options = FleetOptions(
         path=config,
         config_cluster=access,
@@ -488,12 +495,13 @@ def bootstrap(
     """Print a bootstrap (JSON) that connects an Envoy, or a proxyless gRPC client, to kontinuum.
 
     Envoy: ADS over gRPC, Delta by default, the node sent on the first request only. With
-    --xds-ca, over TLS, pinning the server's identity spiffe://<trust domain>/ns/
-    kontinuum-system/sa/kontinuum, and proving the proxy's with --xds-cert/--xds-key or
-    --xds-token-file.
+    --xds-ca, over TLS, pinning the server's identity: the control plane's,
+    spiffe://<trust domain>/ns/kontinuum-system/sa/kontinuum, or that of the zone of
+    --cluster, .../sa/zone-<cluster> (a zone serving with its intermediate CA); and
+    proving the proxy's with --xds-cert/--xds-key or --xds-token-file.
     """
     from kontinuum.bootstrap import XdsClientTls, envoy_bootstrap, grpc_bootstrap, proxy_metadata
-    from kontinuum.security.xds_auth import control_plane_identity
+    from kontinuum.security.xds_auth import control_plane_identity, site_zone_identity
 
     if role not in {"sidecar", "gateway", "ingress"}:
         raise typer.BadParameter("must be sidecar, gateway or ingress", param_hint="--role")
@@ -514,6 +522,7 @@ def bootstrap(
     tls = None
     if xds_ca is not None:
         token = xds_token_file.read_text().strip() if xds_token_file is not None else None
+        site_zone = site_zone_identity(trust_domain, cluster)  # its site's zone may serve it
         try:
             tls = XdsClientTls(
                 ca_file=str(xds_ca.resolve()),
@@ -521,6 +530,7 @@ def bootstrap(
                 certificate_file=str(xds_cert.resolve()) if xds_cert else None,
                 key_file=str(xds_key.resolve()) if xds_key else None,
                 token=token or None,
+                zone_identity=None if site_zone is None else str(site_zone),
             )
         except ValueError as error:
             raise typer.BadParameter(

@@ -231,7 +231,9 @@ def ca_intermediate(
             help="A host name the zone's xDS server presents (its --xds-server-name; "
             "repeatable): the intermediate may then name these (and their subdomains) and "
             "no other host nor any IP address in a certificate (a critical X.509 name "
-            "constraint), so it cannot stand for the global in a TLS handshake.",
+            "constraint), so clients that check host names (gRPC, the zone's check of the "
+            "global) refuse what it signs for the global's host. Envoys check the URI SAN "
+            "they pin, not host names.",
         ),
     ] = None,
 ) -> None:
@@ -240,7 +242,8 @@ def ca_intermediate(
     The zone serves its site's proxies with it (`kontinuum zone --xds-address ... --ca-dir
     OUT`) instead of the fleet's key: what it issues may claim its site only, at the global
     and at every xDS server, and it signs no further CA (pathlen 0). Its SPIFFE ID is the
-    zone's, spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>. OUT is a
+    zone's, spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>, which the zone's xDS
+    server presents (it does not issue the control plane's identity). OUT is a
     cert-manager CA Secret's layout: tls.crt (the intermediate and the chain above it),
     tls.key (mode 0600), ca.crt (the root). With --dns-name, the host names its server
     certificates may carry are limited to those (docs/federation.md).

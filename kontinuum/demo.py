@@ -60,7 +60,7 @@ from kontinuum.demo_zone import (
 from kontinuum.discovery.static import load_fleet
 from kontinuum.security.ca import CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
-from kontinuum.security.xds_auth import control_plane_identity
+from kontinuum.security.xds_auth import control_plane_identity, site_zone_identity
 from kontinuum.status import summarize
 from kontinuum.telemetry.prometheus_sd import scrape_config
 from kontinuum.xds import XdsServer, types
@@ -229,11 +229,13 @@ def _credentials(
     key.touch(mode=0o600)
     key.write_bytes(issued.private_key_pem)
     (directory / "ca.pem").write_bytes(ca.trust_bundle_pem)
+    zone = site_zone_identity(ca.trust_domain, cluster)  # as `kontinuum bootstrap` pins
     return XdsClientTls(
         ca_file=str(directory / "ca.pem"),
         server_identity=str(control_plane_identity(ca.trust_domain)),
         certificate_file=str(directory / "cert.pem"),
         key_file=str(key),
+        zone_identity=None if zone is None else str(zone),
     )
 
 

@@ -13,13 +13,16 @@ certificate must:
   kontinuum` (what `kontinuum serve` presents on its xDS and federation addresses), the
   trust domain being the one of the zone's own certificate;
 - be issued by the fleet's CA itself: a root of `ca.pem`, or a CA of the chain of the
-  zone's own `cert.pem` that is not a zone's CA. A zone's intermediate can issue the
-  control plane's identity (its own xDS server presents it to its site's proxies), and a
+  zone's own `cert.pem` that is not a zone's CA. A zone's intermediate does not issue
+  the control plane's identity, but a compromised zone's key can sign it by hand, and a
   root shared beyond the mesh issues certificates for other purposes: neither stands for
   the global.
 
-Otherwise the zone does not dial (`GlobalIdentityError`): it logs why, counts it
-(`kontinuum_zone_global_refused_total`), and tries again after its backoff. The check and
+Otherwise, or when the handshake itself fails (a chain its roots do not accept, a
+certificate not for the global's host name, a TLS alert), the zone does not dial
+(`GlobalIdentityError`): it logs why, counts it (`kontinuum_zone_global_refused_total`),
+and tries again after its backoff. Only a connection that cannot be made, or that ends
+mid-handshake, is the global being out of reach (OSError). The check and
 the gRPC connection that follows are two handshakes: an attacker on the path could let the
 first reach the real global and answer the second itself, if it also held a certificate
 for the global's host name that the zone's roots accept (gRPC checks that much on every
@@ -32,7 +35,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -48,11 +51,16 @@ from kontinuum.security.zone_ca import issued_by, zone_site
 log = logging.getLogger("kontinuum.zone")
 
 HANDSHAKE_TIMEOUT: Final = 10.0  # seconds
+MAX_PROBLEMS: Final = 64  # global replicas whose last refusal is kept
 
 
 class GlobalIdentityError(Exception):
     """The global presented a certificate that does not prove the control plane's identity
     (the message says why, on one line)."""
+
+
+# TLS errors that say the connection broke, not what the global presented.
+_CONNECTION_ERRORS: Final = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError)
 
 
 @dataclass
@@ -61,20 +69,39 @@ class GlobalCheck:
     refused (see the module doc)."""
 
     refused: int = 0
-    problem: str = ""  # why it last refused, "" once a check passed
+    # Why it last refused each global replica (by address), until a check of it passes.
+    problems: dict[str, str] = field(default_factory=dict)
 
     def verify(self, address: str, credentials: Path, server_name: str = "") -> SpiffeId:
         """The global's identity at `address`, checked with the zone's `credentials`
         (cert.pem, key.pem, ca.pem); `GlobalIdentityError` when it is not the control
-        plane's, OSError when the global cannot be reached."""
+        plane's or fails the handshake, OSError when the global cannot be reached."""
         try:
             identity = _check(address, credentials, server_name)
         except GlobalIdentityError as error:
-            self.refused += 1
-            self.problem = str(error)
+            self._refuse(address, error)
             raise
-        self.problem = ""
+        except ssl.SSLError as error:  # an OSError too: caught before the caller's
+            if isinstance(error, _CONNECTION_ERRORS):
+                raise
+            refusal = GlobalIdentityError(_handshake_problem(address, error))
+            self._refuse(address, refusal)
+            raise refusal from error
+        self.problems.pop(address, None)
         return identity
+
+    def _refuse(self, address: str, error: GlobalIdentityError) -> None:
+        self.refused += 1
+        self.problems.pop(address, None)
+        self.problems[address] = str(error)
+        while len(self.problems) > MAX_PROBLEMS:  # replicas come and go: the oldest go
+            del self.problems[next(iter(self.problems))]
+
+
+def _handshake_problem(address: str, error: ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the global at {address} fails verification: {error.verify_message}"
+    return f"the global at {address} fails the TLS handshake: {error.reason or error}"
 
 
 def _check(address: str, credentials: Path, server_name: str) -> SpiffeId:

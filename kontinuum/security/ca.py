@@ -31,6 +31,7 @@ from kontinuum.control.objects import dns_subdomain
 from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
 from kontinuum.security.zone_ca import (
     host_refusal,
+    is_control_plane,
     issued_by,
     leaf_issuing_site,
     zone_ca_certificate,
@@ -445,6 +446,11 @@ class CertificateAuthority:
             raise ValueError(f"a certificate validity of {validity} is not positive")
         if cluster is not None and not 0 < len(cluster) <= _MAX_OU:
             raise ValueError(f"cluster {cluster!r} must be 1 to {_MAX_OU} characters long")
+        if self._site is not None and is_control_plane(spiffe_id):
+            raise CaError(
+                f"the zone CA of site {self._site} does not issue the control plane's identity "
+                f"{spiffe_id}: its xDS server presents {zone_identity(self._td, self._site)}"
+            )
         if self._site is not None and cluster not in (None, self._site):
             raise CaError(
                 f"the zone CA of site {self._site} issues certificates of cluster "
@@ -581,23 +587,18 @@ class CertificateAuthority:
             PolicyBuilder().store(Store(list(self._roots))).time(utc(now)).build_client_verifier()
         )
         try:
-            verifier.verify(leaf, intermediates)
+            path = verifier.verify(leaf, intermediates).chain
         except VerificationError as error:
             raise CaError(f"certificate refused by the {self._td} CA: {error}") from None
         try:
             identity = _identity(leaf, self._td)
         except ValueError as error:
             raise CaError(str(error)) from None
-        # The chain holds up to the roots (pathlen included): a zone CA that issued the leaf
-        # directly limits it to its site.
-        site = next(
-            (
-                site
-                for issuer in (*intermediates, self._signer)
-                if (site := zone_site(issuer)) is not None and issued_by(leaf, issuer)
-            ),
-            None,
-        )
+        # The path the verifier built holds up to the roots (pathlen included): a zone CA
+        # that issued the leaf limits it to its site. Its issuer is read from that path, not
+        # from the certificates presented: a presented one with the same subject and key (a
+        # zone's key can make one naming any site) would otherwise speak for it.
+        site = zone_site(path[1]) if len(path) > 1 else None
         return PeerIdentity(identity.spiffe_id, identity.cluster, identity.expires, site)
 
 

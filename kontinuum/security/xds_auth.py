@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from kontinuum.control.objects import dns_label
 from kontinuum.security.ca import (
     CaError,
     CertificateAuthority,
@@ -30,12 +31,13 @@ from kontinuum.security.ca import (
 )
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.tokens import verify_token
+from kontinuum.security.zone_ca import CONTROL_PLANE_ACCOUNT, ZONE_NAMESPACE, zone_identity
 from kontinuum.xds.identity import Peer, UnauthenticatedError
 
 log = logging.getLogger("kontinuum.security")
 
-CONTROL_PLANE_NAMESPACE = "kontinuum-system"
-CONTROL_PLANE_SERVICE_ACCOUNT = "kontinuum"
+CONTROL_PLANE_NAMESPACE = ZONE_NAMESPACE
+CONTROL_PLANE_SERVICE_ACCOUNT = CONTROL_PLANE_ACCOUNT
 # Who may read the fleet's client status (CSDS) over TLS.
 OPERATOR_SERVICE_ACCOUNT = "operator"
 SERVER_CERTIFICATE_VALIDITY = timedelta(hours=24)
@@ -49,8 +51,31 @@ ISSUING_SITE_CLAIM = "issuing_site"
 
 
 def control_plane_identity(trust_domain: str) -> SpiffeId:
-    """The SPIFFE ID the xDS server presents: what proxies pin (`kontinuum bootstrap`)."""
+    """The SPIFFE ID the global's xDS server presents (and a zone's serving with the fleet's
+    CA): what proxies pin (`kontinuum bootstrap`)."""
     return SpiffeId(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)
+
+
+def site_zone_identity(trust_domain: str, cluster: str) -> SpiffeId | None:
+    """The identity the xDS server of `cluster`'s zone presents when it serves with its
+    intermediate CA, which a proxy of `cluster` pins besides the control plane's; None
+    when `cluster` cannot be a zone's site (not a DNS label)."""
+    if dns_label(cluster) is not None:
+        return None
+    try:
+        return zone_identity(trust_domain, cluster)
+    except ValueError:  # a site too long for a service account
+        return None
+
+
+def server_identity(ca: CertificateAuthority) -> SpiffeId:
+    """The SPIFFE ID an xDS server signing with `ca` presents: the control plane's with the
+    fleet's CA; with a zone's intermediate, which may not issue that, the zone's own
+    (`ns/kontinuum-system/sa/zone-<site>`), which the bootstrap of a proxy of that site pins
+    besides the control plane's."""
+    if ca.site is None:
+        return control_plane_identity(ca.trust_domain)
+    return zone_identity(ca.trust_domain, ca.site)
 
 
 def operator_identity(peer: Peer) -> bool:
@@ -124,7 +149,7 @@ class ServerCertificate:
         self._current = self._issue()
 
     def _issue(self) -> IssuedCertificate:
-        identity = control_plane_identity(self._ca.trust_domain)
+        identity = server_identity(self._ca)
         return self._ca.issue_server(identity, self._hosts, SERVER_CERTIFICATE_VALIDITY)
 
     def _configuration(self) -> Any:

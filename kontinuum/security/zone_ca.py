@@ -13,14 +13,22 @@ and limited by it:
   verifier that finds a leaf issued by such a CA knows the leaf's *issuing site*, and lets
   it claim that site only (`CertificateAuthority.issuing_site`): a zone's stream of its
   site at the global, an xDS node of its cluster.
+- **Not the control plane's identity**: it refuses to issue
+  `ns/kontinuum-system/sa/kontinuum`, what the global's xDS server presents; the zone's
+  xDS server presents the zone's own identity instead, which `kontinuum bootstrap` pins
+  (besides the control plane's) for the proxies of that site only, so other sites' Envoys
+  refuse the zone's xDS server in the handshake.
 - **It signs no further CA**: basicConstraints `CA:TRUE, pathlen:0`, which every TLS stack
   enforces during the handshake; kontinuum's own checks accept a leaf only when the zone
   CA issued it directly, and refuse to load a CA below a zone CA.
 - **Its host names, when the operator lists them** (`--dns-name`): a NameConstraints
   extension (critical) permits those DNS names (each with its subdomains, RFC 5280) and
   excludes every IP address (0.0.0.0/0 and ::/0), so a server certificate it signs for any
-  other host, the global's among them, fails verification in every TLS stack that checks
-  the chain: gRPC's and Envoy's BoringSSL, OpenSSL, the `cryptography` verifier. URI SANs
+  other host, the global's among them, fails verification in every client that checks the
+  server's host name against the chain: gRPC (the zone's channel to the global, gRPC xDS
+  clients), OpenSSL (the zone's check of the global), the `cryptography` verifier. Envoy
+  checks no host name of its xDS server, only the URI SAN it pins, so toward Envoys the
+  constraint protects nothing; the identity pin does (above). URI SANs
   (SPIFFE IDs) are another name form, which DNS and IP constraints leave alone, so the
   workloads' certificates are as before. Without the list there is no constraint, and such
   a certificate passes the handshake (the zone's separate check of the global still
@@ -31,7 +39,9 @@ and limited by it:
 
 What it cannot limit: SPIFFE IDs of the data plane are trust-domain wide, as in Istio; a
 zone's intermediate can still sign `ns/<any namespace>/sa/<any account>` certificates for
-its own site's proxies, and peers outside kontinuum's checks (Envoys) accept them.
+its own site's proxies, and peers outside kontinuum's checks (Envoys) accept them. Its key
+can sign the control plane's identity by hand (the refusal above is this code's, not the
+certificate's), which Envoys, pinning identities and not issuers, would accept.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ from kontinuum.security.spiffe import SpiffeId
 
 ZONE_NAMESPACE: Final = "kontinuum-system"
 ZONE_ACCOUNT_PREFIX: Final = "zone-"
+# The control plane's own service account (in ZONE_NAMESPACE): the global's identity,
+# which a zone's CA never issues.
+CONTROL_PLANE_ACCOUNT: Final = "kontinuum"
 # What a zone CA with host names may not name at all: any IP address.
 EVERY_ADDRESS: Final = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
@@ -58,6 +71,14 @@ EVERY_ADDRESS: Final = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network(
 def zone_identity(trust_domain: str, site: str) -> SpiffeId:
     """The SPIFFE ID of `site`'s zone: `ns/kontinuum-system/sa/zone-<site>`."""
     return SpiffeId(trust_domain, ZONE_NAMESPACE, f"{ZONE_ACCOUNT_PREFIX}{site}")
+
+
+def is_control_plane(identity: SpiffeId) -> bool:
+    """Whether `identity` is the control plane's, `ns/kontinuum-system/sa/kontinuum`."""
+    return (identity.namespace, identity.service_account) == (
+        ZONE_NAMESPACE,
+        CONTROL_PLANE_ACCOUNT,
+    )
 
 
 def zone_site(certificate: x509.Certificate) -> str | None:

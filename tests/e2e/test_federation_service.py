@@ -460,6 +460,11 @@ async def test_a_newer_subscription_of_a_zone_ends_the_older_one(served: Global)
             SpiffeId(TD, "kontinuum-system", "kontinuum"),
             "issued by CN=kontinuum zone CA other,OU=other,O=cluster.local, not by the fleet's CA",
         ),
+        (
+            "stranger",
+            SpiffeId(TD, "kontinuum-system", "kontinuum"),
+            "fails verification: unable to get local issuer certificate",
+        ),
     ],
 )
 async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
@@ -471,17 +476,23 @@ async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
     says: str,
 ) -> None:
     """A server on the global's address with a certificate the zone's roots accept for its
-    host, but without the control plane's identity (of the fleet's CA itself): the zone
-    logs and counts it, and never opens a stream to it."""
-    authority = served.ca if issuer == "fleet" else zone_authority(served.ca, "other")[0]
-    certificate = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+    host, but without the control plane's identity (of the fleet's CA itself), or with one
+    they do not accept: the zone logs and counts it, and never opens a stream to it."""
+    if issuer == "zone":
+        # A zone's CA does not issue the control plane's identity: its key signs it by hand.
+        chain, key = minted(zone_authority(served.ca, "other")[1], identity, None,
+                            hosts=("127.0.0.1",))  # fmt: skip
+    else:  # the fleet's CA, or one the zone's roots do not hold (the handshake fails)
+        authority = served.ca if issuer == "fleet" else CertificateAuthority.generate(TD)
+        issued = authority.issue_server(identity, ["127.0.0.1"], HOUR)
+        chain, key = issued.certificate_chain_pem, issued.private_key_pem
     impostor = FederationService(FleetAuthenticator(served.ca), served.zones.get)
     address = f"127.0.0.1:{free_port()}"
     server = await start_server(
         impostor,
         address,
         grpc.ssl_server_credentials(
-            [(certificate.private_key_pem, certificate.certificate_chain_pem)],
+            [(key, chain)],
             root_certificates=served.ca.trust_bundle_pem,
             require_client_auth=True,
         ),
@@ -494,7 +505,7 @@ async def test_a_zone_refuses_a_global_that_is_not_the_control_plane(
     running = asyncio.create_task(zone.run())
     try:
         await eventually(lambda: zone.global_check.refused >= 3, timeout=10, what="refused")
-        assert says in zone.global_check.problem
+        assert says in zone.global_check.problems[address]
         assert served.zone.stats.connections == 0
         assert not zone.publisher.connected
         assert f"refused the global: the global at {address}" in caplog.text

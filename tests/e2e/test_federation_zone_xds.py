@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -40,6 +41,9 @@ pytestmark = pytest.mark.e2e
 HELLO = "hello.demo.svc.clusterset.local"
 WEB = "web.demo.svc.clusterset.local"
 ZONE_HOST = "zone.edge-paris.example"  # the zone's xDS host name, which its CA may name
+# What the zone's xDS server presents with its intermediate, and a sidecar of its site pins
+# (`kontinuum bootstrap --cluster edge-paris`) besides the control plane's identity.
+ZONE_IDENTITY = f"spiffe://{TD}/ns/kontinuum-system/sa/zone-edge-paris"
 
 FLEET = """apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ClusterProfile
@@ -96,6 +100,12 @@ def server_certificate(port: int, files: Path, server_name: str = "127.0.0.1") -
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
+
+
+def xds_tls(bootstrap: dict[str, Any]) -> Any:
+    """The TLS context of a bootstrap's static cluster of the xDS server."""
+    (xds,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "kontinuum-xds"]
+    return xds["transport_socket"]
 
 
 def reply_of(port: int, host: str) -> tuple[str | None, str | None]:
@@ -176,6 +186,7 @@ async def test_a_zone_serves_its_proxies_from_the_global_and_through_a_cut(
                     server_identity=str(control_plane_identity(TD)),
                     certificate_file=str(sidecar / "cert.pem"),
                     key_file=str(sidecar / "key.pem"),
+                    zone_identity=ZONE_IDENTITY,  # the zone serves with its intermediate
                 ),
             ),
         )
@@ -573,30 +584,40 @@ async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_pas
     )  # fmt: skip
     logs = (global_.log, zone.log)
 
-    def start_sidecar(name: str, account: str, **declared: Any) -> Envoy:
+    def start_sidecar(
+        name: str, account: str, cluster: str = "edge-paris", **declared: Any
+    ) -> Envoy:
         # Its xDS client certificate too is the zone's (`kontinuum ca issue --ca-dir
-        # zone-ca/`); it trusts the fleet's root alone.
-        files = issue(zone_ca, tmp_path / name, "edge-paris", "demo", account)
-        return envoys(
-            view="edge-paris",
-            xds_port=0,
-            mode="delta",
+        # zone-ca/`), the fleet's for another site; it trusts the fleet's root alone. Its
+        # bootstrap pins what `kontinuum bootstrap --cluster CLUSTER` pins: the control
+        # plane's identity or that of CLUSTER's zone.
+        issuer = zone_ca if cluster == "edge-paris" else ca
+        files = issue(issuer, tmp_path / name, cluster, "demo", account)
+        bootstrap = json.loads(
+            kontinuum(
+                "bootstrap", "--node-id", name, "--cluster", cluster, "--namespace", "demo",
+                "--xds-address", f"127.0.0.1:{zone_xds}", "--admin-port", "0",
+                "--stats-address", "none", "--xds-ca", str(files / "ca.pem"),
+                "--xds-cert", str(files / "cert.pem"), "--xds-key", str(files / "key.pem"),
+            )
+        )  # fmt: skip
+        pinned = envoy_bootstrap(
             node_id=name,
-            config=envoy_bootstrap(
-                node_id=name,
-                cluster="edge-paris",
-                xds_address=f"127.0.0.1:{zone_xds}",
-                admin_port=0,
-                reconnect_backoff=("0.1s", "1s"),
-                metadata=proxy_metadata(namespace="demo", role="sidecar", **declared),
-                tls=XdsClientTls(
-                    ca_file=str(files / "ca.pem"),
-                    server_identity=str(control_plane_identity(TD)),
-                    certificate_file=str(files / "cert.pem"),
-                    key_file=str(files / "key.pem"),
-                ),
+            cluster=cluster,
+            xds_address=f"127.0.0.1:{zone_xds}",
+            admin_port=0,
+            reconnect_backoff=("0.1s", "1s"),
+            metadata=proxy_metadata(namespace="demo", role="sidecar", **declared),
+            tls=XdsClientTls(
+                ca_file=str(files / "ca.pem"),
+                server_identity=str(control_plane_identity(TD)),
+                certificate_file=str(files / "cert.pem"),
+                key_file=str(files / "key.pem"),
+                zone_identity=f"spiffe://{TD}/ns/kontinuum-system/sa/zone-{cluster}",
             ),
         )
+        assert xds_tls(pinned) == xds_tls(bootstrap)  # the command's pin, exactly
+        return envoys(view=cluster, xds_port=0, mode="delta", node_id=name, config=pinned)
 
     try:
         global_.start()
@@ -622,16 +643,39 @@ async def test_a_zone_s_intermediate_issues_its_site_s_certificates_and_mtls_pas
         trusted = {uri for c in certs if c["kind"] == "ca_cert" for uri in entry_uris(c)}
         assert trusted == {f"spiffe://{TD}"}
         assert sorted(p.name for p in zone_ca.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
-        # The zone's xDS server certificate: the control plane's identity, issued by the
-        # zone's intermediate, for its host name only (the listening address left out).
+        # The zone's xDS server certificate: the zone's own identity (its intermediate may
+        # not issue the control plane's), issued by the zone's intermediate, for its host
+        # name only (the listening address left out).
         served = await asyncio.to_thread(
             server_certificate, zone_xds, tmp_path / "frontend-1", ZONE_HOST
         )
         (zone_intermediate,) = x509.load_pem_x509_certificates((zone_ca / "tls.crt").read_bytes())
         served.verify_directly_issued_by(zone_intermediate)
         names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.UniformResourceIdentifier) == [ZONE_IDENTITY]
         assert names.get_values_for_type(x509.DNSName) == [ZONE_HOST]
         assert names.get_values_for_type(x509.IPAddress) == []
+
+        # A sidecar of another site (eu), with the fleet's certificate of its cluster,
+        # bootstrapped to this zone's address (a path a compromised zone could be on): it
+        # pins the control plane's identity or eu's zone's, and refuses this zone's xDS
+        # server in the TLS handshake itself; it never reaches the zone's admission (which
+        # would refuse another site too), so it gets no config at all.
+        stranger = await asyncio.to_thread(start_sidecar, "eu-frontend-1", "frontend", "eu")
+        await asyncio.to_thread(stranger.wait_admin)
+        await asyncio.to_thread(
+            stranger.wait_for,
+            lambda: (
+                "verify_cert_failed" in stranger.log_tail() and "SAN_matcher" in stranger.log_tail()
+            ),
+            30,
+            "the eu sidecar to refuse the zone's xDS server certificate",
+        )
+        assert await asyncio.to_thread(stranger.stat, "control_plane.connected_state") == 0
+        clusters = await asyncio.to_thread(stranger.clusters)
+        assert {c["name"] for c in clusters.get("cluster_statuses", [])} == {"kontinuum-xds"}
+        refused = await zone.metric("kontinuum_xds_streams_refused_total", {"reason": "denied"})
+        assert refused == 0, "the zone's admission saw the eu sidecar: TLS let it through"
     finally:
         zone.stop()
         global_.stop()

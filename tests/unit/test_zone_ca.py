@@ -6,7 +6,11 @@ xDS server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,8 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
@@ -25,7 +31,9 @@ from kontinuum.security.workload import WorkloadCertificates
 from kontinuum.security.xds_auth import (
     FleetAuthenticator,
     ServerCertificate,
+    control_plane_identity,
     operator_identity,
+    server_identity,
 )
 from kontinuum.telemetry.metrics import XdsCollector
 from kontinuum.xds import Peer, SnapshotCache, XdsServer, types
@@ -35,6 +43,7 @@ from tests.support.security import ads, node, refusal, uri_sans, write_credentia
 from tests.support.zone_ca import minted, write_zone_ca, zone_authority
 
 TD = "cluster.local"
+CONTROL = f"spiffe://{TD}/ns/kontinuum-system"
 WEB = SpiffeId(TD, "demo", "web")
 HOUR = timedelta(hours=1)
 
@@ -84,6 +93,26 @@ def test_ca_intermediate_writes_a_zone_ca_limited_to_its_site(tmp_path: Path) ->
     assert not (tmp_path / "bad").exists()
 
 
+def test_serve_refuses_a_zone_ca_at_start_up(
+    fleet_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    _, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    fleet = Path(__file__).parents[2] / "examples" / "fleet"
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    # A process of its own, bounded: a global that started would serve until stopped.
+    done = subprocess.run(
+        [sys.executable, "-m", "kontinuum", "serve", "--config", str(fleet),
+         "--ca-dir", str(zone_dir), "--xds-address", addresses[0],
+         "--admin-address", addresses[1], "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "--ca-dir" in done.stderr
+    assert "the zone CA of site edge-paris" in done.stderr
+
+
 def test_what_a_zone_issues_chains_to_the_root_and_names_its_issuing_site(
     fleet_ca: CertificateAuthority,
 ) -> None:
@@ -105,6 +134,55 @@ def test_what_a_zone_issues_chains_to_the_root_and_names_its_issuing_site(
         zone.issue_workload(WEB, "eu", HOUR)
     with pytest.raises(CaError, match="signs no further CA"):
         zone.issue_zone_ca("eu", HOUR)
+
+
+def test_a_zone_s_xds_server_presents_its_zone_s_identity_never_the_control_plane_s(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    control_plane = control_plane_identity(TD)
+    with pytest.raises(CaError, match="does not issue the control plane's identity"):
+        zone.issue_server(control_plane, ["127.0.0.1"], HOUR)
+    with pytest.raises(CaError, match="does not issue the control plane's identity"):
+        zone.issue_workload(control_plane, "edge-paris", HOUR)
+    # The xDS server of the zone presents the zone's own identity, issued by its CA; the
+    # fleet's CA (the global, a zone run with it) presents the control plane's, as before.
+    assert str(server_identity(zone)) == f"{CONTROL}/sa/zone-edge-paris"
+    issued = zone.issue_server(server_identity(zone), ["127.0.0.1"], HOUR)
+    assert fleet_ca.verify(issued.certificate_chain_pem).issuing_site == "edge-paris"
+    assert server_identity(fleet_ca) == control_plane
+
+
+@pytest.mark.parametrize(
+    ("cluster", "pinned"),
+    [
+        ("edge-paris", [f"{CONTROL}/sa/kontinuum", f"{CONTROL}/sa/zone-edge-paris"]),
+        ("Not_A_Site", [f"{CONTROL}/sa/kontinuum"]),  # no zone can serve it
+    ],
+)
+def test_bootstrap_pins_the_control_plane_or_the_zone_of_the_proxy_s_cluster(
+    tmp_path: Path, cluster: str, pinned: list[str]
+) -> None:
+    root = tmp_path / "ca.pem"
+    root.write_text("")
+    for proof in (
+        ["--xds-cert", str(root), "--xds-key", str(root)],
+        ["--xds-token-file", str(root)],
+    ):
+        root.write_text("token")
+        done = CliRunner().invoke(
+            app,
+            ["bootstrap", "--node-id", "a", "--cluster", cluster, "--namespace", "demo",
+             "--xds-ca", str(root), *proof],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        (xds,) = [
+            c for c in json.loads(done.output)["static_resources"]["clusters"]
+            if c["name"] == "kontinuum-xds"
+        ]  # fmt: skip
+        context = xds["transport_socket"]["typed_config"]["common_tls_context"]
+        matchers = context["validation_context"]["match_typed_subject_alt_names"]
+        assert matchers == [{"san_type": "URI", "matcher": {"exact": uri}} for uri in pinned]
 
 
 def test_a_chain_below_a_zone_ca_is_refused(fleet_ca: CertificateAuthority, tmp_path: Path) -> None:
@@ -131,6 +209,40 @@ def test_a_zone_ca_of_another_fleet_is_no_issuer(fleet_ca: CertificateAuthority)
     issued = stranger.issue_workload(WEB, "edge-paris", HOUR)
     with pytest.raises(CaError, match="is not issued by this fleet's CA"):
         fleet_ca.issuing_site(issued.certificate_chain_pem)
+
+
+def test_the_issuing_site_is_read_from_the_verified_path_not_the_presented_order(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone_a, a_dir = zone_authority(fleet_ca, "edge-a")
+    # What zone A's key signs by hand: a leaf of site edge-b, and a self-made "zone CA of
+    # edge-b" (zone A's subject and key, self-signed) presented ahead of zone A's real CA.
+    chain, _ = minted(a_dir, SpiffeId(TD, "kontinuum-system", "zone-edge-b"), "edge-b")
+    leaf, real_a = x509.load_pem_x509_certificates(chain)[:2]
+    key = serialization.load_pem_private_key((a_dir / "tls.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    fake = (
+        x509.CertificateBuilder()
+        .subject_name(real_a.subject)
+        .issuer_name(real_a.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(real_a.not_valid_before_utc)
+        .not_valid_after(real_a.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
+                f"spiffe://{TD}/ns/kontinuum-system/sa/zone-edge-b"
+            )]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    presented = b"".join(c.public_bytes(Encoding.PEM) for c in (leaf, fake, real_a))
+    assert fleet_ca.verify(presented).issuing_site == "edge-a"
+    assert zone_a.verify(presented).issuing_site == "edge-a"
+    with pytest.raises(CaError):  # the gRPC path's check refuses the chain outright
+        fleet_ca.issuing_site(presented)
 
 
 def test_a_token_signed_by_a_zone_s_key_is_of_its_site(fleet_ca: CertificateAuthority) -> None:
