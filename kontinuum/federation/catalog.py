@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
 
-from kontinuum.control.fleet_bodies import FleetBodies, Key
+from kontinuum.control.fleet_bodies import FleetBodies, Key, body_key
 from kontinuum.control.gateway_certificates import secrets_by_site
 from kontinuum.control.model import Endpoint, Grant, Service, ServiceExport, SiteSnapshot
 from kontinuum.control.routing import Gateway
@@ -82,22 +82,17 @@ def _json(value: object) -> bytes:
 def fleet_object(body: object) -> CatalogResource | None:
     """A fleet-wide object's body as a resource; None for one without kind or name (the
     global reports those itself)."""
-    if not isinstance(body, Mapping):
+    key = body_key(body)
+    if key is None or not isinstance(body, Mapping):
         return None
-    kind, api_version, metadata = body.get("kind"), body.get("apiVersion"), body.get("metadata")
-    meta = metadata if isinstance(metadata, Mapping) else {}
-    namespace, name = meta.get("namespace") or "", meta.get("name")
-    if not (isinstance(kind, str) and kind and isinstance(name, str) and name):
-        return None
-    if not (isinstance(api_version, str) and isinstance(namespace, str)):
-        return None
+    kind, namespace, name = key
     try:
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError, RecursionError):
         return None
     message = ZoneResource(
         object=KubeObject(
-            api_version=api_version,
+            api_version=body["apiVersion"],
             kind=kind,
             namespace=namespace,
             name=name,

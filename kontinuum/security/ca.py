@@ -481,19 +481,7 @@ class CertificateAuthority:
             .add_extension(self._authority_key_identifier(), critical=False)
             .sign(self._signing_key, hashes.SHA256())
         )
-        return IssuedCertificate(
-            spiffe_id=spiffe_id,
-            cluster=cluster,
-            certificate_chain_pem=_pem(leaf) + b"".join(_pem(c) for c in self._chain),
-            private_key_pem=key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            not_before=leaf.not_valid_before_utc,
-            not_after=leaf.not_valid_after_utc,
-            issued_at=now,
-        )
+        return self._issued(spiffe_id, cluster, leaf, key, now)
 
     def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         own = _extension(self._signer, x509.SubjectKeyIdentifier)
@@ -540,9 +528,20 @@ class CertificateAuthority:
             min(moment + validity, self._expires),
             tuple(dict.fromkeys(dns_names)),
         )
+        return self._issued(identity, site, certificate, key, moment)
+
+    def _issued(
+        self,
+        spiffe_id: SpiffeId,
+        cluster: str | None,
+        certificate: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        now: datetime,
+    ) -> IssuedCertificate:
+        """`certificate` with its chain up to (not including) the roots, and its key."""
         return IssuedCertificate(
-            spiffe_id=identity,
-            cluster=site,
+            spiffe_id=spiffe_id,
+            cluster=cluster,
             certificate_chain_pem=_pem(certificate) + b"".join(_pem(c) for c in self._chain),
             private_key_pem=key.private_bytes(
                 serialization.Encoding.PEM,
@@ -551,7 +550,7 @@ class CertificateAuthority:
             ),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
-            issued_at=moment,
+            issued_at=now,
         )
 
     def issuing_site(
