@@ -77,17 +77,28 @@ def load_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
         raise OperatorError(str(error)) from error
 
 
-def _identity(trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
-    from kontinuum.security.xds_auth import reserved
+def _identity(
+    trust_domain: str, namespace: str, service_account: str, *, token: bool = False
+) -> SpiffeId:
+    """The SPIFFE ID of the options; never the control plane's, and for a token never a
+    zone's either (a zone's credential is a certificate, `ca issue --cluster <site>`)."""
+    from kontinuum.security.zone_ca import is_control_plane, zone_site_of
 
     try:
         identity = SpiffeId.parse(f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    if reserved(identity):
+    if is_control_plane(identity):
         raise typer.BadParameter(
             f"{identity} is the control plane's own identity, which proxies pin: kontinuum "
             "issues it only to itself",
+            param_hint="--service-account",
+        )
+    if token and (site := zone_site_of(identity)) is not None:
+        raise typer.BadParameter(
+            f"{identity} is the identity of the zone of site {site!r}, which that site's "
+            "proxies pin as their xDS server: no token names it (a zone proves it with a "
+            f"certificate, `kontinuum ca issue --cluster {site}`)",
             param_hint="--service-account",
         )
     return identity
@@ -300,7 +311,7 @@ def token_create(
     from kontinuum.security.tokens import issue_token
 
     ca = load_ca(ca_dir, trust_domain)
-    identity = _identity(trust_domain, namespace, service_account)
+    identity = _identity(trust_domain, namespace, service_account, token=True)
     try:
         token = issue_token(ca, identity, cluster, duration_option(validity, "--validity"))
     except (CaError, ValueError) as error:

@@ -4,7 +4,8 @@ A zone opens `ZoneToGlobal` over mutual TLS with a certificate of the fleet CA. 
 anything it sends is read, the stream is admitted or refused:
 
 - the certificate must prove `spiffe://<trust domain>/ns/kontinuum-system/sa/zone-<site>`
-  (and, when it names a cluster, that same site) for the site the zone names in its
+  of the cluster of that same site (a certificate of no cluster, such as a server's or a
+  workload's, is refused) for the site the zone names in its
   `kontinuum-zone-site` metadata: a zone publishes the objects of its own site only;
 - a certificate issued by a zone's intermediate CA publishes that zone's site only
   (`kontinuum.security.zone_ca`): a zone cannot mint another's identity;
@@ -558,7 +559,8 @@ def _of(replica: str) -> str:
 
 def _identity_problem(peer: Peer, site: str) -> str:
     """Why `peer` may not publish `site`, or "": it must prove the site's zone identity,
-    `ns/kontinuum-system/sa/zone-<site>`, of the site's cluster when it names one."""
+    `ns/kontinuum-system/sa/zone-<site>`, of the site's cluster (named, as in every
+    certificate `kontinuum ca issue` writes)."""
     if not site:
         return f"name the site in the {SITE_METADATA} metadata"
     expected = f"ns/{CONTROL_PLANE_NAMESPACE}/sa/{zone_service_account(site)}"
@@ -572,7 +574,13 @@ def _identity_problem(peer: Peer, site: str) -> str:
         zone_service_account(site),
     ):
         return f"{refusal}: a zone of that site proves {expected}"
-    cluster = peer.claims.get("cluster", site)
+    cluster = peer.claims.get("cluster")
+    if not cluster:
+        # A server's certificate or a workload's (SDS), of no cluster: no zone credential.
+        return (
+            f"{refusal}: its certificate names no cluster; a zone's names its site "
+            f"(`kontinuum ca issue --cluster {site}`)"
+        )
     if cluster != site:
         return f"{refusal}: its certificate is for cluster {shown(cluster)}"
     return ""

@@ -13,7 +13,8 @@ identity (a SPIFFE ID and the cluster its certificate or token was issued for) m
 - an east-west gateway holds the identity of its Gateway: the Gateway's namespace, and its
   name as the service account (the Gateway in force for the cluster, as the sidecars see
   it); it gets no workload certificate, since it passes mTLS through unopened;
-- nobody holds the control plane's own identity, which proxies pin.
+- nobody holds the control plane's own identity nor a zone's
+  (`ns/kontinuum-system/sa/zone-<site>`), which proxies pin as their xDS server.
 Anything else is refused (PermissionError: the stream ends with PERMISSION_DENIED).
 
 Without authentication (a plaintext xDS port, local development only) the node's own
@@ -29,7 +30,8 @@ from typing import Any
 from kontinuum.claims import DEFAULT_SERVICE_ACCOUNT, ViewKey, declared_service_account
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.workload import WorkloadIdentity
-from kontinuum.security.xds_auth import ISSUING_SITE_CLAIM, reserved
+from kontinuum.security.xds_auth import ISSUING_SITE_CLAIM
+from kontinuum.security.zone_ca import reserved_refusal
 from kontinuum.xds.identity import Peer
 
 
@@ -138,8 +140,8 @@ def _may_run(key: ViewKey, identity: SpiffeId, terminates_tls: bool) -> None:
 
 
 def _not_reserved(identity: SpiffeId) -> None:
-    if reserved(identity):
-        raise PermissionError(f"{identity} is the control plane's own identity")
+    if refusal := reserved_refusal(identity):
+        raise PermissionError(f"{refusal}: no proxy holds it")
 
 
 def _keyed(key: ViewKey, identity: SpiffeId) -> ViewKey:

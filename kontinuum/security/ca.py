@@ -32,6 +32,7 @@ from kontinuum.security.spiffe import SCHEME, SpiffeId, trust_domain_error
 from kontinuum.security.zone_ca import (
     host_refusal,
     is_control_plane,
+    issuance_refusal,
     issued_by,
     leaf_issuing_site,
     zone_ca_certificate,
@@ -397,7 +398,7 @@ class CertificateAuthority:
         now: datetime | None = None,
     ) -> IssuedCertificate:
         """The X.509-SVID of a workload; `cluster` goes into its subject OU."""
-        return self._issue(spiffe_id, cluster, [], validity, utc(now))
+        return self._issue(spiffe_id, cluster, [], validity, utc(now), server=False)
 
     def issue_server(
         self,
@@ -419,7 +420,7 @@ class CertificateAuthority:
                 if problem := dns_subdomain(host):
                     raise ValueError(f"host {problem}") from None
                 names.append(x509.DNSName(host))
-        return self._issue(spiffe_id, None, names, validity, utc(now))
+        return self._issue(spiffe_id, None, names, validity, utc(now), server=True)
 
     def host_refusal(self, host: str) -> str | None:
         """Why a server certificate of this CA may not name `host`, or None: the name
@@ -439,6 +440,8 @@ class CertificateAuthority:
         hosts: list[x509.GeneralName],
         validity: timedelta,
         now: datetime,
+        *,
+        server: bool,
     ) -> IssuedCertificate:
         if spiffe_id.trust_domain != self._td:
             raise CaError(f"{spiffe_id} is not of trust domain {self._td}, which this CA signs")
@@ -451,6 +454,8 @@ class CertificateAuthority:
                 f"the zone CA of site {self._site} does not issue the control plane's identity "
                 f"{spiffe_id}: its xDS server presents {zone_identity(self._td, self._site)}"
             )
+        if refusal := issuance_refusal(spiffe_id, cluster, self._site, server):
+            raise CaError(refusal)
         if self._site is not None and cluster not in (None, self._site):
             raise CaError(
                 f"the zone CA of site {self._site} issues certificates of cluster "

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kontinuum.security.ca import CaError, CaPublicKey, CertificateAuthority, PeerIdentity, utc
 from kontinuum.security.spiffe import SpiffeId
+from kontinuum.security.zone_ca import reserved_refusal
 
 ISSUER: Final = "kontinuum"
 AUDIENCE: Final = "kontinuum-xds"
@@ -56,6 +57,8 @@ def issue_token(
         raise ValueError("a token names the cluster its proxy runs in")
     if spiffe_id.trust_domain != ca.trust_domain:
         raise CaError(f"{spiffe_id} is not of trust domain {ca.trust_domain}, which this CA signs")
+    if refusal := reserved_refusal(spiffe_id):
+        raise CaError(f"{refusal}: no token names it")
     if ca.site is not None and cluster != ca.site:
         raise CaError(f"the zone CA of site {ca.site} signs tokens of cluster {ca.site} only")
     algorithm = _algorithm(ca.public_key)

@@ -31,7 +31,11 @@ from kontinuum.security.ca import (
 )
 from kontinuum.security.spiffe import SpiffeId
 from kontinuum.security.tokens import verify_token
-from kontinuum.security.zone_ca import CONTROL_PLANE_ACCOUNT, ZONE_NAMESPACE, zone_identity
+from kontinuum.security.zone_ca import (
+    CONTROL_PLANE_ACCOUNT,
+    ZONE_NAMESPACE,
+    zone_identity,
+)
 from kontinuum.xds.identity import Peer, UnauthenticatedError
 
 log = logging.getLogger("kontinuum.security")
@@ -94,11 +98,6 @@ def operator_identity(peer: Peer) -> bool:
         CONTROL_PLANE_NAMESPACE,
         OPERATOR_SERVICE_ACCOUNT,
     )
-
-
-def reserved(identity: SpiffeId) -> bool:
-    """The control plane's own identity, which proxies pin: never issued to anyone else."""
-    return identity == control_plane_identity(identity.trust_domain)
 
 
 # Listening hosts that stand for every address: no name a client dials.

@@ -13,11 +13,13 @@ and limited by it:
   verifier that finds a leaf issued by such a CA knows the leaf's *issuing site*, and lets
   it claim that site only (`CertificateAuthority.issuing_site`): a zone's stream of its
   site at the global, an xDS node of its cluster.
-- **Not the control plane's identity**: it refuses to issue
-  `ns/kontinuum-system/sa/kontinuum`, what the global's xDS server presents; the zone's
-  xDS server presents the zone's own identity instead, which `kontinuum bootstrap` pins
-  (besides the control plane's) for the proxies of that site only, so other sites' Envoys
-  refuse the zone's xDS server in the handshake.
+- **Not the control plane's identity, nor another zone's**: it refuses to issue
+  `ns/kontinuum-system/sa/kontinuum`, what the global's xDS server presents, and every
+  `ns/kontinuum-system/sa/zone-*` but its own, which it issues for its xDS server's
+  certificate only (never a workload's over SDS); the zone's xDS server presents the
+  zone's own identity, which `kontinuum bootstrap` pins (besides the control plane's) for
+  the proxies of that site only, so other sites' Envoys refuse an honest zone's xDS server
+  in the handshake. No proxy may hold any of these identities (xDS admission).
 - **It signs no further CA**: basicConstraints `CA:TRUE, pathlen:0`, which every TLS stack
   enforces during the handshake; kontinuum's own checks accept a leaf only when the zone
   CA issued it directly, and refuse to load a CA below a zone CA.
@@ -73,6 +75,62 @@ def zone_identity(trust_domain: str, site: str) -> SpiffeId:
     return SpiffeId(trust_domain, ZONE_NAMESPACE, f"{ZONE_ACCOUNT_PREFIX}{site}")
 
 
+def zone_site_of(identity: SpiffeId) -> str | None:
+    """The site whose zone `identity` is (`ns/kontinuum-system/sa/zone-<site>`), or None.
+    Every such identity is reserved: no proxy holds one, and a zone CA issues its own
+    site's only, for its xDS server."""
+    if identity.namespace != ZONE_NAMESPACE:
+        return None
+    if not identity.service_account.startswith(ZONE_ACCOUNT_PREFIX):
+        return None
+    return identity.service_account[len(ZONE_ACCOUNT_PREFIX) :]
+
+
+def reserved_refusal(identity: SpiffeId) -> str | None:
+    """Why no proxy may hold `identity` (nor a token name it), or None: the control plane's
+    and the zones' identities are what proxies pin as their xDS server."""
+    if is_control_plane(identity):
+        return f"{identity} is the control plane's own identity"
+    if (site := zone_site_of(identity)) is not None:
+        return (
+            f"{identity} is the identity of the zone of site {site!r}, which that site's "
+            "proxies pin as their xDS server"
+        )
+    return None
+
+
+def issuance_refusal(
+    identity: SpiffeId, cluster: str | None, issuing_site: str | None, server: bool
+) -> str | None:
+    """Why a CA (a zone's of `issuing_site`, or the fleet's when None) may not issue a
+    certificate of a zone's identity `identity` for `cluster` (`server`: an xDS server's,
+    no cluster), or None. A zone's CA issues its own zone's identity for its xDS server
+    only; the fleet's CA issues `zone-<site>` as a zone's credential, of cluster `site`."""
+    site = zone_site_of(identity)
+    if site is None:
+        return None
+    if issuing_site is not None:
+        if site != issuing_site:
+            return (
+                f"the zone CA of site {issuing_site} does not issue the identity of another "
+                f"zone, {identity}"
+            )
+        if not server:
+            return (
+                f"the zone CA of site {issuing_site} issues its zone's identity {identity} "
+                "for its own xDS server certificate only"
+            )
+        return None
+    if server or cluster != site:
+        asked = "a server" if server else f"cluster {cluster}" if cluster else "no cluster"
+        return (
+            f"{identity} is the identity of the zone of site {site}: the fleet's CA issues "
+            f"it as that zone's credential, of cluster {site} only (--cluster {site}), not "
+            f"for {asked}"
+        )
+    return None
+
+
 def is_control_plane(identity: SpiffeId) -> bool:
     """Whether `identity` is the control plane's, `ns/kontinuum-system/sa/kontinuum`."""
     return (identity.namespace, identity.service_account) == (
@@ -96,10 +154,8 @@ def zone_site(certificate: x509.Certificate) -> str | None:
             identity = SpiffeId.parse(uri)
         except ValueError:
             continue
-        if identity.namespace == ZONE_NAMESPACE and identity.service_account.startswith(
-            ZONE_ACCOUNT_PREFIX
-        ):
-            return identity.service_account[len(ZONE_ACCOUNT_PREFIX) :]
+        if (site := zone_site_of(identity)) is not None:
+            return site
     return None
 
 

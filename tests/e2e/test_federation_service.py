@@ -35,7 +35,7 @@ from kontinuum.federation.publisher import Publisher
 from kontinuum.federation.service import FederationService, start_server
 from kontinuum.federation.zone import Zone, ZoneSettings
 from kontinuum.security import CertificateAuthority, SpiffeId
-from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
+from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate, server_identity
 from tests.support.net import eventually, free_port
 from tests.support.zone_ca import minted, zone_authority
 
@@ -55,11 +55,19 @@ class Global:
     zones: dict[str, ZoneSource]
     channels: list[grpc.aio.Channel]
 
+    ca_dir: Path
+
     def credentials(self, account: str, cluster: str | None) -> grpc.ChannelCredentials:
         issued = self.ca.issue_workload(SpiffeId(TD, "kontinuum-system", account), cluster, HOUR)
         return grpc.ssl_channel_credentials(
             self.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
         )
+
+    def forged(self, account: str, cluster: str | None) -> grpc.ChannelCredentials:
+        """A certificate the fleet's key signs by hand, past the CA's checks (as any
+        SPIFFE issuer signing with it would, cert-manager's say)."""
+        chain, key = minted(self.ca_dir, SpiffeId(TD, "kontinuum-system", account), cluster)
+        return grpc.ssl_channel_credentials(self.ca.trust_bundle_pem, key, chain)
 
     def open(self, credentials: grpc.ChannelCredentials, site: str = "edge-paris") -> Any:
         channel = grpc.aio.secure_channel(
@@ -75,8 +83,10 @@ class Global:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Global]:
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Global]:
     ca = CertificateAuthority.generate(TD)
+    ca_dir = tmp_path_factory.mktemp("fleet-ca") / "ca"
+    ca.save(ca_dir)
     zone = ZoneSource("edge-paris", debounce=0.01)
     zones = {"edge-paris": zone}
     service = FederationService(FleetAuthenticator(ca), zones.get)
@@ -91,7 +101,7 @@ async def served() -> AsyncIterator[Global]:
             pass
 
     follower = asyncio.create_task(follow())
-    served = Global(ca, address, service, zone, zones, [])
+    served = Global(ca, address, service, zone, zones, [], ca_dir)
     try:
         yield served
     finally:
@@ -124,14 +134,16 @@ async def refusal(call: Any) -> grpc.aio.AioRpcError:
     [
         ("zone-other", "other", "edge-paris", "identity", "proves ns/kontinuum-system/sa/zone-e"),
         ("zone-edge-paris", "other", "edge-paris", "identity", "is for cluster 'other'"),
+        ("zone-edge-paris", None, "edge-paris", "identity", "its certificate names no cluster"),
         ("zone-edge-paris", "edge-paris", "", "identity", "name the site in the"),
         ("zone-eu", "eu", "eu", "undeclared", "kontinuum.io/source: zone"),
     ],
 )  # fmt: skip
 async def test_a_zone_is_admitted_only_for_its_own_declared_site(
-    served: Global, account: str, cluster: str, site: str, reason: str, says: str
+    served: Global, account: str, cluster: str | None, site: str, reason: str, says: str
 ) -> None:
-    error = await refusal(served.open(served.credentials(account, cluster), site))
+    # Signed by the fleet's key by hand: its CA issues a zone's identity of its site only.
+    error = await refusal(served.open(served.forged(account, cluster), site))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert says in (error.details() or "")
     assert served.service.refused[reason] == 1
@@ -150,19 +162,32 @@ async def test_a_zone_ca_s_certificate_publishes_its_own_site_only(served: Globa
     assert "issued by the zone CA of site 'other'" in (error.details() or "")
     assert served.service.refused["issuer"] == 1
     assert served.zone.stats.connections == 0
-    # Its own site's zone identity, issued by the zone's CA, is admitted.
-    zone, _ = zone_authority(served.ca, "edge-paris")
-    issued = zone.issue_workload(
-        SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris", HOUR
-    )
-    call = served.open(
-        grpc.ssl_channel_credentials(
-            served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
-        )
-    )
+    # Its own site's zone identity, which the zone's key signs (its CA issues that for its
+    # xDS server only), is admitted.
+    _, zone_dir = zone_authority(served.ca, "edge-paris")
+    chain, key = minted(zone_dir, SpiffeId(TD, "kontinuum-system", "zone-edge-paris"), "edge-paris")
+    call = served.open(grpc.ssl_channel_credentials(served.ca.trust_bundle_pem, key, chain))
     async with asyncio.timeout(10):
         first = await call.read()
     assert list(first.resource_names_subscribe) == ["*"]
+
+
+async def test_a_zone_s_xds_server_certificate_publishes_nothing(served: Global) -> None:
+    """The zone's intermediate issues its zone's identity for its xDS server, with no
+    cluster: presented to the global as a client certificate, it is refused."""
+    zone, _ = zone_authority(served.ca, "edge-paris")
+    issued = zone.issue_server(server_identity(zone), ["127.0.0.1"], HOUR)
+    error = await refusal(
+        served.open(
+            grpc.ssl_channel_credentials(
+                served.ca.trust_bundle_pem, issued.private_key_pem, issued.certificate_chain_pem
+            )
+        )
+    )
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "its certificate names no cluster" in (error.details() or "")
+    assert served.service.refused["identity"] == 1
+    assert served.zone.stats.connections == 0
 
 
 async def test_the_global_says_what_it_holds_and_answers_each_response_by_nonce(

@@ -50,11 +50,16 @@ def minted(
     hosts: tuple[str, ...] = (),
 ) -> tuple[bytes, bytes]:
     """A certificate (its chain, then its key, as PEM) signed by hand with the key in
-    `signer_dir` (a zone's CA directory): a leaf of `cluster` (None: no OU, as a server's)
-    naming `hosts` too (DNS names or IP addresses), or with `ca` a CA below it."""
-    signer_chain = x509.load_pem_x509_certificates((signer_dir / "tls.crt").read_bytes())
+    `signer_dir` (a zone's CA directory, or the fleet CA's): a leaf of `cluster` (None: no
+    OU, as a server's) naming `hosts` too (DNS names or IP addresses), or with `ca` a CA
+    below it."""
+    # A zone's CA directory (tls.*), or the fleet's own (ca.*, `CertificateAuthority.save`).
+    certificate_file, key_file = (
+        ("tls.crt", "tls.key") if (signer_dir / "tls.crt").exists() else ("ca.crt", "ca.key")
+    )
+    signer_chain = x509.load_pem_x509_certificates((signer_dir / certificate_file).read_bytes())
     signer_key = serialization.load_pem_private_key(
-        (signer_dir / "tls.key").read_bytes(), password=None
+        (signer_dir / key_file).read_bytes(), password=None
     )
     assert isinstance(signer_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())

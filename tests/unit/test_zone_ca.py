@@ -27,7 +27,7 @@ from kontinuum.cli import app
 from kontinuum.mesh import Mesh
 from kontinuum.security.ca import CaError, CertificateAuthority
 from kontinuum.security.spiffe import SpiffeId
-from kontinuum.security.workload import WorkloadCertificates
+from kontinuum.security.workload import WorkloadCertificates, WorkloadIdentity
 from kontinuum.security.xds_auth import (
     FleetAuthenticator,
     ServerCertificate,
@@ -416,3 +416,114 @@ async def test_a_serving_zone_refuses_proxies_of_another_site(
         assert server.stats.streams_refused == 1
     finally:
         await server.stop(0)
+
+
+def test_a_zone_s_identity_is_its_own_zone_s_xds_server_s_or_a_fleet_credential_of_its_site(
+    fleet_ca: CertificateAuthority,
+) -> None:
+    zone, _ = zone_authority(fleet_ca, "edge-paris")
+    other_zone = SpiffeId(TD, "kontinuum-system", "zone-edge-b")
+    own_zone = server_identity(zone)
+    # Another zone's identity: never, not even for the zone's own xDS server.
+    with pytest.raises(CaError, match="does not issue the identity of another zone"):
+        zone.issue_workload(other_zone, "edge-paris", HOUR)
+    with pytest.raises(CaError, match="does not issue the identity of another zone"):
+        zone.issue_server(other_zone, ["127.0.0.1"], HOUR)
+    # Its own: for its xDS server only, not as a workload's certificate (SDS) nor a
+    # credential of its site.
+    for cluster in ("edge-paris", None):
+        with pytest.raises(CaError, match="for its own xDS server certificate only"):
+            zone.issue_workload(own_zone, cluster, HOUR)
+    with pytest.raises(CaError, match="does not issue the identity of another zone"):
+        WorkloadCertificates(zone).certificate(WorkloadIdentity(other_zone, "edge-paris"))
+    assert uri_sans(zone.issue_server(own_zone, ["127.0.0.1"], HOUR).certificate_chain_pem) == [
+        str(own_zone)
+    ]
+    # The fleet's CA issues a zone's credential, of the zone's site only.
+    for cluster in ("eu", None):
+        with pytest.raises(CaError, match=r"of cluster edge-paris only \(--cluster edge-paris\)"):
+            fleet_ca.issue_workload(own_zone, cluster, HOUR)
+    with pytest.raises(CaError, match="not for a server"):
+        fleet_ca.issue_server(own_zone, ["127.0.0.1"], HOUR)
+    issued = fleet_ca.issue_workload(own_zone, "edge-paris", HOUR)
+    assert fleet_ca.verify(issued.certificate_chain_pem).cluster == "edge-paris"
+
+
+def test_ca_issue_and_token_create_reserve_the_zones_identities(tmp_path: Path) -> None:
+    runner = CliRunner()
+    fleet, zone = tmp_path / "ca", tmp_path / "zone-ca"
+    assert runner.invoke(app, ["ca", "init", "--ca-dir", str(fleet)]).exit_code == 0
+    intermediate = ["ca", "intermediate", "--ca-dir", str(fleet), "--site", "edge-paris"]
+    assert runner.invoke(app, [*intermediate, "--out", str(zone)]).exit_code == 0
+
+    def run(verb: list[str], ca_dir: Path, cluster: str, account: str) -> tuple[int, str]:
+        done = runner.invoke(
+            app,
+            [*verb, "--ca-dir", str(ca_dir), "--cluster", cluster,
+             "--namespace", "kontinuum-system", "--service-account", account],
+        )  # fmt: skip
+        return done.exit_code, " ".join(f"{done.output} {done.exception or ''}".split())
+
+    issue = ["ca", "issue", "--out", str(tmp_path / "out")]
+    code, said = run(issue, fleet, "eu", "zone-edge-paris")
+    assert code != 0
+    assert "of cluster edge-paris only (--cluster edge-paris), not for cluster eu" in said
+    assert not (tmp_path / "out" / "cert.pem").exists()
+    code, said = run(issue, zone, "edge-paris", "zone-edge-paris")
+    assert code != 0
+    assert "for its own xDS server certificate only" in said
+    code, said = run(issue, zone, "edge-paris", "zone-edge-b")
+    assert code != 0
+    assert "does not issue the identity of another zone" in said
+    code, said = run(["token", "create"], fleet, "edge-paris", "zone-edge-paris")
+    assert code == 2
+    assert "no token names it" in said
+    # A zone's credential, of its own site, from the fleet's CA: as before.
+    code, said = run(issue, fleet, "edge-paris", "zone-edge-paris")
+    assert code == 0, said
+    assert uri_sans((tmp_path / "out" / "cert.pem").read_bytes()) == [
+        f"{CONTROL}/sa/zone-edge-paris"
+    ]
+
+
+@pytest.mark.parametrize("credential", ["the zone's own", "another zone's, its key signs"])
+async def test_no_proxy_holds_a_zone_s_identity(
+    fleet_ca: CertificateAuthority, tmp_path: Path, credential: str
+) -> None:
+    """A proxy presenting a zone's identity (`ns/kontinuum-system/sa/zone-*`), which the
+    site's proxies pin as their xDS server, is refused by a serving zone, as a proxy of the
+    control plane's identity is: it would get a certificate of that identity over SDS."""
+    zone, zone_dir = zone_authority(fleet_ca, "edge-paris")
+    if credential == "the zone's own":
+        issued = fleet_ca.issue_workload(server_identity(zone), "edge-paris", HOUR)
+        chain, key = issued.certificate_chain_pem, issued.private_key_pem
+    else:
+        chain, key = minted(zone_dir, SpiffeId(TD, "kontinuum-system", "zone-edge-b"), "edge-paris")
+    (tmp_path / "fleet" / "clusters" / "edge-paris").mkdir(parents=True)
+    (tmp_path / "fleet" / "clusters.yaml").write_text(cluster_profile("edge-paris", "eu-x"))
+    mesh = Mesh(SnapshotCache(), WorkloadCertificates(zone), site="edge-paris")
+    load_into(mesh, tmp_path / "fleet")
+    server = XdsServer(
+        mesh.cache, resolve_view=mesh.resolve_view, authenticator=FleetAuthenticator(zone)
+    )
+    port = await server.start(
+        f"127.0.0.1:{free_port()}",
+        ServerCertificate(zone, ["127.0.0.1"]).credentials(require_client_certificate=True),
+    )
+    try:
+        credentials = grpc.ssl_channel_credentials(fleet_ca.trust_bundle_pem, key, chain)
+        claimed = node("z-1", "edge-paris", "kontinuum-system")
+        refused = await refusal(f"127.0.0.1:{port}", credentials, claimed, types.CLUSTER)
+        assert refused.code is grpc.StatusCode.PERMISSION_DENIED
+        assert "is the identity of the zone of site" in refused.details
+        assert "pin as their xDS server: no proxy holds it" in refused.details
+        (family,) = [
+            f for f in XdsCollector(server).collect() if f.name == "kontinuum_xds_streams_refused"
+        ]
+        assert {s.labels["reason"]: s.value for s in family.samples}["denied"] == 1
+    finally:
+        await server.stop(0)
+    # Nor does a plaintext node declaring one (local development: its word is believed).
+    declared = node("z-2", "edge-paris", "kontinuum-system", service_account="zone-edge-b")
+    with pytest.raises(PermissionError, match="no proxy holds it"):
+        mesh.resolve_view(declared, Peer("ipv4:127.0.0.1:1"))
