@@ -255,6 +255,11 @@ def test_a_token_signed_by_a_zone_s_key_is_of_its_site(fleet_ca: CertificateAuth
     assert verify_token(zone, token).cluster == "edge-paris"
     with pytest.raises(CaError, match="signs tokens of cluster edge-paris only"):
         issue_token(zone, WEB, "eu", HOUR)
+    # No token names a zone's identity (nor the control plane's), whichever CA signs it.
+    for authority in (fleet_ca, zone):
+        for reserved in (server_identity(zone), control_plane_identity(TD)):
+            with pytest.raises(CaError, match="no token names it"):
+                issue_token(authority, reserved, "edge-paris", HOUR)
 
 
 async def _authenticated(
