@@ -32,7 +32,10 @@ global keeps one stream of each kind per replica (a newer one of the same replic
 the older), and the site's source says which replica's view is the site's
 (`kontinuum.discovery.zone_replicas`). At most `MAX_REPLICAS` replica ids of a zone are
 connected at once, its streams of both kinds counted together: a stream naming another
-is refused with RESOURCE_EXHAUSTED.
+is refused with RESOURCE_EXHAUSTED. One ZoneToGlobal stream of a replica waits for its
+first response at a time (a newer one ends the older at once, ABORTED), for at most
+`FIRST_RESPONSE_DEADLINE` seconds from its connect (then it is ended, DEADLINE_EXCEEDED,
+and counted): what a zone may keep waiting is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc
@@ -92,14 +95,18 @@ REFUSED_UNAUTHENTICATED: Final = "unauthenticated"  # no certificate of the flee
 REFUSED_IDENTITY: Final = "identity"  # not the identity of the site it names
 REFUSED_UNDECLARED: Final = "undeclared"  # no site of that name has `source: zone`
 REFUSED_ISSUER: Final = "issuer"  # issued by the zone CA of another site
+REFUSED_SILENT: Final = "no_first_response"  # sent no response within FIRST_RESPONSE_DEADLINE
 REFUSED_REASONS: Final = (
     REFUSED_UNAUTHENTICATED,
     REFUSED_IDENTITY,
     REFUSED_UNDECLARED,
     REFUSED_ISSUER,
+    REFUSED_SILENT,
 )
 MAX_REPLICA_ID: Final = 253  # characters of a zone's replica id kept
 MAX_REPLICAS: Final = 16  # replicas of one zone connected at once
+# Seconds a ZoneToGlobal stream may wait, from its connect, before its first response.
+FIRST_RESPONSE_DEADLINE: Final = 30.0
 
 _OPTIONS: Final = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -127,9 +134,11 @@ class _RefusedError(Exception):
 @dataclass(eq=False, slots=True)
 class _Connecting:
     """A ZoneToGlobal stream not attached yet, and what the site held when it connected
-    (None: it may not attach, a newer stream of its replica connected)."""
+    (None: it no longer waits); `superseded` is set when a newer stream of its replica
+    connects, which ends it at once."""
 
     since: Held | None
+    superseded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FleetFeed:
@@ -165,15 +174,19 @@ class FleetFeed:
 class FederationService:
     """The `Federation` service of the global (see the module doc). `zone_of(site)` is
     the source of a site declared with `source: zone`, or None; it raises `NotReadyError`
-    before the fleet is known. `feed`: what GlobalToZone streams send."""
+    before the fleet is known. `feed`: what GlobalToZone streams send.
+    `first_response_deadline`: seconds a ZoneToGlobal stream may wait for its first
+    response."""
 
     def __init__(
         self,
         authenticator: Authenticator,
         zone_of: Callable[[str], ZoneSource | None],
         feed: FleetFeed | None = None,
+        first_response_deadline: float = FIRST_RESPONSE_DEADLINE,
     ) -> None:
         self._authenticator = authenticator
+        self._first_response_deadline = first_response_deadline
         self._zone_of = zone_of
         self.feed = feed or FleetFeed()
         self.refused: Counter[str] = Counter()
@@ -194,8 +207,9 @@ class FederationService:
         # MAX_REPLICAS replica ids connected, its streams of both kinds counted together.
         self._replica_streams: dict[str, Counter[str]] = {}
         # The ZoneToGlobal stream of each zone replica connected but not attached yet (it
-        # has sent no response), with what the site held when it connected.
-        self._connecting: dict[tuple[str, str], list[_Connecting]] = {}
+        # has sent no response), with what the site held when it connected: one per
+        # replica, a newer one ends the older at once.
+        self._connecting: dict[tuple[str, str], _Connecting] = {}
         # This process's instance id, drawn at start: a zone that reaches it at two
         # addresses keeps one link to it (`kontinuum.federation.global_links`).
         self.instance = secrets.token_hex(8)
@@ -335,16 +349,15 @@ class FederationService:
         await self._join(context, source.cluster, replica)
         declared = declarable(source.held())
         # Attached at its first response: a zone closes at once a link to an instance it
-        # reaches already (it reads the node.id), replacing no stream of its replica.
+        # reaches already (it reads the node.id), replacing no stream of its replica. One
+        # stream of a replica waits at a time (a newer one ends the older at once), for at
+        # most the first response deadline: what a replica may keep waiting is bounded.
+        deadline = asyncio.get_running_loop().time() + self._first_response_deadline
         key, connecting = (source.cluster, replica), _Connecting(source.holding())
-        waiting = self._connecting.setdefault(key, [])
-        # Streams of a replica waiting to attach share one copy of what was held: those
-        # told of an older one may not attach (a zone redials them).
-        for older in waiting:
-            if older.since is not connecting.since:
-                older.since = None
-        waiting[:] = [c for c in waiting if c.since is not None]
-        waiting.append(connecting)
+        older = self._connecting.get(key)
+        if older is not None:
+            older.superseded.set()
+        self._connecting[key] = connecting
         stream = 0
         reason = "its stream ended"
         try:
@@ -354,7 +367,19 @@ class FederationService:
                 initial_resource_versions=declared,
                 node=Node(id=self.instance),
             )
-            async for response in responses:
+            first = await self._first_response(responses, connecting, deadline)
+            if first is None:
+                return
+            if isinstance(first, _Ended):
+                reason = first.reason
+                if first.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self.refused[REFUSED_SILENT] += 1
+                    log.warning(
+                        "ended a zone stream from %s: %s", context.peer(), cut(first.reason)
+                    )
+                await context.abort(first.code, first.reason)
+            response: discovery_pb2.DeltaDiscoveryResponse | None = first
+            while response is not None:
                 if revoked := self._revoked(source, peer):
                     reason = revoked[1]
                     await context.abort(*revoked)
@@ -364,6 +389,7 @@ class FederationService:
                         "zone %s connected from %s%s", source.cluster, context.peer(), _of(replica)
                     )
                 yield self._take(source, stream, response)
+                response = await anext(aiter(responses), None)
         except SupersededError:
             reason = "another stream of the zone replica replaced it"
             await context.abort(grpc.StatusCode.ABORTED, reason)
@@ -377,13 +403,48 @@ class FederationService:
                 log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
             self._leave(source.cluster, replica)
 
+    async def _first_response(
+        self,
+        responses: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
+        connecting: _Connecting,
+        deadline: float,
+    ) -> discovery_pb2.DeltaDiscoveryResponse | _Ended | None:
+        """A stream's first response (None: it ended before one), or why it ends without
+        one: a newer stream of its replica connected, or its deadline passed."""
+
+        async def first() -> discovery_pb2.DeltaDiscoveryResponse | None:
+            return await anext(aiter(responses), None)
+
+        reading = asyncio.ensure_future(first())
+        superseded = asyncio.ensure_future(connecting.superseded.wait())
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait(
+                (reading, superseded), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            superseded.cancel()
+            if not reading.done():
+                reading.cancel()
+        if connecting.superseded.is_set():
+            return _Ended(
+                grpc.StatusCode.ABORTED,
+                "a newer stream of this zone replica connected before this one's first response",
+            )
+        if reading.done() and not reading.cancelled():
+            return reading.result()
+        return _Ended(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no first response within {self._first_response_deadline:g} s of connecting",
+        )
+
     def _attach(
         self, source: ZoneSource, replica: str, declared: Iterable[str], connecting: _Connecting
     ) -> int:
         """Attach a stream at its first response; `SupersededError` when a newer stream of
         its replica connected meanwhile."""
         since = connecting.since
-        if since is None:
+        if since is None or connecting.superseded.is_set():
             raise SupersededError("a newer stream of this zone replica connected")
         self._waited((source.cluster, replica), connecting)
         return source.attach(list(declared), replica, since)
@@ -391,11 +452,8 @@ class FederationService:
     def _waited(self, key: tuple[str, str], connecting: _Connecting) -> None:
         """A stream no longer waits to attach."""
         connecting.since = None
-        waiting = self._connecting.get(key, [])
-        if connecting in waiting:
-            waiting.remove(connecting)
-        if not waiting:
-            self._connecting.pop(key, None)
+        if self._connecting.get(key) is connecting:
+            del self._connecting[key]
 
     async def _global_to_zone(
         self,
@@ -543,6 +601,14 @@ class FederationService:
             log.warning("zone %s: %s", source.cluster, detail)
             nack(request, detail)
         return request
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """Why a ZoneToGlobal stream ends before its first response: its status and reason."""
+
+    code: grpc.StatusCode
+    reason: str
 
 
 def _replica(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -13,6 +13,8 @@
   the zone's streams never replace each other there.
 - A zone connects at most 16 replica ids, its streams of both kinds counted together; a
   replaced subscription leaves its successor's lag marker.
+- One ZoneToGlobal stream of a replica waits for its first response (a newer one ends
+  the older at once), and one that sends none within its deadline is ended.
 """
 
 from __future__ import annotations
@@ -37,9 +39,14 @@ from kontinuum.federation.objects import (
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
 )
-from kontinuum.federation.service import MAX_REPLICAS, start_server
+from kontinuum.federation.service import (
+    MAX_REPLICAS,
+    REFUSED_SILENT,
+    FederationService,
+    start_server,
+)
 from kontinuum.federation.zone import Zone, ZoneSettings
-from kontinuum.security.xds_auth import ServerCertificate
+from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -379,6 +386,69 @@ async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_
         await again.read()
     for call in (*calls, again):
         call.cancel()
+
+
+async def test_one_stream_of_a_replica_waits_for_its_first_response(served: Global) -> None:
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+    calls = []
+    for _ in range(8):  # a replica redialing without ever answering
+        call = publish_as(served, credentials, "zone-a")
+        async with asyncio.timeout(10):
+            assert (await call.read()).type_url == TYPE_URL
+        calls.append(call)
+    # Each newer stream ended the older one at once, though none has answered.
+    for older in calls[:-1]:
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                await older.read()
+        assert ended.value.code() is grpc.StatusCode.ABORTED
+        assert "a newer stream of this zone replica connected" in str(ended.value.details())
+    # The newest one stays open, and attaches at its first response.
+    newest = calls[-1]
+    await newest.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    async with asyncio.timeout(10):
+        answer = await newest.read()
+    assert answer.response_nonce == "1"
+    assert not answer.HasField("error_detail")
+    assert served.zone.replicas() == [("zone-a", True)]
+    assert served.zone.stats.connections == 1
+    newest.cancel()
+
+
+async def test_a_stream_sending_no_first_response_within_its_deadline_is_ended(
+    served: Global,
+) -> None:
+    service = FederationService(
+        FleetAuthenticator(served.ca), served.zones.get, first_response_deadline=0.5
+    )
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    server = await start_server(
+        service, address, certificate.credentials(require_client_certificate=True)
+    )
+    try:
+        channel = grpc.aio.secure_channel(
+            address, served.credentials("zone-edge-paris", "edge-paris")
+        )
+        served.channels.append(channel)
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+            request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        )
+        call = method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, "zone-a")))
+        async with asyncio.timeout(10):
+            assert (await call.read()).type_url == TYPE_URL
+        # It never answers: the global ends it, counted.
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                await call.read()
+        assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no first response within 0.5 s" in str(ended.value.details())
+        assert service.refused[REFUSED_SILENT] == 1
+        assert served.zone.stats.connections == 0
+    finally:
+        await server.stop(0)
 
 
 async def test_a_zone_reaching_one_global_at_two_addresses_publishes_on_one_link(
