@@ -133,12 +133,18 @@ class _RefusedError(Exception):
 
 @dataclass(eq=False, slots=True)
 class _Connecting:
-    """A ZoneToGlobal stream not attached yet, and what the site held when it connected
-    (None: it no longer waits); `superseded` is set when a newer stream of its replica
-    connects, which ends it at once."""
+    """A ZoneToGlobal stream, what the site held when it connected (None: it no longer
+    waits to attach), and why it ends now, once told (`end`): a newer stream of its
+    replica connected before its first response, or the site's source ended it."""
 
     since: Held | None
-    superseded: asyncio.Event = field(default_factory=asyncio.Event)
+    ending: asyncio.Event = field(default_factory=asyncio.Event)
+    why: _Ended | None = None
+
+    def end(self, code: grpc.StatusCode, reason: str) -> None:
+        if self.why is None:
+            self.why = _Ended(code, reason)
+        self.ending.set()
 
 
 class FleetFeed:
@@ -356,7 +362,10 @@ class FederationService:
         key, connecting = (source.cluster, replica), _Connecting(source.holding())
         older = self._connecting.get(key)
         if older is not None:
-            older.superseded.set()
+            older.end(
+                grpc.StatusCode.ABORTED,
+                "a newer stream of this zone replica connected before this one's first response",
+            )
         self._connecting[key] = connecting
         stream = 0
         reason = "its stream ended"
@@ -367,19 +376,14 @@ class FederationService:
                 initial_resource_versions=declared,
                 node=Node(id=self.instance),
             )
-            first = await self._first_response(responses, connecting, deadline)
-            if first is None:
-                return
-            if isinstance(first, _Ended):
-                reason = first.reason
-                if first.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self.refused[REFUSED_SILENT] += 1
-                    log.warning(
-                        "ended a zone stream from %s: %s", context.peer(), cut(first.reason)
-                    )
-                await context.abort(first.code, first.reason)
-            response: discovery_pb2.DeltaDiscoveryResponse | None = first
+            response = await self._next_response(responses, connecting, deadline)
             while response is not None:
+                if isinstance(response, _Ended):
+                    reason = response.reason
+                    if response.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        self.refused[REFUSED_SILENT] += 1
+                        log.warning("ended a zone stream from %s: %s", context.peer(), cut(reason))
+                    await context.abort(response.code, reason)
                 if revoked := self._revoked(source, peer):
                     reason = revoked[1]
                     await context.abort(*revoked)
@@ -389,7 +393,7 @@ class FederationService:
                         "zone %s connected from %s%s", source.cluster, context.peer(), _of(replica)
                     )
                 yield self._take(source, stream, response)
-                response = await anext(aiter(responses), None)
+                response = await self._next_response(responses, connecting, None)
         except SupersededError:
             reason = "another stream of the zone replica replaced it"
             await context.abort(grpc.StatusCode.ABORTED, reason)
@@ -403,34 +407,34 @@ class FederationService:
                 log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
             self._leave(source.cluster, replica)
 
-    async def _first_response(
+    async def _next_response(
         self,
         responses: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
         connecting: _Connecting,
-        deadline: float,
+        deadline: float | None,
     ) -> discovery_pb2.DeltaDiscoveryResponse | _Ended | None:
-        """A stream's first response (None: it ended before one), or why it ends without
-        one: a newer stream of its replica connected, or its deadline passed."""
+        """A stream's next response (None: it ended), or why it ends without one: it was
+        told to (`_Connecting.end`), or `deadline` (loop time) passed."""
 
-        async def first() -> discovery_pb2.DeltaDiscoveryResponse | None:
+        async def next_one() -> discovery_pb2.DeltaDiscoveryResponse | None:
             return await anext(aiter(responses), None)
 
-        reading = asyncio.ensure_future(first())
-        superseded = asyncio.ensure_future(connecting.superseded.wait())
-        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        if connecting.why is not None:
+            return connecting.why
+        reading = asyncio.ensure_future(next_one())
+        ending = asyncio.ensure_future(connecting.ending.wait())
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
         try:
             await asyncio.wait(
-                (reading, superseded), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                (reading, ending), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            superseded.cancel()
+            ending.cancel()
             if not reading.done():
                 reading.cancel()
-        if connecting.superseded.is_set():
-            return _Ended(
-                grpc.StatusCode.ABORTED,
-                "a newer stream of this zone replica connected before this one's first response",
-            )
+        if connecting.why is not None:
+            return connecting.why
         if reading.done() and not reading.cancelled():
             return reading.result()
         return _Ended(
@@ -444,10 +448,14 @@ class FederationService:
         """Attach a stream at its first response; `SupersededError` when a newer stream of
         its replica connected meanwhile."""
         since = connecting.since
-        if since is None or connecting.superseded.is_set():
+        if since is None or connecting.why is not None:
             raise SupersededError("a newer stream of this zone replica connected")
         self._waited((source.cluster, replica), connecting)
-        return source.attach(list(declared), replica, since)
+
+        def ended(reason: str) -> None:  # the source ended it (a standby over the bound)
+            connecting.end(grpc.StatusCode.ABORTED, reason)
+
+        return source.attach(list(declared), replica, since, ended)
 
     def _waited(self, key: tuple[str, str], connecting: _Connecting) -> None:
         """A stream no longer waits to attach."""
