@@ -46,8 +46,9 @@ def zone(
             callback=_global_replicas,
             help="The global control plane's --federation-address. Several global replicas: "
             "comma-separated or repeated; the zone publishes to each, and a DNS name "
-            "resolving to several addresses (a headless Service) counts as one replica per "
-            "address (looked up again when a link breaks).",
+            "resolving to several addresses (a headless Service) is dialed at each, of both "
+            "families (looked up again when a link breaks); one process reached at several "
+            "addresses is published to on one link, the others idle as a fallback.",
         ),
     ],
     credentials: Annotated[

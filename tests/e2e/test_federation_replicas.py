@@ -9,8 +9,9 @@
 - One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
   site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
   whole, and changes keep flowing both ways through the other.
-- One global reached at two addresses (named twice, or a dual-stack name) is one link:
-  the zone's streams never replace each other there.
+- One global reached at two addresses (named twice, or a dual-stack name, dialed at its
+  addresses of both families) publishes on one link: the zone's streams never replace
+  each other there.
 - A zone connects at most 16 replica ids, its streams of both kinds counted together; a
   replaced subscription leaves its successor's lag marker.
 - One ZoneToGlobal stream of a replica waits for its first response (a newer one ends
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -516,22 +518,85 @@ async def test_a_replaced_subscription_leaves_its_successors_lag_marker(served: 
     await eventually(lambda: "edge-paris" not in served.service.behind_since)
 
 
-def test_a_dual_stack_name_is_one_global_replica_of_one_address_family(tmp_path: Path) -> None:
-    # A name with an AAAA and an A record (in a hosts file of a mount namespace of its own):
-    # one process at two addresses, dialed over the family of the first address only.
+# A zone in a mount namespace of its own (its own /etc/hosts), until both links to the
+# dual-stack name learned the global's instance; it prints each link's target, instance
+# and whether it is idle.
+DUAL_STACK_ZONE = """
+import asyncio, json, sys
+from pathlib import Path
+from kontinuum.federation.global_links import resolve
+from kontinuum.federation.zone import Zone, ZoneSettings
+
+async def main(address, credentials, site):
+    zone = Zone(ZoneSettings("edge-paris", address, Path(credentials), Path(site),
+                             backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        async with asyncio.timeout(30):
+            while not (len(zone.publisher) == 2 and all(l.instance for l in zone.publisher)
+                       and zone.publisher.connected_links() == 1):
+                await asyncio.sleep(0.05)
+        # Bounded: each change published once more, on the one link.
+        (Path(site) / "b.yaml").write_text(Path(site, "a.yaml").read_text().replace(
+            "name: a", "name: b"))
+        async with asyncio.timeout(30):
+            while zone.publisher.stats.acks < 2:
+                await asyncio.sleep(0.05)
+        host, port = address.rsplit(":", 1)
+        targets = sorted(t.target for t in resolve([(host, int(port))])[0])
+        links = [zone.publisher.link(t) for t in targets]
+        print(json.dumps([(t, l.instance, l.idle) for t, l in zip(targets, links)]))
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_dual_stack_name_is_dialed_at_both_addresses_and_publishes_on_one_link(
+    served: Global, tmp_path: Path
+) -> None:
+    # One global process listening on ::1 and 127.0.0.1, the AAAA and A records of a name
+    # (in a hosts file of a mount namespace of the zone's own).
+    port = free_port()
+    certificate = ServerCertificate(served.ca, ["global.dual.test"])
+    listeners = [
+        await start_server(
+            served.service, address, certificate.credentials(require_client_certificate=True)
+        )
+        for address in (f"[::1]:{port}", f"127.0.0.1:{port}")
+    ]
     hosts = tmp_path / "hosts"
     hosts.write_text("::1 global.dual.test\n127.0.0.1 global.dual.test\n")
-    code = (
-        "from kontinuum.federation.global_links import resolve\n"
-        "targets, problems = resolve([('global.dual.test', 18002)])\n"
-        "print(*problems, *(t.target for t in targets))\n"
-    )
-    script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3"'
-    ran = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", str(hosts), sys.executable, code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert ran.stdout.split() in (["ipv6:[::1]:18002"], ["ipv4:127.0.0.1:18002"])
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    write_credentials(credentials, served.ca, HOUR)
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    try:
+        zone = await asyncio.create_subprocess_exec(
+            "unshare", "-rm", "sh", "-c", script, "sh", str(hosts),
+            sys.executable, "-c", DUAL_STACK_ZONE,
+            f"global.dual.test:{port}", str(credentials), str(site),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(90):
+            out, err = await zone.communicate()
+        assert zone.returncode == 0, err.decode()[-2000:]
+    finally:
+        for listener in listeners:
+            await listener.stop(0)
+    # Both addresses, of both families, were dialed; both reached the one instance, and
+    # one link published while the other stayed idle.
+    links = json.loads(out)
+    assert [target for target, _, _ in links] == [
+        f"ipv4:127.0.0.1:{port}",
+        f"ipv6:[::1]:{port}",
+    ]
+    assert {instance for _, instance, _ in links} == {served.service.instance}
+    assert sorted(idle for _, _, idle in links) == [False, True]
+    # One stream of the zone at the global: no link's stream replaced the other's.
+    assert served.zone.stats.connections == 1
+    assert served.zone.objects == 2
