@@ -182,9 +182,11 @@ def zone(
         typer.Option(
             "--replica-id",
             help="This zone replica's id, unique among the replicas of the site (default: "
-            "host name; give one to each of several replicas on one host). Several replicas "
-            "of a site may run at once: the global makes one the active publisher, and "
-            "another takes over when it goes.",
+            "$POD_NAME when set, else the host name). With hostNetwork: true, or several "
+            "replicas on one host, each needs its own id (set POD_NAME from the pod's "
+            "metadata.name, or give --replica-id): under one id they replace each other's "
+            "streams. Several replicas of a site may run at once: the global makes one the "
+            "active publisher, and another takes over when it goes.",
         ),
     ] = "",
     admin_address: AdminAddress = "127.0.0.1:18011",

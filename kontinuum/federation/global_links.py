@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ MAX_TARGETS: Final = 32  # global replicas a zone dials at most
 
 
 def default_replica_id() -> str:
-    """The zone replica's id when none is given: its host name (a pod's name, unique in a
-    Deployment), so that a replica restarted on the same host replaces its old streams at
-    once; several zones of a site on one host need `--replica-id` each."""
-    return socket.gethostname()
+    """The zone replica's id when none is given: `$POD_NAME` when set (the pod's name,
+    from the downward API), else its host name (a pod's name too, unless it runs with
+    `hostNetwork: true`), so that a replica restarted in its pod replaces its old streams
+    at once. Several zones of a site sharing a host name (`hostNetwork`, or processes side
+    by side) need an id each: `POD_NAME` or `--replica-id`."""
+    return os.environ.get("POD_NAME", "").strip() or socket.gethostname()
 
 
 def global_entries(text: str) -> list[tuple[str, int]]:
