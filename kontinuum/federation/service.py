@@ -32,10 +32,12 @@ global keeps one stream of each kind per replica (a newer one of the same replic
 the older), and the site's source says which replica's view is the site's
 (`kontinuum.discovery.zone_replicas`). At most `MAX_REPLICAS` replica ids of a zone are
 connected at once, its streams of both kinds counted together: a stream naming another
-is refused with RESOURCE_EXHAUSTED. One ZoneToGlobal stream of a replica waits for its
-first response at a time (a newer one ends the older at once, ABORTED), for at most
-`FIRST_RESPONSE_DEADLINE` seconds from its connect (then it is ended, DEADLINE_EXCEEDED,
-and counted): what a zone may keep waiting is bounded in count and time.
+is refused with RESOURCE_EXHAUSTED. At most `MAX_WAITING` ZoneToGlobal streams of a
+replica wait for their first response at once (a zone dials a global at each of its
+addresses), all told of the same view: a newer stream ends at once (ABORTED) the oldest
+beyond that, and every older one told of an older view (it could not attach). Each waits
+for at most `FIRST_RESPONSE_DEADLINE` seconds from its connect (then it is ended,
+DEADLINE_EXCEEDED, and counted): what a zone may keep waiting is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ REFUSED_REASONS: Final = (
 )
 MAX_REPLICA_ID: Final = 253  # characters of a zone's replica id kept
 MAX_REPLICAS: Final = 16  # replicas of one zone connected at once
+# ZoneToGlobal streams of one replica waiting for their first response at once: a zone
+# dials one global at each of its addresses (IPv4 and IPv6, say) and keeps one of them.
+MAX_WAITING: Final = 4
 # Seconds a ZoneToGlobal stream may wait, from its connect, before its first response.
 FIRST_RESPONSE_DEADLINE: Final = 30.0
 
@@ -212,10 +217,11 @@ class FederationService:
         # The open streams of either kind, by site and replica id: a zone has at most
         # MAX_REPLICAS replica ids connected, its streams of both kinds counted together.
         self._replica_streams: dict[str, Counter[str]] = {}
-        # The ZoneToGlobal stream of each zone replica connected but not attached yet (it
-        # has sent no response), with what the site held when it connected: one per
-        # replica, a newer one ends the older at once.
-        self._connecting: dict[tuple[str, str], _Connecting] = {}
+        # The ZoneToGlobal streams of each zone replica connected but not attached yet
+        # (they have sent no response), oldest first, with what the site held when each
+        # connected: all the same one (a newer stream told of another ends the older at
+        # once), at most MAX_WAITING of them.
+        self._connecting: dict[tuple[str, str], list[_Connecting]] = {}
         # This process's instance id, drawn at start: a zone that reaches it at two
         # addresses keeps one link to it (`kontinuum.federation.global_links`).
         self.instance = secrets.token_hex(8)
@@ -355,18 +361,24 @@ class FederationService:
         await self._join(context, source.cluster, replica)
         declared = declarable(source.held())
         # Attached at its first response: a zone closes at once a link to an instance it
-        # reaches already (it reads the node.id), replacing no stream of its replica. One
-        # stream of a replica waits at a time (a newer one ends the older at once), for at
-        # most the first response deadline: what a replica may keep waiting is bounded.
+        # reaches already (it reads the node.id), replacing no stream of its replica. The
+        # streams of a replica waiting share one copy of what was held (a newer one told
+        # of another ends the older at once: they could not attach), at most MAX_WAITING
+        # of them (the oldest ends), each for at most the first response deadline: what
+        # a replica may keep waiting is bounded in count, bytes and time.
         deadline = asyncio.get_running_loop().time() + self._first_response_deadline
         key, connecting = (source.cluster, replica), _Connecting(source.holding())
-        older = self._connecting.get(key)
-        if older is not None:
-            older.end(
-                grpc.StatusCode.ABORTED,
-                "a newer stream of this zone replica connected before this one's first response",
-            )
-        self._connecting[key] = connecting
+        waiting = self._connecting.setdefault(key, [])
+        told_alike = [c for c in waiting if c.since is connecting.since and c.why is None]
+        kept = told_alike[max(0, len(told_alike) + 1 - MAX_WAITING) :]  # the newest
+        for older in waiting:
+            if older not in kept:
+                older.end(
+                    grpc.StatusCode.ABORTED,
+                    "a newer stream of this zone replica connected before this one's first "
+                    "response",
+                )
+        waiting[:] = [*kept, connecting]
         stream = 0
         reason = "its stream ended"
         try:
@@ -460,8 +472,11 @@ class FederationService:
     def _waited(self, key: tuple[str, str], connecting: _Connecting) -> None:
         """A stream no longer waits to attach."""
         connecting.since = None
-        if self._connecting.get(key) is connecting:
-            del self._connecting[key]
+        waiting = self._connecting.get(key, [])
+        if connecting in waiting:
+            waiting.remove(connecting)
+        if not waiting:
+            self._connecting.pop(key, None)
 
     async def _global_to_zone(
         self,

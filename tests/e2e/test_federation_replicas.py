@@ -14,8 +14,9 @@
   each other there.
 - A zone connects at most 16 replica ids, its streams of both kinds counted together; a
   replaced subscription leaves its successor's lag marker.
-- One ZoneToGlobal stream of a replica waits for its first response (a newer one ends
-  the older at once), and one that sends none within its deadline is ended.
+- Few ZoneToGlobal streams of a replica wait for their first response (a newer one ends
+  at once the oldest beyond them, and any told of an older view), and one that sends
+  none within its deadline is ended.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from kontinuum.federation.objects import (
 )
 from kontinuum.federation.service import (
     MAX_REPLICAS,
+    MAX_WAITING,
     REFUSED_SILENT,
     FederationService,
     start_server,
@@ -390,22 +392,28 @@ async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_
         call.cancel()
 
 
-async def test_one_stream_of_a_replica_waits_for_its_first_response(served: Global) -> None:
+async def test_few_streams_of_a_replica_wait_for_their_first_response(served: Global) -> None:
     credentials = served.credentials("zone-edge-paris", "edge-paris")
-    calls = []
-    for _ in range(8):  # a replica redialing without ever answering
-        call = publish_as(served, credentials, "zone-a")
+
+    async def connected(replica: str) -> Any:
+        call = publish_as(served, credentials, replica)
         async with asyncio.timeout(10):
             assert (await call.read()).type_url == TYPE_URL
-        calls.append(call)
-    # Each newer stream ended the older one at once, though none has answered.
-    for older in calls[:-1]:
-        with pytest.raises(grpc.aio.AioRpcError) as ended:
+        return call
+
+    async def ended(call: Any) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
             async with asyncio.timeout(10):
-                await older.read()
-        assert ended.value.code() is grpc.StatusCode.ABORTED
-        assert "a newer stream of this zone replica connected" in str(ended.value.details())
-    # The newest one stays open, and attaches at its first response.
+                await call.read()
+        assert error.value.code() is grpc.StatusCode.ABORTED
+        assert "a newer stream of this zone replica connected" in str(error.value.details())
+
+    # A replica redialing without ever answering: each newer stream ends at once the
+    # oldest beyond MAX_WAITING, though none has answered.
+    calls = [await connected("zone-a") for _ in range(3 * MAX_WAITING)]
+    for older in calls[:-MAX_WAITING]:
+        await ended(older)
+    # The newest attaches at its first response.
     newest = calls[-1]
     await newest.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
     async with asyncio.timeout(10):
@@ -413,8 +421,20 @@ async def test_one_stream_of_a_replica_waits_for_its_first_response(served: Glob
     assert answer.response_nonce == "1"
     assert not answer.HasField("error_detail")
     assert served.zone.replicas() == [("zone-a", True)]
-    assert served.zone.stats.connections == 1
-    newest.cancel()
+    # A stream told of a view since changed could not attach: a newer one ends it at once.
+    told_before = await connected("zone-b")
+    object_a = service_object("a")
+    change = discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="2")
+    change.resources.add(name=object_a.name, version=object_a.version).resource.Pack(
+        object_a.message
+    )
+    await newest.write(change)
+    async with asyncio.timeout(10):
+        assert (await newest.read()).response_nonce == "2"
+    told_after = await connected("zone-b")
+    await ended(told_before)
+    for call in (*calls[-MAX_WAITING:], told_after):
+        call.cancel()
 
 
 async def test_a_stream_sending_no_first_response_within_its_deadline_is_ended(
