@@ -164,14 +164,21 @@ class ZoneView(ClusterView):
 
 
 class ZoneSource:
-    """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
+    """The site of a zone, as a `Source` fed by the zone's stream (see the module doc);
+    `max_bytes`: the bound of its views' objects together (`MAX_BYTES`)."""
 
     def __init__(
-        self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1, local: bool = False
+        self,
+        cluster: str,
+        stale_after: float = 300.0,
+        debounce: float = 0.1,
+        local: bool = False,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self._cluster = cluster
+        self._max_bytes = max_bytes  # of objects, the site's views together
         self._view = ZoneView(cluster, stale_after, local)
         self._objects: dict[str, ReceivedObject] = {}
         self._bytes = 0  # the objects' sizes, in all
@@ -374,12 +381,12 @@ class ZoneSource:
         as it is then (costing nothing), rather than the active replica being refused."""
         while True:
             standbys = [s for s in self._replicas if s.view is not None]
-            if not standbys or self.bytes_held <= MAX_BYTES:
+            if not standbys or self.bytes_held <= self._max_bytes:
                 return
             largest = max(standbys, key=lambda s: s.view.own if s.view is not None else 0)
             reason = (
-                f"the zone's views would hold more than the {MAX_BYTES} bytes of objects it "
-                "may: this standby replica's view, the one holding the most the site's does "
+                f"the zone's views would hold more than the {self._max_bytes} bytes of objects "
+                "it may: this standby replica's view, the one holding the most the site's does "
                 "not, is dropped (redial to start from the site's view)"
             )
             log.warning("%s: ended a standby replica's stream: %s", self.name, reason)
@@ -555,8 +562,8 @@ class ZoneSource:
             return f"kind {obj.kind!r} is not published by a zone"
         if held is None and count >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        if size - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
-            return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
+        if size - (held.size if held is not None else 0) + obj.size > self._max_bytes:
+            return f"the zone would hold more than the {self._max_bytes} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):
             if read.errors:
@@ -574,9 +581,9 @@ class ZoneSource:
         if site is not None and site.version == obj.version:
             return ""  # shared with the site's view
         standbys = sum(view.own for view in self._replicas.standbys())
-        if self._bytes + self._change_bytes + standbys + obj.size > MAX_BYTES:
+        if self._bytes + self._change_bytes + standbys + obj.size > self._max_bytes:
             return (
-                f"the zone's views would hold more than the {MAX_BYTES} bytes of objects it "
+                f"the zone's views would hold more than the {self._max_bytes} bytes of objects it "
                 "may, its standby replicas' with its active one's"
             )
         return ""

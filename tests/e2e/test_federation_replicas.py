@@ -14,6 +14,7 @@
   each other there.
 - A zone connects at most 16 replica ids, its streams of both kinds counted together; a
   replaced subscription leaves its successor's lag marker.
+- A standby holding old versions past the site's byte bound is ended at once.
 - Few ZoneToGlobal streams of a replica wait for their first response (a newer one ends
   at once the oldest beyond them, and any told of an older view), and one that sends
   none within its deadline is ended.
@@ -33,6 +34,7 @@ import pytest
 import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     REPLICA_METADATA,
@@ -42,6 +44,7 @@ from kontinuum.federation.objects import (
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
 )
+from kontinuum.federation.publisher import Publisher
 from kontinuum.federation.service import (
     MAX_REPLICAS,
     MAX_WAITING,
@@ -469,6 +472,69 @@ async def test_a_stream_sending_no_first_response_within_its_deadline_is_ended(
         assert "no first response within 0.5 s" in str(ended.value.details())
         assert service.refused[REFUSED_SILENT] == 1
         assert served.zone.stats.connections == 0
+    finally:
+        await server.stop(0)
+
+
+async def test_a_standby_holding_old_versions_past_the_bound_is_ended_at_once(
+    served: Global,
+) -> None:
+    # The site's views may hold 1.5 times the objects a zone publishes: a standby keeping
+    # every old version when the active changes them all is over it.
+    first = [service_object("a"), service_object("b")]
+    size = sum(obj.size for obj in first)
+    zone = ZoneSource("edge-paris", debounce=0.01, max_bytes=size + size // 2)
+    service = FederationService(FleetAuthenticator(served.ca), {"edge-paris": zone}.get)
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    server = await start_server(
+        service, address, certificate.credentials(require_client_certificate=True)
+    )
+    channel = grpc.aio.secure_channel(address, served.credentials("zone-edge-paris", "edge-paris"))
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+        request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+    )
+
+    def replica(name: str) -> Any:
+        return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, name)))
+
+    async def answered(call: Any, publisher: Publisher) -> None:
+        async with asyncio.timeout(10):
+            response = publisher.response()
+            assert response is not None
+            await call.write(response)
+            answer = publisher.answer(await call.read())
+        assert answer is not None
+        assert answer.accepted, answer.error
+
+    try:
+        active, publisher = replica("zone-a"), Publisher()
+        publisher.publish(first)
+        async with asyncio.timeout(10):
+            publisher.connect(dict((await active.read()).initial_resource_versions))
+        await answered(active, publisher)
+        # A standby connects holding what the site holds, sharing it all.
+        standby, standing = replica("zone-b"), Publisher()
+        standing.publish(first)
+        async with asyncio.timeout(10):
+            standing.connect(dict((await standby.read()).initial_resource_versions))
+        await answered(standby, standing)
+        assert zone.replicas() == [("zone-a", True), ("zone-b", False)]
+        # The active sends new versions of everything: accepted, and the standby, now
+        # holding the old ones, is ended at once (it redials from the site's view).
+        publisher.publish([service_object("a", port=81), service_object("b", port=82)])
+        await answered(active, publisher)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                await standby.read()
+        assert ended.value.code() is grpc.StatusCode.ABORTED
+        assert "this standby replica's view, the one holding the most" in str(ended.value.details())
+        assert zone.replicas() == [("zone-a", True)]
+        assert zone.bytes_held <= size + size // 2
+        active.cancel()
     finally:
         await server.stop(0)
 
