@@ -46,8 +46,9 @@ def zone(
             callback=_global_replicas,
             help="The global control plane's --federation-address. Several global replicas: "
             "comma-separated or repeated; the zone publishes to each, and a DNS name "
-            "resolving to several addresses (a headless Service) counts as one replica per "
-            "address (looked up again when a link breaks).",
+            "resolving to several addresses (a headless Service) is dialed at each, of both "
+            "families (looked up again when a link breaks); one process reached at several "
+            "addresses is published to on one link, the others idle as a fallback.",
         ),
     ],
     credentials: Annotated[
@@ -181,9 +182,11 @@ def zone(
         typer.Option(
             "--replica-id",
             help="This zone replica's id, unique among the replicas of the site (default: "
-            "host name; give one to each of several replicas on one host). Several replicas "
-            "of a site may run at once: the global makes one the active publisher, and "
-            "another takes over when it goes.",
+            "$POD_NAME when set, else the host name). With hostNetwork: true, or several "
+            "replicas on one host, each needs its own id (set POD_NAME from the pod's "
+            "metadata.name, or give --replica-id): under one id they replace each other's "
+            "streams. Several replicas of a site may run at once: the global makes one the "
+            "active publisher, and another takes over when it goes.",
         ),
     ] = "",
     admin_address: AdminAddress = "127.0.0.1:18011",

@@ -11,8 +11,11 @@ into the site's snapshot. No I/O here: the stream does it.
   (the stream NACKs it, naming it and why) and the version held before stays; the others
   apply. A zone holds at most `MAX_OBJECTS` objects, of at most `MAX_BYTES` of JSON in all;
   its standby replicas' views count too: what they hold that the site's view does not
-  (an object of the same version is shared, held once) counts with the site's objects
-  against the same `MAX_BYTES`.
+  (an object of the same version is shared, held once) counts with the site's objects,
+  and the active's change in progress, against the same `MAX_BYTES`. A standby's object
+  beyond it is refused; when the active's change takes the total over it, the standby
+  holding the most besides the site's view is ended (it redials from the site's view),
+  never the active refused for it.
 - A change the zone splits into several responses (all but the last marked partial)
   applies whole, when its last part arrives (`kontinuum.discovery.split_change`): the
   site is never seen half changed, and nothing of it is stored before. A stream cut
@@ -47,7 +50,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -161,14 +164,21 @@ class ZoneView(ClusterView):
 
 
 class ZoneSource:
-    """The site of a zone, as a `Source` fed by the zone's stream (see the module doc)."""
+    """The site of a zone, as a `Source` fed by the zone's stream (see the module doc);
+    `max_bytes`: the bound of its views' objects together (`MAX_BYTES`)."""
 
     def __init__(
-        self, cluster: str, stale_after: float = 300.0, debounce: float = 0.1, local: bool = False
+        self,
+        cluster: str,
+        stale_after: float = 300.0,
+        debounce: float = 0.1,
+        local: bool = False,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self._cluster = cluster
+        self._max_bytes = max_bytes  # of objects, the site's views together
         self._view = ZoneView(cluster, stale_after, local)
         self._objects: dict[str, ReceivedObject] = {}
         self._bytes = 0  # the objects' sizes, in all
@@ -194,6 +204,8 @@ class ZoneSource:
         self._change_bytes = 0
         self._next_state: StaleState | _Unchanged | None = _UNCHANGED
         self._replicas = Replicas()  # the open streams, active and standby
+        # How to end each stream (by token) the source ends itself: a standby over the bound.
+        self._enders: dict[int, Callable[[str], None]] = {}
         self._changes = 0  # changes applied, since the source was made
         self._holding: Held | None = None  # the last `holding`
 
@@ -237,6 +249,13 @@ class ZoneSource:
     def objects(self) -> int:
         return len(self._objects)
 
+    @property
+    def bytes_held(self) -> int:
+        """The bytes of objects the site's views hold together: the site's (with the change
+        in progress, once it applies) and what its standbys hold besides; at most
+        `MAX_BYTES`."""
+        return self._bytes + self._change_bytes + sum(v.own for v in self._replicas.standbys())
+
     def held(self) -> dict[str, str]:
         """What the global holds of the zone (name -> version): the `initial_resource_versions`
         of a new stream."""
@@ -274,6 +293,7 @@ class ZoneSource:
         declared: Collection[str] | None = None,
         replica: str = "",
         since: Held | None = None,
+        ended: Callable[[str], None] | None = None,
     ) -> int:
         """A stream of the zone's replica `replica` begins (replacing any other of that
         replica); its token. `declared`: the names of what is held that the stream was told
@@ -282,7 +302,8 @@ class ZoneSource:
         of. `since`: what was held when the stream was told of it (None: now); when
         changes applied since, the stream starts as a standby from it, unless it replaces
         its own replica's active stream. The stream is active or a standby (see
-        `kontinuum.discovery.zone_replicas`)."""
+        `kontinuum.discovery.zone_replicas`). `ended(reason)`: called when the source ends
+        the stream itself (a standby whose view is over the bound, `_bound_standbys`)."""
         self._streams += 1
         token = self._streams
         if not self._replicas:
@@ -302,11 +323,15 @@ class ZoneSource:
             self._forget_change()  # what the stream it replaces sent of a change
             self._declared = set(declared) if declared is not None else None
             self._received = set()
+        if ended is not None:
+            self._enders[token] = ended
+        self._bound_standbys()
         return token
 
     def detach(self, stream: int, reason: str) -> None:
         """A stream ends; when it was the active one, a standby whose view is whole takes
         over, or else the view goes stale."""
+        self._enders.pop(stream, None)
         if self._replicas.remove(stream) is None:
             return
         if not self._replicas:
@@ -347,6 +372,28 @@ class ZoneSource:
                 self._change.set(name, part)
         if view.state_changing:
             self._next_state = view.next_state
+        self._bound_standbys()
+
+    def _bound_standbys(self) -> None:
+        """Hold the site's views to `MAX_BYTES` together: while the site's view (once its
+        change in progress applies) and what the standbys hold besides are over it, end
+        the standby holding the most besides. It redials, and starts from the site's view
+        as it is then (costing nothing), rather than the active replica being refused."""
+        while True:
+            standbys = [s for s in self._replicas if s.view is not None]
+            if not standbys or self.bytes_held <= self._max_bytes:
+                return
+            largest = max(standbys, key=lambda s: s.view.own if s.view is not None else 0)
+            reason = (
+                f"the zone's views would hold more than the {self._max_bytes} bytes of objects "
+                "it may: this standby replica's view, the one holding the most the site's does "
+                "not, is dropped (redial to start from the site's view)"
+            )
+            log.warning("%s: ended a standby replica's stream: %s", self.name, reason)
+            ender = self._enders.get(largest.token)
+            self.detach(largest.token, reason)
+            if ender is not None:
+                ender(reason)
 
     def _apply_standby(
         self,
@@ -405,6 +452,7 @@ class ZoneSource:
         self.stats.objects_refused += len(refused)
         if not partial:
             self._apply_change()
+        self._bound_standbys()
         return refused
 
     def _state_after(self) -> StaleState | None:
@@ -514,8 +562,8 @@ class ZoneSource:
             return f"kind {obj.kind!r} is not published by a zone"
         if held is None and count >= MAX_OBJECTS:
             return f"the zone already holds the {MAX_OBJECTS} objects it may"
-        if size - (held.size if held is not None else 0) + obj.size > MAX_BYTES:
-            return f"the zone would hold more than the {MAX_BYTES} bytes of objects it may"
+        if size - (held.size if held is not None else 0) + obj.size > self._max_bytes:
+            return f"the zone would hold more than the {self._max_bytes} bytes of objects it may"
         document = Document(f"zone:{self._cluster}", dict(obj.body))
         for read in read_cluster_documents(self._cluster, [document]):
             if read.errors:
@@ -533,9 +581,9 @@ class ZoneSource:
         if site is not None and site.version == obj.version:
             return ""  # shared with the site's view
         standbys = sum(view.own for view in self._replicas.standbys())
-        if self._bytes + standbys + obj.size > MAX_BYTES:
+        if self._bytes + self._change_bytes + standbys + obj.size > self._max_bytes:
             return (
-                f"the zone's views would hold more than the {MAX_BYTES} bytes of objects it "
+                f"the zone's views would hold more than the {self._max_bytes} bytes of objects it "
                 "may, its standby replicas' with its active one's"
             )
         return ""

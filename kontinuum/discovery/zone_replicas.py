@@ -7,7 +7,8 @@ publisher, whose responses are the site's view; the others are **standbys**: the
 responses are checked and answered as the active's are, but kept in a view of their own
 (`StandbyView`), which starts as what the global held when they connected. A standby's
 view shares with the site's view every object of the same version, and counts the bytes
-of what it holds besides (`own`), so that the site's source bounds all views together.
+of what it holds besides (`own`), so that the site's source bounds all views together
+(`ZoneSource` ends the standby holding the most when the active's change goes over).
 
 - The first replica to connect is active; one that connects while another is active is a
   standby. A newer stream of the active replica (it redialed) stays active.

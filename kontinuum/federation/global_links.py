@@ -2,12 +2,13 @@
 
 Global replicas share no store: each must hold every zone's view. So a zone dials every
 replica it is given (`--global`, several HOST:PORT, comma-separated or repeated) and
-publishes its site to each. A host that is a DNS name counts as one replica per address
-it resolves to (a headless Service), of one address family: that of the first address
-the system's resolver returns (a dual-stack name's A and AAAA records are one process
-twice, not two replicas). Names are looked up again whenever a link breaks and every
-`RESOLVE_INTERVAL` seconds; the global's certificate is then checked against the name
-(or `--server-name`), not the address.
+publishes its site to each. A host that is a DNS name is dialed at every address it
+resolves to (a headless Service), of both families: a dual-stack name's A and AAAA
+records are one process twice, which the instance id below tells, so that the second
+link is only a fallback (a broken IPv6 path, say, leaves the IPv4 one publishing). Names
+are looked up again whenever a link breaks and every `RESOLVE_INTERVAL` seconds; the
+global's certificate is then checked against the name (or `--server-name`), not the
+address.
 
 Each global process names its instance (a random id drawn at its start, the
 `node.id` of its first ZoneToGlobal request, the `control_plane.identifier` of its
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,10 +41,12 @@ MAX_TARGETS: Final = 32  # global replicas a zone dials at most
 
 
 def default_replica_id() -> str:
-    """The zone replica's id when none is given: its host name (a pod's name, unique in a
-    Deployment), so that a replica restarted on the same host replaces its old streams at
-    once; several zones of a site on one host need `--replica-id` each."""
-    return socket.gethostname()
+    """The zone replica's id when none is given: `$POD_NAME` when set (the pod's name,
+    from the downward API), else its host name (a pod's name too, unless it runs with
+    `hostNetwork: true`), so that a replica restarted in its pod replaces its old streams
+    at once. Several zones of a site sharing a host name (`hostNetwork`, or processes side
+    by side) need an id each: `POD_NAME` or `--replica-id`."""
+    return os.environ.get("POD_NAME", "").strip() or socket.gethostname()
 
 
 def global_entries(text: str) -> list[tuple[str, int]]:
@@ -92,8 +96,8 @@ def resolve(
     entries: Iterable[tuple[str, int]], server_name: str = ""
 ) -> tuple[list[GlobalTarget], list[str]]:
     """The global replicas of `entries` (blocking: DNS), and a line per name that could
-    not be looked up. An address is one replica; a name, one per address it resolves to,
-    of the family of the first."""
+    not be looked up. An address is one target; a name, one per address it resolves to,
+    of either family (links to one instance at several addresses keep one publishing)."""
     targets: dict[str, GlobalTarget] = {}
     problems = []
     for host, port in entries:
@@ -106,8 +110,7 @@ def resolve(
         except OSError as error:
             problems.append(f"cannot look up {host}: {error.strerror or error}")
             continue
-        family = found[0][0] if found else None  # one family: one process is not two
-        for address in dict.fromkeys(str(i[4][0]) for i in found if i[0] == family):
+        for address in dict.fromkeys(str(info[4][0]) for info in found):
             target, shown = _target(address, port), f"{host}:{port} ({address})"
             found_at = GlobalTarget(target, _address(address, port), server_name or host, shown)
             targets.setdefault(target, found_at)

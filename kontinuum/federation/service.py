@@ -33,7 +33,12 @@ global keeps one stream of each kind per replica (a newer one of the same replic
 the older), and the site's source says which replica's view is the site's
 (`kontinuum.discovery.zone_replicas`). At most `MAX_REPLICAS` replica ids of a zone are
 connected at once, its streams of both kinds counted together: a stream naming another
-is refused with RESOURCE_EXHAUSTED.
+is refused with RESOURCE_EXHAUSTED. At most `MAX_WAITING` ZoneToGlobal streams of a
+replica wait for their first response at once (a zone dials a global at each of its
+addresses), all told of the same view: a newer stream ends at once (ABORTED) the oldest
+beyond that, and every older one told of an older view (it could not attach). Each waits
+for at most `FIRST_RESPONSE_DEADLINE` seconds from its connect (then it is ended,
+DEADLINE_EXCEEDED, and counted): what a zone may keep waiting is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc
@@ -93,14 +98,21 @@ REFUSED_UNAUTHENTICATED: Final = "unauthenticated"  # no certificate of the flee
 REFUSED_IDENTITY: Final = "identity"  # not the identity of the site it names
 REFUSED_UNDECLARED: Final = "undeclared"  # no site of that name has `source: zone`
 REFUSED_ISSUER: Final = "issuer"  # issued by the zone CA of another site
+REFUSED_SILENT: Final = "no_first_response"  # sent no response within FIRST_RESPONSE_DEADLINE
 REFUSED_REASONS: Final = (
     REFUSED_UNAUTHENTICATED,
     REFUSED_IDENTITY,
     REFUSED_UNDECLARED,
     REFUSED_ISSUER,
+    REFUSED_SILENT,
 )
 MAX_REPLICA_ID: Final = 253  # characters of a zone's replica id kept
 MAX_REPLICAS: Final = 16  # replicas of one zone connected at once
+# ZoneToGlobal streams of one replica waiting for their first response at once: a zone
+# dials one global at each of its addresses (IPv4 and IPv6, say) and keeps one of them.
+MAX_WAITING: Final = 4
+# Seconds a ZoneToGlobal stream may wait, from its connect, before its first response.
+FIRST_RESPONSE_DEADLINE: Final = 30.0
 
 _OPTIONS: Final = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -127,10 +139,18 @@ class _RefusedError(Exception):
 
 @dataclass(eq=False, slots=True)
 class _Connecting:
-    """A ZoneToGlobal stream not attached yet, and what the site held when it connected
-    (None: it may not attach, a newer stream of its replica connected)."""
+    """A ZoneToGlobal stream, what the site held when it connected (None: it no longer
+    waits to attach), and why it ends now, once told (`end`): a newer stream of its
+    replica connected before its first response, or the site's source ended it."""
 
     since: Held | None
+    ending: asyncio.Event = field(default_factory=asyncio.Event)
+    why: _Ended | None = None
+
+    def end(self, code: grpc.StatusCode, reason: str) -> None:
+        if self.why is None:
+            self.why = _Ended(code, reason)
+        self.ending.set()
 
 
 class FleetFeed:
@@ -166,15 +186,19 @@ class FleetFeed:
 class FederationService:
     """The `Federation` service of the global (see the module doc). `zone_of(site)` is
     the source of a site declared with `source: zone`, or None; it raises `NotReadyError`
-    before the fleet is known. `feed`: what GlobalToZone streams send."""
+    before the fleet is known. `feed`: what GlobalToZone streams send.
+    `first_response_deadline`: seconds a ZoneToGlobal stream may wait for its first
+    response."""
 
     def __init__(
         self,
         authenticator: Authenticator,
         zone_of: Callable[[str], ZoneSource | None],
         feed: FleetFeed | None = None,
+        first_response_deadline: float = FIRST_RESPONSE_DEADLINE,
     ) -> None:
         self._authenticator = authenticator
+        self._first_response_deadline = first_response_deadline
         self._zone_of = zone_of
         self.feed = feed or FleetFeed()
         self.refused: Counter[str] = Counter()
@@ -194,8 +218,10 @@ class FederationService:
         # The open streams of either kind, by site and replica id: a zone has at most
         # MAX_REPLICAS replica ids connected, its streams of both kinds counted together.
         self._replica_streams: dict[str, Counter[str]] = {}
-        # The ZoneToGlobal stream of each zone replica connected but not attached yet (it
-        # has sent no response), with what the site held when it connected.
+        # The ZoneToGlobal streams of each zone replica connected but not attached yet
+        # (they have sent no response), oldest first, with what the site held when each
+        # connected: all the same one (a newer stream told of another ends the older at
+        # once), at most MAX_WAITING of them.
         self._connecting: dict[tuple[str, str], list[_Connecting]] = {}
         # This process's instance id, drawn at start: a zone that reaches it at two
         # addresses keeps one link to it (`kontinuum.federation.global_links`).
@@ -336,16 +362,24 @@ class FederationService:
         await self._join(context, source.cluster, replica)
         declared = declarable(source.held())
         # Attached at its first response: a zone closes at once a link to an instance it
-        # reaches already (it reads the node.id), replacing no stream of its replica.
+        # reaches already (it reads the node.id), replacing no stream of its replica. The
+        # streams of a replica waiting share one copy of what was held (a newer one told
+        # of another ends the older at once: they could not attach), at most MAX_WAITING
+        # of them (the oldest ends), each for at most the first response deadline: what
+        # a replica may keep waiting is bounded in count, bytes and time.
+        deadline = asyncio.get_running_loop().time() + self._first_response_deadline
         key, connecting = (source.cluster, replica), _Connecting(source.holding())
         waiting = self._connecting.setdefault(key, [])
-        # Streams of a replica waiting to attach share one copy of what was held: those
-        # told of an older one may not attach (a zone redials them).
+        told_alike = [c for c in waiting if c.since is connecting.since and c.why is None]
+        kept = told_alike[max(0, len(told_alike) + 1 - MAX_WAITING) :]  # the newest
         for older in waiting:
-            if older.since is not connecting.since:
-                older.since = None
-        waiting[:] = [c for c in waiting if c.since is not None]
-        waiting.append(connecting)
+            if older not in kept:
+                older.end(
+                    grpc.StatusCode.ABORTED,
+                    "a newer stream of this zone replica connected before this one's first "
+                    "response",
+                )
+        waiting[:] = [*kept, connecting]
         stream = 0
         reason = "its stream ended"
         try:
@@ -355,7 +389,14 @@ class FederationService:
                 initial_resource_versions=declared,
                 node=Node(id=self.instance),
             )
-            async for response in responses:
+            response = await self._next_response(responses, connecting, deadline)
+            while response is not None:
+                if isinstance(response, _Ended):
+                    reason = response.reason
+                    if response.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        self.refused[REFUSED_SILENT] += 1
+                        log.warning("ended a zone stream from %s: %s", context.peer(), cut(reason))
+                    await context.abort(response.code, reason)
                 if revoked := self._revoked(source, peer):
                     reason = revoked[1]
                     await context.abort(*revoked)
@@ -365,6 +406,7 @@ class FederationService:
                         "zone %s connected from %s%s", source.cluster, context.peer(), _of(replica)
                     )
                 yield self._take(source, stream, response)
+                response = await self._next_response(responses, connecting, None)
         except SupersededError:
             reason = "another stream of the zone replica replaced it"
             await context.abort(grpc.StatusCode.ABORTED, reason)
@@ -378,16 +420,55 @@ class FederationService:
                 log.info("zone %s disconnected%s: %s", source.cluster, _of(replica), reason)
             self._leave(source.cluster, replica)
 
+    async def _next_response(
+        self,
+        responses: AsyncIterator[discovery_pb2.DeltaDiscoveryResponse],
+        connecting: _Connecting,
+        deadline: float | None,
+    ) -> discovery_pb2.DeltaDiscoveryResponse | _Ended | None:
+        """A stream's next response (None: it ended), or why it ends without one: it was
+        told to (`_Connecting.end`), or `deadline` (loop time) passed."""
+
+        async def next_one() -> discovery_pb2.DeltaDiscoveryResponse | None:
+            return await anext(aiter(responses), None)
+
+        if connecting.why is not None:
+            return connecting.why
+        reading = asyncio.ensure_future(next_one())
+        ending = asyncio.ensure_future(connecting.ending.wait())
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait(
+                (reading, ending), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ending.cancel()
+            if not reading.done():
+                reading.cancel()
+        if connecting.why is not None:
+            return connecting.why
+        if reading.done() and not reading.cancelled():
+            return reading.result()
+        return _Ended(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no first response within {self._first_response_deadline:g} s of connecting",
+        )
+
     def _attach(
         self, source: ZoneSource, replica: str, declared: Iterable[str], connecting: _Connecting
     ) -> int:
         """Attach a stream at its first response; `SupersededError` when a newer stream of
         its replica connected meanwhile."""
         since = connecting.since
-        if since is None:
+        if since is None or connecting.why is not None:
             raise SupersededError("a newer stream of this zone replica connected")
         self._waited((source.cluster, replica), connecting)
-        return source.attach(list(declared), replica, since)
+
+        def ended(reason: str) -> None:  # the source ended it (a standby over the bound)
+            connecting.end(grpc.StatusCode.ABORTED, reason)
+
+        return source.attach(list(declared), replica, since, ended)
 
     def _waited(self, key: tuple[str, str], connecting: _Connecting) -> None:
         """A stream no longer waits to attach."""
@@ -544,6 +625,14 @@ class FederationService:
             log.warning("zone %s: %s", source.cluster, detail)
             nack(request, detail)
         return request
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """Why a ZoneToGlobal stream ends before its first response: its status and reason."""
+
+    code: grpc.StatusCode
+    reason: str
 
 
 def _replica(context: grpc.aio.ServicerContext[Any, Any]) -> str:

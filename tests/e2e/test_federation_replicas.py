@@ -9,15 +9,21 @@
 - One zone dials two `kontinuum serve` replicas (`--global A,B`): both hold the zone's
   site; killing the one the zone takes the fleet from leaves the zone's copy of the fleet
   whole, and changes keep flowing both ways through the other.
-- One global reached at two addresses (named twice, or a dual-stack name) is one link:
-  the zone's streams never replace each other there.
+- One global reached at two addresses (named twice, or a dual-stack name, dialed at its
+  addresses of both families) publishes on one link: the zone's streams never replace
+  each other there.
 - A zone connects at most 16 replica ids, its streams of both kinds counted together; a
   replaced subscription leaves its successor's lag marker.
+- A standby holding old versions past the site's byte bound is ended at once.
+- Few ZoneToGlobal streams of a replica wait for their first response (a newer one ends
+  at once the oldest beyond them, and any told of an older view), and one that sends
+  none within its deadline is ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +34,7 @@ import pytest
 import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 
+from kontinuum.discovery.zone import ZoneSource
 from kontinuum.federation.objects import (
     GLOBAL_TO_ZONE,
     REPLICA_METADATA,
@@ -37,9 +44,16 @@ from kontinuum.federation.objects import (
     ZONE_RESOURCE_TYPE_URL,
     ZONE_TO_GLOBAL,
 )
-from kontinuum.federation.service import MAX_REPLICAS, start_server
+from kontinuum.federation.publisher import Publisher
+from kontinuum.federation.service import (
+    MAX_REPLICAS,
+    MAX_WAITING,
+    REFUSED_SILENT,
+    FederationService,
+    start_server,
+)
 from kontinuum.federation.zone import Zone, ZoneSettings
-from kontinuum.security.xds_auth import ServerCertificate
+from kontinuum.security.xds_auth import FleetAuthenticator, ServerCertificate
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.test_federation import (
     HELLO_SERVICE,
@@ -381,6 +395,150 @@ async def test_a_zone_may_connect_sixteen_replica_ids_with_both_stream_kinds_in_
         call.cancel()
 
 
+async def test_few_streams_of_a_replica_wait_for_their_first_response(served: Global) -> None:
+    credentials = served.credentials("zone-edge-paris", "edge-paris")
+
+    async def connected(replica: str) -> Any:
+        call = publish_as(served, credentials, replica)
+        async with asyncio.timeout(10):
+            assert (await call.read()).type_url == TYPE_URL
+        return call
+
+    async def ended(call: Any) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async with asyncio.timeout(10):
+                await call.read()
+        assert error.value.code() is grpc.StatusCode.ABORTED
+        assert "a newer stream of this zone replica connected" in str(error.value.details())
+
+    # A replica redialing without ever answering: each newer stream ends at once the
+    # oldest beyond MAX_WAITING, though none has answered.
+    calls = [await connected("zone-a") for _ in range(3 * MAX_WAITING)]
+    for older in calls[:-MAX_WAITING]:
+        await ended(older)
+    # The newest attaches at its first response.
+    newest = calls[-1]
+    await newest.write(discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="1"))
+    async with asyncio.timeout(10):
+        answer = await newest.read()
+    assert answer.response_nonce == "1"
+    assert not answer.HasField("error_detail")
+    assert served.zone.replicas() == [("zone-a", True)]
+    # A stream told of a view since changed could not attach: a newer one ends it at once.
+    told_before = await connected("zone-b")
+    object_a = service_object("a")
+    change = discovery_pb2.DeltaDiscoveryResponse(type_url=TYPE_URL, nonce="2")
+    change.resources.add(name=object_a.name, version=object_a.version).resource.Pack(
+        object_a.message
+    )
+    await newest.write(change)
+    async with asyncio.timeout(10):
+        assert (await newest.read()).response_nonce == "2"
+    told_after = await connected("zone-b")
+    await ended(told_before)
+    for call in (*calls[-MAX_WAITING:], told_after):
+        call.cancel()
+
+
+async def test_a_stream_sending_no_first_response_within_its_deadline_is_ended(
+    served: Global,
+) -> None:
+    service = FederationService(
+        FleetAuthenticator(served.ca), served.zones.get, first_response_deadline=0.5
+    )
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    server = await start_server(
+        service, address, certificate.credentials(require_client_certificate=True)
+    )
+    try:
+        channel = grpc.aio.secure_channel(
+            address, served.credentials("zone-edge-paris", "edge-paris")
+        )
+        served.channels.append(channel)
+        method: Any = channel.stream_stream(
+            f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+            request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        )
+        call = method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, "zone-a")))
+        async with asyncio.timeout(10):
+            assert (await call.read()).type_url == TYPE_URL
+        # It never answers: the global ends it, counted.
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                await call.read()
+        assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no first response within 0.5 s" in str(ended.value.details())
+        assert service.refused[REFUSED_SILENT] == 1
+        assert served.zone.stats.connections == 0
+    finally:
+        await server.stop(0)
+
+
+async def test_a_standby_holding_old_versions_past_the_bound_is_ended_at_once(
+    served: Global,
+) -> None:
+    # The site's views may hold 1.5 times the objects a zone publishes: a standby keeping
+    # every old version when the active changes them all is over it.
+    first = [service_object("a"), service_object("b")]
+    size = sum(obj.size for obj in first)
+    zone = ZoneSource("edge-paris", debounce=0.01, max_bytes=size + size // 2)
+    service = FederationService(FleetAuthenticator(served.ca), {"edge-paris": zone}.get)
+    address = f"127.0.0.1:{free_port()}"
+    certificate = ServerCertificate(served.ca, ["127.0.0.1"])
+    server = await start_server(
+        service, address, certificate.credentials(require_client_certificate=True)
+    )
+    channel = grpc.aio.secure_channel(address, served.credentials("zone-edge-paris", "edge-paris"))
+    served.channels.append(channel)
+    method: Any = channel.stream_stream(
+        f"/{SERVICE}/{ZONE_TO_GLOBAL}",
+        request_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+    )
+
+    def replica(name: str) -> Any:
+        return method(metadata=((SITE_METADATA, "edge-paris"), (REPLICA_METADATA, name)))
+
+    async def answered(call: Any, publisher: Publisher) -> None:
+        async with asyncio.timeout(10):
+            response = publisher.response()
+            assert response is not None
+            await call.write(response)
+            answer = publisher.answer(await call.read())
+        assert answer is not None
+        assert answer.accepted, answer.error
+
+    try:
+        active, publisher = replica("zone-a"), Publisher()
+        publisher.publish(first)
+        async with asyncio.timeout(10):
+            publisher.connect(dict((await active.read()).initial_resource_versions))
+        await answered(active, publisher)
+        # A standby connects holding what the site holds, sharing it all.
+        standby, standing = replica("zone-b"), Publisher()
+        standing.publish(first)
+        async with asyncio.timeout(10):
+            standing.connect(dict((await standby.read()).initial_resource_versions))
+        await answered(standby, standing)
+        assert zone.replicas() == [("zone-a", True), ("zone-b", False)]
+        # The active sends new versions of everything: accepted, and the standby, now
+        # holding the old ones, is ended at once (it redials from the site's view).
+        publisher.publish([service_object("a", port=81), service_object("b", port=82)])
+        await answered(active, publisher)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                await standby.read()
+        assert ended.value.code() is grpc.StatusCode.ABORTED
+        assert "this standby replica's view, the one holding the most" in str(ended.value.details())
+        assert zone.replicas() == [("zone-a", True)]
+        assert zone.bytes_held <= size + size // 2
+        active.cancel()
+    finally:
+        await server.stop(0)
+
+
 async def test_a_zone_reaching_one_global_at_two_addresses_publishes_on_one_link(
     served: Global, tmp_path: Path
 ) -> None:
@@ -446,22 +604,85 @@ async def test_a_replaced_subscription_leaves_its_successors_lag_marker(served: 
     await eventually(lambda: "edge-paris" not in served.service.behind_since)
 
 
-def test_a_dual_stack_name_is_one_global_replica_of_one_address_family(tmp_path: Path) -> None:
-    # A name with an AAAA and an A record (in a hosts file of a mount namespace of its own):
-    # one process at two addresses, dialed over the family of the first address only.
+# A zone in a mount namespace of its own (its own /etc/hosts), until both links to the
+# dual-stack name learned the global's instance; it prints each link's target, instance
+# and whether it is idle.
+DUAL_STACK_ZONE = """
+import asyncio, json, sys
+from pathlib import Path
+from kontinuum.federation.global_links import resolve
+from kontinuum.federation.zone import Zone, ZoneSettings
+
+async def main(address, credentials, site):
+    zone = Zone(ZoneSettings("edge-paris", address, Path(credentials), Path(site),
+                             backoff=(0.05, 0.2)))
+    running = asyncio.create_task(zone.run())
+    try:
+        async with asyncio.timeout(30):
+            while not (len(zone.publisher) == 2 and all(l.instance for l in zone.publisher)
+                       and zone.publisher.connected_links() == 1):
+                await asyncio.sleep(0.05)
+        # Bounded: each change published once more, on the one link.
+        (Path(site) / "b.yaml").write_text(Path(site, "a.yaml").read_text().replace(
+            "name: a", "name: b"))
+        async with asyncio.timeout(30):
+            while zone.publisher.stats.acks < 2:
+                await asyncio.sleep(0.05)
+        host, port = address.rsplit(":", 1)
+        targets = sorted(t.target for t in resolve([(host, int(port))])[0])
+        links = [zone.publisher.link(t) for t in targets]
+        print(json.dumps([(t, l.instance, l.idle) for t, l in zip(targets, links)]))
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_dual_stack_name_is_dialed_at_both_addresses_and_publishes_on_one_link(
+    served: Global, tmp_path: Path
+) -> None:
+    # One global process listening on ::1 and 127.0.0.1, the AAAA and A records of a name
+    # (in a hosts file of a mount namespace of the zone's own).
+    port = free_port()
+    certificate = ServerCertificate(served.ca, ["global.dual.test"])
+    listeners = [
+        await start_server(
+            served.service, address, certificate.credentials(require_client_certificate=True)
+        )
+        for address in (f"[::1]:{port}", f"127.0.0.1:{port}")
+    ]
     hosts = tmp_path / "hosts"
     hosts.write_text("::1 global.dual.test\n127.0.0.1 global.dual.test\n")
-    code = (
-        "from kontinuum.federation.global_links import resolve\n"
-        "targets, problems = resolve([('global.dual.test', 18002)])\n"
-        "print(*problems, *(t.target for t in targets))\n"
-    )
-    script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3"'
-    ran = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", str(hosts), sys.executable, code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert ran.stdout.split() in (["ipv6:[::1]:18002"], ["ipv4:127.0.0.1:18002"])
+    credentials, site = tmp_path / "credentials", tmp_path / "site"
+    site.mkdir()
+    write_credentials(credentials, served.ca, HOUR)
+    (site / "a.yaml").write_text(yaml.safe_dump(dict(service_object("a").body)))
+    script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    try:
+        zone = await asyncio.create_subprocess_exec(
+            "unshare", "-rm", "sh", "-c", script, "sh", str(hosts),
+            sys.executable, "-c", DUAL_STACK_ZONE,
+            f"global.dual.test:{port}", str(credentials), str(site),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(90):
+            out, err = await zone.communicate()
+        assert zone.returncode == 0, err.decode()[-2000:]
+    finally:
+        for listener in listeners:
+            await listener.stop(0)
+    # Both addresses, of both families, were dialed; both reached the one instance, and
+    # one link published while the other stayed idle.
+    links = json.loads(out)
+    assert [target for target, _, _ in links] == [
+        f"ipv4:127.0.0.1:{port}",
+        f"ipv6:[::1]:{port}",
+    ]
+    assert {instance for _, instance, _ in links} == {served.service.instance}
+    assert sorted(idle for _, _, idle in links) == [False, True]
+    # One stream of the zone at the global: no link's stream replaced the other's.
+    assert served.zone.stats.connections == 1
+    assert served.zone.objects == 2

@@ -4,6 +4,7 @@ published to each link, each sending only what differs from what its replica hol
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from kontinuum.federation.global_links import (
     Links,
-    default_replica_id,
     global_entries,
     resolve,
 )
@@ -96,14 +96,31 @@ def test_each_link_sends_what_its_replica_lacks() -> None:
     assert not links.is_up("b")
 
 
-def test_a_zone_replica_restarted_on_its_host_keeps_its_default_id() -> None:
-    # Two processes on one host (a container restarted in its pod): one id, the host name.
+def default_ids(**env: str) -> set[str]:
+    """The default replica ids of two processes started with `env` (and no POD_NAME but
+    the one given)."""
     code = "from kontinuum.federation.global_links import default_replica_id as d; print(d())"
-    ids = {
+    environment = {k: v for k, v in os.environ.items() if k != "POD_NAME"} | env
+    return {
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env=environment,
         ).stdout.strip()
         for _ in range(2)
     }
-    assert ids == {socket.gethostname()}
-    assert default_replica_id() == socket.gethostname()
+
+
+def test_a_zone_replica_restarted_on_its_host_keeps_its_default_id() -> None:
+    # Two processes on one host (a container restarted in its pod): one id, the host name.
+    assert default_ids() == {socket.gethostname()}
+
+
+def test_a_zone_replica_s_default_id_is_its_pod_name_when_given() -> None:
+    # With hostNetwork the host name is the node's: POD_NAME (the downward API) tells pods
+    # apart, and a container restarted in its pod keeps it.
+    assert default_ids(POD_NAME="zone-edge-paris-7f9c") == {"zone-edge-paris-7f9c"}
+    assert default_ids(POD_NAME="") == {socket.gethostname()}

@@ -206,3 +206,59 @@ async def test_the_standbys_objects_count_with_the_site_s_against_its_bytes(
     # ... and shared once it does.
     zone.apply(a, [sized("b-own", 150)], [])
     assert zone.apply(c, [sized("b-own", 150)], []) == []
+
+
+async def test_the_active_s_new_versions_end_the_standby_holding_most_of_the_old_ones(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    names = ["a", "b", "c", "d"]
+    active = zone.attach(replica="active")
+    zone.apply(active, [sized(n, 50) for n in names], [])  # 200 MiB
+    await updates.next()
+    ended: list[tuple[str, str]] = []
+    for generation in range(2, 8):
+        # A standby connects (it shares the current view), then the active sends new
+        # versions of everything: the standbys keep the old ones.
+        replica = f"standby-{generation}"
+        zone.attach(
+            zone.held().keys(), replica=replica, ended=lambda why, r=replica: ended.append((r, why))
+        )
+        assert zone.apply(active, [sized(n, 50, str(generation)) for n in names], []) == []
+        assert zone.held() == dict.fromkeys((f"Service/demo/{n}" for n in names), str(generation))
+        assert zone.bytes_held <= MAX_BYTES
+    # Each time two standbys held an old generation each, one was ended (of two holding as
+    # much, the one connected longest), to redial from the site's view.
+    assert [replica for replica, _ in ended] == [f"standby-{g}" for g in range(2, 7)]
+    assert "standby replica's view, the one holding the most" in ended[0][1]
+    assert zone.replicas() == [("active", True), ("standby-7", False)]
+    assert zone.bytes_held == 400 * 1024 * 1024  # the site's view and one old generation
+
+
+async def test_a_change_in_progress_counts_with_the_standbys_views(
+    source: tuple[ZoneSource, Updates],
+) -> None:
+    zone, updates = source
+    a = zone.attach(replica="a")
+    zone.apply(a, [sized("base", 300)], [])
+    await updates.next()
+    ended: list[str] = []
+    b = zone.attach(zone.held().keys(), replica="b", ended=ended.append)
+    assert zone.apply(b, [sized("b-own", 150)], []) == []
+    # The active's change, in parts, is not applied yet but is held: the standby holding
+    # the most besides the site's view is ended, not the active refused.
+    assert zone.apply(a, [sized("more", 100)], [], partial=True) == []
+    assert len(ended) == 1
+    assert zone.replicas() == [("a", True)]
+    with pytest.raises(SupersededError):
+        zone.apply(b, [], [])
+    # A standby's object counts with the change in progress too.
+    c = zone.attach(zone.held().keys(), replica="c")
+    refused = zone.apply(c, [sized("c-own", 150)], [])
+    assert refused == [
+        f"Service/demo/c-own: the zone's views would hold more than the {MAX_BYTES} bytes of "
+        "objects it may, its standby replicas' with its active one's"
+    ]
+    zone.apply(a, [], [])  # the change's last part
+    assert zone.held().keys() == {"Service/demo/base", "Service/demo/more"}
+    assert zone.bytes_held <= MAX_BYTES

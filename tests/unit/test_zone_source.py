@@ -290,12 +290,9 @@ async def test_a_stale_zone_that_reconnects_unchanged_stays_stale(
     assert (snapshot.stale, addresses(snapshot)) == (False, ["10.0.0.2"])
 
 
-async def test_a_zone_holds_at_most_max_bytes_of_objects(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_zone_holds_at_most_max_bytes_of_objects() -> None:
     # The count and each object's size are bounded; so is their product, the zone's whole.
-    monkeypatch.setattr("kontinuum.discovery.zone.MAX_BYTES", 1000)
-    zone = ZoneSource("edge-paris")
+    zone = ZoneSource("edge-paris", max_bytes=1000)
     stream = zone.attach()
     big = [
         obj("Service", f"s{i}", {"spec": {"ports": [{"port": 80}]}}, version=str(i))
