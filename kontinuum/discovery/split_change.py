@@ -6,11 +6,13 @@ word on a name counts), and applies the whole change at once when its last part 
 so that what it serves never shows half a change (a route without the service it sends
 to, say). A stream that ends between the parts takes its parts with it: the next stream
 is told only the versions of whole changes, and the sender sends the change whole again.
+`undeclared`: what a receiver drops once a new stream's first view is whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -52,3 +54,11 @@ class SplitChange(Generic[T]):
         dropped = len(self._entries)
         self._entries = {}
         return dropped
+
+
+def undeclared(
+    held: Iterable[str], declared: AbstractSet[str], received: AbstractSet[str]
+) -> list[str]:
+    """The names held that a stream's first view neither declared (in
+    `initial_resource_versions`) nor sent: the zone no longer has them."""
+    return [name for name in held if name not in declared and name not in received]

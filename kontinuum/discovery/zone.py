@@ -68,7 +68,7 @@ from kontinuum.discovery.kube_view import (
     WatchedKind,
 )
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
-from kontinuum.discovery.split_change import SplitChange
+from kontinuum.discovery.split_change import SplitChange, undeclared
 from kontinuum.discovery.zone_replicas import Replicas, ReplicaStream
 from kontinuum.discovery.zone_store import ReceivedObject, ZoneObjects
 
@@ -517,7 +517,7 @@ class ZoneSource:
         self._declared, self._received = None, set()
         if declared is None:
             return
-        for name in [n for n in self._objects if n not in declared and n not in received]:
+        for name in undeclared(self._objects, declared, received):
             dropped = self._set_object(name, None)
             self._bytes -= dropped.size if dropped is not None else 0
             self._stored(name, None)

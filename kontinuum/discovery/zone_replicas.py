@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kontinuum.discovery.split_change import SplitChange
+from kontinuum.discovery.split_change import SplitChange, undeclared
 from kontinuum.discovery.zone_store import ReceivedObject
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class StandbyView:
         self.declared, self.received = None, set()
         if declared is None:
             return
-        for name in [n for n in self.objects if n not in declared and n not in received]:
+        for name in undeclared(self.objects, declared, received):
             before = self.cost(name)
             self.size -= self.objects.pop(name).size
             self.own -= before

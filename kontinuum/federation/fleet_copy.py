@@ -46,7 +46,7 @@ from kontinuum.control.objects import Document
 from kontinuum.discovery.replace_file import replace_file
 from kontinuum.discovery.snapshot_codec import decode_snapshot
 from kontinuum.discovery.source import Health, SourceStatus, SourceUpdate
-from kontinuum.discovery.split_change import SplitChange
+from kontinuum.discovery.split_change import SplitChange, undeclared
 from kontinuum.federation.catalog import FLEET_PREFIX, SITE_PREFIX
 from kontinuum.federation.objects import (
     PARTIAL,
@@ -284,8 +284,7 @@ class FleetCopy:
         self._declared, self._received = None, set()
         if declared is None:
             return
-        gone = [n for n in self.resources if n not in declared and n not in received]
-        for name in gone:
+        for name in undeclared(self.resources, declared, received):
             del self.resources[name]
             self._services.get(_site_of(name), {}).pop(name, None)
             if _is_state(name):
