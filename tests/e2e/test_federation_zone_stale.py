@@ -20,6 +20,7 @@ from tests.e2e.backends import Backend, request
 from tests.e2e.conftest import StartEnvoy
 from tests.e2e.routing_fleet import endpoint_slice, service
 from tests.e2e.test_federation import TD, Process, issue, kontinuum, until
+from tests.e2e.test_federation_zone_xds import FLEET as ZONE_FLEET
 from tests.support import kube
 from tests.support.kube import KubeCluster, write_kubeconfig
 from tests.support.net import free_port
@@ -29,23 +30,9 @@ pytestmark = pytest.mark.e2e
 HELLO = "hello.demo.svc.clusterset.local"
 SOURCE = {"source": "zone:edge-paris"}
 
-FLEET = """apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ClusterProfile
-metadata:
-  name: eu
-  namespace: fleet
-  labels: {topology.kubernetes.io/region: eu-west-1, kontinuum.io/network: backbone}
----
-apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ClusterProfile
-metadata:
-  name: edge-paris
-  namespace: fleet
-  labels: {topology.kubernetes.io/region: eu-central-1, kontinuum.io/network: backbone}
-  annotations:
-    kontinuum.io/source: zone
-    kontinuum.io/stale-after: 3s
-"""
+# The serving-zone tests' fleet, with a stale-after short enough to wait out.
+FLEET = ZONE_FLEET.replace("kontinuum.io/stale-after: 10m", "kontinuum.io/stale-after: 3s")
+assert FLEET != ZONE_FLEET
 
 
 def backend_of(port: int) -> str | None:
